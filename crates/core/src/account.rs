@@ -1,0 +1,196 @@
+//! Mail accounts: one mailbox that mailgate reaches with one app's tokens.
+
+use crate::app::{FieldError, field_error, keyword_enum};
+use crate::{AccountId, AccountState, AppId, EmailAddress, Host, Invalid, Name, Port, TlsMode, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a mail server listens and how the connection is secured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerEndpoint {
+    pub host: Host,
+    pub port: Port,
+    pub tls: TlsMode,
+}
+
+impl fmt::Display for ServerEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{} ({})", self.host, self.port, self.tls)
+    }
+}
+
+keyword_enum!(
+    /// The protocol mailgate reads mail with.
+    InboundProtocol, "inbound protocol" { Imap = "imap", Pop3 = "pop3" }
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    pub protocol: InboundProtocol,
+    #[serde(flatten)]
+    pub server: ServerEndpoint,
+}
+
+/// Outbound mail always goes over SMTP submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outbound {
+    #[serde(flatten)]
+    pub server: ServerEndpoint,
+}
+
+/// What happens to a message when it arrives (PhixFlow's "On Email Received").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", content = "folder", rename_all = "snake_case")]
+pub enum OnReceived {
+    None,
+    Webhook,
+    MarkSeen,
+    MoveTo(String),
+    Delete,
+}
+
+impl OnReceived {
+    /// `none`, `webhook`, `mark_seen`, `delete` or `move:FOLDER`.
+    pub fn parse(input: &str) -> Result<Self, Invalid> {
+        let s = input.trim();
+        let expected = "expected none, webhook, mark_seen, delete or move:FOLDER";
+        if let Some(folder) = s.strip_prefix("move:") {
+            let folder = folder.trim();
+            if folder.is_empty() || folder.chars().any(char::is_control) || folder.len() > 200 {
+                return Err(Invalid::new("on-received action", s, "the folder name is empty or not printable"));
+            }
+            return Ok(OnReceived::MoveTo(folder.to_owned()));
+        }
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "none" => Ok(OnReceived::None),
+            "webhook" => Ok(OnReceived::Webhook),
+            "mark_seen" => Ok(OnReceived::MarkSeen),
+            "delete" => Ok(OnReceived::Delete),
+            _ => Err(Invalid::new("on-received action", s, expected)),
+        }
+    }
+}
+
+impl fmt::Display for OnReceived {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OnReceived::None => f.write_str("none"),
+            OnReceived::Webhook => f.write_str("webhook"),
+            OnReceived::MarkSeen => f.write_str("mark_seen"),
+            OnReceived::Delete => f.write_str("delete"),
+            OnReceived::MoveTo(folder) => write!(f, "move:{folder}"),
+        }
+    }
+}
+
+impl FromStr for OnReceived {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        Self::parse(s)
+    }
+}
+
+/// Everything about an account that the administrator chooses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountSpec {
+    pub name: Name,
+    pub description: String,
+    pub enabled: bool,
+    /// The sign-in name, and the identity the consenting user must have.
+    pub mailbox: EmailAddress,
+    /// A shared or delegated mailbox opened with `mailbox`'s token (Exchange FullAccess).
+    pub shared_mailbox: Option<EmailAddress>,
+    /// Other sign-in names accepted at consent (e.g. a UPN that differs from the address).
+    pub aliases: Vec<EmailAddress>,
+    pub app_id: AppId,
+    pub inbound: Option<Inbound>,
+    pub outbound: Option<Outbound>,
+    pub from_name: Option<String>,
+    pub reply_to: Option<EmailAddress>,
+    pub signature: Option<String>,
+    pub on_received: OnReceived,
+}
+
+impl AccountSpec {
+    pub fn check(&self) -> Result<(), FieldError> {
+        if self.description.chars().count() > 500 {
+            return Err(field_error("description", "at most 500 characters"));
+        }
+        if let Some(n) = &self.from_name
+            && (n.chars().count() > 100 || n.chars().any(char::is_control))
+        {
+            return Err(field_error("from_name", "at most 100 printable characters, no line breaks"));
+        }
+        if self.signature.as_ref().is_some_and(|s| s.len() > 10_000) {
+            return Err(field_error("signature", "at most 10000 bytes"));
+        }
+        if self.inbound.is_none() && self.outbound.is_none() {
+            return Err(field_error("inbound", "an account needs inbound (imap or pop3), outbound (smtp), or both"));
+        }
+        if self.inbound.is_none() && self.on_received != OnReceived::None {
+            return Err(field_error("on_received", "an account without inbound mail cannot act on received mail"));
+        }
+        if let (Some(inb), OnReceived::MoveTo(_)) = (&self.inbound, &self.on_received)
+            && inb.protocol == InboundProtocol::Pop3
+        {
+            return Err(field_error("on_received", "POP3 has no folders: use delete, webhook or none"));
+        }
+        if let (Some(inb), OnReceived::MarkSeen) = (&self.inbound, &self.on_received)
+            && inb.protocol == InboundProtocol::Pop3
+        {
+            return Err(field_error("on_received", "POP3 has no seen flag: use delete, webhook or none"));
+        }
+        Ok(())
+    }
+
+    /// The address the mail servers see as the XOAUTH2 `user`: the shared mailbox if any.
+    pub fn sasl_user(&self) -> &EmailAddress {
+        self.shared_mailbox.as_ref().unwrap_or(&self.mailbox)
+    }
+}
+
+/// The last thing that went wrong, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Stable remediation code, e.g. `secret_expired`.
+    pub code: String,
+    /// A sentence the administrator can act on.
+    pub remediation: String,
+    /// The provider's or server's own words, verbatim (never containing a secret).
+    pub detail: Option<String>,
+    pub at: Timestamp,
+}
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MailAccount {
+    pub id: AccountId,
+    #[serde(flatten)]
+    pub spec: AccountSpec,
+    pub state: AccountState,
+    pub last_problem: Option<Problem>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_received_round_trips() {
+        for s in ["none", "webhook", "mark_seen", "delete", "move:Archive/2026"] {
+            assert_eq!(OnReceived::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(OnReceived::parse("Mark-Seen").unwrap(), OnReceived::MarkSeen);
+        assert!(OnReceived::parse("move:").is_err());
+        assert!(OnReceived::parse("forward").unwrap_err().to_string().contains("move:FOLDER"));
+    }
+
+    #[test]
+    fn protocol_keywords() {
+        assert_eq!(InboundProtocol::parse("IMAP").unwrap(), InboundProtocol::Imap);
+        assert!(InboundProtocol::parse("exchange").unwrap_err().to_string().contains("imap, pop3"));
+    }
+}

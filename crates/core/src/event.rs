@@ -1,0 +1,32 @@
+//! Events: every state change and every warning, kept for the dashboard and sent to
+//! webhooks.
+
+use crate::{AccountId, AppId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+crate::app::keyword_enum!(
+    EventKind, "event kind" {
+        AppCreated = "app.created",
+        AppUpdated = "app.updated",
+        AppRemoved = "app.removed",
+        AccountCreated = "account.created",
+        AccountUpdated = "account.updated",
+        AccountRemoved = "account.removed",
+        AccountStateChanged = "account.state_changed",
+        AccountAuthorized = "account.authorized",
+        AccountReauthRequired = "account.reauth_required",
+        SecretExpiring = "app.secret_expiring",
+        KeysRotated = "keys.rotated",
+    }
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: Timestamp,
+    pub kind: EventKind,
+    pub app_id: Option<AppId>,
+    pub account_id: Option<AccountId>,
+    /// Human-readable, never containing a secret.
+    pub message: String,
+}

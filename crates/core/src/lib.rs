@@ -1,0 +1,29 @@
+//! mailgate's domain model.
+//!
+//! Every value that crosses a boundary (CLI flag, form field, config key, database row) is
+//! parsed into one of the newtypes here, which cannot hold an invalid value; the rest of
+//! mailgate takes those types and never re-validates. This crate does no I/O and never
+//! reads the wall clock except through [`clock::SystemClock`].
+
+pub mod account;
+pub mod app;
+pub mod clock;
+pub mod event;
+pub mod grant;
+pub mod invalid;
+pub mod preset;
+pub mod secret;
+pub mod state;
+pub mod user;
+pub mod values;
+
+pub use account::{Inbound, InboundProtocol, MailAccount, OnReceived, Outbound, ServerEndpoint};
+pub use app::{AppKind, Endpoints, OAuthApp, OAuthFlow};
+pub use clock::{Clock, SystemClock, Timestamp};
+pub use grant::{Grant, Identity};
+pub use invalid::Invalid;
+pub use secret::Secret;
+pub use state::{AccountEvent, AccountState, TransitionRefused};
+pub use values::{
+    AccountId, AppId, ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, TenantId, TlsMode,
+};
