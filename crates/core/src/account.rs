@@ -1,7 +1,9 @@
 //! Mail accounts: one mailbox that mailgate reaches with one app's tokens.
 
 use crate::app::{FieldError, field_error, keyword_enum};
-use crate::{AccountId, AccountState, AppId, EmailAddress, Host, Invalid, Name, Port, TlsMode, Timestamp};
+use crate::{
+    AccountId, AccountState, AppId, EmailAddress, Host, Invalid, Name, Port, Timestamp, TlsMode,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -58,7 +60,11 @@ impl OnReceived {
         if let Some(folder) = s.strip_prefix("move:") {
             let folder = folder.trim();
             if folder.is_empty() || folder.chars().any(char::is_control) || folder.len() > 200 {
-                return Err(Invalid::new("on-received action", s, "the folder name is empty or not printable"));
+                return Err(Invalid::new(
+                    "on-received action",
+                    s,
+                    "the folder name is empty or not printable",
+                ));
             }
             return Ok(OnReceived::MoveTo(folder.to_owned()));
         }
@@ -120,26 +126,41 @@ impl AccountSpec {
         if let Some(n) = &self.from_name
             && (n.chars().count() > 100 || n.chars().any(char::is_control))
         {
-            return Err(field_error("from_name", "at most 100 printable characters, no line breaks"));
+            return Err(field_error(
+                "from_name",
+                "at most 100 printable characters, no line breaks",
+            ));
         }
         if self.signature.as_ref().is_some_and(|s| s.len() > 10_000) {
             return Err(field_error("signature", "at most 10000 bytes"));
         }
         if self.inbound.is_none() && self.outbound.is_none() {
-            return Err(field_error("inbound", "an account needs inbound (imap or pop3), outbound (smtp), or both"));
+            return Err(field_error(
+                "inbound",
+                "an account needs inbound (imap or pop3), outbound (smtp), or both",
+            ));
         }
         if self.inbound.is_none() && self.on_received != OnReceived::None {
-            return Err(field_error("on_received", "an account without inbound mail cannot act on received mail"));
+            return Err(field_error(
+                "on_received",
+                "an account without inbound mail cannot act on received mail",
+            ));
         }
         if let (Some(inb), OnReceived::MoveTo(_)) = (&self.inbound, &self.on_received)
             && inb.protocol == InboundProtocol::Pop3
         {
-            return Err(field_error("on_received", "POP3 has no folders: use delete, webhook or none"));
+            return Err(field_error(
+                "on_received",
+                "POP3 has no folders: use delete, webhook or none",
+            ));
         }
         if let (Some(inb), OnReceived::MarkSeen) = (&self.inbound, &self.on_received)
             && inb.protocol == InboundProtocol::Pop3
         {
-            return Err(field_error("on_received", "POP3 has no seen flag: use delete, webhook or none"));
+            return Err(field_error(
+                "on_received",
+                "POP3 has no seen flag: use delete, webhook or none",
+            ));
         }
         Ok(())
     }
@@ -180,17 +201,39 @@ mod tests {
 
     #[test]
     fn on_received_round_trips() {
-        for s in ["none", "webhook", "mark_seen", "delete", "move:Archive/2026"] {
+        for s in [
+            "none",
+            "webhook",
+            "mark_seen",
+            "delete",
+            "move:Archive/2026",
+        ] {
             assert_eq!(OnReceived::parse(s).unwrap().to_string(), s);
         }
-        assert_eq!(OnReceived::parse("Mark-Seen").unwrap(), OnReceived::MarkSeen);
+        assert_eq!(
+            OnReceived::parse("Mark-Seen").unwrap(),
+            OnReceived::MarkSeen
+        );
         assert!(OnReceived::parse("move:").is_err());
-        assert!(OnReceived::parse("forward").unwrap_err().to_string().contains("move:FOLDER"));
+        assert!(
+            OnReceived::parse("forward")
+                .unwrap_err()
+                .to_string()
+                .contains("move:FOLDER")
+        );
     }
 
     #[test]
     fn protocol_keywords() {
-        assert_eq!(InboundProtocol::parse("IMAP").unwrap(), InboundProtocol::Imap);
-        assert!(InboundProtocol::parse("exchange").unwrap_err().to_string().contains("imap, pop3"));
+        assert_eq!(
+            InboundProtocol::parse("IMAP").unwrap(),
+            InboundProtocol::Imap
+        );
+        assert!(
+            InboundProtocol::parse("exchange")
+                .unwrap_err()
+                .to_string()
+                .contains("imap, pop3")
+        );
     }
 }

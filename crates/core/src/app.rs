@@ -91,7 +91,10 @@ impl fmt::Display for FieldError {
 impl std::error::Error for FieldError {}
 
 pub(crate) fn field_error(field: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError { field, message: message.into() }
+    FieldError {
+        field,
+        message: message.into(),
+    }
 }
 
 /// Everything about an app that the administrator chooses.
@@ -138,21 +141,36 @@ impl AppSpec {
         }
         match self.flow {
             OAuthFlow::AuthorizationCode if self.endpoints.authorize.is_none() => {
-                return Err(field_error("authorize_url", "the authorization-code flow needs an authorize endpoint"));
+                return Err(field_error(
+                    "authorize_url",
+                    "the authorization-code flow needs an authorize endpoint",
+                ));
             }
             OAuthFlow::DeviceCode if self.endpoints.device.is_none() => {
-                return Err(field_error("device_url", "the device-code flow needs a device authorization endpoint"));
+                return Err(field_error(
+                    "device_url",
+                    "the device-code flow needs a device authorization endpoint",
+                ));
             }
             OAuthFlow::ClientCredentials => {
                 if self.kind == AppKind::Google {
-                    return Err(field_error("flow", "Google has no client-credentials mail access; use service_account"));
+                    return Err(field_error(
+                        "flow",
+                        "Google has no client-credentials mail access; use service_account",
+                    ));
                 }
                 if self.client_secret.is_none() {
-                    return Err(field_error("client_secret", "the client-credentials flow needs a client secret"));
+                    return Err(field_error(
+                        "client_secret",
+                        "the client-credentials flow needs a client secret",
+                    ));
                 }
             }
             OAuthFlow::ServiceAccount if self.kind != AppKind::Google => {
-                return Err(field_error("flow", "service_account is Google's flow; Microsoft app-only access is client_credentials"));
+                return Err(field_error(
+                    "flow",
+                    "service_account is Google's flow; Microsoft app-only access is client_credentials",
+                ));
             }
             _ => {}
         }
@@ -160,7 +178,10 @@ impl AppSpec {
             && self.flow == OAuthFlow::AuthorizationCode
             && self.client_secret.is_none()
         {
-            return Err(field_error("client_secret", "Google web clients need their client secret (from the Credentials page)"));
+            return Err(field_error(
+                "client_secret",
+                "Google web clients need their client secret (from the Credentials page)",
+            ));
         }
         for (k, _) in &self.extra_params {
             if RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str()) {
@@ -203,8 +224,16 @@ pub fn parse_extra_param(input: &str) -> Result<(String, String), Invalid> {
         .split_once('=')
         .ok_or_else(|| Invalid::new("extra parameter", input, "expected name=value"))?;
     let k = k.trim();
-    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(Invalid::new("extra parameter", input, "the name must be letters, digits, _ or -"));
+    if k.is_empty()
+        || !k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Invalid::new(
+            "extra parameter",
+            input,
+            "the name must be letters, digits, _ or -",
+        ));
     }
     Ok((k.to_owned(), v.trim().to_owned()))
 }

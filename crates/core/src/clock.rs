@@ -23,12 +23,17 @@ impl Timestamp {
     pub fn rfc3339(self) -> String {
         time::OffsetDateTime::from_unix_timestamp(self.0)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| self.0.to_string())
     }
 
     pub fn date(self) -> Option<time::Date> {
-        time::OffsetDateTime::from_unix_timestamp(self.0).ok().map(|t| t.date())
+        time::OffsetDateTime::from_unix_timestamp(self.0)
+            .ok()
+            .map(|t| t.date())
     }
 }
 

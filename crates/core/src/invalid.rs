@@ -22,12 +22,20 @@ impl Invalid {
         if shown.len() < input.len() {
             shown.push('…');
         }
-        Invalid { what, input: shown, expected: expected.into() }
+        Invalid {
+            what,
+            input: shown,
+            expected: expected.into(),
+        }
     }
 
     /// For secrets: never echo the input back.
     pub fn secret(what: &'static str, expected: impl Into<String>) -> Self {
-        Invalid { what, input: String::new(), expected: expected.into() }
+        Invalid {
+            what,
+            input: String::new(),
+            expected: expected.into(),
+        }
     }
 }
 
@@ -36,7 +44,11 @@ impl fmt::Display for Invalid {
         if self.input.is_empty() {
             write!(f, "invalid {}: {}", self.what, self.expected)
         } else {
-            write!(f, "{:?} is not a valid {}: {}", self.input, self.what, self.expected)
+            write!(
+                f,
+                "{:?} is not a valid {}: {}",
+                self.input, self.what, self.expected
+            )
         }
     }
 }

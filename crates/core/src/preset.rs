@@ -29,18 +29,21 @@ pub fn endpoints(
     authority: Option<&HttpUrl>,
 ) -> Result<Option<Endpoints>, Invalid> {
     let base = |default: &str| {
-        authority.map(HttpUrl::without_trailing_slash).unwrap_or_else(|| default.to_owned())
+        authority
+            .map(HttpUrl::without_trailing_slash)
+            .unwrap_or_else(|| default.to_owned())
     };
     Ok(match kind {
         AppKind::Microsoft => {
             let b = base(MICROSOFT_AUTHORITY);
             let t = tenant.map(TenantId::as_str).unwrap_or("common");
-            let issuer_tenant = if matches!(t, "common" | "organizations" | "consumers") || t.contains('.') {
-                // The issuer names the tenant GUID; checked against the token's `tid`.
-                "{tenantid}"
-            } else {
-                t
-            };
+            let issuer_tenant =
+                if matches!(t, "common" | "organizations" | "consumers") || t.contains('.') {
+                    // The issuer names the tenant GUID; checked against the token's `tid`.
+                    "{tenantid}"
+                } else {
+                    t
+                };
             Some(Endpoints {
                 authorize: Some(url(format!("{b}/{t}/oauth2/v2.0/authorize"))?),
                 token: url(format!("{b}/{t}/oauth2/v2.0/token"))?,
@@ -57,7 +60,9 @@ pub fn endpoints(
                 token: url("https://oauth2.googleapis.com/token".into())?,
                 device: Some(url("https://oauth2.googleapis.com/device/code".into())?),
                 jwks: Some(url("https://www.googleapis.com/oauth2/v3/certs".into())?),
-                userinfo: Some(url("https://openidconnect.googleapis.com/v1/userinfo".into())?),
+                userinfo: Some(url(
+                    "https://openidconnect.googleapis.com/v1/userinfo".into()
+                )?),
                 revoke: Some(url("https://oauth2.googleapis.com/revoke".into())?),
                 issuer: Some("https://accounts.google.com".into()),
             }),
@@ -84,7 +89,13 @@ pub fn scopes(kind: AppKind, flow: OAuthFlow) -> Option<Scopes> {
     Some(match (kind, flow) {
         (AppKind::Microsoft, OAuthFlow::ClientCredentials) => Scopes::from_list([MS_APP_ONLY]),
         (AppKind::Microsoft, _) => Scopes::from_list([
-            "openid", "email", "profile", "offline_access", MS_IMAP, MS_POP, MS_SMTP,
+            "openid",
+            "email",
+            "profile",
+            "offline_access",
+            MS_IMAP,
+            MS_POP,
+            MS_SMTP,
         ]),
         (AppKind::Google, OAuthFlow::ServiceAccount) => Scopes::from_list([GOOGLE_MAIL]),
         (AppKind::Google, _) => Scopes::from_list(["openid", "email", GOOGLE_MAIL]),
@@ -102,16 +113,28 @@ pub fn authorize_params(kind: AppKind) -> &'static [(&'static str, &'static str)
 }
 
 fn endpoint(host: &str, port: u16, tls: TlsMode) -> Option<ServerEndpoint> {
-    Some(ServerEndpoint { host: Host::parse(host).ok()?, port: Port::new(port).ok()?, tls })
+    Some(ServerEndpoint {
+        host: Host::parse(host).ok()?,
+        port: Port::new(port).ok()?,
+        tls,
+    })
 }
 
 /// The provider's inbound server for a protocol.
 pub fn inbound(kind: AppKind, protocol: InboundProtocol) -> Option<Inbound> {
     let server = match (kind, protocol) {
-        (AppKind::Microsoft, InboundProtocol::Imap) => endpoint("outlook.office365.com", 993, TlsMode::Implicit),
-        (AppKind::Microsoft, InboundProtocol::Pop3) => endpoint("outlook.office365.com", 995, TlsMode::Implicit),
-        (AppKind::Google, InboundProtocol::Imap) => endpoint("imap.gmail.com", 993, TlsMode::Implicit),
-        (AppKind::Google, InboundProtocol::Pop3) => endpoint("pop.gmail.com", 995, TlsMode::Implicit),
+        (AppKind::Microsoft, InboundProtocol::Imap) => {
+            endpoint("outlook.office365.com", 993, TlsMode::Implicit)
+        }
+        (AppKind::Microsoft, InboundProtocol::Pop3) => {
+            endpoint("outlook.office365.com", 995, TlsMode::Implicit)
+        }
+        (AppKind::Google, InboundProtocol::Imap) => {
+            endpoint("imap.gmail.com", 993, TlsMode::Implicit)
+        }
+        (AppKind::Google, InboundProtocol::Pop3) => {
+            endpoint("pop.gmail.com", 995, TlsMode::Implicit)
+        }
         (AppKind::Generic, _) => None,
     }?;
     Some(Inbound { protocol, server })
@@ -149,42 +172,86 @@ mod tests {
     #[test]
     fn microsoft_preset_follows_providers_md() {
         let t = TenantId::parse("contoso.onmicrosoft.com").unwrap();
-        let e = endpoints(AppKind::Microsoft, Some(&t), None).unwrap().unwrap();
+        let e = endpoints(AppKind::Microsoft, Some(&t), None)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             e.token.as_str(),
             "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
         );
-        assert_eq!(e.issuer.as_deref(), Some("https://login.microsoftonline.com/{tenantid}/v2.0"));
+        assert_eq!(
+            e.issuer.as_deref(),
+            Some("https://login.microsoftonline.com/{tenantid}/v2.0")
+        );
         let s = scopes(AppKind::Microsoft, OAuthFlow::AuthorizationCode).unwrap();
         for want in ["offline_access", MS_IMAP, MS_POP, MS_SMTP, "openid"] {
             assert!(s.contains(want), "{want}");
         }
-        assert_eq!(scopes(AppKind::Microsoft, OAuthFlow::ClientCredentials).unwrap().to_string(), MS_APP_ONLY);
+        assert_eq!(
+            scopes(AppKind::Microsoft, OAuthFlow::ClientCredentials)
+                .unwrap()
+                .to_string(),
+            MS_APP_ONLY
+        );
         let imap = inbound(AppKind::Microsoft, InboundProtocol::Imap).unwrap();
-        assert_eq!(imap.server.to_string(), "outlook.office365.com:993 (implicit)");
-        assert_eq!(outbound(AppKind::Microsoft, None).unwrap().server.to_string(), "smtp.office365.com:587 (starttls)");
+        assert_eq!(
+            imap.server.to_string(),
+            "outlook.office365.com:993 (implicit)"
+        );
+        assert_eq!(
+            outbound(AppKind::Microsoft, None)
+                .unwrap()
+                .server
+                .to_string(),
+            "smtp.office365.com:587 (starttls)"
+        );
         let consumers = TenantId::parse("consumers").unwrap();
-        assert_eq!(outbound(AppKind::Microsoft, Some(&consumers)).unwrap().server.host.as_str(), "smtp-mail.outlook.com");
+        assert_eq!(
+            outbound(AppKind::Microsoft, Some(&consumers))
+                .unwrap()
+                .server
+                .host
+                .as_str(),
+            "smtp-mail.outlook.com"
+        );
     }
 
     #[test]
     fn tenant_guid_is_the_issuer() {
         let t = TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").unwrap();
-        let e = endpoints(AppKind::Microsoft, Some(&t), None).unwrap().unwrap();
-        assert_eq!(e.issuer.unwrap(), "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0");
+        let e = endpoints(AppKind::Microsoft, Some(&t), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e.issuer.unwrap(),
+            "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"
+        );
     }
 
     #[test]
     fn google_preset_and_authority_override() {
         let e = endpoints(AppKind::Google, None, None).unwrap().unwrap();
         assert_eq!(e.token.as_str(), "https://oauth2.googleapis.com/token");
-        assert_eq!(outbound(AppKind::Google, None).unwrap().server.to_string(), "smtp.gmail.com:465 (implicit)");
+        assert_eq!(
+            outbound(AppKind::Google, None).unwrap().server.to_string(),
+            "smtp.gmail.com:465 (implicit)"
+        );
         let emu = HttpUrl::parse("http://127.0.0.1:4000/").unwrap();
-        let e = endpoints(AppKind::Google, None, Some(&emu)).unwrap().unwrap();
-        assert_eq!(e.authorize.unwrap().as_str(), "http://127.0.0.1:4000/o/oauth2/v2/auth");
+        let e = endpoints(AppKind::Google, None, Some(&emu))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e.authorize.unwrap().as_str(),
+            "http://127.0.0.1:4000/o/oauth2/v2/auth"
+        );
         assert_eq!(e.issuer.as_deref(), Some("http://127.0.0.1:4000"));
-        let e = endpoints(AppKind::Microsoft, None, Some(&emu)).unwrap().unwrap();
-        assert_eq!(e.authorize.unwrap().as_str(), "http://127.0.0.1:4000/common/oauth2/v2.0/authorize");
+        let e = endpoints(AppKind::Microsoft, None, Some(&emu))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e.authorize.unwrap().as_str(),
+            "http://127.0.0.1:4000/common/oauth2/v2.0/authorize"
+        );
         assert!(authorize_params(AppKind::Google).contains(&("prompt", "consent")));
     }
 

@@ -20,7 +20,10 @@ impl Secret {
             return Err(crate::Invalid::secret(what, "it is empty"));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err(crate::Invalid::secret(what, "it contains control characters"));
+            return Err(crate::Invalid::secret(
+                what,
+                "it contains control characters",
+            ));
         }
         Ok(Secret(trimmed.to_owned()))
     }
@@ -68,7 +71,10 @@ mod tests {
 
     #[test]
     fn parse_trims_and_refuses_empty_without_echo() {
-        assert_eq!(Secret::parse("client secret", " abc \n").unwrap().expose(), "abc");
+        assert_eq!(
+            Secret::parse("client secret", " abc \n").unwrap().expose(),
+            "abc"
+        );
         let err = Secret::parse("client secret", " \n").unwrap_err();
         assert!(err.to_string().contains("empty"));
         let err = Secret::parse("client secret", "ab\u{7}cd").unwrap_err();

@@ -52,7 +52,9 @@ pub enum AccountEvent {
     /// The administrator removed the grant.
     Deauthorized,
     Disabled,
-    Enabled { has_grant: bool },
+    Enabled {
+        has_grant: bool,
+    },
 }
 
 /// A transition the machine does not allow, e.g. authorizing a disabled account.
@@ -71,7 +73,11 @@ impl fmt::Display for TransitionRefused {
             (AccountState::ReauthRequired, _) => "the account must be authorized again first",
             _ => "that change is not possible in this state",
         };
-        write!(f, "cannot apply {:?} to an account that is {}: {why}", self.event, self.from)
+        write!(
+            f,
+            "cannot apply {:?} to an account that is {}: {why}",
+            self.event, self.from
+        )
     }
 }
 
@@ -111,7 +117,9 @@ impl AccountState {
             (_, E::Disabled) => S::Disabled,
             (_, E::Enabled { .. }) => return Err(TransitionRefused { from: self, event }),
 
-            (S::Unauthorized | S::Active | S::ReauthRequired | S::Refreshing, E::Authorized) => S::Active,
+            (S::Unauthorized | S::Active | S::ReauthRequired | S::Refreshing, E::Authorized) => {
+                S::Active
+            }
             (S::Active, E::RefreshStarted) => S::Refreshing,
             (S::Refreshing, E::RefreshSucceeded | E::RefreshFailedTransient) => S::Active,
             // A refresh that finished after another process already marked the grant bad
@@ -142,7 +150,13 @@ mod tests {
     use super::AccountEvent as E;
     use super::AccountState as S;
 
-    const ALL_STATES: [S; 5] = [S::Unauthorized, S::Active, S::Refreshing, S::ReauthRequired, S::Disabled];
+    const ALL_STATES: [S; 5] = [
+        S::Unauthorized,
+        S::Active,
+        S::Refreshing,
+        S::ReauthRequired,
+        S::Disabled,
+    ];
     const ALL_EVENTS: [E; 9] = [
         E::Authorized,
         E::RefreshStarted,

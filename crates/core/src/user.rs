@@ -46,7 +46,10 @@ mod tests {
 
     #[test]
     fn token_scopes_parse_with_colons() {
-        assert_eq!(TokenScope::parse("messages:send").unwrap(), TokenScope::MessagesSend);
+        assert_eq!(
+            TokenScope::parse("messages:send").unwrap(),
+            TokenScope::MessagesSend
+        );
         assert!(TokenScope::parse("messages:delete").is_err());
         assert_eq!(Role::parse("Operator").unwrap(), Role::Operator);
     }

@@ -51,7 +51,9 @@ id_type!(
 fn is_dns_label(label: &str) -> bool {
     !label.is_empty()
         && label.len() <= 63
-        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !label.starts_with('-')
         && !label.ends_with('-')
 }
@@ -71,18 +73,23 @@ impl EmailAddress {
 
     pub fn parse(input: &str) -> Result<Self, Invalid> {
         let s = input.trim();
-        let bad = |why: &str| Invalid::new("email address", s, format!("{why}; {}", Self::EXPECTED));
+        let bad =
+            |why: &str| Invalid::new("email address", s, format!("{why}; {}", Self::EXPECTED));
         let (local, domain) = s.rsplit_once('@').ok_or_else(|| bad("there is no @"))?;
         if local.is_empty() || local.len() > 64 {
             return Err(bad("the part before @ must be 1 to 64 characters"));
         }
         const SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~.";
-        if !local.chars().all(|c| c.is_ascii_alphanumeric() || SPECIALS.contains(c))
+        if !local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || SPECIALS.contains(c))
             || local.starts_with('.')
             || local.ends_with('.')
             || local.contains("..")
         {
-            return Err(bad("the part before @ contains characters a mailbox cannot have"));
+            return Err(bad(
+                "the part before @ contains characters a mailbox cannot have",
+            ));
         }
         if !domain.contains('.') || !is_dns_name(domain) {
             return Err(bad("the part after @ is not a domain name"));
@@ -90,7 +97,10 @@ impl EmailAddress {
         if s.len() > 254 {
             return Err(bad("it is longer than 254 characters"));
         }
-        Ok(EmailAddress(format!("{local}@{}", domain.to_ascii_lowercase())))
+        Ok(EmailAddress(format!(
+            "{local}@{}",
+            domain.to_ascii_lowercase()
+        )))
     }
 
     pub fn as_str(&self) -> &str {
@@ -128,7 +138,11 @@ pub struct Port(u16);
 impl Port {
     pub fn new(n: u16) -> Result<Self, Invalid> {
         if n == 0 {
-            return Err(Invalid::new("port", "0", "expected a number from 1 to 65535"));
+            return Err(Invalid::new(
+                "port",
+                "0",
+                "expected a number from 1 to 65535",
+            ));
         }
         Ok(Port(n))
     }
@@ -179,7 +193,10 @@ pub struct Host(String);
 impl Host {
     pub fn parse(input: &str) -> Result<Self, Invalid> {
         let s = input.trim();
-        let unbracketed = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+        let unbracketed = s
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(s);
         if let Ok(ip) = unbracketed.parse::<IpAddr>() {
             return Ok(Host(ip.to_string()));
         }
@@ -234,7 +251,11 @@ impl TlsMode {
         match input.trim().to_ascii_lowercase().as_str() {
             "implicit" | "tls" | "ssl" => Ok(TlsMode::Implicit),
             "starttls" => Ok(TlsMode::Starttls),
-            other => Err(Invalid::new("TLS mode", other, "expected implicit or starttls")),
+            other => Err(Invalid::new(
+                "TLS mode",
+                other,
+                "expected implicit or starttls",
+            )),
         }
     }
 }
@@ -261,17 +282,30 @@ pub struct HttpUrl(url::Url);
 impl HttpUrl {
     pub fn parse(input: &str) -> Result<Self, Invalid> {
         let s = input.trim();
-        let expected = "expected an absolute http:// or https:// URL like https://login.example.com/path";
-        let url = url::Url::parse(s).map_err(|e| Invalid::new("URL", s, format!("{e}; {expected}")))?;
+        let expected =
+            "expected an absolute http:// or https:// URL like https://login.example.com/path";
+        let url =
+            url::Url::parse(s).map_err(|e| Invalid::new("URL", s, format!("{e}; {expected}")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(Invalid::new("URL", s, format!("the scheme must be http or https; {expected}")));
+            return Err(Invalid::new(
+                "URL",
+                s,
+                format!("the scheme must be http or https; {expected}"),
+            ));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(Invalid::new("URL", s, format!("it has no host; {expected}")));
+            return Err(Invalid::new(
+                "URL",
+                s,
+                format!("it has no host; {expected}"),
+            ));
         }
         if !url.username().is_empty() || url.password().is_some() {
             // Do not echo the input: it holds a credential.
-            return Err(Invalid::secret("URL", "it must not contain a user name or password"));
+            return Err(Invalid::secret(
+                "URL",
+                "it must not contain a user name or password",
+            ));
         }
         if url.fragment().is_some() {
             return Err(Invalid::new("URL", s, "it must not contain a #fragment"));
@@ -326,9 +360,10 @@ serde_via_str!(HttpUrl);
 fn is_guid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| {
-            g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit())
-        })
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// A Microsoft Entra tenant: `common`, `organizations`, `consumers`, a tenant GUID, or a
@@ -384,11 +419,19 @@ impl Name {
             return Err(Invalid::new("name", s, "expected 1 to 64 characters"));
         }
         if s.chars().any(char::is_control) {
-            return Err(Invalid::new("name", s, "control characters are not allowed"));
+            return Err(Invalid::new(
+                "name",
+                s,
+                "control characters are not allowed",
+            ));
         }
         if s.parse::<i64>().is_ok() {
             // The CLI accepts a name or a numeric id wherever it needs an app or account.
-            return Err(Invalid::new("name", s, "a name cannot be only digits (that is how ids look)"));
+            return Err(Invalid::new(
+                "name",
+                s,
+                "a name cannot be only digits (that is how ids look)",
+            ));
         }
         Ok(Name(s.to_owned()))
     }
@@ -461,9 +504,19 @@ impl Scopes {
     /// Parses a space- or comma-separated list.
     pub fn parse(input: &str) -> Result<Self, Invalid> {
         let mut out = Scopes::default();
-        for scope in input.split([' ', ',', '\n', '\t']).filter(|s| !s.is_empty()) {
-            if scope.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-                return Err(Invalid::new("scope", scope, "scopes are words or URLs without quotes"));
+        for scope in input
+            .split([' ', ',', '\n', '\t'])
+            .filter(|s| !s.is_empty())
+        {
+            if scope
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\')
+            {
+                return Err(Invalid::new(
+                    "scope",
+                    scope,
+                    "scopes are words or URLs without quotes",
+                ));
             }
             out.push(scope);
         }
@@ -566,7 +619,10 @@ mod tests {
 
     #[test]
     fn host_accepts_names_and_ips() {
-        assert_eq!(Host::parse("Outlook.Office365.com").unwrap().as_str(), "outlook.office365.com");
+        assert_eq!(
+            Host::parse("Outlook.Office365.com").unwrap().as_str(),
+            "outlook.office365.com"
+        );
         assert_eq!(Host::parse("127.0.0.1").unwrap().as_str(), "127.0.0.1");
         assert_eq!(Host::parse("[::1]").unwrap().as_str(), "::1");
         assert_eq!(Host::parse("localhost").unwrap().as_str(), "localhost");
@@ -579,28 +635,60 @@ mod tests {
     fn tls_mode_parses_both_spellings() {
         assert_eq!(TlsMode::parse("SSL").unwrap(), TlsMode::Implicit);
         assert_eq!(TlsMode::parse("starttls").unwrap(), TlsMode::Starttls);
-        assert!(TlsMode::parse("none").unwrap_err().to_string().contains("implicit or starttls"));
+        assert!(
+            TlsMode::parse("none")
+                .unwrap_err()
+                .to_string()
+                .contains("implicit or starttls")
+        );
     }
 
     #[test]
     fn url_refuses_credentials_without_echoing_them() {
         let u = HttpUrl::parse("https://login.microsoftonline.com/common").unwrap();
-        assert_eq!(u.join_path("/oauth2/v2.0/token").as_str(), "https://login.microsoftonline.com/common/oauth2/v2.0/token");
-        assert_eq!(HttpUrl::parse("http://localhost:8080/").unwrap().join_path("oauth/callback").as_str(), "http://localhost:8080/oauth/callback");
+        assert_eq!(
+            u.join_path("/oauth2/v2.0/token").as_str(),
+            "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            HttpUrl::parse("http://localhost:8080/")
+                .unwrap()
+                .join_path("oauth/callback")
+                .as_str(),
+            "http://localhost:8080/oauth/callback"
+        );
         let err = HttpUrl::parse("https://user:hunter2@example.com/").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
-        for bad in ["ftp://example.com", "example.com", "https://", "https://x.com/#frag", "not a url"] {
+        for bad in [
+            "ftp://example.com",
+            "example.com",
+            "https://",
+            "https://x.com/#frag",
+            "not a url",
+        ] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn tenant_forms() {
-        for ok in ["common", "Organizations", "consumers", "72f988bf-86f1-41af-91ab-2d7cd011db47", "contoso.onmicrosoft.com"] {
+        for ok in [
+            "common",
+            "Organizations",
+            "consumers",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "contoso.onmicrosoft.com",
+        ] {
             assert!(TenantId::parse(ok).is_ok(), "{ok}");
         }
         assert_eq!(TenantId::parse("COMMON").unwrap().as_str(), "common");
-        for bad in ["", "contoso", "72f988bf-86f1-41af-91ab", "https://login.microsoftonline.com/common", "x y.com"] {
+        for bad in [
+            "",
+            "contoso",
+            "72f988bf-86f1-41af-91ab",
+            "https://login.microsoftonline.com/common",
+            "x y.com",
+        ] {
             let err = TenantId::parse(bad).unwrap_err();
             assert!(err.to_string().contains("Directory (tenant) ID"), "{bad}");
         }
@@ -608,14 +696,21 @@ mod tests {
 
     #[test]
     fn names_and_client_ids() {
-        assert_eq!(Name::parse("  Support mailbox ").unwrap().as_str(), "Support mailbox");
+        assert_eq!(
+            Name::parse("  Support mailbox ").unwrap().as_str(),
+            "Support mailbox"
+        );
         assert!(Name::parse("").is_err());
         assert!(Name::parse(&"x".repeat(65)).is_err());
         assert!(Name::parse("a\tb").is_err());
         assert!(Name::parse("42").is_err());
         let id = ClientId::parse("00000000-0000-0000-0000-0000000000a1").unwrap();
         assert!(id.is_guid());
-        assert!(!ClientId::parse("123.apps.googleusercontent.com").unwrap().is_guid());
+        assert!(
+            !ClientId::parse("123.apps.googleusercontent.com")
+                .unwrap()
+                .is_guid()
+        );
         assert!(ClientId::parse("has space").is_err());
         assert!(ClientId::parse("").is_err());
     }
@@ -623,7 +718,10 @@ mod tests {
     #[test]
     fn scopes_dedupe_and_keep_order() {
         let s = Scopes::parse("openid offline_access,openid https://mail.google.com/").unwrap();
-        assert_eq!(s.to_string(), "openid offline_access https://mail.google.com/");
+        assert_eq!(
+            s.to_string(),
+            "openid offline_access https://mail.google.com/"
+        );
         assert!(s.contains("OPENID"));
         assert!(Scopes::parse("  ").is_err());
         assert!(Scopes::parse("a \"b\"").is_err());

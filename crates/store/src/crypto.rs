@@ -26,9 +26,13 @@ pub const KEY_LEN: usize = 32;
 pub enum CryptoError {
     #[error("{0}")]
     BadKey(String),
-    #[error("the value in {context} was encrypted with key {key_id}, which is not in the keyring; supply that key (MAILGATE_MASTER_KEY or the key file) or restore the key file")]
+    #[error(
+        "the value in {context} was encrypted with key {key_id}, which is not in the keyring; supply that key (MAILGATE_MASTER_KEY or the key file) or restore the key file"
+    )]
     UnknownKey { context: String, key_id: String },
-    #[error("the value in {context} cannot be decrypted: it was altered, moved from another row, or the key is wrong")]
+    #[error(
+        "the value in {context} cannot be decrypted: it was altered, moved from another row, or the key is wrong"
+    )]
     Tampered { context: String },
     #[error("the value in {context} is not in mailgate's encrypted format")]
     Malformed { context: String },
@@ -51,17 +55,30 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+impl Clone for MasterKey {
+    fn clone(&self) -> Self {
+        // from_bytes only fails for a wrong key length, which `raw` cannot have.
+        Self::from_bytes(self.raw).unwrap_or_else(|_| unreachable!("a 32-byte key is always valid"))
+    }
+}
+
 impl MasterKey {
     pub fn from_bytes(raw: [u8; KEY_LEN]) -> Result<Self, CryptoError> {
         let key = UnboundKey::new(&AES_256_GCM, &raw)
             .map_err(|_| CryptoError::BadKey("not a valid AES-256 key".into()))?;
         let digest = ring::digest::digest(&ring::digest::SHA256, &raw);
-        Ok(MasterKey { id: hex::encode(&digest.as_ref()[..4]), key: LessSafeKey::new(key), raw })
+        Ok(MasterKey {
+            id: hex::encode(&digest.as_ref()[..4]),
+            key: LessSafeKey::new(key),
+            raw,
+        })
     }
 
     pub fn generate() -> Result<Self, CryptoError> {
         let mut raw = [0u8; KEY_LEN];
-        SystemRandom::new().fill(&mut raw).map_err(|_| CryptoError::Random)?;
+        SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| CryptoError::Random)?;
         Self::from_bytes(raw)
     }
 
@@ -71,15 +88,21 @@ impl MasterKey {
         let decoded = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
             hex::decode(t).ok()
         } else {
-            use base64::engine::general_purpose::{URL_SAFE_NO_PAD, STANDARD_NO_PAD};
+            use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
             let unpadded = t.trim_end_matches('=');
-            STANDARD_NO_PAD.decode(unpadded).or_else(|_| URL_SAFE_NO_PAD.decode(unpadded)).ok()
+            STANDARD_NO_PAD
+                .decode(unpadded)
+                .or_else(|_| URL_SAFE_NO_PAD.decode(unpadded))
+                .ok()
         };
         let bytes = decoded.ok_or_else(|| {
             CryptoError::BadKey("expected 32 random bytes in base64 (e.g. the output of `openssl rand -base64 32`) or 64 hex digits".into())
         })?;
         let raw: [u8; KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| {
-            CryptoError::BadKey(format!("expected 32 bytes, got {}; generate one with `openssl rand -base64 32`", b.len()))
+            CryptoError::BadKey(format!(
+                "expected 32 bytes, got {}; generate one with `openssl rand -base64 32`",
+                b.len()
+            ))
         })?;
         Self::from_bytes(raw)
     }
@@ -94,7 +117,7 @@ impl MasterKey {
 }
 
 /// Keys to decrypt with; the first encrypts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Keyring {
     keys: Vec<MasterKey>,
 }
@@ -124,6 +147,21 @@ impl Keyring {
         Ok(Keyring::new(primary, keys))
     }
 
+    /// This keyring with `key` as the new primary; the old keys stay for decryption.
+    pub fn with_primary(&self, key: MasterKey) -> Keyring {
+        Keyring::new(key, self.keys.clone())
+    }
+
+    /// This keyring without the keys not listed (the primary always stays).
+    pub fn retain(&self, keep: &[String]) -> Keyring {
+        let others = self.keys[1..]
+            .iter()
+            .filter(|k| keep.contains(&k.id))
+            .cloned()
+            .collect();
+        Keyring::new(self.keys[0].clone(), others)
+    }
+
     pub fn primary_id(&self) -> &str {
         &self.keys[0].id
     }
@@ -135,7 +173,9 @@ impl Keyring {
     pub fn encrypt(&self, context: &str, secret: &Secret) -> Result<String, CryptoError> {
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| CryptoError::Random)?;
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| CryptoError::Random)?;
         let mut buf = secret.expose().as_bytes().to_vec();
         key.key
             .seal_in_place_append_tag(
@@ -150,15 +190,22 @@ impl Keyring {
     }
 
     pub fn decrypt(&self, context: &str, stored: &str) -> Result<Secret, CryptoError> {
-        let malformed = || CryptoError::Malformed { context: context.to_owned() };
+        let malformed = || CryptoError::Malformed {
+            context: context.to_owned(),
+        };
         let mut parts = stored.splitn(3, ':');
         let (Some(PREFIX), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(malformed());
         };
-        let key = self.keys.iter().find(|k| k.id == key_id).ok_or_else(|| {
-            CryptoError::UnknownKey { context: context.to_owned(), key_id: key_id.to_owned() }
-        })?;
+        let key =
+            self.keys
+                .iter()
+                .find(|k| k.id == key_id)
+                .ok_or_else(|| CryptoError::UnknownKey {
+                    context: context.to_owned(),
+                    key_id: key_id.to_owned(),
+                })?;
         let mut bytes = B64.decode(body).map_err(|_| malformed())?;
         if bytes.len() < NONCE_LEN {
             return Err(malformed());
@@ -168,7 +215,9 @@ impl Keyring {
         let plain = key
             .key
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut sealed)
-            .map_err(|_| CryptoError::Tampered { context: context.to_owned() })?;
+            .map_err(|_| CryptoError::Tampered {
+                context: context.to_owned(),
+            })?;
         let text = String::from_utf8(plain.to_vec()).map_err(|_| malformed())?;
         Ok(Secret::new(text))
     }
@@ -176,7 +225,9 @@ impl Keyring {
     /// The key id a stored value was sealed with, without decrypting it.
     pub fn key_id_of(stored: &str) -> Option<&str> {
         let mut parts = stored.splitn(3, ':');
-        (parts.next() == Some(PREFIX)).then(|| parts.next()).flatten()
+        (parts.next() == Some(PREFIX))
+            .then(|| parts.next())
+            .flatten()
     }
 }
 
@@ -190,7 +241,10 @@ pub enum KeySource {
 }
 
 fn key_file_error(path: &Path, message: impl Into<String>) -> CryptoError {
-    CryptoError::KeyFile { path: path.to_owned(), message: message.into() }
+    CryptoError::KeyFile {
+        path: path.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// Loads the key file, creating it with one fresh key (mode 0600) if it does not exist.
@@ -203,13 +257,24 @@ pub fn load_or_create_key_file(path: &Path) -> Result<Keyring, CryptoError> {
             if mode & 0o077 != 0 {
                 return Err(key_file_error(
                     path,
-                    format!("it is readable by other users (mode {mode:o}); run `chmod 600 {}`", path.display()),
+                    format!(
+                        "it is readable by other users (mode {mode:o}); run `chmod 600 {}`",
+                        path.display()
+                    ),
                 ));
             }
-            let text = std::fs::read_to_string(path).map_err(|e| key_file_error(path, e.to_string()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| key_file_error(path, e.to_string()))?;
             let mut keys = Vec::new();
-            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#')) {
-                keys.push(MasterKey::parse(line).map_err(|e| key_file_error(path, format!("line {}: {e}", n + 1)))?);
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+            {
+                keys.push(
+                    MasterKey::parse(line)
+                        .map_err(|e| key_file_error(path, format!("line {}: {e}", n + 1)))?,
+                );
             }
             if keys.is_empty() {
                 return Err(key_file_error(path, "it holds no key"));
@@ -229,7 +294,9 @@ pub fn load_or_create_key_file(path: &Path) -> Result<Keyring, CryptoError> {
 /// Writes the keyring atomically: a 0600 temporary file beside it, fsync, rename.
 pub fn write_key_file(path: &Path, ring: &Keyring, create_new: bool) -> Result<(), CryptoError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut text = String::from("# mailgate master keys: the first encrypts, all decrypt. Keep this file secret and backed up.\n");
+    let mut text = String::from(
+        "# mailgate master keys: the first encrypts, all decrypt. Keep this file secret and backed up.\n",
+    );
     for k in &ring.keys {
         text.push_str(&k.encoded());
         text.push('\n');
@@ -242,10 +309,15 @@ pub fn write_key_file(path: &Path, ring: &Keyring, create_new: bool) -> Result<(
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| key_file_error(&tmp, e.to_string()))?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| key_file_error(&tmp, e.to_string()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| key_file_error(&tmp, e.to_string()))?;
     if create_new && path.exists() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(key_file_error(path, "it appeared while mailgate was creating it"));
+        return Err(key_file_error(
+            path,
+            "it appeared while mailgate was creating it",
+        ));
     }
     std::fs::rename(&tmp, path).map_err(|e| key_file_error(path, e.to_string()))?;
     if let Some(dir) = path.parent()
@@ -271,13 +343,19 @@ mod tests {
         // Same plaintext, different nonce.
         assert_ne!(sealed, ring.encrypt("apps.client_secret:1", &s).unwrap());
         // Moved to another row: refused.
-        assert!(matches!(ring.decrypt("apps.client_secret:2", &sealed), Err(CryptoError::Tampered { .. })));
+        assert!(matches!(
+            ring.decrypt("apps.client_secret:2", &sealed),
+            Err(CryptoError::Tampered { .. })
+        ));
         // A flipped bit: refused.
         let mut bad = sealed.clone();
         let last = bad.pop().unwrap();
         bad.push(if last == 'A' { 'B' } else { 'A' });
         assert!(ring.decrypt("apps.client_secret:1", &bad).is_err());
-        assert!(matches!(ring.decrypt("x", "plaintext"), Err(CryptoError::Malformed { .. })));
+        assert!(matches!(
+            ring.decrypt("x", "plaintext"),
+            Err(CryptoError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -301,7 +379,12 @@ mod tests {
         let err = MasterKey::parse(&B64.encode([7u8; 16])).unwrap_err();
         assert!(err.to_string().contains("got 16"));
         assert!(MasterKey::parse("not base64!!").is_err());
-        let ring = Keyring::from_env_value(&format!("{},{}", B64.encode([1u8; 32]), B64.encode([2u8; 32]))).unwrap();
+        let ring = Keyring::from_env_value(&format!(
+            "{},{}",
+            B64.encode([1u8; 32]),
+            B64.encode([2u8; 32])
+        ))
+        .unwrap();
         assert_eq!(ring.key_ids().len(), 2);
         assert!(Keyring::from_env_value(" , ").is_err());
     }

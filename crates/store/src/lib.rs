@@ -1,1 +1,945 @@
+//! mailgate's persistence.
+//!
+//! One [`Store`] over sqlx's `Any` driver: SQLite is the embedded default and PostgreSQL
+//! follows by adding its migration list (see `migrations/`), because every query here keeps
+//! to the SQL both accept (`$n` placeholders, `RETURNING`, INTEGER unix-second timestamps,
+//! JSON in TEXT). Callers never see SQL or rows; they get domain types.
+//!
+//! Secrets are sealed by [`crypto::Keyring`] before they reach SQL and opened after; no
+//! plaintext secret is ever bound into a statement. Every write that changes state records
+//! its event in the same transaction.
+
 pub mod crypto;
+mod migrate;
+mod rows;
+
+use crypto::{CryptoError, KeySource, Keyring, MasterKey};
+use mailgate_core::account::{AccountSpec, MailAccount, Problem};
+use mailgate_core::app::{AppSpec, OAuthApp};
+use mailgate_core::event::{Event, EventKind};
+use mailgate_core::{AccountId, AccountState, AppId, Grant, Secret, Timestamp};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no {what} named or numbered {key:?}")]
+    NotFound { what: &'static str, key: String },
+    #[error("an {what} named {name:?} already exists; choose another name")]
+    Duplicate { what: &'static str, name: String },
+    #[error("{0}")]
+    InUse(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("the database holds a value mailgate cannot read ({0}); was it edited by hand?")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "the database URL {0:?} is not supported: use sqlite://PATH (PostgreSQL support is planned)"
+    )]
+    UnsupportedUrl(String),
+}
+
+/// What `keys rotate` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rotation {
+    pub new_key_id: String,
+    pub old_key_ids: Vec<String>,
+    pub reencrypted: usize,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Columns that hold sealed secrets: (table, id column, column). Key rotation walks this
+/// list, so a new secret column is added here or it is not rotated.
+pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("apps", "id", "client_secret"),
+    ("grants", "account_id", "access_token"),
+    ("grants", "account_id", "refresh_token"),
+];
+
+fn seal_context(table: &str, column: &str, id: i64) -> String {
+    format!("{table}.{column}:{id}")
+}
+
+pub struct Store {
+    pool: AnyPool,
+    keys: RwLock<LoadedKeys>,
+    source: KeySource,
+}
+
+struct LoadedKeys {
+    ring: Keyring,
+    /// Modification time of the key file when it was read; a change (a `keys rotate` run
+    /// by another process) makes the next seal reload it.
+    file_mtime: Option<SystemTime>,
+}
+
+fn mtime(source: &KeySource) -> Option<SystemTime> {
+    match source {
+        KeySource::File(p) => std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+        KeySource::Env => None,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn open(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let url = normalise_url(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
+            .connect(&url)
+            .await?;
+        migrate::run(&pool).await?;
+        let file_mtime = mtime(&source);
+        Ok(Store {
+            pool,
+            keys: RwLock::new(LoadedKeys { ring, file_mtime }),
+            source,
+        })
+    }
+
+    /// A trivial query, for `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The newest applied schema migration.
+    pub async fn schema_version(&self) -> Result<i64> {
+        migrate::current_version(&self.pool).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn reload_keys_if_changed(&self) -> Result<()> {
+        let KeySource::File(path) = &self.source else {
+            return Ok(());
+        };
+        let now = mtime(&self.source);
+        let stale = self
+            .keys
+            .read()
+            .map(|k| k.file_mtime != now)
+            .unwrap_or(true);
+        if stale {
+            let ring = crypto::load_or_create_key_file(path)?;
+            if let Ok(mut k) = self.keys.write() {
+                *k = LoadedKeys {
+                    ring,
+                    file_mtime: now,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn seal(&self, table: &str, column: &str, id: i64, secret: &Secret) -> Result<String> {
+        self.reload_keys_if_changed()?;
+        let keys = self
+            .keys
+            .read()
+            .map_err(|_| StoreError::Corrupt("key lock poisoned".into()))?;
+        Ok(keys
+            .ring
+            .encrypt(&seal_context(table, column, id), secret)?)
+    }
+
+    fn open_sealed(&self, table: &str, column: &str, id: i64, stored: &str) -> Result<Secret> {
+        let ctx = seal_context(table, column, id);
+        let first = {
+            let keys = self
+                .keys
+                .read()
+                .map_err(|_| StoreError::Corrupt("key lock poisoned".into()))?;
+            keys.ring.decrypt(&ctx, stored)
+        };
+        match first {
+            Err(CryptoError::UnknownKey { .. }) => {
+                // Another process may have rotated the keys since we loaded them.
+                self.reload_keys_if_changed()?;
+                let keys = self
+                    .keys
+                    .read()
+                    .map_err(|_| StoreError::Corrupt("key lock poisoned".into()))?;
+                Ok(keys.ring.decrypt(&ctx, stored)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    // ----- apps -------------------------------------------------------------------------
+
+    pub async fn create_app(&self, spec: &AppSpec, now: Timestamp) -> Result<OAuthApp> {
+        let mut tx = self.pool.begin().await?;
+        if exists(
+            &mut tx,
+            "SELECT id FROM apps WHERE name = $1",
+            spec.name.as_str(),
+        )
+        .await?
+        {
+            return Err(StoreError::Duplicate {
+                what: "app",
+                name: spec.name.to_string(),
+            });
+        }
+        let row = sqlx::query(
+            "INSERT INTO apps (name, kind, tenant, client_id, client_secret, secret_expires, authorize_url, token_url, device_url, jwks_url, userinfo_url, revoke_url, issuer, scopes, extra_params, flow, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) RETURNING id",
+        );
+        let row = rows::bind_app(row, spec)
+            .bind(now.0)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| unique(e, "app", spec.name.as_str()))?;
+        let id: i64 = row.try_get("id")?;
+        if let Some(secret) = &spec.client_secret {
+            let sealed = self.seal("apps", "client_secret", id, secret)?;
+            sqlx::query("UPDATE apps SET client_secret = $1 WHERE id = $2")
+                .bind(sealed)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        record(
+            &mut tx,
+            now,
+            EventKind::AppCreated,
+            Some(AppId(id)),
+            None,
+            &format!("app {} ({}) created", spec.name, spec.kind),
+        )
+        .await?;
+        tx.commit().await?;
+        self.app(AppId(id)).await
+    }
+
+    pub async fn app(&self, id: AppId) -> Result<OAuthApp> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM apps WHERE id = $1",
+            rows::APP_COLUMNS
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "app",
+            key: id.to_string(),
+        })?;
+        self.app_from_row(&row)
+    }
+
+    /// By name, or by numeric id.
+    pub async fn find_app(&self, key: &str) -> Result<OAuthApp> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM apps WHERE name = $1 OR CAST(id AS TEXT) = $1",
+            rows::APP_COLUMNS
+        ))
+        .bind(key.trim())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "app",
+            key: key.to_owned(),
+        })?;
+        self.app_from_row(&row)
+    }
+
+    pub async fn list_apps(&self) -> Result<Vec<OAuthApp>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM apps ORDER BY name",
+            rows::APP_COLUMNS
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| self.app_from_row(r)).collect()
+    }
+
+    fn app_from_row(&self, row: &AnyRow) -> Result<OAuthApp> {
+        let mut app = rows::app(row)?;
+        let sealed: Option<String> = row.try_get("client_secret")?;
+        app.spec.client_secret = sealed
+            .map(|s| self.open_sealed("apps", "client_secret", app.id.0, &s))
+            .transpose()?;
+        Ok(app)
+    }
+
+    /// Replaces the app's settings. `spec.client_secret == None` keeps the stored secret
+    /// unless `clear_secret` is set (secrets are write-only: the caller never had it).
+    pub async fn update_app(
+        &self,
+        id: AppId,
+        spec: &AppSpec,
+        clear_secret: bool,
+        now: Timestamp,
+    ) -> Result<OAuthApp> {
+        let mut tx = self.pool.begin().await?;
+        if exists(
+            &mut tx,
+            "SELECT id FROM apps WHERE name = $1 AND id <> $2",
+            (spec.name.as_str(), id.0),
+        )
+        .await?
+        {
+            return Err(StoreError::Duplicate {
+                what: "app",
+                name: spec.name.to_string(),
+            });
+        }
+        let q = sqlx::query(
+            "UPDATE apps SET name = $1, kind = $2, tenant = $3, client_id = $4, secret_expires = $5, authorize_url = $6, token_url = $7, device_url = $8, jwks_url = $9, userinfo_url = $10, revoke_url = $11, issuer = $12, scopes = $13, extra_params = $14, flow = $15, updated_at = $16 WHERE id = $17",
+        );
+        let done = rows::bind_app(q, spec)
+            .bind(now.0)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique(e, "app", spec.name.as_str()))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "app",
+                key: id.to_string(),
+            });
+        }
+        match (&spec.client_secret, clear_secret) {
+            (Some(secret), _) => {
+                let sealed = self.seal("apps", "client_secret", id.0, secret)?;
+                sqlx::query("UPDATE apps SET client_secret = $1 WHERE id = $2")
+                    .bind(sealed)
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            (None, true) => {
+                sqlx::query("UPDATE apps SET client_secret = NULL WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            (None, false) => {}
+        }
+        record(
+            &mut tx,
+            now,
+            EventKind::AppUpdated,
+            Some(id),
+            None,
+            &format!("app {} updated", spec.name),
+        )
+        .await?;
+        tx.commit().await?;
+        self.app(id).await
+    }
+
+    /// Removes an app no account uses.
+    pub async fn remove_app(&self, id: AppId, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let users: Vec<String> =
+            sqlx::query("SELECT name FROM accounts WHERE app_id = $1 ORDER BY name")
+                .bind(id.0)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("name"))
+                .collect::<Result<_, _>>()?;
+        if !users.is_empty() {
+            return Err(StoreError::InUse(format!(
+                "the app is used by account(s) {}; remove them or move them to another app first",
+                users.join(", ")
+            )));
+        }
+        let name: Option<String> = sqlx::query("DELETE FROM apps WHERE id = $1 RETURNING name")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("name"))
+            .transpose()?;
+        let name = name.ok_or_else(|| StoreError::NotFound {
+            what: "app",
+            key: id.to_string(),
+        })?;
+        record(
+            &mut tx,
+            now,
+            EventKind::AppRemoved,
+            Some(id),
+            None,
+            &format!("app {name} removed"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ----- accounts ---------------------------------------------------------------------
+
+    pub async fn create_account(&self, spec: &AccountSpec, now: Timestamp) -> Result<MailAccount> {
+        let mut tx = self.pool.begin().await?;
+        if exists(
+            &mut tx,
+            "SELECT id FROM accounts WHERE name = $1",
+            spec.name.as_str(),
+        )
+        .await?
+        {
+            return Err(StoreError::Duplicate {
+                what: "account",
+                name: spec.name.to_string(),
+            });
+        }
+        if !exists(&mut tx, "SELECT id FROM apps WHERE id = $1", spec.app_id.0).await? {
+            return Err(StoreError::NotFound {
+                what: "app",
+                key: spec.app_id.to_string(),
+            });
+        }
+        let state = if spec.enabled {
+            AccountState::Unauthorized
+        } else {
+            AccountState::Disabled
+        };
+        let q = sqlx::query(
+            "INSERT INTO accounts (name, description, enabled, mailbox, shared_mailbox, aliases, app_id, inbound_protocol, inbound_host, inbound_port, inbound_tls, outbound_host, outbound_port, outbound_tls, from_name, reply_to, signature, on_received, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20) RETURNING id",
+        );
+        let row = rows::bind_account(q, spec)
+            .bind(state.as_str())
+            .bind(now.0)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| unique(e, "account", spec.name.as_str()))?;
+        let id = AccountId(row.try_get("id")?);
+        record(
+            &mut tx,
+            now,
+            EventKind::AccountCreated,
+            Some(spec.app_id),
+            Some(id),
+            &format!("account {} ({}) created", spec.name, spec.mailbox),
+        )
+        .await?;
+        tx.commit().await?;
+        self.account(id).await
+    }
+
+    pub async fn account(&self, id: AccountId) -> Result<MailAccount> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM accounts WHERE id = $1",
+            rows::ACCOUNT_COLUMNS
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "account",
+            key: id.to_string(),
+        })?;
+        rows::account(&row)
+    }
+
+    pub async fn find_account(&self, key: &str) -> Result<MailAccount> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM accounts WHERE name = $1 OR CAST(id AS TEXT) = $1",
+            rows::ACCOUNT_COLUMNS
+        ))
+        .bind(key.trim())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "account",
+            key: key.to_owned(),
+        })?;
+        rows::account(&row)
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<MailAccount>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM accounts ORDER BY name",
+            rows::ACCOUNT_COLUMNS
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::account).collect()
+    }
+
+    /// Replaces the account's settings; enabling or disabling goes through the state machine.
+    pub async fn update_account(
+        &self,
+        id: AccountId,
+        spec: &AccountSpec,
+        now: Timestamp,
+    ) -> Result<MailAccount> {
+        let current = self.account(id).await?;
+        let mut tx = self.pool.begin().await?;
+        if exists(
+            &mut tx,
+            "SELECT id FROM accounts WHERE name = $1 AND id <> $2",
+            (spec.name.as_str(), id.0),
+        )
+        .await?
+        {
+            return Err(StoreError::Duplicate {
+                what: "account",
+                name: spec.name.to_string(),
+            });
+        }
+        if !exists(&mut tx, "SELECT id FROM apps WHERE id = $1", spec.app_id.0).await? {
+            return Err(StoreError::NotFound {
+                what: "app",
+                key: spec.app_id.to_string(),
+            });
+        }
+        let has_grant = exists(
+            &mut tx,
+            "SELECT account_id FROM grants WHERE account_id = $1",
+            id.0,
+        )
+        .await?;
+        let state = match (current.spec.enabled, spec.enabled) {
+            (true, false) => current.state.apply(mailgate_core::AccountEvent::Disabled),
+            (false, true) => current
+                .state
+                .apply(mailgate_core::AccountEvent::Enabled { has_grant }),
+            _ => Ok(current.state),
+        }
+        .map_err(|e| StoreError::InUse(e.to_string()))?;
+        let q = sqlx::query(
+            "UPDATE accounts SET name = $1, description = $2, enabled = $3, mailbox = $4, shared_mailbox = $5, aliases = $6, app_id = $7, inbound_protocol = $8, inbound_host = $9, inbound_port = $10, inbound_tls = $11, outbound_host = $12, outbound_port = $13, outbound_tls = $14, from_name = $15, reply_to = $16, signature = $17, on_received = $18, state = $19, updated_at = $20 WHERE id = $21",
+        );
+        rows::bind_account(q, spec)
+            .bind(state.as_str())
+            .bind(now.0)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique(e, "account", spec.name.as_str()))?;
+        record(
+            &mut tx,
+            now,
+            EventKind::AccountUpdated,
+            Some(spec.app_id),
+            Some(id),
+            &format!("account {} updated", spec.name),
+        )
+        .await?;
+        if state != current.state {
+            record(
+                &mut tx,
+                now,
+                EventKind::AccountStateChanged,
+                Some(spec.app_id),
+                Some(id),
+                &format!(
+                    "account {} is now {} (was {})",
+                    spec.name, state, current.state
+                ),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.account(id).await
+    }
+
+    /// Removes the account and its grant.
+    pub async fn remove_account(&self, id: AccountId, now: Timestamp) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM grants WHERE account_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("DELETE FROM accounts WHERE id = $1 RETURNING name, app_id")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "account",
+                key: id.to_string(),
+            })?;
+        let name: String = row.try_get("name")?;
+        let app_id: i64 = row.try_get("app_id")?;
+        record(
+            &mut tx,
+            now,
+            EventKind::AccountRemoved,
+            Some(AppId(app_id)),
+            Some(id),
+            &format!("account {name} removed"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a state change and its problem (or clears the problem) with an event.
+    pub async fn set_account_state(
+        &self,
+        id: AccountId,
+        state: AccountState,
+        problem: Option<&Problem>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE accounts SET state = $1, problem_code = $2, problem_remediation = $3, problem_detail = $4, problem_at = $5, updated_at = $6 WHERE id = $7")
+            .bind(state.as_str())
+            .bind(problem.map(|p| p.code.clone()))
+            .bind(problem.map(|p| p.remediation.clone()))
+            .bind(problem.and_then(|p| p.detail.clone()))
+            .bind(problem.map(|p| p.at.0))
+            .bind(now.0)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "account",
+                key: id.to_string(),
+            });
+        }
+        let kind = if state == AccountState::ReauthRequired {
+            EventKind::AccountReauthRequired
+        } else {
+            EventKind::AccountStateChanged
+        };
+        let msg = match problem {
+            Some(p) => format!(
+                "account {id} is now {state}: {} ({})",
+                p.remediation, p.code
+            ),
+            None => format!("account {id} is now {state}"),
+        };
+        record(&mut tx, now, kind, None, Some(id), &msg).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ----- grants -----------------------------------------------------------------------
+
+    /// Stores (replaces) an account's grant; access and refresh token are written together.
+    pub async fn put_grant(
+        &self,
+        grant: &Grant,
+        access_issued_at: Option<Timestamp>,
+    ) -> Result<()> {
+        let id = grant.account_id.0;
+        let access = grant
+            .access_token
+            .as_ref()
+            .map(|s| self.seal("grants", "access_token", id, s))
+            .transpose()?;
+        let refresh = grant
+            .refresh_token
+            .as_ref()
+            .map(|s| self.seal("grants", "refresh_token", id, s))
+            .transpose()?;
+        let identity = serde_json::to_string(&grant.identity)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM grants WHERE account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO grants (account_id, access_token, access_expires_at, access_issued_at, refresh_token, scopes, identity, authorized_at, authorized_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
+        )
+        .bind(id)
+        .bind(access)
+        .bind(grant.access_expires_at.map(|t| t.0))
+        .bind(access_issued_at.map(|t| t.0))
+        .bind(refresh)
+        .bind(grant.scopes.to_string())
+        .bind(identity)
+        .bind(grant.authorized_at.0)
+        .bind(grant.authorized_by.clone())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn grant(&self, id: AccountId) -> Result<Option<Grant>> {
+        let Some(row) = sqlx::query("SELECT account_id, access_token, access_expires_at, refresh_token, scopes, identity, authorized_at, authorized_by FROM grants WHERE account_id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let access: Option<String> = row.try_get("access_token")?;
+        let refresh: Option<String> = row.try_get("refresh_token")?;
+        let mut grant = rows::grant(&row)?;
+        grant.access_token = access
+            .map(|s| self.open_sealed("grants", "access_token", id.0, &s))
+            .transpose()?;
+        grant.refresh_token = refresh
+            .map(|s| self.open_sealed("grants", "refresh_token", id.0, &s))
+            .transpose()?;
+        Ok(Some(grant))
+    }
+
+    // ----- events -----------------------------------------------------------------------
+
+    pub async fn events(&self, account: Option<AccountId>, limit: i64) -> Result<Vec<Event>> {
+        let rows = match account {
+            Some(a) => sqlx::query("SELECT id, at, kind, app_id, account_id, message FROM events WHERE account_id = $1 ORDER BY id DESC LIMIT $2").bind(a.0).bind(limit).fetch_all(&self.pool).await?,
+            None => sqlx::query("SELECT id, at, kind, app_id, account_id, message FROM events ORDER BY id DESC LIMIT $1").bind(limit).fetch_all(&self.pool).await?,
+        };
+        rows.iter().map(rows::event).collect()
+    }
+
+    pub async fn record_event(
+        &self,
+        now: Timestamp,
+        kind: EventKind,
+        app: Option<AppId>,
+        account: Option<AccountId>,
+        message: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        record(&mut tx, now, kind, app, account, message).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ----- keys -------------------------------------------------------------------------
+
+    /// Re-encrypts every sealed value under `new_ring`'s primary key in one transaction.
+    /// Returns how many values were re-encrypted. The caller has already made `new_ring`
+    /// durable (key file written) so a crash at any point leaves every value readable.
+    pub async fn reencrypt_all(&self, new_ring: Keyring, now: Timestamp) -> Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let mut count = 0;
+        for (table, id_col, col) in SEALED_COLUMNS {
+            let rows = sqlx::query(&format!(
+                "SELECT {id_col} AS id, {col} AS v FROM {table} WHERE {col} IS NOT NULL"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let id: i64 = row.try_get("id")?;
+                let stored: String = row.try_get("v")?;
+                let ctx = seal_context(table, col, id);
+                let plain = new_ring.decrypt(&ctx, &stored)?;
+                let resealed = new_ring.encrypt(&ctx, &plain)?;
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {col} = $1 WHERE {id_col} = $2"
+                ))
+                .bind(resealed)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                count += 1;
+            }
+        }
+        let primary = new_ring.primary_id().to_owned();
+        record(
+            &mut tx,
+            now,
+            EventKind::KeysRotated,
+            None,
+            None,
+            &format!("{count} secret(s) re-encrypted under key {primary}"),
+        )
+        .await?;
+        tx.commit().await?;
+        if let Ok(mut k) = self.keys.write() {
+            *k = LoadedKeys {
+                ring: new_ring,
+                file_mtime: mtime(&self.source),
+            };
+        }
+        Ok(count)
+    }
+
+    /// `keys rotate`: makes `new_key` the primary and re-encrypts every secret under it.
+    ///
+    /// With a key file, the file is rewritten first (atomically, new key first, old keys
+    /// kept), then the database is re-encrypted in one transaction: a crash at any point
+    /// leaves every value readable. Old keys stay in the file for decryption until
+    /// [`Store::prune_keys`], so a server still running with the old key never writes a
+    /// value nobody can read. With `MAILGATE_MASTER_KEY` the operator sets the new value.
+    pub async fn rotate_keys(&self, new_key: MasterKey, now: Timestamp) -> Result<Rotation> {
+        let current = match &self.source {
+            KeySource::File(path) => crypto::load_or_create_key_file(path)?,
+            KeySource::Env => self
+                .keys
+                .read()
+                .map_err(|_| StoreError::Corrupt("key lock poisoned".into()))?
+                .ring
+                .clone(),
+        };
+        let old_ids: Vec<String> = current.key_ids().iter().map(|s| s.to_string()).collect();
+        let combined = current.with_primary(new_key);
+        if let KeySource::File(path) = &self.source {
+            crypto::write_key_file(path, &combined, false)?;
+        }
+        let new_id = combined.primary_id().to_owned();
+        let reencrypted = self.reencrypt_all(combined, now).await?;
+        Ok(Rotation {
+            new_key_id: new_id,
+            old_key_ids: old_ids,
+            reencrypted,
+        })
+    }
+
+    /// Drops keys from the key file that no stored value uses any more.
+    pub async fn prune_keys(&self) -> Result<Vec<String>> {
+        let KeySource::File(path) = &self.source else {
+            return Ok(Vec::new());
+        };
+        let ring = crypto::load_or_create_key_file(path)?;
+        let in_use = self.key_ids_in_use().await?;
+        let kept = ring.retain(&in_use);
+        let dropped: Vec<String> = ring
+            .key_ids()
+            .iter()
+            .filter(|id| !kept.key_ids().contains(id))
+            .map(|s| s.to_string())
+            .collect();
+        if !dropped.is_empty() {
+            crypto::write_key_file(path, &kept, false)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Key ids that sealed values still reference (to know which old keys may be dropped).
+    pub async fn key_ids_in_use(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for (table, _, col) in SEALED_COLUMNS {
+            let rows = sqlx::query(&format!(
+                "SELECT {col} AS v FROM {table} WHERE {col} IS NOT NULL"
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                let v: String = row.try_get("v")?;
+                if let Some(id) = Keyring::key_id_of(&v)
+                    && !ids.iter().any(|x| x == id)
+                {
+                    ids.push(id.to_owned());
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn key_source(&self) -> &KeySource {
+        &self.source
+    }
+}
+
+/// WAL lets readers run beside the single writer; busy_timeout makes writers from other
+/// processes wait instead of failing at once; foreign keys are off by default in SQLite.
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    for pragma in [
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA busy_timeout=10000",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA synchronous=NORMAL",
+    ] {
+        conn.execute(pragma).await?;
+    }
+    Ok(())
+}
+
+/// Accepts `sqlite://PATH`, `sqlite:PATH` or a bare path; creates the file if missing.
+fn normalise_url(url: &str) -> Result<String> {
+    let u = url.trim();
+    if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+        return Err(StoreError::UnsupportedUrl(redact_url(u)));
+    }
+    let path = u
+        .strip_prefix("sqlite://")
+        .or_else(|| u.strip_prefix("sqlite:"))
+        .unwrap_or(u);
+    if path.contains("://") || path.is_empty() {
+        return Err(StoreError::UnsupportedUrl(redact_url(u)));
+    }
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut out = format!("sqlite://{path}?mode=rwc");
+    if !query.is_empty() && !query.contains("mode=") {
+        out.push('&');
+        out.push_str(query);
+    }
+    Ok(out)
+}
+
+/// A database URL may hold a password: show scheme and host only.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+            format!("{scheme}://{}", host.split('/').next().unwrap_or(""))
+        }
+        None => "<unrecognised URL>".to_owned(),
+    }
+}
+
+/// The SQLite file a URL points at, if it is one.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let u = url.trim();
+    let path = u
+        .strip_prefix("sqlite://")
+        .or_else(|| u.strip_prefix("sqlite:"))
+        .unwrap_or(u);
+    (!path.contains("://")).then(|| PathBuf::from(path.split('?').next().unwrap_or(path)))
+}
+
+async fn exists<'a, A>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    sql: &'a str,
+    args: A,
+) -> Result<bool>
+where
+    A: rows::BindAll<'a>,
+{
+    Ok(args
+        .bind_all(sqlx::query(sql))
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some())
+}
+
+fn unique(e: sqlx::Error, what: &'static str, name: &str) -> StoreError {
+    if e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+    {
+        StoreError::Duplicate {
+            what,
+            name: name.to_owned(),
+        }
+    } else {
+        StoreError::Database(e)
+    }
+}
+
+async fn record(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    now: Timestamp,
+    kind: EventKind,
+    app: Option<AppId>,
+    account: Option<AccountId>,
+    message: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (at, kind, app_id, account_id, message) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(now.0)
+    .bind(kind.as_str())
+    .bind(app.map(|a| a.0))
+    .bind(account.map(|a| a.0))
+    .bind(message.to_owned())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,277 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mailgate_core::account::{AccountSpec, InboundProtocol, OnReceived};
+use mailgate_core::app::{AppKind, AppSpec, OAuthFlow};
+use mailgate_core::{
+    AccountId, AccountState, ClientId, EmailAddress, Grant, Identity, Name, Scopes, Secret,
+    TenantId, Timestamp, preset,
+};
+use mailgate_store::crypto::{KeySource, MasterKey, load_or_create_key_file};
+use mailgate_store::{Store, StoreError};
+use std::path::{Path, PathBuf};
+
+const NOW: Timestamp = Timestamp(1_790_000_000);
+const CANARY_SECRET: &str = "CANARY-client-secret-7f3a9c";
+const CANARY_REFRESH: &str = "CANARY-refresh-token-51d0e2";
+
+async fn open(dir: &Path) -> (Store, PathBuf) {
+    let key = dir.join("master.key");
+    let ring = load_or_create_key_file(&key).unwrap();
+    let db = dir.join("mailgate.db");
+    let store = Store::open(
+        &format!("sqlite://{}", db.display()),
+        ring,
+        KeySource::File(key),
+    )
+    .await
+    .unwrap();
+    (store, db)
+}
+
+fn ms_app(name: &str) -> AppSpec {
+    let tenant = TenantId::parse("contoso.onmicrosoft.com").unwrap();
+    AppSpec {
+        name: Name::parse(name).unwrap(),
+        kind: AppKind::Microsoft,
+        endpoints: preset::endpoints(AppKind::Microsoft, Some(&tenant), None)
+            .unwrap()
+            .unwrap(),
+        tenant: Some(tenant),
+        client_id: ClientId::parse("00000000-0000-0000-0000-00000000a001").unwrap(),
+        client_secret: Some(Secret::new(CANARY_SECRET)),
+        secret_expires: Some(time::macros::date!(2027 - 05 - 01)),
+        scopes: preset::scopes(AppKind::Microsoft, OAuthFlow::AuthorizationCode).unwrap(),
+        extra_params: vec![("domain_hint".into(), "contoso.com".into())],
+        flow: OAuthFlow::AuthorizationCode,
+    }
+}
+
+fn account(name: &str, app: &mailgate_core::OAuthApp) -> AccountSpec {
+    AccountSpec {
+        name: Name::parse(name).unwrap(),
+        description: "support inbox".into(),
+        enabled: true,
+        mailbox: EmailAddress::parse("support@contoso.com").unwrap(),
+        shared_mailbox: None,
+        aliases: vec![],
+        app_id: app.id,
+        inbound: preset::inbound(AppKind::Microsoft, InboundProtocol::Imap),
+        outbound: preset::outbound(AppKind::Microsoft, None),
+        from_name: Some("Support".into()),
+        reply_to: None,
+        signature: Some("-- \nContoso".into()),
+        on_received: OnReceived::MoveTo("Processed".into()),
+    }
+}
+
+fn grant(id: AccountId) -> Grant {
+    Grant {
+        account_id: id,
+        access_token: Some(Secret::new("CANARY-access-token-90ab")),
+        access_expires_at: Some(NOW.plus_secs(3600)),
+        refresh_token: Some(Secret::new(CANARY_REFRESH)),
+        scopes: Scopes::parse("openid offline_access").unwrap(),
+        identity: Identity {
+            username: Some("support@contoso.com".into()),
+            ..Default::default()
+        },
+        authorized_at: NOW,
+        authorized_by: "cli".into(),
+    }
+}
+
+fn file_contains(path: &Path, needle: &str) -> bool {
+    let mut all = std::fs::read(path).unwrap();
+    for ext in ["db-wal", "db-shm"] {
+        if let Ok(b) = std::fs::read(path.with_extension(ext)) {
+            all.extend(b);
+        }
+    }
+    all.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn apps_round_trip_with_sealed_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    assert_eq!(app.spec, ms_app("Contoso"));
+    assert_eq!(store.find_app("Contoso").await.unwrap().id, app.id);
+    assert_eq!(
+        store
+            .find_app(&app.id.to_string())
+            .await
+            .unwrap()
+            .spec
+            .name
+            .as_str(),
+        "Contoso"
+    );
+    assert!(
+        !file_contains(&db, CANARY_SECRET),
+        "client secret stored in plaintext"
+    );
+
+    let err = store.create_app(&ms_app("Contoso"), NOW).await.unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err}");
+
+    let mut changed = ms_app("Contoso 2");
+    changed.client_secret = None;
+    let updated = store
+        .update_app(app.id, &changed, false, NOW.plus_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        updated.spec.client_secret.unwrap().expose(),
+        CANARY_SECRET,
+        "secret kept when not given"
+    );
+    let cleared = store.update_app(app.id, &changed, true, NOW).await.unwrap();
+    assert!(cleared.spec.client_secret.is_none());
+    store.remove_app(app.id, NOW).await.unwrap();
+    assert!(matches!(
+        store.find_app("Contoso 2").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(store.events(None, 10).await.unwrap().len() >= 4);
+}
+
+#[tokio::test]
+async fn accounts_and_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    assert_eq!(acc.state, AccountState::Unauthorized);
+    assert_eq!(acc.spec, account("support", &app));
+    let err = store.remove_app(app.id, NOW).await.unwrap_err();
+    assert!(err.to_string().contains("support"), "{err}");
+
+    store.put_grant(&grant(acc.id), Some(NOW)).await.unwrap();
+    assert_eq!(store.grant(acc.id).await.unwrap().unwrap(), grant(acc.id));
+    assert!(!file_contains(&db, CANARY_REFRESH));
+
+    let mut off = account("support", &app);
+    off.enabled = false;
+    assert_eq!(
+        store.update_account(acc.id, &off, NOW).await.unwrap().state,
+        AccountState::Disabled
+    );
+    let on = account("support", &app);
+    assert_eq!(
+        store.update_account(acc.id, &on, NOW).await.unwrap().state,
+        AccountState::Active,
+        "enabled with a grant"
+    );
+
+    store.remove_account(acc.id, NOW).await.unwrap();
+    assert!(store.grant(acc.id).await.unwrap().is_none());
+    store.remove_app(app.id, NOW).await.unwrap();
+}
+
+#[tokio::test]
+async fn rotation_keeps_every_secret_readable_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("master.key");
+    let (store, _) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    store.put_grant(&grant(acc.id), None).await.unwrap();
+    let old_id = load_or_create_key_file(&key_path)
+        .unwrap()
+        .primary_id()
+        .to_owned();
+
+    let rotation = store
+        .rotate_keys(MasterKey::generate().unwrap(), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        rotation.reencrypted, 3,
+        "client secret, access token, refresh token"
+    );
+    assert_eq!(rotation.old_key_ids, vec![old_id.clone()]);
+    assert_eq!(
+        store.key_ids_in_use().await.unwrap(),
+        vec![rotation.new_key_id.clone()]
+    );
+    assert_eq!(store.prune_keys().await.unwrap(), vec![old_id]);
+    store.close().await;
+
+    // A fresh process with only the new key file reads everything.
+    let ring = load_or_create_key_file(&key_path).unwrap();
+    assert_eq!(ring.key_ids(), vec![rotation.new_key_id.as_str()]);
+    let (store, _) = open(dir.path()).await;
+    assert_eq!(
+        store
+            .find_app("Contoso")
+            .await
+            .unwrap()
+            .spec
+            .client_secret
+            .unwrap()
+            .expose(),
+        CANARY_SECRET
+    );
+    assert_eq!(store.grant(acc.id).await.unwrap().unwrap(), grant(acc.id));
+}
+
+#[tokio::test]
+async fn a_running_store_follows_a_rotation_done_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = open(dir.path()).await;
+    let (cli, _) = open(dir.path()).await;
+    let app = server.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let rotation = cli
+        .rotate_keys(MasterKey::generate().unwrap(), NOW)
+        .await
+        .unwrap();
+    // The server writes after the rotation: the new value must use the new key.
+    let acc = server
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    server.put_grant(&grant(acc.id), None).await.unwrap();
+    assert_eq!(
+        server.key_ids_in_use().await.unwrap(),
+        vec![rotation.new_key_id]
+    );
+    assert_eq!(
+        server
+            .find_app("Contoso")
+            .await
+            .unwrap()
+            .spec
+            .client_secret
+            .unwrap()
+            .expose(),
+        CANARY_SECRET
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path()).await;
+    store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    store.close().await;
+    std::fs::remove_file(dir.path().join("master.key")).unwrap();
+    let (store, _) = open(dir.path()).await; // creates a different key
+    let err = store.find_app("Contoso").await.unwrap_err();
+    assert!(err.to_string().contains("not in the keyring"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_openers_migrate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let (a, b) = tokio::join!(open(&d), open(&d));
+    assert_eq!(a.0.schema_version().await.unwrap(), 1);
+    assert_eq!(b.0.schema_version().await.unwrap(), 1);
+}
