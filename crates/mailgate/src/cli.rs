@@ -1,0 +1,304 @@
+//! The command line. Secrets are never arguments (they would land in shell history and
+//! `ps`): they come from stdin or a file.
+
+use clap::{Args, Parser, Subcommand};
+use mailgate_core::account::{InboundProtocol, OnReceived};
+use mailgate_core::app::{AppKind, OAuthFlow, parse_extra_param};
+use mailgate_core::{ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, TenantId, TlsMode};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailgate",
+    version,
+    about = "OAuth2 mail gateway for Microsoft 365, Google and other OAuth2 mail servers"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Also MAILGATE_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: admin UI, API, OAuth callback and background jobs.
+    Serve,
+    /// OAuth apps (the registration at Microsoft, Google or another provider).
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Mail accounts (one mailbox each).
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Recent events: state changes, warnings, configuration changes.
+    Events {
+        /// Only this account's events.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The master keys that encrypt secrets at rest.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Register an OAuth app. Endpoints and scopes come from the kind's preset.
+    Add(AppAdd),
+    /// List apps.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one app, with the redirect URI to register at the provider.
+    Show {
+        /// Name or id.
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an app; options not given keep their value.
+    Update(AppUpdate),
+    /// Remove an app that no account uses.
+    Remove { app: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SecretInput {
+    /// Read the client secret from standard input (paste the secret's Value, not its ID).
+    #[arg(long, conflicts_with = "client_secret_file")]
+    pub client_secret_stdin: bool,
+    /// Read the client secret from a file.
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointOverrides {
+    /// Replace the provider's sign-in host (sovereign clouds such as
+    /// https://login.microsoftonline.us, or a test identity provider).
+    #[arg(long, value_parser = HttpUrl::parse)]
+    pub authority: Option<HttpUrl>,
+    #[arg(long, value_parser = HttpUrl::parse)]
+    pub authorize_url: Option<HttpUrl>,
+    #[arg(long, value_parser = HttpUrl::parse)]
+    pub token_url: Option<HttpUrl>,
+    #[arg(long, value_parser = HttpUrl::parse)]
+    pub device_url: Option<HttpUrl>,
+    #[arg(long, value_parser = HttpUrl::parse)]
+    pub jwks_url: Option<HttpUrl>,
+    #[arg(long, value_parser = HttpUrl::parse)]
+    pub userinfo_url: Option<HttpUrl>,
+    #[arg(long, value_parser = HttpUrl::parse)]
+    pub revoke_url: Option<HttpUrl>,
+    /// Expected id_token issuer (`{tenantid}` stands for the token's tenant).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Scopes, space- or comma-separated; replaces the preset.
+    #[arg(long, value_parser = Scopes::parse)]
+    pub scopes: Option<Scopes>,
+    /// Extra authorize parameter NAME=VALUE (repeatable), e.g. domain_hint=contoso.com.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_extra_param)]
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct AppAdd {
+    #[arg(long, value_parser = AppKind::parse)]
+    pub kind: AppKind,
+    #[arg(long, value_parser = Name::parse)]
+    pub name: Name,
+    /// Microsoft tenant: Directory (tenant) ID, a verified domain, or common/organizations/consumers.
+    #[arg(long, value_parser = TenantId::parse)]
+    pub tenant: Option<TenantId>,
+    /// Application (client) ID.
+    #[arg(long, value_parser = ClientId::parse)]
+    pub client_id: ClientId,
+    #[command(flatten)]
+    pub secret: SecretInput,
+    /// When the client secret expires (YYYY-MM-DD); drives the expiry warnings.
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub secret_expires: Option<time::Date>,
+    #[arg(long, value_parser = OAuthFlow::parse, default_value = "authorization_code")]
+    pub flow: OAuthFlow,
+    #[command(flatten)]
+    pub endpoints: EndpointOverrides,
+}
+
+#[derive(Debug, Args)]
+pub struct AppUpdate {
+    /// Name or id of the app to change.
+    pub app: String,
+    #[arg(long, value_parser = Name::parse)]
+    pub name: Option<Name>,
+    #[arg(long, value_parser = TenantId::parse)]
+    pub tenant: Option<TenantId>,
+    #[arg(long, value_parser = ClientId::parse)]
+    pub client_id: Option<ClientId>,
+    #[command(flatten)]
+    pub secret: SecretInput,
+    /// Remove the stored client secret (public client).
+    #[arg(long, conflicts_with_all = ["client_secret_stdin", "client_secret_file"])]
+    pub clear_secret: bool,
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub secret_expires: Option<time::Date>,
+    #[arg(long, value_parser = OAuthFlow::parse)]
+    pub flow: Option<OAuthFlow>,
+    /// Recompute endpoints and scopes from the kind's preset (after a tenant change).
+    #[arg(long)]
+    pub reset_endpoints: bool,
+    #[command(flatten)]
+    pub endpoints: EndpointOverrides,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Add a mail account. Hosts and ports come from the app's kind.
+    Add(AccountAdd),
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        /// Name or id.
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an account; options not given keep their value.
+    Update(AccountUpdate),
+    /// Remove an account and its grant.
+    Remove { account: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundChoice {
+    None,
+    Proto(InboundProtocol),
+}
+
+pub fn parse_inbound(s: &str) -> Result<InboundChoice, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(InboundChoice::None);
+    }
+    InboundProtocol::parse(s)
+        .map(InboundChoice::Proto)
+        .map_err(|_| format!("{s:?} is not an inbound protocol; expected imap, pop3 or none"))
+}
+
+pub fn parse_outbound(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "smtp" => Ok(true),
+        "none" => Ok(false),
+        _ => Err(format!(
+            "{s:?} is not an outbound protocol; expected smtp or none"
+        )),
+    }
+}
+
+pub fn parse_date(s: &str) -> Result<time::Date, String> {
+    const F: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s.trim(), F)
+        .map_err(|_| format!("{s:?} is not a date; expected YYYY-MM-DD like 2027-03-31"))
+}
+
+#[derive(Debug, Args)]
+pub struct AccountSettings {
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A shared or delegated mailbox opened with the signed-in user's token.
+    #[arg(long, value_parser = EmailAddress::parse)]
+    pub shared_mailbox: Option<EmailAddress>,
+    /// Another sign-in name accepted at consent (repeatable).
+    #[arg(long = "alias", value_parser = EmailAddress::parse)]
+    pub aliases: Vec<EmailAddress>,
+    /// imap, pop3 or none.
+    #[arg(long, value_parser = parse_inbound)]
+    pub inbound: Option<InboundChoice>,
+    #[arg(long, value_parser = Host::parse)]
+    pub inbound_host: Option<Host>,
+    #[arg(long, value_parser = Port::parse)]
+    pub inbound_port: Option<Port>,
+    /// implicit or starttls.
+    #[arg(long, value_parser = TlsMode::parse)]
+    pub inbound_tls: Option<TlsMode>,
+    /// smtp or none.
+    #[arg(long, value_parser = parse_outbound)]
+    pub outbound: Option<bool>,
+    #[arg(long, value_parser = Host::parse)]
+    pub smtp_host: Option<Host>,
+    #[arg(long, value_parser = Port::parse)]
+    pub smtp_port: Option<Port>,
+    #[arg(long, value_parser = TlsMode::parse)]
+    pub smtp_tls: Option<TlsMode>,
+    #[arg(long)]
+    pub from_name: Option<String>,
+    #[arg(long, value_parser = EmailAddress::parse)]
+    pub reply_to: Option<EmailAddress>,
+    /// Signature appended to outgoing mail, read from a file.
+    #[arg(long, value_name = "FILE")]
+    pub signature_file: Option<PathBuf>,
+    /// none, webhook, mark_seen, delete or move:FOLDER.
+    #[arg(long, value_parser = OnReceived::parse)]
+    pub on_received: Option<OnReceived>,
+}
+
+#[derive(Debug, Args)]
+pub struct AccountAdd {
+    #[arg(long, value_parser = Name::parse)]
+    pub name: Name,
+    /// The OAuth app (name or id).
+    #[arg(long)]
+    pub app: String,
+    /// The mailbox address; the user who authorizes must sign in as this address.
+    #[arg(long, value_parser = EmailAddress::parse)]
+    pub email: EmailAddress,
+    /// Create the account switched off.
+    #[arg(long)]
+    pub disabled: bool,
+    #[command(flatten)]
+    pub settings: AccountSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct AccountUpdate {
+    /// Name or id of the account to change.
+    pub account: String,
+    #[arg(long, value_parser = Name::parse)]
+    pub name: Option<Name>,
+    #[arg(long)]
+    pub app: Option<String>,
+    #[arg(long, value_parser = EmailAddress::parse)]
+    pub email: Option<EmailAddress>,
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    #[arg(long)]
+    pub disable: bool,
+    #[command(flatten)]
+    pub settings: AccountSettings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-encrypt every secret under a new master key, atomically.
+    Rotate {
+        /// Read the new key (base64 of 32 bytes) from stdin; required with MAILGATE_MASTER_KEY.
+        #[arg(long)]
+        new_key_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove old keys from the key file once no stored value uses them.
+    Prune,
+    /// Show key ids: which encrypts, which are still in use.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,255 @@
+//! Configuration: defaults, then `mailgate.toml` (from `--config` or `MAILGATE_CONFIG`), then
+//! `MAILGATE_*` environment variables. Every bad value is one line naming the key and the
+//! form expected.
+
+use mailgate_core::{HttpUrl, Secret};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./mailgate-data";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// None: derived from the address actually bound (`http://<listen>`).
+    pub public_url: Option<HttpUrl>,
+    pub database_url: String,
+    /// `MAILGATE_MASTER_KEY`; otherwise the key file in the data directory.
+    pub master_key: Option<Secret>,
+}
+
+/// A configuration value that does not parse; exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The file's shape. Unknown keys are refused so a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    database_url: Option<String>,
+    master_key: Option<String>,
+}
+
+/// Where the values come from; `env` is a parameter so tests need not touch the process
+/// environment.
+pub fn load(
+    config_path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let path = config_path
+        .map(Path::to_path_buf)
+        .or_else(|| env("MAILGATE_CONFIG").map(PathBuf::from));
+    let file = match &path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                err(
+                    "MAILGATE_CONFIG",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            toml::from_str::<FileConfig>(&text).map_err(|e| {
+                let msg = e.message().to_owned();
+                let key = msg
+                    .split('`')
+                    .nth(1)
+                    .map(|k| format!("{}: {k}", p.display()))
+                    .unwrap_or_else(|| p.display().to_string());
+                err(key, msg)
+            })?
+        }
+        None => FileConfig::default(),
+    };
+    let file_key = |k: &str| match &path {
+        Some(p) => format!("{} key {k}", p.display()),
+        None => k.to_owned(),
+    };
+
+    // Each value: environment beats file beats default; the error names where it came from.
+    let pick = |env_key: &str, file_val: Option<String>, name: &str| -> Option<(String, String)> {
+        env(env_key)
+            .map(|v| (env_key.to_owned(), v))
+            .or_else(|| file_val.map(|v| (file_key(name), v)))
+    };
+
+    let listen = match pick("MAILGATE_LISTEN", file.listen, "listen") {
+        Some((key, v)) => v.trim().parse::<SocketAddr>().map_err(|_| {
+            err(key, format!("{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:8080 or [::1]:8080"))
+        })?,
+        None => DEFAULT_LISTEN.parse().map_err(|_| err("MAILGATE_LISTEN", "bad default"))?,
+    };
+    let data_dir = match env("MAILGATE_DATA_DIR")
+        .map(PathBuf::from)
+        .or(file.data_dir)
+    {
+        Some(d) if d.as_os_str().is_empty() => {
+            return Err(err(
+                "MAILGATE_DATA_DIR",
+                "is empty; expected a directory path",
+            ));
+        }
+        Some(d) => d,
+        None => PathBuf::from(DEFAULT_DATA_DIR),
+    };
+    let public_url = match pick("MAILGATE_PUBLIC_URL", file.public_url, "public_url") {
+        Some((key, v)) => {
+            let url = HttpUrl::parse(&v).map_err(|e| err(key.clone(), format!("{e}")))?;
+            if url.url().query().is_some() {
+                return Err(err(
+                    key,
+                    "must not contain a ?query; expected the base URL users open, like https://mail.example.com",
+                ));
+            }
+            Some(url)
+        }
+        None => None,
+    };
+    let database_url = match pick("MAILGATE_DATABASE_URL", file.database_url, "database_url") {
+        Some((key, v)) => {
+            let v = v.trim().to_owned();
+            let ok = v.starts_with("sqlite:")
+                || v.starts_with("postgres://")
+                || v.starts_with("postgresql://");
+            if !ok {
+                return Err(err(
+                    key,
+                    format!(
+                        "{:?} is not a database URL; expected sqlite://PATH (PostgreSQL: postgres://USER@HOST/DB)",
+                        mailgate_store::redact_url(&v)
+                    ),
+                ));
+            }
+            v
+        }
+        None => format!("sqlite://{}", data_dir.join("mailgate.db").display()),
+    };
+    let master_key = match pick("MAILGATE_MASTER_KEY", file.master_key, "master_key") {
+        Some((key, v)) => {
+            // Check the form now so a bad key fails at start with exit code 2, without
+            // echoing it.
+            mailgate_store::crypto::Keyring::from_env_value(&v)
+                .map_err(|e| err(key, e.to_string()))?;
+            Some(Secret::new(v))
+        }
+        None => None,
+    };
+    Ok(Config {
+        listen,
+        data_dir,
+        public_url,
+        database_url,
+        master_key,
+    })
+}
+
+impl Config {
+    /// The public URL, or `http://<address>` of the socket actually bound.
+    pub fn public_url_for(&self, bound: SocketAddr) -> HttpUrl {
+        self.public_url.clone().unwrap_or_else(|| {
+            HttpUrl::parse(&format!("http://{bound}"))
+                .unwrap_or_else(|_| unreachable!("a socket address is a valid host"))
+        })
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_without_any_configuration() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./mailgate-data"));
+        assert_eq!(c.database_url, "sqlite://./mailgate-data/mailgate.db");
+        assert_eq!(
+            c.public_url_for(c.listen).as_str(),
+            "http://127.0.0.1:8080/"
+        );
+        assert!(c.master_key.is_none());
+    }
+
+    #[test]
+    fn environment_beats_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\npublic_url = \"https://mail.example.com\"\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &env_of(&[("MAILGATE_LISTEN", "0.0.0.0:7000")])).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.public_url.unwrap().as_str(), "https://mail.example.com/");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = load(None, &env_of(&[("MAILGATE_LISTEN", "localhost")])).unwrap_err();
+        assert!(e.to_string().starts_with("MAILGATE_LISTEN: "), "{e}");
+        assert!(e.to_string().contains("IP:PORT"));
+        let e = load(
+            None,
+            &env_of(&[("MAILGATE_PUBLIC_URL", "mail.example.com")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("MAILGATE_PUBLIC_URL: "), "{e}");
+        let e = load(
+            None,
+            &env_of(&[("MAILGATE_DATABASE_URL", "mysql://u:pw@h/db")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("MAILGATE_DATABASE_URL: "), "{e}");
+        assert!(!e.to_string().contains("pw"), "password echoed: {e}");
+        let e = load(
+            None,
+            &env_of(&[("MAILGATE_MASTER_KEY", "tooShortKey-SECRET")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("MAILGATE_MASTER_KEY: "), "{e}");
+        assert!(!e.to_string().contains("SECRET"));
+    }
+
+    #[test]
+    fn unknown_and_malformed_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listn = \"127.0.0.1:1\"\n").unwrap();
+        let e = load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+        std::fs::write(&path, "listen = \"nope\"\n").unwrap();
+        let e = load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.to_string().contains("key listen"), "{e}");
+        let e = load(Some(&dir.path().join("missing.toml")), &env_of(&[])).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+    }
+}

@@ -1,0 +1,211 @@
+//! The `mailgate` binary: `serve` and the administrator's command line.
+
+/// `println!` that ends the process quietly when stdout is closed (`mailgate app list | head`)
+/// instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::write_out(format_args!($($t)*)) };
+}
+
+mod cli;
+mod cmd_account;
+mod cmd_app;
+mod cmd_keys;
+mod config;
+mod serve;
+mod views;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use mailgate_core::{Clock, SystemClock};
+use mailgate_store::crypto::{self, KeySource, Keyring};
+use mailgate_store::{Store, StoreError};
+use std::process::ExitCode;
+
+/// How a command failed: bad input (exit 2, nothing changed) or a runtime failure (exit 1).
+#[derive(Debug)]
+pub enum Failure {
+    BadInput(String),
+    Runtime(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. }
+            | StoreError::Duplicate { .. }
+            | StoreError::InUse(_)
+            | StoreError::UnsupportedUrl(_) => Failure::BadInput(e.to_string()),
+            _ => Failure::Runtime(e.to_string()),
+        }
+    }
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure::BadInput(e.to_string())
+    }
+}
+
+impl From<mailgate_core::app::FieldError> for Failure {
+    fn from(e: mailgate_core::app::FieldError) -> Self {
+        Failure::BadInput(format!("--{}: {}", e.field.replace('_', "-"), e.message))
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::BadInput(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr so command output on stdout stays machine-readable. `RUST_LOG`
+/// overrides the default (info for `serve`, warnings for commands);
+/// `MAILGATE_LOG_FORMAT=json` writes one JSON object per line.
+fn init_logging(serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("MAILGATE_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> CmdResult {
+    let env = |k: &str| std::env::var(k).ok();
+    let config = config::load(cli.config.as_deref(), &env)?;
+    let clock = SystemClock;
+    match cli.command {
+        Command::Serve => serve::serve(config).await,
+        Command::App(cmd) => {
+            let store = open_store(&config).await?;
+            let r = cmd_app::run(cmd, &store, &config, &clock).await;
+            store.close().await;
+            r
+        }
+        Command::Account(cmd) => {
+            let store = open_store(&config).await?;
+            let r = cmd_account::run(cmd, &store, &clock).await;
+            store.close().await;
+            r
+        }
+        Command::Keys(cmd) => {
+            let store = open_store(&config).await?;
+            let r = cmd_keys::run(cmd, &store, &clock).await;
+            store.close().await;
+            r
+        }
+        Command::Events {
+            account,
+            limit,
+            json,
+        } => {
+            let store = open_store(&config).await?;
+            let r = events(&store, account, limit, json).await;
+            store.close().await;
+            r
+        }
+    }
+}
+
+async fn events(store: &Store, account: Option<String>, limit: i64, json: bool) -> CmdResult {
+    if !(1..=10_000).contains(&limit) {
+        return Err(Failure::BadInput(
+            "--limit: expected a number from 1 to 10000".into(),
+        ));
+    }
+    let account_id = match account {
+        Some(a) => Some(store.find_account(&a).await?.id),
+        None => None,
+    };
+    let events = store.events(account_id, limit).await?;
+    if json {
+        views::print_json(&events)
+    } else {
+        for e in events.iter().rev() {
+            out!("{}  {:<24} {}", e.at, e.kind.as_str(), e.message);
+        }
+        Ok(())
+    }
+}
+
+/// Creates the data directory (0700) and key file on first use, opens the database and
+/// brings its schema up to date.
+pub async fn open_store(config: &config::Config) -> Result<Store, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    if !config.data_dir.exists() {
+        std::fs::create_dir_all(&config.data_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| {
+                Failure::Runtime(format!(
+                    "cannot create the data directory {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
+    }
+    let (ring, source) = match &config.master_key {
+        Some(k) => (
+            Keyring::from_env_value(k.expose())
+                .map_err(|e| Failure::BadInput(format!("MAILGATE_MASTER_KEY: {e}")))?,
+            KeySource::Env,
+        ),
+        None => {
+            let path = config.key_file();
+            (
+                crypto::load_or_create_key_file(&path)
+                    .map_err(|e| Failure::Runtime(e.to_string()))?,
+                KeySource::File(path),
+            )
+        }
+    };
+    Ok(Store::open(&config.database_url, ring, source).await?)
+}
+
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Days from today until `date` (negative when past).
+pub fn days_until(clock: &dyn Clock, date: time::Date) -> i64 {
+    let today = clock.now().date().unwrap_or(date);
+    (date - today).whole_days()
+}

@@ -1,0 +1,54 @@
+//! mailgate's HTTP surface. Handlers turn requests into calls on the store and the engines
+//! and their results into responses; this crate never writes SQL and never holds a secret
+//! longer than a request.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use mailgate_core::{Clock, HttpUrl};
+use mailgate_store::Store;
+use serde_json::json;
+use std::sync::Arc;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    /// The URL people and providers reach this instance at; the redirect URI hangs off it.
+    pub public_url: HttpUrl,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+/// 200 with the version and database status, or 503 when the database does not answer, so
+/// a load balancer takes the instance out of rotation.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let version = env!("CARGO_PKG_VERSION");
+    match state.store.schema_version().await {
+        Ok(schema) => Json(json!({
+            "status": "ok",
+            "version": version,
+            "database": { "status": "ok", "schema_version": schema },
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "degraded",
+                    "version": version,
+                    "database": { "status": "unavailable", "error": e.to_string() },
+                })),
+            )
+                .into_response()
+        }
+    }
+}
