@@ -1,0 +1,6 @@
+//! Integration tests: the real `mailgate` binary, a fresh data directory each, real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod serve;
+mod support;

@@ -1,0 +1,240 @@
+//! Starting the real binary the way an administrator would.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub const MS_CLIENT_ID: &str = "00000000-0000-0000-0000-00000000a001";
+pub const CANARY_SECRET: &str = "Q7x~CANARY.client-secret.9f3e1d";
+
+/// A fresh data directory and the environment to run mailgate against it.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        TestEnv {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir().join("mailgate.db")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailgate"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MAILGATE_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("MAILGATE_DATA_DIR", self.data_dir())
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs a command with `stdin` piped in; returns its output.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_with(self.command(), args, stdin)
+    }
+
+    pub fn run_with(&self, mut cmd: Command, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            pipe.write_all(s.as_bytes()).unwrap();
+        }
+        drop(pipe);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "mailgate {args:?} failed: {}\n{}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert_no_canary(&out);
+        text(&out.stdout)
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args, None)).unwrap()
+    }
+
+    pub fn add_microsoft_app(&self, name: &str) -> String {
+        self.ok(
+            &[
+                "app",
+                "add",
+                "--kind",
+                "microsoft",
+                "--name",
+                name,
+                "--tenant",
+                "contoso.onmicrosoft.com",
+                "--client-id",
+                MS_CLIENT_ID,
+                "--client-secret-stdin",
+                "--secret-expires",
+                "2027-06-30",
+            ],
+            Some(&format!("{CANARY_SECRET}\n")),
+        )
+    }
+
+    /// Every row of every table, for "nothing changed" checks.
+    pub async fn dump_db(&self) -> String {
+        use sqlx::Row;
+        let url = format!("sqlite://{}?mode=ro", self.db_path().display());
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        let tables: Vec<String> =
+            sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("name"))
+                .collect();
+        let mut out = String::new();
+        for t in tables {
+            out.push_str(&format!("== {t}\n"));
+            let rows = sqlx::query(&format!("SELECT * FROM {t} ORDER BY 1"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            for r in rows {
+                let cells: Vec<String> = (0..r.columns().len())
+                    .map(|i| {
+                        r.try_get::<Option<i64>, _>(i)
+                            .map(|v| format!("{v:?}"))
+                            .or_else(|_| {
+                                r.try_get::<Option<String>, _>(i).map(|v| format!("{v:?}"))
+                            })
+                            .unwrap_or_else(|_| "?".into())
+                    })
+                    .collect();
+                out.push_str(&cells.join("|"));
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn assert_no_canary(out: &Output) {
+    for (name, stream) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !text(stream).contains("CANARY"),
+            "a secret appeared on {name}:\n{}",
+            text(stream)
+        );
+    }
+}
+
+/// True if `needle` occurs in the file or its WAL.
+pub fn db_contains(db: &Path, needle: &str) -> bool {
+    let mut bytes = std::fs::read(db).unwrap();
+    for ext in ["db-wal", "db-shm"] {
+        if let Ok(b) = std::fs::read(db.with_extension(ext)) {
+            bytes.extend(b);
+        }
+    }
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A running `mailgate serve`; killed on drop if the test did not stop it.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub stdout_line: String,
+}
+
+impl Server {
+    pub fn start(env: &TestEnv) -> Server {
+        let mut cmd = env.command();
+        // The log goes to a file: a pipe nobody reads would block the server once full.
+        let log = std::fs::File::create(env.dir.path().join("serve.log")).unwrap();
+        cmd.arg("serve")
+            .env("MAILGATE_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("mailgate serve printed no listening line within 60 s");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            base: addr,
+            stdout_line: line,
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mailgate did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
