@@ -263,10 +263,10 @@ fn spec_from_update(mut s: AppSpec, u: AppUpdate) -> Result<(AppSpec, bool), Fai
     )?;
     if let Some(sc) = u.endpoints.scopes.clone() {
         s.scopes = sc;
-    } else if u.reset_endpoints || flow_changed {
-        if let Some(sc) = preset::scopes(s.kind, s.flow) {
-            s.scopes = sc;
-        }
+    } else if (u.reset_endpoints || flow_changed)
+        && let Some(sc) = preset::scopes(s.kind, s.flow)
+    {
+        s.scopes = sc;
     }
     if !u.endpoints.params.is_empty() {
         s.extra_params = u.endpoints.params;
