@@ -1,0 +1,441 @@
+//! Token-endpoint requests over HTTPS. Every request has a timeout; every response is
+//! parsed strictly; every failure becomes a classified [`Failure`].
+
+use crate::failure::{self, Failure, Remediation};
+use crate::jwt;
+use mailgate_core::app::AppSpec;
+use mailgate_core::{HttpUrl, Scopes, Secret, Timestamp};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// A successful token response. Tokens are `Secret`s from the moment they are parsed.
+#[derive(Debug, Clone)]
+pub struct TokenResponse {
+    pub access_token: Secret,
+    pub expires_in: Option<i64>,
+    pub refresh_token: Option<Secret>,
+    pub scope: Option<Scopes>,
+    pub id_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceAuthorization {
+    pub device_code: Secret,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub expires_in: i64,
+    pub interval: i64,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum DevicePoll {
+    Pending,
+    /// Poll more slowly: add 5 seconds to the interval (RFC 8628 §3.5).
+    SlowDown,
+    Done(TokenResponse),
+}
+
+/// A Google service-account JSON key file (only the fields used).
+#[derive(Clone, Deserialize)]
+pub struct ServiceAccountKey {
+    pub client_email: String,
+    pub private_key: String,
+    pub private_key_id: Option<String>,
+    pub token_uri: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServiceAccountKey({}, <redacted>)", self.client_email)
+    }
+}
+
+pub struct OAuthClient {
+    http: reqwest::Client,
+}
+
+/// How long one token request may take before it counts as a (transient) timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl OAuthClient {
+    pub fn new(timeout: Duration) -> Result<Self, Failure> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // A token endpoint never redirects; following one could send the secret elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mailgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Failure::config("HTTP client", &e.to_string()))?;
+        Ok(OAuthClient { http })
+    }
+
+    /// RFC 6749 §4.1.3 with the PKCE verifier.
+    pub async fn exchange_code(
+        &self,
+        app: &AppSpec,
+        code: &str,
+        verifier: &Secret,
+        redirect_uri: &str,
+    ) -> Result<TokenResponse, Failure> {
+        let form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", redirect_uri.to_owned()),
+            ("code_verifier", verifier.expose().to_owned()),
+        ];
+        self.token_request("token exchange", app, form).await
+    }
+
+    /// RFC 6749 §6. The scopes are sent again so Microsoft issues an Outlook-audience token.
+    pub async fn refresh(
+        &self,
+        app: &AppSpec,
+        refresh_token: &Secret,
+    ) -> Result<TokenResponse, Failure> {
+        let form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh_token.expose().to_owned()),
+            ("scope", app.scopes.to_string()),
+        ];
+        self.token_request("refresh", app, form).await
+    }
+
+    /// Microsoft app-only access.
+    pub async fn client_credentials(&self, app: &AppSpec) -> Result<TokenResponse, Failure> {
+        let form = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("scope", app.scopes.to_string()),
+        ];
+        self.token_request("client credentials", app, form).await
+    }
+
+    /// Google service account with domain-wide delegation (RFC 7523): the assertion is
+    /// signed with the key file's private key, `sub` is the mailbox.
+    pub async fn jwt_bearer(
+        &self,
+        app: &AppSpec,
+        key: &ServiceAccountKey,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<TokenResponse, Failure> {
+        let der = jwt::pem_to_der(&key.private_key)
+            .map_err(|e| Failure::config("service account", &e.to_string()))?;
+        let claims = serde_json::json!({
+            "iss": key.client_email,
+            "sub": subject,
+            "aud": app.endpoints.token.as_str(),
+            "scope": app.scopes.to_string(),
+            "iat": now.0,
+            "exp": now.0 + 3600,
+        });
+        let assertion = jwt::sign_rs256(&der, key.private_key_id.as_deref(), &claims)
+            .map_err(|e| Failure::config("service account", &e.to_string()))?;
+        let form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned(),
+            ),
+            ("assertion", assertion),
+        ];
+        self.post_form("service account", &app.endpoints.token, form)
+            .await
+            .and_then(|(s, b)| parse_token("service account", s, &b))
+    }
+
+    /// RFC 8628 §3.1.
+    pub async fn start_device(&self, app: &AppSpec) -> Result<DeviceAuthorization, Failure> {
+        let step = "device authorization";
+        let Some(url) = &app.endpoints.device else {
+            return Err(Failure::config(
+                step,
+                "the app has no device authorization endpoint",
+            ));
+        };
+        let mut form = vec![
+            ("client_id", app.client_id.to_string()),
+            ("scope", app.scopes.to_string()),
+        ];
+        if let Some(s) = &app.client_secret {
+            form.push(("client_secret", s.expose().to_owned()));
+        }
+        let (status, body) = self.post_form(step, url, form).await?;
+        if !(200..300).contains(&status) {
+            return Err(failure::classify(step, status, &body));
+        }
+        #[derive(Deserialize)]
+        struct Raw {
+            device_code: String,
+            user_code: String,
+            #[serde(alias = "verification_url")]
+            verification_uri: String,
+            expires_in: serde_json::Value,
+            interval: Option<serde_json::Value>,
+            message: Option<String>,
+        }
+        let raw: Raw = serde_json::from_str(&body).map_err(|e| malformed(step, &e.to_string()))?;
+        Ok(DeviceAuthorization {
+            device_code: Secret::new(raw.device_code),
+            user_code: raw.user_code,
+            verification_uri: raw.verification_uri,
+            expires_in: number(&raw.expires_in)
+                .ok_or_else(|| malformed(step, "expires_in is not a number"))?,
+            interval: raw.interval.as_ref().and_then(number).unwrap_or(5).max(1),
+            message: raw.message,
+        })
+    }
+
+    /// RFC 8628 §3.4–3.5.
+    pub async fn poll_device(
+        &self,
+        app: &AppSpec,
+        device_code: &Secret,
+    ) -> Result<DevicePoll, Failure> {
+        let step = "device authorization";
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:device_code".to_owned(),
+            ),
+            ("device_code", device_code.expose().to_owned()),
+            ("client_id", app.client_id.to_string()),
+        ];
+        if let Some(s) = &app.client_secret {
+            form.push(("client_secret", s.expose().to_owned()));
+        }
+        let (status, body) = self.post_form(step, &app.endpoints.token, form).await?;
+        if (200..300).contains(&status) {
+            return parse_token(step, status, &body).map(DevicePoll::Done);
+        }
+        let error = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned));
+        match error.as_deref() {
+            Some("authorization_pending") => Ok(DevicePoll::Pending),
+            Some("slow_down") => Ok(DevicePoll::SlowDown),
+            _ => Err(failure::classify(step, status, &body)),
+        }
+    }
+
+    pub async fn fetch_jwks(&self, url: &HttpUrl) -> Result<jwt::Jwks, Failure> {
+        let step = "signing keys";
+        let resp = self
+            .http
+            .get(url.as_str())
+            .send()
+            .await
+            .map_err(|e| transport(step, &e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| transport(step, &e))?;
+        if status != 200 {
+            return Err(failure::classify(step, status, &body));
+        }
+        serde_json::from_str(&body).map_err(|e| malformed(step, &e.to_string()))
+    }
+
+    /// OIDC userinfo, for providers whose id_token is absent.
+    pub async fn userinfo(
+        &self,
+        url: &HttpUrl,
+        access_token: &Secret,
+    ) -> Result<serde_json::Value, Failure> {
+        let step = "userinfo";
+        let resp = self
+            .http
+            .get(url.as_str())
+            .bearer_auth(access_token.expose())
+            .send()
+            .await
+            .map_err(|e| transport(step, &e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| transport(step, &e))?;
+        if status != 200 {
+            return Err(failure::classify(step, status, &body));
+        }
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .filter(|v| v.is_object())
+            .ok_or_else(|| malformed(step, "not a JSON object"))
+    }
+
+    /// Adds client authentication (secret in the body, as Microsoft and Google document)
+    /// and posts to the token endpoint.
+    async fn token_request(
+        &self,
+        step: &'static str,
+        app: &AppSpec,
+        mut form: Vec<(&'static str, String)>,
+    ) -> Result<TokenResponse, Failure> {
+        form.push(("client_id", app.client_id.to_string()));
+        if let Some(secret) = &app.client_secret {
+            form.push(("client_secret", secret.expose().to_owned()));
+        }
+        let (status, body) = self.post_form(step, &app.endpoints.token, form).await?;
+        parse_token(step, status, &body)
+    }
+
+    async fn post_form(
+        &self,
+        step: &'static str,
+        url: &HttpUrl,
+        form: Vec<(&'static str, String)>,
+    ) -> Result<(u16, String), Failure> {
+        let resp = self
+            .http
+            .post(url.as_str())
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| transport(step, &e))?;
+        let status = resp.status().as_u16();
+        // Bounded: a token response is a few KB; a huge body is an error, not a reason to OOM.
+        let body = resp.text().await.map_err(|e| transport(step, &e))?;
+        if body.len() > 1 << 20 {
+            return Err(malformed(step, "the response is larger than 1 MiB"));
+        }
+        Ok((status, body))
+    }
+}
+
+/// reqwest errors carry the URL; token URLs hold no secrets, but the message is trimmed to
+/// the kind of failure anyway.
+fn transport(step: &'static str, e: &reqwest::Error) -> Failure {
+    let remediation = if e.is_timeout() {
+        Remediation::Timeout
+    } else {
+        Remediation::NetworkError
+    };
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    Failure::new(step, remediation).with_detail(detail)
+}
+
+fn malformed(step: &'static str, why: &str) -> Failure {
+    Failure::new(step, Remediation::MalformedResponse)
+        .with_detail(format!("malformed token response: {why}"))
+}
+
+/// `expires_in` is a number, but some providers send it as a string.
+fn number(v: &serde_json::Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// Parses a token response strictly, naming the field at fault. Never echoes token values.
+pub fn parse_token(step: &'static str, status: u16, body: &str) -> Result<TokenResponse, Failure> {
+    if !(200..300).contains(&status) {
+        return Err(failure::classify(step, status, body));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|_| malformed(step, "the body is not JSON"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| malformed(step, "the body is not a JSON object"))?;
+    if obj.contains_key("error") {
+        return Err(failure::classify(step, 400, body));
+    }
+    let access = match obj.get("access_token") {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Secret::new(s.trim()),
+        Some(_) => {
+            return Err(malformed(
+                step,
+                "field access_token is not a non-empty string",
+            ));
+        }
+        None => return Err(malformed(step, "field access_token is missing")),
+    };
+    match obj.get("token_type").and_then(|t| t.as_str()) {
+        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(_) => return Err(malformed(step, "field token_type is not Bearer")),
+        None => return Err(malformed(step, "field token_type is missing")),
+    }
+    let expires_in = match obj.get("expires_in") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match number(v) {
+            Some(n) if n > 0 => Some(n),
+            _ => return Err(malformed(step, "field expires_in is not a positive number")),
+        },
+    };
+    let opt_string = |name: &str| -> Result<Option<String>, Failure> {
+        match obj.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+                Ok(Some(s.trim().to_owned()))
+            }
+            Some(_) => Err(malformed(
+                step,
+                &format!("field {name} is not a non-empty string"),
+            )),
+        }
+    };
+    let refresh = opt_string("refresh_token")?.map(Secret::new);
+    let id_token = opt_string("id_token")?.map(Secret::new);
+    let scope = opt_string("scope")?
+        .map(|s| Scopes::parse(&s))
+        .transpose()
+        .map_err(|_| malformed(step, "field scope is not a scope list"))?;
+    Ok(TokenResponse {
+        access_token: access,
+        expires_in,
+        refresh_token: refresh,
+        scope,
+        id_token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_good_responses() {
+        let t = parse_token("refresh", 200, r#"{"token_type":"Bearer","access_token":"at","expires_in":"3599","refresh_token":"rt","scope":"a b"}"#).unwrap();
+        assert_eq!(t.access_token.expose(), "at");
+        assert_eq!(t.expires_in, Some(3599));
+        assert_eq!(t.refresh_token.unwrap().expose(), "rt");
+        assert_eq!(t.scope.unwrap().to_string(), "a b");
+    }
+
+    #[test]
+    fn malformed_responses_name_the_field_and_hide_values() {
+        for (body, field) in [
+            ("not json", "not JSON"),
+            ("[1]", "not a JSON object"),
+            (r#"{"token_type":"Bearer"}"#, "access_token is missing"),
+            (
+                r#"{"token_type":"Bearer","access_token":42}"#,
+                "access_token",
+            ),
+            (r#"{"access_token":"SECRETVALUE"}"#, "token_type is missing"),
+            (
+                r#"{"token_type":"mac","access_token":"SECRETVALUE"}"#,
+                "token_type",
+            ),
+            (
+                r#"{"token_type":"Bearer","access_token":"SECRETVALUE","expires_in":"soon"}"#,
+                "expires_in",
+            ),
+            (
+                r#"{"token_type":"Bearer","access_token":"SECRETVALUE","expires_in":-5}"#,
+                "expires_in",
+            ),
+            (
+                r#"{"token_type":"Bearer","access_token":"SECRETVALUE","refresh_token":""}"#,
+                "refresh_token",
+            ),
+        ] {
+            let f = parse_token("refresh", 200, body).unwrap_err();
+            assert_eq!(f.remediation, Remediation::MalformedResponse, "{body}");
+            let shown = f.to_string();
+            assert!(shown.contains(field), "{body}: {shown}");
+            assert!(!shown.contains("SECRETVALUE"), "{shown}");
+        }
+    }
+}
