@@ -9,15 +9,18 @@
 //! plaintext secret is ever bound into a statement. Every write that changes state records
 //! its event in the same transaction.
 
+mod authz;
 pub mod crypto;
 mod migrate;
 mod rows;
 
+pub use authz::PendingAuthorization;
 use crypto::{CryptoError, KeySource, Keyring, MasterKey};
 use mailgate_core::account::{AccountSpec, MailAccount, Problem};
 use mailgate_core::app::{AppSpec, OAuthApp};
 use mailgate_core::event::{Event, EventKind};
 use mailgate_core::{AccountId, AccountState, AppId, Grant, Secret, Timestamp};
+pub use migrate::SCHEMA_VERSION;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::PathBuf;
@@ -58,6 +61,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// list, so a new secret column is added here or it is not rotated.
 pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
     ("apps", "id", "client_secret"),
+    ("apps", "id", "service_account_key"),
+    ("oauth_states", "id", "verifier"),
     ("grants", "account_id", "access_token"),
     ("grants", "account_id", "refresh_token"),
 ];
@@ -580,46 +585,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records a state change and its problem (or clears the problem) with an event.
-    pub async fn set_account_state(
+    /// Applies a state-machine event to an account and records the result, its problem
+    /// (or clears it) and an event, in one transaction. Returns the new state.
+    pub async fn apply_account_event(
         &self,
         id: AccountId,
-        state: AccountState,
+        event: mailgate_core::AccountEvent,
         problem: Option<&Problem>,
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<AccountState> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE accounts SET state = $1, problem_code = $2, problem_remediation = $3, problem_detail = $4, problem_at = $5, updated_at = $6 WHERE id = $7")
-            .bind(state.as_str())
-            .bind(problem.map(|p| p.code.clone()))
-            .bind(problem.map(|p| p.remediation.clone()))
-            .bind(problem.and_then(|p| p.detail.clone()))
-            .bind(problem.map(|p| p.at.0))
-            .bind(now.0)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "account",
-                key: id.to_string(),
-            });
-        }
-        let kind = if state == AccountState::ReauthRequired {
-            EventKind::AccountReauthRequired
-        } else {
-            EventKind::AccountStateChanged
-        };
-        let msg = match problem {
-            Some(p) => format!(
-                "account {id} is now {state}: {} ({})",
-                p.remediation, p.code
-            ),
-            None => format!("account {id} is now {state}"),
-        };
-        record(&mut tx, now, kind, None, Some(id), &msg).await?;
+        let state = apply_in_tx(&mut tx, id, event, problem, now).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(state)
     }
 
     // ----- grants -----------------------------------------------------------------------
@@ -923,7 +901,59 @@ fn unique(e: sqlx::Error, what: &'static str, name: &str) -> StoreError {
     }
 }
 
-async fn record(
+/// The state transition, its problem and its event, inside the caller's transaction.
+pub(crate) async fn apply_in_tx(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: AccountId,
+    event: mailgate_core::AccountEvent,
+    problem: Option<&Problem>,
+    now: Timestamp,
+) -> Result<AccountState> {
+    let row = sqlx::query("SELECT state, name, app_id FROM accounts WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "account",
+            key: id.to_string(),
+        })?;
+    let current: String = row.try_get("state")?;
+    let name: String = row.try_get("name")?;
+    let app_id: i64 = row.try_get("app_id")?;
+    let current = AccountState::parse(&current)
+        .ok_or_else(|| StoreError::Corrupt(format!("accounts.state: {current:?}")))?;
+    let next = current
+        .apply(event)
+        .map_err(|e| StoreError::InUse(e.to_string()))?;
+    sqlx::query("UPDATE accounts SET state = $1, problem_code = $2, problem_remediation = $3, problem_detail = $4, problem_at = $5, updated_at = $6 WHERE id = $7")
+        .bind(next.as_str())
+        .bind(problem.map(|p| p.code.clone()))
+        .bind(problem.map(|p| p.remediation.clone()))
+        .bind(problem.and_then(|p| p.detail.clone()))
+        .bind(problem.map(|p| p.at.0))
+        .bind(now.0)
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await?;
+    if next != current || problem.is_some() {
+        let kind = if next == AccountState::ReauthRequired {
+            EventKind::AccountReauthRequired
+        } else {
+            EventKind::AccountStateChanged
+        };
+        let msg = match problem {
+            Some(p) => format!(
+                "account {name} is {next} (was {current}): {} [{}]",
+                p.remediation, p.code
+            ),
+            None => format!("account {name} is {next} (was {current})"),
+        };
+        record(tx, now, kind, Some(AppId(app_id)), Some(id), &msg).await?;
+    }
+    Ok(next)
+}
+
+pub(crate) async fn record(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     now: Timestamp,
     kind: EventKind,

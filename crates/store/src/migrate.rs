@@ -7,12 +7,22 @@
 use crate::Result;
 use sqlx::{AnyPool, Row};
 
+/// The schema version this build expects after migrating: the last entry's.
+pub const SCHEMA_VERSION: i64 = SQLITE[SQLITE.len() - 1].0;
+
 /// (version, name, SQL) for SQLite, in order. Never edit a released entry; add a new one.
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "authorization",
+        include_str!("../migrations/sqlite/0002_authorization.sql"),
+    ),
+];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)")

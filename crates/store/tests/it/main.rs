@@ -272,6 +272,156 @@ async fn concurrent_openers_migrate_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
     let (a, b) = tokio::join!(open(&d), open(&d));
-    assert_eq!(a.0.schema_version().await.unwrap(), 1);
-    assert_eq!(b.0.schema_version().await.unwrap(), 1);
+    assert_eq!(
+        a.0.schema_version().await.unwrap(),
+        mailgate_store::SCHEMA_VERSION
+    );
+    assert_eq!(
+        b.0.schema_version().await.unwrap(),
+        mailgate_store::SCHEMA_VERSION
+    );
+}
+
+#[tokio::test]
+async fn oauth_state_is_one_time_and_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    let pending = mailgate_store::PendingAuthorization {
+        account_id: acc.id,
+        initiator: "cli".into(),
+        verifier: Secret::new("CANARY-pkce-verifier-abcdef"),
+        nonce: "n-1".into(),
+        redirect_uri: "http://127.0.0.1:8080/oauth/callback".into(),
+        created_at: NOW,
+        expires_at: NOW.plus_secs(600),
+    };
+    store.put_oauth_state("hash-1", &pending).await.unwrap();
+    assert!(!file_contains(&db, "CANARY-pkce-verifier"));
+    assert_eq!(store.pending_authorizations(acc.id, NOW).await.unwrap(), 1);
+    let taken = store.take_oauth_state("hash-1").await.unwrap().unwrap();
+    assert_eq!(taken.verifier.expose(), "CANARY-pkce-verifier-abcdef");
+    assert_eq!(taken.account_id, acc.id);
+    assert!(
+        store.take_oauth_state("hash-1").await.unwrap().is_none(),
+        "a state is good for one callback only"
+    );
+}
+
+#[tokio::test]
+async fn authorization_refresh_versions_and_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    let state = store
+        .complete_authorization(&grant(acc.id), NOW, NOW)
+        .await
+        .unwrap();
+    assert_eq!(state, AccountState::Active);
+    let (v, issued) = store.grant_version(acc.id).await.unwrap().unwrap();
+    assert_eq!((v, issued), (1, Some(NOW)));
+
+    // A refresh that read version 1 wins once; a second writer with the same version loses.
+    let rotated = Secret::new("CANARY-refresh-token-rotated");
+    assert!(
+        store
+            .store_refreshed(
+                acc.id,
+                1,
+                &Secret::new("at-2"),
+                Some(NOW.plus_secs(7200)),
+                NOW,
+                Some(&rotated),
+                None
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .store_refreshed(acc.id, 1, &Secret::new("at-x"), None, NOW, None, None)
+            .await
+            .unwrap()
+    );
+    let g = store.grant(acc.id).await.unwrap().unwrap();
+    assert_eq!(g.access_token.unwrap().expose(), "at-2");
+    assert_eq!(g.refresh_token.unwrap(), rotated);
+    // No new refresh token in a response: the stored one is kept.
+    assert!(
+        store
+            .store_refreshed(acc.id, 2, &Secret::new("at-3"), None, NOW, None, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .grant(acc.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .refresh_token
+            .unwrap(),
+        rotated
+    );
+
+    assert!(store.try_lease("refresh:1", "a", 30, NOW).await.unwrap());
+    assert!(
+        !store.try_lease("refresh:1", "b", 30, NOW).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        store.try_lease("refresh:1", "a", 30, NOW).await.unwrap(),
+        "re-entrant for its holder"
+    );
+    assert!(
+        store
+            .try_lease("refresh:1", "b", 30, NOW.plus_secs(31))
+            .await
+            .unwrap(),
+        "expired leases are taken over"
+    );
+    store.release_lease("refresh:1", "a").await.unwrap();
+    assert!(
+        store
+            .lease_held("refresh:1", NOW.plus_secs(31))
+            .await
+            .unwrap(),
+        "only the holder releases"
+    );
+    store.release_lease("refresh:1", "b").await.unwrap();
+    assert!(
+        !store
+            .lease_held("refresh:1", NOW.plus_secs(31))
+            .await
+            .unwrap()
+    );
+
+    let problem = mailgate_core::account::Problem {
+        code: "secret_expired".into(),
+        remediation: "new secret".into(),
+        detail: None,
+        at: NOW,
+    };
+    assert_eq!(
+        store
+            .reject_all_grants_of_app(app.id, &problem, NOW)
+            .await
+            .unwrap(),
+        vec![acc.id]
+    );
+    let acc = store.account(acc.id).await.unwrap();
+    assert_eq!(acc.state, AccountState::ReauthRequired);
+    assert_eq!(acc.last_problem.unwrap().code, "secret_expired");
+    assert!(
+        store.grant(acc.id).await.unwrap().is_some(),
+        "a rejected grant is kept, not deleted"
+    );
 }

@@ -1,0 +1,389 @@
+//! Authorization state, grants and leases: the storage half of the OAuth engine.
+
+use crate::{Result, Store, StoreError, apply_in_tx, record};
+use mailgate_core::account::Problem;
+use mailgate_core::event::EventKind;
+use mailgate_core::{
+    AccountEvent, AccountId, AccountState, AppId, Grant, Scopes, Secret, Timestamp,
+};
+use sqlx::Row;
+
+/// A started authorization, waiting for its callback. One-time: taking it deletes it.
+#[derive(Debug, Clone)]
+pub struct PendingAuthorization {
+    pub account_id: AccountId,
+    /// Who started it (admin user, `cli`), bound so a callback completes only their request.
+    pub initiator: String,
+    pub verifier: Secret,
+    pub nonce: String,
+    pub redirect_uri: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Store {
+    /// Stores a pending authorization under the SHA-256 of its state value.
+    pub async fn put_oauth_state(&self, state_hash: &str, p: &PendingAuthorization) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Expired requests are useless; drop them while we are writing anyway.
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
+            .bind(p.created_at.0)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "INSERT INTO oauth_states (state_hash, account_id, initiator, verifier, nonce, redirect_uri, created_at, expires_at) VALUES ($1, $2, $3, '', $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(state_hash.to_owned())
+        .bind(p.account_id.0)
+        .bind(p.initiator.clone())
+        .bind(p.nonce.clone())
+        .bind(p.redirect_uri.clone())
+        .bind(p.created_at.0)
+        .bind(p.expires_at.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = row.try_get("id")?;
+        let sealed = self.seal("oauth_states", "verifier", id, &p.verifier)?;
+        sqlx::query("UPDATE oauth_states SET verifier = $1 WHERE id = $2")
+            .bind(sealed)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes (deletes and returns) a pending authorization: a second callback with the
+    /// same state finds nothing. Expired requests are returned too, so the caller can say
+    /// "expired" rather than "unknown".
+    pub async fn take_oauth_state(&self, state_hash: &str) -> Result<Option<PendingAuthorization>> {
+        let Some(row) = sqlx::query(
+            "DELETE FROM oauth_states WHERE state_hash = $1 RETURNING id, account_id, initiator, verifier, nonce, redirect_uri, created_at, expires_at",
+        )
+        .bind(state_hash.to_owned())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get("id")?;
+        let sealed: String = row.try_get("verifier")?;
+        Ok(Some(PendingAuthorization {
+            account_id: AccountId(row.try_get("account_id")?),
+            initiator: row.try_get("initiator")?,
+            verifier: self.open_sealed("oauth_states", "verifier", id, &sealed)?,
+            nonce: row.try_get("nonce")?,
+            redirect_uri: row.try_get("redirect_uri")?,
+            created_at: Timestamp(row.try_get("created_at")?),
+            expires_at: Timestamp(row.try_get("expires_at")?),
+        }))
+    }
+
+    /// Whether a pending authorization for the account is still waiting (for `mailgate
+    /// authorize`, which waits for the browser).
+    pub async fn pending_authorizations(&self, id: AccountId, now: Timestamp) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM oauth_states WHERE account_id = $1 AND expires_at >= $2",
+        )
+        .bind(id.0)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Stores a new grant and makes the account active, in one transaction: either the
+    /// account works with the new grant or nothing changed.
+    pub async fn complete_authorization(
+        &self,
+        grant: &Grant,
+        access_issued_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<AccountState> {
+        let id = grant.account_id.0;
+        let access = grant
+            .access_token
+            .as_ref()
+            .map(|s| self.seal("grants", "access_token", id, s))
+            .transpose()?;
+        let refresh = grant
+            .refresh_token
+            .as_ref()
+            .map(|s| self.seal("grants", "refresh_token", id, s))
+            .transpose()?;
+        let identity = serde_json::to_string(&grant.identity)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM grants WHERE account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO grants (account_id, access_token, access_expires_at, access_issued_at, refresh_token, scopes, identity, authorized_at, authorized_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
+        )
+        .bind(id)
+        .bind(access)
+        .bind(grant.access_expires_at.map(|t| t.0))
+        .bind(access_issued_at.0)
+        .bind(refresh)
+        .bind(grant.scopes.to_string())
+        .bind(identity)
+        .bind(grant.authorized_at.0)
+        .bind(grant.authorized_by.clone())
+        .execute(&mut *tx)
+        .await?;
+        let who = grant
+            .identity
+            .username
+            .clone()
+            .unwrap_or_else(|| "an app-only identity".into());
+        let row = sqlx::query("SELECT name, app_id FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let name: String = row.try_get("name")?;
+        let app_id: i64 = row.try_get("app_id")?;
+        record(
+            &mut tx,
+            now,
+            EventKind::AccountAuthorized,
+            Some(AppId(app_id)),
+            Some(grant.account_id),
+            &format!(
+                "account {name} authorized as {who} by {}",
+                grant.authorized_by
+            ),
+        )
+        .await?;
+        let state = apply_in_tx(
+            &mut tx,
+            grant.account_id,
+            AccountEvent::Authorized,
+            None,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    /// The grant's version and when its access token was issued; bumps on every refresh.
+    pub async fn grant_version(&self, id: AccountId) -> Result<Option<(i64, Option<Timestamp>)>> {
+        let row = sqlx::query("SELECT version, access_issued_at FROM grants WHERE account_id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("version")?,
+                r.try_get::<Option<i64>, _>("access_issued_at")?
+                    .map(Timestamp),
+            ))
+        })
+        .transpose()
+    }
+
+    /// Persists a refresh: the new access token and, if the provider rotated it, the new
+    /// refresh token, in one statement, and only if nobody else refreshed since `version`
+    /// was read. Returns false when the version moved (the caller re-reads).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn store_refreshed(
+        &self,
+        id: AccountId,
+        version: i64,
+        access: &Secret,
+        expires_at: Option<Timestamp>,
+        issued_at: Timestamp,
+        refresh: Option<&Secret>,
+        scopes: Option<&Scopes>,
+    ) -> Result<bool> {
+        let access = self.seal("grants", "access_token", id.0, access)?;
+        let refresh = refresh
+            .map(|r| self.seal("grants", "refresh_token", id.0, r))
+            .transpose()?;
+        let done = sqlx::query(
+            "UPDATE grants SET access_token = $1, access_expires_at = $2, access_issued_at = $3, refresh_token = COALESCE($4, refresh_token), scopes = COALESCE($5, scopes), version = version + 1 WHERE account_id = $6 AND version = $7",
+        )
+        .bind(access)
+        .bind(expires_at.map(|t| t.0))
+        .bind(issued_at.0)
+        .bind(refresh)
+        .bind(scopes.map(|s| s.to_string()))
+        .bind(id.0)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims the named lease for `ttl_secs` if it is free, expired, or already ours.
+    /// Works across processes sharing the database; this is what makes refresh
+    /// single-flight, not an in-process mutex.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_secs: i64,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+             WHERE leases.expires_at < $4 OR leases.holder = excluded.holder
+             RETURNING holder",
+        )
+        .bind(name.to_owned())
+        .bind(holder.to_owned())
+        .bind(now.0 + ttl_secs)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name.to_owned())
+            .bind(holder.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether anyone holds the lease now.
+    pub async fn lease_held(&self, name: &str, now: Timestamp) -> Result<bool> {
+        let row = sqlx::query("SELECT holder FROM leases WHERE name = $1 AND expires_at >= $2")
+            .bind(name.to_owned())
+            .bind(now.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Accounts whose access token expires before `before` and may be refreshed.
+    pub async fn grants_expiring_before(
+        &self,
+        before: Timestamp,
+    ) -> Result<Vec<(AccountId, Timestamp, Option<Timestamp>)>> {
+        let rows = sqlx::query(
+            "SELECT g.account_id, g.access_expires_at, g.access_issued_at FROM grants g JOIN accounts a ON a.id = g.account_id
+             WHERE a.state IN ('active', 'refreshing') AND g.refresh_token IS NOT NULL AND g.access_expires_at IS NOT NULL AND g.access_expires_at < $1
+             ORDER BY g.access_expires_at",
+        )
+        .bind(before.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    AccountId(r.try_get("account_id")?),
+                    Timestamp(r.try_get("access_expires_at")?),
+                    r.try_get::<Option<i64>, _>("access_issued_at")?
+                        .map(Timestamp),
+                ))
+            })
+            .collect()
+    }
+
+    /// Moves every active account of an app to `reauth_required` with `problem` (an
+    /// expired client secret breaks them all at once).
+    pub async fn reject_all_grants_of_app(
+        &self,
+        app: AppId,
+        problem: &Problem,
+        now: Timestamp,
+    ) -> Result<Vec<AccountId>> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<i64> = sqlx::query("SELECT id FROM accounts WHERE app_id = $1 AND state IN ('active', 'refreshing') ORDER BY id")
+            .bind(app.0)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>("id"))
+            .collect::<std::result::Result<_, _>>()?;
+        for id in &ids {
+            apply_in_tx(
+                &mut tx,
+                AccountId(*id),
+                AccountEvent::GrantRejected,
+                Some(problem),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.into_iter().map(AccountId).collect())
+    }
+
+    /// The app's sealed service-account key file (Google), if any.
+    pub async fn service_account_key(&self, app: AppId) -> Result<Option<Secret>> {
+        let row = sqlx::query("SELECT service_account_key FROM apps WHERE id = $1")
+            .bind(app.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        let sealed: Option<String> = match row {
+            Some(r) => r.try_get("service_account_key")?,
+            None => {
+                return Err(StoreError::NotFound {
+                    what: "app",
+                    key: app.to_string(),
+                });
+            }
+        };
+        sealed
+            .map(|s| self.open_sealed("apps", "service_account_key", app.0, &s))
+            .transpose()
+    }
+
+    pub async fn set_service_account_key(&self, app: AppId, key: Option<&Secret>) -> Result<()> {
+        let sealed = key
+            .map(|k| self.seal("apps", "service_account_key", app.0, k))
+            .transpose()?;
+        sqlx::query("UPDATE apps SET service_account_key = $1 WHERE id = $2")
+            .bind(sealed)
+            .bind(app.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that a secret-expiry warning at `days` was raised, so it is raised once.
+    /// Returns false if that (or a closer) warning was already raised.
+    pub async fn mark_secret_warning(
+        &self,
+        app: AppId,
+        days: i64,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE apps SET secret_warned_days = $1 WHERE id = $2 AND (secret_warned_days IS NULL OR secret_warned_days > $1)")
+            .bind(days)
+            .bind(app.0)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record(
+            &mut tx,
+            now,
+            EventKind::SecretExpiring,
+            Some(app),
+            None,
+            message,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Clears the warning marker (a new secret was stored).
+    pub async fn reset_secret_warning(&self, app: AppId) -> Result<()> {
+        sqlx::query("UPDATE apps SET secret_warned_days = NULL WHERE id = $1")
+            .bind(app.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
