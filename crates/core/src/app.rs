@@ -108,6 +108,9 @@ pub struct AppSpec {
     #[serde(skip)]
     pub client_secret: Option<Secret>,
     pub secret_expires: Option<time::Date>,
+    /// Google service-account JSON key file (flow `service_account`); a secret.
+    #[serde(skip)]
+    pub service_account_key: Option<Secret>,
     pub endpoints: Endpoints,
     pub scopes: Scopes,
     /// Extra authorize parameters (e.g. `domain_hint`), name → value.

@@ -15,6 +15,9 @@ crate::app::keyword_enum!(
         AccountStateChanged = "account.state_changed",
         AccountAuthorized = "account.authorized",
         AccountReauthRequired = "account.reauth_required",
+        TokenRefreshed = "account.token_refreshed",
+        AuthorizationFailed = "account.authorization_failed",
+        TokenRefreshFailed = "account.refresh_failed",
         SecretExpiring = "app.secret_expiring",
         KeysRotated = "keys.rotated",
     }

@@ -46,6 +46,28 @@ pub enum Command {
     /// The master keys that encrypt secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Authorize an account: prints the sign-in link and waits for the running server to
+    /// receive the callback; `--device` for servers without a browser; app-only flows
+    /// (client credentials, service account) fetch the first token directly.
+    Authorize {
+        /// Name or id.
+        account: String,
+        /// Use the device-code flow: enter a code on another device.
+        #[arg(long)]
+        device: bool,
+        /// Print the link and return without waiting for the callback.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Print a fresh access token for an account (refreshing it first if needed), for
+    /// msmtp's passwordeval, mutt, `curl --oauth2-bearer` and scripts.
+    Token {
+        /// Name or id.
+        account: String,
+        /// JSON with the token, its expiry and scopes.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +150,9 @@ pub struct AppAdd {
     pub secret_expires: Option<time::Date>,
     #[arg(long, value_parser = OAuthFlow::parse, default_value = "authorization_code")]
     pub flow: OAuthFlow,
+    /// Google service-account JSON key file (flow service_account); stored encrypted.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub endpoints: EndpointOverrides,
 }
@@ -151,6 +176,9 @@ pub struct AppUpdate {
     pub secret_expires: Option<time::Date>,
     #[arg(long, value_parser = OAuthFlow::parse)]
     pub flow: Option<OAuthFlow>,
+    /// Google service-account JSON key file (flow service_account); stored encrypted.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_key_file: Option<PathBuf>,
     /// Recompute endpoints and scopes from the kind's preset (after a tenant change).
     #[arg(long)]
     pub reset_endpoints: bool,

@@ -127,6 +127,30 @@ fn read_secret(input: &SecretInput) -> Result<Option<Secret>, Failure> {
     Ok(Some(secret))
 }
 
+/// Reads and checks a Google service-account JSON key file; the whole file is the secret.
+fn read_service_account_key(path: &std::path::Path) -> Result<Secret, Failure> {
+    let flag = "--service-account-key-file";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::BadInput(format!("{flag}: cannot read {}: {e}", path.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+        Failure::BadInput(format!(
+            "{flag}: {} is not JSON; download the key as JSON from the service account's Keys tab",
+            path.display()
+        ))
+    })?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|x| !x.is_empty());
+    if field("type") != Some("service_account")
+        || field("client_email").is_none()
+        || field("private_key").is_none()
+    {
+        return Err(Failure::BadInput(format!(
+            "{flag}: {} is not a service-account key (expected type \"service_account\" with client_email and private_key)",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(text))
+}
+
 fn looks_like_guid(s: &str) -> bool {
     mailgate_core::ClientId::parse(s).is_ok_and(|c| c.is_guid())
 }
@@ -211,7 +235,13 @@ fn spec_from_add(a: AppAdd) -> Result<AppSpec, Failure> {
         }
     };
     let secret = read_secret(&a.secret)?;
+    let service_account_key = a
+        .service_account_key_file
+        .as_deref()
+        .map(read_service_account_key)
+        .transpose()?;
     Ok(AppSpec {
+        service_account_key,
         name: a.name,
         kind: a.kind,
         tenant: a.tenant,
@@ -270,6 +300,9 @@ fn spec_from_update(mut s: AppSpec, u: AppUpdate) -> Result<(AppSpec, bool), Fai
     }
     if !u.endpoints.params.is_empty() {
         s.extra_params = u.endpoints.params;
+    }
+    if let Some(path) = &u.service_account_key_file {
+        s.service_account_key = Some(read_service_account_key(path)?);
     }
     // Not given: keep the stored secret (write-only; the administrator never sees it).
     if let Some(new) = read_secret(&u.secret)? {

@@ -19,6 +19,10 @@ pub struct Config {
     pub database_url: String,
     /// `MAILGATE_MASTER_KEY`; otherwise the key file in the data directory.
     pub master_key: Option<Secret>,
+    /// How long one request to an identity provider may take.
+    pub oauth_timeout_secs: u64,
+    /// How often `serve` looks for tokens to refresh and secrets about to expire.
+    pub refresh_interval_secs: u64,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -45,6 +49,8 @@ struct FileConfig {
     public_url: Option<String>,
     database_url: Option<String>,
     master_key: Option<String>,
+    oauth_timeout_secs: Option<u64>,
+    refresh_interval_secs: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -149,12 +155,45 @@ pub fn load(
         }
         None => None,
     };
+    let seconds = |env_key: &str,
+                   file_val: Option<u64>,
+                   name: &str,
+                   default: u64,
+                   max: u64|
+     -> Result<u64, ConfigError> {
+        match pick(env_key, file_val.map(|v| v.to_string()), name) {
+            Some((key, v)) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(err(
+                    key,
+                    format!("{v:?} is not a number of seconds from 1 to {max}"),
+                )),
+            },
+            None => Ok(default),
+        }
+    };
+    let oauth_timeout_secs = seconds(
+        "MAILGATE_OAUTH_TIMEOUT_SECS",
+        file.oauth_timeout_secs,
+        "oauth_timeout_secs",
+        20,
+        300,
+    )?;
+    let refresh_interval_secs = seconds(
+        "MAILGATE_REFRESH_INTERVAL_SECS",
+        file.refresh_interval_secs,
+        "refresh_interval_secs",
+        60,
+        3600,
+    )?;
     Ok(Config {
         listen,
         data_dir,
         public_url,
         database_url,
         master_key,
+        oauth_timeout_secs,
+        refresh_interval_secs,
     })
 }
 

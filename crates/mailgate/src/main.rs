@@ -9,6 +9,7 @@ macro_rules! out {
 mod cli;
 mod cmd_account;
 mod cmd_app;
+mod cmd_auth;
 mod cmd_keys;
 mod config;
 mod serve;
@@ -20,6 +21,7 @@ use mailgate_core::{Clock, SystemClock};
 use mailgate_store::crypto::{self, KeySource, Keyring};
 use mailgate_store::{Store, StoreError};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// How a command failed: bad input (exit 2, nothing changed) or a runtime failure (exit 1).
 #[derive(Debug)]
@@ -121,6 +123,24 @@ async fn run(cli: Cli) -> CmdResult {
             store.close().await;
             r
         }
+        Command::Authorize {
+            account,
+            device,
+            no_wait,
+        } => {
+            let store = Arc::new(open_store(&config).await?);
+            let engine = new_engine(&store, &config)?;
+            let r = cmd_auth::authorize(&engine, &config, &account, device, no_wait).await;
+            store.close().await;
+            r
+        }
+        Command::Token { account, json } => {
+            let store = Arc::new(open_store(&config).await?);
+            let engine = new_engine(&store, &config)?;
+            let r = cmd_auth::token(&engine, &account, json).await;
+            store.close().await;
+            r
+        }
         Command::Events {
             account,
             limit,
@@ -152,6 +172,32 @@ async fn events(store: &Store, account: Option<String>, limit: i64, json: bool) 
             out!("{}  {:<24} {}", e.at, e.kind.as_str(), e.message);
         }
         Ok(())
+    }
+}
+
+/// The OAuth engine over an open store.
+pub fn new_engine(
+    store: &Arc<Store>,
+    config: &config::Config,
+) -> Result<mailgate_grants::Engine, Failure> {
+    let options = mailgate_grants::EngineOptions {
+        timeout: std::time::Duration::from_secs(config.oauth_timeout_secs),
+        ..Default::default()
+    };
+    mailgate_grants::Engine::new(store.clone(), Arc::new(SystemClock), options)
+        .map_err(|e| Failure::Runtime(e.to_string()))
+}
+
+impl From<mailgate_grants::EngineError> for Failure {
+    fn from(e: mailgate_grants::EngineError) -> Self {
+        use mailgate_grants::EngineError as E;
+        match e {
+            E::Store(s) => s.into(),
+            E::BadState(_) | E::Unsupported(_) | E::NotUsable { .. } => {
+                Failure::BadInput(e.to_string())
+            }
+            E::OAuth(_) | E::WrongUser { .. } => Failure::Runtime(e.to_string()),
+        }
     }
 }
 

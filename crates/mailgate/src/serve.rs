@@ -19,11 +19,19 @@ pub async fn serve(config: Config) -> CmdResult {
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     let public_url = config.public_url_for(bound);
+    let engine = Arc::new(crate::new_engine(&store, &config)?);
     let state = mailgate_web::AppState {
         store: store.clone(),
+        engine: engine.clone(),
         clock: Arc::new(SystemClock),
         public_url: public_url.clone(),
     };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(refresh_scheduler(
+        engine,
+        config.refresh_interval_secs,
+        stop_rx,
+    ));
     // One line on stdout for people and scripts; everything else goes to the log (stderr).
     out!(
         "mailgate {} listening on http://{bound} (public URL {public_url})",
@@ -34,9 +42,37 @@ pub async fn serve(config: Config) -> CmdResult {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| Failure::Runtime(format!("server error: {e}")))?;
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Refreshes tokens before they expire and raises client-secret expiry warnings, every
+/// `interval_secs`, until told to stop. One failing round never stops the next.
+async fn refresh_scheduler(
+    engine: Arc<mailgate_grants::Engine>,
+    interval_secs: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        // Look one interval ahead so nothing expires between two rounds.
+        match engine.refresh_due(interval_secs as i64).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(refreshed = n, "proactive refresh round"),
+            Err(e) => tracing::warn!(error = %e, "proactive refresh round failed"),
+        }
+        if let Err(e) = engine.check_secret_expiry().await {
+            tracing::warn!(error = %e, "secret expiry check failed");
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish requests in flight, close the database.

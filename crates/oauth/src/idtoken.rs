@@ -70,7 +70,8 @@ pub struct Expected<'a> {
     /// `{tenantid}` is replaced by the token's `tid` (Microsoft multi-tenant issuer).
     pub issuer: Option<&'a str>,
     pub client_id: &'a str,
-    pub nonce: &'a str,
+    /// The nonce sent with the authorize request; `None` for flows without one (device code).
+    pub nonce: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -99,7 +100,9 @@ pub fn validate(
     if !aud_ok {
         return Err(IdTokenError::Audience);
     }
-    if claims.nonce.as_deref() != Some(expected.nonce) {
+    if let Some(nonce) = expected.nonce
+        && claims.nonce.as_deref() != Some(nonce)
+    {
         return Err(IdTokenError::Nonce);
     }
     if claims.exp + SKEW_SECS < expected.now.0 {

@@ -315,38 +315,6 @@ impl Store {
         Ok(ids.into_iter().map(AccountId).collect())
     }
 
-    /// The app's sealed service-account key file (Google), if any.
-    pub async fn service_account_key(&self, app: AppId) -> Result<Option<Secret>> {
-        let row = sqlx::query("SELECT service_account_key FROM apps WHERE id = $1")
-            .bind(app.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        let sealed: Option<String> = match row {
-            Some(r) => r.try_get("service_account_key")?,
-            None => {
-                return Err(StoreError::NotFound {
-                    what: "app",
-                    key: app.to_string(),
-                });
-            }
-        };
-        sealed
-            .map(|s| self.open_sealed("apps", "service_account_key", app.0, &s))
-            .transpose()
-    }
-
-    pub async fn set_service_account_key(&self, app: AppId, key: Option<&Secret>) -> Result<()> {
-        let sealed = key
-            .map(|k| self.seal("apps", "service_account_key", app.0, k))
-            .transpose()?;
-        sqlx::query("UPDATE apps SET service_account_key = $1 WHERE id = $2")
-            .bind(sealed)
-            .bind(app.0)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Records that a secret-expiry warning at `days` was raised, so it is raised once.
     /// Returns false if that (or a closer) warning was already raised.
     pub async fn mark_secret_warning(

@@ -216,6 +216,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if let Some(key) = &spec.service_account_key {
+            let sealed = self.seal("apps", "service_account_key", id, key)?;
+            sqlx::query("UPDATE apps SET service_account_key = $1 WHERE id = $2")
+                .bind(sealed)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         record(
             &mut tx,
             now,
@@ -276,6 +284,10 @@ impl Store {
         app.spec.client_secret = sealed
             .map(|s| self.open_sealed("apps", "client_secret", app.id.0, &s))
             .transpose()?;
+        let key: Option<String> = row.try_get("service_account_key")?;
+        app.spec.service_account_key = key
+            .map(|s| self.open_sealed("apps", "service_account_key", app.id.0, &s))
+            .transpose()?;
         Ok(app)
     }
 
@@ -332,6 +344,14 @@ impl Store {
                     .await?;
             }
             (None, false) => {}
+        }
+        if let Some(key) = &spec.service_account_key {
+            let sealed = self.seal("apps", "service_account_key", id.0, key)?;
+            sqlx::query("UPDATE apps SET service_account_key = $1 WHERE id = $2")
+                .bind(sealed)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
         }
         record(
             &mut tx,

@@ -41,7 +41,7 @@ impl<'a> BindAll<'a> for (&'a str, i64) {
     }
 }
 
-pub(crate) const APP_COLUMNS: &str = "id, name, kind, tenant, client_id, client_secret, secret_expires, authorize_url, token_url, device_url, jwks_url, userinfo_url, revoke_url, issuer, scopes, extra_params, flow, created_at, updated_at";
+pub(crate) const APP_COLUMNS: &str = "id, name, kind, tenant, client_id, client_secret, service_account_key, secret_expires, authorize_url, token_url, device_url, jwks_url, userinfo_url, revoke_url, issuer, scopes, extra_params, flow, created_at, updated_at";
 
 pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, description, enabled, mailbox, shared_mailbox, aliases, app_id, inbound_protocol, inbound_host, inbound_port, inbound_tls, outbound_host, outbound_port, outbound_tls, from_name, reply_to, signature, on_received, state, problem_code, problem_remediation, problem_detail, problem_at, created_at, updated_at";
 
@@ -135,6 +135,7 @@ pub(crate) fn app(row: &AnyRow) -> Result<OAuthApp> {
             tenant: parse_opt(row, "tenant", TenantId::parse)?,
             client_id: parse(row, "client_id", ClientId::parse)?,
             client_secret: None,
+            service_account_key: None,
             secret_expires: parse_opt(row, "secret_expires", |s| time::Date::parse(s, DATE))?,
             endpoints: Endpoints {
                 authorize: parse_opt(row, "authorize_url", HttpUrl::parse)?,

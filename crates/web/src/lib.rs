@@ -2,12 +2,16 @@
 //! and their results into responses; this crate never writes SQL and never holds a secret
 //! longer than a request.
 
+mod callback;
+mod html;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use mailgate_core::{Clock, HttpUrl};
+use mailgate_grants::Engine;
 use mailgate_store::Store;
 use serde_json::json;
 use std::sync::Arc;
@@ -16,14 +20,21 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    pub engine: Arc<Engine>,
     pub clock: Arc<dyn Clock>,
     /// The URL people and providers reach this instance at; the redirect URI hangs off it.
     pub public_url: HttpUrl,
 }
 
+/// The one redirect URI: `<public_url>/oauth/callback`.
+pub fn redirect_uri(public_url: &HttpUrl) -> String {
+    public_url.join_path("/oauth/callback").to_string()
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/oauth/callback", get(callback::oauth_callback))
         .with_state(state)
 }
 

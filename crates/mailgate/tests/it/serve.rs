@@ -18,7 +18,10 @@ async fn serve_with_no_configuration_creates_its_data_and_answers_healthz() {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["database"]["status"], "ok");
-    assert_eq!(body["database"]["schema_version"], 2, "every migration applied");
+    assert_eq!(
+        body["database"]["schema_version"], 2,
+        "every migration applied"
+    );
 
     use std::os::unix::fs::PermissionsExt;
     let key_mode = std::fs::metadata(env.data_dir().join("master.key"))

@@ -40,6 +40,7 @@ fn ms_app(name: &str) -> AppSpec {
         client_id: ClientId::parse("00000000-0000-0000-0000-00000000a001").unwrap(),
         client_secret: Some(Secret::new(CANARY_SECRET)),
         secret_expires: Some(time::macros::date!(2027 - 05 - 01)),
+        service_account_key: None,
         scopes: preset::scopes(AppKind::Microsoft, OAuthFlow::AuthorizationCode).unwrap(),
         extra_params: vec![("domain_hint".into(), "contoso.com".into())],
         flow: OAuthFlow::AuthorizationCode,

@@ -1,0 +1,154 @@
+//! The OAuth engine: everything between "Authorize" and a fresh access token.
+//!
+//! Token lifecycle of one account (after pizauth's):
+//!
+//! ```text
+//!  start_authorization ─▶ pending state (one-time, 10 min, bound to initiator + account)
+//!        │ callback(code, state)
+//!        ▼
+//!  exchange code (PKCE) ─▶ check identity (id_token via JWKS, or userinfo) ─▶ compare
+//!  with the mailbox ─▶ store grant + state `active` in ONE transaction (or nothing)
+//!        │
+//!        ▼
+//!  access_token(): fresh enough? ─ yes ─▶ return it
+//!        │ no
+//!        ▼
+//!  in-process mutex ─▶ database lease `refresh:<id>` ─▶ re-read (someone may have
+//!  refreshed) ─▶ refresh at the provider ─▶ persist access + rotated refresh token in one
+//!  statement (guarded by the grant version) ─▶ release ─▶ return
+//!        │ failure
+//!        ├─ transient (network, 5xx, 429, timeout): retry with backoff + jitter; the grant
+//!        │  and the state are kept
+//!        └─ permanent (invalid_grant, invalid_client, expired secret…): `reauth_required`
+//!           with the remediation; an expired secret moves every account of the app.
+//! ```
+//!
+//! Rotation and crashes: the provider keeps a rotated-out refresh token valid for a grace
+//! period (Microsoft does not revoke it at once; the emulator's `refresh_reuse_grace_secs`
+//! models it). If mailgate dies between receiving a new refresh token and persisting it,
+//! the stored (old) token is still accepted within that grace, and the next refresh
+//! persists a new one. Persisting before handing out the access token keeps the window to
+//! one SQL statement.
+
+mod authorize;
+mod problem;
+pub mod secrets;
+mod tokens;
+
+pub use authorize::{AuthorizationStarted, Completed};
+pub use problem::problem_from;
+pub use tokens::FreshToken;
+
+use mailgate_core::{AccountId, Clock};
+use mailgate_oauth::OAuthClient;
+use mailgate_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Pending authorizations expire after ten minutes (DESIGN.md, RFC 9700 advice).
+pub const STATE_TTL_SECS: i64 = 600;
+/// A refresh lease lasts longer than one token request can take, so a crashed holder
+/// frees it soon and a live one never loses it mid-request.
+pub const LEASE_TTL_SECS: i64 = 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    OAuth(mailgate_oauth::Failure),
+    #[error(
+        "You signed in as {signed_in_as}, but this account is {expected}. Sign out of the provider (or use a private window), then authorize again as {expected}. Nothing was stored."
+    )]
+    WrongUser {
+        signed_in_as: String,
+        expected: String,
+    },
+    #[error("{0}")]
+    BadState(&'static str),
+    #[error("account {account} cannot give out tokens: it is {state}{hint}")]
+    NotUsable {
+        account: String,
+        state: String,
+        hint: String,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl EngineError {
+    /// The remediation code, for API responses and tests.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Store(_) => "internal",
+            EngineError::OAuth(f) => f.remediation.code(),
+            EngineError::WrongUser { .. } => mailgate_oauth::Remediation::WrongUser.code(),
+            EngineError::BadState(_) => "invalid_state",
+            EngineError::NotUsable { .. } => "not_authorized",
+            EngineError::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+pub struct Engine {
+    pub(crate) store: Arc<Store>,
+    pub(crate) client: OAuthClient,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Unique per process: the lease holder name.
+    pub(crate) holder: String,
+    /// One mutex per account so tasks of this process queue up locally and only one of
+    /// them touches the database lease.
+    pub(crate) local: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Transient-failure retries for on-demand refresh (`token` command, API).
+    pub(crate) retries: u32,
+    pub(crate) backoff: Duration,
+}
+
+pub struct EngineOptions {
+    /// Per token request.
+    pub timeout: Duration,
+    pub retries: u32,
+    pub backoff: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            timeout: mailgate_oauth::client::DEFAULT_TIMEOUT,
+            retries: 3,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, options: EngineOptions) -> Result<Engine> {
+        let client = OAuthClient::new(options.timeout).map_err(EngineError::OAuth)?;
+        let holder = format!(
+            "{}-{}",
+            std::process::id(),
+            mailgate_oauth::random::token(6)
+        );
+        Ok(Engine {
+            store,
+            client,
+            clock,
+            holder,
+            local: Mutex::new(HashMap::new()),
+            retries: options.retries,
+            backoff: options.backoff,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn local_lock(&self, id: AccountId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id).or_default().clone()
+    }
+}

@@ -1,0 +1,38 @@
+//! Minimal server-rendered pages until the admin UI's templates arrive.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page whose `body` is already-escaped HTML.
+pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{t} — mailgate</title>\
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}.ok{{color:#176b2c}}.bad{{color:#a3231f}}code{{background:#f3f3f3;padding:0 .2rem}}</style>\
+</head><body>{body}</body></html>",
+        t = escape(title)
+    );
+    (
+        status,
+        [
+            ("cache-control", "no-store"),
+            ("referrer-policy", "no-referrer"),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
