@@ -31,9 +31,10 @@ pub struct Grant {
 
 /// Refresh this long before expiry: max(5 min, 10 % of the token's lifetime). Five minutes
 /// covers clock skew and a slow provider; 10 % keeps long-lived tokens from being refreshed
-/// at the last minute.
+/// at the last minute. Tokens living less than ten minutes get half their lifetime, or a
+/// freshly issued token would already count as due and every use would refresh it.
 pub fn refresh_margin_secs(lifetime_secs: i64) -> i64 {
-    (lifetime_secs / 10).max(300)
+    (lifetime_secs / 10).max(300).min(lifetime_secs.max(0) / 2)
 }
 
 impl Grant {
@@ -53,6 +54,12 @@ mod tests {
     fn margin_is_five_minutes_or_ten_percent() {
         assert_eq!(refresh_margin_secs(3600), 360);
         assert_eq!(refresh_margin_secs(600), 300);
+        assert_eq!(
+            refresh_margin_secs(120),
+            60,
+            "short tokens: half their lifetime"
+        );
+        assert_eq!(refresh_margin_secs(0), 0);
         assert_eq!(refresh_margin_secs(86_400), 8_640);
         let g = Grant {
             account_id: AccountId(1),

@@ -11,13 +11,22 @@ pub const CANARY_SECRET: &str = "Q7x~CANARY.client-secret.9f3e1d";
 /// A fresh data directory and the environment to run mailgate against it.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
+    /// Extra environment for every command of this test (e.g. MAILGATE_PUBLIC_URL).
+    pub vars: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl TestEnv {
     pub fn new() -> Self {
         TestEnv {
             dir: tempfile::tempdir().unwrap(),
+            vars: Default::default(),
         }
+    }
+
+    pub fn set_var(&self, key: &str, value: &str) {
+        let mut vars = self.vars.lock().unwrap();
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_owned(), value.to_owned()));
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -38,6 +47,9 @@ impl TestEnv {
         c.env("MAILGATE_DATA_DIR", self.data_dir())
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path());
+        for (k, v) in self.vars.lock().unwrap().iter() {
+            c.env(k, v);
+        }
         c
     }
 

@@ -1,0 +1,632 @@
+//! The OAuth engine through the real binary, against the identity-provider emulator.
+
+use crate::support::{Server, TestEnv, text};
+use mailgate_testkit::idp::{
+    ClientSpec, Fault, FaultSpec, Idp, IdpConfig, LifetimeSpec, UserSpec, sign_in,
+};
+use std::process::Stdio;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const CLIENT_SECRET: &str = "CANARY~emulator.client-secret.4f2a";
+
+/// A running mailgate, an emulator, a Microsoft app registered at both, and one account.
+pub struct Fixture {
+    pub env: TestEnv,
+    pub idp: Idp,
+    pub server: Server,
+    pub client_id: String,
+    pub mailbox: String,
+    pub http: reqwest::Client,
+}
+
+fn random_guid() -> String {
+    let t = mailgate_testkit_rand();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &t[0..8],
+        &t[8..12],
+        &t[13..16],
+        &t[17..20],
+        &t[20..32]
+    )
+}
+
+fn mailgate_testkit_rand() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    let n = N.fetch_add(1, Ordering::SeqCst) ^ (std::process::id() as u64) << 20;
+    let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64;
+    format!(
+        "{:016x}{:016x}",
+        n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        nanos
+    )
+}
+
+impl Fixture {
+    pub async fn start() -> Fixture {
+        Self::start_with(&[]).await
+    }
+
+    /// `vars`: extra environment for the server and every command.
+    pub async fn start_with(vars: &[(&str, &str)]) -> Fixture {
+        let env = TestEnv::new();
+        for (k, v) in vars {
+            env.set_var(k, v);
+        }
+        let idp = Idp::start(IdpConfig::default()).unwrap();
+        let server = Server::start(&env);
+        env.set_var("MAILGATE_PUBLIC_URL", &server.base);
+        let client_id = random_guid();
+        let mailbox = format!("support-{}@example.test", &client_id[..8]);
+        let admin = idp.admin();
+        admin
+            .add_client(ClientSpec::confidential(
+                &client_id,
+                CLIENT_SECRET,
+                &format!("{}/oauth/callback", server.base),
+            ))
+            .await
+            .unwrap();
+        admin
+            .add_user(UserSpec::new(&mailbox, PASSWORD))
+            .await
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let f = Fixture {
+            env,
+            idp,
+            server,
+            client_id,
+            mailbox,
+            http,
+        };
+        f.add_app("Contoso", "authorization_code");
+        f.env.ok(
+            &[
+                "account", "add", "--name", "support", "--app", "Contoso", "--email", &f.mailbox,
+            ],
+            None,
+        );
+        f
+    }
+
+    pub fn add_app(&self, name: &str, flow: &str) {
+        self.env.ok(
+            &[
+                "app",
+                "add",
+                "--kind",
+                "microsoft",
+                "--name",
+                name,
+                "--tenant",
+                mailgate_testkit::idp::DEFAULT_TENANT_ID,
+                "--client-id",
+                &self.client_id,
+                "--client-secret-stdin",
+                "--authority",
+                &self.idp.base_url(),
+                "--flow",
+                flow,
+            ],
+            Some(CLIENT_SECRET),
+        );
+    }
+
+    /// `mailgate authorize --no-wait`: the sign-in URL.
+    pub fn authorize_url(&self, account: &str) -> String {
+        self.env
+            .ok(&["authorize", account, "--no-wait"], None)
+            .trim()
+            .to_owned()
+    }
+
+    /// The whole browser part: sign in at the emulator, then follow the redirect to
+    /// mailgate's callback. Returns the callback's status and page.
+    pub async fn sign_in_and_callback(&self, url: &str, email: &str) -> (u16, String) {
+        let callback = sign_in(&self.http, url, email, PASSWORD).await.unwrap();
+        assert!(
+            callback
+                .as_str()
+                .starts_with(&format!("{}/oauth/callback?", self.server.base)),
+            "{callback}"
+        );
+        let resp = self.http.get(callback.as_str()).send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    pub async fn authorize(&self) {
+        self.authorize_as("support", &self.mailbox).await;
+    }
+
+    pub async fn authorize_as(&self, account: &str, email: &str) {
+        let url = self.authorize_url(account);
+        let (status, page) = self.sign_in_and_callback(&url, email).await;
+        assert_eq!(status, 200, "{page}");
+    }
+
+    pub fn state(&self, account: &str) -> serde_json::Value {
+        self.env.json(&["account", "show", account, "--json"])
+    }
+
+    pub async fn counter(&self, key: &str) -> u64 {
+        self.idp
+            .admin()
+            .counters(Some(&self.client_id))
+            .await
+            .unwrap()
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Makes mailgate's stored access token expired, as if an hour had passed.
+    pub async fn expire_stored_token(&self) {
+        self.sql("UPDATE grants SET access_expires_at = 1000, access_issued_at = 0")
+            .await;
+    }
+
+    pub async fn sql(&self, statement: &str) {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}", self.env.db_path().display());
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
+    }
+
+    pub fn token(&self) -> std::process::Output {
+        self.env.run(&["token", "support"], None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_flow_stores_an_encrypted_grant_and_activates_the_account() {
+    let f = Fixture::start().await;
+    let url = f.authorize_url("support");
+    let parsed = url::Url::parse(&url).unwrap();
+    let q: std::collections::HashMap<_, _> = parsed.query_pairs().into_owned().collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["login_hint"], f.mailbox);
+    assert_eq!(q["prompt"], "select_account");
+    assert!(q["scope"].contains("offline_access") && q["scope"].contains("IMAP.AccessAsUser.All"));
+    assert_eq!(
+        q["redirect_uri"],
+        format!("{}/oauth/callback", f.server.base)
+    );
+    assert!(q["state"].len() >= 43 && q["nonce"].len() >= 20);
+
+    let (status, page) = f.sign_in_and_callback(&url, &f.mailbox).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Authorized") && page.contains(&f.mailbox),
+        "{page}"
+    );
+    let acc = f.state("support");
+    assert_eq!(acc["state"], "active");
+
+    let out = f.token();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.len() > 100, "a JWT access token: {token}");
+    assert!(
+        !crate::support::db_contains(&f.env.db_path(), &token),
+        "access token stored in plaintext"
+    );
+    let events = f.env.ok(&["events", "--account", "support"], None);
+    assert!(
+        events.contains("account.authorized")
+            && events.contains(&format!("authorized as {}", f.mailbox)),
+        "{events}"
+    );
+    assert_eq!(f.counter("token:authorization_code").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_user_is_refused_and_nothing_is_stored() {
+    let f = Fixture::start().await;
+    let intruder = format!("someone-else-{}@example.test", &f.client_id[..8]);
+    f.idp
+        .admin()
+        .add_user(UserSpec::new(&intruder, PASSWORD))
+        .await
+        .unwrap();
+    let before = f.env.dump_db().await;
+    let url = f.authorize_url("support");
+    let (status, page) = f.sign_in_and_callback(&url, &intruder).await;
+    assert_eq!(status, 403, "{page}");
+    assert!(
+        page.contains(&format!("You signed in as <strong>{intruder}</strong>")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("this account is <strong>{}</strong>", f.mailbox)),
+        "{page}"
+    );
+    assert!(
+        page.contains("Sign out") && page.contains("private window"),
+        "{page}"
+    );
+    assert_eq!(f.state("support")["state"], "unauthorized");
+    let grants = f.env.dump_db().await;
+    assert!(
+        grants.contains("== grants\n== "),
+        "no grant row may exist: {grants}"
+    );
+    assert_ne!(before, grants, "the failure is recorded as an event");
+    let out = f.token();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unauthorized"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_foreign_and_expired_states_are_refused() {
+    let f = Fixture::start().await;
+    let url = f.authorize_url("support");
+    let callback = sign_in(&f.http, &url, &f.mailbox, PASSWORD).await.unwrap();
+    let first = f.http.get(callback.as_str()).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    // The same response again: the state was one-time.
+    let replay = f.http.get(callback.as_str()).send().await.unwrap();
+    assert_eq!(replay.status(), 400);
+    assert!(replay.text().await.unwrap().contains("already used"));
+    // A state mailgate never issued.
+    let foreign = f
+        .http
+        .get(format!(
+            "{}/oauth/callback?code=abc&state=forged-state-value",
+            f.server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 400);
+    // An expired request (older than ten minutes).
+    let url = f.authorize_url("support");
+    f.sql("UPDATE oauth_states SET expires_at = 1000").await;
+    let (status, page) = f.sign_in_and_callback(&url, &f.mailbox).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("expired"), "{page}");
+    // A missing state.
+    let none = f
+        .http
+        .get(format!("{}/oauth/callback?code=abc", f.server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_waits_for_the_callback() {
+    let f = Fixture::start().await;
+    let mut child = f
+        .env
+        .command()
+        .args(["authorize", "support"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let url = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let (status, _) = f.sign_in_and_callback(url.trim(), &f.mailbox).await;
+    assert_eq!(status, 200);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains(&format!("authorized as {}", f.mailbox))),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_keeps_the_newest_refresh_token() {
+    let f = Fixture::start().await;
+    f.authorize().await;
+    for round in 1..=10 {
+        f.expire_stored_token().await;
+        let out = f.token();
+        assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+    }
+    // Ten refreshes, each with a rotated refresh token the emulator refuses once replaced:
+    // the eleventh works only if mailgate stored the newest one every time.
+    f.expire_stored_token().await;
+    assert!(f.token().status.success());
+    assert_eq!(f.counter("token:refresh_token").await, 11);
+    assert_eq!(f.state("support")["state"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests_share_one_refresh() {
+    let f = Fixture::start().await;
+    f.authorize().await;
+    f.expire_stored_token().await;
+    let before = f.counter("token:refresh_token").await;
+
+    // 40 tasks in this process, through the library, plus 10 `mailgate token` processes.
+    let store = {
+        let key =
+            mailgate_store::crypto::load_or_create_key_file(&f.env.data_dir().join("master.key"))
+                .unwrap();
+        let url = format!("sqlite://{}", f.env.db_path().display());
+        std::sync::Arc::new(
+            mailgate_store::Store::open(
+                &url,
+                key,
+                mailgate_store::crypto::KeySource::File(f.env.data_dir().join("master.key")),
+            )
+            .await
+            .unwrap(),
+        )
+    };
+    let engine = std::sync::Arc::new(
+        mailgate_grants::Engine::new(
+            store.clone(),
+            std::sync::Arc::new(mailgate_core::SystemClock),
+            Default::default(),
+        )
+        .unwrap(),
+    );
+    let id = store.find_account("support").await.unwrap().id;
+    let mut procs = Vec::new();
+    for _ in 0..10 {
+        procs.push(
+            f.env
+                .command()
+                .args(["token", "support"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let e = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            e.access_token(id)
+                .await
+                .map(|t| t.access_token.expose().to_owned())
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.unwrap().unwrap());
+    }
+    for p in procs {
+        let out = tokio::task::spawn_blocking(move || p.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        tokens.push(text(&out.stdout).trim().to_owned());
+    }
+    assert_eq!(tokens.len(), 50);
+    assert_eq!(
+        f.counter("token:refresh_token").await - before,
+        1,
+        "exactly one refresh at the provider"
+    );
+    assert!(
+        tokens.iter().all(|t| t == &tokens[0]),
+        "all 50 callers got the same new token"
+    );
+}
+
+async fn fault_leads_to(
+    fault: Fault,
+    expected_state: &str,
+    expected_code: Option<&str>,
+) -> Fixture {
+    let f = Fixture::start().await;
+    f.authorize().await;
+    // A second account of the same app, to see what a failure does to its neighbours.
+    let other = format!("billing-{}@example.test", &f.client_id[..8]);
+    f.idp
+        .admin()
+        .add_user(UserSpec::new(&other, PASSWORD))
+        .await
+        .unwrap();
+    f.env.ok(
+        &[
+            "account", "add", "--name", "billing", "--app", "Contoso", "--email", &other,
+        ],
+        None,
+    );
+    f.authorize_as("billing", &other).await;
+    f.expire_stored_token().await;
+    f.idp
+        .admin()
+        .inject_fault(FaultSpec::token(&f.client_id, fault))
+        .await
+        .unwrap();
+    let out = f.token();
+    let acc = f.state("support");
+    assert_eq!(acc["state"], expected_state, "{}", text(&out.stderr));
+    if let Some(code) = expected_code {
+        assert!(!out.status.success());
+        assert_eq!(acc["last_problem"]["code"], code, "{acc}");
+        assert!(text(&out.stderr).contains(code), "{}", text(&out.stderr));
+        assert!(
+            acc["last_problem"]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("AADSTS"),
+            "the provider's words are kept: {acc}"
+        );
+    }
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_secret_needs_reauthorization_of_every_account_of_the_app() {
+    let f = fault_leads_to(
+        Fault::Aadsts { code: 7000222 },
+        "reauth_required",
+        Some("secret_expired"),
+    )
+    .await;
+    let events = f.env.ok(&["events", "--account", "support"], None);
+    assert!(events.contains("account.reauth_required"), "{events}");
+    let billing = f.state("billing");
+    assert_eq!(
+        billing["state"], "reauth_required",
+        "an expired secret breaks every account of the app"
+    );
+    assert_eq!(billing["last_problem"]["code"], "secret_expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_id_instead_of_value_is_named() {
+    fault_leads_to(
+        Fault::Aadsts { code: 7000215 },
+        "reauth_required",
+        Some("secret_id_instead_of_value"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_is_named_and_touches_only_its_account() {
+    let f = fault_leads_to(
+        Fault::Aadsts { code: 50173 },
+        "reauth_required",
+        Some("grant_revoked"),
+    )
+    .await;
+    assert_eq!(f.state("billing")["state"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_503s_then_success_keep_the_account_active() {
+    let f = Fixture::start().await;
+    f.authorize().await;
+    f.expire_stored_token().await;
+    let mut spec = FaultSpec::token(&f.client_id, Fault::HttpStatus { status: 503 });
+    spec.count = 3;
+    f.idp.admin().inject_fault(spec).await.unwrap();
+    let out = f.token();
+    assert!(
+        out.status.success(),
+        "retried through the 503s: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(f.state("support")["state"], "active");
+    assert_eq!(
+        f.counter("token:refresh_token").await,
+        4,
+        "three failures, one success"
+    );
+    let events = f.env.ok(&["events", "--account", "support"], None);
+    assert!(
+        events.contains("account.refresh_failed") && events.contains("[transient]"),
+        "{events}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_is_a_transient_timeout() {
+    let f = Fixture::start_with(&[("MAILGATE_OAUTH_TIMEOUT_SECS", "1")]).await;
+    f.authorize().await;
+    f.expire_stored_token().await;
+    let mut spec = FaultSpec::token(&f.client_id, Fault::Delay { seconds: 30.0 });
+    spec.count = 10;
+    f.idp.admin().inject_fault(spec).await.unwrap();
+    let started = std::time::Instant::now();
+    let out = f.token();
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "timeouts bound the wait"
+    );
+    assert!(
+        text(&out.stderr).contains("[timeout]"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        f.state("support")["state"],
+        "active",
+        "a transient failure keeps the grant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_not_refreshed_on_every_use() {
+    let f = Fixture::start().await;
+    f.idp
+        .admin()
+        .set_lifetimes(LifetimeSpec {
+            client_id: Some(f.client_id.clone()),
+            access_token_secs: Some(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.authorize().await;
+    for _ in 0..3 {
+        assert!(f.token().status.success());
+    }
+    assert_eq!(f.counter("token:refresh_token").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_token_in_logs_at_trace_level() {
+    let f = Fixture::start_with(&[("RUST_LOG", "trace")]).await;
+    f.authorize().await;
+    f.expire_stored_token().await;
+    let out = f.env.run(&["token", "support", "--json"], None);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let access = json["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(json["refreshed"], true);
+    // The refresh token, read back the way mailgate does.
+    let key_path = f.env.data_dir().join("master.key");
+    let store = mailgate_store::Store::open(
+        &format!("sqlite://{}", f.env.db_path().display()),
+        mailgate_store::crypto::load_or_create_key_file(&key_path).unwrap(),
+        mailgate_store::crypto::KeySource::File(key_path),
+    )
+    .await
+    .unwrap();
+    let id = store.find_account("support").await.unwrap().id;
+    let refresh = store
+        .grant(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .refresh_token
+        .unwrap()
+        .expose()
+        .to_owned();
+    let server_log = std::fs::read_to_string(f.env.dir.path().join("serve.log")).unwrap();
+    assert!(server_log.len() > 1000, "trace logging is on");
+    let cli_log = text(&out.stderr);
+    for (name, canary) in [
+        ("client secret", CLIENT_SECRET),
+        ("access token", access.as_str()),
+        ("refresh token", refresh.as_str()),
+    ] {
+        assert!(!server_log.contains(canary), "{name} in the server log");
+        assert!(!cli_log.contains(canary), "{name} in the CLI log");
+    }
+}

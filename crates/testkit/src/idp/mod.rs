@@ -1,0 +1,241 @@
+//! Identity-provider emulator: a real HTTP server on loopback that answers like the Microsoft
+//! identity platform (v2.0) and like Google's OAuth endpoints, so mailgate's production code
+//! talks to it with only the base URL changed. Real Dovecot introspects tokens at it.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use mailgate_testkit::idp::{ClientSpec, Idp, IdpConfig, UserSpec};
+//! let idp = Idp::start(IdpConfig::default())?;
+//! let admin = idp.admin();
+//! admin.add_client(ClientSpec::confidential("app", "s3cret", "http://127.0.0.1:9/cb")).await?;
+//! admin.add_user(UserSpec::new("alice@example.test", "pw")).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Map of the module: `spec` (admin API shapes), `state` (what is remembered, the clock),
+//! `pages` (authorize + HTML sign-in/consent/device pages), `token` (token and device
+//! endpoints), `issue` (minting tokens), `resources` (discovery, JWKS, userinfo, revoke,
+//! introspection), `errors` (provider-shaped error bodies and faults), `admin` (admin API
+//! server side), `client` (admin API client and page-driving helpers), `crypto` (randomness,
+//! RS256), `scopes` (audiences and mail scopes). `docs/idp-emulator.md` is the user guide.
+
+mod admin;
+mod client;
+mod crypto;
+mod errors;
+mod issue;
+mod pages;
+mod resources;
+mod scopes;
+mod spec;
+mod state;
+mod token;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use client::{IdpAdmin, approve_device_code, decline_device_code, sign_in};
+pub use crypto::pkce_s256;
+pub use errors::MALFORMED_JSON_BODY;
+pub use spec::{
+    ClientSpec, ClockAdvance, Endpoint, Fault, FaultSpec, LifetimeSpec, ServiceAccountSpec, User,
+    UserSpec,
+};
+
+use state::{AppState, Shared};
+
+/// The tenant users belong to unless they name another: fixed, so configuration files can
+/// name it before the emulator runs.
+pub const DEFAULT_TENANT_ID: &str = "5f2c7a9e-3b1d-4c8e-9a6f-0d4e1b2c3a7f";
+
+/// How to start an emulator. The JSON config file of `mailgate-idp` has this shape
+/// (`{"clients": [...], "users": [...]}`; every field optional).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdpConfig {
+    /// Default `127.0.0.1:0` (an ephemeral loopback port).
+    pub listen: SocketAddr,
+    /// Default [`DEFAULT_TENANT_ID`].
+    pub tenant_id: String,
+    pub clients: Vec<ClientSpec>,
+    pub users: Vec<UserSpec>,
+}
+
+impl Default for IdpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            tenant_id: DEFAULT_TENANT_ID.to_owned(),
+            clients: Vec::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+pub struct Idp {
+    base_url: String,
+    tenant_id: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Idp {
+    /// Binds `config.listen` and serves on a tokio task. Must be called inside a tokio
+    /// runtime. The first call in a process generates the RSA signing key (a fraction of a
+    /// second); later emulators reuse it.
+    pub fn start(config: IdpConfig) -> anyhow::Result<Idp> {
+        tokio::runtime::Handle::try_current()
+            .context("Idp::start must run inside a tokio runtime")?;
+        let signing_key = crypto::signing_key()?;
+        let listener = std::net::TcpListener::bind(config.listen)
+            .with_context(|| format!("binding the emulator to {}", config.listen))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let shared = Arc::new(Shared::new(
+            base_url.clone(),
+            config.tenant_id.clone(),
+            signing_key,
+        ));
+        {
+            let mut inner = shared.lock();
+            for client in config.clients {
+                inner.add_client(client);
+            }
+            for user in config.users {
+                inner.add_user(user, &config.tenant_id);
+            }
+        }
+        let app = router(shared);
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                // A dropped sender also means stop.
+                let _ = stop.await;
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "identity-provider emulator stopped with an error");
+            }
+        });
+        tracing::info!(%base_url, "identity-provider emulator listening");
+        Ok(Idp {
+            base_url,
+            tenant_id: config.tenant_id,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// The default tenant GUID (Microsoft `tid` of users registered without one).
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    /// An admin API client for this emulator.
+    pub fn admin(&self) -> IdpAdmin {
+        IdpAdmin::new(self.base_url.clone())
+    }
+
+    /// Stops accepting connections and waits until open ones are finished.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+fn router(shared: AppState) -> Router {
+    let admin = Router::new()
+        .route("/clients", post(admin::add_client))
+        .route("/users", post(admin::add_user))
+        .route("/users/{email}/revoke", post(admin::revoke_user))
+        .route("/users/{email}/expire-tokens", post(admin::expire_tokens))
+        .route("/faults", post(admin::add_fault))
+        .route("/lifetimes", post(admin::set_lifetimes))
+        .route("/counters", get(admin::counters))
+        .route("/service-accounts", post(admin::add_service_account))
+        .route("/clock/advance", post(admin::advance_clock))
+        .route("/reset", post(admin::reset))
+        .layer(axum::middleware::from_fn(admin::loopback_only));
+    Router::new()
+        // Microsoft identity platform v2.0.
+        .route("/{tenant}/oauth2/v2.0/authorize", get(pages::ms_authorize))
+        .route("/{tenant}/oauth2/v2.0/token", post(token::ms_token))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(token::ms_devicecode),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(resources::ms_keys))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(resources::ms_openid_configuration),
+        )
+        // Google.
+        .route("/o/oauth2/v2/auth", get(pages::google_authorize))
+        .route("/token", post(token::google_token))
+        .route("/device/code", post(token::google_devicecode))
+        .route("/revoke", post(resources::revoke))
+        .route("/v1/userinfo", get(resources::userinfo))
+        .route("/oauth2/v3/certs", get(resources::google_certs))
+        .route(
+            "/.well-known/openid-configuration",
+            get(resources::google_openid_configuration),
+        )
+        // Shared: pages, introspection for the mail servers, error explanations.
+        .route(
+            pages::SIGNIN_PATH,
+            get(pages::sign_in_get).post(pages::sign_in_post),
+        )
+        .route(pages::CONSENT_PATH, post(pages::consent_post))
+        .route(
+            pages::DEVICE_LOGIN_PATH,
+            get(pages::device_login_get).post(pages::device_login_post),
+        )
+        .route("/introspect", post(resources::introspect))
+        .route("/error", get(resources::error_info))
+        .nest("/admin", admin)
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(shared)
+}
+
+/// One debug line per request: method, path (never the query, which may carry codes) and status.
+async fn log_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::debug!(%method, path, status = response.status().as_u16(), "request");
+    response
+}

@@ -1,0 +1,5 @@
+//! Test-only support for mailgate: the identity-provider emulator (`idp`) and the mail rig.
+
+pub mod idp;
+pub mod raw;
+pub mod rig;
