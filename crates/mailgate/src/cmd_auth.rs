@@ -23,12 +23,14 @@ pub async fn authorize(
         }
         (_, true) | (OAuthFlow::DeviceCode, _) => {
             let d = engine.start_device(acc.id).await?;
-            match &d.message {
-                Some(m) => eprintln!("{m}"),
-                None => eprintln!(
-                    "To sign in, open {} and enter the code {}",
-                    d.verification_uri, d.user_code
-                ),
+            // One stable line on stdout for scripts; the provider's own wording on stderr.
+            out!(
+                "Open {} and enter the code {}",
+                d.verification_uri,
+                d.user_code
+            );
+            if let Some(m) = &d.message {
+                eprintln!("{m}");
             }
             eprintln!(
                 "Sign in as {}. Waiting (the code is valid for {} minutes)…",

@@ -2,8 +2,9 @@
 
 use crate::support::{Server, TestEnv, text};
 use mailgate_testkit::idp::{
-    ClientSpec, Fault, FaultSpec, Idp, IdpConfig, LifetimeSpec, UserSpec, sign_in,
+    ClientSpec, Fault, FaultSpec, Idp, IdpAdmin, IdpConfig, LifetimeSpec, UserSpec, sign_in,
 };
+use mailgate_testkit::rig::{MailRig, RigOptions};
 use std::process::Stdio;
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -12,7 +13,9 @@ pub const CLIENT_SECRET: &str = "CANARY~emulator.client-secret.4f2a";
 /// A running mailgate, an emulator, a Microsoft app registered at both, and one account.
 pub struct Fixture {
     pub env: TestEnv,
-    pub idp: Idp,
+    /// The emulator: this test's own, or the shared one the mail rig introspects at.
+    pub idp: IdpAdmin,
+    _own_idp: Option<Idp>,
     pub server: Server,
     pub client_id: String,
     pub mailbox: String,
@@ -54,22 +57,50 @@ impl Fixture {
         for (k, v) in vars {
             env.set_var(k, v);
         }
-        let idp = Idp::start(IdpConfig::default()).unwrap();
+        let own = Idp::start(IdpConfig::default()).unwrap();
+        Self::start_at(env, own.admin(), Some(own)).await
+    }
+
+    /// Against the emulator of the mail rig (shared or this test's own), so that tokens
+    /// mailgate obtains open the rig's real Dovecot.
+    pub async fn start_on_rig() -> (Fixture, MailRig) {
+        let (rig, own) = match MailRig::from_env().unwrap() {
+            Some(rig) => (rig, None),
+            None => {
+                let idp = Idp::start(IdpConfig::default()).unwrap();
+                let rig = MailRig::start_temp(
+                    &format!("{}/introspect", idp.base_url()),
+                    RigOptions::default(),
+                )
+                .await
+                .expect("the mail rig must start (see docs/testing.md)");
+                (rig, Some(idp))
+            }
+        };
+        let admin = IdpAdmin::new(
+            rig.idp_base_url()
+                .expect("the rig names its emulator")
+                .to_owned(),
+        );
+        let f = Self::start_at(TestEnv::new(), admin, own).await;
+        (f, rig)
+    }
+
+    async fn start_at(env: TestEnv, idp: IdpAdmin, own: Option<Idp>) -> Fixture {
         let server = Server::start(&env);
         env.set_var("MAILGATE_PUBLIC_URL", &server.base);
         let client_id = random_guid();
         let mailbox = format!("support-{}@example.test", &client_id[..8]);
-        let admin = idp.admin();
-        admin
-            .add_client(ClientSpec::confidential(
-                &client_id,
-                CLIENT_SECRET,
-                &format!("{}/oauth/callback", server.base),
-            ))
-            .await
-            .unwrap();
-        admin
-            .add_user(UserSpec::new(&mailbox, PASSWORD))
+        let mut client = ClientSpec::confidential(
+            &client_id,
+            CLIENT_SECRET,
+            &format!("{}/oauth/callback", server.base),
+        );
+        // App-only tokens act for this mailbox (the emulator's stand-in for Exchange's
+        // mailbox permission).
+        client.app_only_mailboxes = vec![mailbox.clone()];
+        idp.add_client(client).await.unwrap();
+        idp.add_user(UserSpec::new(&mailbox, PASSWORD))
             .await
             .unwrap();
         let http = reqwest::Client::builder()
@@ -79,6 +110,7 @@ impl Fixture {
         let f = Fixture {
             env,
             idp,
+            _own_idp: own,
             server,
             client_id,
             mailbox,
@@ -109,7 +141,7 @@ impl Fixture {
                 &self.client_id,
                 "--client-secret-stdin",
                 "--authority",
-                &self.idp.base_url(),
+                self.idp.base_url(),
                 "--flow",
                 flow,
             ],
@@ -155,7 +187,6 @@ impl Fixture {
 
     pub async fn counter(&self, key: &str) -> u64 {
         self.idp
-            .admin()
             .counters(Some(&self.client_id))
             .await
             .unwrap()
@@ -231,7 +262,6 @@ async fn the_wrong_user_is_refused_and_nothing_is_stored() {
     let f = Fixture::start().await;
     let intruder = format!("someone-else-{}@example.test", &f.client_id[..8]);
     f.idp
-        .admin()
         .add_user(UserSpec::new(&intruder, PASSWORD))
         .await
         .unwrap();
@@ -442,7 +472,6 @@ async fn fault_leads_to(
     // A second account of the same app, to see what a failure does to its neighbours.
     let other = format!("billing-{}@example.test", &f.client_id[..8]);
     f.idp
-        .admin()
         .add_user(UserSpec::new(&other, PASSWORD))
         .await
         .unwrap();
@@ -455,7 +484,6 @@ async fn fault_leads_to(
     f.authorize_as("billing", &other).await;
     f.expire_stored_token().await;
     f.idp
-        .admin()
         .inject_fault(FaultSpec::token(&f.client_id, fault))
         .await
         .unwrap();
@@ -523,7 +551,7 @@ async fn three_503s_then_success_keep_the_account_active() {
     f.expire_stored_token().await;
     let mut spec = FaultSpec::token(&f.client_id, Fault::HttpStatus { status: 503 });
     spec.count = 3;
-    f.idp.admin().inject_fault(spec).await.unwrap();
+    f.idp.inject_fault(spec).await.unwrap();
     let out = f.token();
     assert!(
         out.status.success(),
@@ -550,7 +578,7 @@ async fn a_slow_provider_is_a_transient_timeout() {
     f.expire_stored_token().await;
     let mut spec = FaultSpec::token(&f.client_id, Fault::Delay { seconds: 30.0 });
     spec.count = 10;
-    f.idp.admin().inject_fault(spec).await.unwrap();
+    f.idp.inject_fault(spec).await.unwrap();
     let started = std::time::Instant::now();
     let out = f.token();
     assert!(!out.status.success());
@@ -574,7 +602,6 @@ async fn a_slow_provider_is_a_transient_timeout() {
 async fn short_lived_tokens_are_not_refreshed_on_every_use() {
     let f = Fixture::start().await;
     f.idp
-        .admin()
         .set_lifetimes(LifetimeSpec {
             client_id: Some(f.client_id.clone()),
             access_token_secs: Some(120),

@@ -31,15 +31,16 @@ mod spec;
 mod state;
 mod token;
 
+use std::future::IntoFuture;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use client::{IdpAdmin, approve_device_code, decline_device_code, sign_in};
 pub use crypto::pkce_s256;
@@ -80,25 +81,39 @@ impl Default for IdpConfig {
 }
 
 /// A running emulator. Dropping it stops the server.
+#[derive(Debug)]
 pub struct Idp {
     base_url: String,
     tenant_id: String,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    /// Signalled by the server thread once it has stopped. (In a `Mutex` only to keep `Idp`
+    /// `Sync`; it is used once, from `drop`.)
+    stopped: Mutex<mpsc::Receiver<()>>,
 }
 
+/// How long dropping an `Idp` waits for its server to finish open requests (a pending `delay`
+/// fault, say) before it lets the thread finish on its own.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 impl Idp {
-    /// Binds `config.listen` and serves on a tokio task. Must be called inside a tokio
-    /// runtime. The first call in a process generates the RSA signing key (a fraction of a
-    /// second); later emulators reuse it.
+    /// Binds `config.listen` and serves on a runtime of its own, on a thread of its own: a
+    /// test that blocks its runtime (say, waiting for a `mailgate` child process that calls
+    /// the emulator) cannot starve it, and `start` works in sync code too. The first call in
+    /// a process generates the RSA signing key (a fraction of a second); later emulators
+    /// reuse it.
     pub fn start(config: IdpConfig) -> anyhow::Result<Idp> {
-        tokio::runtime::Handle::try_current()
-            .context("Idp::start must run inside a tokio runtime")?;
         let signing_key = crypto::signing_key()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the emulator's runtime")?;
         let listener = std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("binding the emulator to {}", config.listen))?;
         listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
         let shared = Arc::new(Shared::new(
@@ -117,26 +132,33 @@ impl Idp {
         }
         let app = router(shared);
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                // A dropped sender also means stop.
-                let _ = stop.await;
+        let (stopped_tx, stopped) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("mailgate-idp-{}", addr.port()))
+            .spawn(move || {
+                let served = runtime.block_on(
+                    axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async {
+                        // A dropped sender also means stop.
+                        let _ = stop.await;
+                    })
+                    .into_future(),
+                );
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "identity-provider emulator stopped with an error");
+                }
+                let _ = stopped_tx.send(());
             })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "identity-provider emulator stopped with an error");
-            }
-        });
+            .context("starting the emulator's thread")?;
         tracing::info!(%base_url, "identity-provider emulator listening");
         Ok(Idp {
             base_url,
             tenant_id: config.tenant_id,
             shutdown: Some(shutdown),
-            task: Some(task),
+            stopped: Mutex::new(stopped),
         })
     }
 
@@ -155,21 +177,21 @@ impl Idp {
         IdpAdmin::new(self.base_url.clone())
     }
 
-    /// Stops accepting connections and waits until open ones are finished.
-    pub async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    /// Like dropping it (stops the server, waits until open requests are answered), without
+    /// blocking the caller's async runtime while it waits.
+    pub async fn stop(self) {
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
     }
 }
 
 impl Drop for Idp {
+    /// Stops the server and waits (at most [`STOP_WAIT`]) until it has, so the port is closed
+    /// when `drop` returns.
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+            let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = stopped.recv_timeout(STOP_WAIT);
         }
     }
 }

@@ -1807,6 +1807,41 @@ async fn reset_forgets_everything() {
     assert!(format!("{err:#}").contains("404"), "{err:#}");
 }
 
+/// The emulator has its own thread: a test that blocks its runtime (as one waiting for a
+/// `mailgate` child process does) still gets answers.
+#[tokio::test]
+async fn a_blocked_test_runtime_does_not_starve_the_emulator() {
+    use std::io::{Read, Write};
+    let env = start().await;
+    let addr = env.base.trim_start_matches("http://").to_owned();
+    // Blocking I/O on the test's only runtime thread, on purpose.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(&format!(r#""issuer":"{}""#, env.base)),
+        "{answer}"
+    );
+}
+
+#[test]
+fn start_and_drop_work_outside_any_runtime() {
+    let idp = Idp::start(IdpConfig::default()).unwrap();
+    let addr = idp.base_url().trim_start_matches("http://").to_owned();
+    assert!(std::net::TcpStream::connect(&addr).is_ok());
+    drop(idp);
+    // `drop` returns once the server has stopped: the port is closed now.
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still listening after drop"
+    );
+}
+
 #[tokio::test]
 async fn the_binary_prints_its_base_url_serves_and_stops_on_sigterm() {
     use tokio::io::AsyncBufReadExt;
