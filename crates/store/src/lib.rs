@@ -300,7 +300,15 @@ impl Store {
         clear_secret: bool,
         now: Timestamp,
     ) -> Result<OAuthApp> {
+        let previous_expiry = self.app(id).await?.spec.secret_expires;
         let mut tx = self.pool.begin().await?;
+        if previous_expiry != spec.secret_expires {
+            // A new expiry date (a new secret): its warnings start over.
+            sqlx::query("UPDATE apps SET secret_warned_days = NULL WHERE id = $1")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+        }
         if exists(
             &mut tx,
             "SELECT id FROM apps WHERE name = $1 AND id <> $2",

@@ -657,3 +657,63 @@ async fn no_secret_or_token_in_logs_at_trace_level() {
         assert!(!cli_log.contains(canary), "{name} in the CLI log");
     }
 }
+
+/// Polls `check` every 100 ms until it is true, failing after `secs`.
+async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refreshes_before_expiry_without_being_asked() {
+    let f = Fixture::start_with(&[("MAILGATE_REFRESH_INTERVAL_SECS", "1")]).await;
+    f.authorize().await;
+    // Due within the margin, not yet expired: the scheduler's job.
+    let soon = std::time::UNIX_EPOCH.elapsed().unwrap().as_secs() + 120;
+    f.sql(&format!(
+        "UPDATE grants SET access_expires_at = {soon}, access_issued_at = {}",
+        soon - 3600
+    ))
+    .await;
+    eventually(30, "a proactive refresh", async || {
+        f.counter("token:refresh_token").await == 1
+    })
+    .await;
+    let events = f.env.ok(&["events", "--account", "support"], None);
+    assert!(events.contains("account.token_refreshed"), "{events}");
+    assert_eq!(f.state("support")["state"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_client_secrets_raise_a_warning_once() {
+    let f = Fixture::start_with(&[("MAILGATE_REFRESH_INTERVAL_SECS", "1")]).await;
+    let in_ten_days = (std::time::UNIX_EPOCH.elapsed().unwrap().as_secs() / 86_400 + 10) as i64;
+    let date = time::Date::from_julian_day(2_440_588 + in_ten_days as i32).unwrap();
+    f.env.ok(
+        &[
+            "app",
+            "update",
+            "Contoso",
+            "--secret-expires",
+            &date.to_string(),
+        ],
+        None,
+    );
+    let list = f.env.ok(&["app", "list"], None);
+    assert!(list.contains("secret expires in 10 day(s)"), "{list}");
+    eventually(30, "the expiry warning", async || {
+        f.env.ok(&["events"], None).contains("app.secret_expiring")
+    })
+    .await;
+    let events = f.env.ok(&["events"], None);
+    assert!(
+        events.contains("expires on") && events.contains("in 10 day(s)"),
+        "{events}"
+    );
+}

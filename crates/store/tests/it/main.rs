@@ -426,3 +426,58 @@ async fn authorization_refresh_versions_and_leases() {
         "a rejected grant is kept, not deleted"
     );
 }
+
+#[tokio::test]
+async fn each_secret_expiry_warning_is_raised_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    assert!(
+        store
+            .mark_secret_warning(app.id, 14, "expires in 10 days", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mark_secret_warning(app.id, 14, "expires in 10 days", NOW)
+            .await
+            .unwrap(),
+        "same step again"
+    );
+    assert!(
+        !store
+            .mark_secret_warning(app.id, 30, "farther step", NOW)
+            .await
+            .unwrap(),
+        "a farther step after a closer one"
+    );
+    assert!(
+        store
+            .mark_secret_warning(app.id, 7, "expires in 5 days", NOW)
+            .await
+            .unwrap(),
+        "the next step"
+    );
+    let warnings = store
+        .events(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == mailgate_core::event::EventKind::SecretExpiring)
+        .count();
+    assert_eq!(warnings, 2);
+    // A new expiry date starts the steps over.
+    let mut renewed = ms_app("Contoso");
+    renewed.secret_expires = Some(time::macros::date!(2028 - 01 - 01));
+    store
+        .update_app(app.id, &renewed, false, NOW)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .mark_secret_warning(app.id, 30, "new secret, 30 days", NOW)
+            .await
+            .unwrap()
+    );
+}

@@ -19,7 +19,7 @@ use url::Url;
 
 use super::crypto::{random_guid, random_token};
 use super::errors::{
-    Flavor, aadsts_text, fault_response, ms_description, ms_error_for_code, tenant_not_found_text,
+    Flavor, aadsts_text, ms_description, ms_error_for_code, run_fault, tenant_not_found_text,
 };
 use super::scopes;
 use super::spec::{Endpoint, Fault};
@@ -91,11 +91,8 @@ async fn authorize(app: &Shared, flavor: Flavor, tenant: &str, params: &Params) 
     let fault = app
         .lock()
         .take_fault(Endpoint::Authorize, Some(client_id), None);
+    // Error faults are reported the way authorize reports errors: by redirect.
     match fault {
-        Some(Fault::Delay { seconds }) => {
-            tokio::time::sleep(std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default())
-                .await;
-        }
         Some(Fault::Aadsts { code }) => {
             let e = RedirectError::new(
                 ms_error_for_code(code),
@@ -112,24 +109,22 @@ async fn authorize(app: &Shared, flavor: Flavor, tenant: &str, params: &Params) 
             };
             return redirect_error(app, &redirect_uri, state, &e);
         }
-        Some(other) => {
-            let now = app.lock().now();
-            if let Some(response) = fault_response(&other, client_id, now, &app.base_url) {
+        other => {
+            if let Some(response) = run_fault(app, other, client_id).await {
                 return response;
             }
         }
-        None => {}
     }
     match validate_authorize(flavor, params) {
         Err(e) => redirect_error(app, &redirect_uri, state, &e),
-        Ok(kind_fields) => {
+        Ok(code_challenge) => {
             let scopes = scopes::split(param("scope").unwrap_or_default());
             let prompt = param("prompt").unwrap_or_default();
             let pending = PendingRequest {
                 kind: PendingKind::Authorize {
                     redirect_uri,
                     state: state.map(str::to_owned),
-                    code_challenge: kind_fields,
+                    code_challenge,
                     nonce: param("nonce").map(str::to_owned),
                     prompt_consent: prompt.split_whitespace().any(|p| p == "consent"),
                     offline: param("access_type") == Some("offline"),

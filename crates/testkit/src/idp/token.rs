@@ -179,6 +179,14 @@ fn grant(
     }
 }
 
+/// The directory Microsoft names in "application not found in the directory …".
+fn directory_name(tenant: Option<&Tenant>) -> String {
+    match tenant {
+        Some(Tenant::Id(tid)) => tid.clone(),
+        _ => "common".to_owned(),
+    }
+}
+
 /// Checks the client's credentials (form `client_secret` or HTTP Basic).
 fn authenticate(
     inner: &Inner,
@@ -197,10 +205,7 @@ fn authenticate(
     };
     let secret = secret.filter(|s| !s.is_empty());
     let Some(client) = inner.clients.get(&client_id) else {
-        let tenant = match tenant {
-            Some(Tenant::Id(tid)) => tid.clone(),
-            _ => "common".to_owned(),
-        };
+        let tenant = directory_name(tenant);
         return Err(Failure::UnknownClient { client_id, tenant });
     };
     match (&client.client_secret, secret) {
@@ -561,13 +566,9 @@ fn start_device_flow(
         .get("client_id")
         .ok_or(Failure::MissingParameter("client_id"))?;
     if !inner.clients.contains_key(client_id) {
-        let tenant = match resolved {
-            Tenant::Id(tid) => tid,
-            Tenant::Multi => "common".to_owned(),
-        };
         return Err(Failure::UnknownClient {
             client_id: client_id.clone(),
-            tenant,
+            tenant: directory_name(Some(&resolved)),
         });
     }
     let scope = scopes::split(
