@@ -717,3 +717,107 @@ async fn expiring_client_secrets_raise_a_warning_once() {
         "{events}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_refresh_token_is_an_error_with_the_remedy() {
+    let f = Fixture::start().await;
+    // Without offline_access Microsoft returns no refresh token.
+    f.env.ok(
+        &[
+            "app",
+            "update",
+            "Contoso",
+            "--scopes",
+            "openid email https://outlook.office.com/IMAP.AccessAsUser.All",
+        ],
+        None,
+    );
+    let url = f.authorize_url("support");
+    let (status, page) = f.sign_in_and_callback(&url, &f.mailbox).await;
+    assert_eq!(status, 502, "{page}");
+    assert!(
+        page.contains("no_refresh_token") && page.contains("offline_access"),
+        "{page}"
+    );
+    assert_eq!(
+        f.state("support")["state"],
+        "unauthorized",
+        "no half-working grant"
+    );
+    let events = f.env.ok(&["events", "--account", "support"], None);
+    assert!(
+        events.contains("account.authorization_failed") && events.contains("no_refresh_token"),
+        "{events}"
+    );
+}
+
+/// The crash window: the provider rotated the refresh token (mailgate received the answer)
+/// but mailgate died before persisting it. Within the provider's reuse grace the stored,
+/// replaced token still works and the next refresh stores a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_persisting_a_rotation_is_covered_by_the_grace() {
+    let f = Fixture::start().await;
+    f.idp
+        .set_lifetimes(LifetimeSpec {
+            client_id: Some(f.client_id.clone()),
+            refresh_reuse_grace_secs: Some(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.authorize().await;
+    let stored = stored_refresh_token(&f).await;
+    // What the lost refresh did at the provider: a rotation mailgate never saw.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            f.idp.base_url(),
+            mailgate_testkit::idp::DEFAULT_TENANT_ID
+        ))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", stored.as_str()),
+            ("client_id", &f.client_id),
+            ("client_secret", CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    f.expire_stored_token().await;
+    let out = f.token();
+    assert!(
+        out.status.success(),
+        "the replaced token is accepted within the grace: {}",
+        text(&out.stderr)
+    );
+    assert_ne!(
+        stored_refresh_token(&f).await,
+        stored,
+        "and a new one is stored"
+    );
+    assert_eq!(f.state("support")["state"], "active");
+}
+
+async fn stored_refresh_token(f: &Fixture) -> String {
+    let key_path = f.env.data_dir().join("master.key");
+    let store = mailgate_store::Store::open(
+        &format!("sqlite://{}", f.env.db_path().display()),
+        mailgate_store::crypto::load_or_create_key_file(&key_path).unwrap(),
+        mailgate_store::crypto::KeySource::File(key_path),
+    )
+    .await
+    .unwrap();
+    let id = store.find_account("support").await.unwrap().id;
+    let rt = store
+        .grant(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .refresh_token
+        .unwrap()
+        .expose()
+        .to_owned();
+    store.close().await;
+    rt
+}
