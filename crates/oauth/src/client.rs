@@ -220,17 +220,7 @@ impl OAuthClient {
 
     pub async fn fetch_jwks(&self, url: &HttpUrl) -> Result<jwt::Jwks, Failure> {
         let step = "signing keys";
-        let resp = self
-            .http
-            .get(url.as_str())
-            .send()
-            .await
-            .map_err(|e| transport(step, &e))?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| transport(step, &e))?;
-        if status != 200 {
-            return Err(failure::classify(step, status, &body));
-        }
+        let body = self.get_ok(step, self.http.get(url.as_str())).await?;
         serde_json::from_str(&body).map_err(|e| malformed(step, &e.to_string()))
     }
 
@@ -241,22 +231,33 @@ impl OAuthClient {
         access_token: &Secret,
     ) -> Result<serde_json::Value, Failure> {
         let step = "userinfo";
-        let resp = self
-            .http
-            .get(url.as_str())
-            .bearer_auth(access_token.expose())
-            .send()
-            .await
-            .map_err(|e| transport(step, &e))?;
+        let body = self
+            .get_ok(
+                step,
+                self.http
+                    .get(url.as_str())
+                    .bearer_auth(access_token.expose()),
+            )
+            .await?;
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .filter(|v| v.is_object())
+            .ok_or_else(|| malformed(step, "not a JSON object"))
+    }
+
+    /// Sends a GET and returns the body of a 200, or the classified failure.
+    async fn get_ok(
+        &self,
+        step: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<String, Failure> {
+        let resp = request.send().await.map_err(|e| transport(step, &e))?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| transport(step, &e))?;
         if status != 200 {
             return Err(failure::classify(step, status, &body));
         }
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .filter(|v| v.is_object())
-            .ok_or_else(|| malformed(step, "not a JSON object"))
+        Ok(body)
     }
 
     /// Adds client authentication (secret in the body, as Microsoft and Google document)

@@ -1,6 +1,6 @@
 //! Authorization state, grants and leases: the storage half of the OAuth engine.
 
-use crate::{Result, Store, StoreError, apply_in_tx, record};
+use crate::{Result, Store, apply_in_tx, record};
 use mailgate_core::account::Problem;
 use mailgate_core::event::EventKind;
 use mailgate_core::{
@@ -101,37 +101,9 @@ impl Store {
         now: Timestamp,
     ) -> Result<AccountState> {
         let id = grant.account_id.0;
-        let access = grant
-            .access_token
-            .as_ref()
-            .map(|s| self.seal("grants", "access_token", id, s))
-            .transpose()?;
-        let refresh = grant
-            .refresh_token
-            .as_ref()
-            .map(|s| self.seal("grants", "refresh_token", id, s))
-            .transpose()?;
-        let identity = serde_json::to_string(&grant.identity)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM grants WHERE account_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
+        self.replace_grant_in_tx(&mut tx, grant, Some(access_issued_at))
             .await?;
-        sqlx::query(
-            "INSERT INTO grants (account_id, access_token, access_expires_at, access_issued_at, refresh_token, scopes, identity, authorized_at, authorized_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
-        )
-        .bind(id)
-        .bind(access)
-        .bind(grant.access_expires_at.map(|t| t.0))
-        .bind(access_issued_at.0)
-        .bind(refresh)
-        .bind(grant.scopes.to_string())
-        .bind(identity)
-        .bind(grant.authorized_at.0)
-        .bind(grant.authorized_by.clone())
-        .execute(&mut *tx)
-        .await?;
         let who = grant
             .identity
             .username

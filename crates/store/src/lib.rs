@@ -186,18 +186,7 @@ impl Store {
 
     pub async fn create_app(&self, spec: &AppSpec, now: Timestamp) -> Result<OAuthApp> {
         let mut tx = self.pool.begin().await?;
-        if exists(
-            &mut tx,
-            "SELECT id FROM apps WHERE name = $1",
-            spec.name.as_str(),
-        )
-        .await?
-        {
-            return Err(StoreError::Duplicate {
-                what: "app",
-                name: spec.name.to_string(),
-            });
-        }
+        ensure_name_free(&mut tx, "apps", "app", spec.name.as_str(), None).await?;
         let row = sqlx::query(
             "INSERT INTO apps (name, kind, tenant, client_id, client_secret, secret_expires, authorize_url, token_url, device_url, jwks_url, userinfo_url, revoke_url, issuer, scopes, extra_params, flow, created_at, updated_at)
              VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) RETURNING id",
@@ -309,18 +298,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        if exists(
-            &mut tx,
-            "SELECT id FROM apps WHERE name = $1 AND id <> $2",
-            (spec.name.as_str(), id.0),
-        )
-        .await?
-        {
-            return Err(StoreError::Duplicate {
-                what: "app",
-                name: spec.name.to_string(),
-            });
-        }
+        ensure_name_free(&mut tx, "apps", "app", spec.name.as_str(), Some(id.0)).await?;
         let q = sqlx::query(
             "UPDATE apps SET name = $1, kind = $2, tenant = $3, client_id = $4, secret_expires = $5, authorize_url = $6, token_url = $7, device_url = $8, jwks_url = $9, userinfo_url = $10, revoke_url = $11, issuer = $12, scopes = $13, extra_params = $14, flow = $15, updated_at = $16 WHERE id = $17",
         );
@@ -418,18 +396,7 @@ impl Store {
 
     pub async fn create_account(&self, spec: &AccountSpec, now: Timestamp) -> Result<MailAccount> {
         let mut tx = self.pool.begin().await?;
-        if exists(
-            &mut tx,
-            "SELECT id FROM accounts WHERE name = $1",
-            spec.name.as_str(),
-        )
-        .await?
-        {
-            return Err(StoreError::Duplicate {
-                what: "account",
-                name: spec.name.to_string(),
-            });
-        }
+        ensure_name_free(&mut tx, "accounts", "account", spec.name.as_str(), None).await?;
         if !exists(&mut tx, "SELECT id FROM apps WHERE id = $1", spec.app_id.0).await? {
             return Err(StoreError::NotFound {
                 what: "app",
@@ -514,18 +481,14 @@ impl Store {
     ) -> Result<MailAccount> {
         let current = self.account(id).await?;
         let mut tx = self.pool.begin().await?;
-        if exists(
+        ensure_name_free(
             &mut tx,
-            "SELECT id FROM accounts WHERE name = $1 AND id <> $2",
-            (spec.name.as_str(), id.0),
+            "accounts",
+            "account",
+            spec.name.as_str(),
+            Some(id.0),
         )
-        .await?
-        {
-            return Err(StoreError::Duplicate {
-                what: "account",
-                name: spec.name.to_string(),
-            });
-        }
+        .await?;
         if !exists(&mut tx, "SELECT id FROM apps WHERE id = $1", spec.app_id.0).await? {
             return Err(StoreError::NotFound {
                 what: "app",
@@ -636,6 +599,20 @@ impl Store {
         grant: &Grant,
         access_issued_at: Option<Timestamp>,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        self.replace_grant_in_tx(&mut tx, grant, access_issued_at)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the account's grant inside the caller's transaction, tokens sealed.
+    pub(crate) async fn replace_grant_in_tx(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        grant: &Grant,
+        access_issued_at: Option<Timestamp>,
+    ) -> Result<()> {
         let id = grant.account_id.0;
         let access = grant
             .access_token
@@ -649,10 +626,9 @@ impl Store {
             .transpose()?;
         let identity = serde_json::to_string(&grant.identity)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM grants WHERE account_id = $1")
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query(
             "INSERT INTO grants (account_id, access_token, access_expires_at, access_issued_at, refresh_token, scopes, identity, authorized_at, authorized_by, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
@@ -666,9 +642,8 @@ impl Store {
         .bind(identity)
         .bind(grant.authorized_at.0)
         .bind(grant.authorized_by.clone())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -899,6 +874,25 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
         .or_else(|| u.strip_prefix("sqlite:"))
         .unwrap_or(u);
     (!path.contains("://")).then(|| PathBuf::from(path.split('?').next().unwrap_or(path)))
+}
+
+/// Refuses a name another row of `table` already has (a clear error before the UNIQUE
+/// constraint would give a cryptic one).
+async fn ensure_name_free(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &'static str,
+    what: &'static str,
+    name: &str,
+    except_id: Option<i64>,
+) -> Result<()> {
+    let sql = format!("SELECT id FROM {table} WHERE name = $1 AND id <> $2");
+    if exists(tx, &sql, (name, except_id.unwrap_or(-1))).await? {
+        return Err(StoreError::Duplicate {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 async fn exists<'a, A>(
