@@ -59,6 +59,25 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Test an account's configuration: DNS, TCP, TLS, greeting, OAuth offered, token,
+    /// authenticate, select/stat, send a test message and find it in the inbox. Exit code 1
+    /// when a step fails.
+    Test {
+        /// Name or id.
+        account: String,
+        /// Send the test message here instead of to the mailbox itself (then it is not looked for).
+        #[arg(long, value_parser = EmailAddress::parse)]
+        to: Option<EmailAddress>,
+        /// The steps as JSON (see docs/test-configuration.md).
+        #[arg(long)]
+        json: bool,
+        /// Limit for every network operation, in seconds.
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+        step_timeout: u64,
+        /// How long to look for the test message in the inbox, in seconds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+        find_within: u64,
+    },
     /// Print a fresh access token for an account (refreshing it first if needed), for
     /// msmtp's passwordeval, mutt, `curl --oauth2-bearer` and scripts.
     Token {

@@ -122,3 +122,65 @@ pub async fn token(engine: &Engine, account: &str, json: bool) -> CmdResult {
     out!("{}", t.access_token.expose());
     Ok(())
 }
+
+pub async fn test(
+    engine: &Engine,
+    config: &Config,
+    account: &str,
+    opts: &mailgate_mail::check::CheckOptions,
+    json: bool,
+) -> CmdResult {
+    use mailgate_mail::check::StepStatus;
+    let acc = engine.store().find_account(account).await?;
+    let tls = mailgate_mail::TlsSettings::new(config.extra_ca_file.as_deref())
+        .map_err(|e| Failure::BadInput(format!("MAILGATE_EXTRA_CA_FILE: {e}")))?;
+    let report =
+        mailgate_mail::check::run(engine, &mailgate_core::SystemClock, &tls, &acc, opts).await;
+    if json {
+        views::print_json(&report)?;
+    } else {
+        out!("Testing account {} ({})", acc.spec.name, acc.spec.mailbox);
+        for s in &report.steps {
+            let mark = match s.status {
+                StepStatus::Ok => "ok  ",
+                StepStatus::Failed => "FAIL",
+                StepStatus::Skipped => "skip",
+                StepStatus::Warning => "warn",
+            };
+            out!(
+                "  {mark} {:<44} {:>6} ms  {}",
+                s.name,
+                s.duration_ms,
+                s.detail
+            );
+            if let Some(says) = &s.server_says {
+                out!("       server said: {says}");
+            }
+            if let Some(r) = &s.remediation {
+                out!("       what to do [{}]: {}", r.code, r.text);
+            }
+        }
+        out!(
+            "{} in {} ms",
+            if report.ok {
+                "All steps passed"
+            } else {
+                "FAILED"
+            },
+            report.duration_ms
+        );
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        let code = report
+            .first_failure()
+            .and_then(|s| s.remediation.as_ref())
+            .map(|r| r.code.clone())
+            .unwrap_or_default();
+        Err(Failure::Runtime(format!(
+            "the test of account {} failed [{code}]",
+            acc.spec.name
+        )))
+    }
+}

@@ -23,6 +23,8 @@ pub struct Config {
     pub oauth_timeout_secs: u64,
     /// How often `serve` looks for tokens to refresh and secrets about to expire.
     pub refresh_interval_secs: u64,
+    /// Extra CA certificates (PEM) trusted for mail servers, beside the Mozilla roots.
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -51,6 +53,7 @@ struct FileConfig {
     master_key: Option<String>,
     oauth_timeout_secs: Option<u64>,
     refresh_interval_secs: Option<u64>,
+    extra_ca_file: Option<PathBuf>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -186,6 +189,21 @@ pub fn load(
         60,
         3600,
     )?;
+    let extra_ca_file = match env("MAILGATE_EXTRA_CA_FILE")
+        .map(PathBuf::from)
+        .or(file.extra_ca_file)
+    {
+        Some(p) if !p.is_file() => {
+            return Err(err(
+                "MAILGATE_EXTRA_CA_FILE",
+                format!(
+                    "{} is not a readable file; expected a PEM file of CA certificates",
+                    p.display()
+                ),
+            ));
+        }
+        other => other,
+    };
     Ok(Config {
         listen,
         data_dir,
@@ -194,6 +212,7 @@ pub fn load(
         master_key,
         oauth_timeout_secs,
         refresh_interval_secs,
+        extra_ca_file,
     })
 }
 

@@ -134,6 +134,24 @@ async fn run(cli: Cli) -> CmdResult {
             store.close().await;
             r
         }
+        Command::Test {
+            account,
+            to,
+            json,
+            step_timeout,
+            find_within,
+        } => {
+            let store = Arc::new(open_store(&config).await?);
+            let engine = new_engine(&store, &config)?;
+            let opts = mailgate_mail::check::CheckOptions {
+                to: to.map(|t| t.to_string()),
+                step_timeout: std::time::Duration::from_secs(step_timeout),
+                find_within: std::time::Duration::from_secs(find_within),
+            };
+            let r = cmd_auth::test(&engine, &config, &account, &opts, json).await;
+            store.close().await;
+            r
+        }
         Command::Token { account, json } => {
             let store = Arc::new(open_store(&config).await?);
             let engine = new_engine(&store, &config)?;

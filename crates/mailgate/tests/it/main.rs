@@ -3,6 +3,7 @@
 
 mod cli;
 mod flows;
+mod mailtest;
 mod oauth;
 mod serve;
 mod support;

@@ -1,0 +1,772 @@
+//! "Test configuration": every step from DNS to finding the test message in the inbox, each
+//! with status, duration, detail, the server's own words and a remediation.
+
+use crate::imap::ImapClient;
+use crate::message::{self, Outgoing};
+use crate::net::{self, Conn, MailError, TlsSettings};
+use crate::pop3::Pop3Client;
+use crate::remedy::MailRemedy;
+use crate::smtp::SmtpClient;
+use mailgate_core::account::{InboundProtocol, MailAccount, ServerEndpoint};
+use mailgate_core::{Clock, TlsMode};
+use mailgate_grants::{Engine, EngineError};
+use mailgate_proto::sasl::Mechanism;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Ok,
+    Failed,
+    Skipped,
+    Warning,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Remediation {
+    pub code: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub status: StepStatus,
+    pub duration_ms: u64,
+    pub detail: String,
+    /// The server's or provider's own words, verbatim.
+    pub server_says: Option<String>,
+    pub remediation: Option<Remediation>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub account: String,
+    pub ok: bool,
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// The test message's Message-ID, when one was sent.
+    pub message_id: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+impl Report {
+    pub fn first_failure(&self) -> Option<&Step> {
+        self.steps.iter().find(|s| s.status == StepStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Where the test message goes; default the mailbox itself.
+    pub to: Option<String>,
+    /// Every network operation's limit: a silent server fails its step after this.
+    pub step_timeout: Duration,
+    /// How long to look for the test message in the inbox.
+    pub find_within: Duration,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            to: None,
+            step_timeout: Duration::from_secs(15),
+            find_within: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Recorder {
+    steps: Vec<Step>,
+}
+
+impl Recorder {
+    fn ok(&mut self, name: &str, started: Instant, detail: impl Into<String>) {
+        self.push(name, StepStatus::Ok, started, detail.into(), None, None);
+    }
+
+    fn fail(&mut self, name: &str, started: Instant, e: &MailError) {
+        let rem = match e.oauth {
+            Some((code, text)) => Remediation {
+                code: code.into(),
+                text: text.into(),
+            },
+            None => Remediation {
+                code: e.remedy.code().into(),
+                text: e.remedy.sentence().into(),
+            },
+        };
+        self.push(
+            name,
+            StepStatus::Failed,
+            started,
+            e.detail.clone(),
+            e.server_says.clone(),
+            Some(rem),
+        );
+    }
+
+    fn skip(&mut self, name: &str, why: &str) {
+        self.push(
+            name,
+            StepStatus::Skipped,
+            Instant::now(),
+            why.into(),
+            None,
+            None,
+        );
+    }
+
+    fn push(
+        &mut self,
+        name: &str,
+        status: StepStatus,
+        started: Instant,
+        detail: String,
+        server_says: Option<String>,
+        remediation: Option<Remediation>,
+    ) {
+        let duration_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(step = name, ?status, duration_ms, "test step");
+        self.steps.push(Step {
+            name: name.into(),
+            status,
+            duration_ms,
+            detail,
+            server_says,
+            remediation,
+        });
+    }
+
+    /// Runs one step: records ok with `detail(&value)` or the failure, and returns the value.
+    async fn step<T>(
+        &mut self,
+        name: &str,
+        f: impl Future<Output = Result<T, MailError>>,
+        detail: impl FnOnce(&T) -> String,
+    ) -> Option<T> {
+        let started = Instant::now();
+        match f.await {
+            Ok(v) => {
+                let d = detail(&v);
+                self.ok(name, started, d);
+                Some(v)
+            }
+            Err(e) => {
+                self.fail(name, started, &e);
+                None
+            }
+        }
+    }
+}
+
+/// A fresh token for this account, fetched once per run.
+struct TokenSource<'a> {
+    engine: &'a Engine,
+    account: &'a MailAccount,
+    cached: Option<Result<String, MailError>>,
+}
+
+impl TokenSource<'_> {
+    async fn get(&mut self) -> Result<String, MailError> {
+        if self.cached.is_none() {
+            let r = match self.engine.access_token(self.account.id).await {
+                Ok(t) => Ok(t.access_token.expose().to_owned()),
+                Err(e) => Err(token_error(&e)),
+            };
+            self.cached = Some(r);
+        }
+        self.cached
+            .clone()
+            .unwrap_or_else(|| Err(MailError::new(MailRemedy::TokenUnavailable, "no token")))
+    }
+}
+
+fn token_error(e: &EngineError) -> MailError {
+    match e {
+        EngineError::OAuth(f) => MailError {
+            remedy: MailRemedy::TokenUnavailable,
+            detail: format!("getting a fresh token failed at the {}", f.step),
+            server_says: f.provider_says.clone(),
+            oauth: Some((f.remediation.code(), f.remediation.sentence())),
+        },
+        other => MailError::new(MailRemedy::TokenUnavailable, other.to_string()),
+    }
+}
+
+/// What a JWT access token says about whether it fits `protocol`. Opaque tokens (Google)
+/// cannot be checked before the server sees them.
+pub fn check_token_for(protocol: &str, token: &str, now: i64) -> Result<String, MailError> {
+    let Some(claims) = mailgate_oauth::jwt::unverified_claims(token) else {
+        return Ok("opaque token (audience and scopes are known only to the provider)".into());
+    };
+    let aud = claims
+        .get("aud")
+        .and_then(|a| a.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let scp = claims
+        .get("scp")
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let roles: Vec<String> = claims
+        .get("roles")
+        .and_then(|r| r.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let aud_l = aud.to_ascii_lowercase();
+    if aud_l.contains("graph.microsoft.com") || aud_l == "00000003-0000-0000-c000-000000000000" {
+        return Err(MailError::new(
+            MailRemedy::TokenWrongAudience,
+            format!(
+                "the token's audience is {aud} (Microsoft Graph); IMAP, POP3 and SMTP need an Outlook token"
+            ),
+        ));
+    }
+    let outlook = aud_l.contains("outlook.office.com")
+        || aud_l.contains("outlook.office365.com")
+        || aud_l == "00000002-0000-0ff1-ce00-000000000000";
+    if outlook && !scp.is_empty() {
+        let needed = match protocol {
+            "imap" => "IMAP.AccessAsUser.All",
+            "pop3" => "POP.AccessAsUser.All",
+            _ => "SMTP.Send",
+        };
+        if !scp.split(' ').any(|s| s.eq_ignore_ascii_case(needed)) {
+            return Err(MailError::new(
+                MailRemedy::TokenMissingScope,
+                format!("the token's scopes ({scp}) do not include {needed}"),
+            ));
+        }
+    }
+    let exp = claims.get("exp").and_then(|e| e.as_i64());
+    let left = exp
+        .map(|e| format!(", valid for {} more minute(s)", (e - now).max(0) / 60))
+        .unwrap_or_default();
+    let what = if !scp.is_empty() {
+        format!("scopes {scp}")
+    } else if !roles.is_empty() {
+        format!("app roles {}", roles.join(" "))
+    } else {
+        "no scopes listed".into()
+    };
+    Ok(format!("JWT for {aud}, {what}{left}"))
+}
+
+/// Runs the whole test for one account.
+pub async fn run(
+    engine: &Engine,
+    clock: &dyn Clock,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    opts: &CheckOptions,
+) -> Report {
+    let started = Instant::now();
+    let started_at = clock.now().rfc3339();
+    let mut r = Recorder { steps: Vec::new() };
+    let mut message_id = None;
+    if !account.spec.enabled {
+        let e = MailError::new(MailRemedy::Disabled, "the account is disabled");
+        r.fail("account", Instant::now(), &e);
+    } else {
+        let mut tokens = TokenSource {
+            engine,
+            account,
+            cached: None,
+        };
+        let user = account.spec.sasl_user().to_string();
+        let mut inbound = None;
+        if let Some(inb) = &account.spec.inbound {
+            inbound = open_inbound(
+                &mut r,
+                &mut tokens,
+                tls,
+                inb.protocol,
+                &inb.server,
+                &user,
+                opts.step_timeout,
+                clock,
+            )
+            .await;
+        }
+        if let Some(out) = &account.spec.outbound {
+            let to = opts
+                .to
+                .clone()
+                .unwrap_or_else(|| account.spec.mailbox.to_string());
+            message_id = send_test(
+                &mut r,
+                &mut tokens,
+                tls,
+                account,
+                &out.server,
+                &user,
+                &to,
+                opts.step_timeout,
+                clock,
+            )
+            .await;
+            let to_self = account.spec.mailbox.same_mailbox(&to)
+                || account
+                    .spec
+                    .shared_mailbox
+                    .as_ref()
+                    .is_some_and(|m| m.same_mailbox(&to));
+            match (&message_id, &account.spec.inbound, inbound.take()) {
+                (Some(id), Some(inb), Some(session)) if to_self => {
+                    find_message(
+                        &mut r,
+                        &mut tokens,
+                        tls,
+                        inb.protocol,
+                        &inb.server,
+                        &user,
+                        session,
+                        id,
+                        opts,
+                        clock,
+                    )
+                    .await;
+                }
+                (Some(_), Some(_), _) if !to_self => r.skip(
+                    "find the test message",
+                    "the test message went to another address",
+                ),
+                (Some(_), None, _) => r.skip(
+                    "find the test message",
+                    "the account has no inbound protocol",
+                ),
+                _ => r.skip("find the test message", "no test message was sent"),
+            }
+        } else {
+            r.skip("smtp", "the account has no outbound SMTP");
+        }
+        if let Some(session) = inbound {
+            session.close().await;
+        }
+    }
+    let ok = !r.steps.iter().any(|s| s.status == StepStatus::Failed);
+    Report {
+        account: account.spec.name.to_string(),
+        ok,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        message_id,
+        steps: r.steps,
+    }
+}
+
+enum Inbound {
+    Imap(ImapClient),
+    Pop3(Pop3Client),
+}
+
+impl Inbound {
+    async fn close(self) {
+        match self {
+            Inbound::Imap(c) => c.logout().await,
+            Inbound::Pop3(c) => c.quit().await,
+        }
+    }
+}
+
+/// DNS, TCP and (implicit) TLS; returns the connection.
+async fn connect(
+    r: &mut Recorder,
+    p: &str,
+    server: &ServerEndpoint,
+    timeout: Duration,
+    tls: &TlsSettings,
+) -> Option<Conn> {
+    let host = server.host.as_str();
+    let port = server.port.get();
+    let addrs = r
+        .step(
+            &format!("{p}: resolve {host}"),
+            net::resolve(host, port, timeout),
+            |a| {
+                a.iter()
+                    .map(|x| x.ip().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        )
+        .await?;
+    let (mut conn, _) = r
+        .step(
+            &format!("{p}: connect to port {port}"),
+            Conn::connect(host, &addrs, timeout),
+            |(_, a)| format!("connected to {a}"),
+        )
+        .await?;
+    if server.tls == TlsMode::Implicit {
+        r.step(&format!("{p}: TLS"), conn.start_tls(tls), |v| {
+            format!("{v}, certificate valid for {host}")
+        })
+        .await?;
+    }
+    Some(conn)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_inbound(
+    r: &mut Recorder,
+    tokens: &mut TokenSource<'_>,
+    tls: &TlsSettings,
+    protocol: InboundProtocol,
+    server: &ServerEndpoint,
+    user: &str,
+    timeout: Duration,
+    clock: &dyn Clock,
+) -> Option<Inbound> {
+    let p = protocol.as_str();
+    let conn = connect(r, p, server, timeout, tls).await?;
+    let port = server.port.get();
+    match protocol {
+        InboundProtocol::Imap => {
+            let mut c = r
+                .step(&format!("{p}: greeting"), ImapClient::greet(conn), |_| {
+                    "IMAP server ready".into()
+                })
+                .await?;
+            if server.tls == TlsMode::Starttls {
+                r.step(&format!("{p}: capabilities"), c.capability(), |caps| {
+                    caps.join(" ")
+                })
+                .await?;
+                r.step(&format!("{p}: STARTTLS"), c.starttls(tls), |v| {
+                    format!("{v}, certificate valid for {}", server.host)
+                })
+                .await?;
+            }
+            let mech = capabilities_step(r, p, c.capability().await, || c.oauth_mechanism())?;
+            let token = token_step(r, p, tokens, clock).await?;
+            r.step(
+                &format!("{p}: authenticate"),
+                c.authenticate(mech, user, &token, port),
+                |_| format!("{} as {user}", mech.name()),
+            )
+            .await?;
+            r.step(&format!("{p}: select INBOX"), c.select("INBOX"), |n| {
+                format!("{n} message(s)")
+            })
+            .await?;
+            Some(Inbound::Imap(c))
+        }
+        InboundProtocol::Pop3 => {
+            let mut c = r
+                .step(&format!("{p}: greeting"), Pop3Client::greet(conn), |_| {
+                    "POP3 server ready".into()
+                })
+                .await?;
+            if server.tls == TlsMode::Starttls {
+                r.step(&format!("{p}: capabilities"), c.capa(), |caps| {
+                    caps.iter()
+                        .map(|l| l.join(" "))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .await?;
+                r.step(&format!("{p}: STLS"), c.stls(tls), |v| {
+                    format!("{v}, certificate valid for {}", server.host)
+                })
+                .await?;
+            }
+            let capa = c
+                .capa()
+                .await
+                .map(|caps| caps.iter().map(|l| l.join(" ")).collect::<Vec<_>>());
+            let mech = capabilities_step(r, p, capa, || c.oauth_mechanism())?;
+            let token = token_step(r, p, tokens, clock).await?;
+            r.step(
+                &format!("{p}: authenticate"),
+                c.authenticate(mech, user, &token, port),
+                |_| format!("{} as {user}", mech.name()),
+            )
+            .await?;
+            r.step(&format!("{p}: STAT"), c.stat(), |(n, size)| {
+                format!("{n} message(s), {size} bytes")
+            })
+            .await?;
+            Some(Inbound::Pop3(c))
+        }
+    }
+}
+
+/// Records the capability list and whether an OAuth mechanism is among them.
+fn capabilities_step(
+    r: &mut Recorder,
+    p: &str,
+    caps: Result<Vec<String>, MailError>,
+    mech: impl FnOnce() -> Option<Mechanism>,
+) -> Option<Mechanism> {
+    let started = Instant::now();
+    let name = format!("{p}: OAuth offered");
+    match caps {
+        Err(e) => {
+            r.fail(&name, started, &e);
+            None
+        }
+        Ok(caps) => match mech() {
+            Some(m) => {
+                r.ok(
+                    &name,
+                    started,
+                    format!("{} offered ({})", m.name(), caps.join(" ")),
+                );
+                Some(m)
+            }
+            None => {
+                let e = MailError::server(
+                    MailRemedy::OAuthNotOffered,
+                    "neither XOAUTH2 nor OAUTHBEARER is offered",
+                    caps.join(" "),
+                );
+                r.fail(&name, started, &e);
+                None
+            }
+        },
+    }
+}
+
+async fn token_step(
+    r: &mut Recorder,
+    p: &str,
+    tokens: &mut TokenSource<'_>,
+    clock: &dyn Clock,
+) -> Option<String> {
+    let started = Instant::now();
+    let name = format!("{p}: token");
+    let token = match tokens.get().await {
+        Ok(t) => t,
+        Err(e) => {
+            r.fail(&name, started, &e);
+            return None;
+        }
+    };
+    match check_token_for(p, &token, clock.now().0) {
+        Ok(detail) => {
+            r.ok(&name, started, detail);
+            Some(token)
+        }
+        Err(e) => {
+            r.fail(&name, started, &e);
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_test(
+    r: &mut Recorder,
+    tokens: &mut TokenSource<'_>,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    server: &ServerEndpoint,
+    user: &str,
+    to: &str,
+    timeout: Duration,
+    clock: &dyn Clock,
+) -> Option<String> {
+    let p = "smtp";
+    let conn = connect(r, p, server, timeout, tls).await?;
+    let ehlo_name = "mailgate.localhost";
+    let mut c = r
+        .step(&format!("{p}: greeting"), SmtpClient::greet(conn), |_| {
+            "SMTP server ready".into()
+        })
+        .await?;
+    r.step(&format!("{p}: EHLO"), c.ehlo(ehlo_name), |_| String::new())
+        .await?;
+    if server.tls == TlsMode::Starttls {
+        r.step(&format!("{p}: STARTTLS"), c.starttls(tls, ehlo_name), |v| {
+            format!("{v}, certificate valid for {}", server.host)
+        })
+        .await?;
+    }
+    let exts: Vec<String> = c
+        .extensions
+        .iter()
+        .map(|(k, v)| {
+            if v.is_empty() {
+                k.clone()
+            } else {
+                format!("{k} {}", v.join(" "))
+            }
+        })
+        .collect();
+    let mech = capabilities_step(r, p, Ok(exts), || c.oauth_mechanism())?;
+    let token = token_step(r, p, tokens, clock).await?;
+    r.step(
+        &format!("{p}: authenticate"),
+        c.authenticate(mech, user, &token, server.port.get()),
+        |_| format!("{} as {user}", mech.name()),
+    )
+    .await?;
+    let id = message::new_message_id(account.spec.mailbox.domain());
+    let started = Instant::now();
+    let name = format!("{p}: send test message to {to}");
+    let subject = format!("mailgate test message for {}", account.spec.name);
+    let text = "This message was sent by mailgate's \"Test configuration\" to check that sending and receiving work. It can be deleted.";
+    let recipients = [to.to_owned()];
+    let bytes = match message::build(
+        &account.spec,
+        &Outgoing {
+            to: &recipients,
+            subject: &subject,
+            text,
+            message_id: &id,
+            date: clock.now(),
+        },
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            r.fail(
+                &name,
+                started,
+                &MailError::new(
+                    MailRemedy::SendRejected,
+                    format!("building the message failed: {e}"),
+                ),
+            );
+            return None;
+        }
+    };
+    match c.send(user, &[to], &bytes).await {
+        Ok(reply) => r.ok(
+            &name,
+            started,
+            format!("Message-ID <{id}> accepted: {reply}"),
+        ),
+        Err(e) => {
+            r.fail(&name, started, &e);
+            return None;
+        }
+    }
+    c.quit().await;
+    Some(id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn find_message(
+    r: &mut Recorder,
+    tokens: &mut TokenSource<'_>,
+    tls: &TlsSettings,
+    protocol: InboundProtocol,
+    server: &ServerEndpoint,
+    user: &str,
+    session: Inbound,
+    message_id: &str,
+    opts: &CheckOptions,
+    clock: &dyn Clock,
+) {
+    let started = Instant::now();
+    let name = format!("{}: find the test message", protocol.as_str());
+    let deadline = started + opts.find_within;
+    let mut session = Some(session);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let found = match session.take() {
+            Some(Inbound::Imap(mut c)) => {
+                let found = match c.noop().await {
+                    Ok(()) => c
+                        .search_message_id(message_id)
+                        .await
+                        .map(|uids| !uids.is_empty()),
+                    Err(e) => Err(e),
+                };
+                session = Some(Inbound::Imap(c));
+                found
+            }
+            // POP3 shows the maildrop as it was at login: log in again for each look.
+            Some(Inbound::Pop3(c)) => {
+                c.quit().await;
+                pop3_contains(tokens, tls, server, user, message_id, opts.step_timeout).await
+            }
+            None => pop3_contains(tokens, tls, server, user, message_id, opts.step_timeout).await,
+        };
+        match found {
+            Ok(true) => {
+                r.ok(
+                    &name,
+                    started,
+                    format!("<{message_id}> is in the inbox (after {attempts} look(s))"),
+                );
+                break;
+            }
+            Ok(false) if Instant::now() < deadline => {
+                // The message travels through the server's queue; look again shortly.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok(false) => {
+                let e = MailError::new(
+                    MailRemedy::MessageNotFound,
+                    format!(
+                        "<{message_id}> did not arrive within {:?}",
+                        opts.find_within
+                    ),
+                );
+                r.fail(&name, started, &e);
+                break;
+            }
+            Err(e) => {
+                r.fail(&name, started, &e);
+                break;
+            }
+        }
+    }
+    let _ = clock;
+    if let Some(s) = session {
+        s.close().await;
+    }
+}
+
+async fn pop3_contains(
+    tokens: &mut TokenSource<'_>,
+    tls: &TlsSettings,
+    server: &ServerEndpoint,
+    user: &str,
+    message_id: &str,
+    timeout: Duration,
+) -> Result<bool, MailError> {
+    let addrs = net::resolve(server.host.as_str(), server.port.get(), timeout).await?;
+    let (mut conn, _) = Conn::connect(server.host.as_str(), &addrs, timeout).await?;
+    if server.tls == TlsMode::Implicit {
+        conn.start_tls(tls).await?;
+    }
+    let mut c = Pop3Client::greet(conn).await?;
+    if server.tls == TlsMode::Starttls {
+        c.capa().await?;
+        c.stls(tls).await?;
+    }
+    c.capa().await?;
+    let mech = c
+        .oauth_mechanism()
+        .ok_or_else(|| MailError::new(MailRemedy::OAuthNotOffered, "no OAuth mechanism"))?;
+    let token = tokens.get().await?;
+    c.authenticate(mech, user, &token, server.port.get())
+        .await?;
+    let (count, _) = c.stat().await?;
+    let wanted = format!("<{}>", message_id.to_ascii_lowercase());
+    let mut found = false;
+    // Newest first: the test message is most likely the last one.
+    for n in (1..=count).rev().take(50) {
+        let headers = c.headers(n).await?;
+        if headers.iter().any(|l| {
+            let l = String::from_utf8_lossy(l).to_ascii_lowercase();
+            l.starts_with("message-id:") && l.contains(&wanted)
+        }) {
+            found = true;
+            break;
+        }
+    }
+    c.quit().await;
+    Ok(found)
+}

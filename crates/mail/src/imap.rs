@@ -1,0 +1,369 @@
+//! A small IMAP client: what "Test configuration", the watchers and the proxy need.
+
+use crate::net::{Conn, MailError, TlsSettings};
+use crate::remedy::MailRemedy;
+use mailgate_proto::imap::{self, Reader, Response, Status};
+use mailgate_proto::sasl::{self, Mechanism};
+
+pub struct ImapClient {
+    conn: Conn,
+    reader: Reader,
+    next_tag: u32,
+    pub capabilities: Vec<String>,
+}
+
+/// The end of a command: its untagged responses and the tagged result.
+pub struct Completed {
+    pub untagged: Vec<Response>,
+    pub status: Status,
+    pub code: Option<String>,
+    pub text: String,
+}
+
+impl Completed {
+    fn says(&self) -> String {
+        match &self.code {
+            Some(c) => format!("{:?} [{c}] {}", self.status, self.text).to_uppercase_status(),
+            None => format!("{:?} {}", self.status, self.text).to_uppercase_status(),
+        }
+    }
+}
+
+trait UpperStatus {
+    fn to_uppercase_status(self) -> String;
+}
+
+impl UpperStatus for String {
+    /// `Ok x` → `OK x`: the server's words as it wrote them.
+    fn to_uppercase_status(self) -> String {
+        match self.split_once(' ') {
+            Some((s, rest)) => format!("{} {rest}", s.to_uppercase()),
+            None => self.to_uppercase(),
+        }
+    }
+}
+
+impl ImapClient {
+    /// Reads the greeting on a fresh connection. A greeting that is not IMAP (an SMTP `220`,
+    /// a POP3 `+OK`) is `wrong_protocol`.
+    pub async fn greet(mut conn: Conn) -> Result<ImapClient, MailError> {
+        let mut reader = Reader::new();
+        let greeting = read_response(&mut conn, &mut reader).await.map_err(|e| {
+            if e.remedy == MailRemedy::ConnectionLost || e.remedy == MailRemedy::Deadline {
+                e
+            } else {
+                MailError {
+                    remedy: MailRemedy::WrongProtocol,
+                    ..e
+                }
+            }
+        })?;
+        let capabilities = imap::capabilities(&greeting).unwrap_or_default();
+        match &greeting {
+            Response::Untagged {
+                status: Some(Status::Ok | Status::Preauth),
+                ..
+            } => {}
+            Response::Untagged {
+                status: Some(Status::Bye),
+                text,
+                ..
+            } => {
+                return Err(MailError::server(
+                    MailRemedy::ServerError,
+                    "the server refused the connection",
+                    format!("BYE {text}"),
+                ));
+            }
+            other => {
+                return Err(MailError::server(
+                    MailRemedy::WrongProtocol,
+                    "the greeting is not an IMAP greeting",
+                    format!("{other:?}"),
+                ));
+            }
+        }
+        Ok(ImapClient {
+            conn,
+            reader,
+            next_tag: 1,
+            capabilities,
+        })
+    }
+
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    fn tag(&mut self) -> String {
+        let t = format!("m{}", self.next_tag);
+        self.next_tag += 1;
+        t
+    }
+
+    /// Sends a command and reads until its tagged response.
+    pub async fn command(&mut self, command: &str) -> Result<Completed, MailError> {
+        let tag = self.tag();
+        self.conn.send_line(&format!("{tag} {command}")).await?;
+        self.until_tagged(&tag).await
+    }
+
+    async fn until_tagged(&mut self, tag: &str) -> Result<Completed, MailError> {
+        let mut untagged = Vec::new();
+        loop {
+            match read_response(&mut self.conn, &mut self.reader).await? {
+                Response::Tagged {
+                    tag: t,
+                    status,
+                    code,
+                    text,
+                } if t == tag => {
+                    return Ok(Completed {
+                        untagged,
+                        status,
+                        code,
+                        text,
+                    });
+                }
+                Response::Untagged {
+                    status: Some(Status::Bye),
+                    text,
+                    ..
+                } => {
+                    return Err(MailError::server(
+                        MailRemedy::ConnectionLost,
+                        "the server ended the session",
+                        format!("* BYE {text}"),
+                    ));
+                }
+                r => untagged.push(r),
+            }
+        }
+    }
+
+    pub async fn capability(&mut self) -> Result<Vec<String>, MailError> {
+        let done = self.command("CAPABILITY").await?;
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::ServerError,
+                "CAPABILITY failed",
+                done.says(),
+            ));
+        }
+        self.capabilities = done
+            .untagged
+            .iter()
+            .filter_map(imap::capabilities)
+            .flatten()
+            .collect();
+        Ok(self.capabilities.clone())
+    }
+
+    pub fn has(&self, cap: &str) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(cap))
+    }
+
+    /// STARTTLS and the handshake; capabilities are asked again afterwards (RFC 3501 §6.2.1).
+    pub async fn starttls(&mut self, tls: &TlsSettings) -> Result<String, MailError> {
+        if !self.has("STARTTLS") {
+            return Err(MailError::new(
+                MailRemedy::NoStartTls,
+                "the server does not offer STARTTLS",
+            ));
+        }
+        let done = self.command("STARTTLS").await?;
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::NoStartTls,
+                "STARTTLS was refused",
+                done.says(),
+            ));
+        }
+        if self.reader.buffered() > 0 {
+            // Bytes after the OK and before the handshake would be a plaintext injection.
+            return Err(MailError::new(
+                MailRemedy::TlsFailed,
+                "the server sent data before the TLS handshake",
+            ));
+        }
+        self.conn.start_tls(tls).await
+    }
+
+    /// The best OAuth mechanism offered: XOAUTH2 first (Exchange offers only it).
+    pub fn oauth_mechanism(&self) -> Option<Mechanism> {
+        if self.has("AUTH=XOAUTH2") {
+            Some(Mechanism::XOAuth2)
+        } else if self.has("AUTH=OAUTHBEARER") {
+            Some(Mechanism::OAuthBearer)
+        } else {
+            None
+        }
+    }
+
+    /// AUTHENTICATE with SASL-IR when offered (RFC 4959), else the continuation form. An
+    /// error challenge is answered as the mechanism requires, then the tagged NO is reported
+    /// with the decoded challenge.
+    pub async fn authenticate(
+        &mut self,
+        mech: Mechanism,
+        user: &str,
+        token: &str,
+        port: u16,
+    ) -> Result<(), MailError> {
+        let ir = initial_response(mech, user, self.conn.host(), port, token);
+        let tag = self.tag();
+        if self.has("SASL-IR") {
+            self.conn
+                .send_line(&format!("{tag} AUTHENTICATE {} {ir}", mech.name()))
+                .await?;
+        } else {
+            self.conn
+                .send_line(&format!("{tag} AUTHENTICATE {}", mech.name()))
+                .await?;
+            match read_response(&mut self.conn, &mut self.reader).await? {
+                Response::Continuation { .. } => self.conn.send_line(&ir).await?,
+                Response::Tagged { status, text, .. } => {
+                    return Err(MailError::server(
+                        MailRemedy::AuthFailed,
+                        "AUTHENTICATE was refused",
+                        format!("{status:?} {text}").to_uppercase_status(),
+                    ));
+                }
+                other => {
+                    return Err(MailError::server(
+                        MailRemedy::ServerError,
+                        "unexpected answer to AUTHENTICATE",
+                        format!("{other:?}"),
+                    ));
+                }
+            }
+        }
+        let mut challenge = None;
+        loop {
+            match read_response(&mut self.conn, &mut self.reader).await? {
+                Response::Continuation { text } => {
+                    challenge = sasl::decode_error_challenge(&text).ok().map(|c| c.raw);
+                    self.conn.send_line(mech.error_challenge_answer()).await?;
+                }
+                Response::Tagged {
+                    tag: t,
+                    status,
+                    code,
+                    text,
+                } if t == tag => {
+                    if status == Status::Ok {
+                        self.capabilities.clear();
+                        return Ok(());
+                    }
+                    let done = Completed {
+                        untagged: vec![],
+                        status,
+                        code,
+                        text,
+                    };
+                    let says = match challenge {
+                        Some(c) => format!("{} (challenge: {c})", done.says()),
+                        None => done.says(),
+                    };
+                    return Err(MailError::server(
+                        MailRemedy::AuthFailed,
+                        format!("{} authentication was refused", mech.name()),
+                        says,
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// SELECT; returns the message count. Exchange answers `BAD User is authenticated but
+    /// not connected.` here when the token's user cannot open this mailbox.
+    pub async fn select(&mut self, mailbox: &str) -> Result<u32, MailError> {
+        let arg = imap::quote(mailbox).ok_or_else(|| {
+            MailError::new(
+                MailRemedy::MailboxUnavailable,
+                "the mailbox name contains a line break",
+            )
+        })?;
+        let done = self.command(&format!("SELECT {arg}")).await?;
+        if done.status != Status::Ok {
+            let remedy = if done
+                .text
+                .to_ascii_lowercase()
+                .contains("authenticated but not connected")
+            {
+                MailRemedy::NotConnected
+            } else {
+                MailRemedy::MailboxUnavailable
+            };
+            return Err(MailError::server(
+                remedy,
+                format!("SELECT {mailbox} failed"),
+                done.says(),
+            ));
+        }
+        Ok(done
+            .untagged
+            .iter()
+            .find_map(imap::exists_count)
+            .unwrap_or(0))
+    }
+
+    /// UIDs of messages whose Message-ID header contains `message_id`.
+    pub async fn search_message_id(&mut self, message_id: &str) -> Result<Vec<u32>, MailError> {
+        let arg = imap::quote(message_id)
+            .ok_or_else(|| MailError::new(MailRemedy::ServerError, "bad Message-ID"))?;
+        let done = self
+            .command(&format!("UID SEARCH HEADER Message-ID {arg}"))
+            .await?;
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::ServerError,
+                "SEARCH failed",
+                done.says(),
+            ));
+        }
+        Ok(done
+            .untagged
+            .iter()
+            .filter_map(imap::search_results)
+            .flatten()
+            .collect())
+    }
+
+    pub async fn noop(&mut self) -> Result<(), MailError> {
+        self.command("NOOP").await.map(|_| ())
+    }
+
+    pub async fn logout(mut self) {
+        let _ = self.command("LOGOUT").await;
+    }
+}
+
+/// The SASL initial response for `mech`.
+pub fn initial_response(mech: Mechanism, user: &str, host: &str, port: u16, token: &str) -> String {
+    match mech {
+        Mechanism::XOAuth2 => sasl::xoauth2_initial_response(user, token),
+        Mechanism::OAuthBearer => sasl::oauthbearer_initial_response(user, host, port, token),
+    }
+}
+
+async fn read_response(conn: &mut Conn, reader: &mut Reader) -> Result<Response, MailError> {
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.next() {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(MailError::new(
+                    MailRemedy::WrongProtocol,
+                    format!("unreadable IMAP response: {e}"),
+                ));
+            }
+        }
+        let n = conn.read_some(&mut buf).await?;
+        reader.feed(&buf[..n]);
+    }
+}

@@ -1,0 +1,327 @@
+//! Sockets, TLS and timeouts: the only place the mail clients touch the network.
+
+use crate::remedy::MailRemedy;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// A failed mail step: what to do about it, and the server's or library's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailError {
+    pub remedy: MailRemedy,
+    /// What happened, in mailgate's words.
+    pub detail: String,
+    /// The server's reply, verbatim (never a token: mailgate does not echo what it sent).
+    pub server_says: Option<String>,
+    /// When the token could not be had: the OAuth catalogue's code and sentence, which say
+    /// more than `token_unavailable` (e.g. `secret_expired`).
+    pub oauth: Option<(&'static str, &'static str)>,
+}
+
+impl MailError {
+    pub fn new(remedy: MailRemedy, detail: impl Into<String>) -> Self {
+        MailError {
+            remedy,
+            detail: detail.into(),
+            server_says: None,
+            oauth: None,
+        }
+    }
+
+    pub fn server(remedy: MailRemedy, detail: impl Into<String>, says: impl Into<String>) -> Self {
+        MailError {
+            remedy,
+            detail: detail.into(),
+            server_says: Some(says.into()),
+            oauth: None,
+        }
+    }
+}
+
+impl std::fmt::Display for MailError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} [{}]: {}",
+            self.detail,
+            self.remedy.code(),
+            self.remedy.sentence()
+        )?;
+        if let Some(s) = &self.server_says {
+            write!(f, " (server said: {s})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for MailError {}
+
+/// Which certificates mailgate trusts: the Mozilla roots plus optional extra CAs (a
+/// private mail server's, or the test rig's).
+#[derive(Clone)]
+pub struct TlsSettings {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl TlsSettings {
+    pub fn new(extra_ca_file: Option<&Path>) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = extra_ca_file {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let mut found = 0;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                found += 1;
+            }
+            if found == 0 {
+                return Err(format!("{} holds no PEM certificate", path.display()));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(TlsSettings {
+            config: Arc::new(config),
+        })
+    }
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Between taking the plain stream and getting the TLS one back.
+    Upgrading,
+}
+
+/// One connection: a stream, a host name for TLS, and the timeout every read and write
+/// gets.
+pub struct Conn {
+    stream: Stream,
+    host: String,
+    pub timeout: Duration,
+}
+
+pub async fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, MailError> {
+    let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await;
+    match lookup {
+        Err(_) => Err(MailError::new(
+            MailRemedy::DnsFailed,
+            format!("resolving {host} took longer than {timeout:?}"),
+        )),
+        Ok(Err(e)) => Err(MailError::new(
+            MailRemedy::DnsFailed,
+            format!("cannot resolve {host}: {e}"),
+        )),
+        Ok(Ok(addrs)) => {
+            let v: Vec<SocketAddr> = addrs.collect();
+            if v.is_empty() {
+                Err(MailError::new(
+                    MailRemedy::DnsFailed,
+                    format!("{host} has no address"),
+                ))
+            } else {
+                Ok(v)
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// TCP to the first address that answers.
+    pub async fn connect(
+        host: &str,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<(Conn, SocketAddr), MailError> {
+        let mut last = MailError::new(MailRemedy::ConnectionRefused, "no address to connect to");
+        for addr in addrs {
+            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok((
+                        Conn {
+                            stream: Stream::Plain(s),
+                            host: host.to_owned(),
+                            timeout,
+                        },
+                        *addr,
+                    ));
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    last = MailError::new(
+                        MailRemedy::ConnectionRefused,
+                        format!("{addr} refused the connection"),
+                    );
+                }
+                Ok(Err(e)) => {
+                    last = MailError::new(
+                        MailRemedy::ConnectionRefused,
+                        format!("cannot connect to {addr}: {e}"),
+                    )
+                }
+                Err(_) => {
+                    last = MailError::new(
+                        MailRemedy::ConnectTimeout,
+                        format!("connecting to {addr} took longer than {timeout:?}"),
+                    )
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The TLS handshake, for implicit TLS or after STARTTLS. Returns the negotiated
+    /// protocol version for the report.
+    pub async fn start_tls(&mut self, tls: &TlsSettings) -> Result<String, MailError> {
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(MailError::new(
+                MailRemedy::TlsFailed,
+                "the connection is already encrypted",
+            ));
+        };
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|_| {
+            MailError::new(
+                MailRemedy::TlsNameMismatch,
+                format!("{} is not a valid TLS server name", self.host),
+            )
+        })?;
+        let connector = TlsConnector::from(tls.config.clone());
+        let stream = match tokio::time::timeout(self.timeout, connector.connect(name, tcp)).await {
+            Err(_) => {
+                return Err(MailError::new(
+                    MailRemedy::Deadline,
+                    "the TLS handshake got no answer",
+                ));
+            }
+            Ok(Err(e)) => return Err(classify_tls(&e)),
+            Ok(Ok(s)) => s,
+        };
+        let version = stream
+            .get_ref()
+            .1
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        self.stream = Stream::Tls(Box::new(stream));
+        Ok(version)
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    fn io(&mut self) -> Result<&mut dyn Io, MailError> {
+        match &mut self.stream {
+            Stream::Plain(s) => Ok(s),
+            Stream::Tls(s) => Ok(s.as_mut()),
+            Stream::Upgrading => Err(MailError::new(
+                MailRemedy::ConnectionLost,
+                "the connection was lost during the TLS upgrade",
+            )),
+        }
+    }
+
+    /// Writes a command line (CRLF appended).
+    pub async fn send_line(&mut self, line: &str) -> Result<(), MailError> {
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.send_raw(&bytes).await
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), MailError> {
+        let timeout = self.timeout;
+        let io = self.io()?;
+        match tokio::time::timeout(timeout, async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        })
+        .await
+        {
+            Err(_) => Err(MailError::new(
+                MailRemedy::Deadline,
+                "the server stopped reading",
+            )),
+            Ok(Err(e)) => Err(MailError::new(
+                MailRemedy::ConnectionLost,
+                format!("writing failed: {e}"),
+            )),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Reads what is available (at least one byte), or fails on timeout or close.
+    pub async fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, MailError> {
+        let timeout = self.timeout;
+        let io = self.io()?;
+        match tokio::time::timeout(timeout, io.read(buf)).await {
+            Err(_) => Err(MailError::new(
+                MailRemedy::Deadline,
+                format!("no answer within {timeout:?}"),
+            )),
+            Ok(Err(e)) => Err(MailError::new(
+                MailRemedy::ConnectionLost,
+                format!("reading failed: {e}"),
+            )),
+            Ok(Ok(0)) => Err(MailError::new(
+                MailRemedy::ConnectionLost,
+                "the server closed the connection",
+            )),
+            Ok(Ok(n)) => Ok(n),
+        }
+    }
+}
+
+fn classify_tls(e: &std::io::Error) -> MailError {
+    let text = match e.get_ref() {
+        Some(inner) => inner.to_string(),
+        None => e.to_string(),
+    };
+    let lower = text.to_ascii_lowercase();
+    let remedy = if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        MailRemedy::TlsNameMismatch
+    } else if lower.contains("expired") || lower.contains("notvalidyet") {
+        MailRemedy::TlsExpired
+    } else if lower.contains("unknownissuer")
+        || lower.contains("unknown issuer")
+        || lower.contains("badsignature")
+    {
+        MailRemedy::TlsUntrusted
+    } else if lower.contains("corrupt message")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("invalid content type")
+        || lower.contains("received plaintext")
+        // A plain-text server waits for a command and then closes: the handshake sees EOF.
+        || lower.contains("eof")
+        || lower.contains("unexpected end")
+    {
+        MailRemedy::NotTls
+    } else {
+        MailRemedy::TlsFailed
+    };
+    MailError::new(remedy, format!("TLS handshake failed: {text}"))
+}
