@@ -79,11 +79,24 @@ impl Default for CheckOptions {
 
 struct Recorder {
     steps: Vec<Step>,
+    /// When the run started (Unix seconds), for certificate expiry.
+    now: i64,
 }
 
 impl Recorder {
     fn ok(&mut self, name: &str, started: Instant, detail: impl Into<String>) {
         self.push(name, StepStatus::Ok, started, detail.into(), None, None);
+    }
+
+    fn warn(&mut self, name: &str, started: Instant, detail: impl Into<String>) {
+        self.push(
+            name,
+            StepStatus::Warning,
+            started,
+            detail.into(),
+            None,
+            None,
+        );
     }
 
     fn fail(&mut self, name: &str, started: Instant, e: &MailError) {
@@ -269,7 +282,10 @@ pub async fn run(
 ) -> Report {
     let started = Instant::now();
     let started_at = clock.now().rfc3339();
-    let mut r = Recorder { steps: Vec::new() };
+    let mut r = Recorder {
+        steps: Vec::new(),
+        now: clock.now().0,
+    };
     let mut message_id = None;
     if !account.spec.enabled {
         let e = MailError::new(MailRemedy::Disabled, "the account is disabled");
@@ -376,6 +392,38 @@ impl Inbound {
     }
 }
 
+/// A certificate this close to expiry passes with a warning.
+const CERT_WARN_SECS: i64 = 14 * 86_400;
+
+/// A TLS handshake step: ok with the version and expiry, a warning when the certificate
+/// expires within two weeks.
+async fn tls_step(
+    r: &mut Recorder,
+    name: &str,
+    handshake: impl Future<Output = Result<crate::TlsInfo, MailError>>,
+    host: &str,
+) -> Option<()> {
+    let started = Instant::now();
+    match handshake.await {
+        Ok(info) => {
+            let detail = format!("{info}, certificate valid for {host}");
+            match info.not_after {
+                Some(t) if t - r.now < CERT_WARN_SECS => r.warn(
+                    name,
+                    started,
+                    format!("{detail} — it expires in less than 14 days"),
+                ),
+                _ => r.ok(name, started, detail),
+            }
+            Some(())
+        }
+        Err(e) => {
+            r.fail(name, started, &e);
+            None
+        }
+    }
+}
+
 /// DNS, TCP and (implicit) TLS; returns the connection.
 async fn connect(
     r: &mut Recorder,
@@ -406,10 +454,7 @@ async fn connect(
         )
         .await?;
     if server.tls == TlsMode::Implicit {
-        r.step(&format!("{p}: TLS"), conn.start_tls(tls), |v| {
-            format!("{v}, certificate valid for {host}")
-        })
-        .await?;
+        tls_step(r, &format!("{p}: TLS"), conn.start_tls(tls), host).await?;
     }
     Some(conn)
 }
@@ -440,9 +485,12 @@ async fn open_inbound(
                     caps.join(" ")
                 })
                 .await?;
-                r.step(&format!("{p}: STARTTLS"), c.starttls(tls), |v| {
-                    format!("{v}, certificate valid for {}", server.host)
-                })
+                tls_step(
+                    r,
+                    &format!("{p}: STARTTLS"),
+                    c.starttls(tls),
+                    &server.host.to_string(),
+                )
                 .await?;
             }
             let mech = capabilities_step(r, p, c.capability().await, || c.oauth_mechanism())?;
@@ -473,9 +521,12 @@ async fn open_inbound(
                         .join("; ")
                 })
                 .await?;
-                r.step(&format!("{p}: STLS"), c.stls(tls), |v| {
-                    format!("{v}, certificate valid for {}", server.host)
-                })
+                tls_step(
+                    r,
+                    &format!("{p}: STLS"),
+                    c.stls(tls),
+                    &server.host.to_string(),
+                )
                 .await?;
             }
             let capa = c
@@ -585,9 +636,12 @@ async fn send_test(
     r.step(&format!("{p}: EHLO"), c.ehlo(ehlo_name), |_| String::new())
         .await?;
     if server.tls == TlsMode::Starttls {
-        r.step(&format!("{p}: STARTTLS"), c.starttls(tls, ehlo_name), |v| {
-            format!("{v}, certificate valid for {}", server.host)
-        })
+        tls_step(
+            r,
+            &format!("{p}: STARTTLS"),
+            c.starttls(tls, ehlo_name),
+            &server.host.to_string(),
+        )
         .await?;
     }
     let exts: Vec<String> = c

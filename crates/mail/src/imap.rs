@@ -166,7 +166,7 @@ impl ImapClient {
     }
 
     /// STARTTLS and the handshake; capabilities are asked again afterwards (RFC 3501 §6.2.1).
-    pub async fn starttls(&mut self, tls: &TlsSettings) -> Result<String, MailError> {
+    pub async fn starttls(&mut self, tls: &TlsSettings) -> Result<crate::TlsInfo, MailError> {
         if !self.has("STARTTLS") {
             return Err(MailError::new(
                 MailRemedy::NoStartTls,
@@ -331,6 +331,133 @@ impl ImapClient {
             .filter_map(imap::search_results)
             .flatten()
             .collect())
+    }
+
+    /// The whole message with this UID (`BODY.PEEK[]`, so it is not marked seen).
+    pub async fn fetch(&mut self, uid: u32) -> Result<Option<Vec<u8>>, MailError> {
+        let done = self
+            .command(&format!("UID FETCH {uid} (BODY.PEEK[])"))
+            .await?;
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::ServerError,
+                "FETCH failed",
+                done.says(),
+            ));
+        }
+        Ok(done.untagged.into_iter().find_map(|r| match r {
+            Response::Untagged { mut literals, .. } if !literals.is_empty() => {
+                Some(literals.remove(0))
+            }
+            _ => None,
+        }))
+    }
+
+    /// Adds flags (e.g. `\Seen`) to the message with this UID.
+    pub async fn add_flags(&mut self, uid: u32, flags: &str) -> Result<(), MailError> {
+        let done = self
+            .command(&format!("UID STORE {uid} +FLAGS.SILENT ({flags})"))
+            .await?;
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::ServerError,
+                "STORE failed",
+                done.says(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves the message to `folder`: MOVE (RFC 6851) when offered, else COPY + \Deleted +
+    /// UID EXPUNGE (or EXPUNGE).
+    pub async fn move_to(&mut self, uid: u32, folder: &str) -> Result<(), MailError> {
+        let target = imap::quote(folder).ok_or_else(|| {
+            MailError::new(
+                MailRemedy::MailboxUnavailable,
+                "the folder name contains a line break",
+            )
+        })?;
+        if self.capabilities.is_empty() {
+            self.capability().await?;
+        }
+        let done = if self.has("MOVE") {
+            self.command(&format!("UID MOVE {uid} {target}")).await?
+        } else {
+            let copied = self.command(&format!("UID COPY {uid} {target}")).await?;
+            if copied.status != Status::Ok {
+                return Err(MailError::server(
+                    MailRemedy::MailboxUnavailable,
+                    format!("COPY to {folder} failed"),
+                    copied.says(),
+                ));
+            }
+            self.add_flags(uid, "\\Deleted").await?;
+            let expunge = if self.has("UIDPLUS") {
+                format!("UID EXPUNGE {uid}")
+            } else {
+                "EXPUNGE".to_owned()
+            };
+            self.command(&expunge).await?
+        };
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::MailboxUnavailable,
+                format!("moving to {folder} failed"),
+                done.says(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// IDLE (RFC 2177) until the server reports new mail (`* N EXISTS`) or `wait` passes,
+    /// then DONE. Returns the new message count, if any. Callers re-issue IDLE well before
+    /// Exchange's 30-minute cut-off.
+    pub async fn idle(&mut self, wait: std::time::Duration) -> Result<Option<u32>, MailError> {
+        let tag = self.tag();
+        self.conn.send_line(&format!("{tag} IDLE")).await?;
+        match read_response(&mut self.conn, &mut self.reader).await? {
+            Response::Continuation { .. } => {}
+            Response::Tagged { status, text, .. } => {
+                return Err(MailError::server(
+                    MailRemedy::ServerError,
+                    "IDLE was refused",
+                    format!("{status:?} {text}").to_uppercase_status(),
+                ));
+            }
+            other => {
+                return Err(MailError::server(
+                    MailRemedy::ServerError,
+                    "unexpected answer to IDLE",
+                    format!("{other:?}"),
+                ));
+            }
+        }
+        let saved = self.conn.timeout;
+        self.conn.timeout = wait;
+        let mut count = None;
+        loop {
+            match read_response(&mut self.conn, &mut self.reader).await {
+                Ok(r) => {
+                    if let Some(n) = imap::exists_count(&r) {
+                        count = Some(n);
+                        break;
+                    }
+                }
+                // Nothing new within `wait`: a normal end of an IDLE round.
+                Err(e) if e.remedy == MailRemedy::Deadline => break,
+                Err(e) => {
+                    self.conn.timeout = saved;
+                    return Err(e);
+                }
+            }
+        }
+        self.conn.timeout = saved;
+        self.conn.send_line("DONE").await?;
+        let done = self.until_tagged(&tag).await?;
+        if count.is_none() {
+            count = done.untagged.iter().find_map(imap::exists_count);
+        }
+        Ok(count)
     }
 
     pub async fn noop(&mut self) -> Result<(), MailError> {

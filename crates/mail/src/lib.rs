@@ -15,4 +15,4 @@ pub mod pop3;
 pub mod remedy;
 pub mod smtp;
 
-pub use net::{MailError, TlsSettings};
+pub use net::{MailError, TlsInfo, TlsSettings};

@@ -191,8 +191,8 @@ impl Conn {
     }
 
     /// The TLS handshake, for implicit TLS or after STARTTLS. Returns the negotiated
-    /// protocol version for the report.
-    pub async fn start_tls(&mut self, tls: &TlsSettings) -> Result<String, MailError> {
+    /// version and the certificate's expiry for the report.
+    pub async fn start_tls(&mut self, tls: &TlsSettings) -> Result<TlsInfo, MailError> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err(MailError::new(
                 MailRemedy::TlsFailed,
@@ -216,14 +216,17 @@ impl Conn {
             Ok(Err(e)) => return Err(classify_tls(&e)),
             Ok(Ok(s)) => s,
         };
-        let version = stream
-            .get_ref()
-            .1
+        let session = stream.get_ref().1;
+        let version = session
             .protocol_version()
             .map(|v| format!("{v:?}"))
             .unwrap_or_default();
+        let not_after = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| cert_not_after(c.as_ref()));
         self.stream = Stream::Tls(Box::new(stream));
-        Ok(version)
+        Ok(TlsInfo { version, not_after })
     }
 
     pub fn host(&self) -> &str {
@@ -296,6 +299,82 @@ impl Conn {
     }
 }
 
+/// What the TLS step reports.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub version: String,
+    /// The server certificate's notAfter, Unix seconds.
+    pub not_after: Option<i64>,
+}
+
+impl std::fmt::Display for TlsInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.version)?;
+        if let Some(t) = self
+            .not_after
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        {
+            write!(f, ", certificate expires {}", t.date())?;
+        }
+        Ok(())
+    }
+}
+
+/// One DER element: (tag, contents, rest).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The notAfter of an X.509 certificate (RFC 5280 §4.1.2.5): Certificate → tbsCertificate →
+/// [version] serial signature issuer validity{notBefore, notAfter}. A few lines of DER
+/// walking instead of a certificate-parsing dependency.
+pub fn cert_not_after(cert: &[u8]) -> Option<i64> {
+    let (_, certificate, _) = der(cert)?;
+    let (_, tbs, _) = der(certificate)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der(rest)?.2; // explicit version
+    }
+    for _ in 0..3 {
+        rest = der(rest)?.2; // serial, signature algorithm, issuer
+    }
+    let (_, validity, _) = der(rest)?;
+    let (_, _, after) = der(validity)?; // skip notBefore
+    let (tag, text, _) = der(after)?;
+    let text = std::str::from_utf8(text).ok()?;
+    let digits = |s: &str| s.parse::<i32>().ok();
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy = digits(text.get(0..2)?)?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+        }
+        0x18 => (digits(text.get(0..4)?)?, text.get(4..)?),
+        _ => return None,
+    };
+    let month = time::Month::try_from(digits(rest.get(0..2)?)? as u8).ok()?;
+    let date = time::Date::from_calendar_date(year, month, digits(rest.get(2..4)?)? as u8).ok()?;
+    let t = date
+        .with_hms(
+            digits(rest.get(4..6)?)? as u8,
+            digits(rest.get(6..8)?)? as u8,
+            digits(rest.get(8..10)?)? as u8,
+        )
+        .ok()?;
+    Some(t.assume_utc().unix_timestamp())
+}
+
 fn classify_tls(e: &std::io::Error) -> MailError {
     let text = match e.get_ref() {
         Some(inner) => inner.to_string(),
@@ -324,4 +403,62 @@ fn classify_tls(e: &std::io::Error) -> MailError {
         MailRemedy::TlsFailed
     };
     MailError::new(remedy, format!("TLS handshake failed: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        if content.len() < 0x80 {
+            v.push(content.len() as u8);
+        } else {
+            v.push(0x82);
+            v.extend_from_slice(&(content.len() as u16).to_be_bytes());
+        }
+        v.extend_from_slice(content);
+        v
+    }
+
+    fn cert_with_validity(not_after: Vec<u8>) -> Vec<u8> {
+        let validity = tlv(0x30, &[tlv(0x17, b"250101000000Z"), not_after].concat());
+        let tbs = tlv(
+            0x30,
+            &[
+                tlv(0xa0, &tlv(0x02, &[2])),
+                tlv(0x02, &[1]),
+                tlv(0x30, &[]),
+                tlv(0x30, &[0u8; 200]),
+                validity,
+                tlv(0x30, &[]),
+            ]
+            .concat(),
+        );
+        tlv(0x30, &[tbs, tlv(0x30, &[]), tlv(0x03, &[0])].concat())
+    }
+
+    #[test]
+    fn reads_not_after_in_both_time_forms() {
+        let t = time::macros::datetime!(2027-06-30 12:00:00 UTC).unix_timestamp();
+        assert_eq!(
+            cert_not_after(&cert_with_validity(tlv(0x18, b"20270630120000Z"))),
+            Some(t)
+        );
+        assert_eq!(
+            cert_not_after(&cert_with_validity(tlv(0x17, b"270630120000Z"))),
+            Some(t)
+        );
+        assert_eq!(
+            cert_not_after(&cert_with_validity(tlv(0x17, b"not a time"))),
+            None
+        );
+        assert_eq!(cert_not_after(b"\x30\x85garbage"), None);
+        assert_eq!(cert_not_after(&[]), None);
+        // Truncated anywhere: never a panic.
+        let good = cert_with_validity(tlv(0x18, b"20270630120000Z"));
+        for cut in 0..good.len() {
+            let _ = cert_not_after(&good[..cut]);
+        }
+    }
 }

@@ -109,7 +109,7 @@ impl Pop3Client {
         }
     }
 
-    pub async fn stls(&mut self, tls: &TlsSettings) -> Result<String, MailError> {
+    pub async fn stls(&mut self, tls: &TlsSettings) -> Result<crate::TlsInfo, MailError> {
         if !self.has("STLS") {
             return Err(MailError::new(
                 MailRemedy::NoStartTls,

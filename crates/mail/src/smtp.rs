@@ -94,7 +94,7 @@ impl SmtpClient {
         &mut self,
         tls: &TlsSettings,
         ehlo_name: &str,
-    ) -> Result<String, MailError> {
+    ) -> Result<crate::TlsInfo, MailError> {
         if !self.has("STARTTLS") {
             return Err(MailError::new(
                 MailRemedy::NoStartTls,

@@ -495,3 +495,89 @@ async fn outbound_only_and_disabled_accounts() {
     assert_eq!(code, 1);
     assert_fails_at(&report, "account", "account_disabled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_fetch_flag_move_and_idle_through_the_client() {
+    use mailgate_mail::imap::ImapClient;
+    use mailgate_mail::net::{Conn, resolve};
+    let (f, rig) = on_rig().await;
+    f.authorize().await;
+    let (code, report) = test_json(&f, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let tls_step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "imap: TLS")
+        .unwrap();
+    assert!(
+        tls_step["detail"]
+            .as_str()
+            .unwrap()
+            .contains("certificate expires 20"),
+        "{tls_step}"
+    );
+    let id = report["message_id"].as_str().unwrap().to_owned();
+
+    let tls = mailgate_mail::TlsSettings::new(Some(rig.ca_cert())).unwrap();
+    let token = f.env.ok(&["token", "support"], None).trim().to_owned();
+    let open = || async {
+        let timeout = std::time::Duration::from_secs(5);
+        let addrs = resolve("localhost", rig.imaps_port(), timeout)
+            .await
+            .unwrap();
+        let (mut conn, _) = Conn::connect("localhost", &addrs, timeout).await.unwrap();
+        conn.start_tls(&tls).await.unwrap();
+        let mut c = ImapClient::greet(conn).await.unwrap();
+        c.capability().await.unwrap();
+        let mech = c.oauth_mechanism().unwrap();
+        c.authenticate(mech, &f.mailbox, &token, rig.imaps_port())
+            .await
+            .unwrap();
+        c
+    };
+    let mut c = open().await;
+    assert_eq!(c.select("INBOX").await.unwrap(), 1);
+    let uids = c.search_message_id(&id).await.unwrap();
+    assert_eq!(uids.len(), 1);
+    let body = c.fetch(uids[0]).await.unwrap().unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("Support Desk") && body.contains(&id),
+        "{body}"
+    );
+    c.add_flags(uids[0], "\\Seen").await.unwrap();
+    let flags = c
+        .command(&format!("UID FETCH {} (FLAGS)", uids[0]))
+        .await
+        .unwrap();
+    assert!(
+        flags
+            .untagged
+            .iter()
+            .any(|r| format!("{r:?}").contains("\\\\Seen")),
+        "marked seen"
+    );
+    c.command("CREATE Processed").await.unwrap();
+    c.move_to(uids[0], "Processed").await.unwrap();
+    assert_eq!(
+        c.select("INBOX").await.unwrap(),
+        0,
+        "moved out of the INBOX"
+    );
+    assert_eq!(c.select("Processed").await.unwrap(), 1);
+
+    // IDLE in INBOX wakes up when a message is delivered.
+    c.select("INBOX").await.unwrap();
+    let idle = tokio::spawn(async move {
+        let n = c.idle(std::time::Duration::from_secs(20)).await;
+        (n, c)
+    });
+    let (code, report) = test_json(&f, &["--to", &f.mailbox.clone()]);
+    assert_eq!(code, 0, "{report:#}");
+    let (n, _c) = idle.await.unwrap();
+    assert!(
+        n.unwrap().is_some_and(|n| n >= 1),
+        "IDLE reported the new message"
+    );
+}
