@@ -588,32 +588,60 @@ async fn pop3_uidl_retr_and_dele_through_the_client() {
     use mailgate_mail::pop3::Pop3Client;
     let (f, rig) = on_rig().await;
     let pop3 = rig.pop3_port().to_string();
-    f.env.ok(&["account", "update", "support", "--inbound", "pop3", "--inbound-host", "localhost", "--inbound-port", &pop3, "--inbound-tls", "starttls"], None);
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--inbound",
+            "pop3",
+            "--inbound-host",
+            "localhost",
+            "--inbound-port",
+            &pop3,
+            "--inbound-tls",
+            "starttls",
+        ],
+        None,
+    );
     f.authorize().await;
     let (code, report) = test_json(&f, &[]);
     assert_eq!(code, 0, "{report:#}");
-    assert!(report["steps"].as_array().unwrap().iter().any(|s| s["name"] == "pop3: STLS" && s["status"] == "ok"));
+    assert!(
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "pop3: STLS" && s["status"] == "ok")
+    );
     let id = report["message_id"].as_str().unwrap().to_owned();
 
     let tls = mailgate_mail::TlsSettings::new(Some(rig.ca_cert())).unwrap();
     let token = f.env.ok(&["token", "support"], None).trim().to_owned();
     let open = || async {
         let timeout = std::time::Duration::from_secs(5);
-        let addrs = resolve("localhost", rig.pop3_port(), timeout).await.unwrap();
+        let addrs = resolve("localhost", rig.pop3_port(), timeout)
+            .await
+            .unwrap();
         let (conn, _) = Conn::connect("localhost", &addrs, timeout).await.unwrap();
         let mut c = Pop3Client::greet(conn).await.unwrap();
         c.capa().await.unwrap();
         c.stls(&tls).await.unwrap();
         c.capa().await.unwrap();
         let mech = c.oauth_mechanism().unwrap();
-        c.authenticate(mech, &f.mailbox, &token, rig.pop3_port()).await.unwrap();
+        c.authenticate(mech, &f.mailbox, &token, rig.pop3_port())
+            .await
+            .unwrap();
         c
     };
     let mut c = open().await;
     let uidl = c.uidl().await.unwrap();
     assert_eq!(uidl.len(), 1, "{uidl:?}");
     let message = c.retr(uidl[0].0).await.unwrap();
-    let text: Vec<String> = message.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+    let text: Vec<String> = message
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
     assert!(text.iter().any(|l| l.contains(&id)), "{text:?}");
     c.dele(uidl[0].0).await.unwrap();
     c.quit().await;
