@@ -478,19 +478,6 @@ pub fn initial_response(mech: Mechanism, user: &str, host: &str, port: u16, toke
 }
 
 async fn read_response(conn: &mut Conn, reader: &mut Reader) -> Result<Response, MailError> {
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.next() {
-            Ok(Some(r)) => return Ok(r),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(MailError::new(
-                    MailRemedy::WrongProtocol,
-                    format!("unreadable IMAP response: {e}"),
-                ));
-            }
-        }
-        let n = conn.read_some(&mut buf).await?;
-        reader.feed(&buf[..n]);
-    }
+    conn.read_item(reader, Reader::next, Reader::feed, "IMAP response")
+        .await
 }

@@ -375,6 +375,34 @@ pub fn cert_not_after(cert: &[u8]) -> Option<i64> {
     Some(t.assume_utc().unix_timestamp())
 }
 
+impl Conn {
+    /// Reads until `next` yields a complete item from `reader`, feeding it what arrives.
+    /// `protocol` names the reader in the error ("IMAP response", "SMTP reply").
+    pub(crate) async fn read_item<R, T>(
+        &mut self,
+        reader: &mut R,
+        next: fn(&mut R) -> Result<Option<T>, mailgate_proto::ProtoError>,
+        feed: fn(&mut R, &[u8]),
+        protocol: &str,
+    ) -> Result<T, MailError> {
+        let mut buf = [0u8; 8192];
+        loop {
+            match next(reader) {
+                Ok(Some(item)) => return Ok(item),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(MailError::new(
+                        MailRemedy::WrongProtocol,
+                        format!("unreadable {protocol}: {e}"),
+                    ));
+                }
+            }
+            let n = self.read_some(&mut buf).await?;
+            feed(reader, &buf[..n]);
+        }
+    }
+}
+
 fn classify_tls(e: &std::io::Error) -> MailError {
     let text = match e.get_ref() {
         Some(inner) => inner.to_string(),

@@ -68,21 +68,14 @@ impl Pop3Client {
     }
 
     async fn multiline(&mut self) -> Result<Vec<Vec<u8>>, MailError> {
-        let mut buf = [0u8; 8192];
-        loop {
-            match self.reader.next_multiline() {
-                Ok(Some(lines)) => return Ok(lines),
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(MailError::new(
-                        MailRemedy::WrongProtocol,
-                        format!("unreadable POP3 response: {e}"),
-                    ));
-                }
-            }
-            let n = self.conn.read_some(&mut buf).await?;
-            self.reader.feed(&buf[..n]);
-        }
+        self.conn
+            .read_item(
+                &mut self.reader,
+                Reader::next_multiline,
+                Reader::feed,
+                "POP3 response",
+            )
+            .await
     }
 
     pub async fn capa(&mut self) -> Result<Vec<Vec<String>>, MailError> {
@@ -236,19 +229,6 @@ impl Pop3Client {
 }
 
 async fn read_status(conn: &mut Conn, reader: &mut Reader) -> Result<Status, MailError> {
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.next_status() {
-            Ok(Some(s)) => return Ok(s),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(MailError::new(
-                    MailRemedy::WrongProtocol,
-                    format!("unreadable POP3 response: {e}"),
-                ));
-            }
-        }
-        let n = conn.read_some(&mut buf).await?;
-        reader.feed(&buf[..n]);
-    }
+    conn.read_item(reader, Reader::next_status, Reader::feed, "POP3 response")
+        .await
 }

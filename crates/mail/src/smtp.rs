@@ -214,19 +214,6 @@ fn auth_error(reply: &Reply) -> MailError {
 }
 
 async fn read_reply(conn: &mut Conn, reader: &mut Reader) -> Result<Reply, MailError> {
-    let mut buf = [0u8; 8192];
-    loop {
-        match reader.next() {
-            Ok(Some(r)) => return Ok(r),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(MailError::new(
-                    MailRemedy::WrongProtocol,
-                    format!("unreadable SMTP reply: {e}"),
-                ));
-            }
-        }
-        let n = conn.read_some(&mut buf).await?;
-        reader.feed(&buf[..n]);
-    }
+    conn.read_item(reader, Reader::next, Reader::feed, "SMTP reply")
+        .await
 }
