@@ -33,6 +33,9 @@ pub enum Command {
     /// Mail accounts (one mailbox each).
     #[command(subcommand)]
     Account(AccountCommand),
+    /// People who sign in to the admin UI.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Recent events: state changes, warnings, configuration changes.
     Events {
         /// Only this account's events.
@@ -331,6 +334,19 @@ pub struct AccountUpdate {
     pub disable: bool,
     #[command(flatten)]
     pub settings: AccountSettings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from stdin (at least 12 characters).
+    Add {
+        username: String,
+        /// admin (everything) or operator (authorize and test accounts; no app changes).
+        #[arg(long, value_parser = mailgate_core::user::Role::parse, default_value = "operator")]
+        role: mailgate_core::user::Role,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

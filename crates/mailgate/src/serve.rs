@@ -38,14 +38,39 @@ pub async fn serve(config: Config) -> CmdResult {
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(%bound, %public_url, data_dir = %config.data_dir.display(), database = %mailgate_store::redact_url(&config.database_url), "serving");
-    axum::serve(listener, mailgate_web::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Failure::Runtime(format!("server error: {e}")))?;
+    announce_setup_link(&store, &public_url).await?;
+    axum::serve(
+        listener,
+        mailgate_web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| Failure::Runtime(format!("server error: {e}")))?;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// With no administrator yet, prints a one-time link that creates the first one. A new
+/// link replaces the old one at every start, so a leaked old link is useless.
+async fn announce_setup_link(
+    store: &mailgate_store::Store,
+    public_url: &mailgate_core::HttpUrl,
+) -> CmdResult {
+    if store.user_count().await? > 0 {
+        return Ok(());
+    }
+    let token = mailgate_oauth::random::token(24);
+    store
+        .set_setup_token(&mailgate_oauth::random::sha256_hex(&token))
+        .await?;
+    // On stdout only, never in the log: it is a credential until used.
+    out!(
+        "No administrator yet. Create one at: {}?token={token}",
+        public_url.join_path("/setup")
+    );
     Ok(())
 }
 

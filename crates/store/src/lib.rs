@@ -12,7 +12,9 @@
 mod authz;
 pub mod crypto;
 mod migrate;
+pub mod passwords;
 mod rows;
+mod users;
 
 pub use authz::PendingAuthorization;
 use crypto::{CryptoError, KeySource, Keyring, MasterKey};
@@ -26,6 +28,7 @@ use sqlx::{AnyPool, Row};
 use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
+pub use users::{LoginThrottle, SessionInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -910,7 +913,7 @@ where
         .is_some())
 }
 
-fn unique(e: sqlx::Error, what: &'static str, name: &str) -> StoreError {
+pub(crate) fn unique(e: sqlx::Error, what: &'static str, name: &str) -> StoreError {
     if e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
     {

@@ -22,6 +22,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "authorization",
         include_str!("../migrations/sqlite/0002_authorization.sql"),
     ),
+    (
+        3,
+        "users",
+        include_str!("../migrations/sqlite/0003_users.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

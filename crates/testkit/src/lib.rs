@@ -1,5 +1,6 @@
 //! Test-only support for mailgate: the identity-provider emulator (`idp`) and the mail rig.
 
+pub mod browser;
 pub mod idp;
 pub mod raw;
 pub mod rig;

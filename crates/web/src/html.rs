@@ -22,7 +22,7 @@ pub fn escape(s: &str) -> String {
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{t} — mailgate</title>\
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}.ok{{color:#176b2c}}.bad{{color:#a3231f}}code{{background:#f3f3f3;padding:0 .2rem}}</style>\
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:64rem;margin:3rem auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}.ok{{color:#176b2c}}.bad{{color:#a3231f}}.warn{{color:#8a5a00}}.badge{{border:1px solid;border-radius:.6rem;padding:0 .4rem;font-size:.85rem}}table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:.2rem .5rem;text-align:left}}nav form button{{font-size:.85rem}}code{{background:#f3f3f3;padding:0 .2rem}}</style>\
 </head><body>{body}</body></html>",
         t = escape(title)
     );

@@ -2,13 +2,15 @@
 //! and their results into responses; this crate never writes SQL and never holds a secret
 //! longer than a request.
 
+mod admin;
+pub mod auth;
 mod callback;
 mod html;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use mailgate_core::{Clock, HttpUrl};
 use mailgate_grants::Engine;
@@ -35,6 +37,18 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/oauth/callback", get(callback::oauth_callback))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/admin") }),
+        )
+        .route("/setup", get(auth::setup_form).post(auth::setup))
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/admin", get(admin::dashboard))
+        .route("/admin/apps", get(admin::apps))
+        .route("/admin/apps/{id}/remove", post(admin::remove_app))
+        .route("/admin/accounts", get(admin::accounts))
+        .route("/admin/events", get(admin::events))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real `mailgate` binary, a fresh data directory each, real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod cli;
 mod flows;
 mod mailtest;

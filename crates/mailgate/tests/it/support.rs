@@ -183,6 +183,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub stdout_line: String,
+    /// Later stdout lines (the setup link).
+    pub lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -198,9 +200,12 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let line = rx
             .recv_timeout(Duration::from_secs(60))
@@ -215,7 +220,21 @@ impl Server {
             child,
             base: addr,
             stdout_line: line,
+            lines: rx,
         }
+    }
+
+    /// The setup link `serve` prints when there is no administrator.
+    pub fn setup_link(&self) -> String {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no setup link printed");
+        line.split("Create one at: ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{line}"))
+            .trim()
+            .to_owned()
     }
 
     /// SIGTERM, then wait (bounded) for the exit status.

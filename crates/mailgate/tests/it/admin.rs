@@ -1,0 +1,442 @@
+//! The admin UI over HTTP: first-run setup, sessions, CSRF, lock-out, roles, and no secret
+//! in any page.
+
+use crate::support::{CANARY_SECRET, Server, TestEnv};
+use reqwest::StatusCode;
+
+const ADMIN_PASSWORD: &str = "a long enough admin passphrase";
+
+struct Ui {
+    env: TestEnv,
+    server: Server,
+    http: reqwest::Client,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of cookie `name` in a response's Set-Cookie headers, with its attributes.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+impl Ui {
+    async fn start() -> Ui {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(vars: &[(&str, &str)]) -> Ui {
+        let env = TestEnv::new();
+        for (k, v) in vars {
+            env.set_var(k, v);
+        }
+        let server = Server::start(&env);
+        Ui {
+            env,
+            server,
+            http: client(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base)
+    }
+
+    /// Runs the setup link; returns the session cookie (`mg_session=…`).
+    async fn setup_admin(&self) -> String {
+        let link = self.server.setup_link();
+        let token = link.split("token=").nth(1).unwrap();
+        let resp = self
+            .http
+            .post(self.url("/setup"))
+            .form(&[
+                ("token", token),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+                ("confirm", ADMIN_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        cookie_value(&set_cookie(&resp, "mg_session").unwrap())
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        let form = self.http.get(self.url("/login")).send().await.unwrap();
+        let pre = cookie_value(&set_cookie(&form, "mg_login").unwrap());
+        let token = hidden(&form.text().await.unwrap(), "login_token");
+        self.http
+            .post(self.url("/login"))
+            .header("cookie", pre)
+            .form(&[
+                ("username", user),
+                ("password", password),
+                ("login_token", &token),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn csrf(&self, cookie: &str) -> String {
+        let (_, html) = self.get("/admin", cookie).await;
+        hidden(&html, "csrf")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_link_creates_the_first_admin_once() {
+    let ui = Ui::start().await;
+    let (status, _) = ui.get("/admin", "").await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "signed out: redirected to the login page"
+    );
+    let link = ui.server.setup_link();
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    assert!(
+        link.starts_with(&format!("{}/setup?token=", ui.server.base)),
+        "{link}"
+    );
+    let form = ui.http.get(&link).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    // Bad input comes back with the values kept and the field named; nothing is created.
+    let resp = ui
+        .http
+        .post(ui.url("/setup"))
+        .form(&[
+            ("token", token.as_str()),
+            ("username", "admin"),
+            ("password", "short"),
+            ("confirm", "short"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("Password: the password must be at least 12 characters")
+            && html.contains("value=\"admin\""),
+        "{html}"
+    );
+    let resp = ui
+        .http
+        .post(ui.url("/setup"))
+        .form(&[
+            ("token", token.as_str()),
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("confirm", "different passphrase!"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("Password again: the two passwords differ")
+    );
+
+    let resp = ui
+        .http
+        .post(ui.url("/setup"))
+        .form(&[
+            ("token", token.as_str()),
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("confirm", ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let cookie = set_cookie(&resp, "mg_session").unwrap();
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http public URL: no Secure flag ({cookie})"
+    );
+    let (status, html) = ui.get("/admin", &cookie_value(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Dashboard") && html.contains("admin (admin)"),
+        "{html}"
+    );
+    // The link is one-time.
+    assert_eq!(
+        ui.http.get(&link).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let again = ui
+        .http
+        .post(ui.url("/setup"))
+        .form(&[
+            ("token", token.as_str()),
+            ("username", "second"),
+            ("password", ADMIN_PASSWORD),
+            ("confirm", ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    assert!(
+        !std::fs::read_to_string(ui.env.dir.path().join("serve.log"))
+            .unwrap()
+            .contains(&token),
+        "the setup token is not logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_behind_an_https_public_url() {
+    let ui = Ui::start_with(&[("MAILGATE_PUBLIC_URL", "https://mail.example.test")]).await;
+    let link = ui.server.setup_link();
+    assert!(
+        link.starts_with("https://mail.example.test/setup?token="),
+        "{link}"
+    );
+    let token = link.split("token=").nth(1).unwrap();
+    let resp = ui
+        .http
+        .post(ui.url("/setup"))
+        .form(&[
+            ("token", token),
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("confirm", ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie(&resp, "mg_session").unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_without_the_csrf_token_are_refused() {
+    let ui = Ui::start().await;
+    let session = ui.setup_admin().await;
+    ui.env.add_microsoft_app("Contoso");
+    for form in [vec![], vec![("csrf", "forged-token")]] {
+        let resp = ui
+            .http
+            .post(ui.url("/admin/apps/1/remove"))
+            .header("cookie", &session)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(resp.text().await.unwrap().contains("CSRF"));
+        let resp = ui
+            .http
+            .post(ui.url("/logout"))
+            .header("cookie", &session)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(
+        ui.env
+            .json(&["app", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "nothing was removed"
+    );
+    assert_eq!(ui.get("/admin", &session).await.0, 200, "still signed in");
+    // A login form without its token is refused too.
+    let resp = ui
+        .http
+        .post(ui.url("/login"))
+        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // With the token: logout works and the session is gone.
+    let csrf = ui.csrf(&session).await;
+    let resp = ui
+        .http
+        .post(ui.url("/logout"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        ui.get("/admin", &session).await.0,
+        StatusCode::SEE_OTHER,
+        "the old cookie no longer works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_lock_the_account() {
+    let ui = Ui::start().await;
+    ui.setup_admin().await;
+    let ok = ui.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    for attempt in 1..=5 {
+        let resp = ui.login("admin", "wrong password, attempt").await;
+        let expected = if attempt < 5 {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(resp.status(), expected, "attempt {attempt}");
+    }
+    // Locked: even the right password is refused now.
+    let resp = ui.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cannot_change_apps() {
+    let ui = Ui::start().await;
+    let admin = ui.setup_admin().await;
+    ui.env.add_microsoft_app("Contoso");
+    ui.env.ok(
+        &[
+            "user",
+            "add",
+            "olga",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ],
+        Some("operator passphrase 123"),
+    );
+    let resp = ui.login("olga", "operator passphrase 123").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let operator = cookie_value(&set_cookie(&resp, "mg_session").unwrap());
+    let (status, html) = ui.get("/admin/apps", &operator).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("/remove"), "no remove button for operators");
+    let csrf = ui.csrf(&operator).await;
+    let resp = ui
+        .http
+        .post(ui.url("/admin/apps/1/remove"))
+        .header("cookie", &operator)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        ui.env
+            .json(&["app", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The administrator can.
+    let csrf = ui.csrf(&admin).await;
+    let resp = ui
+        .http
+        .post(ui.url("/admin/apps/1/remove"))
+        .header("cookie", &admin)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        ui.env
+            .json(&["app", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_any_page() {
+    let ui = Ui::start().await;
+    let session = ui.setup_admin().await;
+    ui.env.add_microsoft_app("Contoso");
+    ui.env.ok(
+        &[
+            "account",
+            "add",
+            "--name",
+            "support",
+            "--app",
+            "Contoso",
+            "--email",
+            "support@contoso.com",
+        ],
+        None,
+    );
+    for path in [
+        "/admin",
+        "/admin/apps",
+        "/admin/accounts",
+        "/admin/events",
+        "/login",
+    ] {
+        let (status, html) = ui.get(path, &session).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            !html.contains("CANARY") && !html.contains(CANARY_SECRET),
+            "a secret in {path}"
+        );
+    }
+    let (_, apps) = ui.get("/admin/apps", &session).await;
+    assert!(
+        apps.contains("set (…3e1d)") && apps.contains("/oauth/callback"),
+        "hint and redirect URI shown: {apps}"
+    );
+}

@@ -1,0 +1,267 @@
+//! Users, browser sessions, login throttling and the one-time setup token.
+
+use crate::{Result, Store, StoreError};
+use mailgate_core::Timestamp;
+use mailgate_core::user::{Role, User};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// A live session: who, and the CSRF token its forms must carry.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub user: User,
+    pub csrf: String,
+    pub expires_at: Timestamp,
+}
+
+/// Lock-out policy: after `max_failures` failed logins within `window_secs`, the key is
+/// locked for `lock_secs`.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginThrottle {
+    pub max_failures: i64,
+    pub window_secs: i64,
+    pub lock_secs: i64,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            max_failures: 5,
+            window_secs: 900,
+            lock_secs: 900,
+        }
+    }
+}
+
+fn user_from(row: &AnyRow) -> Result<User> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        role: Role::parse(&role).map_err(|e| StoreError::Corrupt(format!("users.role: {e}")))?,
+        created_at: Timestamp(row.try_get("created_at")?),
+    })
+}
+
+impl Store {
+    pub async fn user_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Creates a user; `password_hash` is an argon2id PHC string made by the caller.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        role: Role,
+        now: Timestamp,
+    ) -> Result<User> {
+        let row = sqlx::query("INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+            .bind(username.to_owned())
+            .bind(password_hash.to_owned())
+            .bind(role.as_str())
+            .bind(now.0)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| crate::unique(e, "user", username))?;
+        Ok(User {
+            id: row.try_get("id")?,
+            username: username.to_owned(),
+            role,
+            created_at: now,
+        })
+    }
+
+    /// The first administrator, only while there is none and only with the setup token
+    /// (its hash must match). The token is consumed in the same transaction.
+    pub async fn create_first_admin(
+        &self,
+        setup_token_hash: &str,
+        username: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<User>> {
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query(
+            "DELETE FROM settings WHERE key = 'setup_token' AND value = $1 RETURNING key",
+        )
+        .bind(setup_token_hash.to_owned())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let none_yet: i64 = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if consumed.is_none() || none_yet != 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query("INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, 'admin', $3) RETURNING id")
+            .bind(username.to_owned())
+            .bind(password_hash.to_owned())
+            .bind(now.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let id: i64 = row.try_get("id")?;
+        tx.commit().await?;
+        Ok(Some(User {
+            id,
+            username: username.to_owned(),
+            role: Role::Admin,
+            created_at: now,
+        }))
+    }
+
+    /// Replaces the setup token (stored as its hash).
+    pub async fn set_setup_token(&self, token_hash: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM settings WHERE key = 'setup_token'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES ('setup_token', $1)")
+            .bind(token_hash.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn setup_token_matches(&self, token_hash: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT key FROM settings WHERE key = 'setup_token' AND value = $1")
+            .bind(token_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The user and their password hash, for login.
+    pub async fn user_for_login(&self, username: &str) -> Result<Option<(User, String)>> {
+        let row = sqlx::query(
+            "SELECT id, username, role, created_at, password_hash FROM users WHERE username = $1",
+        )
+        .bind(username.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((user_from(&r)?, r.try_get::<String, _>("password_hash")?)))
+            .transpose()
+    }
+
+    pub async fn create_session(
+        &self,
+        id_hash: &str,
+        user_id: i64,
+        csrf: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO sessions (id_hash, user_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id_hash.to_owned())
+            .bind(user_id)
+            .bind(csrf.to_owned())
+            .bind(now.0)
+            .bind(expires_at.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionInfo>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.username, u.role, u.created_at, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at >= $2",
+        )
+        .bind(id_hash.to_owned())
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SessionInfo {
+                user: user_from(&r)?,
+                csrf: r.try_get("csrf")?,
+                expires_at: Timestamp(r.try_get("expires_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Until when `key` is locked out, if it is.
+    pub async fn login_locked_until(&self, key: &str, now: Timestamp) -> Result<Option<Timestamp>> {
+        let row = sqlx::query(
+            "SELECT locked_until FROM login_failures WHERE key = $1 AND locked_until > $2",
+        )
+        .bind(key.to_owned())
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(Timestamp(r.try_get("locked_until")?)))
+            .transpose()
+    }
+
+    /// Counts a failed login for `key`; locks it when the policy says so. Returns whether
+    /// the key is now locked.
+    pub async fn record_login_failure(
+        &self,
+        key: &str,
+        policy: LoginThrottle,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT failures, window_start FROM login_failures WHERE key = $1")
+            .bind(key.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (failures, window_start) = match row {
+            Some(r) => {
+                let f: i64 = r.try_get("failures")?;
+                let w: i64 = r.try_get("window_start")?;
+                if now.0 - w > policy.window_secs {
+                    (1, now.0)
+                } else {
+                    (f + 1, w)
+                }
+            }
+            None => (1, now.0),
+        };
+        let locked_until = if failures >= policy.max_failures {
+            now.0 + policy.lock_secs
+        } else {
+            0
+        };
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(key.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO login_failures (key, failures, window_start, locked_until) VALUES ($1, $2, $3, $4)")
+            .bind(key.to_owned())
+            .bind(failures)
+            .bind(window_start)
+            .bind(locked_until)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(locked_until > 0)
+    }
+
+    pub async fn clear_login_failures(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(key.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! The admin screens (server-rendered). This first slice: dashboard, apps, accounts,
+//! events, and removing an app; the forms arrive with the rest of the admin UI.
+
+use crate::auth::Session;
+use crate::html::{escape, page};
+use crate::{AppState, redirect_uri};
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use mailgate_core::AccountState;
+use serde::Deserialize;
+
+/// The frame every admin page shares: navigation and the sign-out form.
+fn layout(session: &Session, title: &str, body: &str) -> Response {
+    let nav = format!(
+        "<nav><a href=\"/admin\">Dashboard</a> · <a href=\"/admin/apps\">OAuth apps</a> · <a href=\"/admin/accounts\">Mail accounts</a> · <a href=\"/admin/events\">Events</a>\
+<form method=\"post\" action=\"/logout\" style=\"display:inline;float:right\">{csrf}<span>{user} ({role})</span> <button type=\"submit\">Sign out</button></form></nav><hr>",
+        csrf = session.csrf_field(),
+        user = escape(&session.user.username),
+        role = session.user.role
+    );
+    page(StatusCode::OK, title, &format!("{nav}{body}"))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "admin page: store error");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "<h1 class=\"bad\">The database is unavailable</h1><p>Try again shortly.</p>",
+    )
+}
+
+fn badge(state: AccountState) -> String {
+    let class = match state {
+        AccountState::Active | AccountState::Refreshing => "ok",
+        AccountState::ReauthRequired => "bad",
+        AccountState::Unauthorized | AccountState::Disabled => "warn",
+    };
+    format!(
+        "<span class=\"badge {class}\">{}</span>",
+        state.as_str().replace('_', " ")
+    )
+}
+
+pub async fn dashboard(State(state): State<AppState>, session: Session) -> Response {
+    let (accounts, apps, events) = match tokio_join(&state).await {
+        Ok(x) => x,
+        Err(e) => return unavailable(e),
+    };
+    let today = state.clock.now().date();
+    let mut attention = String::new();
+    let mut sorted = accounts.clone();
+    // Accounts needing attention first: re-authorization, then never authorized, then problems.
+    sorted.sort_by_key(|a| match a.state {
+        AccountState::ReauthRequired => 0,
+        AccountState::Unauthorized => 1,
+        _ if a.last_problem.is_some() => 2,
+        _ => 3,
+    });
+    for a in sorted
+        .iter()
+        .filter(|a| a.state != AccountState::Active || a.last_problem.is_some())
+    {
+        let problem = a
+            .last_problem
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "{} <code>{}</code>",
+                    escape(&p.remediation),
+                    escape(&p.code)
+                )
+            })
+            .unwrap_or_default();
+        attention.push_str(&format!(
+            "<li>{} <strong>{}</strong> ({}) {problem}</li>",
+            badge(a.state),
+            escape(a.spec.name.as_str()),
+            escape(a.spec.mailbox.as_str())
+        ));
+    }
+    for app in &apps {
+        if let (Some(exp), Some(today)) = (app.spec.secret_expires, today) {
+            let days = (exp - today).whole_days();
+            if days <= 30 {
+                attention.push_str(&format!(
+                    "<li><span class=\"badge {}\">secret {}</span> app <strong>{}</strong>: the client secret {} on {exp}</li>",
+                    if days < 0 { "bad" } else { "warn" },
+                    if days < 0 { "expired" } else { "expiring" },
+                    escape(app.spec.name.as_str()),
+                    if days < 0 { "expired" } else { "expires" }
+                ));
+            }
+        }
+    }
+    if attention.is_empty() {
+        attention = "<li>Nothing needs attention.</li>".into();
+    }
+    let recent: String = events
+        .iter()
+        .map(|e| {
+            format!(
+                "<li><code>{}</code> {} {}</li>",
+                e.at,
+                escape(e.kind.as_str()),
+                escape(&e.message)
+            )
+        })
+        .collect();
+    layout(
+        &session,
+        "Dashboard",
+        &format!(
+            "<h1>Dashboard</h1><h2>Needs attention</h2><ul>{attention}</ul><h2>Recent events</h2><ul>{recent}</ul>"
+        ),
+    )
+}
+
+async fn tokio_join(
+    state: &AppState,
+) -> Result<
+    (
+        Vec<mailgate_core::MailAccount>,
+        Vec<mailgate_core::OAuthApp>,
+        Vec<mailgate_core::event::Event>,
+    ),
+    mailgate_store::StoreError,
+> {
+    Ok((
+        state.store.list_accounts().await?,
+        state.store.list_apps().await?,
+        state.store.events(None, 20).await?,
+    ))
+}
+
+pub async fn apps(State(state): State<AppState>, session: Session) -> Response {
+    let apps = match state.store.list_apps().await {
+        Ok(a) => a,
+        Err(e) => return unavailable(e),
+    };
+    let redirect = redirect_uri(&state.public_url);
+    let mut rows = String::new();
+    for app in &apps {
+        let s = &app.spec;
+        let remove = if session.user.role == mailgate_core::user::Role::Admin {
+            format!(
+                "<form method=\"post\" action=\"/admin/apps/{}/remove\">{}<button type=\"submit\">Remove</button></form>",
+                app.id,
+                session.csrf_field()
+            )
+        } else {
+            String::new()
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
+            app.id,
+            escape(s.name.as_str()),
+            s.kind,
+            escape(s.client_id.as_str()),
+            s.client_secret.as_ref().map(|x| escape(&x.hint())).unwrap_or_else(|| "not set".into()),
+            s.secret_expires.map(|d| d.to_string()).unwrap_or_default(),
+        ));
+    }
+    layout(
+        &session,
+        "OAuth apps",
+        &format!(
+            "<h1>OAuth apps</h1><p>Redirect URI to register at the provider (platform \"Web\"): <input id=\"redirect-uri\" readonly size=\"50\" value=\"{r}\"> \
+<button type=\"button\" onclick=\"navigator.clipboard.writeText(document.getElementById('redirect-uri').value)\">Copy</button></p>\
+<table><tr><th>id</th><th>name</th><th>kind</th><th>client id</th><th>client secret</th><th>secret expires</th><th></th></tr>{rows}</table>",
+            r = escape(&redirect)
+        ),
+    )
+}
+
+pub async fn accounts(State(state): State<AppState>, session: Session) -> Response {
+    let accounts = match state.store.list_accounts().await {
+        Ok(a) => a,
+        Err(e) => return unavailable(e),
+    };
+    let rows: String = accounts
+        .iter()
+        .map(|a| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.id,
+                escape(a.spec.name.as_str()),
+                badge(a.state),
+                escape(a.spec.mailbox.as_str()),
+                a.last_problem
+                    .as_ref()
+                    .map(|p| format!(
+                        "{} <code>{}</code>",
+                        escape(&p.remediation),
+                        escape(&p.code)
+                    ))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    layout(
+        &session,
+        "Mail accounts",
+        &format!(
+            "<h1>Mail accounts</h1><table><tr><th>id</th><th>name</th><th>state</th><th>mailbox</th><th>last problem</th></tr>{rows}</table>"
+        ),
+    )
+}
+
+pub async fn events(State(state): State<AppState>, session: Session) -> Response {
+    let events = match state.store.events(None, 200).await {
+        Ok(e) => e,
+        Err(e) => return unavailable(e),
+    };
+    let rows: String = events
+        .iter()
+        .map(|e| {
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                e.at,
+                escape(e.kind.as_str()),
+                escape(&e.message)
+            )
+        })
+        .collect();
+    layout(
+        &session,
+        "Events",
+        &format!(
+            "<h1>Events</h1><table><tr><th>when (UTC)</th><th>event</th><th>what</th></tr>{rows}</table>"
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: Option<String>,
+}
+
+/// Removes an app (administrators only; refused while accounts use it).
+pub async fn remove_app(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Err(r) = session.check_csrf(f.csrf.as_deref()) {
+        return r;
+    }
+    if let Err(r) = session.require_admin() {
+        return r;
+    }
+    match state
+        .store
+        .remove_app(mailgate_core::AppId(id), state.clock.now())
+        .await
+    {
+        Ok(()) => Redirect::to("/admin/apps").into_response(),
+        Err(
+            e
+            @ (mailgate_store::StoreError::InUse(_) | mailgate_store::StoreError::NotFound { .. }),
+        ) => page(
+            StatusCode::CONFLICT,
+            "Cannot remove",
+            &format!(
+                "<h1 class=\"bad\">Cannot remove the app</h1><p>{}</p><p><a href=\"/admin/apps\">Back</a></p>",
+                escape(&e.to_string())
+            ),
+        ),
+        Err(e) => unavailable(e),
+    }
+}

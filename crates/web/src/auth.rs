@@ -1,0 +1,406 @@
+//! Sessions, CSRF, login, logout and first-run setup.
+//!
+//! * The session cookie `mg_session` is random (256 bits), HttpOnly, SameSite=Lax, Secure
+//!   when the public URL is https; the database keeps only its SHA-256.
+//! * Every form carries the session's CSRF token, compared in constant time.
+//! * The login form has its own double-submit token (cookie `mg_login` + hidden field),
+//!   since there is no session yet.
+//! * Failed logins lock the user name and the client address after 5 failures in 15 minutes.
+//! * The first administrator is created through a one-time setup link printed by `serve`.
+
+use crate::AppState;
+use crate::html::{escape, page};
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Query, State};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Redirect, Response};
+use mailgate_core::Secret;
+use mailgate_core::user::{Role, User};
+use mailgate_oauth::random;
+use mailgate_store::LoginThrottle;
+use mailgate_store::passwords;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+pub const SESSION_COOKIE: &str = "mg_session";
+const LOGIN_COOKIE: &str = "mg_login";
+/// Twelve hours: a working day, after which the administrator signs in again.
+pub const SESSION_SECS: i64 = 12 * 3600;
+
+fn cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> String {
+    let secure = if state.public_url.is_https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
+}
+
+fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Constant-time comparison for tokens.
+pub fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A signed-in user, or a redirect to the login page.
+pub struct Session {
+    pub user: User,
+    pub csrf: String,
+    id_hash: String,
+}
+
+// These return the page to send instead; a Response is large, but it is built once per
+// refused request and boxing it would only add noise to every handler.
+#[allow(clippy::result_large_err)]
+impl Session {
+    /// Refuses a form whose CSRF token is missing or wrong.
+    pub fn check_csrf(&self, form_token: Option<&str>) -> Result<(), Response> {
+        match form_token {
+            Some(t) if same_token(t, &self.csrf) => Ok(()),
+            _ => Err(page(
+                StatusCode::FORBIDDEN,
+                "Form expired",
+                "<h1 class=\"bad\">This form cannot be accepted</h1><p>It expired or came from another site (the CSRF check failed). Go back, reload the page and try again.</p>",
+            )),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), Response> {
+        if self.user.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(page(
+                StatusCode::FORBIDDEN,
+                "Administrators only",
+                "<h1 class=\"bad\">Administrators only</h1><p>Operators may authorize and test accounts, but only an administrator can change OAuth apps and users.</p>",
+            ))
+        }
+    }
+
+    /// A hidden CSRF input for forms.
+    pub fn csrf_field(&self) -> String {
+        format!(
+            "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+            escape(&self.csrf)
+        )
+    }
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let to_login = || Redirect::to("/login").into_response();
+        let Some(value) = read_cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(to_login());
+        };
+        let id_hash = random::sha256_hex(value);
+        match state.store.session(&id_hash, state.clock.now()).await {
+            Ok(Some(s)) => Ok(Session {
+                user: s.user,
+                csrf: s.csrf,
+                id_hash,
+            }),
+            Ok(None) => Err(to_login()),
+            Err(e) => {
+                tracing::error!(error = %e, "session lookup failed");
+                Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable",
+                )
+                    .into_response())
+            }
+        }
+    }
+}
+
+async fn start_session(state: &AppState, user: &User) -> Result<String, Response> {
+    let value = random::token(32);
+    let csrf = random::token(32);
+    let now = state.clock.now();
+    state
+        .store
+        .create_session(
+            &random::sha256_hex(&value),
+            user.id,
+            &csrf,
+            now,
+            now.plus_secs(SESSION_SECS),
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot create a session");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable",
+            )
+                .into_response()
+        })?;
+    Ok(cookie(state, SESSION_COOKIE, &value, SESSION_SECS))
+}
+
+fn login_page(status: StatusCode, token: &str, username: &str, error: Option<&str>) -> Response {
+    let err = error
+        .map(|e| format!("<p class=\"bad\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    page(
+        status,
+        "Sign in",
+        &format!(
+            "<h1>Sign in to mailgate</h1>{err}<form method=\"post\" action=\"/login\">\
+<input type=\"hidden\" name=\"login_token\" value=\"{t}\">\
+<p><label>User name<br><input name=\"username\" value=\"{u}\" autocomplete=\"username\" required autofocus></label></p>\
+<p><label>Password<br><input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\
+<p><button type=\"submit\">Sign in</button></p></form>",
+            t = escape(token),
+            u = escape(username)
+        ),
+    )
+}
+
+pub async fn login_form(State(state): State<AppState>) -> Response {
+    let token = random::token(24);
+    let mut resp = login_page(StatusCode::OK, &token, "", None);
+    if let Ok(v) = cookie(&state, LOGIN_COOKIE, &token, 3600).parse() {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    login_token: Option<String>,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let username = f.username.trim().to_owned();
+    let cookie_token = read_cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let form_token = f.login_token.unwrap_or_default();
+    let fresh = random::token(24);
+    let retry = |status: StatusCode, msg: &str| {
+        let mut r = login_page(status, &fresh, &username, Some(msg));
+        if let Ok(v) = cookie(&state, LOGIN_COOKIE, &fresh, 3600).parse() {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+        r
+    };
+    if cookie_token.is_empty() || !same_token(cookie_token, &form_token) {
+        return retry(
+            StatusCode::FORBIDDEN,
+            "The sign-in form expired or came from another site. Please try again.",
+        );
+    }
+    let now = state.clock.now();
+    let keys = [
+        format!("user:{}", username.to_lowercase()),
+        format!("ip:{}", peer.ip()),
+    ];
+    for key in &keys {
+        match state.store.login_locked_until(key, now).await {
+            Ok(Some(until)) => {
+                return retry(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Too many failed sign-ins. Try again after {until} (UTC)."),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "login throttle lookup failed");
+                return retry(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The database is unavailable; try again shortly.",
+                );
+            }
+        }
+    }
+    let password = Secret::new(f.password);
+    let found = state.store.user_for_login(&username).await.ok().flatten();
+    let ok = match &found {
+        Some((_, hash)) => passwords::verify(&password, hash),
+        None => {
+            // Same work for unknown names, so timing does not reveal which names exist.
+            let _ = passwords::verify(&password, passwords::dummy_hash());
+            false
+        }
+    };
+    match (ok, found) {
+        (true, Some((user, _))) => {
+            for key in &keys {
+                let _ = state.store.clear_login_failures(key).await;
+            }
+            tracing::info!(user = %user.username, "signed in");
+            match start_session(&state, &user).await {
+                Ok(c) => ([(header::SET_COOKIE, c)], Redirect::to("/admin")).into_response(),
+                Err(r) => r,
+            }
+        }
+        _ => {
+            let mut locked = false;
+            for key in &keys {
+                locked |= state
+                    .store
+                    .record_login_failure(key, LoginThrottle::default(), now)
+                    .await
+                    .unwrap_or(false);
+            }
+            tracing::warn!(%username, peer = %peer.ip(), "failed sign-in");
+            if locked {
+                retry(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed sign-ins: sign-in is locked for 15 minutes.",
+                )
+            } else {
+                retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.")
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = session.check_csrf(f.csrf.as_deref()) {
+        return r;
+    }
+    let _ = state.store.delete_session(&session.id_hash).await;
+    (
+        [(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0))],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct SetupQuery {
+    token: Option<String>,
+}
+
+fn setup_page(status: StatusCode, token: &str, username: &str, error: Option<&str>) -> Response {
+    let err = error
+        .map(|e| format!("<p class=\"bad\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    page(
+        status,
+        "Set up mailgate",
+        &format!(
+            "<h1>Create the first administrator</h1>{err}<form method=\"post\" action=\"/setup\">\
+<input type=\"hidden\" name=\"token\" value=\"{t}\">\
+<p><label>User name<br><input name=\"username\" value=\"{u}\" autocomplete=\"username\" required autofocus></label></p>\
+<p><label>Password (at least {min} characters)<br><input name=\"password\" type=\"password\" autocomplete=\"new-password\" required></label></p>\
+<p><label>Password again<br><input name=\"confirm\" type=\"password\" autocomplete=\"new-password\" required></label></p>\
+<p><button type=\"submit\">Create administrator</button></p></form>",
+            t = escape(token),
+            u = escape(username),
+            min = passwords::MIN_PASSWORD_CHARS
+        ),
+    )
+}
+
+const SETUP_USED: &str = "<h1 class=\"bad\">This setup link is not valid</h1><p>It was already used, or mailgate was restarted and printed a new one. If no administrator exists yet, use the link printed by <code>mailgate serve</code>; otherwise sign in at <a href=\"/login\">/login</a>.</p>";
+
+pub async fn setup_form(State(state): State<AppState>, Query(q): Query<SetupQuery>) -> Response {
+    let token = q.token.unwrap_or_default();
+    match state
+        .store
+        .setup_token_matches(&random::sha256_hex(&token))
+        .await
+    {
+        Ok(true) if !token.is_empty() => setup_page(StatusCode::OK, &token, "", None),
+        _ => page(StatusCode::NOT_FOUND, "Setup", SETUP_USED),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SetupForm {
+    token: String,
+    username: String,
+    password: String,
+    confirm: String,
+}
+
+pub async fn setup(State(state): State<AppState>, Form(f): Form<SetupForm>) -> Response {
+    let username = f.username.trim().to_owned();
+    let bad = |msg: &str| {
+        setup_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &f.token,
+            &username,
+            Some(msg),
+        )
+    };
+    if username.is_empty()
+        || username.chars().count() > 64
+        || username
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return bad("User name: 1 to 64 characters without spaces.");
+    }
+    let password = Secret::new(f.password.clone());
+    if let Err(e) = passwords::check_strength(&password) {
+        return bad(&format!("Password: {e}."));
+    }
+    if f.password != f.confirm {
+        return bad("Password again: the two passwords differ.");
+    }
+    let hash = match passwords::hash(&password) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "password hashing failed");
+            return bad("The password could not be stored; try again.");
+        }
+    };
+    match state
+        .store
+        .create_first_admin(
+            &random::sha256_hex(&f.token),
+            &username,
+            &hash,
+            state.clock.now(),
+        )
+        .await
+    {
+        Ok(Some(user)) => {
+            tracing::info!(user = %user.username, "first administrator created");
+            match start_session(&state, &user).await {
+                Ok(c) => ([(header::SET_COOKIE, c)], Redirect::to("/admin")).into_response(),
+                Err(r) => r,
+            }
+        }
+        Ok(None) => page(StatusCode::NOT_FOUND, "Setup", SETUP_USED),
+        Err(e) => {
+            tracing::error!(error = %e, "creating the first administrator failed");
+            bad("The database is unavailable; try again.")
+        }
+    }
+}
