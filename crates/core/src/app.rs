@@ -90,7 +90,7 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-pub(crate) fn field_error(field: &'static str, message: impl Into<String>) -> FieldError {
+pub fn field_error(field: &'static str, message: impl Into<String>) -> FieldError {
     FieldError {
         field,
         message: message.into(),

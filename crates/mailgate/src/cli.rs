@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use mailgate_core::account::{InboundProtocol, OnReceived};
 use mailgate_core::app::{AppKind, OAuthFlow, parse_extra_param};
+pub use mailgate_core::input::InboundChoice;
 use mailgate_core::{ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, TenantId, TlsMode};
 use std::path::PathBuf;
 
@@ -226,12 +227,6 @@ pub enum AccountCommand {
     Update(AccountUpdate),
     /// Remove an account and its grant.
     Remove { account: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InboundChoice {
-    None,
-    Proto(InboundProtocol),
 }
 
 pub fn parse_inbound(s: &str) -> Result<InboundChoice, String> {

@@ -3,8 +3,9 @@
 use crate::cli::{AppAdd, AppCommand, AppUpdate, EndpointOverrides, SecretInput};
 use crate::config::Config;
 use crate::{CmdResult, Failure, views};
-use mailgate_core::app::{AppKind, AppSpec, Endpoints};
-use mailgate_core::{Clock, HttpUrl, Secret, TenantId, preset};
+use mailgate_core::app::{AppKind, AppSpec};
+use mailgate_core::input::{AppChanges, EndpointInput, NewApp};
+use mailgate_core::{Clock, Secret};
 use mailgate_store::Store;
 use std::io::{IsTerminal, Read};
 
@@ -13,7 +14,6 @@ pub async fn run(cmd: AppCommand, store: &Store, config: &Config, clock: &dyn Cl
     match cmd {
         AppCommand::Add(args) => {
             let spec = spec_from_add(args)?;
-            spec.check()?;
             let app = store.create_app(&spec, clock.now()).await?;
             if app.spec.client_secret.is_none() && app.spec.kind == AppKind::Microsoft {
                 eprintln!(
@@ -65,7 +65,6 @@ pub async fn run(cmd: AppCommand, store: &Store, config: &Config, clock: &dyn Cl
         AppCommand::Update(args) => {
             let current = store.find_app(&args.app).await?;
             let (spec, clear_secret) = spec_from_update(current.spec.clone(), args)?;
-            spec.check()?;
             let app = store
                 .update_app(current.id, &spec, clear_secret, clock.now())
                 .await?;
@@ -155,160 +154,57 @@ fn looks_like_guid(s: &str) -> bool {
     mailgate_core::ClientId::parse(s).is_ok_and(|c| c.is_guid())
 }
 
-/// Fills the kind's preset endpoints, then applies the explicit overrides.
-fn endpoints(
-    kind: AppKind,
-    tenant: Option<&TenantId>,
-    authority: Option<&HttpUrl>,
-    base: Option<Endpoints>,
-    o: &EndpointOverrides,
-) -> Result<Endpoints, Failure> {
-    let preset = match base {
-        Some(e) => Some(e),
-        None => preset::endpoints(kind, tenant, authority)
-            .map_err(|e| Failure::BadInput(format!("--authority: {e}")))?,
-    };
-    let mut e = match (preset, &o.token_url) {
-        (Some(e), _) => e,
-        (None, Some(token)) => Endpoints {
-            authorize: None,
-            token: token.clone(),
-            device: None,
-            jwks: None,
-            userinfo: None,
-            revoke: None,
-            issuer: None,
-        },
-        (None, None) => {
-            return Err(Failure::BadInput("--token-url: a generic app has no preset; give at least --token-url (and --authorize-url for the browser flow)".into()));
-        }
-    };
-    let set = |slot: &mut Option<HttpUrl>, v: &Option<HttpUrl>| {
-        if let Some(v) = v {
-            *slot = Some(v.clone());
-        }
-    };
-    set(&mut e.authorize, &o.authorize_url);
-    set(&mut e.device, &o.device_url);
-    set(&mut e.jwks, &o.jwks_url);
-    set(&mut e.userinfo, &o.userinfo_url);
-    set(&mut e.revoke, &o.revoke_url);
-    if let Some(t) = &o.token_url {
-        e.token = t.clone();
+fn endpoint_input(o: EndpointOverrides) -> EndpointInput {
+    EndpointInput {
+        authority: o.authority,
+        authorize_url: o.authorize_url,
+        token_url: o.token_url,
+        device_url: o.device_url,
+        jwks_url: o.jwks_url,
+        userinfo_url: o.userinfo_url,
+        revoke_url: o.revoke_url,
+        issuer: o.issuer,
+        scopes: o.scopes,
+        params: o.params,
     }
-    if let Some(i) = &o.issuer {
-        e.issuer = Some(i.trim().to_owned());
-    }
-    Ok(e)
 }
 
 fn spec_from_add(a: AppAdd) -> Result<AppSpec, Failure> {
-    if a.kind != AppKind::Microsoft && a.tenant.is_some() {
-        return Err(Failure::BadInput(
-            "--tenant: only Microsoft apps have a tenant".into(),
-        ));
-    }
-    if a.kind == AppKind::Microsoft && a.tenant.is_none() {
-        return Err(Failure::BadInput(
-            "--tenant: a Microsoft app needs a tenant: the Directory (tenant) ID from the app registration's Overview page, a verified domain, or common / organizations / consumers".into(),
-        ));
-    }
-    let endpoints = endpoints(
-        a.kind,
-        a.tenant.as_ref(),
-        a.endpoints.authority.as_ref(),
-        None,
-        &a.endpoints,
-    )?;
-    let scopes = match a
-        .endpoints
-        .scopes
-        .clone()
-        .or_else(|| preset::scopes(a.kind, a.flow))
-    {
-        Some(s) => s,
-        None => {
-            return Err(Failure::BadInput(
-                "--scopes: a generic app has no preset; give the scopes its mail server needs"
-                    .into(),
-            ));
-        }
-    };
-    let secret = read_secret(&a.secret)?;
-    let service_account_key = a
-        .service_account_key_file
-        .as_deref()
-        .map(read_service_account_key)
-        .transpose()?;
-    Ok(AppSpec {
-        service_account_key,
+    let new = NewApp {
+        client_secret: read_secret(&a.secret)?,
+        service_account_key: a
+            .service_account_key_file
+            .as_deref()
+            .map(read_service_account_key)
+            .transpose()?,
         name: a.name,
         kind: a.kind,
         tenant: a.tenant,
         client_id: a.client_id,
-        client_secret: secret,
         secret_expires: a.secret_expires,
-        endpoints,
-        scopes,
-        extra_params: a.endpoints.params,
         flow: a.flow,
-    })
+        endpoints: endpoint_input(a.endpoints),
+    };
+    Ok(new.into_spec()?)
 }
 
-fn spec_from_update(mut s: AppSpec, u: AppUpdate) -> Result<(AppSpec, bool), Failure> {
-    let tenant_changed = u.tenant.is_some() && u.tenant != s.tenant;
-    if let Some(n) = u.name {
-        s.name = n;
-    }
-    if let Some(t) = u.tenant {
-        if s.kind != AppKind::Microsoft {
-            return Err(Failure::BadInput(
-                "--tenant: only Microsoft apps have a tenant".into(),
-            ));
-        }
-        s.tenant = Some(t);
-    }
-    if let Some(c) = u.client_id {
-        s.client_id = c;
-    }
-    if let Some(d) = u.secret_expires {
-        s.secret_expires = Some(d);
-    }
-    let flow_changed = u.flow.is_some_and(|f| f != s.flow);
-    if let Some(f) = u.flow {
-        s.flow = f;
-    }
-    let recompute = u.reset_endpoints || tenant_changed || u.endpoints.authority.is_some();
-    let base = if recompute {
-        None
-    } else {
-        Some(s.endpoints.clone())
+fn spec_from_update(current: AppSpec, u: AppUpdate) -> Result<(AppSpec, bool), Failure> {
+    let clear_secret = u.clear_secret;
+    let changes = AppChanges {
+        client_secret: read_secret(&u.secret)?,
+        service_account_key: u
+            .service_account_key_file
+            .as_deref()
+            .map(read_service_account_key)
+            .transpose()?,
+        name: u.name,
+        tenant: u.tenant,
+        client_id: u.client_id,
+        clear_secret,
+        secret_expires: u.secret_expires,
+        flow: u.flow,
+        reset_endpoints: u.reset_endpoints,
+        endpoints: endpoint_input(u.endpoints),
     };
-    s.endpoints = endpoints(
-        s.kind,
-        s.tenant.as_ref(),
-        u.endpoints.authority.as_ref(),
-        base,
-        &u.endpoints,
-    )?;
-    if let Some(sc) = u.endpoints.scopes.clone() {
-        s.scopes = sc;
-    } else if (u.reset_endpoints || flow_changed)
-        && let Some(sc) = preset::scopes(s.kind, s.flow)
-    {
-        s.scopes = sc;
-    }
-    if !u.endpoints.params.is_empty() {
-        s.extra_params = u.endpoints.params;
-    }
-    if let Some(path) = &u.service_account_key_file {
-        s.service_account_key = Some(read_service_account_key(path)?);
-    }
-    // Not given: keep the stored secret (write-only; the administrator never sees it).
-    if let Some(new) = read_secret(&u.secret)? {
-        s.client_secret = Some(new);
-    } else if u.clear_secret {
-        s.client_secret = None;
-    }
-    Ok((s, u.clear_secret))
+    Ok((changes.apply(current)?, clear_secret))
 }

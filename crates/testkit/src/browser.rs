@@ -30,6 +30,8 @@ const INSTALL_HINT: &str = "install with: apt-get install chromium chromium-driv
 
 /// As root Chromium refuses to start without `--no-sandbox`; the background-networking
 /// flags stop it from phoning home, which on a closed network ends in refused connections.
+/// `--window-size` sizes the window: headless Chromium 156 keeps room for its toolbars, so
+/// the viewport (and a screenshot) is 1280x757.
 const CHROMIUM_ARGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
@@ -58,12 +60,52 @@ const DROP_QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The W3C web element identifier key.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// A failed WebDriver command, with chromedriver's `error` code (e.g. `no such element`,
+/// `javascript error`) and `message`. Reach it with `anyhow::Error::downcast_ref`.
+#[derive(Debug)]
+pub struct WebDriverError {
+    pub command: String,
+    pub status: u16,
+    pub error: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for WebDriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WebDriver {} failed ({}): {}: {}",
+            self.command, self.status, self.error, self.message
+        )
+    }
+}
+
+impl std::error::Error for WebDriverError {}
+
+impl WebDriverError {
+    /// Errors of a page that is being replaced by the next one; a wait polls on through them.
+    fn is_mid_navigation(&self) -> bool {
+        self.error == "stale element reference"
+            || self.error == "no such execution context"
+            || (self.error == "javascript error"
+                && (self.message.contains("document unloaded")
+                    || self.message.contains("Execution context was destroyed")))
+    }
+}
+
+/// Whether a wait should poll again after `error` instead of failing.
+fn is_mid_navigation(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<WebDriverError>()
+        .is_some_and(WebDriverError::is_mid_navigation)
+}
+
 /// A headless Chromium session. See the module documentation.
 pub struct Browser {
     session: Arc<Session>,
     /// Whether the session still needs ending (false after [`Browser::quit`]).
     session_open: bool,
-    // Declared last: dropped after `Drop::drop` has ended the session.
+    /// Outlives `Drop::drop` (fields drop after it), so the session can be ended first.
     driver: Driver,
 }
 
@@ -87,7 +129,7 @@ struct Session {
 struct Driver {
     child: Child,
     addr: SocketAddr,
-    // Declared last: removed after the processes using it are gone.
+    /// Removed after `Driver`'s `Drop::drop` has killed the processes writing to it.
     scratch: tempfile::TempDir,
 }
 
@@ -105,8 +147,7 @@ impl Browser {
             .timeout(COMMAND_TIMEOUT)
             .build()
             .context("building the WebDriver HTTP client")?;
-        let driver = Driver::spawn()?;
-        driver.wait_ready(&http).await?;
+        let driver = Driver::start(&http).await?;
 
         let profile = driver.scratch.path().join("profile");
         std::fs::create_dir(&profile)
@@ -203,7 +244,12 @@ impl Browser {
     pub async fn find(&self, css: &str) -> anyhow::Result<Element> {
         let deadline = Instant::now() + FIND_TIMEOUT;
         loop {
-            match self.session.find_from("", css).await? {
+            let found = match self.session.find_from("", css).await {
+                Ok(found) => found,
+                Err(e) if is_mid_navigation(&e) && Instant::now() < deadline => None,
+                Err(e) => return Err(e),
+            };
+            match found {
                 Some(element) => return Ok(element),
                 None if Instant::now() >= deadline => {
                     let url = self.current_url().await.unwrap_or_default();
@@ -240,7 +286,11 @@ impl Browser {
     pub async fn wait_for_text(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = self.body_text().await?;
+            let text = match self.body_text().await {
+                Ok(text) => text,
+                Err(e) if is_mid_navigation(&e) && Instant::now() < deadline => String::new(),
+                Err(e) => return Err(e),
+            };
             if text.contains(needle) {
                 return Ok(());
             }
@@ -262,7 +312,11 @@ impl Browser {
     ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let url = self.current_url().await?;
+            let url = match self.current_url().await {
+                Ok(url) => url,
+                Err(e) if is_mid_navigation(&e) && Instant::now() < deadline => String::new(),
+                Err(e) => return Err(e),
+            };
             if pred(&url) {
                 return Ok(url);
             }
@@ -521,6 +575,28 @@ impl Session {
 }
 
 impl Driver {
+    /// Spawns chromedriver and waits until it is ready. The free port is only probed, so
+    /// another process can take it first; chromedriver then exits and gets another try.
+    async fn start(http: &reqwest::Client) -> anyhow::Result<Driver> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            let mut driver = Driver::spawn()?;
+            match driver.wait_ready(http).await {
+                Ok(()) => return Ok(driver),
+                Err(e) if attempt < ATTEMPTS && driver.exited() => {
+                    eprintln!("chromedriver exited before it was ready ({e:#}); trying again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     fn spawn() -> anyhow::Result<Driver> {
         let scratch = tempfile::Builder::new()
             .prefix("mailgate-browser-")
@@ -549,7 +625,7 @@ impl Driver {
     }
 
     /// Polls `GET /status` until chromedriver reports ready.
-    async fn wait_ready(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
         let url = format!("http://{}/status", self.addr);
         let deadline = Instant::now() + DRIVER_READY_TIMEOUT;
         loop {
@@ -564,6 +640,13 @@ impl Driver {
             };
             if ready {
                 return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!(
+                    "chromedriver on {} exited ({status}) before it was ready; its log:\n{}",
+                    self.addr,
+                    self.log_tail()
+                );
             }
             if Instant::now() >= deadline {
                 bail!(
@@ -646,12 +729,19 @@ async fn send(
 }
 
 fn webdriver_error(what: &str, status: reqwest::StatusCode, value: &Value) -> anyhow::Error {
-    let error = value
-        .get("error")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown error");
-    let message = value.get("message").and_then(Value::as_str).unwrap_or("");
-    anyhow!("WebDriver {what} failed ({status}): {error}: {message}")
+    let field = |name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    anyhow::Error::new(WebDriverError {
+        command: what.to_string(),
+        status: status.as_u16(),
+        error: field("error"),
+        message: field("message"),
+    })
 }
 
 fn string(value: Value, what: &str) -> anyhow::Result<String> {

@@ -14,7 +14,7 @@ use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use mailgate_testkit::browser::{Browser, FIND_TIMEOUT, screenshot_dir};
+use mailgate_testkit::browser::{Browser, FIND_TIMEOUT, WebDriverError, screenshot_dir};
 use serde::Deserialize;
 
 const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
@@ -115,11 +115,19 @@ async fn find_gives_up_with_a_clear_error() -> anyhow::Result<()> {
     );
 
     // WebDriver errors carry chromedriver's `error` and `message`.
-    let error = browser.execute("throw new Error('boom');", vec![]).await;
-    let error = format!("{:#}", error.err().context("the script did not fail")?);
+    let error = browser
+        .execute("throw new Error('boom');", vec![])
+        .await
+        .err()
+        .context("the script did not fail")?;
+    let webdriver = error
+        .downcast_ref::<WebDriverError>()
+        .with_context(|| format!("not a WebDriverError: {error:#}"))?;
+    ensure!(webdriver.error == "javascript error", "{webdriver}");
+    ensure!(webdriver.message.contains("boom"), "{webdriver}");
     ensure!(
-        error.contains("javascript error") && error.contains("boom"),
-        "{error}"
+        format!("{error:#}").contains("javascript error: "),
+        "{error:#}"
     );
     Ok(())
 }

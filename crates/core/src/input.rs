@@ -1,0 +1,474 @@
+//! What an administrator asks for, before it becomes a spec: the CLI's flags and the admin
+//! forms both fill these, so the presets and the rules are applied in one place.
+//!
+//! Every value is already parsed (newtypes); what remains are the rules between fields,
+//! reported as [`FieldError`]s that name the field (`tenant`, `token_url`, `inbound_host`…).
+
+use crate::account::{AccountSpec, Inbound, InboundProtocol, OnReceived, Outbound, ServerEndpoint};
+use crate::app::{AppKind, AppSpec, Endpoints, FieldError, OAuthApp, OAuthFlow, field_error};
+use crate::{
+    ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, Secret, TenantId, TlsMode, preset,
+};
+
+/// Endpoint and scope overrides; anything left `None` keeps the preset (or current) value.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointInput {
+    /// Replaces the provider's sign-in host (sovereign cloud, test identity provider).
+    pub authority: Option<HttpUrl>,
+    pub authorize_url: Option<HttpUrl>,
+    pub token_url: Option<HttpUrl>,
+    pub device_url: Option<HttpUrl>,
+    pub jwks_url: Option<HttpUrl>,
+    pub userinfo_url: Option<HttpUrl>,
+    pub revoke_url: Option<HttpUrl>,
+    pub issuer: Option<String>,
+    pub scopes: Option<Scopes>,
+    /// Replaces the extra authorize parameters when not empty.
+    pub params: Vec<(String, String)>,
+}
+
+impl EndpointInput {
+    /// The preset (or `base`) endpoints with the overrides applied.
+    fn endpoints(
+        &self,
+        kind: AppKind,
+        tenant: Option<&TenantId>,
+        base: Option<Endpoints>,
+    ) -> Result<Endpoints, FieldError> {
+        let preset = match base {
+            Some(e) => Some(e),
+            None => preset::endpoints(kind, tenant, self.authority.as_ref())
+                .map_err(|e| field_error("authority", e.to_string()))?,
+        };
+        let mut e = match (preset, &self.token_url) {
+            (Some(e), _) => e,
+            (None, Some(token)) => Endpoints {
+                authorize: None,
+                token: token.clone(),
+                device: None,
+                jwks: None,
+                userinfo: None,
+                revoke: None,
+                issuer: None,
+            },
+            (None, None) => {
+                return Err(field_error(
+                    "token_url",
+                    "a generic app has no preset; give at least the token URL (and the authorize URL for the browser flow)",
+                ));
+            }
+        };
+        let set = |slot: &mut Option<HttpUrl>, v: &Option<HttpUrl>| {
+            if let Some(v) = v {
+                *slot = Some(v.clone());
+            }
+        };
+        set(&mut e.authorize, &self.authorize_url);
+        set(&mut e.device, &self.device_url);
+        set(&mut e.jwks, &self.jwks_url);
+        set(&mut e.userinfo, &self.userinfo_url);
+        set(&mut e.revoke, &self.revoke_url);
+        if let Some(t) = &self.token_url {
+            e.token = t.clone();
+        }
+        if let Some(i) = self
+            .issuer
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            e.issuer = Some(i.to_owned());
+        }
+        Ok(e)
+    }
+}
+
+const TENANT_NEEDED: &str = "a Microsoft app needs a tenant: the Directory (tenant) ID from the app registration's Overview page, a verified domain, or common / organizations / consumers";
+
+/// A new app.
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub name: Name,
+    pub kind: AppKind,
+    pub tenant: Option<TenantId>,
+    pub client_id: ClientId,
+    pub client_secret: Option<Secret>,
+    pub secret_expires: Option<time::Date>,
+    pub flow: OAuthFlow,
+    pub service_account_key: Option<Secret>,
+    pub endpoints: EndpointInput,
+}
+
+impl NewApp {
+    pub fn into_spec(self) -> Result<AppSpec, FieldError> {
+        if self.kind != AppKind::Microsoft && self.tenant.is_some() {
+            return Err(field_error("tenant", "only Microsoft apps have a tenant"));
+        }
+        if self.kind == AppKind::Microsoft && self.tenant.is_none() {
+            return Err(field_error("tenant", TENANT_NEEDED));
+        }
+        let endpoints = self
+            .endpoints
+            .endpoints(self.kind, self.tenant.as_ref(), None)?;
+        let scopes = self
+            .endpoints
+            .scopes
+            .clone()
+            .or_else(|| preset::scopes(self.kind, self.flow))
+            .ok_or_else(|| {
+                field_error(
+                    "scopes",
+                    "a generic app has no preset; give the scopes its mail server needs",
+                )
+            })?;
+        let spec = AppSpec {
+            name: self.name,
+            kind: self.kind,
+            tenant: self.tenant,
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            secret_expires: self.secret_expires,
+            service_account_key: self.service_account_key,
+            endpoints,
+            scopes,
+            extra_params: self.endpoints.params,
+            flow: self.flow,
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+}
+
+/// Changes to an app; `None` keeps the current value. Secrets are write-only: not giving
+/// one keeps the stored one.
+#[derive(Debug, Clone, Default)]
+pub struct AppChanges {
+    pub name: Option<Name>,
+    pub tenant: Option<TenantId>,
+    pub client_id: Option<ClientId>,
+    pub client_secret: Option<Secret>,
+    pub clear_secret: bool,
+    pub secret_expires: Option<time::Date>,
+    pub flow: Option<OAuthFlow>,
+    pub service_account_key: Option<Secret>,
+    /// Recompute endpoints and scopes from the preset.
+    pub reset_endpoints: bool,
+    pub endpoints: EndpointInput,
+}
+
+impl AppChanges {
+    pub fn apply(self, mut s: AppSpec) -> Result<AppSpec, FieldError> {
+        let tenant_changed = self.tenant.is_some() && self.tenant != s.tenant;
+        if let Some(n) = self.name {
+            s.name = n;
+        }
+        if let Some(t) = self.tenant {
+            if s.kind != AppKind::Microsoft {
+                return Err(field_error("tenant", "only Microsoft apps have a tenant"));
+            }
+            s.tenant = Some(t);
+        }
+        if let Some(c) = self.client_id {
+            s.client_id = c;
+        }
+        if let Some(d) = self.secret_expires {
+            s.secret_expires = Some(d);
+        }
+        let flow_changed = self.flow.is_some_and(|f| f != s.flow);
+        if let Some(f) = self.flow {
+            s.flow = f;
+        }
+        let recompute =
+            self.reset_endpoints || tenant_changed || self.endpoints.authority.is_some();
+        let base = if recompute {
+            None
+        } else {
+            Some(s.endpoints.clone())
+        };
+        s.endpoints = self.endpoints.endpoints(s.kind, s.tenant.as_ref(), base)?;
+        if let Some(sc) = self.endpoints.scopes.clone() {
+            s.scopes = sc;
+        } else if (self.reset_endpoints || flow_changed)
+            && let Some(sc) = preset::scopes(s.kind, s.flow)
+        {
+            s.scopes = sc;
+        }
+        if !self.endpoints.params.is_empty() {
+            s.extra_params = self.endpoints.params;
+        }
+        if let Some(k) = self.service_account_key {
+            s.service_account_key = Some(k);
+        }
+        if let Some(new) = self.client_secret {
+            s.client_secret = Some(new);
+        } else if self.clear_secret {
+            s.client_secret = None;
+        }
+        s.check()?;
+        Ok(s)
+    }
+}
+
+/// Inbound protocol choice, with `none` meaning "no inbound".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundChoice {
+    None,
+    Proto(InboundProtocol),
+}
+
+/// Account settings shared by creating and changing an account; `None` keeps (or, when
+/// creating, defaults) the value.
+#[derive(Debug, Clone, Default)]
+pub struct AccountSettingsInput {
+    pub description: Option<String>,
+    pub shared_mailbox: Option<EmailAddress>,
+    /// Replaces the aliases when not empty.
+    pub aliases: Vec<EmailAddress>,
+    pub inbound: Option<InboundChoice>,
+    pub inbound_host: Option<Host>,
+    pub inbound_port: Option<Port>,
+    pub inbound_tls: Option<TlsMode>,
+    /// `Some(false)`: no outbound SMTP.
+    pub outbound: Option<bool>,
+    pub smtp_host: Option<Host>,
+    pub smtp_port: Option<Port>,
+    pub smtp_tls: Option<TlsMode>,
+    pub from_name: Option<String>,
+    pub reply_to: Option<EmailAddress>,
+    pub signature: Option<String>,
+    pub on_received: Option<OnReceived>,
+}
+
+/// A server from the preset (or current) one and the overrides. A changed TLS mode without
+/// a port picks that mode's usual port.
+fn server(
+    field: &'static str,
+    proto: &str,
+    base: Option<ServerEndpoint>,
+    host: Option<Host>,
+    port: Option<Port>,
+    tls: Option<TlsMode>,
+) -> Result<ServerEndpoint, FieldError> {
+    let usual = |tls: TlsMode| {
+        Port::new(preset::default_port(proto, tls)).map_err(|e| field_error(field, e.to_string()))
+    };
+    let tls_changed = tls.is_some() && tls != base.as_ref().map(|p| p.tls);
+    match (base, host) {
+        (Some(p), host) => {
+            let tls = tls.unwrap_or(p.tls);
+            let port = match port {
+                Some(port) => port,
+                None if tls_changed => usual(tls)?,
+                None => p.port,
+            };
+            Ok(ServerEndpoint {
+                host: host.unwrap_or(p.host),
+                port,
+                tls,
+            })
+        }
+        (None, Some(host)) => {
+            let tls = tls.unwrap_or(TlsMode::Implicit);
+            let port = match port {
+                Some(p) => p,
+                None => usual(tls)?,
+            };
+            Ok(ServerEndpoint { host, port, tls })
+        }
+        (None, None) => Err(field_error(
+            field,
+            "this app's kind has no preset server; give the host (and port and TLS mode)",
+        )),
+    }
+}
+
+impl AccountSettingsInput {
+    fn reject_orphans(&self, inbound_on: bool, outbound_on: bool) -> Result<(), FieldError> {
+        if !inbound_on
+            && (self.inbound_host.is_some()
+                || self.inbound_port.is_some()
+                || self.inbound_tls.is_some())
+        {
+            return Err(field_error(
+                "inbound_host",
+                "the account has no inbound protocol; choose imap or pop3 first",
+            ));
+        }
+        if !outbound_on
+            && (self.smtp_host.is_some() || self.smtp_port.is_some() || self.smtp_tls.is_some())
+        {
+            return Err(field_error(
+                "smtp_host",
+                "the account has no outbound SMTP; choose smtp first",
+            ));
+        }
+        Ok(())
+    }
+
+    fn inbound(
+        &self,
+        app: &OAuthApp,
+        proto: InboundProtocol,
+        current: Option<&Inbound>,
+    ) -> Result<Inbound, FieldError> {
+        let base = current
+            .filter(|c| c.protocol == proto)
+            .map(|c| c.server.clone())
+            .or_else(|| preset::inbound(app.spec.kind, proto).map(|i| i.server));
+        let server = server(
+            "inbound_host",
+            proto.as_str(),
+            base,
+            self.inbound_host.clone(),
+            self.inbound_port,
+            self.inbound_tls,
+        )?;
+        Ok(Inbound {
+            protocol: proto,
+            server,
+        })
+    }
+
+    fn outbound(&self, app: &OAuthApp, current: Option<&Outbound>) -> Result<Outbound, FieldError> {
+        let base = current.map(|c| c.server.clone()).or_else(|| {
+            preset::outbound(app.spec.kind, app.spec.tenant.as_ref()).map(|o| o.server)
+        });
+        let server = server(
+            "smtp_host",
+            "smtp",
+            base,
+            self.smtp_host.clone(),
+            self.smtp_port,
+            self.smtp_tls,
+        )?;
+        Ok(Outbound { server })
+    }
+}
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub name: Name,
+    pub email: EmailAddress,
+    pub enabled: bool,
+    pub settings: AccountSettingsInput,
+}
+
+impl NewAccount {
+    /// Inbound defaults to IMAP and outbound to SMTP, from the app's presets.
+    pub fn into_spec(self, app: &OAuthApp) -> Result<AccountSpec, FieldError> {
+        let s = &self.settings;
+        let inbound_choice = s
+            .inbound
+            .unwrap_or(InboundChoice::Proto(InboundProtocol::Imap));
+        let outbound_on = s.outbound.unwrap_or(true);
+        s.reject_orphans(inbound_choice != InboundChoice::None, outbound_on)?;
+        let inbound = match inbound_choice {
+            InboundChoice::None => None,
+            InboundChoice::Proto(p) => Some(s.inbound(app, p, None)?),
+        };
+        let outbound = if outbound_on {
+            Some(s.outbound(app, None)?)
+        } else {
+            None
+        };
+        let spec = AccountSpec {
+            name: self.name,
+            description: s.description.clone().unwrap_or_default(),
+            enabled: self.enabled,
+            mailbox: self.email,
+            shared_mailbox: s.shared_mailbox.clone(),
+            aliases: s.aliases.clone(),
+            app_id: app.id,
+            inbound,
+            outbound,
+            from_name: s.from_name.clone().filter(|n| !n.trim().is_empty()),
+            reply_to: s.reply_to.clone(),
+            signature: s.signature.clone().filter(|x| !x.trim().is_empty()),
+            on_received: s.on_received.clone().unwrap_or(OnReceived::None),
+        };
+        spec.check()?;
+        Ok(spec)
+    }
+}
+
+/// Changes to an account; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct AccountChanges {
+    pub name: Option<Name>,
+    pub email: Option<EmailAddress>,
+    pub enabled: Option<bool>,
+    pub settings: AccountSettingsInput,
+}
+
+impl AccountChanges {
+    /// `app` is the account's app after the change (moving to another app re-applies that
+    /// app's presets unless hosts are given).
+    pub fn apply(self, mut spec: AccountSpec, app: &OAuthApp) -> Result<AccountSpec, FieldError> {
+        let s = &self.settings;
+        if let Some(n) = self.name {
+            spec.name = n;
+        }
+        if let Some(e) = self.email {
+            spec.mailbox = e;
+        }
+        let app_changed = app.id != spec.app_id;
+        spec.app_id = app.id;
+        if let Some(e) = self.enabled {
+            spec.enabled = e;
+        }
+        if let Some(d) = &s.description {
+            spec.description = d.clone();
+        }
+        if let Some(m) = &s.shared_mailbox {
+            spec.shared_mailbox = Some(m.clone());
+        }
+        if !s.aliases.is_empty() {
+            spec.aliases = s.aliases.clone();
+        }
+        let inbound_on = match s.inbound {
+            Some(InboundChoice::None) => false,
+            Some(InboundChoice::Proto(_)) => true,
+            None => spec.inbound.is_some(),
+        };
+        let outbound_on = s.outbound.unwrap_or(spec.outbound.is_some());
+        s.reject_orphans(inbound_on, outbound_on)?;
+        let keep_in = if app_changed {
+            None
+        } else {
+            spec.inbound.clone()
+        };
+        let keep_out = if app_changed {
+            None
+        } else {
+            spec.outbound.clone()
+        };
+        spec.inbound = match s.inbound {
+            Some(InboundChoice::None) => None,
+            Some(InboundChoice::Proto(p)) => Some(s.inbound(app, p, keep_in.as_ref())?),
+            None => match keep_in.as_ref().or(spec.inbound.as_ref()) {
+                Some(cur) => Some(s.inbound(app, cur.protocol, keep_in.as_ref())?),
+                None => None,
+            },
+        };
+        spec.outbound = if outbound_on {
+            Some(s.outbound(app, keep_out.as_ref())?)
+        } else {
+            None
+        };
+        if let Some(n) = &s.from_name {
+            spec.from_name = Some(n.clone()).filter(|n| !n.trim().is_empty());
+        }
+        if let Some(r) = &s.reply_to {
+            spec.reply_to = Some(r.clone());
+        }
+        if let Some(sig) = &s.signature {
+            spec.signature = Some(sig.clone()).filter(|x| !x.trim().is_empty());
+        }
+        if let Some(o) = &s.on_received {
+            spec.on_received = o.clone();
+        }
+        spec.check()?;
+        Ok(spec)
+    }
+}
