@@ -11,7 +11,7 @@ use mailgate_core::AccountState;
 use serde::Deserialize;
 
 /// The frame every admin page shares: navigation and the sign-out form.
-fn layout(session: &Session, title: &str, body: &str) -> Response {
+pub(crate) fn layout(session: &Session, title: &str, body: &str) -> Response {
     let nav = format!(
         "<nav><a href=\"/admin\">Dashboard</a> · <a href=\"/admin/apps\">OAuth apps</a> · <a href=\"/admin/accounts\">Mail accounts</a> · <a href=\"/admin/events\">Events</a>\
 <form method=\"post\" action=\"/logout\" style=\"display:inline;float:right\">{csrf}<span>{user} ({role})</span> <button type=\"submit\">Sign out</button></form></nav><hr>",
@@ -43,7 +43,46 @@ fn badge(state: AccountState) -> String {
     )
 }
 
-pub async fn dashboard(State(state): State<AppState>, session: Session) -> Response {
+/// The seeds' "base URL must match the redirect" pitfall, caught where the administrator
+/// looks: a warning when the public URL is plain http on a non-loopback host, or differs
+/// from the address the browser used.
+pub(crate) fn public_url_warnings(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    let url = state.public_url.url();
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let mut out = String::new();
+    if url.scheme() == "http" && !loopback {
+        out.push_str(&format!(
+            "<p class=\"warn\" id=\"public-url-warning\">The public URL {} is plain http on a non-local host: providers refuse http redirect URIs except for localhost, and cookies travel unencrypted. Set MAILGATE_PUBLIC_URL to an https URL.</p>",
+            escape(state.public_url.as_str())
+        ));
+    }
+    let seen = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let expected = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    if !seen.is_empty() && !seen.eq_ignore_ascii_case(&expected) {
+        out.push_str(&format!(
+            "<p class=\"warn\" id=\"public-url-mismatch\">You reached mailgate at {} but its public URL is {}. The redirect URI uses the public URL, so the provider will send the browser there; set MAILGATE_PUBLIC_URL to the address people use.</p>",
+            escape(seen),
+            escape(state.public_url.as_str())
+        ));
+    }
+    out
+}
+
+pub async fn dashboard(
+    State(state): State<AppState>,
+    session: Session,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let (accounts, apps, events) = match tokio_join(&state).await {
         Ok(x) => x,
         Err(e) => return unavailable(e),
@@ -112,7 +151,10 @@ pub async fn dashboard(State(state): State<AppState>, session: Session) -> Respo
         &session,
         "Dashboard",
         &format!(
-            "<h1>Dashboard</h1><h2>Needs attention</h2><ul>{attention}</ul><h2>Recent events</h2><ul>{recent}</ul>"
+            "<h1>Dashboard</h1>{}<p>Public URL: <code>{}</code> — redirect URI <code>{}</code></p><h2>Needs attention</h2><ul>{attention}</ul><h2>Recent events</h2><ul>{recent}</ul>",
+            public_url_warnings(&state, &headers),
+            escape(state.public_url.as_str()),
+            escape(&redirect_uri(&state.public_url))
         ),
     )
 }
@@ -153,7 +195,8 @@ pub async fn apps(State(state): State<AppState>, session: Session) -> Response {
             String::new()
         };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
+            "<tr><td>{}</td><td><a href=\"/admin/apps/{}\">{}</a></td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
+            app.id,
             app.id,
             escape(s.name.as_str()),
             s.kind,
@@ -168,7 +211,7 @@ pub async fn apps(State(state): State<AppState>, session: Session) -> Response {
         &format!(
             "<h1>OAuth apps</h1><p>Redirect URI to register at the provider (platform \"Web\"): <input id=\"redirect-uri\" readonly size=\"50\" value=\"{r}\"> \
 <button type=\"button\" onclick=\"navigator.clipboard.writeText(document.getElementById('redirect-uri').value)\">Copy</button></p>\
-<table><tr><th>id</th><th>name</th><th>kind</th><th>client id</th><th>client secret</th><th>secret expires</th><th></th></tr>{rows}</table>",
+<p><a href=\"/admin/apps/new\" id=\"new-app\">New OAuth app</a></p><table><tr><th>id</th><th>name</th><th>kind</th><th>client id</th><th>client secret</th><th>secret expires</th><th></th></tr>{rows}</table>",
             r = escape(&redirect)
         ),
     )
@@ -183,7 +226,8 @@ pub async fn accounts(State(state): State<AppState>, session: Session) -> Respon
         .iter()
         .map(|a| {
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><a href=\"/admin/accounts/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.id,
                 a.id,
                 escape(a.spec.name.as_str()),
                 badge(a.state),

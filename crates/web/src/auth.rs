@@ -35,7 +35,7 @@ fn cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> String {
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")
 }
 
-fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -62,9 +62,6 @@ pub struct Session {
     id_hash: String,
 }
 
-// These return the page to send instead; a Response is large, but it is built once per
-// refused request and boxing it would only add noise to every handler.
-#[allow(clippy::result_large_err)]
 impl Session {
     /// Refuses a form whose CSRF token is missing or wrong.
     pub fn check_csrf(&self, form_token: Option<&str>) -> Result<(), Response> {
@@ -88,6 +85,11 @@ impl Session {
                 "<h1 class=\"bad\">Administrators only</h1><p>Operators may authorize and test accounts, but only an administrator can change OAuth apps and users.</p>",
             ))
         }
+    }
+
+    /// Binds an authorization to this browser session (the callback must come back to it).
+    pub fn initiator(&self) -> String {
+        format!("session:{}", self.id_hash)
     }
 
     /// A hidden CSRF input for forms.

@@ -4,7 +4,7 @@ use crate::AppState;
 use crate::html::{escape, page};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use mailgate_grants::EngineError;
 use serde::Deserialize;
 
@@ -23,8 +23,12 @@ fn sign_out_links() -> &'static str {
 
 pub async fn oauth_callback(
     State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
     Query(p): Query<CallbackParams>,
 ) -> Response {
+    // A browser session, if the authorization was started from the admin UI.
+    let session = crate::auth::read_cookie(&headers, crate::auth::SESSION_COOKIE)
+        .map(mailgate_oauth::random::sha256_hex);
     let Some(state) = p.state.as_deref().filter(|s| !s.is_empty()) else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -38,9 +42,14 @@ pub async fn oauth_callback(
         .map(|e| (e, p.error_description.as_deref()));
     let result = app
         .engine
-        .complete_authorization(state, p.code.as_deref(), provider_error, None)
+        .complete_authorization(state, p.code.as_deref(), provider_error, session.as_deref())
         .await;
     match result {
+        // Started from the admin UI: back to the account page, which shows the new state.
+        Ok(done) if session.is_some() => {
+            axum::response::Redirect::to(&format!("/admin/accounts/{}", done.account_id))
+                .into_response()
+        }
         Ok(done) => page(
             StatusCode::OK,
             "Authorized",

@@ -2,9 +2,14 @@
 //! and their results into responses; this crate never writes SQL and never holds a secret
 //! longer than a request.
 
+// Handlers refuse requests by returning the page to send (`Result<_, Response>`). A Response
+// is large, but it is built once per refused request; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
 mod admin;
 pub mod auth;
 mod callback;
+mod forms;
 mod html;
 
 use axum::extract::State;
@@ -26,6 +31,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The URL people and providers reach this instance at; the redirect URI hangs off it.
     pub public_url: HttpUrl,
+    /// Certificates trusted for mail servers ("Test configuration").
+    pub tls: mailgate_mail::TlsSettings,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
@@ -47,7 +54,26 @@ pub fn router(state: AppState) -> Router {
         .route("/admin", get(admin::dashboard))
         .route("/admin/apps", get(admin::apps))
         .route("/admin/apps/{id}/remove", post(admin::remove_app))
+        .route(
+            "/admin/apps/new",
+            get(forms::new_app_form).post(forms::create_app),
+        )
+        .route(
+            "/admin/apps/{id}",
+            get(forms::edit_app_form).post(forms::update_app),
+        )
         .route("/admin/accounts", get(admin::accounts))
+        .route(
+            "/admin/accounts/new",
+            get(forms::new_account_form).post(forms::create_account),
+        )
+        .route("/admin/accounts/{id}", get(forms::account_page))
+        .route(
+            "/admin/accounts/{id}/edit",
+            get(forms::edit_account_form).post(forms::update_account),
+        )
+        .route("/admin/accounts/{id}/authorize", post(forms::authorize))
+        .route("/admin/accounts/{id}/test", post(forms::test_account))
         .route("/admin/events", get(admin::events))
         .with_state(state)
 }

@@ -440,3 +440,109 @@ async fn no_secret_in_any_page() {
         "hint and redirect URI shown: {apps}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_form_input_comes_back_beside_its_field_and_saves_nothing() {
+    let ui = Ui::start().await;
+    let session = ui.setup_admin().await;
+    let csrf = ui.csrf(&session).await;
+    let before = ui.env.dump_db().await;
+    let resp = ui
+        .http
+        .post(ui.url("/admin/apps/new"))
+        .header("cookie", &session)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("kind", "microsoft"),
+            ("name", "Contoso"),
+            ("tenant", "not a tenant"),
+            ("client_id", "not-a-guid"),
+            ("client_secret", "CANARY-form-secret-1234"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("data-field=\"tenant\""),
+        "error beside the tenant field: {html}"
+    );
+    assert!(
+        html.contains("value=\"Contoso\"") && html.contains("value=\"not-a-guid\""),
+        "values kept"
+    );
+    assert!(!html.contains("CANARY"), "the secret is not echoed back");
+    assert_eq!(ui.env.dump_db().await, before, "nothing saved");
+    // Valid fields but a rule between them: a Microsoft client id is a GUID.
+    let resp = ui
+        .http
+        .post(ui.url("/admin/apps/new"))
+        .header("cookie", &session)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("kind", "microsoft"),
+            ("name", "Contoso"),
+            ("tenant", "common"),
+            ("client_id", "not-a-guid"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("data-field=\"client_id\"") && html.contains("Application (client) ID"),
+        "{html}"
+    );
+    assert_eq!(ui.env.dump_db().await, before);
+    // The account form: a port out of range.
+    ui.env.add_microsoft_app("Contoso");
+    let before = ui.env.dump_db().await;
+    let resp = ui
+        .http
+        .post(ui.url("/admin/accounts/new"))
+        .header("cookie", &session)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "support"),
+            ("app", "1"),
+            ("email", "support@contoso.com"),
+            ("inbound", "imap"),
+            ("inbound_port", "70000"),
+            ("outbound", "smtp"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("data-field=\"inbound_port\"") && html.contains("1 to 65535"),
+        "{html}"
+    );
+    assert!(html.contains("value=\"support@contoso.com\""));
+    assert_eq!(ui.env.dump_db().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_warns_about_a_public_url_that_cannot_work() {
+    let ui = Ui::start_with(&[("MAILGATE_PUBLIC_URL", "http://mail.example.test:8080")]).await;
+    let session = ui.setup_admin().await;
+    let (_, html) = ui.get("/admin", &session).await;
+    assert!(
+        html.contains("id=\"public-url-warning\""),
+        "http on a non-local host: {html}"
+    );
+    assert!(
+        html.contains("id=\"public-url-mismatch\"")
+            && html.contains("You reached mailgate at 127.0.0.1:"),
+        "{html}"
+    );
+    let ok = Ui::start().await;
+    let session = ok.setup_admin().await;
+    let (_, html) = ok.get("/admin", &session).await;
+    assert!(
+        !html.contains("public-url-warning") && !html.contains("public-url-mismatch"),
+        "a local http URL reached as itself is fine"
+    );
+}
