@@ -77,13 +77,17 @@ impl Default for CheckOptions {
     }
 }
 
-struct Recorder {
+/// Told about each step as soon as it is finished, so a page can show progress.
+pub type Progress<'a> = &'a (dyn Fn(&Step) + Send + Sync);
+
+struct Recorder<'a> {
     steps: Vec<Step>,
     /// When the run started (Unix seconds), for certificate expiry.
     now: i64,
+    progress: Progress<'a>,
 }
 
-impl Recorder {
+impl Recorder<'_> {
     fn ok(&mut self, name: &str, started: Instant, detail: impl Into<String>) {
         self.push(name, StepStatus::Ok, started, detail.into(), None, None);
     }
@@ -142,14 +146,16 @@ impl Recorder {
     ) {
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(step = name, ?status, duration_ms, "test step");
-        self.steps.push(Step {
+        let step = Step {
             name: name.into(),
             status,
             duration_ms,
             detail,
             server_says,
             remediation,
-        });
+        };
+        (self.progress)(&step);
+        self.steps.push(step);
     }
 
     /// Runs one step: records ok with `detail(&value)` or the failure, and returns the value.
@@ -280,11 +286,24 @@ pub async fn run(
     account: &MailAccount,
     opts: &CheckOptions,
 ) -> Report {
+    run_with_progress(engine, clock, tls, account, opts, &|_| {}).await
+}
+
+/// [`run`], reporting each step to `progress` as it finishes.
+pub async fn run_with_progress(
+    engine: &Engine,
+    clock: &dyn Clock,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    opts: &CheckOptions,
+    progress: Progress<'_>,
+) -> Report {
     let started = Instant::now();
     let started_at = clock.now().rfc3339();
     let mut r = Recorder {
         steps: Vec::new(),
         now: clock.now().0,
+        progress,
     };
     let mut message_id = None;
     if !account.spec.enabled {
@@ -398,7 +417,7 @@ const CERT_WARN_SECS: i64 = 14 * 86_400;
 /// A TLS handshake step: ok with the version and expiry, a warning when the certificate
 /// expires within two weeks.
 async fn tls_step(
-    r: &mut Recorder,
+    r: &mut Recorder<'_>,
     name: &str,
     handshake: impl Future<Output = Result<crate::TlsInfo, MailError>>,
     host: &str,
@@ -426,7 +445,7 @@ async fn tls_step(
 
 /// DNS, TCP and (implicit) TLS; returns the connection.
 async fn connect(
-    r: &mut Recorder,
+    r: &mut Recorder<'_>,
     p: &str,
     server: &ServerEndpoint,
     timeout: Duration,
@@ -461,7 +480,7 @@ async fn connect(
 
 #[allow(clippy::too_many_arguments)]
 async fn open_inbound(
-    r: &mut Recorder,
+    r: &mut Recorder<'_>,
     tokens: &mut TokenSource<'_>,
     tls: &TlsSettings,
     protocol: InboundProtocol,
@@ -552,7 +571,7 @@ async fn open_inbound(
 
 /// Records the capability list and whether an OAuth mechanism is among them.
 fn capabilities_step(
-    r: &mut Recorder,
+    r: &mut Recorder<'_>,
     p: &str,
     caps: Result<Vec<String>, MailError>,
     mech: impl FnOnce() -> Option<Mechanism>,
@@ -587,7 +606,7 @@ fn capabilities_step(
 }
 
 async fn token_step(
-    r: &mut Recorder,
+    r: &mut Recorder<'_>,
     p: &str,
     tokens: &mut TokenSource<'_>,
     clock: &dyn Clock,
@@ -615,7 +634,7 @@ async fn token_step(
 
 #[allow(clippy::too_many_arguments)]
 async fn send_test(
-    r: &mut Recorder,
+    r: &mut Recorder<'_>,
     tokens: &mut TokenSource<'_>,
     tls: &TlsSettings,
     account: &MailAccount,
@@ -709,7 +728,7 @@ async fn send_test(
 
 #[allow(clippy::too_many_arguments)]
 async fn find_message(
-    r: &mut Recorder,
+    r: &mut Recorder<'_>,
     tokens: &mut TokenSource<'_>,
     tls: &TlsSettings,
     protocol: InboundProtocol,

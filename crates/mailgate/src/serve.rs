@@ -27,6 +27,7 @@ pub async fn serve(config: Config) -> CmdResult {
         public_url: public_url.clone(),
         tls: mailgate_mail::TlsSettings::new(config.extra_ca_file.as_deref())
             .map_err(|e| Failure::BadInput(format!("MAILGATE_EXTRA_CA_FILE: {e}")))?,
+        tests: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(refresh_scheduler(

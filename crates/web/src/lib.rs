@@ -9,7 +9,7 @@
 mod admin;
 pub mod auth;
 mod callback;
-mod forms;
+pub mod forms;
 mod html;
 
 use axum::extract::State;
@@ -33,6 +33,8 @@ pub struct AppState {
     pub public_url: HttpUrl,
     /// Certificates trusted for mail servers ("Test configuration").
     pub tls: mailgate_mail::TlsSettings,
+    /// "Test configuration" runs in progress and recently finished, for the live page.
+    pub tests: Arc<forms::TestRuns>,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
@@ -74,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/accounts/{id}/authorize", post(forms::authorize))
         .route("/admin/accounts/{id}/test", post(forms::test_account))
+        .route("/admin/accounts/{id}/tests/{run}", get(forms::test_page))
+        .route("/admin/tests/{run}", get(forms::test_steps))
         .route("/admin/events", get(admin::events))
         .with_state(state)
 }
