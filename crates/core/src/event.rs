@@ -17,6 +17,8 @@ crate::app::keyword_enum!(
         AccountReauthRequired = "account.reauth_required",
         TokenRefreshed = "account.token_refreshed",
         AuthorizationFailed = "account.authorization_failed",
+        TestPassed = "account.test_passed",
+        TestFailed = "account.test_failed",
         TokenRefreshFailed = "account.refresh_failed",
         SecretExpiring = "app.secret_expiring",
         KeysRotated = "keys.rotated",

@@ -387,13 +387,56 @@ pub async fn run_with_progress(
         }
     }
     let ok = !r.steps.iter().any(|s| s.status == StepStatus::Failed);
-    Report {
+    let report = Report {
         account: account.spec.name.to_string(),
         ok,
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
         message_id,
         steps: r.steps,
+    };
+    record_outcome(engine, clock, account, &report).await;
+    report
+}
+
+/// Every run is an event, so the dashboard can show accounts whose last test failed.
+async fn record_outcome(
+    engine: &Engine,
+    clock: &dyn Clock,
+    account: &MailAccount,
+    report: &Report,
+) {
+    use mailgate_core::event::EventKind;
+    let (kind, message) = match report.first_failure() {
+        None => (
+            EventKind::TestPassed,
+            format!("test of account {} passed", account.spec.name),
+        ),
+        Some(step) => (
+            EventKind::TestFailed,
+            format!(
+                "test of account {} failed at \"{}\" [{}]",
+                account.spec.name,
+                step.name,
+                step.remediation
+                    .as_ref()
+                    .map(|r| r.code.as_str())
+                    .unwrap_or("")
+            ),
+        ),
+    };
+    if let Err(e) = engine
+        .store()
+        .record_event(
+            clock.now(),
+            kind,
+            Some(account.spec.app_id),
+            Some(account.id),
+            &message,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not record the test outcome");
     }
 }
 

@@ -680,6 +680,24 @@ impl Store {
         rows.iter().map(rows::event).collect()
     }
 
+    /// The newest events of these kinds, newest first.
+    pub async fn events_of_kinds(&self, kinds: &[EventKind], limit: i64) -> Result<Vec<Event>> {
+        let mut all = Vec::new();
+        for kind in kinds {
+            let rows = sqlx::query("SELECT id, at, kind, app_id, account_id, message FROM events WHERE kind = $1 ORDER BY id DESC LIMIT $2")
+                .bind(kind.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &rows {
+                all.push(rows::event(r)?);
+            }
+        }
+        all.sort_by(|a, b| b.id.cmp(&a.id));
+        all.truncate(limit.max(0) as usize);
+        Ok(all)
+    }
+
     pub async fn record_event(
         &self,
         now: Timestamp,

@@ -88,6 +88,20 @@ pub async fn dashboard(
         Err(e) => return unavailable(e),
     };
     let today = state.clock.now().date();
+    let test_outcomes = match state
+        .store
+        .events_of_kinds(
+            &[
+                mailgate_core::event::EventKind::TestPassed,
+                mailgate_core::event::EventKind::TestFailed,
+            ],
+            500,
+        )
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => return unavailable(e),
+    };
     let mut attention = String::new();
     let mut sorted = accounts.clone();
     // Accounts needing attention first: re-authorization, then never authorized, then problems.
@@ -118,6 +132,19 @@ pub async fn dashboard(
             escape(a.spec.name.as_str()),
             escape(a.spec.mailbox.as_str())
         ));
+    }
+    // Accounts whose latest "Test configuration" failed (events are newest first).
+    for a in &accounts {
+        let last_test = test_outcomes.iter().find(|e| e.account_id == Some(a.id));
+        if let Some(e) = last_test.filter(|e| e.kind == mailgate_core::event::EventKind::TestFailed)
+        {
+            attention.push_str(&format!(
+                "<li><span class=\"badge bad\">last test failed</span> <a href=\"/admin/accounts/{}\">{}</a>: {}</li>",
+                a.id,
+                escape(a.spec.name.as_str()),
+                escape(&e.message)
+            ));
+        }
     }
     for app in &apps {
         if let (Some(exp), Some(today)) = (app.spec.secret_expires, today) {

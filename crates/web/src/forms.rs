@@ -270,6 +270,20 @@ fn app_form(
             "Sign-in host (authority)",
             "url",
             "Only for sovereign clouds or a test identity provider, e.g. https://login.microsoftonline.us."
+        ) + &input(
+            f,
+            errs,
+            "authorize_url",
+            "Authorize URL",
+            "url",
+            "Other OAuth2 providers: from their documentation. Empty: the preset."
+        ) + &input(
+            f,
+            errs,
+            "token_url",
+            "Token URL",
+            "url",
+            "Other OAuth2 providers: from their documentation. Empty: the preset."
         ),
         scopes = input(
             f,
@@ -293,6 +307,8 @@ fn app_form(
 fn endpoint_input(f: &Fields, errs: &mut Errors) -> EndpointInput {
     EndpointInput {
         authority: opt(f, errs, "authority", HttpUrl::parse),
+        authorize_url: opt(f, errs, "authorize_url", HttpUrl::parse),
+        token_url: opt(f, errs, "token_url", HttpUrl::parse),
         scopes: opt(f, errs, "scopes", Scopes::parse),
         ..Default::default()
     }

@@ -546,3 +546,46 @@ async fn the_dashboard_warns_about_a_public_url_that_cannot_work() {
         "a local http URL reached as itself is fine"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_accounts_whose_last_test_failed() {
+    let ui = Ui::start().await;
+    let session = ui.setup_admin().await;
+    ui.env.add_microsoft_app("Contoso");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    ui.env.ok(
+        &[
+            "account",
+            "add",
+            "--name",
+            "support",
+            "--app",
+            "Contoso",
+            "--email",
+            "support@contoso.com",
+            "--inbound-host",
+            "127.0.0.1",
+            "--inbound-port",
+            &closed,
+            "--outbound",
+            "none",
+        ],
+        None,
+    );
+    let (_, html) = ui.get("/admin", &session).await;
+    assert!(!html.contains("last test failed"));
+    let out = ui
+        .env
+        .run(&["test", "support", "--step-timeout", "2"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let (_, html) = ui.get("/admin", &session).await;
+    assert!(
+        html.contains("last test failed") && html.contains("connection_refused"),
+        "{html}"
+    );
+}
