@@ -693,7 +693,7 @@ impl Store {
                 all.push(rows::event(r)?);
             }
         }
-        all.sort_by(|a, b| b.id.cmp(&a.id));
+        all.sort_by_key(|e| std::cmp::Reverse(e.id));
         all.truncate(limit.max(0) as usize);
         Ok(all)
     }
