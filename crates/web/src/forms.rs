@@ -149,6 +149,15 @@ fn select(f: &Fields, errs: &Errors, name: &str, label: &str, options: &[(&str, 
     )
 }
 
+/// A form page: 422 when it comes back with errors, so scripts and tests can tell.
+fn form_page(session: &Session, title: &str, body: &str, errs: &Errors) -> Response {
+    let mut r = crate::admin::layout(session, title, body);
+    if !errs.is_empty() {
+        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    r
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "admin form: store error");
     page(
@@ -294,14 +303,7 @@ fn app_form(
             "Leave empty for the provider's preset."
         ),
     );
-    let status = if errs.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    let mut r = crate::admin::layout(session, "OAuth app", &body);
-    *r.status_mut() = status;
-    r
+    form_page(session, "OAuth app", &body, errs)
 }
 
 fn endpoint_input(f: &Fields, errs: &mut Errors) -> EndpointInput {
@@ -601,14 +603,7 @@ async fn account_form(
             "none, webhook, mark_seen, delete or move:FOLDER"
         ),
     );
-    let status = if errs.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    let mut r = crate::admin::layout(session, "Mail account", &body);
-    *r.status_mut() = status;
-    r
+    form_page(session, "Mail account", &body, errs)
 }
 
 fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
