@@ -232,6 +232,24 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// When each account's access token expires (accounts without a grant are absent).
+    pub async fn token_expiries(
+        &self,
+    ) -> Result<std::collections::HashMap<AccountId, Option<Timestamp>>> {
+        let rows = sqlx::query("SELECT account_id, access_expires_at FROM grants")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    AccountId(r.try_get("account_id")?),
+                    r.try_get::<Option<i64>, _>("access_expires_at")?
+                        .map(Timestamp),
+                ))
+            })
+            .collect()
+    }
+
     /// Accounts whose access token expires before `before` and may be refreshed.
     pub async fn grants_expiring_before(
         &self,

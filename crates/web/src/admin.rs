@@ -249,16 +249,21 @@ pub async fn accounts(State(state): State<AppState>, session: Session) -> Respon
         Ok(a) => a,
         Err(e) => return unavailable(e),
     };
+    let expiries = match state.store.token_expiries().await {
+        Ok(e) => e,
+        Err(e) => return unavailable(e),
+    };
     let rows: String = accounts
         .iter()
         .map(|a| {
             format!(
-                "<tr><td>{}</td><td><a href=\"/admin/accounts/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><a href=\"/admin/accounts/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 a.id,
                 a.id,
                 escape(a.spec.name.as_str()),
                 badge(a.state),
                 escape(a.spec.mailbox.as_str()),
+                expiries.get(&a.id).copied().flatten().map(|t| t.to_string()).unwrap_or_else(|| "—".into()),
                 a.last_problem
                     .as_ref()
                     .map(|p| format!(
@@ -274,7 +279,7 @@ pub async fn accounts(State(state): State<AppState>, session: Session) -> Respon
         &session,
         "Mail accounts",
         &format!(
-            "<h1>Mail accounts</h1><table><tr><th>id</th><th>name</th><th>state</th><th>mailbox</th><th>last problem</th></tr>{rows}</table>"
+            "<h1>Mail accounts</h1><p><a href=\"/admin/accounts/new\" id=\"new-account\">New mail account</a></p><table><tr><th>id</th><th>name</th><th>state</th><th>mailbox</th><th>token valid until</th><th>last problem</th></tr>{rows}</table>"
         ),
     )
 }

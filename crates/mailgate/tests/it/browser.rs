@@ -119,7 +119,14 @@ impl World {
     /// The app form: Microsoft, emulator authority; returns the redirect URI shown.
     async fn add_app(&self) -> String {
         self.browser
-            .goto(&format!("{}/admin/apps/new", self.server.base))
+            .goto(&format!("{}/admin/apps", self.server.base))
+            .await
+            .unwrap();
+        self.browser
+            .find("#new-app")
+            .await
+            .unwrap()
+            .click()
             .await
             .unwrap();
         let redirect = self
@@ -165,7 +172,14 @@ impl World {
 
     async fn add_account(&self) {
         self.browser
-            .goto(&format!("{}/admin/accounts/new", self.server.base))
+            .goto(&format!("{}/admin/accounts", self.server.base))
+            .await
+            .unwrap();
+        self.browser
+            .find("#new-account")
+            .await
+            .unwrap()
+            .click()
             .await
             .unwrap();
         self.fill("#name", "support").await;
@@ -267,6 +281,20 @@ async fn the_administrator_path_end_to_end() {
         .await
         .unwrap();
     w.shot("07-account-active").await;
+    w.browser
+        .goto(&format!("{}/admin/accounts", w.server.base))
+        .await
+        .unwrap();
+    let list = w.browser.body_text().await.unwrap();
+    assert!(
+        list.contains("active") && list.contains("Z\t"),
+        "state and token expiry listed: {list}"
+    );
+    w.shot("07b-accounts").await;
+    w.browser
+        .goto(&format!("{}/admin/accounts/1", w.server.base))
+        .await
+        .unwrap();
 
     w.browser
         .find("#test-configuration")
