@@ -34,6 +34,9 @@ pub enum Command {
     /// Mail accounts (one mailbox each).
     #[command(subcommand)]
     Account(AccountCommand),
+    /// API tokens for applications calling /api/v1.
+    #[command(subcommand, name = "api-token")]
+    ApiToken(ApiTokenCommand),
     /// People who sign in to the admin UI.
     #[command(subcommand)]
     User(UserCommand),
@@ -329,6 +332,28 @@ pub struct AccountUpdate {
     pub disable: bool,
     #[command(flatten)]
     pub settings: AccountSettings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Create a token; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long, value_parser = Name::parse)]
+        name: Name,
+        /// accounts:read, accounts:write, messages:send, messages:read, tokens:read,
+        /// webhooks:write (repeatable).
+        #[arg(long = "scope", required = true, value_parser = mailgate_core::user::TokenScope::parse)]
+        scopes: Vec<mailgate_core::user::TokenScope>,
+        /// Limit the token to this account (name or id; repeatable). Default: all accounts.
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -123,6 +123,12 @@ async fn run(cli: Cli) -> CmdResult {
             store.close().await;
             r
         }
+        Command::ApiToken(cmd) => {
+            let store = open_store(&config).await?;
+            let r = api_token(&store, cmd).await;
+            store.close().await;
+            r
+        }
         Command::User(cli::UserCommand::Add {
             username,
             role,
@@ -200,6 +206,83 @@ async fn events(store: &Store, account: Option<String>, limit: i64, json: bool) 
             out!("{}  {:<24} {}", e.at, e.kind.as_str(), e.message);
         }
         Ok(())
+    }
+}
+
+async fn api_token(store: &Store, cmd: cli::ApiTokenCommand) -> CmdResult {
+    match cmd {
+        cli::ApiTokenCommand::Create {
+            name,
+            scopes,
+            accounts,
+        } => {
+            let mut ids = Vec::new();
+            for a in &accounts {
+                ids.push(
+                    store
+                        .find_account(a)
+                        .await
+                        .map_err(|e| Failure::BadInput(format!("--account: {e}")))?
+                        .id,
+                );
+            }
+            let token = format!("mgt_{}", mailgate_oauth::random::token(32));
+            let created = store
+                .create_api_token(
+                    name.as_str(),
+                    &mailgate_oauth::random::sha256_hex(&token),
+                    &scopes,
+                    &ids,
+                    SystemClock.now(),
+                )
+                .await?;
+            eprintln!(
+                "Created API token {:?} (id {}) with scopes {}. It is shown once; store it now:",
+                created.name,
+                created.id,
+                scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            out!("{token}");
+            Ok(())
+        }
+        cli::ApiTokenCommand::List { json } => {
+            let tokens = store.list_api_tokens().await?;
+            if json {
+                return views::print_json(&tokens);
+            }
+            for t in &tokens {
+                let scopes: Vec<&str> = t.scopes.iter().map(|s| s.as_str()).collect();
+                let accounts = if t.account_ids.is_empty() {
+                    "all accounts".to_owned()
+                } else {
+                    t.account_ids
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                out!(
+                    "{:>4}  {:<24} {:<40} {}",
+                    t.id,
+                    t.name,
+                    scopes.join(" "),
+                    accounts
+                );
+            }
+            Ok(())
+        }
+        cli::ApiTokenCommand::Revoke { name } => {
+            if store.revoke_api_token(&name).await? {
+                out!("Revoked API token {name:?}.");
+                Ok(())
+            } else {
+                Err(Failure::BadInput(format!("no API token named {name:?}")))
+            }
+        }
     }
 }
 

@@ -27,6 +27,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "users",
         include_str!("../migrations/sqlite/0003_users.sql"),
     ),
+    (
+        4,
+        "api_tokens",
+        include_str!("../migrations/sqlite/0004_api_tokens.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

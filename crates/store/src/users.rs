@@ -265,3 +265,100 @@ impl Store {
         Ok(())
     }
 }
+
+fn api_token_from(row: &AnyRow) -> Result<mailgate_core::user::ApiToken> {
+    use mailgate_core::user::{ApiToken, TokenScope};
+    let scopes: String = row.try_get("scopes")?;
+    let accounts: String = row.try_get("account_ids")?;
+    Ok(ApiToken {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        scopes: scopes
+            .split_whitespace()
+            .map(|s| {
+                TokenScope::parse(s)
+                    .map_err(|e| StoreError::Corrupt(format!("api_tokens.scopes: {e}")))
+            })
+            .collect::<Result<_>>()?,
+        account_ids: serde_json::from_str::<Vec<i64>>(&accounts)
+            .map_err(|e| StoreError::Corrupt(format!("api_tokens.account_ids: {e}")))?
+            .into_iter()
+            .map(mailgate_core::AccountId)
+            .collect(),
+        created_at: Timestamp(row.try_get("created_at")?),
+        last_used_at: row
+            .try_get::<Option<i64>, _>("last_used_at")?
+            .map(Timestamp),
+    })
+}
+
+const API_TOKEN_COLUMNS: &str = "id, name, scopes, account_ids, created_at, last_used_at";
+
+impl Store {
+    /// Stores an API token by the SHA-256 of its value (the value itself is shown once).
+    pub async fn create_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        scopes: &[mailgate_core::user::TokenScope],
+        accounts: &[mailgate_core::AccountId],
+        now: Timestamp,
+    ) -> Result<mailgate_core::user::ApiToken> {
+        let scope_text = scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let account_text = serde_json::to_string(&accounts.iter().map(|a| a.0).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = sqlx::query("INSERT INTO api_tokens (name, token_hash, scopes, account_ids, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+            .bind(name.to_owned())
+            .bind(token_hash.to_owned())
+            .bind(scope_text)
+            .bind(account_text)
+            .bind(now.0)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| crate::unique(e, "API token", name))?;
+        Ok(mailgate_core::user::ApiToken {
+            id: row.try_get("id")?,
+            name: name.to_owned(),
+            scopes: scopes.to_vec(),
+            account_ids: accounts.to_vec(),
+            created_at: now,
+            last_used_at: None,
+        })
+    }
+
+    /// The token with this hash, marking it used.
+    pub async fn api_token_by_hash(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<mailgate_core::user::ApiToken>> {
+        let row = sqlx::query(&format!("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2 RETURNING {API_TOKEN_COLUMNS}"))
+            .bind(now.0)
+            .bind(token_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_token_from).transpose()
+    }
+
+    pub async fn list_api_tokens(&self) -> Result<Vec<mailgate_core::user::ApiToken>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_token_from).collect()
+    }
+
+    /// Revokes a token by name; false if there was none.
+    pub async fn revoke_api_token(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM api_tokens WHERE name = $1")
+            .bind(name.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+pub mod api;
 pub mod auth;
 mod callback;
 pub mod forms;
@@ -78,6 +79,15 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/accounts/{id}/test", post(forms::test_account))
         .route("/admin/accounts/{id}/tests/{run}", get(forms::test_page))
         .route("/admin/tests/{run}", get(forms::test_steps))
+        .route("/api/v1/apps", get(api::list_apps))
+        .route("/api/v1/accounts", get(api::list_accounts))
+        .route("/api/v1/accounts/{id}", get(api::get_account))
+        .route("/api/v1/accounts/{id}/events", get(api::account_events))
+        .route("/api/v1/accounts/{id}/token", get(api::account_token))
+        .route(
+            "/api/v1/accounts/{id}/authorize",
+            post(api::start_authorization),
+        )
         .route("/admin/events", get(admin::events))
         .with_state(state)
 }

@@ -1,0 +1,218 @@
+//! `/api/v1` through the real server: bearer tokens, scopes, account restriction, problem
+//! documents, and the token endpoint.
+
+use crate::oauth::Fixture;
+use crate::support::{db_contains, text};
+use reqwest::StatusCode;
+
+fn create_token(f: &Fixture, name: &str, scopes: &[&str], accounts: &[&str]) -> String {
+    let mut args = vec!["api-token", "create", "--name", name];
+    for s in scopes {
+        args.extend(["--scope", s]);
+    }
+    for a in accounts {
+        args.extend(["--account", a]);
+    }
+    let out = f.env.run(&args, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("mgt_") && token.len() > 40, "{token}");
+    token
+}
+
+async fn get(f: &Fixture, path: &str, token: Option<&str>) -> (StatusCode, String, Option<String>) {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", f.server.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (resp.status(), resp.text().await.unwrap(), ct)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_scopes_and_problem_documents() {
+    let f = Fixture::start().await;
+    f.authorize().await;
+    let reader = create_token(&f, "reader", &["accounts:read"], &[]);
+    let tokens = create_token(&f, "tokens", &["tokens:read", "accounts:read"], &[]);
+    assert!(
+        !db_contains(&f.env.db_path(), &reader),
+        "API tokens are stored hashed"
+    );
+
+    // No token, a bad token: 401 with a problem document and a challenge.
+    for token in [None, Some("mgt_not-a-real-token")] {
+        let resp = reqwest::Client::new()
+            .get(format!("{}/api/v1/accounts", f.server.base))
+            .header(
+                "authorization",
+                token.map(|t| format!("Bearer {t}")).unwrap_or_default(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(resp.headers().get("www-authenticate").is_some());
+        assert_eq!(
+            resp.headers().get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["type"], "urn:mailgate:problem:unauthorized");
+        assert_eq!(body["status"], 401);
+    }
+
+    let (status, body, _) = get(&f, "/api/v1/accounts", Some(&reader)).await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["mailbox"], f.mailbox.as_str());
+    assert_eq!(list[0]["state"], "active");
+    let (status, body, _) = get(&f, "/api/v1/apps", Some(&reader)).await;
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains("CANARY") && body.contains("set (…"),
+        "secrets only as hints: {body}"
+    );
+
+    // The wrong scope: 403, not 401.
+    let (status, body, ct) = get(&f, "/api/v1/accounts/1/token", Some(&reader)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(ct.as_deref(), Some("application/problem+json"));
+    assert!(
+        body.contains("urn:mailgate:problem:insufficient_scope") && body.contains("tokens:read"),
+        "{body}"
+    );
+
+    // tokens:read: the same fresh token `mailgate token` prints.
+    let (status, body, _) = get(&f, "/api/v1/accounts/1/token", Some(&tokens)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let cli = f.env.ok(&["token", "support"], None);
+    assert_eq!(v["access_token"].as_str().unwrap(), cli.trim());
+    assert_eq!(v["token_type"], "Bearer");
+
+    let (status, body, _) = get(&f, "/api/v1/accounts/99", Some(&reader)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("urn:mailgate:problem:not_found"));
+
+    // Revoked: 401 from then on.
+    f.env.ok(&["api-token", "revoke", "reader"], None);
+    assert_eq!(
+        get(&f, "/api/v1/accounts", Some(&reader)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let log = std::fs::read_to_string(f.env.dir.path().join("serve.log")).unwrap();
+    assert!(
+        !log.contains(&tokens) && !log.contains(v["access_token"].as_str().unwrap()),
+        "no credential in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_restricted_token_cannot_touch_another_account() {
+    let f = Fixture::start().await;
+    f.env.ok(
+        &[
+            "account",
+            "add",
+            "--name",
+            "billing",
+            "--app",
+            "Contoso",
+            "--email",
+            "billing@example.test",
+        ],
+        None,
+    );
+    let limited = create_token(
+        &f,
+        "limited",
+        &["accounts:read", "tokens:read", "accounts:write"],
+        &["support"],
+    );
+    let (status, body, _) = get(&f, "/api/v1/accounts", Some(&limited)).await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "only its own account is listed: {body}"
+    );
+    assert_eq!(list[0]["name"], "support");
+    for path in [
+        "/api/v1/accounts/2",
+        "/api/v1/accounts/2/token",
+        "/api/v1/accounts/2/events",
+    ] {
+        let (status, body, _) = get(&f, path, Some(&limited)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(
+            body.contains("urn:mailgate:problem:account_not_allowed"),
+            "{body}"
+        );
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/accounts/2/authorize", f.server.base))
+        .bearer_auth(&limited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // Its own account: authorization can be started through the API.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/accounts/1/authorize", f.server.base))
+        .bearer_auth(&limited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        v["url"].as_str().unwrap().contains("code_challenge="),
+        "{v}"
+    );
+    // Not yet authorized: the token endpoint says so.
+    let (status, body, _) = get(&f, "/api/v1/accounts/1/token", Some(&limited)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("urn:mailgate:problem:not_authorized"));
+    // Bad input on the CLI: an unknown account or scope is refused, nothing created.
+    let out = f.env.run(
+        &[
+            "api-token",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "accounts:read",
+            "--account",
+            "nope",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = f.env.run(
+        &[
+            "api-token",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "messages:delete",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        f.env
+            .json(&["api-token", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -1,0 +1,290 @@
+//! `/api/v1`: the doors applications use. Bearer API tokens (stored hashed) with scopes and
+//! an optional account restriction; errors as RFC 9457 `application/problem+json` with a
+//! stable `type`. 401 means "who are you?" (no or unknown token), 403 "not allowed".
+
+use crate::AppState;
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use mailgate_core::AccountId;
+use mailgate_core::user::{ApiToken, TokenScope};
+use serde_json::{Value, json};
+
+/// An RFC 9457 problem response. `code` becomes the stable `type` URN.
+pub fn problem(
+    status: StatusCode,
+    code: &str,
+    detail: impl Into<String>,
+    field: Option<&str>,
+) -> Response {
+    let mut body = json!({
+        "type": format!("urn:mailgate:problem:{code}"),
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    if let Some(f) = field {
+        body["field"] = f.into();
+    }
+    let mut resp = (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED
+        && let Ok(v) = "Bearer realm=\"mailgate\"".parse()
+    {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+fn store_problem(e: mailgate_store::StoreError) -> Response {
+    match e {
+        mailgate_store::StoreError::NotFound { what, key } => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} {key}"),
+            None,
+        ),
+        other => {
+            tracing::error!(error = %other, "API: store error");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database is unavailable; retry later",
+                None,
+            )
+        }
+    }
+}
+
+/// The application calling, by its API token.
+pub struct ApiCaller {
+    pub token: ApiToken,
+}
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let Some(token) = value
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        else {
+            return Err(problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send an API token as Authorization: Bearer <token> (create one with `mailgate api-token create`)",
+                None,
+            ));
+        };
+        match state
+            .store
+            .api_token_by_hash(
+                &mailgate_oauth::random::sha256_hex(token),
+                state.clock.now(),
+            )
+            .await
+        {
+            Ok(Some(token)) => Ok(ApiCaller { token }),
+            Ok(None) => Err(problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the API token is unknown or was revoked",
+                None,
+            )),
+            Err(e) => Err(store_problem(e)),
+        }
+    }
+}
+
+impl ApiCaller {
+    fn require(&self, scope: TokenScope) -> Result<(), Response> {
+        if self.token.scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(problem(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("this API token lacks the scope {scope}"),
+                None,
+            ))
+        }
+    }
+
+    fn may_touch(&self, account: AccountId) -> bool {
+        self.token.account_ids.is_empty() || self.token.account_ids.contains(&account)
+    }
+
+    fn require_account(&self, account: AccountId) -> Result<(), Response> {
+        if self.may_touch(account) {
+            Ok(())
+        } else {
+            Err(problem(
+                StatusCode::FORBIDDEN,
+                "account_not_allowed",
+                format!("this API token is limited to other accounts than {account}"),
+                None,
+            ))
+        }
+    }
+}
+
+fn account_json(a: &mailgate_core::MailAccount) -> Value {
+    // Accounts hold no secrets; their serialisation is safe as it is.
+    serde_json::to_value(a).unwrap_or(Value::Null)
+}
+
+pub async fn list_apps(State(state): State<AppState>, caller: ApiCaller) -> Response {
+    if let Err(r) = caller.require(TokenScope::AccountsRead) {
+        return r;
+    }
+    match state.store.list_apps().await {
+        Ok(apps) => {
+            let list: Vec<Value> = apps
+                .iter()
+                .map(|a| {
+                    // AppSpec skips its secrets when serialised; show only whether one is set.
+                    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+                    v["client_secret"] = a
+                        .spec
+                        .client_secret
+                        .as_ref()
+                        .map(|s| Value::String(s.hint()))
+                        .unwrap_or(Value::Null);
+                    v["redirect_uri"] = crate::redirect_uri(&state.public_url).into();
+                    v
+                })
+                .collect();
+            Json(list).into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+pub async fn list_accounts(State(state): State<AppState>, caller: ApiCaller) -> Response {
+    if let Err(r) = caller.require(TokenScope::AccountsRead) {
+        return r;
+    }
+    match state.store.list_accounts().await {
+        Ok(accounts) => Json(
+            accounts
+                .iter()
+                .filter(|a| caller.may_touch(a.id))
+                .map(account_json)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => store_problem(e),
+    }
+}
+
+pub async fn get_account(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(r) = caller
+        .require(TokenScope::AccountsRead)
+        .and_then(|()| caller.require_account(AccountId(id)))
+    {
+        return r;
+    }
+    match state.store.account(AccountId(id)).await {
+        Ok(a) => Json(account_json(&a)).into_response(),
+        Err(e) => store_problem(e),
+    }
+}
+
+pub async fn account_events(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(r) = caller
+        .require(TokenScope::AccountsRead)
+        .and_then(|()| caller.require_account(AccountId(id)))
+    {
+        return r;
+    }
+    match state.store.events(Some(AccountId(id)), 200).await {
+        Ok(e) => Json(e).into_response(),
+        Err(e) => store_problem(e),
+    }
+}
+
+/// A fresh access token, refreshed single-flight if needed, for trusted callers.
+pub async fn account_token(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(r) = caller
+        .require(TokenScope::TokensRead)
+        .and_then(|()| caller.require_account(AccountId(id)))
+    {
+        return r;
+    }
+    match state.engine.access_token(AccountId(id)).await {
+        Ok(t) => {
+            let mut r = Json(json!({
+                "access_token": t.access_token.expose(),
+                "token_type": "Bearer",
+                "expires_at": t.expires_at.map(|e| e.rfc3339()),
+                "scopes": t.scopes.iter().collect::<Vec<_>>(),
+            }))
+            .into_response();
+            // A bearer credential: never cached by anything in between.
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            r
+        }
+        Err(mailgate_grants::EngineError::Store(e)) => store_problem(e),
+        Err(e @ mailgate_grants::EngineError::NotUsable { .. }) => {
+            problem(StatusCode::CONFLICT, "not_authorized", e.to_string(), None)
+        }
+        Err(e) if matches!(&e, mailgate_grants::EngineError::OAuth(f) if f.is_transient()) => {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                e.to_string(),
+                None,
+            )
+        }
+        Err(e) => problem(StatusCode::BAD_GATEWAY, e.code(), e.to_string(), None),
+    }
+}
+
+/// Starts a browser authorization; the caller sends a person to `url`.
+pub async fn start_authorization(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(r) = caller
+        .require(TokenScope::AccountsWrite)
+        .and_then(|()| caller.require_account(AccountId(id)))
+    {
+        return r;
+    }
+    let initiator = format!("api-token:{}", caller.token.name);
+    match state.engine.start_authorization(AccountId(id), &initiator, &crate::redirect_uri(&state.public_url)).await {
+        Ok(s) => (StatusCode::CREATED, Json(json!({ "url": s.url.as_str(), "expires_at": s.expires_at.rfc3339(), "sign_in_as": s.sign_in_as }))).into_response(),
+        Err(mailgate_grants::EngineError::Store(e)) => store_problem(e),
+        Err(e) => problem(StatusCode::CONFLICT, e.code(), e.to_string(), None),
+    }
+}
