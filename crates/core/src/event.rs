@@ -19,6 +19,8 @@ crate::app::keyword_enum!(
         AuthorizationFailed = "account.authorization_failed",
         TestPassed = "account.test_passed",
         TestFailed = "account.test_failed",
+        MessageSent = "message.sent",
+        MessageFailed = "message.failed",
         TokenRefreshFailed = "account.refresh_failed",
         SecretExpiring = "app.secret_expiring",
         KeysRotated = "keys.rotated",

@@ -13,6 +13,7 @@ pub mod message;
 pub mod net;
 pub mod pop3;
 pub mod remedy;
+pub mod send;
 pub mod smtp;
 
 pub use net::{MailError, TlsInfo, TlsSettings};

@@ -25,6 +25,8 @@ pub struct Config {
     pub refresh_interval_secs: u64,
     /// Extra CA certificates (PEM) trusted for mail servers, beside the Mozilla roots.
     pub extra_ca_file: Option<PathBuf>,
+    /// First delay before an outbox message is retried (doubles per attempt, max 1 h).
+    pub outbox_retry_secs: u64,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -54,6 +56,7 @@ struct FileConfig {
     oauth_timeout_secs: Option<u64>,
     refresh_interval_secs: Option<u64>,
     extra_ca_file: Option<PathBuf>,
+    outbox_retry_secs: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -204,6 +207,13 @@ pub fn load(
         }
         other => other,
     };
+    let outbox_retry_secs = seconds(
+        "MAILGATE_OUTBOX_RETRY_SECS",
+        file.outbox_retry_secs,
+        "outbox_retry_secs",
+        30,
+        3600,
+    )?;
     Ok(Config {
         listen,
         data_dir,
@@ -213,6 +223,7 @@ pub fn load(
         oauth_timeout_secs,
         refresh_interval_secs,
         extra_ca_file,
+        outbox_retry_secs,
     })
 }
 

@@ -12,6 +12,7 @@ mod cmd_app;
 mod cmd_auth;
 mod cmd_keys;
 mod config;
+mod outbox;
 mod serve;
 mod views;
 

@@ -28,8 +28,22 @@ pub async fn serve(config: Config) -> CmdResult {
         tls: mailgate_mail::TlsSettings::new(config.extra_ca_file.as_deref())
             .map_err(|e| Failure::BadInput(format!("MAILGATE_EXTRA_CA_FILE: {e}")))?,
         tests: Default::default(),
+        outbox: Arc::new(tokio::sync::Notify::new()),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = crate::outbox::Worker {
+        store: store.clone(),
+        engine: engine.clone(),
+        tls: state.tls.clone(),
+        wake: state.outbox.clone(),
+        retry_base_secs: config.outbox_retry_secs as i64,
+        holder: format!(
+            "{}-{}",
+            std::process::id(),
+            mailgate_oauth::random::token(6)
+        ),
+    };
+    let outbox = tokio::spawn(worker.run(stop_rx.clone()));
     let scheduler = tokio::spawn(refresh_scheduler(
         engine,
         config.refresh_interval_secs,
@@ -51,6 +65,7 @@ pub async fn serve(config: Config) -> CmdResult {
     .map_err(|e| Failure::Runtime(format!("server error: {e}")))?;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = outbox.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

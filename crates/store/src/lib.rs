@@ -12,6 +12,7 @@
 mod authz;
 pub mod crypto;
 mod migrate;
+mod outbox;
 pub mod passwords;
 mod rows;
 mod users;
@@ -23,6 +24,7 @@ use mailgate_core::app::{AppSpec, OAuthApp};
 use mailgate_core::event::{Event, EventKind};
 use mailgate_core::{AccountId, AccountState, AppId, Grant, Secret, Timestamp};
 pub use migrate::SCHEMA_VERSION;
+pub use outbox::{OutboxItem, OutboxStatus};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::PathBuf;

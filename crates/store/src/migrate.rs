@@ -32,6 +32,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "api_tokens",
         include_str!("../migrations/sqlite/0004_api_tokens.sql"),
     ),
+    (
+        5,
+        "outbox",
+        include_str!("../migrations/sqlite/0005_outbox.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

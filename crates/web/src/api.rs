@@ -288,3 +288,192 @@ pub async fn start_authorization(
         Err(e) => problem(StatusCode::CONFLICT, e.code(), e.to_string(), None),
     }
 }
+
+#[derive(serde::Deserialize)]
+pub struct SendRequest {
+    to: Vec<String>,
+    #[serde(default)]
+    cc: Vec<String>,
+    #[serde(default)]
+    bcc: Vec<String>,
+    subject: String,
+    text: String,
+}
+
+fn parse_addresses(
+    field: &'static str,
+    list: &[String],
+) -> Result<Vec<mailgate_core::EmailAddress>, Response> {
+    list.iter()
+        .map(|a| {
+            mailgate_core::EmailAddress::parse(a).map_err(|e| {
+                problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    e.to_string(),
+                    Some(field),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Queues a message in the durable outbox (202 with its id); the worker sends it. With an
+/// `Idempotency-Key`, the same key returns the first result and never sends twice.
+pub async fn send_message(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = caller
+        .require(TokenScope::MessagesSend)
+        .and_then(|()| caller.require_account(AccountId(id)))
+    {
+        return r;
+    }
+    let req: SendRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the body is not the expected JSON: {e}"),
+                None,
+            );
+        }
+    };
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 200 => Some(k.trim().to_owned()),
+        Some(_) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "Idempotency-Key must be 1 to 200 visible characters",
+                Some("Idempotency-Key"),
+            );
+        }
+    };
+    let (to, cc, bcc) = match (
+        parse_addresses("to", &req.to),
+        parse_addresses("cc", &req.cc),
+        parse_addresses("bcc", &req.bcc),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
+    if to.is_empty() && cc.is_empty() && bcc.is_empty() {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "at least one recipient is needed",
+            Some("to"),
+        );
+    }
+    if req.subject.chars().any(|c| c == '\r' || c == '\n') || req.subject.len() > 998 {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "the subject must be one line of at most 998 bytes",
+            Some("subject"),
+        );
+    }
+    let account = match state.store.account(AccountId(id)).await {
+        Ok(a) => a,
+        Err(e) => return store_problem(e),
+    };
+    if account.spec.outbound.is_none() {
+        return problem(
+            StatusCode::CONFLICT,
+            "no_outbound",
+            "the account has no outbound SMTP",
+            None,
+        );
+    }
+    let shown: Vec<String> = to.iter().chain(cc.iter()).map(|a| a.to_string()).collect();
+    let envelope: Vec<String> = to
+        .iter()
+        .chain(cc.iter())
+        .chain(bcc.iter())
+        .map(|a| a.to_string())
+        .collect();
+    let message_id = mailgate_mail::message::new_message_id(account.spec.mailbox.domain());
+    let bytes = match mailgate_mail::message::build(
+        &account.spec,
+        &mailgate_mail::message::Outgoing {
+            to: &shown,
+            subject: &req.subject,
+            text: &req.text,
+            message_id: &message_id,
+            date: state.clock.now(),
+        },
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the message cannot be built: {e}"),
+                None,
+            );
+        }
+    };
+    match state
+        .store
+        .enqueue(
+            account.id,
+            key.as_deref(),
+            &envelope,
+            &bytes,
+            &message_id,
+            state.clock.now(),
+        )
+        .await
+    {
+        Ok((item, created)) => {
+            if created {
+                state.outbox.notify_one();
+            }
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::to_value(&item).unwrap_or(Value::Null)),
+            )
+                .into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+pub async fn message_status(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    if !caller.token.scopes.contains(&TokenScope::MessagesSend)
+        && !caller.token.scopes.contains(&TokenScope::MessagesRead)
+    {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "this API token lacks the scope messages:send or messages:read",
+            None,
+        );
+    }
+    match state.store.outbox_item(id).await {
+        Ok(item) if caller.may_touch(item.account_id) => {
+            Json(serde_json::to_value(&item).unwrap_or(Value::Null)).into_response()
+        }
+        Ok(item) => problem(
+            StatusCode::FORBIDDEN,
+            "account_not_allowed",
+            format!(
+                "this API token is limited to other accounts than {}",
+                item.account_id
+            ),
+            None,
+        ),
+        Err(e) => store_problem(e),
+    }
+}

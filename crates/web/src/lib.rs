@@ -36,6 +36,8 @@ pub struct AppState {
     pub tls: mailgate_mail::TlsSettings,
     /// "Test configuration" runs in progress and recently finished, for the live page.
     pub tests: Arc<forms::TestRuns>,
+    /// Wakes the outbox worker when a message is queued.
+    pub outbox: Arc<tokio::sync::Notify>,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
@@ -88,6 +90,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/accounts/{id}/authorize",
             post(api::start_authorization),
         )
+        .route("/api/v1/accounts/{id}/messages", post(api::send_message))
+        .route("/api/v1/messages/{id}", get(api::message_status))
         .route("/admin/events", get(admin::events))
         .with_state(state)
 }

@@ -11,7 +11,11 @@ use serde_json::Value;
 /// A fixture whose account points at the rig: IMAP (implicit TLS) in, submission
 /// (STARTTLS) out, trusting the rig's CA.
 async fn on_rig() -> (Fixture, MailRig) {
-    let (f, rig) = Fixture::start_on_rig().await;
+    on_rig_with(&[]).await
+}
+
+pub async fn on_rig_with(vars: &[(&str, &str)]) -> (Fixture, MailRig) {
+    let (f, rig) = Fixture::start_on_rig_with(vars).await;
     f.env
         .set_var("MAILGATE_EXTRA_CA_FILE", rig.ca_cert().to_str().unwrap());
     let imaps = rig.imaps_port().to_string();

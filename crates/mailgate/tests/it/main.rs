@@ -8,5 +8,6 @@ mod cli;
 mod flows;
 mod mailtest;
 mod oauth;
+mod outbox;
 mod serve;
 mod support;

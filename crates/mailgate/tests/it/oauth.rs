@@ -64,6 +64,12 @@ impl Fixture {
     /// Against the emulator of the mail rig (shared or this test's own), so that tokens
     /// mailgate obtains open the rig's real Dovecot.
     pub async fn start_on_rig() -> (Fixture, MailRig) {
+        Self::start_on_rig_with(&[]).await
+    }
+
+    /// [`Fixture::start_on_rig`] with extra environment for the server and every command;
+    /// the server trusts the rig's CA.
+    pub async fn start_on_rig_with(vars: &[(&str, &str)]) -> (Fixture, MailRig) {
         let (rig, own) = match MailRig::from_env().unwrap() {
             Some(rig) => (rig, None),
             None => {
@@ -82,7 +88,12 @@ impl Fixture {
                 .expect("the rig names its emulator")
                 .to_owned(),
         );
-        let f = Self::start_at(TestEnv::new(), admin, own).await;
+        let env = TestEnv::new();
+        env.set_var("MAILGATE_EXTRA_CA_FILE", rig.ca_cert().to_str().unwrap());
+        for (k, v) in vars {
+            env.set_var(k, v);
+        }
+        let f = Self::start_at(env, admin, own).await;
         (f, rig)
     }
 

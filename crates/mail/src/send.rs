@@ -1,0 +1,84 @@
+//! Sending one message over the account's SMTP with a fresh token: what the outbox worker
+//! does for each message.
+
+use crate::net::{self, Conn, MailError, TlsSettings};
+use crate::remedy::MailRemedy;
+use crate::smtp::SmtpClient;
+use mailgate_core::TlsMode;
+use mailgate_core::account::MailAccount;
+use mailgate_grants::{Engine, EngineError};
+use std::time::Duration;
+
+/// Sends `message` to `recipients`; returns the server's final reply (its queue id).
+pub async fn send(
+    engine: &Engine,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    recipients: &[String],
+    message: &[u8],
+    timeout: Duration,
+) -> Result<String, MailError> {
+    let out = account.spec.outbound.as_ref().ok_or_else(|| {
+        MailError::new(MailRemedy::SendRejected, "the account has no outbound SMTP")
+    })?;
+    let server = &out.server;
+    let token = engine
+        .access_token(account.id)
+        .await
+        .map_err(|e| match &e {
+            EngineError::OAuth(f) => MailError {
+                remedy: MailRemedy::TokenUnavailable,
+                detail: format!("no fresh token: {e}"),
+                server_says: f.provider_says.clone(),
+                oauth: Some((f.remediation.code(), f.remediation.sentence())),
+            },
+            other => MailError::new(MailRemedy::TokenUnavailable, other.to_string()),
+        })?;
+    let addrs = net::resolve(server.host.as_str(), server.port.get(), timeout).await?;
+    let (mut conn, _) = Conn::connect(server.host.as_str(), &addrs, timeout).await?;
+    if server.tls == TlsMode::Implicit {
+        conn.start_tls(tls).await?;
+    }
+    let mut c = SmtpClient::greet(conn).await?;
+    let ehlo = "mailgate.localhost";
+    c.ehlo(ehlo).await?;
+    if server.tls == TlsMode::Starttls {
+        c.starttls(tls, ehlo).await?;
+    }
+    let mech = c.oauth_mechanism().ok_or_else(|| {
+        MailError::new(
+            MailRemedy::OAuthNotOffered,
+            "the SMTP server offers no OAuth mechanism",
+        )
+    })?;
+    let user = account.spec.sasl_user().to_string();
+    c.authenticate(mech, &user, token.access_token.expose(), server.port.get())
+        .await?;
+    let rcpts: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    let reply = c.send(&user, &rcpts, message).await?;
+    c.quit().await;
+    Ok(reply)
+}
+
+/// Whether retrying cannot help: the server refused for good (5xx), or the configuration
+/// or grant needs a person. Network trouble, timeouts and 4xx replies are worth retrying.
+pub fn is_permanent(e: &MailError) -> bool {
+    match e.remedy {
+        MailRemedy::SendRejected => e.server_says.as_deref().is_some_and(|s| s.starts_with('5')),
+        MailRemedy::TokenUnavailable => e.oauth.is_some_and(|(code, _)| {
+            mailgate_oauth::Remediation::from_code(code)
+                .is_some_and(|r| !matches!(r.severity(), mailgate_oauth::Severity::Transient))
+        }),
+        MailRemedy::AuthFailed
+        | MailRemedy::SmtpAuthDisabled
+        | MailRemedy::OAuthNotOffered
+        | MailRemedy::TlsNameMismatch
+        | MailRemedy::TlsUntrusted
+        | MailRemedy::TlsExpired
+        | MailRemedy::NotTls
+        | MailRemedy::WrongProtocol
+        | MailRemedy::NoStartTls
+        | MailRemedy::Disabled => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,168 @@
+//! The outbox worker in `serve`: claims due messages (a lease in the row), sends each over
+//! the account's SMTP, and records sent / retry with backoff / failed. A crash mid-send
+//! leaves the lease to expire and the message is claimed again; SMTP servers de-duplicate
+//! nothing, so the window for a double send is one message's DATA phase.
+
+use mailgate_core::event::EventKind;
+use mailgate_core::{Clock, SystemClock, Timestamp};
+use mailgate_grants::Engine;
+use mailgate_store::{OutboxItem, OutboxStatus, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// After this many attempts a message is failed for good.
+pub const MAX_ATTEMPTS: i64 = 10;
+/// How long a claim lasts: longer than one SMTP conversation with its timeouts.
+const LEASE_SECS: i64 = 120;
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Worker {
+    pub store: Arc<Store>,
+    pub engine: Arc<Engine>,
+    pub tls: mailgate_mail::TlsSettings,
+    pub wake: Arc<tokio::sync::Notify>,
+    /// First retry delay; doubles with each attempt, up to an hour.
+    pub retry_base_secs: i64,
+    pub holder: String,
+}
+
+fn backoff(base: i64, attempts: i64) -> i64 {
+    let exp = base.saturating_mul(1i64 << (attempts - 1).clamp(0, 20));
+    exp.min(3600)
+}
+
+impl Worker {
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            loop {
+                let now = SystemClock.now();
+                match self.store.claim_outbox(&self.holder, LEASE_SECS, now).await {
+                    Ok(Some(item)) => self.deliver(item).await,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox: cannot claim work");
+                        break;
+                    }
+                }
+            }
+            let now = SystemClock.now();
+            let wait = match self.store.next_outbox_due().await {
+                Ok(Some(t)) => Duration::from_secs(now.secs_until(t).clamp(0, 30) as u64),
+                _ => Duration::from_secs(30),
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn deliver(&self, item: OutboxItem) {
+        let now = SystemClock.now();
+        let account = match self.store.account(item.account_id).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.finish(&item, OutboxStatus::Failed, Some(&e.to_string()), None, now)
+                    .await;
+                return;
+            }
+        };
+        let result = mailgate_mail::send::send(
+            &self.engine,
+            &self.tls,
+            &account,
+            &item.recipients,
+            &item.message,
+            SMTP_TIMEOUT,
+        )
+        .await;
+        let now = SystemClock.now();
+        match result {
+            Ok(reply) => {
+                tracing::info!(message = item.id, account = %account.spec.name, "message sent");
+                self.finish(&item, OutboxStatus::Sent, None, Some(&reply), now)
+                    .await;
+                self.event(
+                    &item,
+                    EventKind::MessageSent,
+                    format!("message {} sent: {reply}", item.id),
+                    now,
+                )
+                .await;
+            }
+            Err(e) if mailgate_mail::send::is_permanent(&e) || item.attempts >= MAX_ATTEMPTS => {
+                tracing::warn!(message = item.id, error = %e, "message failed for good");
+                self.finish(
+                    &item,
+                    OutboxStatus::Failed,
+                    Some(&e.to_string()),
+                    e.server_says.as_deref(),
+                    now,
+                )
+                .await;
+                self.event(
+                    &item,
+                    EventKind::MessageFailed,
+                    format!("message {} failed: {e}", item.id),
+                    now,
+                )
+                .await;
+            }
+            Err(e) => {
+                let delay = backoff(self.retry_base_secs, item.attempts);
+                tracing::warn!(message = item.id, attempt = item.attempts, delay, error = %e, "sending failed; will retry");
+                if let Err(err) = self
+                    .store
+                    .finish_outbox(
+                        item.id,
+                        &self.holder,
+                        OutboxStatus::Queued,
+                        Some(&e.to_string()),
+                        e.server_says.as_deref(),
+                        now.plus_secs(delay),
+                        now,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %err, "outbox: cannot record the retry");
+                }
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        item: &OutboxItem,
+        status: OutboxStatus,
+        error: Option<&str>,
+        reply: Option<&str>,
+        now: Timestamp,
+    ) {
+        if let Err(e) = self
+            .store
+            .finish_outbox(item.id, &self.holder, status, error, reply, now, now)
+            .await
+        {
+            tracing::warn!(error = %e, "outbox: cannot record the outcome");
+        }
+    }
+
+    async fn event(&self, item: &OutboxItem, kind: EventKind, message: String, now: Timestamp) {
+        let _ = self
+            .store
+            .record_event(now, kind, None, Some(item.account_id), &message)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(super::backoff(30, 1), 30);
+        assert_eq!(super::backoff(30, 2), 60);
+        assert_eq!(super::backoff(30, 4), 240);
+        assert_eq!(super::backoff(30, 12), 3600);
+    }
+}
