@@ -274,3 +274,79 @@ async fn bad_send_requests_are_refused_with_the_field() {
     let (status, _) = send(&f, &reader, None, "x").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// `kill -9` with 100 messages in the outbox (SMTP down, so nothing is in flight, plus one
+/// message left "sending" by a dead process): after a restart all 100 arrive, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_nothing_from_the_outbox() {
+    let (mut f, rig) = on_rig_with(&[("MAILGATE_OUTBOX_RETRY_SECS", "1")]).await;
+    f.authorize().await;
+    let token = api_token(&f);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            &closed,
+        ],
+        None,
+    );
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        let (status, v) = send(
+            &f,
+            &token,
+            Some(&format!("crash-{n}")),
+            &format!("crash test {n}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        ids.push(v["id"].as_i64().unwrap());
+    }
+    f.server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    f.server.child.wait().unwrap();
+    // Let time pass: the retries while SMTP was down pushed the next attempts out (backoff),
+    // and a message the killed process was attempting keeps its lease (120 s) until it
+    // expires. And, as if the dead process had claimed one more and died mid-send:
+    f.sql("UPDATE outbox SET next_attempt_at = 0").await;
+    f.sql("UPDATE outbox SET lease_until = 1000 WHERE status = 'sending'")
+        .await;
+    f.sql(&format!("UPDATE outbox SET status = 'sending', lease_holder = 'dead-process', lease_until = 1000 WHERE id = {}", ids[0])).await;
+    let submission = rig.submission_port().to_string();
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--smtp-host",
+            "localhost",
+            "--smtp-port",
+            &submission,
+        ],
+        None,
+    );
+    f.server = crate::support::Server::start(&f.env);
+    for id in &ids {
+        wait_for_status(&f, &token, *id, "sent", Duration::from_secs(120)).await;
+    }
+    let subjects = inbox_subjects(&f, &rig).await;
+    for n in 0..100 {
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| **s == format!("crash test {n}"))
+                .count(),
+            1,
+            "message {n} exactly once"
+        );
+    }
+}
