@@ -12,6 +12,7 @@ pub mod auth;
 mod callback;
 pub mod forms;
 mod html;
+pub mod openapi;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/accounts/{id}/messages", post(api::send_message))
         .route("/api/v1/messages/{id}", get(api::message_status))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/admin/events", get(admin::events))
         .with_state(state)
 }

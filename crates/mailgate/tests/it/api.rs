@@ -216,3 +216,58 @@ async fn an_account_restricted_token_cannot_touch_another_account() {
         1
     );
 }
+
+/// The OpenAPI document validates, and describes exactly the routes the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_validates_and_lists_every_route() {
+    let f = Fixture::start().await;
+    let resp = reqwest::get(format!("{}/api/v1/openapi.json", f.server.base))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    let file = f.env.dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; from openapi_spec_validator import validate; from openapi_spec_validator.readers import read_from_filename; validate(read_from_filename(sys.argv[1])[0]); print('valid')"])
+        .arg(&file)
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success() && text(&out.stdout).contains("valid"),
+        "openapi-spec-validator (pip install openapi-spec-validator; scripts/test installs it): {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let routes = mailgate_web::openapi::API_ROUTES;
+    let described: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        described,
+        routes.len(),
+        "the document describes exactly the listed routes"
+    );
+    let client = reqwest::Client::new();
+    for (method, path, scope, _) in routes {
+        assert_eq!(
+            doc["paths"][path][method]["x-required-scope"], *scope,
+            "{method} {path}"
+        );
+        let url = format!("{}{}", f.server.base, path.replace("{id}", "1"));
+        let req = if *method == "post" {
+            client.post(&url)
+        } else {
+            client.get(&url)
+        };
+        let status = req.send().await.unwrap().status();
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} is served and needs a token"
+        );
+    }
+}
