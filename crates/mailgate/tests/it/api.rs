@@ -271,3 +271,53 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         );
     }
 }
+
+/// Every route refuses a token that has every scope but its own (403), and takes one that
+/// has its own (not 401/403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_its_own_scope() {
+    let f = Fixture::start().await;
+    const ALL: &[&str] = &[
+        "accounts:read",
+        "accounts:write",
+        "messages:send",
+        "messages:read",
+        "tokens:read",
+        "webhooks:write",
+    ];
+    let client = reqwest::Client::new();
+    for (i, (method, path, scope, _)) in mailgate_web::openapi::API_ROUTES.iter().enumerate() {
+        // The message status route also accepts messages:read; leave both out.
+        let others: Vec<&str> = ALL
+            .iter()
+            .copied()
+            .filter(|s| {
+                s != scope && !(path.starts_with("/api/v1/messages/") && *s == "messages:read")
+            })
+            .collect();
+        let without = create_token(&f, &format!("without-{i}"), &others, &[]);
+        let with = create_token(&f, &format!("with-{i}"), &[scope], &[]);
+        let url = format!("{}{}", f.server.base, path.replace("{id}", "1"));
+        let body = serde_json::json!({"to": ["someone@example.test"], "subject": "s", "text": "t"});
+        let req = |token: &str| {
+            let r = if *method == "post" {
+                client.post(&url).json(&body)
+            } else {
+                client.get(&url)
+            };
+            r.bearer_auth(token.to_owned())
+        };
+        let resp = req(&without).send().await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::FORBIDDEN,
+            "{method} {path} without {scope}"
+        );
+        let resp = req(&with).send().await.unwrap();
+        assert!(
+            resp.status() != StatusCode::FORBIDDEN && resp.status() != StatusCode::UNAUTHORIZED,
+            "{method} {path} with {scope}: {}",
+            resp.status()
+        );
+    }
+}
