@@ -333,6 +333,13 @@ pub async fn send_message(
     {
         return r;
     }
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("message/rfc822"));
+    if raw {
+        return send_raw(&state, id, &headers, &body).await;
+    }
     let req: SendRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -344,17 +351,9 @@ pub async fn send_message(
             );
         }
     };
-    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 200 => Some(k.trim().to_owned()),
-        Some(_) => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "Idempotency-Key must be 1 to 200 visible characters",
-                Some("Idempotency-Key"),
-            );
-        }
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
     };
     let (to, cc, bcc) = match (
         parse_addresses("to", &req.to),
@@ -420,30 +419,15 @@ pub async fn send_message(
             );
         }
     };
-    match state
-        .store
-        .enqueue(
-            account.id,
-            key.as_deref(),
-            &envelope,
-            &bytes,
-            &message_id,
-            state.clock.now(),
-        )
-        .await
-    {
-        Ok((item, created)) => {
-            if created {
-                state.outbox.notify_one();
-            }
-            (
-                StatusCode::ACCEPTED,
-                Json(serde_json::to_value(&item).unwrap_or(Value::Null)),
-            )
-                .into_response()
-        }
-        Err(e) => store_problem(e),
-    }
+    enqueue(
+        &state,
+        account.id,
+        key.as_deref(),
+        &envelope,
+        &bytes,
+        &message_id,
+    )
+    .await
 }
 
 pub async fn message_status(
@@ -475,5 +459,217 @@ pub async fn message_status(
             None,
         ),
         Err(e) => store_problem(e),
+    }
+}
+
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Response> {
+    match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 200 => Ok(Some(k.trim().to_owned())),
+        Some(_) => Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "Idempotency-Key must be 1 to 200 visible characters",
+            Some("Idempotency-Key"),
+        )),
+    }
+}
+
+/// The addresses of an address-list header value: `a@b, "Name, Jr." <c@d>` → [a@b, c@d].
+fn header_addresses(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0usize);
+    let bytes = value.as_bytes();
+    for i in 0..=bytes.len() {
+        let c = bytes.get(i).copied();
+        match c {
+            Some(b'"') => quoted = !quoted,
+            Some(b'<') if !quoted => depth += 1,
+            Some(b'>') if !quoted => depth -= 1,
+            Some(b',') | None if !quoted && depth <= 0 => {
+                let part = value[start..i].trim();
+                let addr = match (part.rfind('<'), part.rfind('>')) {
+                    (Some(a), Some(b)) if a < b => &part[a + 1..b],
+                    _ => part,
+                };
+                if !addr.trim().is_empty() {
+                    out.push(addr.trim().to_owned());
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A ready RFC 5322 message (`Content-Type: message/rfc822`): the envelope comes from To,
+/// Cc and Bcc; Bcc is removed before sending; a Message-ID is added when missing.
+async fn send_raw(
+    state: &AppState,
+    id: i64,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Response {
+    let key = match idempotency_key(headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let text = String::from_utf8_lossy(body);
+    let Some(split) = text
+        .find("\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| text.find("\n\n").map(|i| (i, 2)))
+    else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the message has no empty line between headers and body",
+            None,
+        );
+    };
+    let (head, rest) = (&text[..split.0], &text[split.0..]);
+    // Unfold continuation lines, then read the address headers.
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            fields.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        } else {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!(
+                    "not a header line: {:?}",
+                    line.chars().take(60).collect::<String>()
+                ),
+                None,
+            );
+        }
+    }
+    let mut envelope = Vec::new();
+    for (name, value) in &fields {
+        if matches!(name.as_str(), "to" | "cc" | "bcc") {
+            for a in header_addresses(value) {
+                match mailgate_core::EmailAddress::parse(&a) {
+                    Ok(e) => envelope.push(e.to_string()),
+                    Err(e) => {
+                        return problem(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_field",
+                            e.to_string(),
+                            Some(name),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if envelope.is_empty() {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "the message has no To, Cc or Bcc recipient",
+            Some("to"),
+        );
+    }
+    let account = match state.store.account(AccountId(id)).await {
+        Ok(a) => a,
+        Err(e) => return store_problem(e),
+    };
+    if account.spec.outbound.is_none() {
+        return problem(
+            StatusCode::CONFLICT,
+            "no_outbound",
+            "the account has no outbound SMTP",
+            None,
+        );
+    }
+    let mut message_id = fields
+        .iter()
+        .find(|(n, _)| n == "message-id")
+        .map(|(_, v)| v.trim_matches(['<', '>', ' ']).to_owned())
+        .unwrap_or_default();
+    let mut out = String::new();
+    if message_id.is_empty() {
+        message_id = mailgate_mail::message::new_message_id(account.spec.mailbox.domain());
+        out.push_str(&format!("Message-ID: <{message_id}>\r\n"));
+    }
+    // Copy the header lines except Bcc (and its continuations).
+    let mut in_bcc = false;
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if in_bcc {
+                continue;
+            }
+        } else {
+            in_bcc = line.to_ascii_lowercase().starts_with("bcc:");
+            if in_bcc {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(rest.trim_start_matches(['\r', '\n']));
+    enqueue(
+        state,
+        account.id,
+        key.as_deref(),
+        &envelope,
+        out.as_bytes(),
+        &message_id,
+    )
+    .await
+}
+
+/// Writes the message to the outbox (202 with the item) and wakes the worker.
+async fn enqueue(
+    state: &AppState,
+    account: AccountId,
+    key: Option<&str>,
+    envelope: &[String],
+    bytes: &[u8],
+    message_id: &str,
+) -> Response {
+    match state
+        .store
+        .enqueue(account, key, envelope, bytes, message_id, state.clock.now())
+        .await
+    {
+        Ok((item, created)) => {
+            if created {
+                state.outbox.notify_one();
+            }
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::to_value(&item).unwrap_or(Value::Null)),
+            )
+                .into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn address_lists() {
+        assert_eq!(
+            super::header_addresses("a@example.test"),
+            vec!["a@example.test"]
+        );
+        assert_eq!(
+            super::header_addresses(
+                "\"Doe, Jane\" <jane@example.test>, bob@example.test ,<c@example.test>"
+            ),
+            vec!["jane@example.test", "bob@example.test", "c@example.test"]
+        );
+        assert!(super::header_addresses("  ").is_empty());
     }
 }

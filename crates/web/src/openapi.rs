@@ -86,7 +86,7 @@ pub fn document() -> Value {
         if *path == "/api/v1/accounts/{id}/messages" {
             op["requestBody"] = json!({
                 "required": true,
-                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SendRequest" } } }
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SendRequest" } }, "message/rfc822": { "schema": { "type": "string", "description": "A ready RFC 5322 message; the envelope comes from To, Cc and Bcc, and Bcc is removed" } } }
             });
             if let Some(params) = op["parameters"].as_array_mut() {
                 params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 200 } }));

@@ -350,3 +350,73 @@ async fn a_killed_server_loses_nothing_from_the_outbox() {
         );
     }
 }
+
+/// A ready message (`message/rfc822`): envelope from To/Cc/Bcc, Bcc removed, Message-ID kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_rfc822_message_is_sent_as_is_without_its_bcc() {
+    let (f, rig) = on_rig_with(&[]).await;
+    f.authorize().await;
+    let token = api_token(&f);
+    let hidden = format!("hidden-{}", f.mailbox);
+    let raw = format!(
+        "From: Support <{m}>\r\nTo: \"Support, Desk\" <{m}>\r\nBcc: {hidden}\r\nSubject: raw message\r\nMessage-ID: <raw-1@example.test>\r\n\r\nHello from a raw message.\r\n",
+        m = f.mailbox
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/accounts/1/messages", f.server.base))
+        .bearer_auth(&token)
+        .header("content-type", "message/rfc822")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["message_id"], "raw-1@example.test");
+    assert_eq!(
+        v["recipients"],
+        serde_json::json!([f.mailbox, hidden]),
+        "the envelope includes the Bcc"
+    );
+    wait_for_status(
+        &f,
+        &token,
+        v["id"].as_i64().unwrap(),
+        "sent",
+        Duration::from_secs(60),
+    )
+    .await;
+    let token_mail = f.env.ok(&["token", "support"], None).trim().to_owned();
+    let mut imap = RawClient::connect_tls(rig.host(), rig.imaps_port(), rig.tls_config().unwrap())
+        .await
+        .unwrap();
+    imap.read_line().await.unwrap();
+    let ir = mailgate_proto::sasl::xoauth2_initial_response(&f.mailbox, &token_mail);
+    imap.imap_command("r1", &format!("AUTHENTICATE XOAUTH2 {ir}"))
+        .await
+        .unwrap();
+    imap.imap_command("r2", "SELECT INBOX").await.unwrap();
+    let header = imap
+        .imap_command("r3", "FETCH 1 (BODY.PEEK[HEADER])")
+        .await
+        .unwrap()
+        .join("\n");
+    assert!(
+        header.contains("raw-1@example.test") && header.contains("Subject: raw message"),
+        "{header}"
+    );
+    assert!(
+        !header.to_ascii_lowercase().contains("bcc:"),
+        "the Bcc header is not sent: {header}"
+    );
+    // Bad raw input: no recipient.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/accounts/1/messages", f.server.base))
+        .bearer_auth(&token)
+        .header("content-type", "message/rfc822")
+        .body("Subject: nobody\r\n\r\nbody\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
