@@ -365,7 +365,6 @@ pub async fn run_with_progress(
                         session,
                         id,
                         opts,
-                        clock,
                     )
                     .await;
                 }
@@ -780,7 +779,6 @@ async fn find_message(
     session: Inbound,
     message_id: &str,
     opts: &CheckOptions,
-    clock: &dyn Clock,
 ) {
     let started = Instant::now();
     let name = format!("{}: find the test message", protocol.as_str());
@@ -838,7 +836,6 @@ async fn find_message(
             }
         }
     }
-    let _ = clock;
     if let Some(s) = session {
         s.close().await;
     }
@@ -852,11 +849,7 @@ async fn pop3_contains(
     message_id: &str,
     timeout: Duration,
 ) -> Result<bool, MailError> {
-    let addrs = net::resolve(server.host.as_str(), server.port.get(), timeout).await?;
-    let (mut conn, _) = Conn::connect(server.host.as_str(), &addrs, timeout).await?;
-    if server.tls == TlsMode::Implicit {
-        conn.start_tls(tls).await?;
-    }
+    let conn = net::open(server, timeout, tls).await?;
     let mut c = Pop3Client::greet(conn).await?;
     if server.tls == TlsMode::Starttls {
         c.capa().await?;

@@ -21,25 +21,16 @@ pub struct Completed {
 }
 
 impl Completed {
+    /// The tagged reply as the server wrote it: `NO [CODE] text`.
     fn says(&self) -> String {
-        match &self.code {
-            Some(c) => format!("{:?} [{c}] {}", self.status, self.text).to_uppercase_status(),
-            None => format!("{:?} {}", self.status, self.text).to_uppercase_status(),
-        }
+        status_line(self.status, self.code.as_deref(), &self.text)
     }
 }
 
-trait UpperStatus {
-    fn to_uppercase_status(self) -> String;
-}
-
-impl UpperStatus for String {
-    /// `Ok x` → `OK x`: the server's words as it wrote them.
-    fn to_uppercase_status(self) -> String {
-        match self.split_once(' ') {
-            Some((s, rest)) => format!("{} {rest}", s.to_uppercase()),
-            None => self.to_uppercase(),
-        }
+fn status_line(status: Status, code: Option<&str>, text: &str) -> String {
+    match code {
+        Some(c) => format!("{} [{c}] {text}", status.as_str()),
+        None => format!("{} {text}", status.as_str()),
     }
 }
 
@@ -222,23 +213,9 @@ impl ImapClient {
             self.conn
                 .send_line(&format!("{tag} AUTHENTICATE {}", mech.name()))
                 .await?;
-            match read_response(&mut self.conn, &mut self.reader).await? {
-                Response::Continuation { .. } => self.conn.send_line(&ir).await?,
-                Response::Tagged { status, text, .. } => {
-                    return Err(MailError::server(
-                        MailRemedy::AuthFailed,
-                        "AUTHENTICATE was refused",
-                        format!("{status:?} {text}").to_uppercase_status(),
-                    ));
-                }
-                other => {
-                    return Err(MailError::server(
-                        MailRemedy::ServerError,
-                        "unexpected answer to AUTHENTICATE",
-                        format!("{other:?}"),
-                    ));
-                }
-            }
+            self.expect_continuation("AUTHENTICATE", MailRemedy::AuthFailed)
+                .await?;
+            self.conn.send_line(&ir).await?;
         }
         let mut challenge = None;
         loop {
@@ -275,6 +252,29 @@ impl ImapClient {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Waits for the `+` that lets a command go on; a tagged reply instead is `refused`.
+    async fn expect_continuation(
+        &mut self,
+        command: &str,
+        refused: MailRemedy,
+    ) -> Result<(), MailError> {
+        match read_response(&mut self.conn, &mut self.reader).await? {
+            Response::Continuation { .. } => Ok(()),
+            Response::Tagged {
+                status, code, text, ..
+            } => Err(MailError::server(
+                refused,
+                format!("{command} was refused"),
+                status_line(status, code.as_deref(), &text),
+            )),
+            other => Err(MailError::server(
+                MailRemedy::ServerError,
+                format!("unexpected answer to {command}"),
+                format!("{other:?}"),
+            )),
         }
     }
 
@@ -415,23 +415,8 @@ impl ImapClient {
     pub async fn idle(&mut self, wait: std::time::Duration) -> Result<Option<u32>, MailError> {
         let tag = self.tag();
         self.conn.send_line(&format!("{tag} IDLE")).await?;
-        match read_response(&mut self.conn, &mut self.reader).await? {
-            Response::Continuation { .. } => {}
-            Response::Tagged { status, text, .. } => {
-                return Err(MailError::server(
-                    MailRemedy::ServerError,
-                    "IDLE was refused",
-                    format!("{status:?} {text}").to_uppercase_status(),
-                ));
-            }
-            other => {
-                return Err(MailError::server(
-                    MailRemedy::ServerError,
-                    "unexpected answer to IDLE",
-                    format!("{other:?}"),
-                ));
-            }
-        }
+        self.expect_continuation("IDLE", MailRemedy::ServerError)
+            .await?;
         let saved = self.conn.timeout;
         self.conn.timeout = wait;
         let mut count = None;

@@ -375,6 +375,21 @@ pub fn cert_not_after(cert: &[u8]) -> Option<i64> {
     Some(t.assume_utc().unix_timestamp())
 }
 
+/// DNS, TCP and, for implicit TLS, the handshake: a ready connection to `server`.
+/// ("Test configuration" does the same step by step, recording each.)
+pub async fn open(
+    server: &mailgate_core::account::ServerEndpoint,
+    timeout: Duration,
+    tls: &TlsSettings,
+) -> Result<Conn, MailError> {
+    let addrs = resolve(server.host.as_str(), server.port.get(), timeout).await?;
+    let (mut conn, _) = Conn::connect(server.host.as_str(), &addrs, timeout).await?;
+    if server.tls == mailgate_core::TlsMode::Implicit {
+        conn.start_tls(tls).await?;
+    }
+    Ok(conn)
+}
+
 impl Conn {
     /// Reads until `next` yields a complete item from `reader`, feeding it what arrives.
     /// `protocol` names the reader in the error ("IMAP response", "SMTP reply").

@@ -1,7 +1,7 @@
 //! Sending one message over the account's SMTP with a fresh token: what the outbox worker
 //! does for each message.
 
-use crate::net::{self, Conn, MailError, TlsSettings};
+use crate::net::{self, MailError, TlsSettings};
 use crate::remedy::MailRemedy;
 use crate::smtp::SmtpClient;
 use mailgate_core::TlsMode;
@@ -34,11 +34,7 @@ pub async fn send(
             },
             other => MailError::new(MailRemedy::TokenUnavailable, other.to_string()),
         })?;
-    let addrs = net::resolve(server.host.as_str(), server.port.get(), timeout).await?;
-    let (mut conn, _) = Conn::connect(server.host.as_str(), &addrs, timeout).await?;
-    if server.tls == TlsMode::Implicit {
-        conn.start_tls(tls).await?;
-    }
+    let conn = net::open(server, timeout, tls).await?;
     let mut c = SmtpClient::greet(conn).await?;
     let ehlo = "mailgate.localhost";
     c.ehlo(ehlo).await?;
