@@ -2,7 +2,7 @@
 //! events, and removing an app; the forms arrive with the rest of the admin UI.
 
 use crate::auth::Session;
-use crate::html::{escape, page};
+use crate::html::{escape, page, problem_summary};
 use crate::{AppState, redirect_uri};
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
@@ -115,17 +115,7 @@ pub async fn dashboard(
         .iter()
         .filter(|a| a.state != AccountState::Active || a.last_problem.is_some())
     {
-        let problem = a
-            .last_problem
-            .as_ref()
-            .map(|p| {
-                format!(
-                    "{} <code>{}</code>",
-                    escape(&p.remediation),
-                    escape(&p.code)
-                )
-            })
-            .unwrap_or_default();
+        let problem = problem_summary(a.last_problem.as_ref());
         attention.push_str(&format!(
             "<li>{} <strong>{}</strong> ({}) {problem}</li>",
             badge(a.state),
@@ -264,14 +254,7 @@ pub async fn accounts(State(state): State<AppState>, session: Session) -> Respon
                 badge(a.state),
                 escape(a.spec.mailbox.as_str()),
                 expiries.get(&a.id).copied().flatten().map(|t| t.to_string()).unwrap_or_else(|| "—".into()),
-                a.last_problem
-                    .as_ref()
-                    .map(|p| format!(
-                        "{} <code>{}</code>",
-                        escape(&p.remediation),
-                        escape(&p.code)
-                    ))
-                    .unwrap_or_default()
+                problem_summary(a.last_problem.as_ref())
             )
         })
         .collect();

@@ -379,18 +379,10 @@ pub async fn send_message(
             Some("subject"),
         );
     }
-    let account = match state.store.account(AccountId(id)).await {
+    let account = match sending_account(&state, id).await {
         Ok(a) => a,
-        Err(e) => return store_problem(e),
+        Err(r) => return r,
     };
-    if account.spec.outbound.is_none() {
-        return problem(
-            StatusCode::CONFLICT,
-            "no_outbound",
-            "the account has no outbound SMTP",
-            None,
-        );
-    }
     let shown: Vec<String> = to.iter().chain(cc.iter()).map(|a| a.to_string()).collect();
     let envelope: Vec<String> = to
         .iter()
@@ -577,18 +569,10 @@ async fn send_raw(
             Some("to"),
         );
     }
-    let account = match state.store.account(AccountId(id)).await {
+    let account = match sending_account(state, id).await {
         Ok(a) => a,
-        Err(e) => return store_problem(e),
+        Err(r) => return r,
     };
-    if account.spec.outbound.is_none() {
-        return problem(
-            StatusCode::CONFLICT,
-            "no_outbound",
-            "the account has no outbound SMTP",
-            None,
-        );
-    }
     let mut message_id = fields
         .iter()
         .find(|(n, _)| n == "message-id")
@@ -626,6 +610,27 @@ async fn send_raw(
         &message_id,
     )
     .await
+}
+
+/// The account to send from: it must exist and have outbound SMTP.
+async fn sending_account(
+    state: &AppState,
+    id: i64,
+) -> Result<mailgate_core::MailAccount, Response> {
+    let account = state
+        .store
+        .account(AccountId(id))
+        .await
+        .map_err(store_problem)?;
+    if account.spec.outbound.is_none() {
+        return Err(problem(
+            StatusCode::CONFLICT,
+            "no_outbound",
+            "the account has no outbound SMTP",
+            None,
+        ));
+    }
+    Ok(account)
 }
 
 /// Writes the message to the outbox (202 with the item) and wakes the worker.

@@ -860,9 +860,8 @@ async fn account_page_with(state: &AppState, session: &Session, id: i64, extra: 
         .as_ref()
         .map(|p| {
             format!(
-                "<p class=\"bad\">Last problem: {} <code>{}</code>{}</p>",
-                escape(&p.remediation),
-                escape(&p.code),
+                "<p class=\"bad\">Last problem: {}{}</p>",
+                crate::html::problem_summary(Some(p)),
                 p.detail
                     .as_ref()
                     .map(|d| format!("<br><small>The provider said: {}</small>", escape(d)))

@@ -18,6 +18,19 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// An account's last problem: the remediation and its code, escaped; empty for none.
+pub fn problem_summary(problem: Option<&mailgate_core::account::Problem>) -> String {
+    problem
+        .map(|p| {
+            format!(
+                "{} <code>{}</code>",
+                escape(&p.remediation),
+                escape(&p.code)
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// A page whose `body` is already-escaped HTML.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
