@@ -15,6 +15,8 @@ mod config;
 mod outbox;
 mod serve;
 mod views;
+mod watch;
+mod webhooks;
 
 use clap::Parser;
 use cli::{Cli, Command};

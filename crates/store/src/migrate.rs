@@ -37,6 +37,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "outbox",
         include_str!("../migrations/sqlite/0005_outbox.sql"),
     ),
+    (
+        6,
+        "webhooks_inbound",
+        include_str!("../migrations/sqlite/0006_webhooks_inbound.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

@@ -41,7 +41,7 @@ pub fn problem(
     resp
 }
 
-fn store_problem(e: mailgate_store::StoreError) -> Response {
+pub(crate) fn store_problem(e: mailgate_store::StoreError) -> Response {
     match e {
         mailgate_store::StoreError::NotFound { what, key } => problem(
             StatusCode::NOT_FOUND,
@@ -111,7 +111,7 @@ impl FromRequestParts<AppState> for ApiCaller {
 }
 
 impl ApiCaller {
-    fn require(&self, scope: TokenScope) -> Result<(), Response> {
+    pub(crate) fn require(&self, scope: TokenScope) -> Result<(), Response> {
         if self.token.scopes.contains(&scope) {
             Ok(())
         } else {
@@ -124,11 +124,11 @@ impl ApiCaller {
         }
     }
 
-    fn may_touch(&self, account: AccountId) -> bool {
+    pub(crate) fn may_touch(&self, account: AccountId) -> bool {
         self.token.account_ids.is_empty() || self.token.account_ids.contains(&account)
     }
 
-    fn require_account(&self, account: AccountId) -> Result<(), Response> {
+    pub(crate) fn require_account(&self, account: AccountId) -> Result<(), Response> {
         if self.may_touch(account) {
             Ok(())
         } else {
