@@ -38,9 +38,9 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0005_outbox.sql"),
     ),
     (
-        6,
+        7,
         "webhooks_inbound",
-        include_str!("../migrations/sqlite/0006_webhooks_inbound.sql"),
+        include_str!("../migrations/sqlite/0007_webhooks_inbound.sql"),
     ),
 ];
 
