@@ -13,6 +13,7 @@ mod callback;
 pub mod forms;
 mod html;
 pub mod openapi;
+mod tokens;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -95,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/messages/{id}", get(api::message_status))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/admin/events", get(admin::events))
+        .route("/admin/api-tokens", get(tokens::list).post(tokens::create))
+        .route("/admin/api-tokens/{id}/revoke", post(tokens::revoke))
         .with_state(state)
 }
 

@@ -11,3 +11,4 @@ mod oauth;
 mod outbox;
 mod serve;
 mod support;
+mod tokens_ui;
