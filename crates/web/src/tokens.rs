@@ -272,6 +272,8 @@ async fn shown_once(
     created: &ApiToken,
     token: &str,
 ) -> Response {
+    // The token exists now and this is the only chance to show it: a failed lookup only
+    // costs the account names.
     let accounts = state.store.list_accounts().await.unwrap_or_default();
     let reach = if created.account_ids.is_empty() {
         "every account".to_owned()
