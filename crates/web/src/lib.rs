@@ -14,6 +14,7 @@ mod callback;
 pub mod forms;
 mod html;
 pub mod openapi;
+mod tokens;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -125,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/admin/events", get(admin::events))
+        .route("/admin/api-tokens", get(tokens::list).post(tokens::create))
+        .route("/admin/api-tokens/{id}/revoke", post(tokens::revoke))
         .with_state(state)
 }
 

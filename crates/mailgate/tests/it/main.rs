@@ -11,4 +11,5 @@ mod oauth;
 mod outbox;
 mod serve;
 mod support;
+mod tokens_ui;
 mod webhooks;
