@@ -91,7 +91,12 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/accounts/{id}/authorize",
             post(api::start_authorization),
         )
-        .route("/api/v1/accounts/{id}/messages", post(api::send_message))
+        .route(
+            "/api/v1/accounts/{id}/messages",
+            // Attachments travel as base64 in the JSON: more than axum's default 2 MB.
+            post(api::send_message)
+                .layer(axum::extract::DefaultBodyLimit::max(api::SEND_BODY_LIMIT)),
+        )
         .route("/api/v1/messages/{id}", get(api::message_status))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/admin/events", get(admin::events))
