@@ -55,7 +55,9 @@ pub struct Watchers {
 }
 
 struct Running {
-    updated_at: Timestamp,
+    /// The settings the watcher runs with; any change restarts it. (Not `updated_at`: two
+    /// changes within one second would look like one.)
+    spec: mailgate_core::account::AccountSpec,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -69,9 +71,7 @@ impl Watchers {
                     // Stop what is no longer wanted or has changed (or has ended).
                     running.retain(|id, r| {
                         let keep = !r.task.is_finished()
-                            && wanted
-                                .iter()
-                                .any(|a| a.id == *id && a.updated_at == r.updated_at);
+                            && wanted.iter().any(|a| a.id == *id && a.spec == r.spec);
                         if !keep {
                             let _ = r.stop.send(true);
                         }
@@ -83,12 +83,12 @@ impl Watchers {
                         }
                         let (tx, rx) = watch::channel(false);
                         let id = account.id;
-                        let updated_at = account.updated_at;
+                        let spec = account.spec.clone();
                         let task = tokio::spawn(self.clone().watch_account(account, rx));
                         running.insert(
                             id,
                             Running {
-                                updated_at,
+                                spec,
                                 stop: tx,
                                 task,
                             },
@@ -238,7 +238,10 @@ impl Watchers {
                 EventKind::InboundWatching,
                 Some(account.spec.app_id),
                 Some(account.id),
-                &format!("watching the inbox of {} ({how})", account.spec.name),
+                &format!(
+                    "watching the inbox of {} ({how}; on received: {})",
+                    account.spec.name, account.spec.on_received
+                ),
             )
             .await;
     }

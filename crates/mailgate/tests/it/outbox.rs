@@ -3,7 +3,7 @@
 
 use crate::mailtest::on_rig_with;
 use crate::oauth::Fixture;
-use mailgate_testkit::raw::{RawClient, imap_status_is};
+use mailgate_testkit::raw::RawClient;
 use mailgate_testkit::rig::MailRig;
 use reqwest::StatusCode;
 use std::time::Duration;
@@ -41,34 +41,12 @@ async fn send(
     (resp.status(), resp.json().await.unwrap())
 }
 
-/// A raw IMAP session on the fixture's mailbox with INBOX selected.
 async fn inbox(f: &Fixture, rig: &MailRig) -> RawClient {
-    let token = f.env.ok(&["token", "support"], None).trim().to_owned();
-    let mut imap = RawClient::connect_tls(rig.host(), rig.imaps_port(), rig.tls_config().unwrap())
-        .await
-        .unwrap();
-    imap.read_line().await.unwrap();
-    let ir = mailgate_proto::sasl::xoauth2_initial_response(&f.mailbox, &token);
-    let auth = imap
-        .imap_command("o1", &format!("AUTHENTICATE XOAUTH2 {ir}"))
-        .await
-        .unwrap();
-    assert!(imap_status_is(auth.last().unwrap(), "o1", "OK"));
-    imap.imap_command("o2", "SELECT INBOX").await.unwrap();
-    imap
+    crate::support::raw_imap(f, rig, "INBOX").await
 }
 
-/// Subjects of the messages in the INBOX, over raw IMAP.
 async fn inbox_subjects(f: &Fixture, rig: &MailRig) -> Vec<String> {
-    let mut imap = inbox(f, rig).await;
-    let lines = imap
-        .imap_command("o3", "FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        .await
-        .unwrap_or_default();
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
-        .collect()
+    crate::support::folder_subjects(f, rig, "INBOX").await
 }
 
 async fn wait_for_status(

@@ -269,3 +269,50 @@ impl Drop for Server {
         }
     }
 }
+
+/// A raw IMAP session (not mailgate's client) on the fixture's mailbox, logged in with the
+/// token `mailgate token` prints, with `folder` selected.
+pub async fn raw_imap(
+    f: &crate::oauth::Fixture,
+    rig: &mailgate_testkit::rig::MailRig,
+    folder: &str,
+) -> mailgate_testkit::raw::RawClient {
+    use mailgate_testkit::raw::{RawClient, imap_status_is};
+    let token = f.env.ok(&["token", "support"], None).trim().to_owned();
+    let mut imap = RawClient::connect_tls(rig.host(), rig.imaps_port(), rig.tls_config().unwrap())
+        .await
+        .unwrap();
+    imap.read_line().await.unwrap();
+    let ir = mailgate_proto::sasl::xoauth2_initial_response(&f.mailbox, &token);
+    let auth = imap
+        .imap_command("o1", &format!("AUTHENTICATE XOAUTH2 {ir}"))
+        .await
+        .unwrap();
+    assert!(imap_status_is(auth.last().unwrap(), "o1", "OK"));
+    let selected = imap
+        .imap_command("o2", &format!("SELECT \"{folder}\""))
+        .await
+        .unwrap();
+    assert!(
+        imap_status_is(selected.last().unwrap(), "o2", "OK"),
+        "{selected:?}"
+    );
+    imap
+}
+
+/// Subjects of the messages in `folder`, over raw IMAP.
+pub async fn folder_subjects(
+    f: &crate::oauth::Fixture,
+    rig: &mailgate_testkit::rig::MailRig,
+    folder: &str,
+) -> Vec<String> {
+    let mut imap = raw_imap(f, rig, folder).await;
+    let lines = imap
+        .imap_command("o3", "FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        .await
+        .unwrap_or_default();
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
+        .collect()
+}

@@ -500,7 +500,7 @@ async fn pop3_polling_tracks_uidls_and_deletes_when_asked() {
         &["account", "update", "support", "--on-received", "delete"],
         None,
     );
-    wait_for_event(&f, &token, "inbound_watching", 2).await;
+    wait_for_watching(&f, &token, "on received: delete").await;
     let gone = unique("POP3 delete me");
     deliver(&rig, &f.mailbox, &gone, "bye").await;
     let hit = rx
@@ -697,4 +697,134 @@ async fn webhook_subscriptions_refuse_bad_input_and_keep_their_secret() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
     let log = std::fs::read_to_string(f.env.dir.path().join("serve.log")).unwrap();
     assert!(!log.contains(&secret), "the secret is not logged");
+}
+
+/// Waits until the account has more than `n` events of `kind`; returns their messages.
+async fn wait_for_more(f: &Fixture, token: &str, kind: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, v) = api(f, token, "GET", "/api/v1/accounts/1/events", None).await;
+        let found: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+            .collect();
+        if found.len() > n {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "no new {kind} event: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until an `inbound_watching` event says `words` (e.g. the new on-received action).
+async fn wait_for_watching(f: &Fixture, token: &str, words: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, v) = api(f, token, "GET", "/api/v1/accounts/1/events", None).await;
+        let found = v.as_array().unwrap().iter().any(|e| {
+            e["kind"] == "inbound_watching" && e["message"].as_str().unwrap().contains(words)
+        });
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no watcher with {words:?}: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls raw IMAP until `check` holds for (INBOX subjects, Archive subjects).
+async fn wait_for_folders(
+    f: &Fixture,
+    rig: &MailRig,
+    what: &str,
+    check: impl Fn(&[String], &[String]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let inbox = crate::support::folder_subjects(f, rig, "INBOX").await;
+        let archive = crate::support::folder_subjects(f, rig, "Archive").await;
+        if check(&inbox, &archive) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: INBOX {inbox:?}, Archive {archive:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_actions_move_and_delete_and_a_missing_folder_is_reported() {
+    let (f, rig) = on_rig_with(&[("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    // A folder that does not exist: the webhook still goes out, the message stays in the
+    // inbox, and the administrator sees the server's words.
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--on-received",
+            "move:No Such Folder",
+        ],
+        None,
+    );
+    f.authorize().await;
+    let token = api_token(&f, "app", &["webhooks:write", "accounts:read"], &[]);
+    let mut imap = crate::support::raw_imap(&f, &rig, "INBOX").await;
+    imap.imap_command("c1", "CREATE Archive").await.unwrap();
+    let rx = Receiver::start(&[]).await;
+    subscribe(&f, &token, &rx.url, &["message.received"], Some(1)).await;
+    wait_for_event(&f, &token, "inbound_watching", 1).await;
+    let stays = unique("Cannot move");
+    deliver(&rig, &f.mailbox, &stays, "stays").await;
+    let hit = rx.wait_for(1, Duration::from_secs(10)).await.remove(0);
+    assert_eq!(hit.json()["data"]["message"]["subject"], stays.as_str());
+    let failed = wait_for_more(&f, &token, "inbound_failed", 0).await;
+    assert!(
+        failed[0].contains("No Such Folder") && failed[0].contains("server said"),
+        "{failed:?}"
+    );
+
+    // Move to a folder that exists.
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--on-received",
+            "move:Archive",
+        ],
+        None,
+    );
+    wait_for_watching(&f, &token, "on received: move:Archive").await;
+    let moved = unique("Move me");
+    deliver(&rig, &f.mailbox, &moved, "to the archive").await;
+    rx.wait_for(2, Duration::from_secs(10)).await;
+    wait_for_folders(&f, &rig, "moved to Archive", |inbox, archive| {
+        archive.contains(&moved) && !inbox.contains(&moved) && inbox.contains(&stays)
+    })
+    .await;
+
+    // Delete.
+    f.env.ok(
+        &["account", "update", "support", "--on-received", "delete"],
+        None,
+    );
+    wait_for_watching(&f, &token, "on received: delete").await;
+    let deleted = unique("Delete me");
+    deliver(&rig, &f.mailbox, &deleted, "gone").await;
+    let hits = rx.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(
+        hits[2].json()["data"]["message"]["subject"],
+        deleted.as_str()
+    );
+    wait_for_folders(&f, &rig, "deleted", |inbox, archive| {
+        !inbox.contains(&deleted) && !archive.contains(&deleted) && inbox.contains(&stays)
+    })
+    .await;
+    assert_eq!(rx.hits().len(), 3, "each message once");
 }
