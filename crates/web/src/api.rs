@@ -41,7 +41,7 @@ pub fn problem(
     resp
 }
 
-fn store_problem(e: mailgate_store::StoreError) -> Response {
+pub(crate) fn store_problem(e: mailgate_store::StoreError) -> Response {
     match e {
         mailgate_store::StoreError::NotFound { what, key } => problem(
             StatusCode::NOT_FOUND,
@@ -111,7 +111,7 @@ impl FromRequestParts<AppState> for ApiCaller {
 }
 
 impl ApiCaller {
-    fn require(&self, scope: TokenScope) -> Result<(), Response> {
+    pub(crate) fn require(&self, scope: TokenScope) -> Result<(), Response> {
         if self.token.scopes.contains(&scope) {
             Ok(())
         } else {
@@ -124,11 +124,11 @@ impl ApiCaller {
         }
     }
 
-    fn may_touch(&self, account: AccountId) -> bool {
+    pub(crate) fn may_touch(&self, account: AccountId) -> bool {
         self.token.account_ids.is_empty() || self.token.account_ids.contains(&account)
     }
 
-    fn require_account(&self, account: AccountId) -> Result<(), Response> {
+    pub(crate) fn require_account(&self, account: AccountId) -> Result<(), Response> {
         if self.may_touch(account) {
             Ok(())
         } else {
@@ -142,36 +142,9 @@ impl ApiCaller {
     }
 }
 
-fn account_json(a: &mailgate_core::MailAccount) -> Value {
+pub(crate) fn account_json(a: &mailgate_core::MailAccount) -> Value {
     // Accounts hold no secrets; their serialisation is safe as it is.
     serde_json::to_value(a).unwrap_or(Value::Null)
-}
-
-pub async fn list_apps(State(state): State<AppState>, caller: ApiCaller) -> Response {
-    if let Err(r) = caller.require(TokenScope::AccountsRead) {
-        return r;
-    }
-    match state.store.list_apps().await {
-        Ok(apps) => {
-            let list: Vec<Value> = apps
-                .iter()
-                .map(|a| {
-                    // AppSpec skips its secrets when serialised; show only whether one is set.
-                    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-                    v["client_secret"] = a
-                        .spec
-                        .client_secret
-                        .as_ref()
-                        .map(|s| Value::String(s.hint()))
-                        .unwrap_or(Value::Null);
-                    v["redirect_uri"] = crate::redirect_uri(&state.public_url).into();
-                    v
-                })
-                .collect();
-            Json(list).into_response()
-        }
-        Err(e) => store_problem(e),
-    }
 }
 
 pub async fn list_accounts(State(state): State<AppState>, caller: ApiCaller) -> Response {
