@@ -259,12 +259,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         );
         let url = format!("{}{}", f.server.base, path.replace("{id}", "1"));
         let verb = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let status = client
-            .request(verb, &url)
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = client.request(verb, &url).send().await.unwrap().status();
         assert_eq!(
             status,
             StatusCode::UNAUTHORIZED,
