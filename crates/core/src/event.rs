@@ -24,6 +24,10 @@ crate::app::keyword_enum!(
         TokenRefreshFailed = "account.refresh_failed",
         SecretExpiring = "app.secret_expiring",
         KeysRotated = "keys.rotated",
+        InboundWatching = "account.inbound_watching",
+        InboundFailed = "account.inbound_failed",
+        WebhookCreated = "webhook.created",
+        WebhookRemoved = "webhook.removed",
     }
 );
 

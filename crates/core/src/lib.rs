@@ -17,6 +17,7 @@ pub mod secret;
 pub mod state;
 pub mod user;
 pub mod values;
+pub mod webhook;
 
 pub use account::{Inbound, InboundProtocol, MailAccount, OnReceived, Outbound, ServerEndpoint};
 pub use app::{AppKind, Endpoints, OAuthApp, OAuthFlow};

@@ -5,6 +5,14 @@ use crate::remedy::MailRemedy;
 use mailgate_proto::imap::{self, Reader, Response, Status};
 use mailgate_proto::sasl::{self, Mechanism};
 
+/// What SELECT/EXAMINE reported about the mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selected {
+    pub exists: u32,
+    pub uid_validity: Option<u32>,
+    pub uid_next: Option<u32>,
+}
+
 pub struct ImapClient {
     conn: Conn,
     reader: Reader,
@@ -281,13 +289,28 @@ impl ImapClient {
     /// SELECT; returns the message count. Exchange answers `BAD User is authenticated but
     /// not connected.` here when the token's user cannot open this mailbox.
     pub async fn select(&mut self, mailbox: &str) -> Result<u32, MailError> {
+        self.open_mailbox("SELECT", mailbox).await.map(|s| s.exists)
+    }
+
+    /// SELECT (`read_only`: EXAMINE) with what the watchers need to resume: the message
+    /// count, UIDVALIDITY and UIDNEXT.
+    pub async fn select_info(
+        &mut self,
+        mailbox: &str,
+        read_only: bool,
+    ) -> Result<Selected, MailError> {
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
+        self.open_mailbox(verb, mailbox).await
+    }
+
+    async fn open_mailbox(&mut self, verb: &str, mailbox: &str) -> Result<Selected, MailError> {
         let arg = imap::quote(mailbox).ok_or_else(|| {
             MailError::new(
                 MailRemedy::MailboxUnavailable,
                 "the mailbox name contains a line break",
             )
         })?;
-        let done = self.command(&format!("SELECT {arg}")).await?;
+        let done = self.command(&format!("{verb} {arg}")).await?;
         if done.status != Status::Ok {
             let remedy = if done
                 .text
@@ -300,15 +323,89 @@ impl ImapClient {
             };
             return Err(MailError::server(
                 remedy,
-                format!("SELECT {mailbox} failed"),
+                format!("{verb} {mailbox} failed"),
+                done.says(),
+            ));
+        }
+        let find = |name: &str| {
+            done.untagged
+                .iter()
+                .find_map(|r| imap::code_number(r, name))
+        };
+        Ok(Selected {
+            exists: done
+                .untagged
+                .iter()
+                .find_map(imap::exists_count)
+                .unwrap_or(0),
+            uid_validity: find("UIDVALIDITY"),
+            uid_next: find("UIDNEXT"),
+        })
+    }
+
+    /// UID SEARCH with `criteria` (e.g. `ALL`, `UID 42:*`), ascending.
+    pub async fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>, MailError> {
+        let done = self.command(&format!("UID SEARCH {criteria}")).await?;
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::ServerError,
+                "SEARCH failed",
+                done.says(),
+            ));
+        }
+        let mut uids: Vec<u32> = done
+            .untagged
+            .iter()
+            .filter_map(imap::search_results)
+            .flatten()
+            .collect();
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    /// UID, flags, size and header block of each message in `uids`, in the server's order.
+    pub async fn fetch_headers(
+        &mut self,
+        uids: &[u32],
+    ) -> Result<Vec<(imap::FetchAttrs, Vec<u8>)>, MailError> {
+        if uids.is_empty() {
+            return Ok(vec![]);
+        }
+        let set = uids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let done = self
+            .command(&format!(
+                "UID FETCH {set} (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER])"
+            ))
+            .await?;
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::ServerError,
+                "FETCH failed",
                 done.says(),
             ));
         }
         Ok(done
             .untagged
-            .iter()
-            .find_map(imap::exists_count)
-            .unwrap_or(0))
+            .into_iter()
+            .filter_map(|r| {
+                let attrs = imap::fetch_attrs(&r)?;
+                attrs.uid?;
+                let Response::Untagged { mut literals, .. } = r else {
+                    return None;
+                };
+                let header = if literals.is_empty() {
+                    vec![]
+                } else {
+                    literals.remove(0)
+                };
+                Some((attrs, header))
+            })
+            .collect())
     }
 
     /// UIDs of messages whose Message-ID header contains `message_id`.

@@ -9,8 +9,10 @@
 
 pub mod check;
 pub mod imap;
+pub mod inbox;
 pub mod message;
 pub mod net;
+pub mod parse;
 pub mod pop3;
 pub mod remedy;
 pub mod send;

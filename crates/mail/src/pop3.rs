@@ -208,6 +208,21 @@ impl Pop3Client {
             .collect())
     }
 
+    /// `LIST`: (message number, size in octets) of every message.
+    pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, MailError> {
+        self.ok("LIST", "LIST").await?;
+        Ok(self
+            .multiline()
+            .await?
+            .iter()
+            .filter_map(|l| {
+                let text = std::str::from_utf8(l).ok()?;
+                let (n, size) = text.trim().split_once(' ')?;
+                Some((n.parse().ok()?, size.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
     /// The headers of message `n` (TOP n 0).
     pub async fn headers(&mut self, n: u32) -> Result<Vec<Vec<u8>>, MailError> {
         self.ok(&format!("TOP {n} 0"), "TOP").await?;

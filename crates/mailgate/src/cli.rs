@@ -337,22 +337,25 @@ pub struct AccountUpdate {
 #[derive(Debug, Subcommand)]
 pub enum ApiTokenCommand {
     /// Create a token; it is printed once and stored only as a hash.
+    // Plain strings: `mailgate_core::user::NewApiToken` parses them, with the rules (and
+    // the words) of the admin form.
     Create {
-        #[arg(long, value_parser = Name::parse)]
-        name: Name,
+        #[arg(long)]
+        name: String,
         /// accounts:read, accounts:write, messages:send, messages:read, tokens:read,
-        /// webhooks:write (repeatable).
-        #[arg(long = "scope", required = true, value_parser = mailgate_core::user::TokenScope::parse)]
-        scopes: Vec<mailgate_core::user::TokenScope>,
+        /// webhooks:write (repeatable; at least one).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
         /// Limit the token to this account (name or id; repeatable). Default: all accounts.
         #[arg(long = "account")]
         accounts: Vec<String>,
     },
+    /// Every token, revoked ones included.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a token by name.
+    /// Revoke a token by name or id; it stops working at once and stays listed as revoked.
     Revoke { name: String },
 }
 

@@ -27,6 +27,15 @@ pub struct Config {
     pub extra_ca_file: Option<PathBuf>,
     /// First delay before an outbox message is retried (doubles per attempt, max 1 h).
     pub outbox_retry_secs: u64,
+    /// First delay before a webhook delivery is retried (doubles per attempt, max 1 h,
+    /// for 24 h).
+    pub webhook_retry_secs: u64,
+    /// Whether webhooks may target loopback and private addresses.
+    pub webhook_allow_private: bool,
+    /// How often inbound watchers poll when the server offers no IMAP IDLE (and for POP3).
+    pub poll_interval_secs: u64,
+    /// The longest IMAP IDLE round before it is re-issued (Exchange drops IDLE at 30 min).
+    pub idle_secs: u64,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -57,6 +66,10 @@ struct FileConfig {
     refresh_interval_secs: Option<u64>,
     extra_ca_file: Option<PathBuf>,
     outbox_retry_secs: Option<u64>,
+    webhook_retry_secs: Option<u64>,
+    webhook_allow_private: Option<bool>,
+    poll_interval_secs: Option<u64>,
+    idle_secs: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -214,6 +227,39 @@ pub fn load(
         30,
         3600,
     )?;
+    let webhook_retry_secs = seconds(
+        "MAILGATE_WEBHOOK_RETRY_SECS",
+        file.webhook_retry_secs,
+        "webhook_retry_secs",
+        30,
+        3600,
+    )?;
+    let poll_interval_secs = seconds(
+        "MAILGATE_POLL_INTERVAL_SECS",
+        file.poll_interval_secs,
+        "poll_interval_secs",
+        60,
+        3600,
+    )?;
+    let idle_secs = seconds(
+        "MAILGATE_IDLE_SECS",
+        file.idle_secs,
+        "idle_secs",
+        25 * 60,
+        29 * 60,
+    )?;
+    let webhook_allow_private = match pick(
+        "MAILGATE_WEBHOOK_ALLOW_PRIVATE",
+        file.webhook_allow_private.map(|b| b.to_string()),
+        "webhook_allow_private",
+    ) {
+        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(err(key, format!("{v:?} is not true or false"))),
+        },
+        None => false,
+    };
     Ok(Config {
         listen,
         data_dir,
@@ -224,6 +270,10 @@ pub fn load(
         refresh_interval_secs,
         extra_ca_file,
         outbox_retry_secs,
+        webhook_retry_secs,
+        webhook_allow_private,
+        poll_interval_secs,
+        idle_secs,
     })
 }
 

@@ -15,6 +15,8 @@ mod config;
 mod outbox;
 mod serve;
 mod views;
+mod watch;
+mod webhooks;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -217,37 +219,41 @@ async fn api_token(store: &Store, cmd: cli::ApiTokenCommand) -> CmdResult {
             scopes,
             accounts,
         } => {
-            let mut ids = Vec::new();
-            for a in &accounts {
-                ids.push(
-                    store
-                        .find_account(a)
-                        .await
-                        .map_err(|e| Failure::BadInput(format!("--account: {e}")))?
-                        .id,
-                );
-            }
-            let token = format!("mgt_{}", mailgate_oauth::random::token(32));
+            let new = mailgate_core::user::NewApiToken::parse(&name, &scopes, &accounts).map_err(
+                |errors| {
+                    Failure::BadInput(
+                        errors
+                            .iter()
+                            .map(|e| format!("--{}: {}", e.field, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )
+                },
+            )?;
+            let token = mailgate_core::user::api_token_value(&mailgate_oauth::random::token(32));
             let created = store
-                .create_api_token(
-                    name.as_str(),
-                    &mailgate_oauth::random::sha256_hex(&token),
-                    &scopes,
-                    &ids,
+                .issue_api_token(
+                    &new,
+                    &mailgate_oauth::random::sha256_hex(token.expose()),
                     SystemClock.now(),
                 )
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound { .. } => Failure::BadInput(format!("--account: {e}")),
+                    e => e.into(),
+                })?;
             eprintln!(
                 "Created API token {:?} (id {}) with scopes {}. It is shown once; store it now:",
                 created.name,
                 created.id,
-                scopes
+                created
+                    .scopes
                     .iter()
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
                     .join(" ")
             );
-            out!("{token}");
+            out!("{}", token.expose());
             Ok(())
         }
         cli::ApiTokenCommand::List { json } => {
@@ -266,8 +272,12 @@ async fn api_token(store: &Store, cmd: cli::ApiTokenCommand) -> CmdResult {
                         .collect::<Vec<_>>()
                         .join(",")
                 };
+                let revoked = t
+                    .revoked_at
+                    .map(|at| format!("  revoked {at}"))
+                    .unwrap_or_default();
                 out!(
-                    "{:>4}  {:<24} {:<40} {}",
+                    "{:>4}  {:<24} {:<40} {}{revoked}",
                     t.id,
                     t.name,
                     scopes.join(" "),
@@ -277,11 +287,13 @@ async fn api_token(store: &Store, cmd: cli::ApiTokenCommand) -> CmdResult {
             Ok(())
         }
         cli::ApiTokenCommand::Revoke { name } => {
-            if store.revoke_api_token(&name).await? {
+            if store.revoke_api_token(&name, SystemClock.now()).await? {
                 out!("Revoked API token {name:?}.");
                 Ok(())
             } else {
-                Err(Failure::BadInput(format!("no API token named {name:?}")))
+                Err(Failure::BadInput(format!(
+                    "no live API token named or numbered {name:?} (see `mailgate api-token list`)"
+                )))
             }
         }
     }

@@ -21,6 +21,8 @@ pub struct Worker {
     pub engine: Arc<Engine>,
     pub tls: mailgate_mail::TlsSettings,
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes the webhook deliverer after `message.sent` / `message.failed`.
+    pub deliveries: Arc<tokio::sync::Notify>,
     /// First retry delay; doubles with each attempt, up to an hour.
     pub retry_base_secs: i64,
     pub holder: String,
@@ -148,11 +150,27 @@ impl Worker {
         }
     }
 
+    /// Records `message.sent` / `message.failed`, which also queues their webhooks.
     async fn event(&self, item: &OutboxItem, kind: EventKind, message: String, now: Timestamp) {
+        let data = match self.store.outbox_item(item.id).await {
+            Ok(latest) => serde_json::json!({
+                "message": {
+                    "id": latest.id,
+                    "status": latest.status,
+                    "message_id": latest.message_id,
+                    "recipients": latest.recipients,
+                    "attempts": latest.attempts,
+                    "server_reply": latest.server_reply,
+                    "error": latest.last_error,
+                }
+            }),
+            Err(_) => serde_json::json!({ "message": { "id": item.id } }),
+        };
         let _ = self
             .store
-            .record_event(now, kind, None, Some(item.account_id), &message)
+            .record_event_with(now, kind, None, Some(item.account_id), &message, Some(data))
             .await;
+        self.deliveries.notify_one();
     }
 }
 

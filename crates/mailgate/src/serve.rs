@@ -29,21 +29,46 @@ pub async fn serve(config: Config) -> CmdResult {
             .map_err(|e| Failure::BadInput(format!("MAILGATE_EXTRA_CA_FILE: {e}")))?,
         tests: Default::default(),
         outbox: Arc::new(tokio::sync::Notify::new()),
+        deliveries: Arc::new(tokio::sync::Notify::new()),
+        watchers: Arc::new(tokio::sync::Notify::new()),
+        webhook_allow_private: config.webhook_allow_private,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // One name for this process in every lease it takes.
+    let holder = format!(
+        "{}-{}",
+        std::process::id(),
+        mailgate_oauth::random::token(6)
+    );
     let worker = crate::outbox::Worker {
         store: store.clone(),
         engine: engine.clone(),
         tls: state.tls.clone(),
         wake: state.outbox.clone(),
+        deliveries: state.deliveries.clone(),
         retry_base_secs: config.outbox_retry_secs as i64,
-        holder: format!(
-            "{}-{}",
-            std::process::id(),
-            mailgate_oauth::random::token(6)
-        ),
+        holder: holder.clone(),
     };
     let outbox = tokio::spawn(worker.run(stop_rx.clone()));
+    let deliverer = crate::webhooks::Deliverer {
+        store: store.clone(),
+        wake: state.deliveries.clone(),
+        retry_base_secs: config.webhook_retry_secs as i64,
+        allow_private: config.webhook_allow_private,
+        holder: holder.clone(),
+    };
+    let deliverer = tokio::spawn(deliverer.run(stop_rx.clone()));
+    let watchers = crate::watch::Watchers {
+        store: store.clone(),
+        engine: engine.clone(),
+        tls: state.tls.clone(),
+        holder,
+        poll_secs: config.poll_interval_secs,
+        idle_secs: config.idle_secs,
+        wake: state.watchers.clone(),
+        deliveries: state.deliveries.clone(),
+    };
+    let watchers = tokio::spawn(watchers.run(stop_rx.clone()));
     let scheduler = tokio::spawn(refresh_scheduler(
         engine,
         config.refresh_interval_secs,
@@ -66,6 +91,8 @@ pub async fn serve(config: Config) -> CmdResult {
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = outbox.await;
+    let _ = deliverer.await;
+    let _ = watchers.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

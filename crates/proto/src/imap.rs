@@ -456,6 +456,72 @@ pub fn search_results(resp: &Response) -> Option<Vec<u32>> {
         .collect()
 }
 
+/// The number in a response code such as `* OK [UIDVALIDITY 3857529045]` or
+/// `* OK [UIDNEXT 4392]` (RFC 3501 §7.1), for `name` compared case-insensitively.
+pub fn code_number(resp: &Response, name: &str) -> Option<u32> {
+    let code = match resp {
+        Response::Untagged {
+            code: Some(code), ..
+        }
+        | Response::Tagged {
+            code: Some(code), ..
+        } => code,
+        _ => return None,
+    };
+    decimal(after_keyword(code, name)?.trim())
+}
+
+/// What an untagged `* N FETCH (UID 7 FLAGS (\Seen) RFC822.SIZE 1234 BODY[...] {N})`
+/// says about the message; the literal (headers or body) stays in the response's
+/// `literals`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchAttrs {
+    pub uid: Option<u32>,
+    pub flags: Vec<String>,
+    pub size: Option<u64>,
+}
+
+/// The attributes of a `FETCH` data response; `None` for every other response.
+pub fn fetch_attrs(resp: &Response) -> Option<FetchAttrs> {
+    let Response::Untagged {
+        status: None, line, ..
+    } = resp
+    else {
+        return None;
+    };
+    let (_seq, rest) = line.split_once(' ')?;
+    let rest = after_keyword(rest, "FETCH")?.trim();
+    let inner = rest.strip_prefix('(')?;
+    let mut attrs = FetchAttrs::default();
+    let mut words = inner.split(' ').peekable();
+    while let Some(word) = words.next() {
+        if word.eq_ignore_ascii_case("UID") {
+            attrs.uid = words.next().and_then(|w| decimal(w.trim_end_matches(')')));
+        } else if word.eq_ignore_ascii_case("RFC822.SIZE") {
+            attrs.size = words.next().and_then(|w| decimal(w.trim_end_matches(')')));
+        } else if word.eq_ignore_ascii_case("FLAGS") {
+            // `FLAGS (\Seen \Answered)` or `FLAGS ()`.
+            let Some(first) = words.next() else { break };
+            let mut flag = first.strip_prefix('(').unwrap_or(first);
+            loop {
+                let last = flag.ends_with(')');
+                let name = flag.trim_end_matches(')');
+                if !name.is_empty() {
+                    attrs.flags.push(name.to_owned());
+                }
+                if last {
+                    break;
+                }
+                match words.next() {
+                    Some(next) => flag = next,
+                    None => break,
+                }
+            }
+        }
+    }
+    Some(attrs)
+}
+
 /// The rest of `text` after its first word, if that word is `keyword` (case-insensitively).
 fn after_keyword<'a>(text: &'a str, keyword: &str) -> Option<&'a str> {
     let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
@@ -711,6 +777,37 @@ a3 NO [TRYCREATE] Folder not found.\r\n\
                 "Session invalidated - AccessTokenExpired",
             ),
         ]
+    }
+
+    #[test]
+    fn response_codes_and_fetch_attributes() {
+        let ok = parse_one(b"* OK [UIDVALIDITY 3857529045] UIDs valid\r\n");
+        assert_eq!(code_number(&ok, "UIDVALIDITY"), Some(3857529045));
+        assert_eq!(code_number(&ok, "UIDNEXT"), None);
+        let next = parse_one(b"* OK [UIDNEXT 4392] Predicted next UID\r\n");
+        assert_eq!(code_number(&next, "uidnext"), Some(4392));
+
+        let f = parse_one(
+            b"* 12 FETCH (UID 7 FLAGS (\\Seen \\Answered) RFC822.SIZE 1234 BODY[HEADER] {5}\r\nhello)\r\n",
+        );
+        assert_eq!(
+            fetch_attrs(&f),
+            Some(FetchAttrs {
+                uid: Some(7),
+                flags: vec!["\\Seen".into(), "\\Answered".into()],
+                size: Some(1234),
+            })
+        );
+        let empty = parse_one(b"* 3 FETCH (FLAGS () UID 9)\r\n");
+        assert_eq!(
+            fetch_attrs(&empty),
+            Some(FetchAttrs {
+                uid: Some(9),
+                flags: vec![],
+                size: None
+            })
+        );
+        assert_eq!(fetch_attrs(&parse_one(b"* 3 EXISTS\r\n")), None);
     }
 
     #[test]

@@ -11,11 +11,13 @@
 
 mod authz;
 pub mod crypto;
+pub mod inbound;
 mod migrate;
 mod outbox;
 pub mod passwords;
 mod rows;
 mod users;
+pub mod webhooks;
 
 pub use authz::PendingAuthorization;
 use crypto::{CryptoError, KeySource, Keyring, MasterKey};
@@ -31,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 pub use users::{LoginThrottle, SessionInfo};
+pub use webhooks::{Attempt, AttemptOutcome, Delivery, DeliveryStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,6 +73,7 @@ pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
     ("oauth_states", "id", "verifier"),
     ("grants", "account_id", "access_token"),
     ("grants", "account_id", "refresh_token"),
+    ("webhooks", "id", "secret"),
 ];
 
 fn seal_context(table: &str, column: &str, id: i64) -> String {
@@ -708,8 +712,23 @@ impl Store {
         account: Option<AccountId>,
         message: &str,
     ) -> Result<()> {
+        self.record_event_with(now, kind, app, account, message, None)
+            .await
+    }
+
+    /// [`record_event`](Self::record_event) with structured data for the webhooks the
+    /// event triggers (e.g. the outbox id and the server's reply of `message.sent`).
+    pub async fn record_event_with(
+        &self,
+        now: Timestamp,
+        kind: EventKind,
+        app: Option<AppId>,
+        account: Option<AccountId>,
+        message: &str,
+        data: Option<serde_json::Value>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        record(&mut tx, now, kind, app, account, message).await?;
+        record_with(&mut tx, now, kind, app, account, message, data).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -993,7 +1012,14 @@ pub(crate) async fn apply_in_tx(
             ),
             None => format!("account {name} is {next} (was {current})"),
         };
-        record(tx, now, kind, Some(AppId(app_id)), Some(id), &msg).await?;
+        let data = problem.map(|p| {
+            serde_json::json!({
+                "state": next.as_str(),
+                "previous_state": current.as_str(),
+                "problem": { "code": p.code, "remediation": p.remediation, "detail": p.detail },
+            })
+        });
+        record_with(tx, now, kind, Some(AppId(app_id)), Some(id), &msg, data).await?;
     }
     Ok(next)
 }
@@ -1006,6 +1032,28 @@ pub(crate) async fn record(
     account: Option<AccountId>,
     message: &str,
 ) -> Result<()> {
+    record_with(tx, now, kind, app, account, message, None).await
+}
+
+/// Records an event and, in the same transaction, the webhook deliveries it triggers.
+/// `data` goes into the webhook body beside the event's sentence (`description`).
+pub(crate) async fn record_with(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    now: Timestamp,
+    kind: EventKind,
+    app: Option<AppId>,
+    account: Option<AccountId>,
+    message: &str,
+    data: Option<serde_json::Value>,
+) -> Result<()> {
+    if let Some(hook) = mailgate_core::webhook::WebhookEvent::for_event(kind) {
+        let mut data = match data {
+            Some(serde_json::Value::Object(m)) => serde_json::Value::Object(m),
+            _ => serde_json::json!({}),
+        };
+        data["description"] = serde_json::Value::String(message.to_owned());
+        webhooks::fan_out(tx, hook, app, account, data, now).await?;
+    }
     sqlx::query(
         "INSERT INTO events (at, kind, app_id, account_id, message) VALUES ($1, $2, $3, $4, $5)",
     )

@@ -37,6 +37,16 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "outbox",
         include_str!("../migrations/sqlite/0005_outbox.sql"),
     ),
+    (
+        6,
+        "api_token_revocation",
+        include_str!("../migrations/sqlite/0006_api_token_revocation.sql"),
+    ),
+    (
+        7,
+        "webhooks_inbound",
+        include_str!("../migrations/sqlite/0007_webhooks_inbound.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

@@ -289,10 +289,12 @@ fn api_token_from(row: &AnyRow) -> Result<mailgate_core::user::ApiToken> {
         last_used_at: row
             .try_get::<Option<i64>, _>("last_used_at")?
             .map(Timestamp),
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
     })
 }
 
-const API_TOKEN_COLUMNS: &str = "id, name, scopes, account_ids, created_at, last_used_at";
+const API_TOKEN_COLUMNS: &str =
+    "id, name, scopes, account_ids, created_at, last_used_at, revoked_at";
 
 impl Store {
     /// Stores an API token by the SHA-256 of its value (the value itself is shown once).
@@ -327,16 +329,37 @@ impl Store {
             account_ids: accounts.to_vec(),
             created_at: now,
             last_used_at: None,
+            revoked_at: None,
         })
     }
 
-    /// The token with this hash, marking it used.
+    /// Creates the token an administrator asked for (CLI or admin form): its accounts,
+    /// given by name or id, must exist (`NotFound` for the first that does not), and its
+    /// name must be free (`Duplicate`, revoked tokens included).
+    pub async fn issue_api_token(
+        &self,
+        new: &mailgate_core::user::NewApiToken,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<mailgate_core::user::ApiToken> {
+        let mut ids = Vec::new();
+        for key in &new.accounts {
+            let id = self.find_account(key).await?.id;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        self.create_api_token(new.name.as_str(), token_hash, &new.scopes, &ids, now)
+            .await
+    }
+
+    /// The live (not revoked) token with this hash, marking it used.
     pub async fn api_token_by_hash(
         &self,
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<mailgate_core::user::ApiToken>> {
-        let row = sqlx::query(&format!("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2 RETURNING {API_TOKEN_COLUMNS}"))
+        let row = sqlx::query(&format!("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL RETURNING {API_TOKEN_COLUMNS}"))
             .bind(now.0)
             .bind(token_hash.to_owned())
             .fetch_optional(&self.pool)
@@ -344,6 +367,7 @@ impl Store {
         row.as_ref().map(api_token_from).transpose()
     }
 
+    /// Every token, revoked ones included (they keep their row for the record).
     pub async fn list_api_tokens(&self) -> Result<Vec<mailgate_core::user::ApiToken>> {
         let rows = sqlx::query(&format!(
             "SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY name"
@@ -353,10 +377,12 @@ impl Store {
         rows.iter().map(api_token_from).collect()
     }
 
-    /// Revokes a token by name; false if there was none.
-    pub async fn revoke_api_token(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM api_tokens WHERE name = $1")
-            .bind(name.to_owned())
+    /// Revokes a live token by name or id; false if there is no live one (unknown, or
+    /// revoked already). The row stays, so its name stays taken.
+    pub async fn revoke_api_token(&self, key: &str, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE (name = $2 OR CAST(id AS TEXT) = $2) AND revoked_at IS NULL")
+            .bind(now.0)
+            .bind(key.trim().to_owned())
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)

@@ -24,13 +24,13 @@ type Fields = HashMap<String, String>;
 
 /// Field errors of one submission, by field name.
 #[derive(Default)]
-struct Errors(Vec<(String, String)>);
+pub(crate) struct Errors(Vec<(String, String)>);
 
 impl Errors {
-    fn add(&mut self, field: &str, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0.push((field.to_owned(), message.into()));
     }
-    fn for_field(&self, field: &str) -> String {
+    pub(crate) fn for_field(&self, field: &str) -> String {
         self.0
             .iter()
             .filter(|(f, _)| f == field)
@@ -43,10 +43,10 @@ impl Errors {
             })
             .collect()
     }
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.0.is_empty() {
             return String::new();
         }
@@ -150,7 +150,7 @@ fn select(f: &Fields, errs: &Errors, name: &str, label: &str, options: &[(&str, 
 }
 
 /// A form page: 422 when it comes back with errors, so scripts and tests can tell.
-fn form_page(session: &Session, title: &str, body: &str, errs: &Errors) -> Response {
+pub(crate) fn form_page(session: &Session, title: &str, body: &str, errs: &Errors) -> Response {
     let mut r = crate::admin::layout(session, title, body);
     if !errs.is_empty() {
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;

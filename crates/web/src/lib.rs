@@ -9,12 +9,14 @@
 mod admin;
 pub mod api;
 mod api_admin;
+mod api_inbound;
 pub mod auth;
 mod callback;
 pub mod forms;
 mod html;
 pub mod openapi;
 pub mod test_runs;
+mod tokens;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -41,6 +43,12 @@ pub struct AppState {
     pub tests: Arc<test_runs::TestRuns>,
     /// Wakes the outbox worker when a message is queued.
     pub outbox: Arc<tokio::sync::Notify>,
+    /// Wakes the webhook deliverer (a redelivery was asked for).
+    pub deliveries: Arc<tokio::sync::Notify>,
+    /// Wakes the inbound watchers' supervisor (a subscription changed).
+    pub watchers: Arc<tokio::sync::Notify>,
+    /// Whether webhook targets may be loopback or private addresses.
+    pub webhook_allow_private: bool,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
@@ -112,10 +120,35 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/accounts/{id}/authorize",
             post(api::start_authorization),
         )
-        .route("/api/v1/accounts/{id}/messages", post(api::send_message))
+        .route(
+            "/api/v1/accounts/{id}/messages",
+            get(api_inbound::list_messages).post(api::send_message),
+        )
         .route("/api/v1/messages/{id}", get(api::message_status))
+        .route(
+            "/api/v1/accounts/{id}/messages/{uid}",
+            get(api_inbound::get_message),
+        )
+        .route(
+            "/api/v1/webhooks",
+            get(api_inbound::list_webhooks).post(api_inbound::create_webhook),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            get(api_inbound::get_webhook).delete(api_inbound::delete_webhook),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(api_inbound::deliveries),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver",
+            post(api_inbound::redeliver),
+        )
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/admin/events", get(admin::events))
+        .route("/admin/api-tokens", get(tokens::list).post(tokens::create))
+        .route("/admin/api-tokens/{id}/revoke", post(tokens::revoke))
         .with_state(state)
 }
 

@@ -57,6 +57,54 @@ pub const API_ROUTES: &[(&str, &str, &str, &str)] = &[
         "Status of a queued message",
     ),
     (
+        "get",
+        "/api/v1/accounts/{id}/messages",
+        "messages:read",
+        "The newest messages of the inbox (envelope, flags, size), newest first",
+    ),
+    (
+        "get",
+        "/api/v1/accounts/{id}/messages/{uid}",
+        "messages:read",
+        "One received message: headers, text, HTML, attachment metadata; raw with ?raw=true",
+    ),
+    (
+        "get",
+        "/api/v1/webhooks",
+        "webhooks:write",
+        "Webhook subscriptions the token may see",
+    ),
+    (
+        "post",
+        "/api/v1/webhooks",
+        "webhooks:write",
+        "Subscribe a URL to events; the signing secret is in this answer only",
+    ),
+    (
+        "get",
+        "/api/v1/webhooks/{id}",
+        "webhooks:write",
+        "One webhook subscription",
+    ),
+    (
+        "delete",
+        "/api/v1/webhooks/{id}",
+        "webhooks:write",
+        "Remove a webhook subscription and its delivery log",
+    ),
+    (
+        "get",
+        "/api/v1/webhooks/{id}/deliveries",
+        "webhooks:write",
+        "The delivery log: each delivery with every attempt's status code",
+    ),
+    (
+        "post",
+        "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver",
+        "webhooks:write",
+        "Send a delivery again (same delivery id and body)",
+    ),
+    (
         "post",
         "/api/v1/apps",
         "accounts:write",
@@ -111,6 +159,25 @@ pub const API_ROUTES: &[(&str, &str, &str, &str)] = &[
         "Remove a mail account and its grant",
     ),
 ];
+
+/// The `{name}` parameters of a route path, in order.
+pub fn path_params(path: &str) -> Vec<&str> {
+    path.split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+        .collect()
+}
+
+fn push_params(op: &mut Value, extra: &[Value]) {
+    match op["parameters"].as_array_mut() {
+        Some(list) => list.extend(extra.iter().cloned()),
+        None => op["parameters"] = Value::Array(extra.to_vec()),
+    }
+}
+
+fn ok_schema(schema: &str) -> Value {
+    json!({ "description": "OK", "content": { "application/json": { "schema": { "$ref": schema } } } })
+}
 
 fn json_body(schema: &str) -> Value {
     json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
@@ -173,7 +240,7 @@ fn admin_operation(method: &str, path: &str, op: &mut Value) {
         ("get", "/api/v1/apps/{id}") => {
             op["responses"]["200"] = json_response("OK", &app);
         }
-        ("delete", _) => {
+        ("delete", "/api/v1/apps/{id}" | "/api/v1/accounts/{id}") => {
             if let Some(r) = op["responses"].as_object_mut() {
                 r.remove("200");
             }
@@ -225,10 +292,73 @@ pub fn document() -> Value {
                 "404": problem_response("No such resource"),
             }
         });
-        if path.contains("{id}") {
-            op["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }]);
+        let params: Vec<Value> = path_params(path)
+            .into_iter()
+            .map(|name| {
+                let schema = if name == "uid" {
+                    json!({ "type": "string", "description": "IMAP UID or POP3 UIDL" })
+                } else {
+                    json!({ "type": "integer" })
+                };
+                json!({ "name": name, "in": "path", "required": true, "schema": schema })
+            })
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
         }
-        if *path == "/api/v1/accounts/{id}/messages" {
+        match (*method, *path) {
+            ("get", "/api/v1/accounts/{id}/messages") => {
+                push_params(
+                    &mut op,
+                    &[
+                        json!({ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 200, "default": 50 } }),
+                        json!({ "name": "before", "in": "query", "required": false, "schema": { "type": "string" }, "description": "Only messages older than this uid (the previous page's next_before)" }),
+                    ],
+                );
+                op["responses"]["200"] = ok_schema("#/components/schemas/MessageList");
+                op["responses"]["502"] = problem_response(
+                    "The mail server failed (the problem names the step and remediation)",
+                );
+            }
+            ("get", "/api/v1/accounts/{id}/messages/{uid}") => {
+                push_params(
+                    &mut op,
+                    &[
+                        json!({ "name": "raw", "in": "query", "required": false, "schema": { "type": "boolean" }, "description": "The message as message/rfc822 (also with Accept: message/rfc822)" }),
+                    ],
+                );
+                op["responses"]["200"] = json!({ "description": "OK", "content": {
+                    "application/json": { "schema": { "$ref": "#/components/schemas/ReceivedMessage" } },
+                    "message/rfc822": { "schema": { "type": "string" } } } });
+                op["responses"]["502"] = problem_response("The mail server failed");
+            }
+            ("post", "/api/v1/webhooks") => {
+                op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/NewWebhook" } } } });
+                op["responses"]["201"] = ok_schema("#/components/schemas/Webhook");
+                op["responses"]["422"] = problem_response("A field is invalid (see `field`)");
+            }
+            ("get", "/api/v1/webhooks" | "/api/v1/webhooks/{id}") => {
+                op["responses"]["200"] = ok_schema("#/components/schemas/Webhook");
+            }
+            ("delete", _) => {
+                op["responses"]["204"] = json!({ "description": "Removed" });
+            }
+            ("get", "/api/v1/webhooks/{id}/deliveries") => {
+                push_params(
+                    &mut op,
+                    &[
+                        json!({ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 } }),
+                    ],
+                );
+                op["responses"]["200"] = ok_schema("#/components/schemas/DeliveryLog");
+            }
+            ("post", "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver") => {
+                op["responses"]["202"] = ok_schema("#/components/schemas/Delivery");
+                op["responses"]["409"] = problem_response("The delivery is being sent right now");
+            }
+            _ => {}
+        }
+        if *path == "/api/v1/accounts/{id}/messages" && *method == "post" {
             op["requestBody"] = json!({
                 "required": true,
                 "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SendRequest" } }, "message/rfc822": { "schema": { "type": "string", "description": "A ready RFC 5322 message; the envelope comes from To, Cc and Bcc, and Bcc is removed" } } }
@@ -275,6 +405,95 @@ pub fn document() -> Value {
                         "text": { "type": "string" }
                     },
                     "required": ["to", "subject", "text"]
+                },
+                "Mailbox": {
+                    "type": "object",
+                    "properties": { "name": { "type": "string" }, "address": { "type": "string" } },
+                    "required": ["address"]
+                },
+                "Envelope": {
+                    "type": "object",
+                    "properties": {
+                        "message_id": { "type": ["string", "null"] },
+                        "subject": { "type": ["string", "null"] },
+                        "from": { "type": "array", "items": { "$ref": "#/components/schemas/Mailbox" } },
+                        "to": { "type": "array", "items": { "$ref": "#/components/schemas/Mailbox" } },
+                        "cc": { "type": "array", "items": { "$ref": "#/components/schemas/Mailbox" } },
+                        "reply_to": { "type": "array", "items": { "$ref": "#/components/schemas/Mailbox" } },
+                        "date": { "type": ["string", "null"], "description": "RFC 3339" }
+                    }
+                },
+                "MessageList": {
+                    "type": "object",
+                    "properties": {
+                        "messages": { "type": "array", "items": { "allOf": [
+                            { "$ref": "#/components/schemas/Envelope" },
+                            { "type": "object", "properties": { "uid": { "type": "string" }, "size": { "type": ["integer", "null"] }, "flags": { "type": "array", "items": { "type": "string" } } } }
+                        ] } },
+                        "next_before": { "type": ["string", "null"], "description": "Pass as before= for the next page" }
+                    }
+                },
+                "ReceivedMessage": {
+                    "allOf": [
+                        { "$ref": "#/components/schemas/Envelope" },
+                        { "type": "object", "properties": {
+                            "uid": { "type": "string" },
+                            "size": { "type": "integer" },
+                            "headers": { "type": "array", "items": { "type": "object", "properties": { "name": { "type": "string" }, "value": { "type": "string" } } } },
+                            "text": { "type": ["string", "null"] },
+                            "html": { "type": ["string", "null"] },
+                            "truncated": { "type": "boolean", "description": "text or html was cut; fetch raw for everything" },
+                            "attachments": { "type": "array", "items": { "type": "object", "properties": {
+                                "filename": { "type": ["string", "null"] }, "content_type": { "type": "string" }, "size": { "type": "integer" },
+                                "content_id": { "type": "string" }, "inline": { "type": "boolean" } } } }
+                        } }
+                    ]
+                },
+                "NewWebhook": {
+                    "type": "object",
+                    "properties": {
+                        "url": { "type": "string", "format": "uri", "description": "http(s) URL; loopback and private addresses only when the operator allows them" },
+                        "events": { "type": "array", "minItems": 1, "items": { "type": "string", "enum": ["message.received", "message.sent", "message.failed", "account.reauth_required", "app.secret_expiring"] } },
+                        "account_id": { "type": ["integer", "null"], "description": "One account; omitted: every account (unrestricted tokens only)" },
+                        "description": { "type": "string", "maxLength": 500 }
+                    },
+                    "required": ["url", "events"],
+                    "additionalProperties": false
+                },
+                "Webhook": {
+                    "type": "object",
+                    "properties": {
+                        "id": { "type": "integer" },
+                        "account_id": { "type": ["integer", "null"] },
+                        "url": { "type": "string" },
+                        "events": { "type": "array", "items": { "type": "string" } },
+                        "description": { "type": "string" },
+                        "enabled": { "type": "boolean" },
+                        "created_at": { "type": "string" },
+                        "secret": { "type": "string", "description": "Only in the answer to POST: the HMAC-SHA256 key for X-Mailgate-Signature" }
+                    }
+                },
+                "Delivery": {
+                    "type": "object",
+                    "properties": {
+                        "id": { "type": "integer" },
+                        "delivery_id": { "type": "string", "description": "X-Mailgate-Delivery; the same on every attempt" },
+                        "webhook_id": { "type": "integer" },
+                        "event": { "type": "string" },
+                        "event_id": { "type": "string" },
+                        "status": { "type": "string", "enum": ["pending", "delivering", "delivered", "failed"] },
+                        "attempts": { "type": "integer" },
+                        "last_status": { "type": ["integer", "null"] },
+                        "last_error": { "type": ["string", "null"] }
+                    }
+                },
+                "DeliveryLog": {
+                    "type": "object",
+                    "properties": { "deliveries": { "type": "array", "items": { "allOf": [
+                        { "$ref": "#/components/schemas/Delivery" },
+                        { "type": "object", "properties": { "attempt_log": { "type": "array", "items": { "type": "object", "properties": {
+                            "at": { "type": "string" }, "status_code": { "type": ["integer", "null"] }, "error": { "type": ["string", "null"] }, "duration_ms": { "type": "integer" } } } } } }
+                    ] } } }
                 },
                 "AppInput": app_input(true),
                 "AppChanges": app_input(false),

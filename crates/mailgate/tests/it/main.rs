@@ -12,3 +12,5 @@ mod oauth;
 mod outbox;
 mod serve;
 mod support;
+mod tokens_ui;
+mod webhooks;

@@ -1,0 +1,222 @@
+//! Reading an account's inbox with a fresh token: the sessions the watchers keep open and
+//! the list/fetch behind `GET /api/v1/accounts/{id}/messages`.
+
+use crate::imap::ImapClient;
+use crate::net::{self, MailError, TlsSettings};
+use crate::parse::{self, Envelope};
+use crate::pop3::Pop3Client;
+use crate::remedy::MailRemedy;
+use mailgate_core::account::{InboundProtocol, MailAccount, ServerEndpoint};
+use mailgate_core::{Timestamp, TlsMode};
+use mailgate_grants::{Engine, EngineError};
+use serde::Serialize;
+use std::time::Duration;
+
+/// A token problem as a mail error, keeping the provider's words and the remediation.
+pub(crate) fn token_error(e: &EngineError, detail: String) -> MailError {
+    match e {
+        EngineError::OAuth(f) => MailError {
+            remedy: MailRemedy::TokenUnavailable,
+            detail,
+            server_says: f.provider_says.clone(),
+            oauth: Some((f.remediation.code(), f.remediation.sentence())),
+        },
+        other => MailError::new(MailRemedy::TokenUnavailable, other.to_string()),
+    }
+}
+
+fn inbound(account: &MailAccount) -> Result<(InboundProtocol, &ServerEndpoint), MailError> {
+    let inb = account.spec.inbound.as_ref().ok_or_else(|| {
+        MailError::new(
+            MailRemedy::MailboxUnavailable,
+            "the account has no inbound server",
+        )
+    })?;
+    Ok((inb.protocol, &inb.server))
+}
+
+async fn token(
+    engine: &Engine,
+    account: &MailAccount,
+) -> Result<(String, Option<Timestamp>), MailError> {
+    let t = engine
+        .access_token(account.id)
+        .await
+        .map_err(|e| token_error(&e, format!("no fresh token: {e}")))?;
+    Ok((t.access_token.expose().to_owned(), t.expires_at))
+}
+
+/// An authenticated IMAP session and when its token expires (the session must be
+/// re-opened before then: Exchange ends it at that moment).
+pub async fn open_imap(
+    engine: &Engine,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    timeout: Duration,
+) -> Result<(ImapClient, Option<Timestamp>), MailError> {
+    let (_, server) = inbound(account)?;
+    let (token, expires_at) = token(engine, account).await?;
+    let conn = net::open(server, timeout, tls).await?;
+    let mut c = ImapClient::greet(conn).await?;
+    if server.tls == TlsMode::Starttls {
+        c.starttls(tls).await?;
+    }
+    c.capability().await?;
+    let mech = c.oauth_mechanism().ok_or_else(|| {
+        MailError::new(
+            MailRemedy::OAuthNotOffered,
+            "the IMAP server offers no OAuth mechanism",
+        )
+    })?;
+    let user = account.spec.sasl_user().to_string();
+    c.authenticate(mech, &user, &token, server.port.get())
+        .await?;
+    // Capabilities may change after authentication (IDLE, MOVE, UIDPLUS).
+    c.capability().await?;
+    Ok((c, expires_at))
+}
+
+/// An authenticated POP3 session.
+pub async fn open_pop3(
+    engine: &Engine,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    timeout: Duration,
+) -> Result<Pop3Client, MailError> {
+    let (_, server) = inbound(account)?;
+    let (token, _) = token(engine, account).await?;
+    let conn = net::open(server, timeout, tls).await?;
+    let mut c = Pop3Client::greet(conn).await?;
+    if server.tls == TlsMode::Starttls {
+        c.capa().await?;
+        c.stls(tls).await?;
+    }
+    c.capa().await?;
+    let mech = c.oauth_mechanism().ok_or_else(|| {
+        MailError::new(
+            MailRemedy::OAuthNotOffered,
+            "the POP3 server offers no OAuth mechanism",
+        )
+    })?;
+    let user = account.spec.sasl_user().to_string();
+    c.authenticate(mech, &user, &token, server.port.get())
+        .await?;
+    Ok(c)
+}
+
+/// One line of a message list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// IMAP UID (decimal) or POP3 UIDL: the id for `…/messages/{uid}`.
+    pub uid: String,
+    pub size: Option<u64>,
+    /// IMAP flags (`\Seen`, …); POP3 has none.
+    pub flags: Vec<String>,
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+/// The newest `limit` messages of the inbox, newest first; with `before`, only those older
+/// than that uid (IMAP: numerically smaller; POP3: listed before it).
+pub async fn list(
+    engine: &Engine,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    limit: usize,
+    before: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<Summary>, MailError> {
+    match inbound(account)?.0 {
+        InboundProtocol::Imap => {
+            let (mut c, _) = open_imap(engine, tls, account, timeout).await?;
+            c.select_info("INBOX", true).await?;
+            let mut uids = c.uid_search("ALL").await?;
+            if let Some(b) = before {
+                // Not a number: no IMAP UID is "before" it.
+                let b: u32 = b.parse().unwrap_or(0);
+                uids.retain(|&u| u < b);
+            }
+            let newest: Vec<u32> = uids.iter().rev().take(limit).copied().collect();
+            let mut rows = c.fetch_headers(&newest).await?;
+            c.logout().await;
+            rows.sort_by_key(|(a, _)| std::cmp::Reverse(a.uid));
+            Ok(rows
+                .into_iter()
+                .map(|(attrs, header)| Summary {
+                    uid: attrs.uid.unwrap_or_default().to_string(),
+                    size: attrs.size,
+                    flags: attrs.flags,
+                    envelope: parse::envelope(&header),
+                })
+                .collect())
+        }
+        InboundProtocol::Pop3 => {
+            let mut c = open_pop3(engine, tls, account, timeout).await?;
+            let uidls = c.uidl().await?;
+            let sizes = c.list().await?;
+            let mut numbers: Vec<(u32, String)> = uidls;
+            numbers.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+            if let Some(b) = before {
+                // An unknown uidl (deleted meanwhile) ends the list.
+                let pos = numbers.iter().position(|(_, u)| u == b);
+                numbers.drain(..pos.map_or(numbers.len(), |p| p + 1));
+            }
+            numbers.truncate(limit);
+            let mut out = Vec::with_capacity(numbers.len());
+            for (n, uidl) in numbers {
+                let header = c.headers(n).await?.join(&b"\r\n"[..]);
+                out.push(Summary {
+                    uid: uidl,
+                    size: sizes.iter().find(|(m, _)| *m == n).map(|(_, s)| *s),
+                    flags: vec![],
+                    envelope: parse::envelope(&header),
+                });
+            }
+            c.quit().await;
+            Ok(out)
+        }
+    }
+}
+
+/// The raw bytes of the message `uid` (IMAP UID or POP3 UIDL), read without marking it
+/// seen; `None` if the inbox has no such message.
+pub async fn fetch(
+    engine: &Engine,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    uid: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, MailError> {
+    match inbound(account)?.0 {
+        InboundProtocol::Imap => {
+            let Ok(n) = uid.parse::<u32>() else {
+                return Ok(None);
+            };
+            let (mut c, _) = open_imap(engine, tls, account, timeout).await?;
+            c.select_info("INBOX", true).await?;
+            let raw = c.fetch(n).await?;
+            c.logout().await;
+            Ok(raw)
+        }
+        InboundProtocol::Pop3 => {
+            let mut c = open_pop3(engine, tls, account, timeout).await?;
+            let found = c.uidl().await?.into_iter().find(|(_, u)| u == uid);
+            let raw = match found {
+                Some((n, _)) => Some(join_lines(c.retr(n).await?)),
+                None => None,
+            };
+            c.quit().await;
+            Ok(raw)
+        }
+    }
+}
+
+/// POP3's dot-unstuffed lines back into one CRLF message.
+pub fn join_lines(lines: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
+    for l in lines {
+        out.extend_from_slice(&l);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}

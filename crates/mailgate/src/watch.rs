@@ -1,0 +1,466 @@
+//! Inbound watchers in `serve`: one per enabled inbound account that has something to do
+//! with new mail (an on-received action, or a `message.received` subscription).
+//!
+//! - IMAP: IDLE where offered (re-issued every `idle_secs`, under Exchange's 30-minute
+//!   cut-off), otherwise polling; resumes from the last processed UID under the mailbox's
+//!   UIDVALIDITY.
+//! - POP3: polling with UIDL tracking.
+//!
+//! A watcher first takes the lease `watch:<account>` in the database and renews it while
+//! it runs, so two instances never watch the same mailbox; a crashed instance's lease
+//! expires and another takes over. Each session is re-opened with a fresh token before
+//! the old token expires (Exchange ends the session at that moment).
+//!
+//! Processing one message is one transaction (position + webhook deliveries), then the
+//! mailbox action (mark seen, move, delete). A crash between the two leaves the message
+//! processed but untouched in the inbox: nothing is lost or sent twice.
+
+use mailgate_core::account::{InboundProtocol, MailAccount, OnReceived};
+use mailgate_core::event::EventKind;
+use mailgate_core::webhook::WebhookEvent;
+use mailgate_core::{AccountId, Clock, SystemClock, Timestamp};
+use mailgate_grants::Engine;
+use mailgate_mail::imap::ImapClient;
+use mailgate_mail::{MailError, TlsSettings, inbox, parse};
+use mailgate_store::Store;
+use mailgate_store::inbound::ImapPosition;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const LEASE_SECS: i64 = 60;
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// How often the supervisor looks for accounts to start or stop watching.
+const SUPERVISE_EVERY: Duration = Duration::from_secs(10);
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Re-open a session this long before its token expires.
+const TOKEN_MARGIN_SECS: i64 = 120;
+/// Bodies in a webhook are cut at this size each (the raw message is in the API).
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct Watchers {
+    pub store: Arc<Store>,
+    pub engine: Arc<Engine>,
+    pub tls: TlsSettings,
+    pub holder: String,
+    pub poll_secs: u64,
+    pub idle_secs: u64,
+    /// Woken when an account or subscription changes, to re-check at once.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Woken when new deliveries are queued.
+    pub deliveries: Arc<tokio::sync::Notify>,
+}
+
+struct Running {
+    updated_at: Timestamp,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watchers {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut running: HashMap<AccountId, Running> = HashMap::new();
+        loop {
+            match self.wanted().await {
+                Ok(wanted) => {
+                    // Stop what is no longer wanted or has changed (or has ended).
+                    running.retain(|id, r| {
+                        let keep = !r.task.is_finished()
+                            && wanted
+                                .iter()
+                                .any(|a| a.id == *id && a.updated_at == r.updated_at);
+                        if !keep {
+                            let _ = r.stop.send(true);
+                        }
+                        keep
+                    });
+                    for account in wanted {
+                        if running.contains_key(&account.id) {
+                            continue;
+                        }
+                        let (tx, rx) = watch::channel(false);
+                        let id = account.id;
+                        let updated_at = account.updated_at;
+                        let task = tokio::spawn(self.clone().watch_account(account, rx));
+                        running.insert(
+                            id,
+                            Running {
+                                updated_at,
+                                stop: tx,
+                                task,
+                            },
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watchers: cannot list accounts"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        for (_, r) in running {
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+        }
+    }
+
+    /// Accounts that need a watcher now.
+    async fn wanted(&self) -> mailgate_store::Result<Vec<MailAccount>> {
+        let hooks = self.store.webhooks().await?;
+        let wants_received = |id: AccountId| {
+            hooks.iter().any(|h| {
+                h.enabled
+                    && h.events.contains(&WebhookEvent::MessageReceived)
+                    && h.account_id.is_none_or(|a| a == id)
+            })
+        };
+        Ok(self
+            .store
+            .list_accounts()
+            .await?
+            .into_iter()
+            .filter(|a| {
+                a.spec.enabled
+                    && a.spec.inbound.is_some()
+                    && a.state.can_use_grant()
+                    && (a.spec.on_received != OnReceived::None || wants_received(a.id))
+            })
+            .collect())
+    }
+
+    /// Holds the account's lease and keeps a session going until told to stop.
+    async fn watch_account(self, account: MailAccount, mut stop: watch::Receiver<bool>) {
+        let lease = format!("watch:{}", account.id);
+        let mut failures = 0u32;
+        let mut last_error: Option<String> = None;
+        // Whether the last session worked; the next working one after a failure (or the
+        // first) records `account.inbound_watching`.
+        let mut healthy = false;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let got = self
+                .store
+                .try_lease(&lease, &self.holder, LEASE_SECS, SystemClock.now())
+                .await
+                .unwrap_or(false);
+            if !got {
+                // Another instance watches this mailbox; look again when its lease may
+                // have run out.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(LEASE_SECS as u64 / 2)) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
+            let result = tokio::select! {
+                r = self.session(&account, !healthy) => r,
+                lost = self.heartbeat(&lease) => Err(lost),
+                _ = stop.changed() => break,
+            };
+            let error = match result {
+                Ok(()) => {
+                    failures = 0;
+                    healthy = true;
+                    last_error = None;
+                    continue;
+                }
+                Err(e) => e,
+            };
+            failures += 1;
+            healthy = false;
+            tracing::warn!(account = %account.spec.name, error = %error, failures, "inbound watcher: session ended");
+            if last_error.as_deref() != Some(error.as_str()) {
+                let _ = self
+                    .store
+                    .record_event(
+                        SystemClock.now(),
+                        EventKind::InboundFailed,
+                        Some(account.spec.app_id),
+                        Some(account.id),
+                        &format!("reading mail of {} failed: {error}", account.spec.name),
+                    )
+                    .await;
+                last_error = Some(error);
+            }
+            // 2, 4, 8 … seconds, at most 5 minutes, before trying again.
+            let delay = Duration::from_secs((1u64 << failures.min(8)).min(300));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        let _ = self.store.release_lease(&lease, &self.holder).await;
+    }
+
+    /// Renews the lease until it cannot; returns why.
+    async fn heartbeat(&self, lease: &str) -> String {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            match self
+                .store
+                .try_lease(lease, &self.holder, LEASE_SECS, SystemClock.now())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return "another instance took over the mailbox".into(),
+                Err(e) => return format!("cannot renew the watcher's lease: {e}"),
+            }
+        }
+    }
+
+    /// One session: connect, catch up, wait for mail until the token is about to expire.
+    /// `Ok` means "reconnect now" (fresh token), `Err` a failure worth reporting.
+    async fn session(&self, account: &MailAccount, announce: bool) -> Result<(), String> {
+        let protocol = account
+            .spec
+            .inbound
+            .as_ref()
+            .map(|i| i.protocol)
+            .ok_or("the account has no inbound server")?;
+        match protocol {
+            InboundProtocol::Imap => self.imap_session(account, announce).await,
+            InboundProtocol::Pop3 => self.pop3_round(account, announce).await,
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    async fn announce(&self, account: &MailAccount, how: &str) {
+        let _ = self
+            .store
+            .record_event(
+                SystemClock.now(),
+                EventKind::InboundWatching,
+                Some(account.spec.app_id),
+                Some(account.id),
+                &format!("watching the inbox of {} ({how})", account.spec.name),
+            )
+            .await;
+    }
+
+    async fn imap_session(&self, account: &MailAccount, announce: bool) -> Result<(), MailError> {
+        let (mut c, expires) =
+            inbox::open_imap(&self.engine, &self.tls, account, IO_TIMEOUT).await?;
+        let selected = c.select_info("INBOX", false).await?;
+        let validity = selected.uid_validity.unwrap_or(0);
+        let mut pos = match self
+            .store
+            .imap_position(account.id)
+            .await
+            .map_err(store_err)?
+        {
+            Some(p) if p.uid_validity == validity => p,
+            _ => {
+                // First look at this mailbox (or it was rebuilt): start from now.
+                let last_uid = match selected.uid_next {
+                    Some(next) => next.saturating_sub(1),
+                    None => c.uid_search("ALL").await?.last().copied().unwrap_or(0),
+                };
+                let p = ImapPosition {
+                    uid_validity: validity,
+                    last_uid,
+                };
+                self.store
+                    .set_imap_position(account.id, p, SystemClock.now())
+                    .await
+                    .map_err(store_err)?;
+                p
+            }
+        };
+        let idle = c.has("IDLE");
+        if announce {
+            self.announce(account, if idle { "IMAP IDLE" } else { "IMAP polling" })
+                .await;
+        }
+        let deadline = session_deadline(expires, SystemClock.now());
+        loop {
+            self.imap_catch_up(account, &mut c, &mut pos).await?;
+            let left = SystemClock.now().secs_until(deadline);
+            if left <= 0 {
+                c.logout().await;
+                return Ok(());
+            }
+            if idle {
+                let wait = Duration::from_secs((left as u64).min(self.idle_secs));
+                c.idle(wait).await?;
+            } else {
+                let wait = Duration::from_secs((left as u64).min(self.poll_secs));
+                tokio::time::sleep(wait).await;
+                c.noop().await?;
+            }
+        }
+    }
+
+    async fn imap_catch_up(
+        &self,
+        account: &MailAccount,
+        c: &mut ImapClient,
+        pos: &mut ImapPosition,
+    ) -> Result<(), MailError> {
+        // `UID n:*` always matches the newest message, even when its UID is below n.
+        let uids: Vec<u32> = c
+            .uid_search(&format!("UID {}:*", pos.last_uid.saturating_add(1)))
+            .await?
+            .into_iter()
+            .filter(|&u| u > pos.last_uid)
+            .collect();
+        for uid in uids {
+            let Some(raw) = c.fetch(uid).await? else {
+                continue; // expunged meanwhile
+            };
+            let next = ImapPosition {
+                uid_validity: pos.uid_validity,
+                last_uid: uid,
+            };
+            let data = received_data(&uid.to_string(), "imap", &raw);
+            let queued = self
+                .store
+                .record_imap_received(account.id, next, data, SystemClock.now())
+                .await
+                .map_err(store_err)?;
+            *pos = next;
+            if queued > 0 {
+                self.deliveries.notify_one();
+            }
+            tracing::info!(account = %account.spec.name, uid, webhooks = queued, "message received");
+            match &account.spec.on_received {
+                OnReceived::MarkSeen => c.add_flags(uid, "\\Seen").await?,
+                OnReceived::MoveTo(folder) => c.move_to(uid, folder).await?,
+                OnReceived::Delete => {
+                    c.add_flags(uid, "\\Deleted").await?;
+                    c.command(&if c.has("UIDPLUS") {
+                        format!("UID EXPUNGE {uid}")
+                    } else {
+                        "EXPUNGE".to_owned()
+                    })
+                    .await?;
+                }
+                OnReceived::None | OnReceived::Webhook => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One POP3 round (connect, process what is new, quit), then wait one poll interval.
+    async fn pop3_round(&self, account: &MailAccount, announce: bool) -> Result<(), MailError> {
+        let mut c = inbox::open_pop3(&self.engine, &self.tls, account, IO_TIMEOUT).await?;
+        let listing = c.uidl().await?;
+        let uidls: Vec<String> = listing.iter().map(|(_, u)| u.clone()).collect();
+        let now = SystemClock.now();
+        if self
+            .store
+            .imap_position(account.id)
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
+            // First look: what is there now is old mail.
+            self.store
+                .mark_pop3_seen(account.id, &uidls, now)
+                .await
+                .map_err(store_err)?;
+            self.store
+                .set_imap_position(
+                    account.id,
+                    ImapPosition {
+                        uid_validity: 0,
+                        last_uid: 0,
+                    },
+                    now,
+                )
+                .await
+                .map_err(store_err)?;
+        }
+        if announce {
+            self.announce(account, "POP3 polling").await;
+        }
+        let seen = self.store.pop3_seen(account.id).await.map_err(store_err)?;
+        for (n, uidl) in listing.iter().filter(|(_, u)| !seen.contains(u)) {
+            let raw = inbox::join_lines(c.retr(*n).await?);
+            let data = received_data(uidl, "pop3", &raw);
+            let queued = self
+                .store
+                .record_pop3_received(account.id, uidl, data, SystemClock.now())
+                .await
+                .map_err(store_err)?;
+            if queued > 0 {
+                self.deliveries.notify_one();
+            }
+            tracing::info!(account = %account.spec.name, uidl = %uidl, webhooks = queued, "message received");
+            if account.spec.on_received == OnReceived::Delete {
+                c.dele(*n).await?;
+            }
+        }
+        c.quit().await;
+        self.store
+            .prune_pop3_seen(account.id, &uidls)
+            .await
+            .map_err(store_err)?;
+        tokio::time::sleep(Duration::from_secs(self.poll_secs)).await;
+        Ok(())
+    }
+}
+
+/// When a session opened now must end: before its token expires, and at least every
+/// 50 minutes so that a long-lived token still gets a fresh connection now and then.
+fn session_deadline(token_expires: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    let cap = now.plus_secs(50 * 60);
+    match token_expires {
+        Some(t) => {
+            let before = t.plus_secs(-TOKEN_MARGIN_SECS);
+            // A token that is already within the margin still gets one short round.
+            let before = if before.0 <= now.0 {
+                now.plus_secs(30)
+            } else {
+                before
+            };
+            if before.0 < cap.0 { before } else { cap }
+        }
+        None => cap,
+    }
+}
+
+/// The `data` of a `message.received` webhook.
+fn received_data(uid: &str, protocol: &str, raw: &[u8]) -> serde_json::Value {
+    json!({
+        "uid": uid,
+        "protocol": protocol,
+        "mailbox": "INBOX",
+        "message": parse::parse(raw, BODY_LIMIT),
+    })
+}
+
+fn store_err(e: mailgate_store::StoreError) -> MailError {
+    MailError::new(
+        mailgate_mail::remedy::MailRemedy::ServerError,
+        format!("database: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_end_before_the_token_expires() {
+        let now = Timestamp(1_000_000);
+        assert_eq!(
+            session_deadline(Some(now.plus_secs(3600)), now),
+            now.plus_secs(3600 - TOKEN_MARGIN_SECS)
+        );
+        assert_eq!(session_deadline(None, now), now.plus_secs(50 * 60));
+        assert_eq!(
+            session_deadline(Some(now.plus_secs(10 * 3600)), now),
+            now.plus_secs(50 * 60)
+        );
+        assert_eq!(
+            session_deadline(Some(now.plus_secs(60)), now),
+            now.plus_secs(30)
+        );
+    }
+}

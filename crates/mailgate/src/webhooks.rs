@@ -1,0 +1,245 @@
+//! The webhook deliverer in `serve`: claims due deliveries (a lease in the row), POSTs each
+//! signed body to its subscription's URL, and logs every attempt. Non-2xx answers and
+//! network errors are retried with exponential backoff and jitter for 24 hours; redirects
+//! are never followed; loopback and private targets are refused unless the operator allows
+//! them.
+//!
+//! Signature: `X-Mailgate-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
+//! with the subscription's secret. Receivers recompute it and reject old timestamps.
+
+use mailgate_core::webhook::is_private_address;
+use mailgate_core::{Clock, HttpUrl, SystemClock, Timestamp};
+use mailgate_store::{AttemptOutcome, Delivery, DeliveryStatus, Store};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a claim lasts: longer than one request with its timeout.
+const LEASE_SECS: i64 = 60;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const MAX_DELAY_SECS: i64 = 3600;
+const IDLE_LOOK_SECS: i64 = 5;
+
+pub struct Deliverer {
+    pub store: Arc<Store>,
+    pub wake: Arc<tokio::sync::Notify>,
+    /// First retry delay; doubles with each attempt, up to an hour.
+    pub retry_base_secs: i64,
+    pub allow_private: bool,
+    pub holder: String,
+}
+
+/// `t=<t>,v1=<hex>` for `body` signed at `t`.
+pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(t.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    format!("t={t},v1={}", hex::encode(ctx.sign().as_ref()))
+}
+
+/// The delay before retry number `attempts` (1-based): base·2^(attempts−1), at most an hour,
+/// then ±20 % jitter so that many failed deliveries do not all return at once.
+pub fn backoff(base: i64, attempts: i64, jitter_unit: f64) -> i64 {
+    let exp = base.saturating_mul(1i64 << (attempts - 1).clamp(0, 20));
+    let capped = exp.min(MAX_DELAY_SECS) as f64;
+    let jittered = capped * (0.8 + 0.4 * jitter_unit.clamp(0.0, 1.0));
+    (jittered.round() as i64).max(1)
+}
+
+fn jitter_unit() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 2];
+    match ring::rand::SystemRandom::new().fill(&mut b) {
+        Ok(()) => f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX),
+        Err(_) => 0.5,
+    }
+}
+
+/// Where `url` may be sent to: its addresses, each checked against the private ranges.
+/// The request is pinned to exactly these addresses, so a DNS answer cannot change
+/// between the check and the connection.
+async fn target_addresses(url: &HttpUrl, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
+    let u = url.url();
+    let host = u.host_str().ok_or("the URL has no host")?;
+    let port = u.port_or_known_default().ok_or("the URL has no port")?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    if !allow_private && let Some(a) = addrs.iter().find(|a| is_private_address(a.ip())) {
+        return Err(format!(
+            "refused: {host} is the loopback or private address {} (allow with MAILGATE_WEBHOOK_ALLOW_PRIVATE=true)",
+            a.ip()
+        ));
+    }
+    Ok(addrs)
+}
+
+impl Deliverer {
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            loop {
+                let now = SystemClock.now();
+                match self
+                    .store
+                    .claim_delivery(&self.holder, LEASE_SECS, now)
+                    .await
+                {
+                    Ok(Some((d, url))) => self.deliver(d, url).await,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhooks: cannot claim work");
+                        break;
+                    }
+                }
+            }
+            let now = SystemClock.now();
+            // Deliveries are also queued by other processes (the CLI records events too),
+            // which cannot wake this one: look at least every few seconds.
+            let wait = match self.store.next_delivery_due().await {
+                Ok(Some(t)) => {
+                    Duration::from_secs(now.secs_until(t).clamp(0, IDLE_LOOK_SECS) as u64)
+                }
+                _ => Duration::from_secs(IDLE_LOOK_SECS as u64),
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn deliver(&self, d: Delivery, url: HttpUrl) {
+        let started = Instant::now();
+        let result = self.post(&d, &url).await;
+        let duration_ms = started.elapsed().as_millis() as i64;
+        let now = SystemClock.now();
+        let retry = |now: Timestamp| {
+            Some(now.plus_secs(backoff(self.retry_base_secs, d.attempts, jitter_unit())))
+        };
+        let outcome = match result {
+            Ok(code) if (200..300).contains(&code) => AttemptOutcome {
+                status_code: Some(code),
+                error: None,
+                duration_ms,
+                retry_at: None,
+            },
+            Ok(code) => AttemptOutcome {
+                status_code: Some(code),
+                error: Some(if (300..400).contains(&code) {
+                    format!("HTTP {code}: redirects are not followed; use the final URL")
+                } else {
+                    format!("HTTP {code}")
+                }),
+                duration_ms,
+                retry_at: retry(now),
+            },
+            Err(e) => AttemptOutcome {
+                status_code: None,
+                error: Some(e),
+                duration_ms,
+                retry_at: retry(now),
+            },
+        };
+        match self
+            .store
+            .finish_delivery(d.id, &self.holder, &outcome, now)
+            .await
+        {
+            Ok(DeliveryStatus::Delivered) => {
+                tracing::info!(delivery = %d.delivery_id, event = %d.event, attempts = d.attempts, "webhook delivered");
+            }
+            Ok(DeliveryStatus::Failed) => {
+                tracing::warn!(delivery = %d.delivery_id, event = %d.event, attempts = d.attempts, error = ?outcome.error, "webhook failed for good after 24 hours of retries");
+            }
+            Ok(_) => {
+                tracing::info!(delivery = %d.delivery_id, attempt = d.attempts, error = ?outcome.error, "webhook attempt failed; will retry");
+            }
+            Err(e) => tracing::warn!(error = %e, "webhooks: cannot record an attempt"),
+        }
+    }
+
+    /// One POST; the receiver's status code, or why there was none.
+    async fn post(&self, d: &Delivery, url: &HttpUrl) -> Result<u16, String> {
+        let addrs = target_addresses(url, self.allow_private).await?;
+        let secret = self
+            .store
+            .webhook_secret(d.webhook_id)
+            .await
+            .map_err(|e| format!("cannot read the subscription's secret: {e}"))?;
+        let host = url.url().host_str().unwrap_or_default().to_owned();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(REQUEST_TIMEOUT)
+            .resolve_to_addrs(&host, &addrs)
+            .user_agent(concat!("mailgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let t = SystemClock.now().0;
+        let body = d.payload.as_bytes().to_vec();
+        let sig = signature(secret.expose().as_bytes(), t, &body);
+        let resp = client
+            .post(url.as_str())
+            .header("content-type", "application/json")
+            .header("x-mailgate-event", &d.event)
+            .header("x-mailgate-delivery", &d.delivery_id)
+            .header("x-mailgate-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+                } else if e.is_connect() {
+                    format!("cannot connect to {host}: {}", root_cause(&e))
+                } else {
+                    format!("request failed: {}", root_cause(&e))
+                }
+            })?;
+        Ok(resp.status().as_u16())
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_a_known_hmac() {
+        // HMAC-SHA256("key", "1.body"), computed independently with Python's hmac module.
+        let sig = signature(b"key", 1, b"body");
+        assert_eq!(
+            sig,
+            "t=1,v1=91b5374b153842ad05b2c4eab9349b8321b14703165bd3fb8b034dfb8be98ae5"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter() {
+        assert_eq!(backoff(30, 1, 0.5), 30);
+        assert_eq!(backoff(30, 2, 0.5), 60);
+        assert_eq!(backoff(30, 20, 0.5), 3600);
+        for unit in [0.0, 0.25, 1.0] {
+            let d = backoff(100, 3, unit);
+            assert!((320..=480).contains(&d), "{d}");
+        }
+        assert_eq!(backoff(100, 3, 0.0), 320);
+        assert_eq!(backoff(100, 3, 1.0), 480);
+        assert!(backoff(1, 1, 0.0) >= 1);
+    }
+}

@@ -1,0 +1,451 @@
+//! `/api/v1` for received mail and webhooks: list and fetch an inbox, manage webhook
+//! subscriptions, read their delivery log and redeliver.
+
+use crate::AppState;
+use crate::api::{ApiCaller, problem, store_problem};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mailgate_core::user::TokenScope;
+use mailgate_core::webhook::{Webhook, WebhookEvent, literal_private_host};
+use mailgate_core::{AccountId, HttpUrl, Secret};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const MAIL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bodies in `GET …/messages/{uid}` are cut at this size each; `?raw=true` has it all.
+const BODY_LIMIT: usize = 1024 * 1024;
+
+fn invalid(field: &str, detail: impl Into<String>) -> Response {
+    problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        detail,
+        Some(field),
+    )
+}
+
+fn mail_problem(e: &mailgate_mail::MailError) -> Response {
+    let mut detail = e.to_string();
+    if let Some(says) = &e.server_says {
+        detail.push_str(&format!(" (server: {says})"));
+    }
+    problem(
+        StatusCode::BAD_GATEWAY,
+        e.remedy.code(),
+        format!("{detail}. {}", e.remedy.sentence()),
+        None,
+    )
+}
+
+/// The account, checked for scope, restriction and an inbound server.
+async fn reading_account(
+    state: &AppState,
+    caller: &ApiCaller,
+    id: i64,
+) -> Result<mailgate_core::MailAccount, Response> {
+    caller.require(TokenScope::MessagesRead)?;
+    caller.require_account(AccountId(id))?;
+    let account = state
+        .store
+        .account(AccountId(id))
+        .await
+        .map_err(store_problem)?;
+    if account.spec.inbound.is_none() {
+        return Err(problem(
+            StatusCode::CONFLICT,
+            "no_inbound",
+            format!(
+                "account {} has no inbound server (IMAP or POP3) to read mail from",
+                account.spec.name
+            ),
+            None,
+        ));
+    }
+    Ok(account)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// `GET /api/v1/accounts/{id}/messages`: the newest messages of the inbox, newest first.
+pub async fn list_messages(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{e}; expected limit=1..200 and before=<uid>"),
+                None,
+            );
+        }
+    };
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(n)) if (1..=200).contains(&n) => n,
+        Some(_) => return invalid("limit", "limit must be a number from 1 to 200"),
+    };
+    let account = match reading_account(&state, &caller, id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match mailgate_mail::inbox::list(
+        &state.engine,
+        &state.tls,
+        &account,
+        limit,
+        q.before.as_deref(),
+        MAIL_TIMEOUT,
+    )
+    .await
+    {
+        Ok(list) => {
+            let next = (list.len() == limit)
+                .then(|| list.last().map(|m| m.uid.clone()))
+                .flatten();
+            Json(json!({ "messages": list, "next_before": next })).into_response()
+        }
+        Err(e) => mail_problem(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchQuery {
+    raw: Option<String>,
+}
+
+/// `GET /api/v1/accounts/{id}/messages/{uid}`: one message parsed, or raw
+/// (`?raw=true` or `Accept: message/rfc822`). Reading does not mark it seen.
+pub async fn get_message(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((id, uid)): Path<(i64, String)>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{e}; expected raw=true or raw=false"),
+                None,
+            );
+        }
+    };
+    let raw = match q.raw.as_deref() {
+        None | Some("false") => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.to_ascii_lowercase().contains("message/rfc822")),
+        Some("true") => true,
+        Some(_) => return invalid("raw", "raw must be true or false"),
+    };
+    let account = match reading_account(&state, &caller, id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match mailgate_mail::inbox::fetch(&state.engine, &state.tls, &account, &uid, MAIL_TIMEOUT).await
+    {
+        Ok(Some(bytes)) if raw => {
+            ([(header::CONTENT_TYPE, "message/rfc822")], bytes).into_response()
+        }
+        Ok(Some(bytes)) => {
+            let parsed = mailgate_mail::parse::parse(&bytes, BODY_LIMIT);
+            let mut body = serde_json::to_value(&parsed).unwrap_or(Value::Null);
+            body["uid"] = Value::String(uid);
+            Json(body).into_response()
+        }
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no message {uid:?} in the inbox of {}", account.spec.name),
+            None,
+        ),
+        Err(e) => mail_problem(&e),
+    }
+}
+
+// ----- webhooks ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    url: String,
+    events: Vec<String>,
+    account_id: Option<i64>,
+    #[serde(default)]
+    description: String,
+}
+
+fn may_see(caller: &ApiCaller, hook: &Webhook) -> bool {
+    match hook.account_id {
+        Some(a) => caller.may_touch(a),
+        // Global subscriptions belong to unrestricted tokens only.
+        None => caller.token.account_ids.is_empty(),
+    }
+}
+
+fn hook_json(h: &Webhook) -> Value {
+    serde_json::to_value(h).unwrap_or(Value::Null)
+}
+
+/// `POST /api/v1/webhooks`: 201 with the subscription and its signing secret, shown once.
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = caller.require(TokenScope::WebhooksWrite) {
+        return r;
+    }
+    let req: NewWebhook = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the body is not the expected JSON: {e}"),
+                None,
+            );
+        }
+    };
+    let url = match HttpUrl::parse(&req.url) {
+        Ok(u) => u,
+        Err(e) => return invalid("url", e.to_string()),
+    };
+    if !state.webhook_allow_private
+        && let Some(host) = literal_private_host(&url)
+    {
+        return invalid(
+            "url",
+            format!(
+                "{host} is a loopback or private address; webhooks may reach such targets only when the operator sets MAILGATE_WEBHOOK_ALLOW_PRIVATE=true"
+            ),
+        );
+    }
+    let mut events = Vec::new();
+    for (i, e) in req.events.iter().enumerate() {
+        match WebhookEvent::parse(e) {
+            Ok(ev) if !events.contains(&ev) => events.push(ev),
+            Ok(_) => {}
+            Err(err) => return invalid(&format!("events[{i}]"), err.to_string()),
+        }
+    }
+    if events.is_empty() {
+        let all: Vec<&str> = WebhookEvent::ALL.iter().map(|e| e.as_str()).collect();
+        return invalid(
+            "events",
+            format!("name at least one of: {}", all.join(", ")),
+        );
+    }
+    if req.description.chars().count() > 500 || req.description.chars().any(char::is_control) {
+        return invalid("description", "at most 500 characters, no line breaks");
+    }
+    let account = req.account_id.map(AccountId);
+    match account {
+        Some(a) => {
+            if let Err(r) = caller.require_account(a) {
+                return r;
+            }
+        }
+        None if !caller.token.account_ids.is_empty() => {
+            return problem(
+                StatusCode::FORBIDDEN,
+                "account_not_allowed",
+                "this API token is limited to some accounts; give account_id for one of them (a subscription for every account needs an unrestricted token)",
+                Some("account_id"),
+            );
+        }
+        None => {}
+    }
+    let secret = Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)));
+    match state
+        .store
+        .create_webhook(
+            account,
+            &url,
+            &events,
+            req.description.trim(),
+            &secret,
+            state.clock.now(),
+        )
+        .await
+    {
+        Ok(hook) => {
+            state.watchers.notify_one();
+            let mut body = hook_json(&hook);
+            // The only time the secret leaves mailgate.
+            body["secret"] = Value::String(secret.expose().to_owned());
+            let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+            if let Ok(v) = format!("/api/v1/webhooks/{}", hook.id).parse() {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        Err(mailgate_store::StoreError::NotFound { what, key }) => {
+            invalid("account_id", format!("no {what} {key}"))
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+/// `GET /api/v1/webhooks`: the subscriptions this token may see.
+pub async fn list_webhooks(State(state): State<AppState>, caller: ApiCaller) -> Response {
+    if let Err(r) = caller.require(TokenScope::WebhooksWrite) {
+        return r;
+    }
+    match state.store.webhooks().await {
+        Ok(hooks) => {
+            let list: Vec<Value> = hooks
+                .iter()
+                .filter(|h| may_see(&caller, h))
+                .map(hook_json)
+                .collect();
+            Json(json!({ "webhooks": list })).into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+async fn visible_hook(state: &AppState, caller: &ApiCaller, id: i64) -> Result<Webhook, Response> {
+    caller.require(TokenScope::WebhooksWrite)?;
+    let hook = state.store.webhook(id).await.map_err(store_problem)?;
+    if !may_see(caller, &hook) {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "account_not_allowed",
+            format!("webhook {id} belongs to an account this API token may not touch"),
+            None,
+        ));
+    }
+    Ok(hook)
+}
+
+pub async fn get_webhook(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    match visible_hook(&state, &caller, id).await {
+        Ok(h) => Json(hook_json(&h)).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(r) = visible_hook(&state, &caller, id).await {
+        return r;
+    }
+    match state.store.delete_webhook(id, state.clock.now()).await {
+        Ok(()) => {
+            state.watchers.notify_one();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/webhooks/{id}/deliveries`: the delivery log, newest first, each with its
+/// attempts and the receiver's status codes.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let limit = match query.map(|Query(q)| q.limit) {
+        Ok(None) => 50,
+        Ok(Some(l)) => match l.parse::<i64>() {
+            Ok(n) if (1..=500).contains(&n) => n,
+            _ => return invalid("limit", "limit must be a number from 1 to 500"),
+        },
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{e}; expected limit=1..500"),
+                None,
+            );
+        }
+    };
+    if let Err(r) = visible_hook(&state, &caller, id).await {
+        return r;
+    }
+    match state.store.deliveries(id, limit).await {
+        Ok(list) => {
+            let list: Vec<Value> = list
+                .into_iter()
+                .map(|(d, attempts)| {
+                    let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
+                    v["attempt_log"] = serde_json::to_value(&attempts).unwrap_or(Value::Null);
+                    v
+                })
+                .collect();
+            Json(json!({ "deliveries": list })).into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+/// `POST /api/v1/webhooks/{id}/deliveries/{delivery}/redeliver`: the same delivery (same
+/// delivery id and body) again, with a fresh 24-hour retry window.
+pub async fn redeliver(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path((id, delivery)): Path<(i64, i64)>,
+) -> Response {
+    if let Err(r) = visible_hook(&state, &caller, id).await {
+        return r;
+    }
+    match state.store.delivery(delivery).await {
+        Ok((d, _)) if d.webhook_id == id => {}
+        Ok(_) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("webhook {id} has no delivery {delivery}"),
+                None,
+            );
+        }
+        Err(e) => return store_problem(e),
+    }
+    match state.store.redeliver(delivery, state.clock.now()).await {
+        Ok(d) => {
+            state.deliveries.notify_one();
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::to_value(&d).unwrap_or(Value::Null)),
+            )
+                .into_response()
+        }
+        Err(mailgate_store::StoreError::InUse(msg)) => {
+            problem(StatusCode::CONFLICT, "in_progress", msg, None)
+        }
+        Err(e) => store_problem(e),
+    }
+}
