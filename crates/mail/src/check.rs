@@ -734,8 +734,12 @@ async fn send_test(
         &account.spec,
         &Outgoing {
             to: &recipients,
+            cc: &[],
+            reply_to: None,
             subject: &subject,
-            text,
+            text: Some(text),
+            html: None,
+            attachments: &[],
             message_id: &id,
             date: clock.now(),
         },

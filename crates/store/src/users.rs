@@ -296,6 +296,9 @@ fn api_token_from(row: &AnyRow) -> Result<mailgate_core::user::ApiToken> {
 const API_TOKEN_COLUMNS: &str =
     "id, name, scopes, account_ids, created_at, last_used_at, revoked_at";
 
+/// How often an API token's `last_used_at` is written at most.
+const LAST_USED_EVERY_SECS: i64 = 60;
+
 impl Store {
     /// Stores an API token by the SHA-256 of its value (the value itself is shown once).
     pub async fn create_api_token(
@@ -353,18 +356,34 @@ impl Store {
             .await
     }
 
-    /// The live (not revoked) token with this hash, marking it used.
+    /// The live (not revoked) token with this hash, marking it used. `last_used_at` is
+    /// written at most once a minute per token, so a busy API does not turn every request
+    /// into a database write.
     pub async fn api_token_by_hash(
         &self,
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<mailgate_core::user::ApiToken>> {
-        let row = sqlx::query(&format!("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL RETURNING {API_TOKEN_COLUMNS}"))
-            .bind(now.0)
-            .bind(token_hash.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(api_token_from).transpose()
+        let row = sqlx::query(&format!(
+            "SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+        ))
+        .bind(token_hash.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut token = api_token_from(&row)?;
+        if token
+            .last_used_at
+            .is_none_or(|t| now.0 - t.0 >= LAST_USED_EVERY_SECS)
+        {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now.0)
+                .bind(token.id)
+                .execute(&self.pool)
+                .await?;
+            token.last_used_at = Some(now);
+        }
+        Ok(Some(token))
     }
 
     /// Every token, revoked ones included (they keep their row for the record).

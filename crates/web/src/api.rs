@@ -262,15 +262,57 @@ pub async fn start_authorization(
     }
 }
 
+/// Decoded attachments together may not exceed this. Base64 in the message makes it about
+/// 13.7 MB, under what Gmail (25 MB) and Exchange Online (35 MB) accept by default.
+pub const MAX_ATTACHMENT_BYTES: usize = 10 * 1024 * 1024;
+/// The largest send request body: the attachments in base64 (4/3 of their size), the text
+/// and the html.
+pub const SEND_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The JSON body of a send. Unknown fields are refused, so a misspelt `htm` is an error
+/// rather than a message sent without its html.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    #[serde(default)]
     to: Vec<String>,
     #[serde(default)]
     cc: Vec<String>,
     #[serde(default)]
     bcc: Vec<String>,
     subject: String,
-    text: String,
+    text: Option<String>,
+    html: Option<String>,
+    /// Replaces the account's reply-to for this message.
+    reply_to: Option<String>,
+    #[serde(default)]
+    attachments: Vec<AttachmentRequest>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachmentRequest {
+    filename: String,
+    content_type: String,
+    content_base64: String,
+    content_id: Option<String>,
+}
+
+/// An attachment after its checks: decoded, with a media type and names safe in headers.
+struct Attachment {
+    filename: String,
+    content_type: String,
+    content: Vec<u8>,
+    content_id: Option<String>,
+}
+
+fn invalid(field: &str, detail: impl Into<String>) -> Response {
+    problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        detail,
+        Some(field),
+    )
 }
 
 fn parse_addresses(
@@ -278,27 +320,196 @@ fn parse_addresses(
     list: &[String],
 ) -> Result<Vec<mailgate_core::EmailAddress>, Response> {
     list.iter()
-        .map(|a| {
-            mailgate_core::EmailAddress::parse(a).map_err(|e| {
-                problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_field",
-                    e.to_string(),
-                    Some(field),
-                )
-            })
-        })
+        .map(|a| mailgate_core::EmailAddress::parse(a).map_err(|e| invalid(field, e.to_string())))
         .collect()
 }
 
+/// The request body as a [`SendRequest`], or a problem naming the field at fault
+/// (`attachments[2].content_base64`) as serde found it.
+fn parse_send_request(body: &[u8]) -> Result<SendRequest, Response> {
+    let refuse = |detail: String, field: Option<&str>| {
+        problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("the body is not the expected JSON: {detail}"),
+            field,
+        )
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let req = serde_path_to_error::deserialize::<_, SendRequest>(&mut de).map_err(|e| {
+        let detail = e.inner().to_string();
+        let mut field = e.path().to_string();
+        // A missing key is reported at its parent (an unknown one at itself); name the key.
+        if let Some(name) = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|p| detail.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next())
+        {
+            field = match field.as_str() {
+                "." => name.to_owned(),
+                f if f == name || f.ends_with(&format!(".{name}")) => f.to_owned(),
+                parent => format!("{parent}.{name}"),
+            };
+        }
+        refuse(detail, (field != ".").then_some(field.as_str()))
+    })?;
+    de.end().map_err(|e| refuse(e.to_string(), None))?;
+    Ok(req)
+}
+
+/// RFC 2045 token characters: what a media type's type and subtype may hold.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)
+}
+
+/// Decodes and checks every attachment; the problem names `attachments[i].<field>`.
+fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, Response> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    // Padding optional: some encoders leave it off.
+    const BASE64: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let mut out: Vec<Attachment> = Vec::with_capacity(list.len());
+    let mut total = 0usize;
+    for (i, a) in list.iter().enumerate() {
+        let field = |name: &str| format!("attachments[{i}].{name}");
+        if a.filename.trim().is_empty() {
+            return Err(invalid(&field("filename"), "the file name is empty"));
+        }
+        if a.filename.len() > 255
+            || a.filename
+                .chars()
+                .any(|c| c.is_control() || c == '/' || c == '\\')
+        {
+            return Err(invalid(
+                &field("filename"),
+                "a file name of at most 255 bytes, without control characters (such as line breaks), / or \\",
+            ));
+        }
+        let content_type = a.content_type.trim().to_ascii_lowercase();
+        let well_formed = content_type.len() <= 127
+            && content_type.split_once('/').is_some_and(|(t, s)| {
+                !t.is_empty()
+                    && !s.is_empty()
+                    && t.chars().all(is_token_char)
+                    && s.chars().all(is_token_char)
+                    && t != "multipart"
+                    && t != "message"
+            });
+        if !well_formed {
+            return Err(invalid(
+                &field("content_type"),
+                "a media type such as application/pdf or image/png (type/subtype, no parameters; not multipart/* or message/*)",
+            ));
+        }
+        let content_id = match &a.content_id {
+            None => None,
+            Some(cid) => {
+                let bare = cid.trim();
+                let bare = bare
+                    .strip_prefix('<')
+                    .and_then(|b| b.strip_suffix('>'))
+                    .unwrap_or(bare);
+                if bare.is_empty()
+                    || bare.len() > 250
+                    || !bare
+                        .chars()
+                        .all(|c| c.is_ascii_graphic() && !"<>()[]\\\",;:".contains(c))
+                {
+                    return Err(invalid(
+                        &field("content_id"),
+                        "a Content-ID such as logo@example.com: 1 to 250 visible ASCII characters without <>()[]\\\",;:",
+                    ));
+                }
+                if out.iter().any(|o| {
+                    o.content_id
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(bare))
+                }) {
+                    return Err(invalid(
+                        &field("content_id"),
+                        format!("the Content-ID {bare} is used by an earlier attachment"),
+                    ));
+                }
+                Some(bare.to_owned())
+            }
+        };
+        let compact: Vec<u8> = a
+            .content_base64
+            .bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        let content = BASE64.decode(&compact).map_err(|e| {
+            invalid(
+                &field("content_base64"),
+                format!("the content is not valid base64 (standard alphabet): {e}"),
+            )
+        })?;
+        total += content.len();
+        if total > MAX_ATTACHMENT_BYTES {
+            return Err(problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the attachments come to more than {MAX_ATTACHMENT_BYTES} bytes (decoded); send less or link to the files"
+                ),
+                Some("attachments"),
+            ));
+        }
+        out.push(Attachment {
+            filename: a.filename.clone(),
+            content_type,
+            content,
+            content_id,
+        });
+    }
+    Ok(out)
+}
+
+/// What a send request's `Content-Type` asks for.
+enum SendBody {
+    Json,
+    Raw,
+}
+
+fn send_body_kind(headers: &axum::http::HeaderMap) -> Result<SendBody, Response> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(SendBody::Json);
+    };
+    let media = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "message/rfc822" => Ok(SendBody::Raw),
+        "application/json" => Ok(SendBody::Json),
+        m if m.starts_with("application/") && m.ends_with("+json") => Ok(SendBody::Json),
+        _ => Err(problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "send the message as application/json or as a ready message/rfc822, not {media:?}"
+            ),
+            Some("Content-Type"),
+        )),
+    }
+}
+
 /// Queues a message in the durable outbox (202 with its id); the worker sends it. With an
-/// `Idempotency-Key`, the same key returns the first result and never sends twice.
+/// `Idempotency-Key`, the same key returns the first result and never sends twice. Every
+/// check runs before the outbox row is written: bad input writes nothing.
 pub async fn send_message(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     if let Err(r) = caller
         .require(TokenScope::MessagesSend)
@@ -306,23 +517,28 @@ pub async fn send_message(
     {
         return r;
     }
-    let raw = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("message/rfc822"));
-    if raw {
-        return send_raw(&state, id, &headers, &body).await;
-    }
-    let req: SendRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                format!("the body is not the expected JSON: {e}"),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the request is larger than {SEND_BODY_LIMIT} bytes; attachments may come to {MAX_ATTACHMENT_BYTES} bytes"
+                ),
                 None,
             );
         }
+        Err(e) => return problem(e.status(), "invalid_body", e.body_text(), None),
+    };
+    match send_body_kind(&headers) {
+        Ok(SendBody::Raw) => return send_raw(&state, id, &headers, &body).await,
+        Ok(SendBody::Json) => {}
+        Err(r) => return r,
+    }
+    let req = match parse_send_request(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
@@ -337,39 +553,71 @@ pub async fn send_message(
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
     };
     if to.is_empty() && cc.is_empty() && bcc.is_empty() {
-        return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            "at least one recipient is needed",
-            Some("to"),
-        );
+        return invalid("to", "at least one recipient is needed (to, cc or bcc)");
     }
     if req.subject.chars().any(|c| c == '\r' || c == '\n') || req.subject.len() > 998 {
-        return problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
+        return invalid(
+            "subject",
             "the subject must be one line of at most 998 bytes",
-            Some("subject"),
         );
     }
+    if req.text.is_none() && req.html.is_none() {
+        return invalid(
+            "text",
+            "the message needs a body: give text, html or both (html alone is sent as text/html)",
+        );
+    }
+    for (field, value) in [("text", &req.text), ("html", &req.html)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return invalid(
+                field,
+                "the body contains a NUL character, which mail cannot carry",
+            );
+        }
+    }
+    let reply_to = match req
+        .reply_to
+        .as_deref()
+        .map(mailgate_core::EmailAddress::parse)
+    {
+        None => None,
+        Some(Ok(a)) => Some(a.to_string()),
+        Some(Err(e)) => return invalid("reply_to", e.to_string()),
+    };
+    let attachments = match check_attachments(&req.attachments) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let account = match sending_account(&state, id).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let shown: Vec<String> = to.iter().chain(cc.iter()).map(|a| a.to_string()).collect();
-    let envelope: Vec<String> = to
-        .iter()
-        .chain(cc.iter())
-        .chain(bcc.iter())
-        .map(|a| a.to_string())
-        .collect();
+    let strings = |list: &[mailgate_core::EmailAddress]| -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    };
+    let (to, cc, bcc) = (strings(&to), strings(&cc), strings(&bcc));
+    // Bcc is in the envelope only: the message's headers never name it.
+    let envelope: Vec<String> = to.iter().chain(&cc).chain(&bcc).cloned().collect();
     let message_id = mailgate_mail::message::new_message_id(account.spec.mailbox.domain());
+    let parts: Vec<mailgate_mail::message::Attachment<'_>> = attachments
+        .iter()
+        .map(|a| mailgate_mail::message::Attachment {
+            filename: &a.filename,
+            content_type: &a.content_type,
+            content: &a.content,
+            content_id: a.content_id.as_deref(),
+        })
+        .collect();
     let bytes = match mailgate_mail::message::build(
         &account.spec,
         &mailgate_mail::message::Outgoing {
-            to: &shown,
+            to: &to,
+            cc: &cc,
+            reply_to: reply_to.as_deref(),
             subject: &req.subject,
-            text: &req.text,
+            text: req.text.as_deref(),
+            html: req.html.as_deref(),
+            attachments: &parts,
             message_id: &message_id,
             date: state.clock.now(),
         },
@@ -649,5 +897,173 @@ mod tests {
             vec!["jane@example.test", "bob@example.test", "c@example.test"]
         );
         assert!(super::header_addresses("  ").is_empty());
+    }
+
+    /// (status, `field`) of a problem response.
+    async fn status_and_field(r: axum::response::Response) -> (u16, String) {
+        let status = r.status().as_u16();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (status, v["field"].as_str().unwrap_or_default().to_owned())
+    }
+
+    fn parse_field(body: serde_json::Value) -> axum::response::Response {
+        match super::parse_send_request(body.to_string().as_bytes()) {
+            Ok(_) => panic!("accepted: {body}"),
+            Err(r) => r,
+        }
+    }
+
+    #[tokio::test]
+    async fn json_errors_name_the_field_at_fault() {
+        let attachment = |extra: serde_json::Value| {
+            let mut a = serde_json::json!({"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGk="});
+            for (k, v) in extra.as_object().unwrap() {
+                a[k] = v.clone();
+            }
+            serde_json::json!({"to": ["a@example.test"], "subject": "s", "text": "t", "attachments": [a.clone(), a.clone(), a]})
+        };
+        for (body, field) in [
+            (
+                serde_json::json!({"to": ["a@example.test"], "text": "t"}),
+                "subject",
+            ),
+            (
+                serde_json::json!({"to": ["a@example.test"], "subject": "s", "htm": "t"}),
+                "htm",
+            ),
+            (
+                serde_json::json!({"to": "a@example.test", "subject": "s"}),
+                "to",
+            ),
+            (
+                attachment(serde_json::json!({"content_base64": 7})),
+                "attachments[0].content_base64",
+            ),
+            (
+                serde_json::json!({"subject": "s", "attachments": [{"filename": "a", "content_type": "text/plain"}]}),
+                "attachments[0].content_base64",
+            ),
+        ] {
+            assert_eq!(
+                status_and_field(parse_field(body)).await,
+                (422, field.to_owned())
+            );
+        }
+        assert!(super::parse_send_request(b"{\"subject\": \"s\"} trailing").is_err());
+    }
+
+    #[tokio::test]
+    async fn attachments_are_checked_field_by_field() {
+        let ok = || super::AttachmentRequest {
+            filename: "report.pdf".into(),
+            content_type: "Application/PDF".into(),
+            content_base64: "JVBE\r\nRi0x".into(),
+            content_id: None,
+        };
+        let checked = super::check_attachments(&[ok()]).unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(checked[0].content, b"%PDF-1");
+        assert_eq!(checked[0].content_type, "application/pdf");
+        let cases: Vec<(super::AttachmentRequest, &str)> = vec![
+            (
+                super::AttachmentRequest {
+                    content_base64: "not base64!".into(),
+                    ..ok()
+                },
+                "attachments[1].content_base64",
+            ),
+            (
+                super::AttachmentRequest {
+                    filename: " ".into(),
+                    ..ok()
+                },
+                "attachments[1].filename",
+            ),
+            (
+                super::AttachmentRequest {
+                    filename: "a\r\nBcc: x@example.test".into(),
+                    ..ok()
+                },
+                "attachments[1].filename",
+            ),
+            (
+                super::AttachmentRequest {
+                    filename: "../etc/passwd".into(),
+                    ..ok()
+                },
+                "attachments[1].filename",
+            ),
+            (
+                super::AttachmentRequest {
+                    content_type: "text/plain\r\nX-Injected: 1".into(),
+                    ..ok()
+                },
+                "attachments[1].content_type",
+            ),
+            (
+                super::AttachmentRequest {
+                    content_type: "text/plain; charset=utf-8".into(),
+                    ..ok()
+                },
+                "attachments[1].content_type",
+            ),
+            (
+                super::AttachmentRequest {
+                    content_type: "multipart/mixed".into(),
+                    ..ok()
+                },
+                "attachments[1].content_type",
+            ),
+            (
+                super::AttachmentRequest {
+                    content_id: Some("a b".into()),
+                    ..ok()
+                },
+                "attachments[1].content_id",
+            ),
+            (
+                super::AttachmentRequest {
+                    content_id: Some("x>\r\n<y".into()),
+                    ..ok()
+                },
+                "attachments[1].content_id",
+            ),
+        ];
+        for (bad, field) in cases {
+            let r = super::check_attachments(&[ok(), bad])
+                .map(|_| ())
+                .unwrap_err();
+            assert_eq!(status_and_field(r).await, (422, field.to_owned()));
+        }
+        // The same Content-ID twice; <> around it are optional.
+        let cid = |c: &str| super::AttachmentRequest {
+            content_id: Some(c.into()),
+            ..ok()
+        };
+        let r = super::check_attachments(&[cid("<logo@x>"), cid("logo@x")])
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            status_and_field(r).await,
+            (422, "attachments[1].content_id".to_owned())
+        );
+        // Over the total size: 413, naming the attachments.
+        let half = super::AttachmentRequest {
+            content_base64: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                vec![0u8; super::MAX_ATTACHMENT_BYTES / 2 + 1],
+            ),
+            ..ok()
+        };
+        let second = super::AttachmentRequest {
+            content_base64: half.content_base64.clone(),
+            ..ok()
+        };
+        let r = super::check_attachments(&[half, second])
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(status_and_field(r).await, (413, "attachments".to_owned()));
     }
 }

@@ -122,7 +122,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/accounts/{id}/messages",
-            get(api_inbound::list_messages).post(api::send_message),
+            get(api_inbound::list_messages)
+                .post(api::send_message)
+                // Attachments travel as base64 in the JSON: more than axum's default 2 MB.
+                .layer(axum::extract::DefaultBodyLimit::max(api::SEND_BODY_LIMIT)),
         )
         .route("/api/v1/messages/{id}", get(api::message_status))
         .route(

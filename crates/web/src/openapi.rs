@@ -367,6 +367,10 @@ pub fn document() -> Value {
                 params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 200 } }));
             }
             op["responses"]["202"] = json!({ "description": "Queued", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/OutboxItem" } } } });
+            op["responses"]["413"] =
+                problem_response("The attachments or the whole request are too large");
+            op["responses"]["415"] =
+                problem_response("Neither application/json nor message/rfc822");
             op["responses"]["422"] = problem_response("A field is invalid (see `field`)");
         }
         if *path == "/api/v1/accounts/{id}/authorize" {
@@ -397,14 +401,31 @@ pub fn document() -> Value {
                 },
                 "SendRequest": {
                     "type": "object",
+                    "description": "A message built by mailgate: From is the account's mailbox with its from name; the account's reply-to and signature are applied. At least one recipient (to, cc or bcc) and at least one of text and html. Errors name the field at fault, e.g. `attachments[2].content_base64`.",
+                    "additionalProperties": false,
                     "properties": {
                         "to": { "type": "array", "items": { "type": "string", "format": "email" } },
                         "cc": { "type": "array", "items": { "type": "string", "format": "email" } },
-                        "bcc": { "type": "array", "items": { "type": "string", "format": "email" } },
-                        "subject": { "type": "string", "maxLength": 998 },
-                        "text": { "type": "string" }
+                        "bcc": { "type": "array", "items": { "type": "string", "format": "email" }, "description": "Delivered to, never named in the headers" },
+                        "subject": { "type": "string", "maxLength": 998, "description": "One line" },
+                        "text": { "type": "string", "description": "text/plain; the signature follows after `-- `" },
+                        "html": { "type": "string", "description": "text/html; with text, the two are multipart/alternative; the signature is appended in a <div>" },
+                        "reply_to": { "type": "string", "format": "email", "description": "Replaces the account's reply-to" },
+                        "attachments": { "type": "array", "items": { "$ref": "#/components/schemas/Attachment" }, "description": "At most 10 MiB decoded in all (413 beyond)" }
                     },
-                    "required": ["to", "subject", "text"]
+                    "required": ["subject"],
+                    "anyOf": [{ "required": ["text"] }, { "required": ["html"] }]
+                },
+                "Attachment": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "filename": { "type": "string", "minLength": 1, "maxLength": 255, "description": "No control characters, / or \\" },
+                        "content_type": { "type": "string", "description": "type/subtype without parameters, e.g. application/pdf; not multipart/* or message/*" },
+                        "content_base64": { "type": "string", "contentEncoding": "base64", "description": "The file, standard base64 (line breaks allowed)" },
+                        "content_id": { "type": "string", "description": "Makes the part inline (multipart/related) so the html can show it as cid:<content_id>" }
+                    },
+                    "required": ["filename", "content_type", "content_base64"]
                 },
                 "Mailbox": {
                     "type": "object",
