@@ -13,6 +13,7 @@ mod cmd_auth;
 mod cmd_keys;
 mod config;
 mod outbox;
+mod retry;
 mod serve;
 mod views;
 mod watch;

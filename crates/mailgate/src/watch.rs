@@ -450,8 +450,8 @@ mod tests {
     fn sessions_end_before_the_token_expires() {
         let now = Timestamp(1_000_000);
         assert_eq!(
-            session_deadline(Some(now.plus_secs(3600)), now),
-            now.plus_secs(3600 - TOKEN_MARGIN_SECS)
+            session_deadline(Some(now.plus_secs(1800)), now),
+            now.plus_secs(1800 - TOKEN_MARGIN_SECS)
         );
         assert_eq!(session_deadline(None, now), now.plus_secs(50 * 60));
         assert_eq!(

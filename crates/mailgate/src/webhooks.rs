@@ -7,6 +7,7 @@
 //! Signature: `X-Mailgate-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 //! with the subscription's secret. Receivers recompute it and reject old timestamps.
 
+use crate::retry::{backoff, jitter_roll};
 use mailgate_core::webhook::is_private_address;
 use mailgate_core::{Clock, HttpUrl, SystemClock, Timestamp};
 use mailgate_store::{AttemptOutcome, Delivery, DeliveryStatus, Store};
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 /// How long a claim lasts: longer than one request with its timeout.
 const LEASE_SECS: i64 = 60;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-const MAX_DELAY_SECS: i64 = 3600;
 const IDLE_LOOK_SECS: i64 = 5;
 
 pub struct Deliverer {
@@ -37,24 +37,6 @@ pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
     ctx.update(b".");
     ctx.update(body);
     format!("t={t},v1={}", hex::encode(ctx.sign().as_ref()))
-}
-
-/// The delay before retry number `attempts` (1-based): base·2^(attempts−1), at most an hour,
-/// then ±20 % jitter so that many failed deliveries do not all return at once.
-pub fn backoff(base: i64, attempts: i64, jitter_unit: f64) -> i64 {
-    let exp = base.saturating_mul(1i64 << (attempts - 1).clamp(0, 20));
-    let capped = exp.min(MAX_DELAY_SECS) as f64;
-    let jittered = capped * (0.8 + 0.4 * jitter_unit.clamp(0.0, 1.0));
-    (jittered.round() as i64).max(1)
-}
-
-fn jitter_unit() -> f64 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 2];
-    match ring::rand::SystemRandom::new().fill(&mut b) {
-        Ok(()) => f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX),
-        Err(_) => 0.5,
-    }
 }
 
 /// Where `url` may be sent to: its addresses, each checked against the private ranges.
@@ -122,7 +104,7 @@ impl Deliverer {
         let duration_ms = started.elapsed().as_millis() as i64;
         let now = SystemClock.now();
         let retry = |now: Timestamp| {
-            Some(now.plus_secs(backoff(self.retry_base_secs, d.attempts, jitter_unit())))
+            Some(now.plus_secs(backoff(self.retry_base_secs, d.attempts, jitter_roll())))
         };
         let outcome = match result {
             Ok(code) if (200..300).contains(&code) => AttemptOutcome {
@@ -229,17 +211,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn backoff_doubles_with_bounded_jitter() {
-        assert_eq!(backoff(30, 1, 0.5), 30);
-        assert_eq!(backoff(30, 2, 0.5), 60);
-        assert_eq!(backoff(30, 20, 0.5), 3600);
-        for unit in [0.0, 0.25, 1.0] {
-            let d = backoff(100, 3, unit);
-            assert!((320..=480).contains(&d), "{d}");
-        }
-        assert_eq!(backoff(100, 3, 0.0), 320);
-        assert_eq!(backoff(100, 3, 1.0), 480);
-        assert!(backoff(1, 1, 0.0) >= 1);
+    #[tokio::test]
+    async fn names_that_resolve_to_private_addresses_are_refused() {
+        // `localhost` resolves through /etc/hosts, so this needs no network.
+        let url = HttpUrl::parse("http://localhost:9/hook").unwrap();
+        let err = target_addresses(&url, false).await.unwrap_err();
+        assert!(err.contains("MAILGATE_WEBHOOK_ALLOW_PRIVATE"), "{err}");
+        let allowed = target_addresses(&url, true).await.unwrap();
+        assert!(!allowed.is_empty() && allowed.iter().all(|a| a.port() == 9));
     }
 }
