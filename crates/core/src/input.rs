@@ -7,8 +7,45 @@
 use crate::account::{AccountSpec, Inbound, InboundProtocol, OnReceived, Outbound, ServerEndpoint};
 use crate::app::{AppKind, AppSpec, Endpoints, FieldError, OAuthApp, OAuthFlow, field_error};
 use crate::{
-    ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, Secret, TenantId, TlsMode, preset,
+    ClientId, EmailAddress, Host, HttpUrl, Invalid, Name, Port, Scopes, Secret, TenantId, TlsMode,
+    preset,
 };
+
+/// A client secret as an administrator pastes it (CLI, API). Microsoft shows a Secret ID (a
+/// GUID) beside the secret's Value; the ID is refused here instead of failing later at
+/// sign-in with AADSTS7000215.
+pub fn client_secret(text: &str) -> Result<Secret, Invalid> {
+    let secret = Secret::parse("client secret", text)?;
+    if ClientId::parse(secret.expose()).is_ok_and(|c| c.is_guid()) {
+        return Err(Invalid::secret(
+            "client secret",
+            "this looks like the secret's ID (a GUID), not its Value; copy the Value column from \"Certificates & secrets\" (it is shown only once, right after creation)",
+        ));
+    }
+    Ok(secret)
+}
+
+/// A Google service-account JSON key, the whole text being the secret: it must be JSON with
+/// `type` `service_account`, a `client_email` and a `private_key`.
+pub fn service_account_key(text: &str) -> Result<Secret, Invalid> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|_| {
+        Invalid::secret(
+            "service-account key",
+            "it is not JSON; download the key as JSON from the service account's Keys tab",
+        )
+    })?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|x| !x.is_empty());
+    if field("type") != Some("service_account")
+        || field("client_email").is_none()
+        || field("private_key").is_none()
+    {
+        return Err(Invalid::secret(
+            "service-account key",
+            "expected a JSON key with type \"service_account\", client_email and private_key",
+        ));
+    }
+    Ok(Secret::new(text))
+}
 
 /// Endpoint and scope overrides; anything left `None` keeps the preset (or current) value.
 #[derive(Debug, Clone, Default)]

@@ -115,14 +115,8 @@ fn read_secret(input: &SecretInput) -> Result<Option<Secret>, Failure> {
     } else {
         "--client-secret-file"
     };
-    let secret = Secret::parse("client secret", &text)
+    let secret = mailgate_core::input::client_secret(&text)
         .map_err(|e| Failure::BadInput(format!("{flag}: {e}")))?;
-    if looks_like_guid(secret.expose()) {
-        // AADSTS7000215 in advance: Microsoft shows a Secret ID (a GUID) beside the Value.
-        return Err(Failure::BadInput(format!(
-            "{flag}: this looks like the secret's ID (a GUID), not its Value; copy the Value column from \"Certificates & secrets\" (it is shown only once, right after creation)"
-        )));
-    }
     Ok(Some(secret))
 }
 
@@ -131,27 +125,8 @@ fn read_service_account_key(path: &std::path::Path) -> Result<Secret, Failure> {
     let flag = "--service-account-key-file";
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::BadInput(format!("{flag}: cannot read {}: {e}", path.display())))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
-        Failure::BadInput(format!(
-            "{flag}: {} is not JSON; download the key as JSON from the service account's Keys tab",
-            path.display()
-        ))
-    })?;
-    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|x| !x.is_empty());
-    if field("type") != Some("service_account")
-        || field("client_email").is_none()
-        || field("private_key").is_none()
-    {
-        return Err(Failure::BadInput(format!(
-            "{flag}: {} is not a service-account key (expected type \"service_account\" with client_email and private_key)",
-            path.display()
-        )));
-    }
-    Ok(Secret::new(text))
-}
-
-fn looks_like_guid(s: &str) -> bool {
-    mailgate_core::ClientId::parse(s).is_ok_and(|c| c.is_guid())
+    mailgate_core::input::service_account_key(&text)
+        .map_err(|e| Failure::BadInput(format!("{flag}: {}: {e}", path.display())))
 }
 
 fn endpoint_input(o: EndpointOverrides) -> EndpointInput {

@@ -142,36 +142,9 @@ impl ApiCaller {
     }
 }
 
-fn account_json(a: &mailgate_core::MailAccount) -> Value {
+pub(crate) fn account_json(a: &mailgate_core::MailAccount) -> Value {
     // Accounts hold no secrets; their serialisation is safe as it is.
     serde_json::to_value(a).unwrap_or(Value::Null)
-}
-
-pub async fn list_apps(State(state): State<AppState>, caller: ApiCaller) -> Response {
-    if let Err(r) = caller.require(TokenScope::AccountsRead) {
-        return r;
-    }
-    match state.store.list_apps().await {
-        Ok(apps) => {
-            let list: Vec<Value> = apps
-                .iter()
-                .map(|a| {
-                    // AppSpec skips its secrets when serialised; show only whether one is set.
-                    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-                    v["client_secret"] = a
-                        .spec
-                        .client_secret
-                        .as_ref()
-                        .map(|s| Value::String(s.hint()))
-                        .unwrap_or(Value::Null);
-                    v["redirect_uri"] = crate::redirect_uri(&state.public_url).into();
-                    v
-                })
-                .collect();
-            Json(list).into_response()
-        }
-        Err(e) => store_problem(e),
-    }
 }
 
 pub async fn list_accounts(State(state): State<AppState>, caller: ApiCaller) -> Response {

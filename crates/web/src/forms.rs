@@ -928,61 +928,6 @@ pub async fn authorize(
     }
 }
 
-/// "Test configuration" runs: steps so far and the verdict once finished. At most
-/// [`KEPT_RUNS`] are kept; older ones are forgotten.
-#[derive(Default)]
-pub struct TestRuns {
-    runs: std::sync::Mutex<std::collections::VecDeque<(String, TestRun)>>,
-}
-
-const KEPT_RUNS: usize = 50;
-
-#[derive(Clone)]
-struct TestRun {
-    account_id: i64,
-    steps: Vec<mailgate_mail::check::Step>,
-    /// `Some(ok)` once finished.
-    finished: Option<bool>,
-}
-
-impl TestRuns {
-    fn with<R>(
-        &self,
-        f: impl FnOnce(&mut std::collections::VecDeque<(String, TestRun)>) -> R,
-    ) -> R {
-        let mut guard = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
-    }
-
-    fn start(&self, id: &str, account_id: i64) {
-        self.with(|runs| {
-            if runs.len() >= KEPT_RUNS {
-                runs.pop_front();
-            }
-            runs.push_back((
-                id.to_owned(),
-                TestRun {
-                    account_id,
-                    steps: Vec::new(),
-                    finished: None,
-                },
-            ));
-        });
-    }
-
-    fn update(&self, id: &str, f: impl FnOnce(&mut TestRun)) {
-        self.with(|runs| {
-            if let Some((_, run)) = runs.iter_mut().find(|(k, _)| k == id) {
-                f(run);
-            }
-        });
-    }
-
-    fn get(&self, id: &str) -> Option<TestRun> {
-        self.with(|runs| runs.iter().find(|(k, _)| k == id).map(|(_, r)| r.clone()))
-    }
-}
-
 /// Starts "Test configuration" in the background and shows its page, which fills in step
 /// by step.
 pub async fn test_account(
@@ -991,7 +936,6 @@ pub async fn test_account(
     Path(id): Path<i64>,
     Form(f): Form<Fields>,
 ) -> Response {
-    use mailgate_mail::check::{self, CheckOptions};
     if let Err(r) = session.check_csrf(f.get("csrf").map(String::as_str)) {
         return r;
     }
@@ -999,36 +943,11 @@ pub async fn test_account(
         Ok(a) => a,
         Err(e) => return unavailable(e),
     };
-    let run = mailgate_oauth::random::token(12);
-    state.tests.start(&run, id);
-    let (engine, clock, tls, tests, run_id) = (
-        state.engine.clone(),
-        state.clock.clone(),
-        state.tls.clone(),
-        state.tests.clone(),
-        run.clone(),
-    );
-    tokio::spawn(async move {
-        let progress_runs = tests.clone();
-        let progress_id = run_id.clone();
-        let progress = move |step: &check::Step| {
-            progress_runs.update(&progress_id, |r| r.steps.push(step.clone()))
-        };
-        let report = check::run_with_progress(
-            &engine,
-            clock.as_ref(),
-            &tls,
-            &acc,
-            &CheckOptions::default(),
-            &progress,
-        )
-        .await;
-        tests.update(&run_id, |r| r.finished = Some(report.ok));
-    });
+    let run = crate::test_runs::start(&state, acc, Default::default());
     Redirect::to(&format!("/admin/accounts/{id}/tests/{run}")).into_response()
 }
 
-fn steps_fragment(run: &TestRun) -> String {
+fn steps_fragment(run: &crate::test_runs::TestRun) -> String {
     use mailgate_mail::check::StepStatus;
     let rows: String = run
         .steps
@@ -1045,7 +964,7 @@ fn steps_fragment(run: &TestRun) -> String {
             format!("<tr class=\"step\"><td>{}</td><td class=\"{class}\">{mark}</td><td>{} ms</td><td>{}{says}{fix}</td></tr>", escape(&s.name), s.duration_ms, escape(&s.detail))
         })
         .collect();
-    let verdict = match run.finished {
+    let verdict = match run.finished() {
         Some(true) => "<p class=\"ok\" id=\"test-result\" data-done>All steps passed.</p>",
         Some(false) => "<p class=\"bad\" id=\"test-result\" data-done>The test failed.</p>",
         None => "<p id=\"test-running\">Running…</p>",
@@ -1070,7 +989,7 @@ pub async fn test_page(
         )
         .await;
     };
-    let poll = if r.finished.is_none() {
+    let poll = if r.finished().is_none() {
         format!(
             "<script>(function poll(){{fetch('/admin/tests/{run}').then(function(r){{return r.text()}}).then(function(h){{var d=document.getElementById('test-steps');d.innerHTML=h;if(!d.querySelector('[data-done]'))setTimeout(poll,400)}})}})();</script>\
 <noscript><p><a href=\"/admin/accounts/{id}/tests/{run}\">Refresh</a> to see more steps.</p></noscript>"

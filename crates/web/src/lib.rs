@@ -8,12 +8,14 @@
 
 mod admin;
 pub mod api;
+mod api_admin;
 mod api_inbound;
 pub mod auth;
 mod callback;
 pub mod forms;
 mod html;
 pub mod openapi;
+pub mod test_runs;
 mod tokens;
 
 use axum::extract::State;
@@ -38,7 +40,7 @@ pub struct AppState {
     /// Certificates trusted for mail servers ("Test configuration").
     pub tls: mailgate_mail::TlsSettings,
     /// "Test configuration" runs in progress and recently finished, for the live page.
-    pub tests: Arc<forms::TestRuns>,
+    pub tests: Arc<test_runs::TestRuns>,
     /// Wakes the outbox worker when a message is queued.
     pub outbox: Arc<tokio::sync::Notify>,
     /// Wakes the webhook deliverer (a redelivery was asked for).
@@ -90,9 +92,28 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/accounts/{id}/test", post(forms::test_account))
         .route("/admin/accounts/{id}/tests/{run}", get(forms::test_page))
         .route("/admin/tests/{run}", get(forms::test_steps))
-        .route("/api/v1/apps", get(api::list_apps))
-        .route("/api/v1/accounts", get(api::list_accounts))
-        .route("/api/v1/accounts/{id}", get(api::get_account))
+        .route(
+            "/api/v1/apps",
+            get(api_admin::list_apps).post(api_admin::create_app),
+        )
+        .route(
+            "/api/v1/apps/{id}",
+            get(api_admin::get_app)
+                .patch(api_admin::update_app)
+                .delete(api_admin::delete_app),
+        )
+        .route(
+            "/api/v1/accounts",
+            get(api::list_accounts).post(api_admin::create_account),
+        )
+        .route(
+            "/api/v1/accounts/{id}",
+            get(api::get_account)
+                .patch(api_admin::update_account)
+                .delete(api_admin::delete_account),
+        )
+        .route("/api/v1/accounts/{id}/tests", post(api_admin::start_test))
+        .route("/api/v1/tests/{run}", get(api_admin::test_status))
         .route("/api/v1/accounts/{id}/events", get(api::account_events))
         .route("/api/v1/accounts/{id}/token", get(api::account_token))
         .route(

@@ -314,7 +314,11 @@ async fn every_route_needs_its_own_scope() {
         let body = serde_json::json!({"to": ["someone@example.test"], "subject": "s", "text": "t"});
         let req = |token: &str| {
             let r = client.request(http_method(method), &url);
-            let r = if *method == "post" { r.json(&body) } else { r };
+            let r = if *method == "post" || *method == "patch" {
+                r.json(&body)
+            } else {
+                r
+            };
             r.bearer_auth(token.to_owned())
         };
         let resp = req(&without).send().await.unwrap();

@@ -92,7 +92,7 @@ fn assert_fails_at(report: &Value, step_prefix: &str, code: &str) {
 }
 
 /// Checks with the raw protocol (not mailgate's client) that the message is in the INBOX.
-async fn raw_imap_has(f: &Fixture, rig: &MailRig, message_id: &str) -> bool {
+pub(crate) async fn raw_imap_has(f: &Fixture, rig: &MailRig, message_id: &str) -> bool {
     let token = f.env.ok(&["token", "support"], None).trim().to_owned();
     let mut imap = RawClient::connect_tls(rig.host(), rig.imaps_port(), rig.tls_config().unwrap())
         .await

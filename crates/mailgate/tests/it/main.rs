@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod api_crud;
 mod browser;
 mod cli;
 mod flows;

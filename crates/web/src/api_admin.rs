@@ -1,0 +1,779 @@
+//! `/api/v1` for administration: apps and accounts created, read, changed and removed, and
+//! "Test configuration" started and polled.
+//!
+//! Bodies are JSON objects with the field names of the CLI and the admin forms, each parsed
+//! into its core type and then through the same rules (`core::input`), so nothing is stored
+//! unless the whole request is valid. Refusals: 415 for a body that is not
+//! `application/json`, 400 for one that is not a JSON object, 422 naming the `field` at fault
+//! (an unknown field too), 404 for an unknown id, 409 for a taken name or an app still in use.
+//! Secrets (`client_secret`, `service_account_key`) are write-only: answered as their hint.
+//!
+//! Apps are shared by all accounts. A token limited to some accounts reads only the apps
+//! those accounts use, never creates, changes or removes an app, creates no account, and
+//! changes or removes only its own accounts.
+
+use crate::AppState;
+use crate::api::{ApiCaller, account_json, problem, store_problem};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mailgate_core::account::{InboundProtocol, OnReceived};
+use mailgate_core::app::{AppKind, FieldError, OAuthFlow, parse_extra_param};
+use mailgate_core::input::{
+    self, AccountChanges, AccountSettingsInput, AppChanges, EndpointInput, InboundChoice,
+    NewAccount, NewApp,
+};
+use mailgate_core::user::TokenScope;
+use mailgate_core::{
+    AccountId, AppId, ClientId, EmailAddress, Host, HttpUrl, Name, OAuthApp, Port, Scopes, Secret,
+    TenantId, TlsMode,
+};
+use mailgate_store::StoreError;
+use serde_json::{Map, Value, json};
+use std::fmt::Display;
+
+type Answer = Result<Response, Response>;
+
+const ENDPOINT_FIELDS: &[&str] = &[
+    "authority",
+    "authorize_url",
+    "token_url",
+    "device_url",
+    "jwks_url",
+    "userinfo_url",
+    "revoke_url",
+    "issuer",
+    "scopes",
+    "extra_params",
+];
+const NEW_APP_FIELDS: &[&str] = &[
+    "kind",
+    "name",
+    "tenant",
+    "client_id",
+    "client_secret",
+    "secret_expires",
+    "flow",
+    "service_account_key",
+];
+const APP_CHANGE_FIELDS: &[&str] = &[
+    "kind",
+    "name",
+    "tenant",
+    "client_id",
+    "client_secret",
+    "clear_secret",
+    "secret_expires",
+    "flow",
+    "service_account_key",
+    "reset_endpoints",
+];
+const ACCOUNT_FIELDS: &[&str] = &[
+    "name",
+    "app",
+    "email",
+    "enabled",
+    "description",
+    "shared_mailbox",
+    "aliases",
+    "inbound",
+    "inbound_host",
+    "inbound_port",
+    "inbound_tls",
+    "outbound",
+    "smtp_host",
+    "smtp_port",
+    "smtp_tls",
+    "from_name",
+    "reply_to",
+    "signature",
+    "on_received",
+];
+const TEST_FIELDS: &[&str] = &["to", "step_timeout", "find_within"];
+
+fn invalid(field: &str, detail: impl Into<String>) -> Response {
+    problem(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+        detail,
+        Some(field),
+    )
+}
+
+fn field_problem(e: FieldError) -> Response {
+    invalid(e.field, e.message)
+}
+
+/// A store error of a write: a taken name or a conflict is 409, the rest as for reads.
+fn write_problem(e: StoreError, conflict_code: &str) -> Response {
+    match e {
+        e @ StoreError::Duplicate { .. } => problem(
+            StatusCode::CONFLICT,
+            "duplicate_name",
+            e.to_string(),
+            Some("name"),
+        ),
+        StoreError::InUse(why) => problem(StatusCode::CONFLICT, conflict_code, why, None),
+        other => store_problem(other),
+    }
+}
+
+fn with_location(status: StatusCode, location: &str, body: Value) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Apps are shared: only a token for all accounts may create, change or remove them, or
+/// create accounts.
+fn require_unrestricted(caller: &ApiCaller, what: &str) -> Result<(), Response> {
+    if caller.token.account_ids.is_empty() {
+        Ok(())
+    } else {
+        Err(problem(
+            StatusCode::FORBIDDEN,
+            "account_restricted",
+            format!(
+                "this API token is limited to some accounts, so it cannot {what}; use a token for all accounts"
+            ),
+            None,
+        ))
+    }
+}
+
+/// The apps a token may read: `None` for all (an unrestricted token), otherwise those its
+/// accounts use.
+async fn visible_apps(
+    state: &AppState,
+    caller: &ApiCaller,
+) -> Result<Option<Vec<AppId>>, Response> {
+    if caller.token.account_ids.is_empty() {
+        return Ok(None);
+    }
+    let accounts = state.store.list_accounts().await.map_err(store_problem)?;
+    Ok(Some(
+        accounts
+            .iter()
+            .filter(|a| caller.may_touch(a.id))
+            .map(|a| a.spec.app_id)
+            .collect(),
+    ))
+}
+
+fn require_app_visible(visible: &Option<Vec<AppId>>, id: AppId) -> Result<(), Response> {
+    match visible {
+        Some(ids) if !ids.contains(&id) => Err(problem(
+            StatusCode::FORBIDDEN,
+            "app_not_allowed",
+            format!("this API token is limited to accounts that do not use app {id}"),
+            None,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An app as the API shows it, built by hand so that a secret can only appear as its hint
+/// (the same fields as `mailgate app show --json`).
+fn app_json(state: &AppState, app: &OAuthApp) -> Value {
+    let s = &app.spec;
+    let e = &s.endpoints;
+    let today = state.clock.now().date();
+    json!({
+        "id": app.id,
+        "name": s.name,
+        "kind": s.kind,
+        "tenant": s.tenant,
+        "client_id": s.client_id,
+        "client_secret": s.client_secret.as_ref().map(Secret::hint),
+        "service_account_key": s.service_account_key.as_ref().map(Secret::hint),
+        "secret_expires": s.secret_expires.map(|d| d.to_string()),
+        "secret_expires_in_days": s.secret_expires.zip(today).map(|(d, t)| (d - t).whole_days()),
+        "flow": s.flow,
+        "redirect_uri": crate::redirect_uri(&state.public_url),
+        "endpoints": {
+            "authorize": e.authorize, "token": e.token, "device": e.device, "jwks": e.jwks,
+            "userinfo": e.userinfo, "revoke": e.revoke, "issuer": e.issuer,
+        },
+        "scopes": s.scopes.iter().collect::<Vec<_>>(),
+        "extra_params": s.extra_params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<_, _>>(),
+        "created_at": app.created_at.rfc3339(),
+        "updated_at": app.updated_at.rfc3339(),
+    })
+}
+
+// ----- request bodies ---------------------------------------------------------------------
+
+/// A request's JSON object, read field by field into core types; the first field at fault
+/// becomes the answer.
+struct Body(Map<String, Value>);
+
+impl Body {
+    /// 415 unless the body is `application/json` (or `application/*+json`), 400 unless it is
+    /// a JSON object, 422 for a field not in `allowed`. With `may_be_empty`, no body is `{}`.
+    fn read(
+        headers: &HeaderMap,
+        bytes: &Bytes,
+        allowed: &[&[&str]],
+        may_be_empty: bool,
+    ) -> Result<Body, Response> {
+        if may_be_empty && bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(Map::new()));
+        }
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json"
+            && !(mime.starts_with("application/") && mime.ends_with("+json"))
+        {
+            return Err(problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+                None,
+            ));
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not JSON: {e}"),
+                None,
+            )
+        })?;
+        let Value::Object(map) = value else {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body must be a JSON object",
+                None,
+            ));
+        };
+        let known = |k: &str| allowed.iter().any(|list| list.contains(&k));
+        if let Some(k) = map.keys().find(|k| !known(k)) {
+            let shown: String = k.chars().take(60).collect();
+            let expected: Vec<&str> = allowed.iter().flat_map(|l| l.iter().copied()).collect();
+            return Err(problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_field",
+                format!("unknown field {shown:?}; expected: {}", expected.join(", ")),
+                Some(&shown),
+            ));
+        }
+        Ok(Body(map))
+    }
+
+    fn has(&self, k: &str) -> bool {
+        !matches!(self.0.get(k), None | Some(Value::Null))
+    }
+
+    /// A string field; absent or null is `None`.
+    fn text(&self, k: &str) -> Result<Option<&str>, Response> {
+        match self.0.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(invalid(k, format!("{k} must be a string"))),
+        }
+    }
+
+    fn parsed<T, E: Display>(
+        &self,
+        k: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, Response> {
+        self.text(k)?
+            .map(|s| parse(s).map_err(|e| invalid(k, e.to_string())))
+            .transpose()
+    }
+
+    fn required<T, E: Display>(
+        &self,
+        k: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<T, Response> {
+        self.parsed(k, parse)?
+            .ok_or_else(|| invalid(k, format!("{k} is required")))
+    }
+
+    fn flag(&self, k: &str) -> Result<Option<bool>, Response> {
+        match self.0.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(invalid(k, format!("{k} must be true or false"))),
+        }
+    }
+
+    /// A whole number in `range`, given as a number (or a string of digits, as forms send).
+    fn number(
+        &self,
+        k: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>, Response> {
+        let n = match self.0.get(k) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            Some(_) => None,
+        };
+        match n {
+            Some(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(invalid(
+                k,
+                format!(
+                    "{k} must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
+
+    fn port(&self, k: &str) -> Result<Option<Port>, Response> {
+        self.number(k, 1..=65535)?
+            .map(|n| {
+                u16::try_from(n)
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| Port::new(n).map_err(|e| e.to_string()))
+                    .map_err(|e| invalid(k, e))
+            })
+            .transpose()
+    }
+
+    /// A list of strings, each parsed; absent or null is `None`.
+    fn list<T, E: Display>(
+        &self,
+        k: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<Option<Vec<T>>, Response> {
+        match self.0.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => parse(s).map_err(|e| invalid(k, e.to_string())),
+                    _ => Err(invalid(k, format!("{k} must be a list of strings"))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(invalid(k, format!("{k} must be a list of strings"))),
+        }
+    }
+
+    /// Scopes as one string (space- or comma-separated, like the CLI) or a list.
+    fn scopes(&self) -> Result<Option<Scopes>, Response> {
+        let joined = match self.0.get("scopes") {
+            Some(Value::Array(_)) => self
+                .list("scopes", |s| Ok::<_, String>(s.to_owned()))?
+                .map(|l| l.join(" ")),
+            _ => self.text("scopes")?.map(str::to_owned),
+        };
+        joined
+            .map(|s| Scopes::parse(&s).map_err(|e| invalid("scopes", e.to_string())))
+            .transpose()
+    }
+
+    /// Extra authorize parameters as an object of strings, `{"domain_hint": "contoso.com"}`.
+    fn extra_params(&self) -> Result<Vec<(String, String)>, Response> {
+        const K: &str = "extra_params";
+        match self.0.get(K) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(name, v)| match v {
+                    Value::String(v) => parse_extra_param(&format!("{name}={v}"))
+                        .map_err(|e| invalid(K, e.to_string())),
+                    _ => Err(invalid(K, format!("{K} values must be strings"))),
+                })
+                .collect(),
+            Some(_) => Err(invalid(K, format!("{K} must be an object of name: value"))),
+        }
+    }
+
+    /// The service-account key: the JSON key itself, or its text.
+    fn service_account_key(&self) -> Result<Option<Secret>, Response> {
+        const K: &str = "service_account_key";
+        let text = match self.0.get(K) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ Value::Object(_)) => v.to_string(),
+            Some(_) => {
+                return Err(invalid(
+                    K,
+                    format!("{K} must be the JSON key (an object) or its text"),
+                ));
+            }
+        };
+        input::service_account_key(&text)
+            .map(Some)
+            .map_err(|e| invalid(K, e.to_string()))
+    }
+
+    fn endpoint_input(&self) -> Result<EndpointInput, Response> {
+        Ok(EndpointInput {
+            authority: self.parsed("authority", HttpUrl::parse)?,
+            authorize_url: self.parsed("authorize_url", HttpUrl::parse)?,
+            token_url: self.parsed("token_url", HttpUrl::parse)?,
+            device_url: self.parsed("device_url", HttpUrl::parse)?,
+            jwks_url: self.parsed("jwks_url", HttpUrl::parse)?,
+            userinfo_url: self.parsed("userinfo_url", HttpUrl::parse)?,
+            revoke_url: self.parsed("revoke_url", HttpUrl::parse)?,
+            issuer: self.text("issuer")?.map(str::to_owned),
+            scopes: self.scopes()?,
+            params: self.extra_params()?,
+        })
+    }
+
+    fn settings_input(&self) -> Result<AccountSettingsInput, Response> {
+        Ok(AccountSettingsInput {
+            description: self.text("description")?.map(str::to_owned),
+            shared_mailbox: self.parsed("shared_mailbox", EmailAddress::parse)?,
+            aliases: self
+                .list("aliases", EmailAddress::parse)?
+                .unwrap_or_default(),
+            inbound: self.parsed("inbound", |s| {
+                if s.trim().eq_ignore_ascii_case("none") {
+                    Ok(InboundChoice::None)
+                } else {
+                    InboundProtocol::parse(s).map(InboundChoice::Proto)
+                }
+            })?,
+            inbound_host: self.parsed("inbound_host", Host::parse)?,
+            inbound_port: self.port("inbound_port")?,
+            inbound_tls: self.parsed("inbound_tls", TlsMode::parse)?,
+            outbound: self.parsed("outbound", |s| {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    "smtp" => Ok(true),
+                    "none" => Ok(false),
+                    _ => Err(format!(
+                        "{s:?} is not an outbound protocol; expected smtp or none"
+                    )),
+                }
+            })?,
+            smtp_host: self.parsed("smtp_host", Host::parse)?,
+            smtp_port: self.port("smtp_port")?,
+            smtp_tls: self.parsed("smtp_tls", TlsMode::parse)?,
+            from_name: self.text("from_name")?.map(str::to_owned),
+            reply_to: self.parsed("reply_to", EmailAddress::parse)?,
+            signature: self.text("signature")?.map(str::to_owned),
+            on_received: self.parsed("on_received", OnReceived::parse)?,
+        })
+    }
+}
+
+fn parse_date(s: &str) -> Result<time::Date, String> {
+    const F: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s.trim(), F)
+        .map_err(|_| format!("{s:?} is not a date; expected YYYY-MM-DD like 2027-03-31"))
+}
+
+// ----- apps -------------------------------------------------------------------------------
+
+pub async fn list_apps(State(state): State<AppState>, caller: ApiCaller) -> Answer {
+    caller.require(TokenScope::AccountsRead)?;
+    let visible = visible_apps(&state, &caller).await?;
+    let apps = state.store.list_apps().await.map_err(store_problem)?;
+    let list: Vec<Value> = apps
+        .iter()
+        .filter(|a| visible.as_ref().is_none_or(|ids| ids.contains(&a.id)))
+        .map(|a| app_json(&state, a))
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+pub async fn get_app(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Answer {
+    caller.require(TokenScope::AccountsRead)?;
+    require_app_visible(&visible_apps(&state, &caller).await?, AppId(id))?;
+    let app = state.store.app(AppId(id)).await.map_err(store_problem)?;
+    Ok(Json(app_json(&state, &app)).into_response())
+}
+
+pub async fn create_app(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Answer {
+    caller.require(TokenScope::AccountsWrite)?;
+    require_unrestricted(&caller, "create apps")?;
+    let b = Body::read(&headers, &bytes, &[NEW_APP_FIELDS, ENDPOINT_FIELDS], false)?;
+    let kind = b.required("kind", AppKind::parse)?;
+    let new = NewApp {
+        name: b.required("name", Name::parse)?,
+        kind,
+        tenant: b.parsed("tenant", TenantId::parse)?,
+        client_id: b.required("client_id", ClientId::parse)?,
+        client_secret: b.parsed("client_secret", input::client_secret)?,
+        secret_expires: b.parsed("secret_expires", parse_date)?,
+        flow: b
+            .parsed("flow", OAuthFlow::parse)?
+            .unwrap_or(OAuthFlow::AuthorizationCode),
+        service_account_key: b.service_account_key()?,
+        endpoints: b.endpoint_input()?,
+    };
+    let spec = new.into_spec().map_err(field_problem)?;
+    let app = state
+        .store
+        .create_app(&spec, state.clock.now())
+        .await
+        .map_err(|e| write_problem(e, "conflict"))?;
+    Ok(with_location(
+        StatusCode::CREATED,
+        &format!("/api/v1/apps/{}", app.id),
+        app_json(&state, &app),
+    ))
+}
+
+pub async fn update_app(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Answer {
+    caller.require(TokenScope::AccountsWrite)?;
+    require_unrestricted(&caller, "change apps")?;
+    let b = Body::read(
+        &headers,
+        &bytes,
+        &[APP_CHANGE_FIELDS, ENDPOINT_FIELDS],
+        false,
+    )?;
+    let current = state.store.app(AppId(id)).await.map_err(store_problem)?;
+    if let Some(kind) = b.parsed("kind", AppKind::parse)?
+        && kind != current.spec.kind
+    {
+        return Err(invalid(
+            "kind",
+            "an app's kind cannot be changed; create a new app of that kind",
+        ));
+    }
+    let clear_secret = b.flag("clear_secret")?.unwrap_or(false);
+    if clear_secret && b.has("client_secret") {
+        return Err(invalid(
+            "clear_secret",
+            "give either a new client_secret or clear_secret, not both",
+        ));
+    }
+    let changes = AppChanges {
+        name: b.parsed("name", Name::parse)?,
+        tenant: b.parsed("tenant", TenantId::parse)?,
+        client_id: b.parsed("client_id", ClientId::parse)?,
+        client_secret: b.parsed("client_secret", input::client_secret)?,
+        clear_secret,
+        secret_expires: b.parsed("secret_expires", parse_date)?,
+        flow: b.parsed("flow", OAuthFlow::parse)?,
+        service_account_key: b.service_account_key()?,
+        reset_endpoints: b.flag("reset_endpoints")?.unwrap_or(false),
+        endpoints: b.endpoint_input()?,
+    };
+    let spec = changes.apply(current.spec).map_err(field_problem)?;
+    let app = state
+        .store
+        .update_app(current.id, &spec, clear_secret, state.clock.now())
+        .await
+        .map_err(|e| write_problem(e, "conflict"))?;
+    Ok(Json(app_json(&state, &app)).into_response())
+}
+
+pub async fn delete_app(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Answer {
+    caller.require(TokenScope::AccountsWrite)?;
+    require_unrestricted(&caller, "remove apps")?;
+    state
+        .store
+        .remove_app(AppId(id), state.clock.now())
+        .await
+        .map_err(|e| write_problem(e, "app_in_use"))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ----- accounts ---------------------------------------------------------------------------
+
+/// The app an account is to use: `app` is its id (a number) or its name.
+async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, Response> {
+    let key = match b.0.get("app") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(invalid("app", "app must be the app's id or name")),
+    };
+    match state.store.find_app(&key).await {
+        Ok(app) => Ok(Some(app)),
+        Err(e @ StoreError::NotFound { .. }) => Err(invalid("app", e.to_string())),
+        Err(e) => Err(store_problem(e)),
+    }
+}
+
+pub async fn create_account(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Answer {
+    caller.require(TokenScope::AccountsWrite)?;
+    require_unrestricted(&caller, "create accounts")?;
+    let b = Body::read(&headers, &bytes, &[ACCOUNT_FIELDS], false)?;
+    let name = b.required("name", Name::parse)?;
+    let email = b.required("email", EmailAddress::parse)?;
+    let enabled = b.flag("enabled")?.unwrap_or(true);
+    let settings = b.settings_input()?;
+    let app = app_field(&state, &b)
+        .await?
+        .ok_or_else(|| invalid("app", "app is required: the id or name of the OAuth app"))?;
+    let new = NewAccount {
+        name,
+        email,
+        enabled,
+        settings,
+    };
+    let spec = new.into_spec(&app).map_err(field_problem)?;
+    let account = state
+        .store
+        .create_account(&spec, state.clock.now())
+        .await
+        .map_err(|e| write_problem(e, "conflict"))?;
+    Ok(with_location(
+        StatusCode::CREATED,
+        &format!("/api/v1/accounts/{}", account.id),
+        account_json(&account),
+    ))
+}
+
+pub async fn update_account(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Answer {
+    caller.require(TokenScope::AccountsWrite)?;
+    caller.require_account(AccountId(id))?;
+    let b = Body::read(&headers, &bytes, &[ACCOUNT_FIELDS], false)?;
+    let current = state
+        .store
+        .account(AccountId(id))
+        .await
+        .map_err(store_problem)?;
+    let changes = AccountChanges {
+        name: b.parsed("name", Name::parse)?,
+        email: b.parsed("email", EmailAddress::parse)?,
+        enabled: b.flag("enabled")?,
+        settings: b.settings_input()?,
+    };
+    let app = match app_field(&state, &b).await? {
+        Some(app) => {
+            // A limited token may move its account only to an app it can already read.
+            require_app_visible(&visible_apps(&state, &caller).await?, app.id)?;
+            app
+        }
+        None => state
+            .store
+            .app(current.spec.app_id)
+            .await
+            .map_err(store_problem)?,
+    };
+    let spec = changes
+        .apply(current.spec.clone(), &app)
+        .map_err(field_problem)?;
+    let account = state
+        .store
+        .update_account(current.id, &spec, state.clock.now())
+        .await
+        .map_err(|e| write_problem(e, "conflict"))?;
+    Ok(Json(account_json(&account)).into_response())
+}
+
+pub async fn delete_account(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Answer {
+    caller.require(TokenScope::AccountsWrite)?;
+    caller.require_account(AccountId(id))?;
+    state
+        .store
+        .remove_account(AccountId(id), state.clock.now())
+        .await
+        .map_err(|e| write_problem(e, "conflict"))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ----- test configuration -----------------------------------------------------------------
+
+/// Starts "Test configuration" in the background: 202 with the run and its `Location`, to be
+/// polled until `status` is no longer `running`.
+pub async fn start_test(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Answer {
+    caller.require(TokenScope::AccountsWrite)?;
+    caller.require_account(AccountId(id))?;
+    let b = Body::read(&headers, &bytes, &[TEST_FIELDS], true)?;
+    let mut opts = mailgate_mail::check::CheckOptions {
+        to: b.parsed("to", EmailAddress::parse)?.map(|a| a.to_string()),
+        ..Default::default()
+    };
+    // The same limits as `mailgate test --step-timeout / --find-within`.
+    if let Some(secs) = b.number("step_timeout", 1..=300)? {
+        opts.step_timeout = std::time::Duration::from_secs(secs);
+    }
+    if let Some(secs) = b.number("find_within", 1..=600)? {
+        opts.find_within = std::time::Duration::from_secs(secs);
+    }
+    let account = state
+        .store
+        .account(AccountId(id))
+        .await
+        .map_err(store_problem)?;
+    let run = crate::test_runs::start(&state, account, opts);
+    let body = state
+        .tests
+        .get(&run)
+        .map(|r| r.to_json(&run))
+        .unwrap_or_else(|| json!({ "id": run, "status": "running" }));
+    Ok(with_location(
+        StatusCode::ACCEPTED,
+        &format!("/api/v1/tests/{run}"),
+        body,
+    ))
+}
+
+/// A run's steps so far and its status (`running`, `passed`, `failed`).
+pub async fn test_status(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(run): Path<String>,
+) -> Answer {
+    caller.require(TokenScope::AccountsRead)?;
+    let Some(r) = state.tests.get(&run) else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such test run (runs are kept in memory, the last 50, until a restart); start the test again",
+            None,
+        ));
+    };
+    caller.require_account(AccountId(r.account_id))?;
+    Ok(Json(r.to_json(&run)).into_response())
+}

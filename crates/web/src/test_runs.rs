@@ -1,0 +1,124 @@
+//! "Test configuration" runs in the background, shared by the admin page (which fills in step
+//! by step) and `/api/v1/tests/{run}` (which a caller polls). Runs live in memory only: a
+//! restart forgets them, and at most [`KEPT_RUNS`] are kept.
+
+use crate::AppState;
+use mailgate_core::MailAccount;
+use mailgate_mail::check::{self, CheckOptions, Report, Step};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+const KEPT_RUNS: usize = 50;
+
+/// The runs in progress and recently finished, by run id.
+#[derive(Default)]
+pub struct TestRuns {
+    runs: Mutex<VecDeque<(String, TestRun)>>,
+}
+
+/// One run: the steps so far and, once finished, the whole report.
+#[derive(Clone)]
+pub struct TestRun {
+    pub account_id: i64,
+    pub account_name: String,
+    pub started_at: String,
+    pub steps: Vec<Step>,
+    pub report: Option<Report>,
+}
+
+impl TestRun {
+    /// `Some(all steps passed)` once finished.
+    pub fn finished(&self) -> Option<bool> {
+        self.report.as_ref().map(|r| r.ok)
+    }
+
+    /// The same JSON as `mailgate test --json` (docs/test-configuration.md), with the run's
+    /// `id`, `account_id` and `status` (`running`, `passed` or `failed`); while running, `ok`,
+    /// `duration_ms` and `message_id` are null and `steps` holds the steps finished so far.
+    pub fn to_json(&self, id: &str) -> serde_json::Value {
+        let mut v = match &self.report {
+            Some(r) => serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
+            None => serde_json::json!({
+                "account": self.account_name,
+                "ok": null,
+                "started_at": self.started_at,
+                "duration_ms": null,
+                "message_id": null,
+                "steps": self.steps,
+            }),
+        };
+        v["id"] = id.into();
+        v["account_id"] = self.account_id.into();
+        v["status"] = match self.finished() {
+            None => "running",
+            Some(true) => "passed",
+            Some(false) => "failed",
+        }
+        .into();
+        v
+    }
+}
+
+impl TestRuns {
+    fn with<R>(&self, f: impl FnOnce(&mut VecDeque<(String, TestRun)>) -> R) -> R {
+        let mut guard = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn insert(&self, id: &str, run: TestRun) {
+        self.with(|runs| {
+            if runs.len() >= KEPT_RUNS {
+                runs.pop_front();
+            }
+            runs.push_back((id.to_owned(), run));
+        });
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut TestRun)) {
+        self.with(|runs| {
+            if let Some((_, run)) = runs.iter_mut().find(|(k, _)| k == id) {
+                f(run);
+            }
+        });
+    }
+
+    pub fn get(&self, id: &str) -> Option<TestRun> {
+        self.with(|runs| runs.iter().find(|(k, _)| k == id).map(|(_, r)| r.clone()))
+    }
+}
+
+/// Starts "Test configuration" for `account` in the background; returns the run id.
+pub fn start(state: &AppState, account: MailAccount, opts: CheckOptions) -> String {
+    let run_id = mailgate_oauth::random::token(12);
+    state.tests.insert(
+        &run_id,
+        TestRun {
+            account_id: account.id.0,
+            account_name: account.spec.name.to_string(),
+            started_at: state.clock.now().rfc3339(),
+            steps: Vec::new(),
+            report: None,
+        },
+    );
+    let (engine, clock, tls, tests, id) = (
+        state.engine.clone(),
+        state.clock.clone(),
+        state.tls.clone(),
+        state.tests.clone(),
+        run_id.clone(),
+    );
+    tokio::spawn(async move {
+        let progress_runs = tests.clone();
+        let progress_id = id.clone();
+        let progress =
+            move |step: &Step| progress_runs.update(&progress_id, |r| r.steps.push(step.clone()));
+        let report =
+            check::run_with_progress(&engine, clock.as_ref(), &tls, &account, &opts, &progress)
+                .await;
+        tests.update(&id, |r| {
+            r.steps = report.steps.clone();
+            r.report = Some(report);
+        });
+    });
+    run_id
+}
