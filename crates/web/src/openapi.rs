@@ -670,3 +670,64 @@ fn test_run_schema() -> Value {
 pub async fn serve() -> axum::Json<Value> {
     axum::Json(document())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::API_ROUTES;
+
+    /// (method, path) of every `/api/v1` route the router in `lib.rs` registers, read from
+    /// its source: each `.route("/api/v1/…", …)` and the method functions in its handler.
+    fn routed() -> Vec<(String, String)> {
+        let src = include_str!("lib.rs");
+        let mut out = Vec::new();
+        let mut rest = src;
+        while let Some(at) = rest.find(".route(") {
+            rest = &rest[at + ".route(".len()..];
+            // The arguments: up to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map(|(i, _)| i)
+                .unwrap();
+            let args = &rest[..end];
+            let path = args.split('"').nth(1).unwrap().to_owned();
+            if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+                continue;
+            }
+            let handler = &args[args.find(',').unwrap()..];
+            for method in ["get", "post", "patch", "put", "delete"] {
+                let called = handler
+                    .match_indices(&format!("{method}("))
+                    .any(|(i, _)| i == 0 || !handler.as_bytes()[i - 1].is_ascii_alphanumeric());
+                if called {
+                    out.push((method.to_owned(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_routed_api_path_is_documented_and_nothing_else() {
+        let mut routed = routed();
+        assert!(routed.len() > 10, "the router source was read: {routed:?}");
+        let mut listed: Vec<(String, String)> = API_ROUTES
+            .iter()
+            .map(|(m, p, _, _)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        routed.sort();
+        listed.sort();
+        assert_eq!(
+            routed, listed,
+            "API_ROUTES must list exactly the routed API"
+        );
+    }
+}
