@@ -57,10 +57,17 @@ pub struct Webhook {
     /// `None`: every account.
     pub account_id: Option<AccountId>,
     pub url: HttpUrl,
+    /// Serialized by the names subscribers give (`message.received`), not serde's
+    /// snake_case default for keyword enums (`message_received`).
+    #[serde(serialize_with = "event_names")]
     pub events: Vec<WebhookEvent>,
     pub description: String,
     pub enabled: bool,
     pub created_at: Timestamp,
+}
+
+fn event_names<S: serde::Serializer>(events: &[WebhookEvent], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(events.iter().map(|e| e.as_str()))
 }
 
 /// A subscription as someone asks for it (the API's JSON body, the admin form), parsed by
@@ -300,6 +307,27 @@ mod tests {
         );
         assert_eq!(ok.description, "erp");
         assert_eq!(ok.account_id, Some(AccountId(3)));
+    }
+
+    #[test]
+    fn a_subscription_lists_its_events_by_the_names_subscribers_give() {
+        let hook = Webhook {
+            id: 1,
+            account_id: None,
+            url: HttpUrl::parse("https://hooks.example.com/x").unwrap(),
+            events: vec![
+                WebhookEvent::MessageReceived,
+                WebhookEvent::AppSecretExpiring,
+            ],
+            description: String::new(),
+            enabled: true,
+            created_at: Timestamp(0),
+        };
+        let v = serde_json::to_value(&hook).unwrap();
+        assert_eq!(
+            v["events"],
+            serde_json::json!(["message.received", "app.secret_expiring"])
+        );
     }
 
     #[test]

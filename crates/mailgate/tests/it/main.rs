@@ -13,3 +13,4 @@ mod serve;
 mod support;
 mod tokens_ui;
 mod webhooks;
+mod webhooks_ui;
