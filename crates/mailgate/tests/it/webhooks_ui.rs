@@ -507,6 +507,19 @@ async fn webhook_forms_without_the_csrf_token_are_refused() {
             assert!(resp.text().await.unwrap().contains("CSRF check failed"));
         }
     }
+    // Without a session, every page and form sends the browser to the login.
+    for path in ["/admin/webhooks", "/admin/webhooks/1"] {
+        let resp = ui.f.http.get(ui.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(resp.headers().get("location").unwrap(), "/login");
+    }
+    let resp =
+        ui.f.http
+            .post(ui.url("/admin/webhooks/1/delete"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(ui.f.env.dump_db().await, before, "nothing changed");
 }
 
