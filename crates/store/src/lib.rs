@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 pub use users::{LoginThrottle, SessionInfo};
-pub use webhooks::{Attempt, AttemptOutcome, Delivery, DeliveryStatus};
+pub use webhooks::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, DeliverySummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

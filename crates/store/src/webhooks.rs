@@ -81,6 +81,20 @@ pub struct Attempt {
     pub duration_ms: i64,
 }
 
+/// A subscription's recent deliveries at a glance, for the admin list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliverySummary {
+    pub delivered: i64,
+    /// Waiting for an attempt or being sent right now.
+    pub pending: i64,
+    pub failed: i64,
+    /// The receiver's answer to the subscription's latest attempt (`None`: no answer, see
+    /// `last_error`, or no attempt yet).
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<Timestamp>,
+}
+
 /// How an attempt ended, as the deliverer reports it.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
@@ -475,6 +489,49 @@ impl Store {
             let d = delivery(r)?;
             let attempts = self.attempts(d.id).await?;
             out.push((d, attempts));
+        }
+        Ok(out)
+    }
+
+    /// Per subscription: deliveries created since `since` (and every one still pending,
+    /// however old) by status, and its latest attempt. Subscriptions without any are absent.
+    pub async fn delivery_summaries(
+        &self,
+        since: Timestamp,
+    ) -> Result<std::collections::HashMap<i64, DeliverySummary>> {
+        let mut out: std::collections::HashMap<i64, DeliverySummary> = Default::default();
+        let counts = sqlx::query(
+            "SELECT webhook_id,
+                    SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END) AS delivered,
+                    SUM(CASE WHEN status IN ('pending', 'delivering') THEN 1 ELSE 0 END) AS pending,
+                    SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS failed
+             FROM webhook_deliveries
+             WHERE created_at >= $1 OR status IN ('pending', 'delivering')
+             GROUP BY webhook_id",
+        )
+        .bind(since.0)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &counts {
+            let s = out.entry(r.try_get("webhook_id")?).or_default();
+            s.delivered = r.try_get("delivered")?;
+            s.pending = r.try_get("pending")?;
+            s.failed = r.try_get("failed")?;
+        }
+        let latest = sqlx::query(
+            "SELECT d.webhook_id, a.at, a.status_code, a.error
+             FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery
+             WHERE a.id IN (SELECT MAX(a2.id) FROM webhook_attempts a2
+                            JOIN webhook_deliveries d2 ON d2.id = a2.delivery
+                            GROUP BY d2.webhook_id)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &latest {
+            let s = out.entry(r.try_get("webhook_id")?).or_default();
+            s.last_status = r.try_get("status_code")?;
+            s.last_error = r.try_get("error")?;
+            s.last_attempt_at = Some(Timestamp(r.try_get("at")?));
         }
         Ok(out)
     }

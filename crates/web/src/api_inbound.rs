@@ -8,8 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailgate_core::user::TokenScope;
-use mailgate_core::webhook::{Webhook, WebhookEvent, literal_private_host};
-use mailgate_core::{AccountId, HttpUrl, Secret};
+use mailgate_core::webhook::{NewWebhook, Webhook};
+use mailgate_core::{AccountId, Secret};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -182,9 +182,33 @@ pub async fn get_message(
 
 // ----- webhooks ------------------------------------------------------------------------
 
+/// Stores a parsed subscription with a new signing secret and wakes the inbound watchers
+/// (a `message.received` subscription may need a watcher started). The secret comes back
+/// for the one response that shows it; the store keeps it sealed.
+pub(crate) async fn create_subscription(
+    state: &AppState,
+    new: &NewWebhook,
+) -> Result<(Webhook, Secret), mailgate_store::StoreError> {
+    let secret = Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)));
+    let hook = state
+        .store
+        .create_webhook(
+            new.account_id,
+            &new.url,
+            &new.events,
+            &new.description,
+            &secret,
+            state.clock.now(),
+        )
+        .await?;
+    state.watchers.notify_one();
+    Ok((hook, secret))
+}
+
+/// The JSON body of `POST /api/v1/webhooks`, before [`NewWebhook::parse`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewWebhook {
+pub struct NewWebhookBody {
     url: String,
     events: Vec<String>,
     account_id: Option<i64>,
@@ -213,7 +237,7 @@ pub async fn create_webhook(
     if let Err(r) = caller.require(TokenScope::WebhooksWrite) {
         return r;
     }
-    let req: NewWebhook = match serde_json::from_slice(&body) {
+    let req: NewWebhookBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return problem(
@@ -224,40 +248,22 @@ pub async fn create_webhook(
             );
         }
     };
-    let url = match HttpUrl::parse(&req.url) {
-        Ok(u) => u,
-        Err(e) => return invalid("url", e.to_string()),
-    };
-    if !state.webhook_allow_private
-        && let Some(host) = literal_private_host(&url)
-    {
-        return invalid(
-            "url",
-            format!(
-                "{host} is a loopback or private address; webhooks may reach such targets only when the operator sets MAILGATE_WEBHOOK_ALLOW_PRIVATE=true"
-            ),
-        );
-    }
-    let mut events = Vec::new();
-    for (i, e) in req.events.iter().enumerate() {
-        match WebhookEvent::parse(e) {
-            Ok(ev) if !events.contains(&ev) => events.push(ev),
-            Ok(_) => {}
-            Err(err) => return invalid(&format!("events[{i}]"), err.to_string()),
+    let new = match NewWebhook::parse(
+        &req.url,
+        &req.events,
+        req.account_id.map(AccountId),
+        &req.description,
+        state.webhook_allow_private,
+    ) {
+        Ok(n) => n,
+        Err(errors) => {
+            return match errors.first() {
+                Some(e) => invalid(&e.path(), e.message.clone()),
+                None => invalid("url", "the subscription does not parse"),
+            };
         }
-    }
-    if events.is_empty() {
-        let all: Vec<&str> = WebhookEvent::ALL.iter().map(|e| e.as_str()).collect();
-        return invalid(
-            "events",
-            format!("name at least one of: {}", all.join(", ")),
-        );
-    }
-    if req.description.chars().count() > 500 || req.description.chars().any(char::is_control) {
-        return invalid("description", "at most 500 characters, no line breaks");
-    }
-    let account = req.account_id.map(AccountId);
-    match account {
+    };
+    match new.account_id {
         Some(a) => {
             if let Err(r) = caller.require_account(a) {
                 return r;
@@ -273,21 +279,8 @@ pub async fn create_webhook(
         }
         None => {}
     }
-    let secret = Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)));
-    match state
-        .store
-        .create_webhook(
-            account,
-            &url,
-            &events,
-            req.description.trim(),
-            &secret,
-            state.clock.now(),
-        )
-        .await
-    {
-        Ok(hook) => {
-            state.watchers.notify_one();
+    match create_subscription(&state, &new).await {
+        Ok((hook, secret)) => {
             let mut body = hook_json(&hook);
             // The only time the secret leaves mailgate.
             body["secret"] = Value::String(secret.expose().to_owned());

@@ -17,6 +17,7 @@ mod html;
 pub mod openapi;
 pub mod test_runs;
 mod tokens;
+mod webhooks_ui;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -152,6 +153,16 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/events", get(admin::events))
         .route("/admin/api-tokens", get(tokens::list).post(tokens::create))
         .route("/admin/api-tokens/{id}/revoke", post(tokens::revoke))
+        .route(
+            "/admin/webhooks",
+            get(webhooks_ui::list).post(webhooks_ui::create),
+        )
+        .route("/admin/webhooks/{id}", get(webhooks_ui::subscription_page))
+        .route("/admin/webhooks/{id}/delete", post(webhooks_ui::delete))
+        .route(
+            "/admin/webhooks/{id}/deliveries/{delivery}/redeliver",
+            post(webhooks_ui::redeliver),
+        )
         .with_state(state)
 }
 

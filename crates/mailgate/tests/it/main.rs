@@ -14,3 +14,4 @@ mod serve;
 mod support;
 mod tokens_ui;
 mod webhooks;
+mod webhooks_ui;

@@ -16,7 +16,7 @@ struct Ui {
     admin: String,
 }
 
-fn session_cookie(resp: &reqwest::Response, name: &str) -> String {
+pub(crate) fn session_cookie(resp: &reqwest::Response, name: &str) -> String {
     resp.headers()
         .get_all("set-cookie")
         .iter()
@@ -40,7 +40,7 @@ fn first_row(html: &str) -> &str {
 }
 
 /// The `value` of the input named (or with the id) `key`.
-fn input_value(html: &str, attr: &str, key: &str) -> String {
+pub(crate) fn input_value(html: &str, attr: &str, key: &str) -> String {
     let at = html
         .find(&format!("{attr}=\"{key}\""))
         .unwrap_or_else(|| panic!("no input {attr}={key} in {html}"));

@@ -17,22 +17,22 @@ use std::time::{Duration, Instant};
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Hit {
-    at: Instant,
-    headers: HeaderMap,
-    body: Vec<u8>,
-    answered: u16,
+pub(crate) struct Hit {
+    pub(crate) at: Instant,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+    pub(crate) answered: u16,
 }
 
 impl Hit {
-    fn header(&self, name: &str) -> String {
+    pub(crate) fn header(&self, name: &str) -> String {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned()
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 }
@@ -46,8 +46,8 @@ struct Inner {
 }
 
 /// A webhook receiver on a loopback port (a real HTTP server).
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     inner: Inner,
 }
 
@@ -68,7 +68,7 @@ async fn receive(
 }
 
 impl Receiver {
-    async fn start(script: &[u16]) -> Receiver {
+    pub(crate) async fn start(script: &[u16]) -> Receiver {
         let inner = Inner::default();
         inner.script.lock().unwrap().extend(script.iter().copied());
         let app = axum::Router::new()
@@ -80,12 +80,12 @@ impl Receiver {
         Receiver { url, inner }
     }
 
-    fn hits(&self) -> Vec<Hit> {
+    pub(crate) fn hits(&self) -> Vec<Hit> {
         self.inner.hits.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` requests arrived; panics after `within`.
-    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Hit> {
+    pub(crate) async fn wait_for(&self, n: usize, within: Duration) -> Vec<Hit> {
         let deadline = Instant::now() + within;
         loop {
             let notified = self.inner.arrived.notified();
@@ -106,7 +106,7 @@ impl Receiver {
 
 /// Checks `X-Mailgate-Signature` independently of mailgate's code: HMAC-SHA256 over
 /// `"<t>.<body>"` with the subscription's secret, and a fresh timestamp.
-fn verify_signature(hit: &Hit, secret: &str) {
+pub(crate) fn verify_signature(hit: &Hit, secret: &str) {
     let sig = hit.header("x-mailgate-signature");
     let (t, v1) = sig
         .split_once(',')
@@ -126,7 +126,7 @@ fn verify_signature(hit: &Hit, secret: &str) {
     assert!(ring::hmac::verify(&key, &tampered, &hex::decode(v1).unwrap()).is_err());
 }
 
-fn api_token(f: &Fixture, name: &str, scopes: &[&str], accounts: &[&str]) -> String {
+pub(crate) fn api_token(f: &Fixture, name: &str, scopes: &[&str], accounts: &[&str]) -> String {
     let mut args = vec!["api-token", "create", "--name", name];
     for s in scopes {
         args.extend(["--scope", s]);
@@ -137,7 +137,7 @@ fn api_token(f: &Fixture, name: &str, scopes: &[&str], accounts: &[&str]) -> Str
     f.env.ok(&args, None).trim().to_owned()
 }
 
-async fn api(
+pub(crate) async fn api(
     f: &Fixture,
     token: &str,
     method: &str,
