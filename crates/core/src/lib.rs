@@ -10,6 +10,7 @@ pub mod app;
 pub mod clock;
 pub mod event;
 pub mod grant;
+pub mod html;
 pub mod input;
 pub mod invalid;
 pub mod preset;

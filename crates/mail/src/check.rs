@@ -853,19 +853,8 @@ async fn pop3_contains(
     message_id: &str,
     timeout: Duration,
 ) -> Result<bool, MailError> {
-    let conn = net::open(server, timeout, tls).await?;
-    let mut c = Pop3Client::greet(conn).await?;
-    if server.tls == TlsMode::Starttls {
-        c.capa().await?;
-        c.stls(tls).await?;
-    }
-    c.capa().await?;
-    let mech = c
-        .oauth_mechanism()
-        .ok_or_else(|| MailError::new(MailRemedy::OAuthNotOffered, "no OAuth mechanism"))?;
     let token = tokens.get().await?;
-    c.authenticate(mech, user, &token, server.port.get())
-        .await?;
+    let mut c = crate::inbox::pop3_login(server, tls, user, &token, timeout).await?;
     let (count, _) = c.stat().await?;
     let wanted = format!("<{}>", message_id.to_ascii_lowercase());
     let mut found = false;

@@ -85,6 +85,19 @@ pub async fn open_pop3(
 ) -> Result<Pop3Client, MailError> {
     let (_, server) = inbound(account)?;
     let (token, _) = token(engine, account).await?;
+    let user = account.spec.sasl_user().to_string();
+    pop3_login(server, tls, &user, &token, timeout).await
+}
+
+/// Connect, STLS when asked, and authenticate `user` with `token` over the first OAuth
+/// mechanism the server offers.
+pub(crate) async fn pop3_login(
+    server: &ServerEndpoint,
+    tls: &TlsSettings,
+    user: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<Pop3Client, MailError> {
     let conn = net::open(server, timeout, tls).await?;
     let mut c = Pop3Client::greet(conn).await?;
     if server.tls == TlsMode::Starttls {
@@ -98,9 +111,7 @@ pub async fn open_pop3(
             "the POP3 server offers no OAuth mechanism",
         )
     })?;
-    let user = account.spec.sasl_user().to_string();
-    c.authenticate(mech, &user, &token, server.port.get())
-        .await?;
+    c.authenticate(mech, user, token, server.port.get()).await?;
     Ok(c)
 }
 

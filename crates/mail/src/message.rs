@@ -138,7 +138,7 @@ fn attachment_part<'a>(a: &Attachment<'a>) -> MimePart<'a> {
 fn html_with_signature(html: &str, signature: &str) -> String {
     let block = format!(
         "<div class=\"mailgate-signature\">-- <br>\n{}</div>\n",
-        escape_html(signature).replace('\n', "<br>\n")
+        mailgate_core::html::escape(signature).replace('\n', "<br>\n")
     );
     match html.to_ascii_lowercase().rfind("</body>") {
         Some(i) => format!("{}{block}{}", &html[..i], &html[i..]),
@@ -152,21 +152,6 @@ fn crlf(s: &str) -> String {
     s.replace("\r\n", "\n")
         .replace('\r', "\n")
         .replace('\n', "\r\n")
-}
-
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -321,7 +306,7 @@ mod tests {
             "<p>Hi</p>\n<div class=\"mailgate-signature\">-- <br>\nSig</div>\n"
         );
         assert_eq!(
-            escape_html("<a href=\"x\">'&'</a>"),
+            mailgate_core::html::escape("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
     }

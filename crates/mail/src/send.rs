@@ -6,7 +6,7 @@ use crate::remedy::MailRemedy;
 use crate::smtp::SmtpClient;
 use mailgate_core::TlsMode;
 use mailgate_core::account::MailAccount;
-use mailgate_grants::{Engine, EngineError};
+use mailgate_grants::Engine;
 use std::time::Duration;
 
 /// Sends `message` to `recipients`; returns the server's final reply (its queue id).
@@ -25,15 +25,7 @@ pub async fn send(
     let token = engine
         .access_token(account.id)
         .await
-        .map_err(|e| match &e {
-            EngineError::OAuth(f) => MailError {
-                remedy: MailRemedy::TokenUnavailable,
-                detail: format!("no fresh token: {e}"),
-                server_says: f.provider_says.clone(),
-                oauth: Some((f.remediation.code(), f.remediation.sentence())),
-            },
-            other => MailError::new(MailRemedy::TokenUnavailable, other.to_string()),
-        })?;
+        .map_err(|e| crate::inbox::token_error(&e, format!("no fresh token: {e}")))?;
     let conn = net::open(server, timeout, tls).await?;
     let mut c = SmtpClient::greet(conn).await?;
     let ehlo = "mailgate.localhost";

@@ -23,7 +23,7 @@ use mailgate_grants::Engine;
 use mailgate_mail::imap::ImapClient;
 use mailgate_mail::{MailError, TlsSettings, inbox, parse};
 use mailgate_store::Store;
-use mailgate_store::inbound::ImapPosition;
+use mailgate_store::inbound::{ImapPosition, Progress};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -323,7 +323,7 @@ impl Watchers {
             let data = received_data(&uid.to_string(), "imap", &raw);
             let queued = self
                 .store
-                .record_imap_received(account.id, next, data, SystemClock.now())
+                .record_received(account.id, Progress::Imap(next), data, SystemClock.now())
                 .await
                 .map_err(store_err)?;
             *pos = next;
@@ -388,7 +388,7 @@ impl Watchers {
             let data = received_data(uidl, "pop3", &raw);
             let queued = self
                 .store
-                .record_pop3_received(account.id, uidl, data, SystemClock.now())
+                .record_received(account.id, Progress::Pop3(uidl), data, SystemClock.now())
                 .await
                 .map_err(store_err)?;
             if queued > 0 {

@@ -17,6 +17,13 @@ pub struct ImapPosition {
     pub last_uid: u32,
 }
 
+/// How far a watcher got, recorded with each processed message.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    Imap(ImapPosition),
+    Pop3(&'a str),
+}
+
 impl Store {
     pub async fn imap_position(&self, account: AccountId) -> Result<Option<ImapPosition>> {
         let row =
@@ -47,12 +54,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records message `uid` as processed and queues its `message.received` webhooks, in
-    /// one transaction. Returns the number of deliveries queued.
-    pub async fn record_imap_received(
+    /// Records a message as processed (the IMAP position advances, or the POP3 UIDL is
+    /// remembered) and queues its `message.received` webhooks, in one transaction. Returns
+    /// the number of deliveries queued.
+    pub async fn record_received(
         &self,
         account: AccountId,
-        pos: ImapPosition,
+        progress: Progress<'_>,
         data: Value,
         now: Timestamp,
     ) -> Result<usize> {
@@ -66,7 +74,10 @@ impl Store {
             now,
         )
         .await?;
-        upsert_position(&mut tx, account, pos, now).await?;
+        match progress {
+            Progress::Imap(pos) => upsert_position(&mut tx, account, pos, now).await?,
+            Progress::Pop3(uidl) => insert_seen(&mut tx, account, uidl, now).await?,
+        }
         tx.commit().await?;
         Ok(n)
     }
@@ -95,29 +106,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Records POP3 message `uidl` as processed and queues its webhooks, in one transaction.
-    pub async fn record_pop3_received(
-        &self,
-        account: AccountId,
-        uidl: &str,
-        data: Value,
-        now: Timestamp,
-    ) -> Result<usize> {
-        let mut tx = self.pool.begin().await?;
-        let n = fan_out(
-            &mut tx,
-            WebhookEvent::MessageReceived,
-            None,
-            Some(account),
-            data,
-            now,
-        )
-        .await?;
-        insert_seen(&mut tx, account, uidl, now).await?;
-        tx.commit().await?;
-        Ok(n)
     }
 
     /// Forgets seen UIDLs that are no longer on the server (deleted), keeping the table

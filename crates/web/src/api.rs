@@ -306,7 +306,8 @@ struct Attachment {
     content_id: Option<String>,
 }
 
-fn invalid(field: &str, detail: impl Into<String>) -> Response {
+/// A 422 problem naming the field at fault.
+pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> Response {
     problem(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",

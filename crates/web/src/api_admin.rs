@@ -13,7 +13,7 @@
 //! changes or removes only its own accounts.
 
 use crate::AppState;
-use crate::api::{ApiCaller, account_json, problem, store_problem};
+use crate::api::{ApiCaller, account_json, invalid, problem, store_problem};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -92,15 +92,6 @@ const ACCOUNT_FIELDS: &[&str] = &[
     "on_received",
 ];
 const TEST_FIELDS: &[&str] = &["to", "step_timeout", "find_within"];
-
-fn invalid(field: &str, detail: impl Into<String>) -> Response {
-    problem(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_field",
-        detail,
-        Some(field),
-    )
-}
 
 fn field_problem(e: FieldError) -> Response {
     invalid(e.field, e.message)

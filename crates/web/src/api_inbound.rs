@@ -2,7 +2,7 @@
 //! subscriptions, read their delivery log and redeliver.
 
 use crate::AppState;
-use crate::api::{ApiCaller, problem, store_problem};
+use crate::api::{ApiCaller, invalid, problem, store_problem};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -17,15 +17,6 @@ use std::time::Duration;
 const MAIL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bodies in `GET …/messages/{uid}` are cut at this size each; `?raw=true` has it all.
 const BODY_LIMIT: usize = 1024 * 1024;
-
-fn invalid(field: &str, detail: impl Into<String>) -> Response {
-    problem(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_field",
-        detail,
-        Some(field),
-    )
-}
 
 fn mail_problem(e: &mailgate_mail::MailError) -> Response {
     let mut detail = e.to_string();
