@@ -35,6 +35,8 @@ pub struct RigOptions {
     pub no_oauth: bool,
     /// Which scopes Dovecot itself demands of a token (`--token-scopes`).
     pub token_scopes: TokenScopes,
+    /// IMAP without IDLE in its capabilities (`--no-idle`): clients must poll.
+    pub no_idle: bool,
 }
 
 /// Which scopes Dovecot demands of an introspected token, besides the emulator's verdict.
@@ -132,6 +134,9 @@ impl MailRig {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
+        if options.no_idle {
+            command.arg("--no-idle");
+        }
         if options.no_oauth {
             command.arg("--no-oauth");
         }

@@ -16,6 +16,13 @@ async fn on_rig() -> (Fixture, MailRig) {
 
 pub async fn on_rig_with(vars: &[(&str, &str)]) -> (Fixture, MailRig) {
     let (f, rig) = Fixture::start_on_rig_with(vars).await;
+    point_at_rig(&f, &rig);
+    (f, rig)
+}
+
+/// Sets the fixture's account to read over the rig's IMAPS and send over its submission
+/// port, trusting its CA.
+pub fn point_at_rig(f: &Fixture, rig: &MailRig) {
     f.env
         .set_var("MAILGATE_EXTRA_CA_FILE", rig.ca_cert().to_str().unwrap());
     let imaps = rig.imaps_port().to_string();
@@ -42,7 +49,6 @@ pub async fn on_rig_with(vars: &[(&str, &str)]) -> (Fixture, MailRig) {
         ],
         None,
     );
-    (f, rig)
 }
 
 /// Runs `mailgate test --json` with a short step timeout; returns (exit code, report).

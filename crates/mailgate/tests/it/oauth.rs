@@ -97,6 +97,37 @@ impl Fixture {
         (f, rig)
     }
 
+    /// Against a mail rig of this test's own, started with `options`, whose Dovecot checks
+    /// tokens at the shared emulator (or at this test's own when there is no shared rig).
+    pub async fn start_on_own_rig(
+        vars: &[(&str, &str)],
+        options: RigOptions,
+    ) -> (Fixture, MailRig) {
+        let (base, own) = match MailRig::from_env().unwrap() {
+            Some(shared) => (
+                shared
+                    .idp_base_url()
+                    .expect("the rig names its emulator")
+                    .to_owned(),
+                None,
+            ),
+            None => {
+                let idp = Idp::start(IdpConfig::default()).unwrap();
+                (idp.base_url().to_string(), Some(idp))
+            }
+        };
+        let rig = MailRig::start_temp(&format!("{base}/introspect"), options)
+            .await
+            .expect("the mail rig must start (see docs/testing.md)");
+        let env = TestEnv::new();
+        env.set_var("MAILGATE_EXTRA_CA_FILE", rig.ca_cert().to_str().unwrap());
+        for (k, v) in vars {
+            env.set_var(k, v);
+        }
+        let f = Self::start_at(env, IdpAdmin::new(base), own).await;
+        (f, rig)
+    }
+
     async fn start_at(env: TestEnv, idp: IdpAdmin, own: Option<Idp>) -> Fixture {
         let server = Server::start(&env);
         env.set_var("MAILGATE_PUBLIC_URL", &server.base);

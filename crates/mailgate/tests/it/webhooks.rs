@@ -828,3 +828,43 @@ async fn imap_actions_move_and_delete_and_a_missing_folder_is_reported() {
     .await;
     assert_eq!(rx.hits().len(), 3, "each message once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_without_idle_is_polled() {
+    let poll = 2;
+    let (f, rig) = Fixture::start_on_own_rig(
+        &[
+            ("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("MAILGATE_POLL_INTERVAL_SECS", "2"),
+        ],
+        mailgate_testkit::rig::RigOptions {
+            no_idle: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    crate::mailtest::point_at_rig(&f, &rig);
+    f.authorize().await;
+    let token = api_token(&f, "app", &["webhooks:write", "accounts:read"], &[]);
+    let rx = Receiver::start(&[]).await;
+    let (_, secret) = subscribe(&f, &token, &rx.url, &["message.received"], Some(1)).await;
+    wait_for_watching(&f, &token, "IMAP polling").await;
+    for i in 0..2 {
+        let subject = unique("Polled");
+        let started = Instant::now();
+        deliver(&rig, &f.mailbox, &subject, "no push here").await;
+        let hit = rx
+            .wait_for(i + 1, Duration::from_secs(poll + 5))
+            .await
+            .remove(i);
+        let latency = hit.at - started;
+        assert!(
+            latency <= Duration::from_secs(poll + 2),
+            "found within the poll interval ({poll} s) plus processing: {latency:?}"
+        );
+        verify_signature(&hit, &secret);
+        assert_eq!(hit.json()["data"]["protocol"], "imap");
+        assert_eq!(hit.json()["data"]["message"]["subject"], subject.as_str());
+    }
+    assert_eq!(rx.hits().len(), 2, "each message once");
+}
