@@ -66,15 +66,23 @@ impl Worker {
                 return;
             }
         };
-        let result = mailgate_mail::send::send(
+        let send = mailgate_mail::send::send(
             &self.engine,
             &self.tls,
             &account,
             &item.recipients,
             &item.message,
             SMTP_TIMEOUT,
-        )
-        .await;
+        );
+        // Heartbeat: a long conversation (a large message on a slow link) keeps its claim,
+        // so no other instance takes the message over while it is being sent.
+        let result = tokio::select! {
+            r = send => r,
+            lost = self.heartbeat(item.id) => {
+                tracing::warn!(message = item.id, "outbox: {lost}; leaving the message to the new holder");
+                return;
+            }
+        };
         let now = SystemClock.now();
         match result {
             Ok(reply) => {
@@ -125,6 +133,22 @@ impl Worker {
                 {
                     tracing::warn!(error = %err, "outbox: cannot record the retry");
                 }
+            }
+        }
+    }
+
+    /// Renews the claim on `id` every third of the lease until it cannot; returns why.
+    async fn heartbeat(&self, id: i64) -> String {
+        loop {
+            tokio::time::sleep(Duration::from_secs(LEASE_SECS as u64 / 3)).await;
+            match self
+                .store
+                .renew_outbox_lease(id, &self.holder, SystemClock.now().plus_secs(LEASE_SECS))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return "the claim was lost".into(),
+                Err(e) => return format!("cannot renew the claim: {e}"),
             }
         }
     }

@@ -154,6 +154,25 @@ impl Store {
         row.as_ref().map(item).transpose()
     }
 
+    /// Extends `holder`'s claim on a message being sent (the heartbeat); false if the claim
+    /// is no longer theirs.
+    pub async fn renew_outbox_lease(
+        &self,
+        id: i64,
+        holder: &str,
+        until: Timestamp,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND lease_holder = $3 AND status = 'sending'",
+        )
+        .bind(until.0)
+        .bind(id)
+        .bind(holder.to_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records the outcome of a send, only if `holder` still holds the lease.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_outbox(

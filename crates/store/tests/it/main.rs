@@ -481,3 +481,228 @@ async fn each_secret_expiry_warning_is_raised_once() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn an_outbox_claim_is_renewed_only_by_its_holder_and_expires_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    let (item, _) = store
+        .enqueue(acc.id, None, &["a@example.test".into()], b"x", "m1@x", NOW)
+        .await
+        .unwrap();
+    let claimed = store.claim_outbox("a", 120, NOW).await.unwrap().unwrap();
+    assert_eq!(claimed.id, item.id);
+    assert!(store.claim_outbox("b", 120, NOW).await.unwrap().is_none());
+    // The holder's heartbeat extends the claim past its first expiry; nobody else's does.
+    assert!(
+        store
+            .renew_outbox_lease(item.id, "a", NOW.plus_secs(300))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .renew_outbox_lease(item.id, "b", NOW.plus_secs(300))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_outbox("b", 120, NOW.plus_secs(200))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Without a heartbeat the claim expires and another sender takes the message over.
+    let taken = store
+        .claim_outbox("b", 120, NOW.plus_secs(301))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((taken.id, taken.attempts), (item.id, 2));
+    assert!(
+        !store
+            .renew_outbox_lease(item.id, "a", NOW.plus_secs(900))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn webhook_deliveries_fan_out_with_their_event_and_retry_within_a_day() {
+    use mailgate_core::event::EventKind;
+    use mailgate_core::webhook::WebhookEvent;
+    use mailgate_store::{AttemptOutcome, DeliveryStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    let other = store
+        .create_account(&account("billing", &app), NOW)
+        .await
+        .unwrap();
+    let url = mailgate_core::HttpUrl::parse("https://hooks.example.test/in").unwrap();
+    let secret = Secret::new("whsec_CANARY-webhook-secret".to_owned());
+    let hook = store
+        .create_webhook(
+            Some(acc.id),
+            &url,
+            &[WebhookEvent::MessageSent],
+            "",
+            &secret,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !file_contains(&db, "CANARY-webhook-secret"),
+        "sealed at rest"
+    );
+    assert_eq!(
+        store.webhook_secret(hook.id).await.unwrap().expose(),
+        secret.expose()
+    );
+    // Events of another kind or another account queue nothing; the right one queues one.
+    store
+        .record_event(NOW, EventKind::MessageFailed, None, Some(acc.id), "x")
+        .await
+        .unwrap();
+    store
+        .record_event(NOW, EventKind::MessageSent, None, Some(other.id), "x")
+        .await
+        .unwrap();
+    assert!(store.claim_delivery("w", 60, NOW).await.unwrap().is_none());
+    store
+        .record_event_with(
+            NOW,
+            EventKind::MessageSent,
+            None,
+            Some(acc.id),
+            "message 7 sent",
+            Some(serde_json::json!({"message": {"id": 7}})),
+        )
+        .await
+        .unwrap();
+    let (d, to) = store.claim_delivery("w", 60, NOW).await.unwrap().unwrap();
+    assert_eq!(to, url);
+    let body: serde_json::Value = serde_json::from_str(&d.payload).unwrap();
+    assert_eq!(body["type"], "message.sent");
+    assert_eq!(body["account"]["name"], "support");
+    assert_eq!(body["data"]["message"]["id"], 7);
+    assert_eq!(body["data"]["description"], "message 7 sent");
+    // A failed attempt is retried at the time given, within the window; later it fails.
+    let failed = |at: Timestamp| AttemptOutcome {
+        status_code: Some(500),
+        error: Some("HTTP 500".into()),
+        duration_ms: 3,
+        retry_at: Some(at),
+    };
+    let st = store
+        .finish_delivery(d.id, "w", &failed(NOW.plus_secs(30)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(st, DeliveryStatus::Pending);
+    assert!(
+        store
+            .claim_delivery("w", 60, NOW.plus_secs(29))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (again, _) = store
+        .claim_delivery("w", 60, NOW.plus_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.delivery_id.as_str(), again.attempts),
+        (d.delivery_id.as_str(), 2)
+    );
+    let late = NOW.plus_secs(24 * 3600);
+    let st = store
+        .finish_delivery(d.id, "w", &failed(late.plus_secs(60)), late)
+        .await
+        .unwrap();
+    assert_eq!(st, DeliveryStatus::Failed, "no retry beyond 24 hours");
+    let (logged, attempts) = store.delivery(d.id).await.unwrap();
+    assert_eq!(logged.status, DeliveryStatus::Failed);
+    assert_eq!(attempts.len(), 2);
+    assert!(attempts.iter().all(|a| a.status_code == Some(500)));
+    // Redelivery: the same delivery, pending again with a fresh window.
+    let redo = store.redeliver(d.id, late).await.unwrap();
+    assert_eq!(redo.status, DeliveryStatus::Pending);
+    assert_eq!(redo.delivery_id, d.delivery_id);
+    assert!(redo.retry_until.0 > late.0);
+}
+
+#[tokio::test]
+async fn received_messages_advance_the_position_with_their_webhooks() {
+    use mailgate_core::webhook::WebhookEvent;
+    use mailgate_store::inbound::{ImapPosition, Progress};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.imap_position(acc.id).await.unwrap(), None);
+    let url = mailgate_core::HttpUrl::parse("https://hooks.example.test/in").unwrap();
+    store
+        .create_webhook(
+            None,
+            &url,
+            &[WebhookEvent::MessageReceived],
+            "",
+            &Secret::new("s".to_owned()),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let pos = ImapPosition {
+        uid_validity: 9,
+        last_uid: 41,
+    };
+    store.set_imap_position(acc.id, pos, NOW).await.unwrap();
+    let next = ImapPosition {
+        last_uid: 42,
+        ..pos
+    };
+    let queued = store
+        .record_received(
+            acc.id,
+            Progress::Imap(next),
+            serde_json::json!({"uid": "42"}),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+    assert_eq!(store.imap_position(acc.id).await.unwrap(), Some(next));
+    store
+        .record_received(acc.id, Progress::Pop3("u-1"), serde_json::json!({}), NOW)
+        .await
+        .unwrap();
+    store
+        .mark_pop3_seen(acc.id, &["u-2".into(), "u-3".into()], NOW)
+        .await
+        .unwrap();
+    let seen = store.pop3_seen(acc.id).await.unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        store
+            .prune_pop3_seen(acc.id, &["u-3".into()])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.pop3_seen(acc.id).await.unwrap().len(), 1);
+}
