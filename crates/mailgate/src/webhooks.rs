@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 const LEASE_SECS: i64 = 60;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const IDLE_LOOK_SECS: i64 = 5;
+/// Deliveries attempted at once.
+const IN_FLIGHT: usize = 8;
 
 pub struct Deliverer {
     pub store: Arc<Store>,
@@ -64,16 +66,19 @@ async fn target_addresses(url: &HttpUrl, allow_private: bool) -> Result<Vec<Sock
 }
 
 impl Deliverer {
+    /// Delivers until told to stop, up to [`IN_FLIGHT`] at once, so that one slow
+    /// receiver does not hold up the others. On stop, attempts in flight are finished.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let me = Arc::new(self);
+        let mut tasks = tokio::task::JoinSet::new();
         loop {
-            loop {
+            while tasks.len() < IN_FLIGHT {
                 let now = SystemClock.now();
-                match self
-                    .store
-                    .claim_delivery(&self.holder, LEASE_SECS, now)
-                    .await
-                {
-                    Ok(Some((d, url))) => self.deliver(d, url).await,
+                match me.store.claim_delivery(&me.holder, LEASE_SECS, now).await {
+                    Ok(Some((d, url))) => {
+                        let me = me.clone();
+                        tasks.spawn(async move { me.deliver(d, url).await });
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "webhooks: cannot claim work");
@@ -84,16 +89,20 @@ impl Deliverer {
             let now = SystemClock.now();
             // Deliveries are also queued by other processes (the CLI records events too),
             // which cannot wake this one: look at least every few seconds.
-            let wait = match self.store.next_delivery_due().await {
+            let wait = match me.store.next_delivery_due().await {
                 Ok(Some(t)) => {
                     Duration::from_secs(now.secs_until(t).clamp(0, IDLE_LOOK_SECS) as u64)
                 }
                 _ => Duration::from_secs(IDLE_LOOK_SECS as u64),
             };
             tokio::select! {
-                _ = self.wake.notified() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = me.wake.notified() => {}
                 _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    while tasks.join_next().await.is_some() {}
+                    return;
+                }
             }
         }
     }

@@ -43,6 +43,8 @@ struct Inner {
     /// Status codes to answer, in order; 200 once used up.
     script: Arc<Mutex<VecDeque<u16>>>,
     arrived: Arc<tokio::sync::Notify>,
+    /// How long to take before answering (a slow receiver).
+    delay: Arc<Mutex<Duration>>,
 }
 
 /// A webhook receiver on a loopback port (a real HTTP server).
@@ -64,6 +66,8 @@ async fn receive(
         answered,
     });
     inner.arrived.notify_waiters();
+    let delay = *inner.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     StatusCode::from_u16(answered).unwrap()
 }
 
@@ -867,4 +871,38 @@ async fn imap_without_idle_is_polled() {
         assert_eq!(hit.json()["data"]["message"]["subject"], subject.as_str());
     }
     assert_eq!(rx.hits().len(), 2, "each message once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_hold_up_the_others() {
+    let f = Fixture::start_with(&[("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    f.authorize().await;
+    let token = api_token(&f, "app", &["webhooks:write"], &[]);
+    let slow = Receiver::start(&[]).await;
+    *slow.inner.delay.lock().unwrap() = Duration::from_secs(14);
+    let fast = Receiver::start(&[]).await;
+    // The slow subscription is older, so its delivery is claimed first.
+    subscribe(&f, &token, &slow.url, &["account.reauth_required"], None).await;
+    subscribe(&f, &token, &fast.url, &["account.reauth_required"], None).await;
+    f.expire_stored_token().await;
+    f.idp
+        .inject_fault(mailgate_testkit::idp::FaultSpec::token(
+            &f.client_id,
+            mailgate_testkit::idp::Fault::Aadsts { code: 50173 },
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(!f.token().status.success());
+    let hit = fast.wait_for(1, Duration::from_secs(10)).await.remove(0);
+    assert_eq!(hit.json()["type"], "account.reauth_required");
+    let slow_hit = slow.wait_for(1, Duration::from_secs(10)).await.remove(0);
+    assert!(
+        hit.at - started < Duration::from_secs(10),
+        "the fast receiver was not kept waiting behind the slow one"
+    );
+    assert_eq!(
+        slow_hit.header("x-mailgate-event"),
+        "account.reauth_required"
+    );
 }
