@@ -371,4 +371,48 @@ mod tests {
         let e = load(Some(&dir.path().join("missing.toml")), &env_of(&[])).unwrap_err();
         assert!(e.to_string().contains("cannot read"), "{e}");
     }
+
+    #[test]
+    fn receiving_and_webhook_settings() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!(
+            (c.poll_interval_secs, c.idle_secs, c.webhook_retry_secs),
+            (60, 1500, 30)
+        );
+        assert!(
+            !c.webhook_allow_private,
+            "private targets are refused by default"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(
+            &path,
+            "webhook_allow_private = true\npoll_interval_secs = 15\nidle_secs = 600\n",
+        )
+        .unwrap();
+        let c = load(
+            Some(&path),
+            &env_of(&[("MAILGATE_WEBHOOK_RETRY_SECS", "5")]),
+        )
+        .unwrap();
+        assert!(c.webhook_allow_private);
+        assert_eq!(
+            (c.poll_interval_secs, c.idle_secs, c.webhook_retry_secs),
+            (15, 600, 5)
+        );
+        for (key, value, words) in [
+            ("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "maybe", "true or false"),
+            ("MAILGATE_IDLE_SECS", "3600", "1 to 1740"),
+            ("MAILGATE_POLL_INTERVAL_SECS", "0", "1 to 3600"),
+            ("MAILGATE_WEBHOOK_RETRY_SECS", "soon", "seconds"),
+        ] {
+            let e = load(None, &env_of(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{key}: ")) && e.contains(words),
+                "{e}"
+            );
+        }
+    }
 }
