@@ -251,6 +251,23 @@ impl MailRig {
         let url = self.introspect_url()?;
         Some(url.strip_suffix("/introspect").unwrap_or(url))
     }
+    /// Ends every Dovecot session of `user` (`doveadm kick`), as Exchange does when the
+    /// token a session was opened with expires. Returns doveadm's report.
+    pub fn kick(&self, user: &str) -> anyhow::Result<String> {
+        let config = self.info.dir.join("dovecot/dovecot.conf");
+        let out = std::process::Command::new("doveadm")
+            .arg("-c")
+            .arg(&config)
+            .args(["kick", user])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("running doveadm kick")?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(out.status.success(), "doveadm kick {user}: {said}");
+        Ok(said)
+    }
+
     /// The user and password of a `--no-oauth` rig.
     pub fn plain_credentials(&self) -> Option<(&str, &str)> {
         Some((

@@ -906,3 +906,28 @@ async fn a_slow_receiver_does_not_hold_up_the_others() {
         "account.reauth_required"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_imap_session_is_reopened_and_mail_meanwhile_is_not_missed() {
+    let (f, rig) = on_rig_with(&[("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    f.authorize().await;
+    let token = api_token(&f, "app", &["webhooks:write", "accounts:read"], &[]);
+    let rx = Receiver::start(&[]).await;
+    subscribe(&f, &token, &rx.url, &["message.received"], Some(1)).await;
+    wait_for_watching(&f, &token, "IMAP IDLE").await;
+    // The server ends the session (as Exchange does at token expiry: `* BYE`).
+    let kicked = rig.kick(&f.mailbox).unwrap();
+    assert!(kicked.contains(&f.mailbox), "{kicked}");
+    let failed = wait_for_more(&f, &token, "inbound_failed", 0).await;
+    assert!(
+        failed[0].contains("connection_lost") || failed[0].contains("BYE"),
+        "{failed:?}"
+    );
+    // Mail that arrives while the watcher reconnects is caught up from the last UID.
+    let subject = unique("While away");
+    deliver(&rig, &f.mailbox, &subject, "hello again").await;
+    let hit = rx.wait_for(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!(hit.json()["data"]["message"]["subject"], subject.as_str());
+    wait_for_more(&f, &token, "inbound_watching", 1).await;
+    assert_eq!(rx.hits().len(), 1);
+}
