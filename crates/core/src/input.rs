@@ -194,8 +194,13 @@ pub struct AppChanges {
 }
 
 impl AppChanges {
-    pub fn apply(self, mut s: AppSpec) -> Result<AppSpec, FieldError> {
+    pub fn apply(mut self, mut s: AppSpec) -> Result<AppSpec, FieldError> {
         let tenant_changed = self.tenant.is_some() && self.tenant != s.tenant;
+        // A new tenant recomputes the Microsoft endpoints: keep the sign-in host the app
+        // has now (a sovereign cloud, a test identity provider) unless a new one is given.
+        if tenant_changed && self.endpoints.authority.is_none() && s.kind == AppKind::Microsoft {
+            self.endpoints.authority = microsoft_authority(&s.endpoints);
+        }
         if let Some(n) = self.name {
             s.name = n;
         }
@@ -244,6 +249,15 @@ impl AppChanges {
         s.check()?;
         Ok(s)
     }
+}
+
+/// The sign-in host of Microsoft endpoints built from a preset:
+/// `https://login.microsoftonline.us/<tenant>/oauth2/v2.0/token` → `https://login.microsoftonline.us`.
+/// `None` for endpoints set by hand in another shape.
+fn microsoft_authority(e: &crate::app::Endpoints) -> Option<HttpUrl> {
+    let before = e.token.as_str().strip_suffix("/oauth2/v2.0/token")?;
+    let (authority, _tenant) = before.rsplit_once('/')?;
+    HttpUrl::parse(authority).ok()
 }
 
 /// Inbound protocol choice, with `none` meaning "no inbound".
@@ -507,5 +521,77 @@ impl AccountChanges {
         }
         spec.check()?;
         Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(authority: Option<&str>) -> AppSpec {
+        NewApp {
+            name: Name::parse("Contoso").unwrap(),
+            kind: AppKind::Microsoft,
+            tenant: Some(TenantId::parse("contoso.onmicrosoft.com").unwrap()),
+            client_id: ClientId::parse("00000000-0000-0000-0000-00000000a001").unwrap(),
+            client_secret: None,
+            secret_expires: None,
+            flow: OAuthFlow::AuthorizationCode,
+            service_account_key: None,
+            endpoints: EndpointInput {
+                authority: authority.map(|a| HttpUrl::parse(a).unwrap()),
+                ..Default::default()
+            },
+        }
+        .into_spec()
+        .unwrap()
+    }
+
+    fn change_tenant(s: AppSpec, authority: Option<&str>) -> AppSpec {
+        AppChanges {
+            name: None,
+            tenant: Some(TenantId::parse("fabrikam.onmicrosoft.com").unwrap()),
+            client_id: None,
+            client_secret: None,
+            clear_secret: false,
+            secret_expires: None,
+            flow: None,
+            service_account_key: None,
+            reset_endpoints: false,
+            endpoints: EndpointInput {
+                authority: authority.map(|a| HttpUrl::parse(a).unwrap()),
+                ..Default::default()
+            },
+        }
+        .apply(s)
+        .unwrap()
+    }
+
+    #[test]
+    fn a_new_tenant_keeps_a_custom_sign_in_host() {
+        let us = change_tenant(app(Some("https://login.microsoftonline.us")), None);
+        assert_eq!(
+            us.endpoints.token.as_str(),
+            "https://login.microsoftonline.us/fabrikam.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        let public = change_tenant(app(None), None);
+        assert_eq!(
+            public.endpoints.token.as_str(),
+            "https://login.microsoftonline.com/fabrikam.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        // A new authority given with the tenant wins.
+        let moved = change_tenant(
+            app(Some("https://login.microsoftonline.us")),
+            Some("https://login.partner.microsoftonline.cn"),
+        );
+        assert!(
+            moved
+                .endpoints
+                .token
+                .as_str()
+                .starts_with("https://login.partner.microsoftonline.cn/fabrikam"),
+            "{}",
+            moved.endpoints.token
+        );
     }
 }
