@@ -107,6 +107,20 @@ impl ImapClient {
         self.until_tagged(&tag).await
     }
 
+    /// [`command`](Self::command), with anything but OK as a server error: `"<what>
+    /// failed"` and the server's words.
+    async fn command_ok(&mut self, command: &str, what: &str) -> Result<Completed, MailError> {
+        let done = self.command(command).await?;
+        if done.status != Status::Ok {
+            return Err(MailError::server(
+                MailRemedy::ServerError,
+                format!("{what} failed"),
+                done.says(),
+            ));
+        }
+        Ok(done)
+    }
+
     async fn until_tagged(&mut self, tag: &str) -> Result<Completed, MailError> {
         let mut untagged = Vec::new();
         loop {
@@ -141,14 +155,7 @@ impl ImapClient {
     }
 
     pub async fn capability(&mut self) -> Result<Vec<String>, MailError> {
-        let done = self.command("CAPABILITY").await?;
-        if done.status != Status::Ok {
-            return Err(MailError::server(
-                MailRemedy::ServerError,
-                "CAPABILITY failed",
-                done.says(),
-            ));
-        }
+        let done = self.command_ok("CAPABILITY", "CAPABILITY").await?;
         self.capabilities = done
             .untagged
             .iter()
@@ -345,14 +352,9 @@ impl ImapClient {
 
     /// UID SEARCH with `criteria` (e.g. `ALL`, `UID 42:*`), ascending.
     pub async fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>, MailError> {
-        let done = self.command(&format!("UID SEARCH {criteria}")).await?;
-        if done.status != Status::Ok {
-            return Err(MailError::server(
-                MailRemedy::ServerError,
-                "SEARCH failed",
-                done.says(),
-            ));
-        }
+        let done = self
+            .command_ok(&format!("UID SEARCH {criteria}"), "SEARCH")
+            .await?;
         let mut uids: Vec<u32> = done
             .untagged
             .iter()
@@ -378,17 +380,11 @@ impl ImapClient {
             .collect::<Vec<_>>()
             .join(",");
         let done = self
-            .command(&format!(
-                "UID FETCH {set} (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER])"
-            ))
+            .command_ok(
+                &format!("UID FETCH {set} (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER])"),
+                "FETCH",
+            )
             .await?;
-        if done.status != Status::Ok {
-            return Err(MailError::server(
-                MailRemedy::ServerError,
-                "FETCH failed",
-                done.says(),
-            ));
-        }
         Ok(done
             .untagged
             .into_iter()
@@ -412,36 +408,14 @@ impl ImapClient {
     pub async fn search_message_id(&mut self, message_id: &str) -> Result<Vec<u32>, MailError> {
         let arg = imap::quote(message_id)
             .ok_or_else(|| MailError::new(MailRemedy::ServerError, "bad Message-ID"))?;
-        let done = self
-            .command(&format!("UID SEARCH HEADER Message-ID {arg}"))
-            .await?;
-        if done.status != Status::Ok {
-            return Err(MailError::server(
-                MailRemedy::ServerError,
-                "SEARCH failed",
-                done.says(),
-            ));
-        }
-        Ok(done
-            .untagged
-            .iter()
-            .filter_map(imap::search_results)
-            .flatten()
-            .collect())
+        self.uid_search(&format!("HEADER Message-ID {arg}")).await
     }
 
     /// The whole message with this UID (`BODY.PEEK[]`, so it is not marked seen).
     pub async fn fetch(&mut self, uid: u32) -> Result<Option<Vec<u8>>, MailError> {
         let done = self
-            .command(&format!("UID FETCH {uid} (BODY.PEEK[])"))
+            .command_ok(&format!("UID FETCH {uid} (BODY.PEEK[])"), "FETCH")
             .await?;
-        if done.status != Status::Ok {
-            return Err(MailError::server(
-                MailRemedy::ServerError,
-                "FETCH failed",
-                done.says(),
-            ));
-        }
         Ok(done.untagged.into_iter().find_map(|r| match r {
             Response::Untagged { mut literals, .. } if !literals.is_empty() => {
                 Some(literals.remove(0))
@@ -452,17 +426,9 @@ impl ImapClient {
 
     /// Adds flags (e.g. `\Seen`) to the message with this UID.
     pub async fn add_flags(&mut self, uid: u32, flags: &str) -> Result<(), MailError> {
-        let done = self
-            .command(&format!("UID STORE {uid} +FLAGS.SILENT ({flags})"))
-            .await?;
-        if done.status != Status::Ok {
-            return Err(MailError::server(
-                MailRemedy::ServerError,
-                "STORE failed",
-                done.says(),
-            ));
-        }
-        Ok(())
+        self.command_ok(&format!("UID STORE {uid} +FLAGS.SILENT ({flags})"), "STORE")
+            .await
+            .map(|_| ())
     }
 
     /// Moves the message to `folder`: MOVE (RFC 6851) when offered, else COPY + \Deleted +
