@@ -27,7 +27,7 @@ impl OutboxStatus {
         }
     }
 
-    fn parse(s: &str) -> Result<Self> {
+    pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "queued" => OutboxStatus::Queued,
             "sending" => OutboxStatus::Sending,
@@ -58,7 +58,16 @@ pub struct OutboxItem {
 
 const COLUMNS: &str = "id, account_id, idempotency_key, recipients, message, message_id, status, attempts, next_attempt_at, last_error, server_reply, created_at, sent_at";
 
+/// Every column but the message itself, for lists.
+const LIST_COLUMNS: &str = "id, account_id, idempotency_key, recipients, message_id, status, attempts, next_attempt_at, last_error, server_reply, created_at, sent_at";
+
 fn item(r: &AnyRow) -> Result<OutboxItem> {
+    let mut it = item_without_message(r)?;
+    it.message = r.try_get("message")?;
+    Ok(it)
+}
+
+fn item_without_message(r: &AnyRow) -> Result<OutboxItem> {
     let recipients: String = r.try_get("recipients")?;
     let status: String = r.try_get("status")?;
     Ok(OutboxItem {
@@ -67,7 +76,7 @@ fn item(r: &AnyRow) -> Result<OutboxItem> {
         idempotency_key: r.try_get("idempotency_key")?,
         recipients: serde_json::from_str(&recipients)
             .map_err(|e| StoreError::Corrupt(format!("outbox.recipients: {e}")))?,
-        message: r.try_get("message")?,
+        message: Vec::new(),
         message_id: r.try_get("message_id")?,
         status: OutboxStatus::parse(&status)?,
         attempts: r.try_get("attempts")?,
@@ -198,6 +207,63 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Queues a failed message again, now, with its attempts counted from zero (after the
+    /// cause was fixed, e.g. the account was authorized again). Only `failed` messages can
+    /// be retried: a queued or sending one is on its way, a sent one would be sent twice.
+    pub async fn retry_outbox(&self, id: i64, now: Timestamp) -> Result<OutboxItem> {
+        let row = sqlx::query(&format!(
+            "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $1, last_error = NULL, lease_holder = NULL, lease_until = NULL
+             WHERE id = $2 AND status = 'failed' RETURNING {COLUMNS}"
+        ))
+        .bind(now.0)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => item(&r),
+            None => {
+                let current = self.outbox_item(id).await?;
+                Err(StoreError::InUse(format!(
+                    "message {id} is {}; only failed messages can be retried",
+                    current.status.as_str()
+                )))
+            }
+        }
+    }
+
+    /// Messages newest first (without their bytes), optionally of some accounts only and
+    /// in one status; with `before`, only those with a smaller id (the next page).
+    pub async fn list_outbox(
+        &self,
+        accounts: &[AccountId],
+        status: Option<OutboxStatus>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>> {
+        // Account ids are numbers from the token, never user text: one placeholder each.
+        let in_accounts = if accounts.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (0..accounts.len()).map(|i| format!("${}", i + 4)).collect();
+            format!(" AND account_id IN ({})", marks.join(", "))
+        };
+        let sql = format!(
+            "SELECT {LIST_COLUMNS} FROM outbox WHERE ($1 IS NULL OR status = $1) AND id < $2{in_accounts} ORDER BY id DESC LIMIT $3"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(status.map(|s| s.as_str()))
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit);
+        for a in accounts {
+            q = q.bind(a.0);
+        }
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(item_without_message)
+            .collect()
     }
 
     /// When the next queued message is due, if any.

@@ -644,34 +644,148 @@ pub async fn send_message(
     .await
 }
 
+impl ApiCaller {
+    /// Reading the outbox: `messages:send` (the sender's own queue) or `messages:read`.
+    fn require_outbox_read(&self) -> Result<(), Response> {
+        if self.token.scopes.contains(&TokenScope::MessagesSend)
+            || self.token.scopes.contains(&TokenScope::MessagesRead)
+        {
+            Ok(())
+        } else {
+            Err(problem(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "this API token lacks the scope messages:send or messages:read",
+                None,
+            ))
+        }
+    }
+}
+
+fn outbox_json(item: &mailgate_store::OutboxItem) -> Value {
+    serde_json::to_value(item).unwrap_or(Value::Null)
+}
+
 pub async fn message_status(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
 ) -> Response {
-    if !caller.token.scopes.contains(&TokenScope::MessagesSend)
-        && !caller.token.scopes.contains(&TokenScope::MessagesRead)
-    {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
-            "this API token lacks the scope messages:send or messages:read",
-            None,
-        );
+    if let Err(r) = caller.require_outbox_read() {
+        return r;
     }
     match state.store.outbox_item(id).await {
-        Ok(item) if caller.may_touch(item.account_id) => {
-            Json(serde_json::to_value(&item).unwrap_or(Value::Null)).into_response()
+        Ok(item) => match caller.require_account(item.account_id) {
+            Ok(()) => Json(outbox_json(&item)).into_response(),
+            Err(r) => r,
+        },
+        Err(e) => store_problem(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxQuery {
+    status: Option<String>,
+    account_id: Option<String>,
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/messages`: the outbox, newest first, of the accounts the token may touch;
+/// `?status=failed` finds what needs attention.
+pub async fn list_outbox(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    query: Result<axum::extract::Query<OutboxQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(r) = caller.require_outbox_read() {
+        return r;
+    }
+    let q = match query {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{e}; expected status, account_id, before and limit"),
+                None,
+            );
         }
-        Ok(item) => problem(
-            StatusCode::FORBIDDEN,
-            "account_not_allowed",
-            format!(
-                "this API token is limited to other accounts than {}",
-                item.account_id
-            ),
-            None,
-        ),
+    };
+    let status = match q.status.as_deref().map(mailgate_store::OutboxStatus::parse) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => {
+            return invalid("status", "status is one of queued, sending, sent, failed");
+        }
+    };
+    let number = |field: &str, v: Option<&str>, max: i64| -> Result<Option<i64>, Response> {
+        match v.map(str::parse::<i64>) {
+            None => Ok(None),
+            Some(Ok(n)) if (1..=max).contains(&n) => Ok(Some(n)),
+            Some(_) => Err(invalid(
+                field,
+                format!("{field} must be a number from 1 to {max}"),
+            )),
+        }
+    };
+    let (account, before, limit) = match (
+        number("account_id", q.account_id.as_deref(), i64::MAX),
+        number("before", q.before.as_deref(), i64::MAX),
+        number("limit", q.limit.as_deref(), 500),
+    ) {
+        (Ok(a), Ok(b), Ok(l)) => (a.map(AccountId), b, l.unwrap_or(50)),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
+    let accounts: Vec<AccountId> = match account {
+        Some(a) => match caller.require_account(a) {
+            Ok(()) => vec![a],
+            Err(r) => return r,
+        },
+        None => caller.token.account_ids.clone(),
+    };
+    match state
+        .store
+        .list_outbox(&accounts, status, before, limit)
+        .await
+    {
+        Ok(items) => {
+            let next = (items.len() as i64 == limit)
+                .then(|| items.last().map(|i| i.id))
+                .flatten();
+            let list: Vec<Value> = items.iter().map(outbox_json).collect();
+            Json(json!({ "messages": list, "next_before": next })).into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+/// `POST /api/v1/messages/{id}/retry`: a failed message queued again (after its cause was
+/// fixed), attempts counted afresh. 409 for a message that is not failed.
+pub async fn retry_message(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(r) = caller.require(TokenScope::MessagesSend) {
+        return r;
+    }
+    let item = match state.store.outbox_item(id).await {
+        Ok(i) => i,
+        Err(e) => return store_problem(e),
+    };
+    if let Err(r) = caller.require_account(item.account_id) {
+        return r;
+    }
+    match state.store.retry_outbox(id, state.clock.now()).await {
+        Ok(item) => {
+            state.outbox.notify_one();
+            (StatusCode::ACCEPTED, Json(outbox_json(&item))).into_response()
+        }
+        Err(mailgate_store::StoreError::InUse(msg)) => {
+            problem(StatusCode::CONFLICT, "not_failed", msg, None)
+        }
         Err(e) => store_problem(e),
     }
 }

@@ -128,7 +128,9 @@ pub fn router(state: AppState) -> Router {
                 // Attachments travel as base64 in the JSON: more than axum's default 2 MB.
                 .layer(axum::extract::DefaultBodyLimit::max(api::SEND_BODY_LIMIT)),
         )
+        .route("/api/v1/messages", get(api::list_outbox))
         .route("/api/v1/messages/{id}", get(api::message_status))
+        .route("/api/v1/messages/{id}/retry", post(api::retry_message))
         .route(
             "/api/v1/accounts/{id}/messages/{uid}",
             get(api_inbound::get_message),

@@ -58,6 +58,18 @@ pub const API_ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "get",
+        "/api/v1/messages",
+        "messages:send",
+        "The outbox, newest first (?status=failed, ?account_id=, ?before=, ?limit=); messages:read also works",
+    ),
+    (
+        "post",
+        "/api/v1/messages/{id}/retry",
+        "messages:send",
+        "Queue a failed message again, attempts counted afresh (409 unless failed)",
+    ),
+    (
+        "get",
         "/api/v1/accounts/{id}/messages",
         "messages:read",
         "The newest messages of the inbox (envelope, flags, size), newest first",
@@ -339,6 +351,25 @@ pub fn document() -> Value {
             }
             ("get", "/api/v1/webhooks" | "/api/v1/webhooks/{id}") => {
                 op["responses"]["200"] = ok_schema("#/components/schemas/Webhook");
+            }
+            ("get", "/api/v1/messages") => {
+                push_params(
+                    &mut op,
+                    &[
+                        json!({ "name": "status", "in": "query", "required": false, "schema": { "type": "string", "enum": ["queued", "sending", "sent", "failed"] } }),
+                        json!({ "name": "account_id", "in": "query", "required": false, "schema": { "type": "integer" } }),
+                        json!({ "name": "before", "in": "query", "required": false, "schema": { "type": "integer" }, "description": "Only messages with a smaller id (the previous page's next_before)" }),
+                        json!({ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 } }),
+                    ],
+                );
+                op["responses"]["200"] = json!({ "description": "OK", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                    "messages": { "type": "array", "items": { "$ref": "#/components/schemas/OutboxItem" } },
+                    "next_before": { "type": ["integer", "null"] } } } } } });
+            }
+            ("post", "/api/v1/messages/{id}/retry") => {
+                op["responses"]["202"] = ok_schema("#/components/schemas/OutboxItem");
+                op["responses"]["409"] =
+                    problem_response("The message is not failed (queued, sending or sent)");
             }
             ("delete", _) => {
                 op["responses"]["204"] = json!({ "description": "Removed" });

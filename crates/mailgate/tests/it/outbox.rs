@@ -554,6 +554,88 @@ async fn a_permanent_refusal_fails_at_once_with_the_servers_words() {
         events.contains("message.failed") && events.contains(&format!("message {id} failed")),
         "{events}"
     );
+
+    // The outbox lists it among the failed ones, and it can be queued again (here it is
+    // refused again, at its first attempt once more).
+    let client = reqwest::Client::new();
+    let list: serde_json::Value = client
+        .get(format!("{}/api/v1/messages?status=failed", f.server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = list["messages"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{list}");
+    assert_eq!(failed[0]["id"], id);
+    assert!(failed[0].get("message").is_none(), "no bytes in a list");
+    let sent: serde_json::Value = client
+        .get(format!("{}/api/v1/messages?status=sent", f.server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["messages"].as_array().unwrap().len(), 0, "{sent}");
+    let bad = client
+        .get(format!("{}/api/v1/messages?status=lost", f.server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        bad.json::<serde_json::Value>().await.unwrap()["field"],
+        "status"
+    );
+    let retry = client
+        .post(format!("{}/api/v1/messages/{id}/retry", f.server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::ACCEPTED);
+    let queued: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(
+        (queued["status"].as_str(), queued["attempts"].as_i64()),
+        (Some("queued"), Some(0))
+    );
+    let v = wait_for_status(&f, &token, id, "failed", Duration::from_secs(30)).await;
+    assert_eq!(v["attempts"], 1, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_failed_messages_can_be_retried() {
+    let (f, _rig) = on_rig_with(&[]).await;
+    f.authorize().await;
+    let token = api_token(&f);
+    let (status, v) = send(&f, &token, None, "sent once").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = v["id"].as_i64().unwrap();
+    wait_for_status(&f, &token, id, "sent", Duration::from_secs(30)).await;
+    let client = reqwest::Client::new();
+    let retry = client
+        .post(format!("{}/api/v1/messages/{id}/retry", f.server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    let p: serde_json::Value = retry.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("is sent"), "{p}");
+    let missing = client
+        .post(format!("{}/api/v1/messages/999999/retry", f.server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let v = wait_for_status(&f, &token, id, "sent", Duration::from_secs(1)).await;
+    assert_eq!(v["attempts"], 1, "a sent message is never sent again: {v}");
 }
 
 /// A MIME part as received: unfolded headers (names lowercased) and the body with its
