@@ -27,6 +27,7 @@ crate::app::keyword_enum!(
         InboundWatching = "account.inbound_watching",
         InboundFailed = "account.inbound_failed",
         WebhookCreated = "webhook.created",
+        WebhookUpdated = "webhook.updated",
         WebhookRemoved = "webhook.removed",
     }
 );

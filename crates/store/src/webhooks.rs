@@ -361,6 +361,76 @@ impl Store {
         self.open_sealed("webhooks", "secret", id, &stored)
     }
 
+    /// Changes a subscription's target, events, description and whether it is enabled. A
+    /// disabled subscription queues nothing new and its pending deliveries wait.
+    pub async fn update_webhook(
+        &self,
+        id: i64,
+        url: &HttpUrl,
+        events: &[WebhookEvent],
+        description: &str,
+        enabled: bool,
+        now: Timestamp,
+    ) -> Result<Webhook> {
+        let mut tx = self.pool.begin().await?;
+        let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+        let row = sqlx::query(
+            "UPDATE webhooks SET url = $1, events = $2, description = $3, enabled = $4 WHERE id = $5 RETURNING account_id",
+        )
+        .bind(url.as_str().to_owned())
+        .bind(serde_json::to_string(&names).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .bind(description.to_owned())
+        .bind(i64::from(enabled))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "webhook",
+            key: id.to_string(),
+        })?;
+        let account = row.try_get::<Option<i64>, _>("account_id")?.map(AccountId);
+        let state = if enabled { "enabled" } else { "disabled" };
+        record(
+            &mut tx,
+            now,
+            EventKind::WebhookUpdated,
+            None,
+            account,
+            &format!("webhook {id} to {url} for {} ({state})", names.join(", ")),
+        )
+        .await?;
+        tx.commit().await?;
+        self.webhook(id).await
+    }
+
+    /// Replaces a subscription's signing secret (after a leak, or on a schedule).
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: i64,
+        secret: &Secret,
+        now: Timestamp,
+    ) -> Result<()> {
+        let hook = self.webhook(id).await?;
+        let sealed = self.seal("webhooks", "secret", id, secret)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE webhooks SET secret = $1 WHERE id = $2")
+            .bind(sealed)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        record(
+            &mut tx,
+            now,
+            EventKind::WebhookUpdated,
+            None,
+            hook.account_id,
+            &format!("webhook {id}: new signing secret"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes a subscription and its deliveries.
     pub async fn delete_webhook(&self, id: i64, now: Timestamp) -> Result<()> {
         let mut tx = self.pool.begin().await?;
@@ -397,7 +467,8 @@ impl Store {
     ) -> Result<Option<(Delivery, HttpUrl)>> {
         let row = sqlx::query(&format!(
             "UPDATE webhook_deliveries SET status = 'delivering', lease_holder = $1, lease_until = $2, attempts = attempts + 1
-             WHERE id = (SELECT id FROM webhook_deliveries WHERE (status = 'pending' AND next_attempt_at <= $3) OR (status = 'delivering' AND lease_until < $3) ORDER BY next_attempt_at, id LIMIT 1)
+             WHERE id = (SELECT id FROM webhook_deliveries WHERE ((status = 'pending' AND next_attempt_at <= $3) OR (status = 'delivering' AND lease_until < $3))
+                         AND webhook_id IN (SELECT id FROM webhooks WHERE enabled = 1) ORDER BY next_attempt_at, id LIMIT 1)
              RETURNING {DELIVERY_COLUMNS}"
         ))
         .bind(holder.to_owned())

@@ -288,6 +288,106 @@ pub async fn create_webhook(
     }
 }
 
+/// The JSON body of `PATCH /api/v1/webhooks/{id}`: what is given changes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookChanges {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    description: Option<String>,
+    enabled: Option<bool>,
+}
+
+/// `PATCH /api/v1/webhooks/{id}`: change the target, events or description, or pause
+/// (`"enabled": false`) and resume a subscription. Checked by the same rules as creating.
+pub async fn update_webhook(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let hook = match visible_hook(&state, &caller, id).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let req: WebhookChanges = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the body is not the expected JSON: {e}"),
+                None,
+            );
+        }
+    };
+    let url = req.url.unwrap_or_else(|| hook.url.to_string());
+    let events = req
+        .events
+        .unwrap_or_else(|| hook.events.iter().map(|e| e.as_str().to_owned()).collect());
+    let description = req.description.unwrap_or_else(|| hook.description.clone());
+    let parsed = match NewWebhook::parse(
+        &url,
+        &events,
+        hook.account_id,
+        &description,
+        state.webhook_allow_private,
+    ) {
+        Ok(n) => n,
+        Err(errors) => {
+            return match errors.first() {
+                Some(e) => invalid(&e.path(), e.message.clone()),
+                None => invalid("url", "the subscription does not parse"),
+            };
+        }
+    };
+    match state
+        .store
+        .update_webhook(
+            id,
+            &parsed.url,
+            &parsed.events,
+            &parsed.description,
+            req.enabled.unwrap_or(hook.enabled),
+            state.clock.now(),
+        )
+        .await
+    {
+        Ok(h) => {
+            state.watchers.notify_one();
+            state.deliveries.notify_one();
+            Json(hook_json(&h)).into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
+/// `POST /api/v1/webhooks/{id}/rotate-secret`: a new signing secret, in this answer only;
+/// the old one stops signing at once.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<i64>,
+) -> Response {
+    let hook = match visible_hook(&state, &caller, id).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let secret = Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)));
+    match state
+        .store
+        .rotate_webhook_secret(id, &secret, state.clock.now())
+        .await
+    {
+        Ok(()) => {
+            let mut body = hook_json(&hook);
+            body["secret"] = Value::String(secret.expose().to_owned());
+            Json(body).into_response()
+        }
+        Err(e) => store_problem(e),
+    }
+}
+
 /// `GET /api/v1/webhooks`: the subscriptions this token may see.
 pub async fn list_webhooks(State(state): State<AppState>, caller: ApiCaller) -> Response {
     if let Err(r) = caller.require(TokenScope::WebhooksWrite) {

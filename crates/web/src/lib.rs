@@ -141,7 +141,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/webhooks/{id}",
-            get(api_inbound::get_webhook).delete(api_inbound::delete_webhook),
+            get(api_inbound::get_webhook)
+                .patch(api_inbound::update_webhook)
+                .delete(api_inbound::delete_webhook),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/rotate-secret",
+            post(api_inbound::rotate_secret),
         )
         .route(
             "/api/v1/webhooks/{id}/deliveries",

@@ -99,6 +99,18 @@ pub const API_ROUTES: &[(&str, &str, &str, &str)] = &[
         "One webhook subscription",
     ),
     (
+        "patch",
+        "/api/v1/webhooks/{id}",
+        "webhooks:write",
+        "Change a subscription's url, events or description, or pause it (enabled: false)",
+    ),
+    (
+        "post",
+        "/api/v1/webhooks/{id}/rotate-secret",
+        "webhooks:write",
+        "A new signing secret, in this answer only",
+    ),
+    (
         "delete",
         "/api/v1/webhooks/{id}",
         "webhooks:write",
@@ -370,6 +382,20 @@ pub fn document() -> Value {
                 op["responses"]["202"] = ok_schema("#/components/schemas/OutboxItem");
                 op["responses"]["409"] =
                     problem_response("The message is not failed (queued, sending or sent)");
+            }
+            ("patch", "/api/v1/webhooks/{id}") => {
+                op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "url": { "type": "string", "format": "uri" },
+                        "events": { "type": "array", "minItems": 1, "items": { "type": "string" } },
+                        "description": { "type": "string", "maxLength": 500 },
+                        "enabled": { "type": "boolean" } } } } } });
+                op["responses"]["200"] = ok_schema("#/components/schemas/Webhook");
+                op["responses"]["422"] = problem_response("A field is invalid (see `field`)");
+            }
+            ("post", "/api/v1/webhooks/{id}/rotate-secret") => {
+                op["responses"]["200"] = ok_schema("#/components/schemas/Webhook");
             }
             ("delete", _) => {
                 op["responses"]["204"] = json!({ "description": "Removed" });

@@ -931,3 +931,92 @@ async fn a_dropped_imap_session_is_reopened_and_mail_meanwhile_is_not_missed() {
     wait_for_more(&f, &token, "inbound_watching", 1).await;
     assert_eq!(rx.hits().len(), 1);
 }
+
+/// Moves the fixture's account to reauth_required through the emulator (a revoked grant
+/// at the next refresh, done by the CLI).
+async fn revoke_grant(f: &Fixture) {
+    f.expire_stored_token().await;
+    f.idp
+        .inject_fault(mailgate_testkit::idp::FaultSpec::token(
+            &f.client_id,
+            mailgate_testkit::idp::Fault::Aadsts { code: 50173 },
+        ))
+        .await
+        .unwrap();
+    assert!(!f.token().status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_subscription_gets_nothing_and_a_rotated_secret_signs_from_then_on() {
+    let f = Fixture::start_with(&[("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    f.authorize().await;
+    let token = api_token(&f, "app", &["webhooks:write"], &[]);
+    let rx = Receiver::start(&[]).await;
+    let (id, old_secret) = subscribe(&f, &token, &rx.url, &["account.reauth_required"], None).await;
+    let path = format!("/api/v1/webhooks/{id}");
+
+    let (status, v) = api(&f, &token, "PATCH", &path, Some(json!({"enabled": false}))).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["enabled"], false);
+    revoke_grant(&f).await;
+    let log_path = format!("{path}/deliveries");
+    let (_, log) = api(&f, &token, "GET", &log_path, None).await;
+    assert_eq!(
+        log["deliveries"],
+        json!([]),
+        "a paused subscription queues nothing"
+    );
+
+    // Bad changes name their field and change nothing.
+    let before = f.env.dump_db().await;
+    for (body, field) in [
+        (json!({"url": "ftp://x.example/"}), "url"),
+        (json!({"events": []}), "events"),
+        (json!({"events": ["message.lost"]}), "events[0]"),
+        (json!({"description": "two\nlines"}), "description"),
+    ] {
+        let (status, v) = api(&f, &token, "PATCH", &path, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
+        assert_eq!(v["field"], field, "{body}: {v}");
+    }
+    let (status, _) = api(&f, &token, "PATCH", &path, Some(json!({"enabled": "yes"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(f.env.dump_db().await, before, "nothing changed");
+
+    let (status, v) = api(
+        &f,
+        &token,
+        "PATCH",
+        &path,
+        Some(json!({"enabled": true, "description": "resumed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["enabled"].clone(), v["description"].clone()),
+        (json!(true), json!("resumed"))
+    );
+    let (status, v) = api(&f, &token, "POST", &format!("{path}/rotate-secret"), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let new_secret = v["secret"].as_str().unwrap().to_owned();
+    assert!(new_secret.starts_with("whsec_") && new_secret != old_secret);
+    let (_, shown) = api(&f, &token, "GET", &path, None).await;
+    assert!(!shown.to_string().contains(&new_secret), "shown once only");
+
+    f.authorize().await;
+    revoke_grant(&f).await;
+    let hit = rx.wait_for(1, Duration::from_secs(15)).await.remove(0);
+    assert_eq!(hit.json()["type"], "account.reauth_required");
+    verify_signature(&hit, &new_secret);
+    let sig = hit.header("x-mailgate-signature");
+    let t = sig.split(',').next().unwrap().trim_start_matches("t=");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, old_secret.as_bytes());
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(&hit.body);
+    assert_ne!(
+        sig.split("v1=").nth(1).unwrap(),
+        hex::encode(ring::hmac::sign(&key, &signed).as_ref()),
+        "the old secret no longer signs"
+    );
+    assert_eq!(rx.hits().len(), 1);
+}
