@@ -28,6 +28,10 @@ crate::app::keyword_enum!(
         InboundFailed = "account.inbound_failed",
         WebhookCreated = "webhook.created",
         WebhookRemoved = "webhook.removed",
+        UserCreated = "user.created",
+        /// A user's role or password changed (the message says which; never the password).
+        UserUpdated = "user.updated",
+        UserRemoved = "user.removed",
     }
 );
 
