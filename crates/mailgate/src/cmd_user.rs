@@ -7,7 +7,7 @@ use crate::{CmdResult, Failure, views};
 use mailgate_core::Clock;
 use mailgate_core::app::FieldError;
 use mailgate_core::user::{NewUser, Role, User, parse_new_password, parse_role};
-use mailgate_store::{Store, passwords};
+use mailgate_store::{Store, StoreError, passwords};
 use std::io::Read;
 
 /// Who the events say made the change.
@@ -64,7 +64,11 @@ pub async fn run(cmd: UserCommand, store: &Store, clock: &dyn Clock) -> CmdResul
                     BY,
                     clock.now(),
                 )
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    StoreError::Duplicate { .. } => Failure::BadInput(format!("USERNAME: {e}")),
+                    e => e.into(),
+                })?;
             out!("Added {} {} (id {}).", user.role, user.username, user.id);
             Ok(())
         }
