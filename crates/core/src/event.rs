@@ -29,6 +29,10 @@ crate::app::keyword_enum!(
         WebhookCreated = "webhook.created",
         WebhookUpdated = "webhook.updated",
         WebhookRemoved = "webhook.removed",
+        UserCreated = "user.created",
+        /// A user's role or password changed (the message says which; never the password).
+        UserUpdated = "user.updated",
+        UserRemoved = "user.removed",
     }
 );
 

@@ -359,15 +359,40 @@ pub enum ApiTokenCommand {
     Revoke { name: String },
 }
 
+// Plain strings: `mailgate_core::user::NewUser` and `parse_role` parse them with the rules
+// (and the words) of the admin UI's users page.
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a user; the password is read from stdin (at least 12 characters).
     Add {
         username: String,
         /// admin (everything) or operator (authorize and test accounts; no app changes).
-        #[arg(long, value_parser = mailgate_core::user::Role::parse, default_value = "operator")]
-        role: mailgate_core::user::Role,
+        #[arg(long, default_value = "operator")]
+        role: String,
         #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Every user: name, role, when added, last sign-in.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user; their sessions end at once. The last administrator cannot be removed.
+    Remove { username: String },
+    /// Give a user another role; one who is no longer an administrator is signed out at once.
+    /// The last administrator keeps the role.
+    SetRole {
+        username: String,
+        /// admin or operator.
+        #[arg(long)]
+        role: String,
+    },
+    /// Set a new password, read from stdin (at least 12 characters); the user's sessions
+    /// end at once.
+    ResetPassword {
+        username: String,
+        /// The password always comes from stdin; accepted for symmetry with `user add`.
+        #[arg(long)]
         password_stdin: bool,
     },
 }

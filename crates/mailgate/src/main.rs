@@ -11,6 +11,7 @@ mod cmd_account;
 mod cmd_app;
 mod cmd_auth;
 mod cmd_keys;
+mod cmd_user;
 mod config;
 mod outbox;
 mod retry;
@@ -133,13 +134,9 @@ async fn run(cli: Cli) -> CmdResult {
             store.close().await;
             r
         }
-        Command::User(cli::UserCommand::Add {
-            username,
-            role,
-            password_stdin: _,
-        }) => {
+        Command::User(cmd) => {
             let store = open_store(&config).await?;
-            let r = add_user(&store, &username, role).await;
+            let r = cmd_user::run(cmd, &store, &clock).await;
             store.close().await;
             r
         }
@@ -298,32 +295,6 @@ async fn api_token(store: &Store, cmd: cli::ApiTokenCommand) -> CmdResult {
             }
         }
     }
-}
-
-async fn add_user(store: &Store, username: &str, role: mailgate_core::user::Role) -> CmdResult {
-    use std::io::Read;
-    let name = username.trim();
-    if name.is_empty()
-        || name.chars().count() > 64
-        || name.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(Failure::BadInput(
-            "USERNAME: 1 to 64 characters without spaces".into(),
-        ));
-    }
-    let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(|e| Failure::BadInput(format!("--password-stdin: {e}")))?;
-    let password = mailgate_core::Secret::new(text.trim_end_matches(['\r', '\n']));
-    mailgate_store::passwords::check_strength(&password)
-        .map_err(|e| Failure::BadInput(format!("--password-stdin: {e}")))?;
-    let hash = mailgate_store::passwords::hash(&password).map_err(Failure::Runtime)?;
-    let user = store
-        .create_user(name, &hash, role, SystemClock.now())
-        .await?;
-    out!("Added {} {} (id {}).", user.role, user.username, user.id);
-    Ok(())
 }
 
 /// The OAuth engine over an open store.

@@ -39,7 +39,7 @@ pub use webhooks::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, DeliverySu
 pub enum StoreError {
     #[error("no {what} named or numbered {key:?}")]
     NotFound { what: &'static str, key: String },
-    #[error("an {what} named {name:?} already exists; choose another name")]
+    #[error("{} {what} named {name:?} already exists; choose another name", article(.what))]
     Duplicate { what: &'static str, name: String },
     #[error("{0}")]
     InUse(String),
@@ -950,6 +950,14 @@ where
         .fetch_optional(&mut **tx)
         .await?
         .is_some())
+}
+
+/// "an app", "an API token", but "a user".
+fn article(what: &str) -> &'static str {
+    match what.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'A' | 'E' | 'I' | 'O') => "an",
+        _ => "a",
+    }
 }
 
 pub(crate) fn unique(e: sqlx::Error, what: &'static str, name: &str) -> StoreError {

@@ -47,6 +47,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "webhooks_inbound",
         include_str!("../migrations/sqlite/0007_webhooks_inbound.sql"),
     ),
+    (
+        8,
+        "user_last_login",
+        include_str!("../migrations/sqlite/0008_user_last_login.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

@@ -4,20 +4,13 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use mailgate_core::Secret;
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// Shortest password accepted: long passphrases beat complexity rules (NIST SP 800-63B).
-pub const MIN_PASSWORD_CHARS: usize = 12;
+pub use mailgate_core::user::MIN_PASSWORD_CHARS;
 
+/// The rules of `core::user::parse_new_password`, for a password typed once.
 pub fn check_strength(password: &Secret) -> Result<(), String> {
-    let n = password.expose().chars().count();
-    if n < MIN_PASSWORD_CHARS {
-        return Err(format!(
-            "the password must be at least {MIN_PASSWORD_CHARS} characters (a passphrase is best)"
-        ));
-    }
-    if n > 1024 {
-        return Err("the password must be at most 1024 characters".into());
-    }
-    Ok(())
+    mailgate_core::user::parse_new_password(password.expose(), None)
+        .map(drop)
+        .map_err(|e| e.message)
 }
 
 pub fn hash(password: &Secret) -> Result<String, String> {

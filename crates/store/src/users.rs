@@ -2,7 +2,8 @@
 
 use crate::{Result, Store, StoreError};
 use mailgate_core::Timestamp;
-use mailgate_core::user::{Role, User};
+use mailgate_core::event::EventKind;
+use mailgate_core::user::{Role, User, Username};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -40,7 +41,41 @@ fn user_from(row: &AnyRow) -> Result<User> {
         username: row.try_get("username")?,
         role: Role::parse(&role).map_err(|e| StoreError::Corrupt(format!("users.role: {e}")))?,
         created_at: Timestamp(row.try_get("created_at")?),
+        last_login_at: row
+            .try_get::<Option<i64>, _>("last_login_at")?
+            .map(Timestamp),
     })
+}
+
+const USER_COLUMNS: &str = "id, username, role, created_at, last_login_at";
+
+/// Refuses the change that would leave no administrator: then nobody could change settings
+/// or add users again except through the command line.
+fn last_admin(name: &str) -> StoreError {
+    StoreError::InUse(format!(
+        "{name:?} is the last administrator; make another user an administrator first, so that someone can still manage mailgate"
+    ))
+}
+
+async fn user_in_tx(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: i64) -> Result<User> {
+    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "user",
+            key: id.to_string(),
+        })?;
+    user_from(&row)
+}
+
+/// Ends every session of a user: the next request of their browser goes to the login page.
+async fn end_sessions(tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: i64) -> Result<u64> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
 }
 
 impl Store {
@@ -51,28 +86,185 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Creates a user; `password_hash` is an argon2id PHC string made by the caller.
+    /// Creates a user; `password_hash` is an argon2id PHC string made by the caller. `by`
+    /// names who asked (a user name, or "the command line") for the `user.created` event
+    /// written in the same transaction.
     pub async fn create_user(
         &self,
-        username: &str,
+        username: &Username,
         password_hash: &str,
         role: Role,
+        by: &str,
         now: Timestamp,
     ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query("INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
-            .bind(username.to_owned())
+            .bind(username.as_str().to_owned())
             .bind(password_hash.to_owned())
             .bind(role.as_str())
             .bind(now.0)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await
-            .map_err(|e| crate::unique(e, "user", username))?;
-        Ok(User {
+            .map_err(|e| crate::unique(e, "user", username.as_str()))?;
+        let user = User {
             id: row.try_get("id")?,
-            username: username.to_owned(),
+            username: username.as_str().to_owned(),
             role,
             created_at: now,
-        })
+            last_login_at: None,
+        };
+        crate::record(
+            &mut tx,
+            now,
+            EventKind::UserCreated,
+            None,
+            None,
+            &format!("{by} added the {role} {:?}", user.username),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Every user, by name.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user_from).collect()
+    }
+
+    /// The user with this exact name (`NotFound` otherwise).
+    pub async fn user_by_name(&self, username: &str) -> Result<User> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        ))
+        .bind(username.trim().to_owned())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "user",
+            key: username.trim().to_owned(),
+        })?;
+        user_from(&row)
+    }
+
+    /// Gives a user another role. Taking the role `admin` from the last administrator is
+    /// refused (`InUse`), checked in the UPDATE itself so two demotions at once cannot both
+    /// pass. A user who loses `admin` is signed out everywhere at once, so no open page
+    /// keeps powers they no longer have. No change, no event.
+    pub async fn set_user_role(
+        &self,
+        id: i64,
+        role: Role,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let mut user = user_in_tx(&mut tx, id).await?;
+        if user.role == role {
+            return Ok(user);
+        }
+        let changed = sqlx::query("UPDATE users SET role = $1 WHERE id = $2 AND ($1 = 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND id <> $2) > 0)")
+            .bind(role.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed != 1 {
+            return Err(last_admin(&user.username));
+        }
+        let ended = if role == Role::Admin {
+            String::new()
+        } else {
+            end_sessions(&mut tx, id).await?;
+            "; their sessions were ended".to_owned()
+        };
+        crate::record(
+            &mut tx,
+            now,
+            EventKind::UserUpdated,
+            None,
+            None,
+            &format!(
+                "{by} changed the role of {:?} from {} to {role}{ended}",
+                user.username, user.role
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        user.role = role;
+        Ok(user)
+    }
+
+    /// Replaces a user's password (an argon2id PHC string made by the caller), ends their
+    /// sessions and lifts a sign-in lock-out on their name, in one transaction.
+    pub async fn reset_user_password(
+        &self,
+        id: i64,
+        password_hash: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let user = user_in_tx(&mut tx, id).await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash.to_owned())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        end_sessions(&mut tx, id).await?;
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(format!("user:{}", user.username.to_lowercase()))
+            .execute(&mut *tx)
+            .await?;
+        crate::record(
+            &mut tx,
+            now,
+            EventKind::UserUpdated,
+            None,
+            None,
+            &format!(
+                "{by} set a new password for {:?}; their sessions were ended",
+                user.username
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Removes a user and their sessions. Removing the last administrator is refused
+    /// (`InUse`), checked in the DELETE itself.
+    pub async fn remove_user(&self, id: i64, by: &str, now: Timestamp) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let user = user_in_tx(&mut tx, id).await?;
+        end_sessions(&mut tx, id).await?;
+        let removed = sqlx::query("DELETE FROM users WHERE id = $1 AND (role <> 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND id <> $1) > 0)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed != 1 {
+            // Dropping the transaction rolls back the ended sessions too.
+            return Err(last_admin(&user.username));
+        }
+        crate::record(
+            &mut tx,
+            now,
+            EventKind::UserRemoved,
+            None,
+            None,
+            &format!(
+                "{by} removed the {} {:?}; their sessions were ended",
+                user.role, user.username
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     /// The first administrator, only while there is none and only with the setup token
@@ -105,12 +297,22 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let id: i64 = row.try_get("id")?;
+        crate::record(
+            &mut tx,
+            now,
+            EventKind::UserCreated,
+            None,
+            None,
+            &format!("the setup link created the first administrator {username:?}"),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(User {
             id,
             username: username.to_owned(),
             role: Role::Admin,
             created_at: now,
+            last_login_at: None,
         }))
     }
 
@@ -139,7 +341,7 @@ impl Store {
     /// The user and their password hash, for login.
     pub async fn user_for_login(&self, username: &str) -> Result<Option<(User, String)>> {
         let row = sqlx::query(
-            "SELECT id, username, role, created_at, password_hash FROM users WHERE username = $1",
+            "SELECT id, username, role, created_at, last_login_at, password_hash FROM users WHERE username = $1",
         )
         .bind(username.to_owned())
         .fetch_optional(&self.pool)
@@ -148,6 +350,7 @@ impl Store {
             .transpose()
     }
 
+    /// Starts a session (a sign-in) and notes it as the user's last sign-in.
     pub async fn create_session(
         &self,
         id_hash: &str,
@@ -169,13 +372,18 @@ impl Store {
             .bind(expires_at.0)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(now.0)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionInfo>> {
         let row = sqlx::query(
-            "SELECT u.id, u.username, u.role, u.created_at, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at >= $2",
+            "SELECT u.id, u.username, u.role, u.created_at, u.last_login_at, s.csrf, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at >= $2",
         )
         .bind(id_hash.to_owned())
         .bind(now.0)

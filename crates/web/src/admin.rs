@@ -15,9 +15,10 @@ pub(crate) fn layout(session: &Session, title: &str, body: &str) -> Response {
     let nav = format!(
         "<nav><a href=\"/admin\">Dashboard</a> · <a href=\"/admin/apps\">OAuth apps</a> · <a href=\"/admin/accounts\">Mail accounts</a> · <a href=\"/admin/events\">Events</a> · <a href=\"/admin/webhooks\">Webhooks</a>{tokens}\
 <form method=\"post\" action=\"/logout\" style=\"display:inline;float:right\">{csrf}<span>{user} ({role})</span> <button type=\"submit\">Sign out</button></form></nav><hr>",
-        // Only administrators may manage API tokens; operators are not shown the way there.
+        // Only administrators may manage API tokens and users; operators are not shown the
+        // way there.
         tokens = if session.user.role == mailgate_core::user::Role::Admin {
-            " · <a href=\"/admin/api-tokens\">API tokens</a>"
+            " · <a href=\"/admin/api-tokens\">API tokens</a> · <a href=\"/admin/users\">Users</a>"
         } else {
             ""
         },

@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Form, FromRequestParts, Query, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::Secret;
-use mailgate_core::user::{Role, User};
+use mailgate_core::user::{Role, User, Username, parse_new_password};
 use mailgate_oauth::random;
 use mailgate_store::LoginThrottle;
 use mailgate_store::passwords;
@@ -360,21 +360,15 @@ pub async fn setup(State(state): State<AppState>, Form(f): Form<SetupForm>) -> R
             Some(msg),
         )
     };
-    if username.is_empty()
-        || username.chars().count() > 64
-        || username
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace())
-    {
-        return bad("User name: 1 to 64 characters without spaces.");
+    // The rules of the users page and `mailgate user add`.
+    if let Err(e) = Username::parse(&username) {
+        return bad(&format!("User name: {}.", e.expected));
     }
-    let password = Secret::new(f.password.clone());
-    if let Err(e) = passwords::check_strength(&password) {
-        return bad(&format!("Password: {e}."));
-    }
-    if f.password != f.confirm {
-        return bad("Password again: the two passwords differ.");
-    }
+    let password = match parse_new_password(&f.password, Some(&f.confirm)) {
+        Ok(p) => p,
+        Err(e) if e.field == "password" => return bad(&format!("Password: {}.", e.message)),
+        Err(e) => return bad(&format!("Password again: {}.", e.message)),
+    };
     let hash = match passwords::hash(&password) {
         Ok(h) => h,
         Err(e) => {

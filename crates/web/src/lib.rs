@@ -17,6 +17,7 @@ mod html;
 pub mod openapi;
 pub mod test_runs;
 mod tokens;
+mod users_ui;
 mod webhooks_ui;
 
 use axum::extract::State;
@@ -161,6 +162,11 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/events", get(admin::events))
         .route("/admin/api-tokens", get(tokens::list).post(tokens::create))
         .route("/admin/api-tokens/{id}/revoke", post(tokens::revoke))
+        .route("/admin/users", get(users_ui::list).post(users_ui::create))
+        .route("/admin/users/{id}", get(users_ui::user_page))
+        .route("/admin/users/{id}/role", post(users_ui::set_role))
+        .route("/admin/users/{id}/password", post(users_ui::reset_password))
+        .route("/admin/users/{id}/remove", post(users_ui::remove))
         .route(
             "/admin/webhooks",
             get(webhooks_ui::list).post(webhooks_ui::create),

@@ -13,5 +13,6 @@ mod outbox;
 mod serve;
 mod support;
 mod tokens_ui;
+mod users_ui;
 mod webhooks;
 mod webhooks_ui;
