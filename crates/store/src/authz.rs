@@ -24,7 +24,7 @@ pub struct PendingAuthorization {
 impl Store {
     /// Stores a pending authorization under the SHA-256 of its state value.
     pub async fn put_oauth_state(&self, state_hash: &str, p: &PendingAuthorization) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Expired requests are useless; drop them while we are writing anyway.
         sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1")
             .bind(p.created_at.0)
@@ -101,7 +101,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<AccountState> {
         let id = grant.account_id.0;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.replace_grant_in_tx(&mut tx, grant, Some(access_issued_at))
             .await?;
         let who = grant
@@ -283,7 +283,7 @@ impl Store {
         problem: &Problem,
         now: Timestamp,
     ) -> Result<Vec<AccountId>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = sqlx::query("SELECT id FROM accounts WHERE app_id = $1 AND state IN ('active', 'refreshing') ORDER BY id")
             .bind(app.0)
             .fetch_all(&mut *tx)
@@ -314,7 +314,7 @@ impl Store {
         message: &str,
         now: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE apps SET secret_warned_days = $1 WHERE id = $2 AND (secret_warned_days IS NULL OR secret_warned_days > $1)")
             .bind(days)
             .bind(app.0)

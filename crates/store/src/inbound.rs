@@ -48,7 +48,7 @@ impl Store {
         pos: ImapPosition,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         upsert_position(&mut tx, account, pos, now).await?;
         tx.commit().await?;
         Ok(())
@@ -64,7 +64,7 @@ impl Store {
         data: Value,
         now: Timestamp,
     ) -> Result<usize> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = fan_out(
             &mut tx,
             WebhookEvent::MessageReceived,
@@ -100,7 +100,7 @@ impl Store {
         uidls: &[String],
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for u in uidls {
             insert_seen(&mut tx, account, u, now).await?;
         }
@@ -113,7 +113,7 @@ impl Store {
     pub async fn prune_pop3_seen(&self, account: AccountId, present: &[String]) -> Result<u64> {
         let keep: HashSet<&str> = present.iter().map(String::as_str).collect();
         let seen = self.pop3_seen(account).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut removed = 0;
         for gone in seen.iter().filter(|u| !keep.contains(u.as_str())) {
             removed += sqlx::query("DELETE FROM inbound_seen WHERE account_id = $1 AND uidl = $2")

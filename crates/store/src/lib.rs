@@ -120,6 +120,18 @@ impl Store {
         })
     }
 
+    /// A transaction that writes. On SQLite it starts with `BEGIN IMMEDIATE`, taking the
+    /// write lock at once (waiting up to the busy timeout for another writer): a deferred
+    /// transaction that reads before it writes fails with `SQLITE_BUSY_SNAPSHOT` ("database
+    /// is locked", not retried by the busy timeout) when another connection — the server's
+    /// other jobs, or a CLI process — wrote in between. Every transaction of the store
+    /// writes, so all of them start here.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// A trivial query, for `/healthz`.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -194,7 +206,7 @@ impl Store {
     // ----- apps -------------------------------------------------------------------------
 
     pub async fn create_app(&self, spec: &AppSpec, now: Timestamp) -> Result<OAuthApp> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         ensure_name_free(&mut tx, "apps", "app", spec.name.as_str(), None).await?;
         let row = sqlx::query(
             "INSERT INTO apps (name, kind, tenant, client_id, client_secret, secret_expires, authorize_url, token_url, device_url, jwks_url, userinfo_url, revoke_url, issuer, scopes, extra_params, flow, created_at, updated_at)
@@ -299,7 +311,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<OAuthApp> {
         let previous_expiry = self.app(id).await?.spec.secret_expires;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if previous_expiry != spec.secret_expires {
             // A new expiry date (a new secret): its warnings start over.
             sqlx::query("UPDATE apps SET secret_warned_days = NULL WHERE id = $1")
@@ -363,7 +375,7 @@ impl Store {
 
     /// Removes an app no account uses.
     pub async fn remove_app(&self, id: AppId, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let users: Vec<String> =
             sqlx::query("SELECT name FROM accounts WHERE app_id = $1 ORDER BY name")
                 .bind(id.0)
@@ -404,7 +416,7 @@ impl Store {
     // ----- accounts ---------------------------------------------------------------------
 
     pub async fn create_account(&self, spec: &AccountSpec, now: Timestamp) -> Result<MailAccount> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         ensure_name_free(&mut tx, "accounts", "account", spec.name.as_str(), None).await?;
         if !exists(&mut tx, "SELECT id FROM apps WHERE id = $1", spec.app_id.0).await? {
             return Err(StoreError::NotFound {
@@ -489,7 +501,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<MailAccount> {
         let current = self.account(id).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         ensure_name_free(
             &mut tx,
             "accounts",
@@ -557,7 +569,7 @@ impl Store {
 
     /// Removes the account and its grant.
     pub async fn remove_account(&self, id: AccountId, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM grants WHERE account_id = $1")
             .bind(id.0)
             .execute(&mut *tx)
@@ -594,7 +606,7 @@ impl Store {
         problem: Option<&Problem>,
         now: Timestamp,
     ) -> Result<AccountState> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let state = apply_in_tx(&mut tx, id, event, problem, now).await?;
         tx.commit().await?;
         Ok(state)
@@ -608,7 +620,7 @@ impl Store {
         grant: &Grant,
         access_issued_at: Option<Timestamp>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.replace_grant_in_tx(&mut tx, grant, access_issued_at)
             .await?;
         tx.commit().await?;
@@ -727,7 +739,7 @@ impl Store {
         message: &str,
         data: Option<serde_json::Value>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         record_with(&mut tx, now, kind, app, account, message, data).await?;
         tx.commit().await?;
         Ok(())
@@ -739,7 +751,7 @@ impl Store {
     /// Returns how many values were re-encrypted. The caller has already made `new_ring`
     /// durable (key file written) so a crash at any point leaves every value readable.
     pub async fn reencrypt_all(&self, new_ring: Keyring, now: Timestamp) -> Result<usize> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut count = 0;
         for (table, id_col, col) in SEALED_COLUMNS {
             let rows = sqlx::query(&format!(

@@ -97,7 +97,7 @@ impl Store {
         by: &str,
         now: Timestamp,
     ) -> Result<User> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
             .bind(username.as_str().to_owned())
             .bind(password_hash.to_owned())
@@ -162,7 +162,7 @@ impl Store {
         by: &str,
         now: Timestamp,
     ) -> Result<User> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut user = user_in_tx(&mut tx, id).await?;
         if user.role == role {
             return Ok(user);
@@ -208,7 +208,7 @@ impl Store {
         by: &str,
         now: Timestamp,
     ) -> Result<User> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let user = user_in_tx(&mut tx, id).await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash.to_owned())
@@ -239,7 +239,7 @@ impl Store {
     /// Removes a user and their sessions. Removing the last administrator is refused
     /// (`InUse`), checked in the DELETE itself.
     pub async fn remove_user(&self, id: i64, by: &str, now: Timestamp) -> Result<User> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let user = user_in_tx(&mut tx, id).await?;
         end_sessions(&mut tx, id).await?;
         let removed = sqlx::query("DELETE FROM users WHERE id = $1 AND (role <> 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin' AND id <> $1) > 0)")
@@ -276,7 +276,7 @@ impl Store {
         password_hash: &str,
         now: Timestamp,
     ) -> Result<Option<User>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let consumed = sqlx::query(
             "DELETE FROM settings WHERE key = 'setup_token' AND value = $1 RETURNING key",
         )
@@ -318,7 +318,7 @@ impl Store {
 
     /// Replaces the setup token (stored as its hash).
     pub async fn set_setup_token(&self, token_hash: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM settings WHERE key = 'setup_token'")
             .execute(&mut *tx)
             .await?;
@@ -359,7 +359,7 @@ impl Store {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(now.0)
             .execute(&mut *tx)
@@ -428,7 +428,7 @@ impl Store {
         policy: LoginThrottle,
         now: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT failures, window_start FROM login_failures WHERE key = $1")
             .bind(key.to_owned())
             .fetch_optional(&mut *tx)

@@ -275,7 +275,7 @@ impl Store {
         secret: &Secret,
         now: Timestamp,
     ) -> Result<Webhook> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(a) = account {
             let exists = sqlx::query("SELECT id FROM accounts WHERE id = $1")
                 .bind(a.0)
@@ -372,7 +372,7 @@ impl Store {
         enabled: bool,
         now: Timestamp,
     ) -> Result<Webhook> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
         let row = sqlx::query(
             "UPDATE webhooks SET url = $1, events = $2, description = $3, enabled = $4 WHERE id = $5 RETURNING account_id",
@@ -412,7 +412,7 @@ impl Store {
     ) -> Result<()> {
         let hook = self.webhook(id).await?;
         let sealed = self.seal("webhooks", "secret", id, secret)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE webhooks SET secret = $1 WHERE id = $2")
             .bind(sealed)
             .bind(id)
@@ -433,7 +433,7 @@ impl Store {
 
     /// Removes a subscription and its deliveries.
     pub async fn delete_webhook(&self, id: i64, now: Timestamp) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let gone = sqlx::query("DELETE FROM webhooks WHERE id = $1 RETURNING account_id, url")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -491,7 +491,7 @@ impl Store {
         outcome: &AttemptOutcome,
         now: Timestamp,
     ) -> Result<DeliveryStatus> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT retry_until FROM webhook_deliveries WHERE id = $1 AND lease_holder = $2",
         )

@@ -296,9 +296,21 @@ async fn imap_idle_webhook_is_signed_retried_across_a_restart_and_redelivered() 
             .success()
     );
     assert!(f.server.child.wait().unwrap().success());
+    let first_log = std::fs::read_to_string(f.env.dir.path().join("serve.log")).unwrap();
     f.server = crate::support::Server::start(&f.env);
 
-    let hits = rx.wait_for(4, Duration::from_secs(60)).await;
+    let hits = tokio::time::timeout(
+        Duration::from_secs(55),
+        rx.wait_for(4, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "retries after the restart: {:?}\nbefore:\n{first_log}\nafter:\n{}",
+            rx.hits().len(),
+            std::fs::read_to_string(f.env.dir.path().join("serve.log")).unwrap()
+        )
+    });
     assert_eq!(
         hits.iter().map(|h| h.answered).collect::<Vec<_>>(),
         vec![500, 500, 500, 200]
