@@ -7,7 +7,9 @@
 //! - send: the same messages submitted directly to the rig's submission port, one
 //!   XOAUTH2 session each, with the token `mailgate token` prints;
 //! - receive: a raw IMAP session asking `STATUS INBOX (MESSAGES)` every 20 ms, i.e. how soon
-//!   the mail server itself shows a message Postfix has accepted.
+//!   the mail server itself shows a message Postfix has accepted; and a raw IMAP session in
+//!   IDLE, i.e. when the server tells an IDLE client (Dovecot waits 500 ms after a change
+//!   before it does: `NOTIFY_DELAY_MSECS` in its `mailbox-watch.c`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::extract::State;
@@ -64,6 +66,22 @@ fn mailgate_exe() -> PathBuf {
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir);
+    // `cargo run` gives this process the package's variables; passed on, they would look
+    // like a changed environment to build scripts that watch them (ring watches
+    // CARGO_MANIFEST_DIR) and every run would rebuild half the dependency tree.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&k.as_str())
+        {
+            build.env_remove(k);
+        }
+    }
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
