@@ -35,6 +35,8 @@ const SINK: &str = "bench-sink@example.test";
 
 /// Messages per send measurement.
 const SEND_COUNT: usize = 100;
+/// The send measurements alternate in this many blocks.
+const SEND_BLOCKS: usize = 4;
 /// POSTs in flight at once.
 const IN_FLIGHT: usize = 16;
 /// Rounds per receive measurement.
@@ -467,6 +469,73 @@ async fn post_message(
     (v["id"].as_i64().unwrap(), took)
 }
 
+/// The baseline: messages `numbers` submitted one after another, one session each.
+async fn send_directly(
+    rig: &MailRig,
+    token: &str,
+    numbers: std::ops::Range<usize>,
+    run_id: u128,
+) -> Duration {
+    let started = Instant::now();
+    for n in numbers {
+        submit_directly(
+            rig,
+            token,
+            &format!("direct {n} of {SEND_COUNT}"),
+            &format!("direct-{n}-{run_id}@bench.test"),
+        )
+        .await;
+    }
+    started.elapsed()
+}
+
+struct ApiTimes {
+    /// From the first POST until every message is `sent`.
+    all_sent: Duration,
+    /// From the first POST until the last `202`.
+    all_accepted: Duration,
+    /// Each POST's own time.
+    answers: Vec<Duration>,
+}
+
+/// Messages `numbers` posted to the API, `IN_FLIGHT` at a time, then waited for until sent.
+async fn send_through_api(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    numbers: std::ops::Range<usize>,
+) -> ApiTimes {
+    let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut posts = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for n in numbers {
+        let (http, base, token, limit) = (
+            http.clone(),
+            base.to_owned(),
+            token.to_owned(),
+            limit.clone(),
+        );
+        posts.spawn(async move {
+            let _permit = limit.acquire_owned().await.unwrap();
+            post_message(&http, &base, &token, &format!("api {n} of {SEND_COUNT}")).await
+        });
+    }
+    let mut ids = Vec::new();
+    let mut answers = Vec::new();
+    while let Some(done) = posts.join_next().await {
+        let (id, took) = done.unwrap();
+        ids.push(id);
+        answers.push(took);
+    }
+    let all_accepted = started.elapsed();
+    let all_sent = wait_until_sent(http, base, token, &ids, started + SEND_LIMIT).await;
+    ApiTimes {
+        all_sent: all_sent - started,
+        all_accepted,
+        answers,
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let exe = mailgate_exe();
@@ -600,39 +669,26 @@ async fn main() {
     let (id, _) = post_message(&http, &base, &api_token, "warm-up api").await;
     wait_until_sent(&http, &base, &api_token, &[id], Instant::now() + WAIT_LIMIT).await;
 
-    let started = Instant::now();
-    for n in 0..SEND_COUNT {
-        submit_directly(
-            &rig,
-            &access_token,
-            &format!("direct {n} of {SEND_COUNT}"),
-            &format!("direct-{n}-{run_id}@bench.test"),
-        )
-        .await;
-    }
-    let direct_send = started.elapsed();
-
-    let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    let mut posts = tokio::task::JoinSet::new();
-    let started = Instant::now();
-    for n in 0..SEND_COUNT {
-        let (http, base, token, limit) =
-            (http.clone(), base.clone(), api_token.clone(), limit.clone());
-        posts.spawn(async move {
-            let _permit = limit.acquire_owned().await.unwrap();
-            post_message(&http, &base, &token, &format!("api {n} of {SEND_COUNT}")).await
-        });
-    }
-    let mut ids = Vec::with_capacity(SEND_COUNT);
+    // In blocks, alternating which side goes first (ABBA), so that a change in the machine's
+    // load during the run falls on both sides alike.
+    let mut direct_send = Duration::ZERO;
+    let mut api_send = Duration::ZERO;
+    let mut all_accepted = Duration::ZERO;
     let mut answers = Vec::with_capacity(SEND_COUNT);
-    while let Some(done) = posts.join_next().await {
-        let (id, took) = done.unwrap();
-        ids.push(id);
-        answers.push(took);
+    let block = SEND_COUNT / SEND_BLOCKS;
+    for b in 0..SEND_BLOCKS {
+        let numbers = b * block..(b + 1) * block;
+        for direct_turn in [b % 2 == 0, b % 2 == 1] {
+            if direct_turn {
+                direct_send += send_directly(&rig, &access_token, numbers.clone(), run_id).await;
+            } else {
+                let timed = send_through_api(&http, &base, &api_token, numbers.clone()).await;
+                api_send += timed.all_sent;
+                all_accepted += timed.all_accepted;
+                answers.extend(timed.answers);
+            }
+        }
     }
-    let all_accepted = started.elapsed();
-    let all_sent = wait_until_sent(&http, &base, &api_token, &ids, started + SEND_LIMIT).await;
-    let api_send = all_sent - started;
 
     // ---- Receive ----------------------------------------------------------------------
     // Baseline first, while nothing watches the inbox (the watcher starts with the
@@ -763,7 +819,9 @@ async fn main() {
     drop(rig);
 
     let per_sec = |d: Duration| SEND_COUNT as f64 / d.as_secs_f64();
-    println!("send: {SEND_COUNT} messages, one SMTP session each (release build, 2 cores)");
+    println!(
+        "send: {SEND_COUNT} messages, one SMTP session each, in {SEND_BLOCKS} alternating blocks (release build, 2 cores)"
+    );
     println!(
         "  directly to submission, sequential (baseline)  {:>8.2} s  {:>6.1} msg/s",
         direct_send.as_secs_f64(),
@@ -776,7 +834,7 @@ async fn main() {
         api_send.as_secs_f64() / direct_send.as_secs_f64()
     );
     println!(
-        "  all {SEND_COUNT} API answers (202) in                 {:>8.2} s",
+        "  all {SEND_COUNT} API answers (202), summed over blocks {:>6.2} s",
         all_accepted.as_secs_f64()
     );
     println!(
