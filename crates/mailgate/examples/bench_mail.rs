@@ -1,0 +1,871 @@
+//! How fast does mail go through mailgate, compared with talking to the mail server
+//! directly? Run with `cargo run --release -p mailgate --example bench_mail` (as root: it
+//! starts a private mail rig; see docs/benchmarks.md and docs/testing.md).
+//!
+//! Everything is measured in the same run against baselines that do not use mailgate's own
+//! mail code (raw protocol lines over `mailgate_testkit::raw::RawClient`):
+//! - send: the same messages submitted directly to the rig's submission port, one
+//!   XOAUTH2 session each, with the token `mailgate token` prints;
+//! - receive: a raw IMAP session asking `STATUS INBOX (MESSAGES)` every 20 ms, i.e. how soon
+//!   the mail server itself shows a message Postfix has accepted; and a raw IMAP session in
+//!   IDLE, i.e. when the server tells an IDLE client (Dovecot waits 500 ms after a change
+//!   before it does: `NOTIFY_DELAY_MSECS` in its `mailbox-watch.c`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use mailgate_testkit::idp::{ClientSpec, Idp, IdpConfig, UserSpec, sign_in};
+use mailgate_testkit::raw::{RawClient, imap_status_is};
+use mailgate_testkit::rig::{MailRig, RigOptions};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CLIENT_ID: &str = "00000000-0000-4000-8000-00000000be4d";
+const SECRET: &str = "bench-client-secret-value";
+const PASSWORD: &str = "bench-password";
+/// The account's mailbox: it sends, and it is the watched inbox.
+const MAILBOX: &str = "bench@example.test";
+/// Where sent messages go (delivered by the rig like any local address), so that the
+/// watched inbox only receives the receive rounds.
+const SINK: &str = "bench-sink@example.test";
+
+/// Messages per send measurement.
+const SEND_COUNT: usize = 100;
+/// The send measurements alternate in this many blocks.
+const SEND_BLOCKS: usize = 4;
+/// POSTs in flight at once.
+const IN_FLIGHT: usize = 16;
+/// Rounds per receive measurement.
+const RECEIVE_ROUNDS: usize = 15;
+/// How often the raw IMAP baseline asks, and how often the API is polled for `sent`.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// A pause between receive rounds, so each message meets an idle watcher (or poller).
+const BETWEEN_ROUNDS: Duration = Duration::from_millis(300);
+/// Upper bound for any one wait: a message to show up, a webhook to arrive.
+const WAIT_LIMIT: Duration = Duration::from_secs(30);
+/// Upper bound for the whole send through the API.
+const SEND_LIMIT: Duration = Duration::from_secs(300);
+
+/// `mailgate` next to this example (`target/release/examples/..` → `target/release`), built
+/// first: `cargo run --example` builds the package's library and the example, not its
+/// binaries, so a `mailgate` left over from an older checkout would be measured.
+fn mailgate_exe() -> PathBuf {
+    let examples = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let profile_dir = examples.parent().unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    build
+        .args(["build", "--quiet", "-p", "mailgate", "--bin", "mailgate"])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    // `cargo run` gives this process the package's variables; passed on, they would look
+    // like a changed environment to build scripts that watch them (ring watches
+    // CARGO_MANIFEST_DIR) and every run would rebuild half the dependency tree.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&k.as_str())
+        {
+            build.env_remove(k);
+        }
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().unwrap();
+    assert!(status.success(), "building mailgate: {status}");
+    profile_dir.join("mailgate")
+}
+
+/// The environment every mailgate command and the server run with.
+struct Env {
+    exe: PathBuf,
+    data: PathBuf,
+    public_url: String,
+    ca_file: PathBuf,
+}
+
+impl Env {
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.exe);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MAILGATE_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("MAILGATE_DATA_DIR", &self.data)
+            .env("MAILGATE_PUBLIC_URL", &self.public_url)
+            .env("MAILGATE_EXTRA_CA_FILE", &self.ca_file)
+            .env("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// Runs `mailgate args…` to success; returns its stdout.
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            pipe.write_all(s.as_bytes()).unwrap();
+        }
+        drop(pipe);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "mailgate {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The `mailgate serve` this benchmark started: ended by its pid (SIGTERM, then SIGKILL after
+/// ten seconds) when dropped, also when the benchmark panics.
+struct Serve {
+    child: Child,
+}
+
+impl Serve {
+    fn start(env: &Env, listen: &str, log: &Path) -> Serve {
+        let mut child = env
+            .command()
+            .env("MAILGATE_LISTEN", listen)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        // Read stdout for as long as the server lives: it prints the listening line, then the
+        // setup link, and a closed pipe would make those writes fail.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let serve = Serve { child };
+        let line = rx
+            .recv_timeout(WAIT_LIMIT)
+            .expect("mailgate serve printed no listening line");
+        assert!(line.contains("listening on"), "{line}");
+        serve
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One POST the webhook receiver got, and when.
+#[derive(Clone)]
+struct Hit {
+    at: Instant,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct Hits {
+    list: Arc<Mutex<Vec<Hit>>>,
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+async fn receive(
+    State(hits): State<Hits>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    hits.list.lock().unwrap().push(Hit {
+        at: Instant::now(),
+        headers,
+        body: body.to_vec(),
+    });
+    hits.arrived.notify_waiters();
+    StatusCode::OK
+}
+
+impl Hits {
+    /// A receiver on a loopback port; returns its URL.
+    async fn serve(&self) -> String {
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    /// Waits (at most `WAIT_LIMIT`) for the `message.received` hit about `subject`.
+    async fn wait_for(&self, subject: &str) -> Hit {
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let notified = self.arrived.notified();
+            let found = self
+                .list
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|h| {
+                    serde_json::from_slice::<Value>(&h.body).is_ok_and(|v| {
+                        v["type"] == "message.received"
+                            && v["data"]["message"]["subject"] == subject
+                    })
+                })
+                .cloned();
+            if let Some(hit) = found {
+                return hit;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no webhook for {subject:?} within {WAIT_LIMIT:?}"
+            );
+            let _ = tokio::time::timeout(left, notified).await;
+        }
+    }
+}
+
+/// Checks `X-Mailgate-Signature` (`t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`).
+fn assert_signed(hit: &Hit, secret: &str) {
+    let header = hit
+        .headers
+        .get("x-mailgate-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (t, v1) = header
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .unwrap_or_else(|| panic!("signature header {header:?}"));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(&hit.body);
+    assert!(
+        ring::hmac::verify(&key, &signed, &hex::decode(v1).unwrap()).is_ok(),
+        "the webhook signature verifies"
+    );
+}
+
+/// A plain-text message as a small application would write it.
+fn message(from: &str, to: &str, subject: &str, message_id: &str) -> String {
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 12:00:00 +0000\r\n\
+         Message-ID: <{message_id}>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         A benchmark message.\r\n"
+    )
+}
+
+async fn expect(smtp: &mut RawClient, line: &str, code: u16) {
+    let reply = smtp.smtp_command(line).await.unwrap();
+    assert_eq!(reply.code, code, "{line}: {reply}");
+}
+
+/// The baseline sender: one session to the submission port (STARTTLS, `AUTH XOAUTH2` in the
+/// two-line form that long tokens need), one message, `QUIT`.
+async fn submit_directly(rig: &MailRig, token: &str, subject: &str, message_id: &str) {
+    let tls = rig.tls_config().unwrap();
+    let mut smtp = RawClient::connect(rig.host(), rig.submission_port())
+        .await
+        .unwrap();
+    assert_eq!(smtp.read_smtp_reply().await.unwrap().code, 220);
+    expect(&mut smtp, "EHLO bench.test", 250).await;
+    smtp.smtp_starttls(tls).await.unwrap();
+    expect(&mut smtp, "EHLO bench.test", 250).await;
+    expect(&mut smtp, "AUTH XOAUTH2", 334).await;
+    let initial = base64::engine::general_purpose::STANDARD
+        .encode(format!("user={MAILBOX}\x01auth=Bearer {token}\x01\x01"));
+    expect(&mut smtp, &initial, 235).await;
+    expect(&mut smtp, &format!("MAIL FROM:<{MAILBOX}>"), 250).await;
+    expect(&mut smtp, &format!("RCPT TO:<{SINK}>"), 250).await;
+    expect(&mut smtp, "DATA", 354).await;
+    let body = message(MAILBOX, SINK, subject, message_id);
+    smtp.send_raw(format!("{body}.\r\n").as_bytes())
+        .await
+        .unwrap();
+    let done = smtp.read_smtp_reply().await.unwrap();
+    assert_eq!(done.code, 250, "{done}");
+    let _ = smtp.smtp_command("QUIT").await;
+}
+
+/// Hands a message to the rig's Postfix (plain SMTP, no auth), as mail from the internet
+/// arrives; returns the moment Postfix answered `250` to the data.
+async fn deliver(rig: &MailRig, subject: &str, message_id: &str) -> Instant {
+    let mut smtp = RawClient::connect(rig.host(), rig.smtp_port())
+        .await
+        .unwrap();
+    assert_eq!(smtp.read_smtp_reply().await.unwrap().code, 220);
+    expect(&mut smtp, "EHLO sender.test", 250).await;
+    expect(&mut smtp, "MAIL FROM:<ann@sender.test>", 250).await;
+    expect(&mut smtp, &format!("RCPT TO:<{MAILBOX}>"), 250).await;
+    expect(&mut smtp, "DATA", 354).await;
+    let body = message("ann@sender.test", MAILBOX, subject, message_id);
+    smtp.send_raw(format!("{body}.\r\n").as_bytes())
+        .await
+        .unwrap();
+    let done = smtp.read_smtp_reply().await.unwrap();
+    let accepted = Instant::now();
+    assert_eq!(done.code, 250, "{done}");
+    let _ = smtp.smtp_command("QUIT").await;
+    accepted
+}
+
+/// A raw IMAP session (implicit TLS, XOAUTH2) in the authenticated state.
+async fn raw_imap(rig: &MailRig, token: &str) -> RawClient {
+    let mut imap = RawClient::connect_tls(rig.host(), rig.imaps_port(), rig.tls_config().unwrap())
+        .await
+        .unwrap();
+    imap.read_line().await.unwrap();
+    let initial = base64::engine::general_purpose::STANDARD
+        .encode(format!("user={MAILBOX}\x01auth=Bearer {token}\x01\x01"));
+    let auth = imap
+        .imap_command("a1", &format!("AUTHENTICATE XOAUTH2 {initial}"))
+        .await
+        .unwrap();
+    assert!(imap_status_is(auth.last().unwrap(), "a1", "OK"), "{auth:?}");
+    imap
+}
+
+/// `STATUS INBOX (MESSAGES)`: how many messages the server shows now.
+async fn inbox_count(imap: &mut RawClient, tag: &str) -> u64 {
+    let lines = imap
+        .imap_command(tag, "STATUS INBOX (MESSAGES)")
+        .await
+        .unwrap();
+    assert!(
+        imap_status_is(lines.last().unwrap(), tag, "OK"),
+        "{lines:?}"
+    );
+    lines
+        .iter()
+        .find_map(|l| {
+            let rest = l.strip_prefix("* STATUS ")?;
+            let n = rest.split("MESSAGES ").nth(1)?;
+            n.trim_end_matches(')')
+                .split([' ', ')'])
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no MESSAGES in {lines:?}"))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The value below which `p` percent of `v` lie (nearest rank).
+fn percentile(v: &[Duration], p: usize) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    let rank = (v.len() * p).div_ceil(100).max(1);
+    v[rank - 1]
+}
+
+/// Asks the API for each message until every one is `sent` (in id order, so a pass stops at
+/// the first one still queued); returns when the last was seen sent.
+async fn wait_until_sent(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    ids: &[i64],
+    deadline: Instant,
+) -> Instant {
+    let mut pending: Vec<i64> = ids.to_vec();
+    pending.sort();
+    let max_polls = (SEND_LIMIT.as_millis() / POLL_EVERY.as_millis()) as usize + ids.len();
+    for _ in 0..max_polls {
+        while let Some(&id) = pending.first() {
+            let v: Value = http
+                .get(format!("{base}/api/v1/messages/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_ne!(v["status"], "failed", "{v}");
+            if v["status"] != "sent" {
+                break;
+            }
+            pending.remove(0);
+        }
+        if pending.is_empty() {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} messages not sent within {SEND_LIMIT:?}",
+            pending.len()
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    panic!(
+        "{} messages not sent after {max_polls} polls",
+        pending.len()
+    );
+}
+
+/// `POST /api/v1/accounts/1/messages`; returns the outbox id and how long the 202 took.
+async fn post_message(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    subject: &str,
+) -> (i64, Duration) {
+    let started = Instant::now();
+    let resp = http
+        .post(format!("{base}/api/v1/accounts/1/messages"))
+        .bearer_auth(token)
+        .json(&json!({ "to": [SINK], "subject": subject, "text": "A benchmark message." }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{v}");
+    (v["id"].as_i64().unwrap(), took)
+}
+
+/// The baseline: messages `numbers` submitted one after another, one session each.
+async fn send_directly(
+    rig: &MailRig,
+    token: &str,
+    numbers: std::ops::Range<usize>,
+    run_id: u128,
+) -> Duration {
+    let started = Instant::now();
+    for n in numbers {
+        submit_directly(
+            rig,
+            token,
+            &format!("direct {n} of {SEND_COUNT}"),
+            &format!("direct-{n}-{run_id}@bench.test"),
+        )
+        .await;
+    }
+    started.elapsed()
+}
+
+struct ApiTimes {
+    /// From the first POST until every message is `sent`.
+    all_sent: Duration,
+    /// From the first POST until the last `202`.
+    all_accepted: Duration,
+    /// Each POST's own time.
+    answers: Vec<Duration>,
+}
+
+/// Messages `numbers` posted to the API, `IN_FLIGHT` at a time, then waited for until sent.
+async fn send_through_api(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    numbers: std::ops::Range<usize>,
+) -> ApiTimes {
+    let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut posts = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for n in numbers {
+        let (http, base, token, limit) = (
+            http.clone(),
+            base.to_owned(),
+            token.to_owned(),
+            limit.clone(),
+        );
+        posts.spawn(async move {
+            let _permit = limit.acquire_owned().await.unwrap();
+            post_message(&http, &base, &token, &format!("api {n} of {SEND_COUNT}")).await
+        });
+    }
+    let mut ids = Vec::new();
+    let mut answers = Vec::new();
+    while let Some(done) = posts.join_next().await {
+        let (id, took) = done.unwrap();
+        ids.push(id);
+        answers.push(took);
+    }
+    let all_accepted = started.elapsed();
+    let all_sent = wait_until_sent(http, base, token, &ids, started + SEND_LIMIT).await;
+    ApiTimes {
+        all_sent: all_sent - started,
+        all_accepted,
+        answers,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let exe = mailgate_exe();
+    let run_id = std::time::UNIX_EPOCH.elapsed().unwrap().as_millis() % 1_000_000;
+    let idp = Idp::start(IdpConfig::default()).unwrap();
+    let rig = MailRig::start_temp(
+        &format!("{}/introspect", idp.base_url()),
+        RigOptions::default(),
+    )
+    .await
+    .expect("the mail rig must start (it needs root; see docs/testing.md)");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env = Env {
+        exe,
+        data: dir.path().join("data"),
+        public_url: base.clone(),
+        ca_file: rig.ca_cert().to_owned(),
+    };
+    let admin = idp.admin();
+    admin
+        .add_client(ClientSpec::confidential(
+            CLIENT_ID,
+            SECRET,
+            &format!("{base}/oauth/callback"),
+        ))
+        .await
+        .unwrap();
+    admin
+        .add_user(UserSpec::new(MAILBOX, PASSWORD))
+        .await
+        .unwrap();
+    env.ok(
+        &[
+            "app",
+            "add",
+            "--kind",
+            "microsoft",
+            "--name",
+            "Bench",
+            "--tenant",
+            mailgate_testkit::idp::DEFAULT_TENANT_ID,
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret-stdin",
+            "--authority",
+            &idp.base_url(),
+        ],
+        Some(SECRET),
+    );
+    env.ok(
+        &[
+            "account", "add", "--name", "bench", "--app", "Bench", "--email", MAILBOX,
+        ],
+        None,
+    );
+    let (imaps, submission) = (
+        rig.imaps_port().to_string(),
+        rig.submission_port().to_string(),
+    );
+    env.ok(
+        &[
+            "account",
+            "update",
+            "bench",
+            "--inbound-host",
+            "localhost",
+            "--inbound-port",
+            &imaps,
+            "--inbound-tls",
+            "implicit",
+            "--smtp-host",
+            "localhost",
+            "--smtp-port",
+            &submission,
+            "--smtp-tls",
+            "starttls",
+        ],
+        None,
+    );
+    let serve = Serve::start(
+        &env,
+        &format!("127.0.0.1:{port}"),
+        &dir.path().join("serve.log"),
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = env.ok(&["authorize", "bench", "--no-wait"], None);
+    let callback = sign_in(&http, url.trim(), MAILBOX, PASSWORD).await.unwrap();
+    assert_eq!(
+        http.get(callback.as_str()).send().await.unwrap().status(),
+        200
+    );
+    let api_token = env
+        .ok(
+            &[
+                "api-token",
+                "create",
+                "--name",
+                "bench",
+                "--scope",
+                "messages:send",
+                "--scope",
+                "webhooks:write",
+                "--scope",
+                "accounts:read",
+            ],
+            None,
+        )
+        .trim()
+        .to_owned();
+    let access_token = env.ok(&["token", "bench"], None).trim().to_owned();
+
+    // ---- Send -------------------------------------------------------------------------
+    // One unmeasured message each way first: TLS session setup, the first introspection and
+    // the worker's first token read are not what a steady sender pays.
+    submit_directly(
+        &rig,
+        &access_token,
+        "warm-up direct",
+        &format!("warm-{run_id}@bench.test"),
+    )
+    .await;
+    let (id, _) = post_message(&http, &base, &api_token, "warm-up api").await;
+    wait_until_sent(&http, &base, &api_token, &[id], Instant::now() + WAIT_LIMIT).await;
+
+    // In blocks, alternating which side goes first (ABBA), so that a change in the machine's
+    // load during the run falls on both sides alike.
+    let mut direct_send = Duration::ZERO;
+    let mut api_send = Duration::ZERO;
+    let mut all_accepted = Duration::ZERO;
+    let mut answers = Vec::with_capacity(SEND_COUNT);
+    let block = SEND_COUNT / SEND_BLOCKS;
+    for b in 0..SEND_BLOCKS {
+        let numbers = b * block..(b + 1) * block;
+        for direct_turn in [b % 2 == 0, b % 2 == 1] {
+            if direct_turn {
+                direct_send += send_directly(&rig, &access_token, numbers.clone(), run_id).await;
+            } else {
+                let timed = send_through_api(&http, &base, &api_token, numbers.clone()).await;
+                api_send += timed.all_sent;
+                all_accepted += timed.all_accepted;
+                answers.extend(timed.answers);
+            }
+        }
+    }
+
+    // ---- Receive ----------------------------------------------------------------------
+    // Baseline first, while nothing watches the inbox (the watcher starts with the
+    // subscription below).
+    let mut imap = raw_imap(&rig, &access_token).await;
+    let mut visible = Vec::with_capacity(RECEIVE_ROUNDS);
+    let mut tags = 0u64;
+    for round in 0..=RECEIVE_ROUNDS {
+        tags += 1;
+        let before = inbox_count(&mut imap, &format!("s{tags}")).await;
+        let accepted = deliver(
+            &rig,
+            &format!("visible {round} {run_id}"),
+            &format!("visible-{round}-{run_id}@sender.test"),
+        )
+        .await;
+        let max_polls = (WAIT_LIMIT.as_millis() / POLL_EVERY.as_millis()) as usize;
+        let mut seen = None;
+        for _ in 0..max_polls {
+            tags += 1;
+            if inbox_count(&mut imap, &format!("s{tags}")).await > before {
+                seen = Some(Instant::now());
+                break;
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        let seen = seen.unwrap_or_else(|| panic!("round {round}: never visible over IMAP"));
+        // Round 0 warms up and is not counted.
+        if round > 0 {
+            visible.push(seen.saturating_duration_since(accepted));
+        }
+        tokio::time::sleep(BETWEEN_ROUNDS).await;
+    }
+    let _ = imap.imap_command("z1", "LOGOUT").await;
+
+    // A second baseline: a raw IMAP client in IDLE, told `* n EXISTS` by the server. This is
+    // what any IDLE client (mailgate's watcher too) can know at the earliest.
+    let mut imap = raw_imap(&rig, &access_token).await;
+    let selected = imap.imap_command("i0", "SELECT INBOX").await.unwrap();
+    assert!(
+        imap_status_is(selected.last().unwrap(), "i0", "OK"),
+        "{selected:?}"
+    );
+    let mut idled = Vec::with_capacity(RECEIVE_ROUNDS);
+    for round in 0..=RECEIVE_ROUNDS {
+        let tag = format!("i{}", round + 1);
+        let go_ahead = imap.imap_command(&tag, "IDLE").await.unwrap();
+        assert!(go_ahead.last().unwrap().starts_with('+'), "{go_ahead:?}");
+        let accepted = deliver(
+            &rig,
+            &format!("idled {round} {run_id}"),
+            &format!("idled-{round}-{run_id}@sender.test"),
+        )
+        .await;
+        let mut seen = None;
+        for _ in 0..100 {
+            let line = imap.read_line().await.unwrap();
+            if line.starts_with("* ") && line.ends_with(" EXISTS") {
+                seen = Some(Instant::now());
+                break;
+            }
+        }
+        let seen = seen.unwrap_or_else(|| panic!("round {round}: no EXISTS in IDLE"));
+        imap.send_line("DONE").await.unwrap();
+        let done = imap.read_until_tagged(&tag).await.unwrap();
+        assert!(imap_status_is(done.last().unwrap(), &tag, "OK"), "{done:?}");
+        if round > 0 {
+            idled.push(seen.saturating_duration_since(accepted));
+        }
+        tokio::time::sleep(BETWEEN_ROUNDS).await;
+    }
+    let _ = imap.imap_command("z2", "LOGOUT").await;
+
+    let hits = Hits::default();
+    let hook_url = hits.serve().await;
+    let resp = http
+        .post(format!("{base}/api/v1/webhooks"))
+        .bearer_auth(&api_token)
+        .json(&json!({ "url": hook_url, "events": ["message.received"], "account_id": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let subscription: Value = resp.json().await.unwrap();
+    let secret = subscription["secret"].as_str().unwrap().to_owned();
+    // The watcher is up once the account's `inbound_watching` event is recorded.
+    let deadline = Instant::now() + WAIT_LIMIT;
+    for attempt in 0.. {
+        let events: Value = http
+            .get(format!("{base}/api/v1/accounts/1/events"))
+            .bearer_auth(&api_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let watching = events
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["kind"] == "inbound_watching"));
+        if watching {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && attempt < 1000,
+            "the inbound watcher did not start: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut webhooked = Vec::with_capacity(RECEIVE_ROUNDS);
+    for round in 0..=RECEIVE_ROUNDS {
+        let subject = format!("hooked {round} {run_id}");
+        let accepted = deliver(
+            &rig,
+            &subject,
+            &format!("hooked-{round}-{run_id}@sender.test"),
+        )
+        .await;
+        let hit = hits.wait_for(&subject).await;
+        assert_signed(&hit, &secret);
+        if round > 0 {
+            webhooked.push(hit.at.saturating_duration_since(accepted));
+        }
+        tokio::time::sleep(BETWEEN_ROUNDS).await;
+    }
+
+    drop(serve);
+    drop(rig);
+
+    let per_sec = |d: Duration| SEND_COUNT as f64 / d.as_secs_f64();
+    println!(
+        "send: {SEND_COUNT} messages, one SMTP session each, in {SEND_BLOCKS} alternating blocks (release build, 2 cores)"
+    );
+    println!(
+        "  directly to submission, sequential (baseline)  {:>8.2} s  {:>6.1} msg/s",
+        direct_send.as_secs_f64(),
+        per_sec(direct_send)
+    );
+    println!(
+        "  through the API, {IN_FLIGHT} in flight, until all sent {:>8.2} s  {:>6.1} msg/s  = {:.2}x baseline",
+        api_send.as_secs_f64(),
+        per_sec(api_send),
+        api_send.as_secs_f64() / direct_send.as_secs_f64()
+    );
+    println!(
+        "  all {SEND_COUNT} API answers (202), summed over blocks {:>6.2} s",
+        all_accepted.as_secs_f64()
+    );
+    println!(
+        "  one API answer (202)                         median {:>6.2} ms, p95 {:>6.2} ms",
+        ms(percentile(&answers, 50)),
+        ms(percentile(&answers, 95))
+    );
+    println!("receive: from Postfix's 250 to ..., median / max of {RECEIVE_ROUNDS} rounds");
+    let (v_med, v_max) = (percentile(&visible, 50), percentile(&visible, 100));
+    let (w_med, w_max) = (percentile(&webhooked, 50), percentile(&webhooked, 100));
+    println!(
+        "  raw IMAP STATUS every 20 ms sees it (baseline) {:>8.1} ms / {:>7.1} ms",
+        ms(v_med),
+        ms(v_max)
+    );
+    let (i_med, i_max) = (percentile(&idled, 50), percentile(&idled, 100));
+    println!(
+        "  raw IMAP IDLE gets * n EXISTS (baseline 2)     {:>8.1} ms / {:>7.1} ms  = {:.2}x baseline",
+        ms(i_med),
+        ms(i_max),
+        i_med.as_secs_f64() / v_med.as_secs_f64()
+    );
+    println!(
+        "  signed webhook arrives (IMAP IDLE watcher)     {:>8.1} ms / {:>7.1} ms  = {:.2}x baseline",
+        ms(w_med),
+        ms(w_max),
+        w_med.as_secs_f64() / v_med.as_secs_f64()
+    );
+    println!(
+        "    of which mailgate (webhook minus raw IDLE)   {:>8.1} ms            = {:.2}x baseline 2",
+        ms(w_med.saturating_sub(i_med)),
+        w_med.as_secs_f64() / i_med.as_secs_f64()
+    );
+}
