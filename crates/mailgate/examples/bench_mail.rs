@@ -12,6 +12,10 @@
 //!   before it does: `NOTIFY_DELAY_MSECS` in its `mailbox-watch.c`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+use common::mailgate_exe;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
@@ -49,48 +53,6 @@ const BETWEEN_ROUNDS: Duration = Duration::from_millis(300);
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 /// Upper bound for the whole send through the API.
 const SEND_LIMIT: Duration = Duration::from_secs(300);
-
-/// `mailgate` next to this example (`target/release/examples/..` → `target/release`), built
-/// first: `cargo run --example` builds the package's library and the example, not its
-/// binaries, so a `mailgate` left over from an older checkout would be measured.
-fn mailgate_exe() -> PathBuf {
-    let examples = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let profile_dir = examples.parent().unwrap();
-    let target_dir = profile_dir.parent().unwrap();
-    let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-    build
-        .args(["build", "--quiet", "-p", "mailgate", "--bin", "mailgate"])
-        .arg("--manifest-path")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    // `cargo run` gives this process the package's variables; passed on, they would look
-    // like a changed environment to build scripts that watch them (ring watches
-    // CARGO_MANIFEST_DIR) and every run would rebuild half the dependency tree.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-            ]
-            .contains(&k.as_str())
-        {
-            build.env_remove(k);
-        }
-    }
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().unwrap();
-    assert!(status.success(), "building mailgate: {status}");
-    profile_dir.join("mailgate")
-}
 
 /// The environment every mailgate command and the server run with.
 struct Env {

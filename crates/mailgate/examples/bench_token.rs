@@ -6,6 +6,9 @@
 //! a refresh.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use mailgate_testkit::idp::{ClientSpec, Idp, IdpConfig, UserSpec, sign_in};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,14 +18,8 @@ const SECRET: &str = "bench-client-secret-value";
 const ROUNDS: u32 = 30;
 
 fn mailgate(dir: &std::path::Path, public_url: &str) -> Command {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("mailgate");
-    let mut c = Command::new(exe);
+    // Built first: `cargo run --example` does not build the package's binaries.
+    let mut c = Command::new(common::mailgate_exe());
     c.env("MAILGATE_DATA_DIR", dir)
         .env("MAILGATE_PUBLIC_URL", public_url)
         .env_remove("RUST_LOG");
