@@ -174,6 +174,14 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/webhooks/{id}", get(webhooks_ui::subscription_page))
         .route("/admin/webhooks/{id}/delete", post(webhooks_ui::delete))
         .route(
+            "/admin/webhooks/{id}/enabled",
+            post(webhooks_ui::set_enabled),
+        )
+        .route(
+            "/admin/webhooks/{id}/rotate-secret",
+            post(webhooks_ui::rotate_secret),
+        )
+        .route(
             "/admin/webhooks/{id}/deliveries/{delivery}/redeliver",
             post(webhooks_ui::redeliver),
         )

@@ -300,7 +300,14 @@ pub async fn create(
         (Ok(new), Some(_)) => match crate::api_inbound::create_subscription(&state, &new).await {
             Ok((hook, secret)) => {
                 tracing::info!(webhook = hook.id, url = %hook.url, user = %session.user.username, "webhook subscription created");
-                return shown_once(&state, &session, &hook, secret.expose()).await;
+                return shown_once(
+                    &state,
+                    &session,
+                    &hook,
+                    secret.expose(),
+                    "Webhook subscription created",
+                )
+                .await;
             }
             Err(StoreError::NotFound { what, key }) => {
                 errs.add("account_id", format!("no {what} {key}"));
@@ -312,13 +319,19 @@ pub async fn create(
 }
 
 /// The one page that ever shows the signing secret.
-async fn shown_once(state: &AppState, session: &Session, hook: &Webhook, secret: &str) -> Response {
+async fn shown_once(
+    state: &AppState,
+    session: &Session,
+    hook: &Webhook,
+    secret: &str,
+    heading: &str,
+) -> Response {
     // The subscription exists now and this is the only chance to show its secret: a failed
     // lookup only costs the account's name.
     let accounts = state.store.list_accounts().await.unwrap_or_default();
     let body = format!(
-        "<h1>Webhook subscription created</h1><p>mailgate will POST {events} for {account} to <code id=\"created-url\">{url}</code>.</p>\
-<p class=\"warn\" id=\"shown-once\"><strong>Copy the signing secret now: you will not see it again.</strong> mailgate keeps it encrypted and never shows it a second time. If it is lost, delete the subscription and create another.</p>\
+        "<h1>{heading}</h1><p>mailgate will POST {events} for {account} to <code id=\"created-url\">{url}</code>.</p>\
+<p class=\"warn\" id=\"shown-once\"><strong>Copy the signing secret now: you will not see it again.</strong> mailgate keeps it encrypted and never shows it a second time. If it is lost, ask for a new signing secret on the subscription's page.</p>\
 <p><input id=\"webhook-secret\" readonly size=\"60\" autocomplete=\"off\" spellcheck=\"false\" value=\"{secret}\"> \
 <button type=\"button\" id=\"copy-secret\" onclick=\"navigator.clipboard.writeText(document.getElementById('webhook-secret').value).then(()=>this.textContent='Copied')\">Copy</button></p>\
 <p id=\"verify-how\">Each request carries <code>X-Mailgate-Signature: t=&lt;unix seconds&gt;,v1=&lt;hex&gt;</code>. The receiver computes HMAC-SHA256 with this secret over <code>&lt;t&gt;.&lt;body&gt;</code> (the timestamp, a dot and the raw request body), compares it with <code>v1</code> in constant time, and refuses timestamps older than a few minutes. <code>X-Mailgate-Delivery</code> is the same on every retry, so a receiver can ignore a delivery it has already processed.</p>\
@@ -328,8 +341,9 @@ async fn shown_once(state: &AppState, session: &Session, hook: &Webhook, secret:
         url = escape(hook.url.as_str()),
         secret = escape(secret),
         id = hook.id,
+        heading = escape(heading),
     );
-    crate::admin::layout(session, "Webhook subscription created", &body)
+    crate::admin::layout(session, heading, &body)
 }
 
 fn attempt_list(attempts: &[Attempt]) -> String {
@@ -420,8 +434,15 @@ pub async fn subscription_page(
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     let delete = if session.user.role == Role::Admin {
+        let (toggle, toggle_label) = if hook.enabled {
+            ("false", "Pause")
+        } else {
+            ("true", "Resume")
+        };
         format!(
-            "<form method=\"post\" action=\"/admin/webhooks/{id}/delete\" onsubmit=\"return confirm('Delete this subscription and its delivery log?')\">{csrf}<button type=\"submit\" id=\"delete-webhook\">Delete subscription</button></form>",
+            "<form method=\"post\" action=\"/admin/webhooks/{id}/enabled\">{csrf}<input type=\"hidden\" name=\"enabled\" value=\"{toggle}\"><button type=\"submit\" id=\"toggle-webhook\">{toggle_label}</button></form>\
+<form method=\"post\" action=\"/admin/webhooks/{id}/rotate-secret\" onsubmit=\"return confirm('Replace the signing secret? The old one stops signing at once.')\">{csrf}<button type=\"submit\" id=\"rotate-secret\">New signing secret</button></form>\
+<form method=\"post\" action=\"/admin/webhooks/{id}/delete\" onsubmit=\"return confirm('Delete this subscription and its delivery log?')\">{csrf}<button type=\"submit\" id=\"delete-webhook\">Delete subscription</button></form>",
             csrf = session.csrf_field()
         )
     } else {
@@ -467,6 +488,102 @@ pub async fn delete(
             Redirect::to("/admin/webhooks").into_response()
         }
         Err(StoreError::NotFound { .. }) => not_found("webhook subscription"),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct EnabledForm {
+    csrf: Option<String>,
+    enabled: Option<String>,
+}
+
+/// Pause (nothing new is queued, pending deliveries wait) or resume a subscription.
+pub async fn set_enabled(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+    Form(f): Form<EnabledForm>,
+) -> Response {
+    if let Err(r) = session
+        .check_csrf(f.csrf.as_deref())
+        .and_then(|()| session.require_admin())
+    {
+        return r;
+    }
+    let enabled = match f.enabled.as_deref() {
+        Some("true") => true,
+        Some("false") => false,
+        _ => {
+            return page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Bad request",
+                "<p>The form's <code>enabled</code> field must be true or false.</p>",
+            );
+        }
+    };
+    let hook = match state.store.webhook(id).await {
+        Ok(h) => h,
+        Err(StoreError::NotFound { .. }) => return not_found("webhook subscription"),
+        Err(e) => return unavailable(e),
+    };
+    match state
+        .store
+        .update_webhook(
+            id,
+            &hook.url,
+            &hook.events,
+            &hook.description,
+            enabled,
+            state.clock.now(),
+        )
+        .await
+    {
+        Ok(_) => {
+            state.watchers.notify_one();
+            state.deliveries.notify_one();
+            tracing::info!(webhook = id, enabled, user = %session.user.username, "webhook subscription paused or resumed");
+            Redirect::to(&format!("/admin/webhooks/{id}")).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// A new signing secret, shown once on the page that answers the button.
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Err(r) = session
+        .check_csrf(f.csrf.as_deref())
+        .and_then(|()| session.require_admin())
+    {
+        return r;
+    }
+    let hook = match state.store.webhook(id).await {
+        Ok(h) => h,
+        Err(StoreError::NotFound { .. }) => return not_found("webhook subscription"),
+        Err(e) => return unavailable(e),
+    };
+    let secret = mailgate_core::Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)));
+    match state
+        .store
+        .rotate_webhook_secret(id, &secret, state.clock.now())
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(webhook = id, user = %session.user.username, "webhook signing secret replaced");
+            shown_once(
+                &state,
+                &session,
+                &hook,
+                secret.expose(),
+                "New signing secret",
+            )
+            .await
+        }
         Err(e) => unavailable(e),
     }
 }

@@ -661,3 +661,84 @@ async fn the_delivery_log_shows_each_attempt_and_redeliver_sends_the_same_delive
     );
     assert_eq!(rx.hits().len(), 3, "nothing else was sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_a_new_secret_from_the_subscription_page() {
+    let ui = Ui::start(&[]).await;
+    let first = ui
+        .create_in_form(&[("url", HOOK_URL), ("events", "message.sent")])
+        .await;
+    let (_, html) = ui.get("/admin/webhooks/1", &ui.admin).await;
+    assert!(html.contains("id=\"toggle-webhook\">Pause<"), "{html}");
+    let csrf = ui.csrf(&ui.admin).await;
+    let resp = ui
+        .post(
+            "/admin/webhooks/1/enabled",
+            &ui.admin,
+            &[("csrf", csrf.as_str()), ("enabled", "false")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (_, html) = ui.get("/admin/webhooks/1", &ui.admin).await;
+    assert!(
+        html.contains("<th>enabled</th><td>no</td>")
+            && html.contains("id=\"toggle-webhook\">Resume<"),
+        "{html}"
+    );
+    // Nonsense in the form changes nothing.
+    let before = ui.f.env.dump_db().await;
+    let resp = ui
+        .post(
+            "/admin/webhooks/1/enabled",
+            &ui.admin,
+            &[("csrf", csrf.as_str()), ("enabled", "perhaps")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(ui.f.env.dump_db().await, before);
+    ui.post(
+        "/admin/webhooks/1/enabled",
+        &ui.admin,
+        &[("csrf", csrf.as_str()), ("enabled", "true")],
+    )
+    .await;
+    let (_, html) = ui.get("/admin/webhooks/1", &ui.admin).await;
+    assert!(html.contains("<th>enabled</th><td>yes</td>"), "{html}");
+
+    // A new secret is shown once, on the page answering the button.
+    let resp = ui
+        .post(
+            "/admin/webhooks/1/rotate-secret",
+            &ui.admin,
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers().get("cache-control").unwrap(), "no-store");
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("<h1>New signing secret</h1>"), "{html}");
+    let second = input_value(&html, "id", "webhook-secret");
+    assert!(second.starts_with("whsec_") && second != first, "{second}");
+    let (_, page) = ui.get("/admin/webhooks/1", &ui.admin).await;
+    assert!(!page.contains(&second) && !page.contains(&first));
+    assert!(!db_contains(&ui.f.env.db_path(), &second), "sealed at rest");
+
+    // Operators and forged forms change nothing.
+    let operator = ui.sign_in("olga", "operator", OPERATOR_PASSWORD).await;
+    let op_csrf = ui.csrf(&operator).await;
+    let before = ui.f.env.dump_db().await;
+    for (path, extra) in [
+        ("/admin/webhooks/1/enabled", Some(("enabled", "false"))),
+        ("/admin/webhooks/1/rotate-secret", None),
+    ] {
+        let mut form = vec![("csrf", op_csrf.as_str())];
+        form.extend(extra);
+        let resp = ui.post(path, &operator, &form).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+        let mut forged = vec![("csrf", "forged")];
+        forged.extend(extra);
+        let resp = ui.post(path, &ui.admin, &forged).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(ui.f.env.dump_db().await, before, "nothing changed");
+}
