@@ -126,10 +126,11 @@ async fn main() {
         .unwrap();
     {
         use std::io::BufRead;
+        let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
         let mut line = String::new();
-        std::io::BufReader::new(server.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
+        // Keep reading: `serve` prints the setup link next, and a closed pipe would end it.
+        std::thread::spawn(move || for _ in out.lines() {});
     }
     let url = run(
         mailgate(&data, &public).args(["authorize", "bench", "--no-wait"]),
