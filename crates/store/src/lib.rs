@@ -132,6 +132,31 @@ impl Store {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// Counts for `/metrics`: (metric, label value, count) of accounts by state, outbox
+    /// messages by status and webhook deliveries by status. Counts only: no names.
+    pub async fn metric_counts(&self) -> Result<Vec<(&'static str, String, i64)>> {
+        let mut out = Vec::new();
+        for (metric, sql) in [
+            (
+                "accounts",
+                "SELECT state AS k, COUNT(*) AS n FROM accounts GROUP BY state",
+            ),
+            (
+                "outbox",
+                "SELECT status AS k, COUNT(*) AS n FROM outbox GROUP BY status",
+            ),
+            (
+                "webhook_deliveries",
+                "SELECT status AS k, COUNT(*) AS n FROM webhook_deliveries GROUP BY status",
+            ),
+        ] {
+            for row in sqlx::query(sql).fetch_all(&self.pool).await? {
+                out.push((metric, row.try_get("k")?, row.try_get("n")?));
+            }
+        }
+        Ok(out)
+    }
+
     /// A trivial query, for `/healthz`.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -61,6 +61,7 @@ pub fn redirect_uri(public_url: &HttpUrl) -> String {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/oauth/callback", get(callback::oauth_callback))
         .route(
             "/",
@@ -190,6 +191,50 @@ pub fn router(state: AppState) -> Router {
 
 /// 200 with the version and database status, or 503 when the database does not answer, so
 /// a load balancer takes the instance out of rotation.
+/// Prometheus text format: how many accounts are in each state (alert on
+/// `mailgate_accounts{state="reauth_required"} > 0`), outbox messages and webhook
+/// deliveries by status. Counts only, no names; like `/healthz`, it needs no token.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let counts = match state.store.metric_counts().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: database unavailable");
+            return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
+        }
+    };
+    let help = [
+        ("accounts", "Mail accounts by state."),
+        ("outbox", "Messages in the outbox by status."),
+        ("webhook_deliveries", "Webhook deliveries by status."),
+    ];
+    let mut text = String::new();
+    for (metric, what) in help {
+        let label = if metric == "accounts" {
+            "state"
+        } else {
+            "status"
+        };
+        text.push_str(&format!(
+            "# HELP mailgate_{metric} {what}\n# TYPE mailgate_{metric} gauge\n"
+        ));
+        for (m, key, n) in counts.iter().filter(|(m, _, _)| *m == metric) {
+            let key: String = key
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            text.push_str(&format!("mailgate_{m}{{{label}=\"{key}\"}} {n}\n"));
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 async fn healthz(State(state): State<AppState>) -> Response {
     let version = env!("CARGO_PKG_VERSION");
     match state.store.schema_version().await {

@@ -601,6 +601,38 @@ async fn sent_and_reauth_events_reach_global_subscriptions() {
             .len()
             > 20
     );
+
+    // The same facts as Prometheus gauges, without a token and without names.
+    let resp = reqwest::get(format!("{}/metrics", f.server.base))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = resp.text().await.unwrap();
+    for line in [
+        "# TYPE mailgate_accounts gauge",
+        "mailgate_accounts{state=\"reauth_required\"} 1",
+        "mailgate_outbox{status=\"sent\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    // The message.sent delivery is done; the reauth one may still be being recorded.
+    assert!(
+        text.lines().any(|l| {
+            l.strip_prefix("mailgate_webhook_deliveries{status=\"delivered\"} ")
+                .is_some_and(|n| n == "1" || n == "2")
+        }),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&f.mailbox) && !text.contains("support"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
