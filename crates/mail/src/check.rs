@@ -203,15 +203,11 @@ impl TokenSource<'_> {
 }
 
 fn token_error(e: &EngineError) -> MailError {
-    match e {
-        EngineError::OAuth(f) => MailError {
-            remedy: MailRemedy::TokenUnavailable,
-            detail: format!("getting a fresh token failed at the {}", f.step),
-            server_says: f.provider_says.clone(),
-            oauth: Some((f.remediation.code(), f.remediation.sentence())),
-        },
-        other => MailError::new(MailRemedy::TokenUnavailable, other.to_string()),
-    }
+    let detail = match e {
+        EngineError::OAuth(f) => format!("getting a fresh token failed at the {}", f.step),
+        other => other.to_string(),
+    };
+    crate::inbox::token_error(e, detail)
 }
 
 /// What a JWT access token says about whether it fits `protocol`. Opaque tokens (Google)

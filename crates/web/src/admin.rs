@@ -311,10 +311,7 @@ pub async fn remove_app(
     Path(id): Path<i64>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(f.csrf.as_deref()) {
-        return r;
-    }
-    if let Err(r) = session.require_admin() {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     match state

@@ -325,9 +325,13 @@ fn parse_addresses(
         .collect()
 }
 
-/// The request body as a [`SendRequest`], or a problem naming the field at fault
-/// (`attachments[2].content_base64`) as serde found it.
 fn parse_send_request(body: &[u8]) -> Result<SendRequest, Response> {
+    parse_json(body)
+}
+
+/// A JSON request body as `T`, or a 422 `invalid_body` problem naming the field at fault
+/// (`attachments[2].content_base64`, an unknown key) as serde found it.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     let refuse = |detail: String, field: Option<&str>| {
         problem(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -337,7 +341,7 @@ fn parse_send_request(body: &[u8]) -> Result<SendRequest, Response> {
         )
     };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let req = serde_path_to_error::deserialize::<_, SendRequest>(&mut de).map_err(|e| {
+    let req = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let detail = e.inner().to_string();
         let mut field = e.path().to_string();
         // A missing key is reported at its parent (an unknown one at itself); name the key.

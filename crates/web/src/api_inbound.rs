@@ -2,13 +2,13 @@
 //! subscriptions, read their delivery log and redeliver.
 
 use crate::AppState;
-use crate::api::{ApiCaller, invalid, problem, store_problem};
+use crate::api::{ApiCaller, invalid, parse_json, problem, store_problem};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailgate_core::user::TokenScope;
-use mailgate_core::webhook::{NewWebhook, Webhook};
+use mailgate_core::webhook::{NewWebhook, Webhook, WebhookFieldError};
 use mailgate_core::{AccountId, Secret};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -180,7 +180,7 @@ pub(crate) async fn create_subscription(
     state: &AppState,
     new: &NewWebhook,
 ) -> Result<(Webhook, Secret), mailgate_store::StoreError> {
-    let secret = Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)));
+    let secret = new_signing_secret();
     let hook = state
         .store
         .create_webhook(
@@ -194,6 +194,58 @@ pub(crate) async fn create_subscription(
         .await?;
     state.watchers.notify_one();
     Ok((hook, secret))
+}
+
+/// A subscription's HMAC key: `whsec_` and 24 random bytes.
+fn new_signing_secret() -> Secret {
+    Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)))
+}
+
+/// Replaces subscription `id`'s signing secret; the new one comes back for the one
+/// response that shows it.
+pub(crate) async fn rotate_subscription_secret(
+    state: &AppState,
+    id: i64,
+) -> Result<Secret, mailgate_store::StoreError> {
+    let secret = new_signing_secret();
+    state
+        .store
+        .rotate_webhook_secret(id, &secret, state.clock.now())
+        .await?;
+    Ok(secret)
+}
+
+/// Saves a subscription's target, events, description and whether it is enabled, and
+/// wakes the watchers (a `message.received` subscription may start or stop one) and the
+/// deliverer (resumed deliveries may be due).
+pub(crate) async fn save_subscription(
+    state: &AppState,
+    id: i64,
+    hook: &NewWebhook,
+    enabled: bool,
+) -> Result<Webhook, mailgate_store::StoreError> {
+    let saved = state
+        .store
+        .update_webhook(
+            id,
+            &hook.url,
+            &hook.events,
+            &hook.description,
+            enabled,
+            state.clock.now(),
+        )
+        .await?;
+    state.watchers.notify_one();
+    state.deliveries.notify_one();
+    Ok(saved)
+}
+
+/// The problem for a subscription that does not parse: the first field at fault.
+fn subscription_problem(errors: &[WebhookFieldError]) -> Response {
+    match errors.first() {
+        Some(e) => invalid(&e.path(), e.message.clone()),
+        None => invalid("url", "the subscription does not parse"),
+    }
 }
 
 /// The JSON body of `POST /api/v1/webhooks`, before [`NewWebhook::parse`].
@@ -228,16 +280,9 @@ pub async fn create_webhook(
     if let Err(r) = caller.require(TokenScope::WebhooksWrite) {
         return r;
     }
-    let req: NewWebhookBody = match serde_json::from_slice(&body) {
+    let req: NewWebhookBody = match parse_json(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                format!("the body is not the expected JSON: {e}"),
-                None,
-            );
-        }
+        Err(r) => return r,
     };
     let new = match NewWebhook::parse(
         &req.url,
@@ -247,12 +292,7 @@ pub async fn create_webhook(
         state.webhook_allow_private,
     ) {
         Ok(n) => n,
-        Err(errors) => {
-            return match errors.first() {
-                Some(e) => invalid(&e.path(), e.message.clone()),
-                None => invalid("url", "the subscription does not parse"),
-            };
-        }
+        Err(errors) => return subscription_problem(&errors),
     };
     match new.account_id {
         Some(a) => {
@@ -310,16 +350,9 @@ pub async fn update_webhook(
         Ok(h) => h,
         Err(r) => return r,
     };
-    let req: WebhookChanges = match serde_json::from_slice(&body) {
+    let req: WebhookChanges = match parse_json(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                format!("the body is not the expected JSON: {e}"),
-                None,
-            );
-        }
+        Err(r) => return r,
     };
     let url = req.url.unwrap_or_else(|| hook.url.to_string());
     let events = req
@@ -334,30 +367,10 @@ pub async fn update_webhook(
         state.webhook_allow_private,
     ) {
         Ok(n) => n,
-        Err(errors) => {
-            return match errors.first() {
-                Some(e) => invalid(&e.path(), e.message.clone()),
-                None => invalid("url", "the subscription does not parse"),
-            };
-        }
+        Err(errors) => return subscription_problem(&errors),
     };
-    match state
-        .store
-        .update_webhook(
-            id,
-            &parsed.url,
-            &parsed.events,
-            &parsed.description,
-            req.enabled.unwrap_or(hook.enabled),
-            state.clock.now(),
-        )
-        .await
-    {
-        Ok(h) => {
-            state.watchers.notify_one();
-            state.deliveries.notify_one();
-            Json(hook_json(&h)).into_response()
-        }
+    match save_subscription(&state, id, &parsed, req.enabled.unwrap_or(hook.enabled)).await {
+        Ok(h) => Json(hook_json(&h)).into_response(),
         Err(e) => store_problem(e),
     }
 }
@@ -373,13 +386,8 @@ pub async fn rotate_secret(
         Ok(h) => h,
         Err(r) => return r,
     };
-    let secret = Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)));
-    match state
-        .store
-        .rotate_webhook_secret(id, &secret, state.clock.now())
-        .await
-    {
-        Ok(()) => {
+    match rotate_subscription_secret(&state, id).await {
+        Ok(secret) => {
             let mut body = hook_json(&hook);
             body["secret"] = Value::String(secret.expose().to_owned());
             Json(body).into_response()

@@ -87,6 +87,12 @@ impl Session {
         }
     }
 
+    /// An administrator's form: the CSRF token checked first, then the role.
+    pub fn admin_form(&self, form_token: Option<&str>) -> Result<(), Response> {
+        self.check_csrf(form_token)
+            .and_then(|()| self.require_admin())
+    }
+
     /// Binds an authorization to this browser session (the callback must come back to it).
     pub fn initiator(&self) -> String {
         format!("session:{}", self.id_hash)

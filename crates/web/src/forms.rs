@@ -338,10 +338,7 @@ pub async fn create_app(
     session: Session,
     Form(f): Form<Fields>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.get("csrf").map(String::as_str))
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.get("csrf").map(String::as_str)) {
         return r;
     }
     let mut errs = Errors::default();
@@ -430,10 +427,7 @@ pub async fn update_app(
     Path(id): Path<i64>,
     Form(f): Form<Fields>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.get("csrf").map(String::as_str))
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.get("csrf").map(String::as_str)) {
         return r;
     }
     let current = match state.store.app(AppId(id)).await {

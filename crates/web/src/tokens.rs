@@ -228,10 +228,7 @@ pub async fn create(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let sub = Submitted::from_pairs(pairs);
-    if let Err(r) = session
-        .check_csrf(sub.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(sub.csrf.as_deref()) {
         return r;
     }
     let mut errs = Errors::default();
@@ -315,10 +312,7 @@ pub async fn revoke(
     Path(id): Path<i64>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     match state

@@ -170,10 +170,7 @@ pub async fn create(
     session: Session,
     Form(f): Form<AddForm>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     let mut errs = Errors::default();
@@ -306,10 +303,7 @@ pub async fn set_role(
     Path(id): Path<i64>,
     Form(f): Form<RoleForm>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     let mut errs = Errors::default();
@@ -346,10 +340,7 @@ pub async fn reset_password(
     Path(id): Path<i64>,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     let mut errs = Errors::default();
@@ -390,10 +381,7 @@ pub async fn remove(
     Path(id): Path<i64>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     let mut errs = Errors::default();

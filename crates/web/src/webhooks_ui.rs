@@ -260,10 +260,7 @@ pub async fn create(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let sub = Submitted::from_pairs(pairs);
-    if let Err(r) = session
-        .check_csrf(sub.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(sub.csrf.as_deref()) {
         return r;
     }
     let mut errs = Errors::default();
@@ -474,10 +471,7 @@ pub async fn delete(
     Path(id): Path<i64>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     match state.store.delete_webhook(id, state.clock.now()).await {
@@ -505,10 +499,7 @@ pub async fn set_enabled(
     Path(id): Path<i64>,
     Form(f): Form<EnabledForm>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     let enabled = match f.enabled.as_deref() {
@@ -527,21 +518,14 @@ pub async fn set_enabled(
         Err(StoreError::NotFound { .. }) => return not_found("webhook subscription"),
         Err(e) => return unavailable(e),
     };
-    match state
-        .store
-        .update_webhook(
-            id,
-            &hook.url,
-            &hook.events,
-            &hook.description,
-            enabled,
-            state.clock.now(),
-        )
-        .await
-    {
+    let unchanged = mailgate_core::webhook::NewWebhook {
+        url: hook.url,
+        events: hook.events,
+        account_id: hook.account_id,
+        description: hook.description,
+    };
+    match crate::api_inbound::save_subscription(&state, id, &unchanged, enabled).await {
         Ok(_) => {
-            state.watchers.notify_one();
-            state.deliveries.notify_one();
             tracing::info!(webhook = id, enabled, user = %session.user.username, "webhook subscription paused or resumed");
             Redirect::to(&format!("/admin/webhooks/{id}")).into_response()
         }
@@ -556,10 +540,7 @@ pub async fn rotate_secret(
     Path(id): Path<i64>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     let hook = match state.store.webhook(id).await {
@@ -567,13 +548,8 @@ pub async fn rotate_secret(
         Err(StoreError::NotFound { .. }) => return not_found("webhook subscription"),
         Err(e) => return unavailable(e),
     };
-    let secret = mailgate_core::Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)));
-    match state
-        .store
-        .rotate_webhook_secret(id, &secret, state.clock.now())
-        .await
-    {
-        Ok(()) => {
+    match crate::api_inbound::rotate_subscription_secret(&state, id).await {
+        Ok(secret) => {
             tracing::info!(webhook = id, user = %session.user.username, "webhook signing secret replaced");
             shown_once(
                 &state,
@@ -594,10 +570,7 @@ pub async fn redeliver(
     Path((id, delivery)): Path<(i64, i64)>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if let Err(r) = session
-        .check_csrf(f.csrf.as_deref())
-        .and_then(|()| session.require_admin())
-    {
+    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
     match state.store.delivery(delivery).await {
