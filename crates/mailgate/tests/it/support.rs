@@ -316,3 +316,97 @@ pub async fn folder_subjects(
         .filter_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
         .collect()
 }
+
+/// The `name=value` of the cookie `name` that `resp` sets.
+pub fn session_cookie(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `value` of the input named (or with the id) `key`.
+pub fn input_value(html: &str, attr: &str, key: &str) -> String {
+    let at = html
+        .find(&format!("{attr}=\"{key}\""))
+        .unwrap_or_else(|| panic!("no input {attr}={key} in {html}"));
+    let marker = "value=\"";
+    let start = at + html[at..].find(marker).unwrap() + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The admin UI as a browser sees it: requests with a session cookie, the CSRF token every
+/// admin page carries, and the login form.
+pub struct Browser<'a> {
+    pub http: &'a reqwest::Client,
+    pub base: &'a str,
+}
+
+impl Browser<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str, cookie: &str) -> (reqwest::StatusCode, String) {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    pub async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("cookie", cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The session's CSRF token, from the sign-out form every admin page has.
+    pub async fn csrf(&self, cookie: &str) -> String {
+        let (status, html) = self.get("/admin", cookie).await;
+        assert_eq!(status, 200, "{html}");
+        input_value(&html, "name", "csrf")
+    }
+
+    /// Signs in through the login form: the response (303 with a session, or the refusal).
+    pub async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        let form = self.http.get(self.url("/login")).send().await.unwrap();
+        let pre = session_cookie(&form, "mg_login");
+        let token = input_value(&form.text().await.unwrap(), "name", "login_token");
+        self.http
+            .post(self.url("/login"))
+            .header("cookie", pre)
+            .form(&[
+                ("username", user),
+                ("password", password),
+                ("login_token", &token),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// [`login`](Self::login) that must succeed; the session cookie.
+    pub async fn sign_in(&self, user: &str, password: &str) -> String {
+        let resp = self.login(user, password).await;
+        assert_eq!(
+            resp.status(),
+            reqwest::StatusCode::SEE_OTHER,
+            "{user} signs in"
+        );
+        session_cookie(&resp, "mg_session")
+    }
+}

@@ -2,7 +2,7 @@
 //! works within its scopes and accounts; it appears nowhere afterwards (pages, database,
 //! log); revoking stops it; operators, forged forms and bad input change nothing.
 
-use crate::support::{Server, TestEnv, db_contains, text};
+use crate::support::{Browser, Server, TestEnv, db_contains, input_value, session_cookie, text};
 use reqwest::StatusCode;
 
 const ADMIN_PASSWORD: &str = "a long enough admin passphrase";
@@ -16,19 +16,6 @@ struct Ui {
     admin: String,
 }
 
-pub(crate) fn session_cookie(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} cookie"))
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 /// The first row of the token list.
 fn first_row(html: &str) -> &str {
     html.split("<tr id=\"token-")
@@ -39,17 +26,26 @@ fn first_row(html: &str) -> &str {
         .unwrap()
 }
 
-/// The `value` of the input named (or with the id) `key`.
-pub(crate) fn input_value(html: &str, attr: &str, key: &str) -> String {
-    let at = html
-        .find(&format!("{attr}=\"{key}\""))
-        .unwrap_or_else(|| panic!("no input {attr}={key} in {html}"));
-    let marker = "value=\"";
-    let start = at + html[at..].find(marker).unwrap() + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
-}
-
 impl Ui {
+    fn browser(&self) -> Browser<'_> {
+        Browser {
+            http: &self.http,
+            base: &self.server.base,
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
+        self.browser().get(path, cookie).await
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.browser().post(path, cookie, form).await
+    }
+
+    async fn csrf(&self, cookie: &str) -> String {
+        self.browser().csrf(cookie).await
+    }
+
     /// A server with an administrator, the app Contoso and the account `support`.
     async fn start() -> Ui {
         let env = TestEnv::new();
@@ -107,34 +103,6 @@ impl Ui {
             .to_string()
     }
 
-    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.text().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .header("cookie", cookie)
-            .form(form)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// The session's CSRF token, from the sign-out form every admin page has.
-    async fn csrf(&self, cookie: &str) -> String {
-        let (status, html) = self.get("/admin", cookie).await;
-        assert_eq!(status, 200);
-        input_value(&html, "name", "csrf")
-    }
-
     /// Submits the create form as the administrator (with the CSRF token) and returns the
     /// token from the result page, after checking that page says it is shown once.
     async fn create_in_form(&self, fields: &[(&str, &str)]) -> String {
@@ -181,23 +149,7 @@ impl Ui {
             ],
             Some(OPERATOR_PASSWORD),
         );
-        let form = self.http.get(self.url("/login")).send().await.unwrap();
-        let pre = session_cookie(&form, "mg_login");
-        let token = input_value(&form.text().await.unwrap(), "name", "login_token");
-        let resp = self
-            .http
-            .post(self.url("/login"))
-            .header("cookie", pre)
-            .form(&[
-                ("username", "olga"),
-                ("password", OPERATOR_PASSWORD),
-                ("login_token", &token),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-        session_cookie(&resp, "mg_session")
+        self.browser().sign_in("olga", OPERATOR_PASSWORD).await
     }
 
     fn log(&self) -> String {

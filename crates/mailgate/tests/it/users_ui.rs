@@ -4,8 +4,8 @@
 //! nothing; the last administrator stays; removing, demoting or re-passwording a user ends
 //! their sessions at once; operators and forged forms change nothing; the CLI says the same.
 
+use crate::support::{Browser, session_cookie};
 use crate::support::{Server, TestEnv, db_contains, text};
-use crate::tokens_ui::{input_value, session_cookie};
 use reqwest::StatusCode;
 
 const ADMIN_PASSWORD: &str = "admin CANARY passphrase 01";
@@ -22,6 +22,33 @@ struct Ui {
 }
 
 impl Ui {
+    fn browser(&self) -> Browser<'_> {
+        Browser {
+            http: &self.http,
+            base: &self.server.base,
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
+        self.browser().get(path, cookie).await
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.browser().post(path, cookie, form).await
+    }
+
+    async fn csrf(&self, cookie: &str) -> String {
+        self.browser().csrf(cookie).await
+    }
+
+    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
+        self.browser().login(user, password).await
+    }
+
+    async fn sign_in(&self, user: &str, password: &str) -> String {
+        self.browser().sign_in(user, password).await
+    }
+
     /// A server whose first administrator `admin` came from the setup link, signed in.
     async fn start() -> Ui {
         let env = TestEnv::new();
@@ -57,64 +84,12 @@ impl Ui {
         format!("{}{path}", self.server.base)
     }
 
-    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.text().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .header("cookie", cookie)
-            .form(form)
-            .send()
-            .await
-            .unwrap()
-    }
-
     /// Posts `fields` with the session's CSRF token.
     async fn submit(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> reqwest::Response {
         let csrf = self.csrf(cookie).await;
         let mut form = vec![("csrf", csrf.as_str())];
         form.extend_from_slice(fields);
         self.post(path, cookie, &form).await
-    }
-
-    /// The session's CSRF token, from the sign-out form every admin page has.
-    async fn csrf(&self, cookie: &str) -> String {
-        let (status, html) = self.get("/admin", cookie).await;
-        assert_eq!(status, 200, "{html}");
-        input_value(&html, "name", "csrf")
-    }
-
-    /// Signs in through the login form: the response (303 with a session, or the refusal).
-    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
-        let form = self.http.get(self.url("/login")).send().await.unwrap();
-        let pre = session_cookie(&form, "mg_login");
-        let token = input_value(&form.text().await.unwrap(), "name", "login_token");
-        self.http
-            .post(self.url("/login"))
-            .header("cookie", pre)
-            .form(&[
-                ("username", user),
-                ("password", password),
-                ("login_token", &token),
-            ])
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn sign_in(&self, user: &str, password: &str) -> String {
-        let resp = self.login(user, password).await;
-        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{user} signs in");
-        session_cookie(&resp, "mg_session")
     }
 
     fn add_with_cli(&self, user: &str, role: &str, password: &str) {

@@ -6,7 +6,7 @@
 
 use crate::oauth::Fixture;
 use crate::support::db_contains;
-use crate::tokens_ui::{input_value, session_cookie};
+use crate::support::{Browser, input_value};
 use crate::webhooks::{Receiver, api, api_token, verify_signature};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -52,6 +52,25 @@ fn action(html: &str, suffix: &str) -> String {
 }
 
 impl Ui {
+    fn browser(&self) -> Browser<'_> {
+        Browser {
+            http: &self.f.http,
+            base: &self.f.server.base,
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
+        self.browser().get(path, cookie).await
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.browser().post(path, cookie, form).await
+    }
+
+    async fn csrf(&self, cookie: &str) -> String {
+        self.browser().csrf(cookie).await
+    }
+
     /// A server (with `vars`), the emulator, the app Contoso, the account `support` (id 1)
     /// and a signed-in administrator.
     async fn start(vars: &[(&str, &str)]) -> Ui {
@@ -74,54 +93,7 @@ impl Ui {
             &["user", "add", user, "--role", role, "--password-stdin"],
             Some(password),
         );
-        let form = self.f.http.get(self.url("/login")).send().await.unwrap();
-        let pre = session_cookie(&form, "mg_login");
-        let token = input_value(&form.text().await.unwrap(), "name", "login_token");
-        let resp = self
-            .f
-            .http
-            .post(self.url("/login"))
-            .header("cookie", pre)
-            .form(&[
-                ("username", user),
-                ("password", password),
-                ("login_token", &token),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-        session_cookie(&resp, "mg_session")
-    }
-
-    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
-        let resp = self
-            .f
-            .http
-            .get(self.url(path))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.text().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.f
-            .http
-            .post(self.url(path))
-            .header("cookie", cookie)
-            .form(form)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// The session's CSRF token, from the sign-out form every admin page has.
-    async fn csrf(&self, cookie: &str) -> String {
-        let (status, html) = self.get("/admin", cookie).await;
-        assert_eq!(status, 200);
-        input_value(&html, "name", "csrf")
+        self.browser().sign_in(user, password).await
     }
 
     /// Submits the create form as the administrator and returns the secret from the
