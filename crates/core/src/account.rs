@@ -165,6 +165,26 @@ impl AccountSpec {
         Ok(())
     }
 
+    /// The fields (in the words of the forms) whose change sends the account's tokens
+    /// somewhere else: its app (whose token endpoint gets the refresh token) and the mail
+    /// hosts and ports (which get the access token). Changing these is for administrators.
+    pub fn changed_destinations(&self, other: &AccountSpec) -> Vec<&'static str> {
+        let server = |s: Option<&ServerEndpoint>| s.map(|s| (s.host.clone(), s.port));
+        let inbound = |a: &AccountSpec| server(a.inbound.as_ref().map(|i| &i.server));
+        let outbound = |a: &AccountSpec| server(a.outbound.as_ref().map(|o| &o.server));
+        let mut changed = Vec::new();
+        if self.app_id != other.app_id {
+            changed.push("app");
+        }
+        if inbound(self) != inbound(other) && inbound(other).is_some() {
+            changed.push("inbound_host");
+        }
+        if outbound(self) != outbound(other) && outbound(other).is_some() {
+            changed.push("smtp_host");
+        }
+        changed
+    }
+
     /// The address the mail servers see as the XOAUTH2 `user`: the shared mailbox if any.
     pub fn sasl_user(&self) -> &EmailAddress {
         self.shared_mailbox.as_ref().unwrap_or(&self.mailbox)

@@ -75,6 +75,29 @@ pub struct Endpoints {
     pub issuer: Option<String>,
 }
 
+impl Endpoints {
+    /// The fields (in the words of the forms) that differ between `self` and `other`. Each
+    /// decides where the client secret, a code or a token is sent (authorize, token, device,
+    /// userinfo, revoke) or whose keys and issuer vouch for the signed-in user (JWKS,
+    /// issuer); a tenant or authority change shows up here through the endpoints it derives.
+    pub fn changed_destinations(&self, other: &Endpoints) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut compare = |field, differs: bool| {
+            if differs {
+                changed.push(field);
+            }
+        };
+        compare("authorize_url", self.authorize != other.authorize);
+        compare("token_url", self.token != other.token);
+        compare("device_url", self.device != other.device);
+        compare("jwks_url", self.jwks != other.jwks);
+        compare("userinfo_url", self.userinfo != other.userinfo);
+        compare("revoke_url", self.revoke != other.revoke);
+        compare("issuer", self.issuer != other.issuer);
+        changed
+    }
+}
+
 /// A cross-field rule that failed, naming the field at fault in the words of the forms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {

@@ -194,7 +194,41 @@ pub struct AppChanges {
 }
 
 impl AppChanges {
-    pub fn apply(mut self, mut s: AppSpec) -> Result<AppSpec, FieldError> {
+    /// The changed app, or the first rule broken. Moving an endpoint (`token_url`, an
+    /// authority or tenant that derives new ones, …) while the app holds a client secret
+    /// or service-account key needs that secret again in the same change: otherwise
+    /// whoever may edit the app could send the stored secret to a server of their choosing.
+    /// (The store drops the app's grants on such a change, so refresh tokens do not follow.)
+    pub fn apply(self, current: AppSpec) -> Result<AppSpec, FieldError> {
+        let secret_given = self.client_secret.is_some() || self.clear_secret;
+        let key_given = self.service_account_key.is_some();
+        let before = current.endpoints.clone();
+        let had_secret = current.client_secret.is_some();
+        let had_key = current.service_account_key.is_some();
+        let changed = self.apply_unchecked(current)?;
+        let moved = before.changed_destinations(&changed.endpoints);
+        if moved.is_empty() {
+            return Ok(changed);
+        }
+        let why = |what: &str| {
+            format!(
+                "changing {} changes where the app's {what} is sent; give the {what} again in the same change (the app's accounts then need authorizing again)",
+                moved.join(", ")
+            )
+        };
+        if had_secret && !secret_given {
+            return Err(field_error("client_secret", why("client secret")));
+        }
+        if had_key && !key_given {
+            return Err(field_error(
+                "service_account_key",
+                why("service-account key"),
+            ));
+        }
+        Ok(changed)
+    }
+
+    fn apply_unchecked(mut self, mut s: AppSpec) -> Result<AppSpec, FieldError> {
         let tenant_changed = self.tenant.is_some() && self.tenant != s.tenant;
         // A new tenant recomputes the Microsoft endpoints: keep the sign-in host the app
         // has now (a sovereign cloud, a test identity provider) unless a new one is given.
@@ -565,6 +599,58 @@ mod tests {
         }
         .apply(s)
         .unwrap()
+    }
+
+    fn with_secret(mut s: AppSpec) -> AppSpec {
+        s.client_secret = Some(Secret::new("stored-secret"));
+        s
+    }
+
+    #[test]
+    fn moving_where_the_secret_goes_needs_the_secret_again() {
+        let capture = HttpUrl::parse("http://127.0.0.1:9/token").unwrap();
+        let moved = |secret: Option<&str>| AppChanges {
+            client_secret: secret.map(Secret::new),
+            endpoints: EndpointInput {
+                token_url: Some(capture.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let refused = moved(None).apply(with_secret(app(None))).unwrap_err();
+        assert_eq!(refused.field, "client_secret");
+        assert!(refused.message.contains("token_url"), "{refused}");
+        let ok = moved(Some("new-secret"))
+            .apply(with_secret(app(None)))
+            .unwrap();
+        assert_eq!(ok.endpoints.token, capture);
+        assert_eq!(ok.client_secret.unwrap().expose(), "new-secret");
+        // A tenant or authority derives new endpoints: the same rule.
+        let tenant = AppChanges {
+            tenant: Some(TenantId::parse("fabrikam.onmicrosoft.com").unwrap()),
+            ..Default::default()
+        };
+        let refused = tenant.apply(with_secret(app(None))).unwrap_err();
+        assert_eq!(refused.field, "client_secret");
+        assert!(refused.message.contains("token_url"), "{refused}");
+        let authority = AppChanges {
+            endpoints: EndpointInput {
+                authority: Some(HttpUrl::parse("http://127.0.0.1:9").unwrap()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            authority.apply(with_secret(app(None))).unwrap_err().field,
+            "client_secret"
+        );
+        // A change that sends nothing elsewhere needs no secret; nor does an app without one.
+        let rename = AppChanges {
+            name: Some(Name::parse("Renamed").unwrap()),
+            ..Default::default()
+        };
+        assert!(rename.apply(with_secret(app(None))).is_ok());
+        assert!(moved(None).apply(app(None)).is_ok());
     }
 
     #[test]

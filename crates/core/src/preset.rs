@@ -104,11 +104,14 @@ pub fn scopes(kind: AppKind, flow: OAuthFlow) -> Option<Scopes> {
 }
 
 /// Authorize parameters each kind needs (Google returns a refresh token only with these).
+/// A generic app sends none: `prompt=select_account` is not in OpenID Connect Core, and
+/// standard providers (npm `oidc-provider`) refuse it with `invalid_request`. An
+/// administrator who wants one adds it as an extra parameter.
 pub fn authorize_params(kind: AppKind) -> &'static [(&'static str, &'static str)] {
     match kind {
         AppKind::Microsoft => &[("prompt", "select_account")],
         AppKind::Google => &[("access_type", "offline"), ("prompt", "consent")],
-        AppKind::Generic => &[("prompt", "select_account")],
+        AppKind::Generic => &[],
     }
 }
 
@@ -261,5 +264,9 @@ mod tests {
         assert!(scopes(AppKind::Generic, OAuthFlow::AuthorizationCode).is_none());
         assert!(inbound(AppKind::Generic, InboundProtocol::Imap).is_none());
         assert!(outbound(AppKind::Generic, None).is_none());
+        assert!(
+            authorize_params(AppKind::Generic).is_empty(),
+            "a generic app sends only standard parameters"
+        );
     }
 }

@@ -150,9 +150,10 @@ impl Engine {
             let body =
                 serde_json::json!({"error": error, "error_description": description.unwrap_or("")})
                     .to_string();
-            return Err(EngineError::OAuth(mailgate_oauth::failure::classify(
-                "sign-in", 400, &body,
-            )));
+            return Err(EngineError::OAuth(
+                mailgate_oauth::failure::classify("sign-in", 400, &body)
+                    .for_app_kind(app.spec.kind),
+            ));
         }
         let code = code.ok_or(EngineError::BadState(
             "the provider's response has neither a code nor an error",

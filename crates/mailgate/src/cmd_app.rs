@@ -181,5 +181,13 @@ fn spec_from_update(current: AppSpec, u: AppUpdate) -> Result<(AppSpec, bool), F
         reset_endpoints: u.reset_endpoints,
         endpoints: endpoint_input(u.endpoints),
     };
-    Ok((changes.apply(current)?, clear_secret))
+    let spec = changes.apply(current).map_err(|e| match e.field {
+        // The secret is never a flag's value: name the two ways to give it.
+        "client_secret" => Failure::BadInput(format!(
+            "--client-secret-stdin or --client-secret-file: {}",
+            e.message
+        )),
+        _ => Failure::from(e),
+    })?;
+    Ok((spec, clear_secret))
 }

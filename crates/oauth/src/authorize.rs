@@ -49,3 +49,75 @@ pub fn authorize_url(app: &AppSpec, p: &AuthorizeParams<'_>) -> Result<url::Url,
     }
     Ok(url)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailgate_core::app::{AppKind, Endpoints, OAuthFlow};
+    use mailgate_core::{ClientId, HttpUrl, Name, Scopes};
+
+    fn generic(extra_params: Vec<(String, String)>) -> AppSpec {
+        let url = |s: &str| HttpUrl::parse(s).unwrap();
+        AppSpec {
+            name: Name::parse("Standard OIDC").unwrap(),
+            kind: AppKind::Generic,
+            tenant: None,
+            client_id: ClientId::parse("mailgate").unwrap(),
+            client_secret: None,
+            secret_expires: None,
+            service_account_key: None,
+            endpoints: Endpoints {
+                authorize: Some(url("https://op.example.test/auth")),
+                token: url("https://op.example.test/token"),
+                device: None,
+                jwks: Some(url("https://op.example.test/jwks")),
+                userinfo: None,
+                revoke: None,
+                issuer: Some("https://op.example.test".into()),
+            },
+            scopes: Scopes::parse("openid email offline_access").unwrap(),
+            extra_params,
+            flow: OAuthFlow::AuthorizationCode,
+        }
+    }
+
+    fn query(app: &AppSpec) -> Vec<(String, String)> {
+        let p = AuthorizeParams {
+            redirect_uri: "https://mailgate.example.test/oauth/callback",
+            state: "state",
+            nonce: "nonce",
+            code_challenge: "challenge",
+            login_hint: Some("alice@example.test"),
+        };
+        authorize_url(app, &p)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn a_generic_app_sends_only_standard_parameters_unless_configured() {
+        let names: Vec<String> = query(&generic(Vec::new()))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(!names.iter().any(|k| k == "prompt"), "{names:?}");
+        for standard in [
+            "client_id",
+            "response_type",
+            "redirect_uri",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+            "login_hint",
+        ] {
+            assert!(names.iter().any(|k| k == standard), "{standard}: {names:?}");
+        }
+        assert_eq!(names.len(), 9, "nothing else: {names:?}");
+        let configured = query(&generic(vec![("prompt".into(), "login".into())]));
+        assert!(configured.contains(&("prompt".into(), "login".into())));
+    }
+}

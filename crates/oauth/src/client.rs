@@ -142,6 +142,7 @@ impl OAuthClient {
         self.post_form("service account", &app.endpoints.token, form)
             .await
             .and_then(|(s, b)| parse_token("service account", s, &b))
+            .map_err(|f| f.for_app_kind(app.kind))
     }
 
     /// RFC 8628 §3.1.
@@ -214,7 +215,7 @@ impl OAuthClient {
         match error.as_deref() {
             Some("authorization_pending") => Ok(DevicePoll::Pending),
             Some("slow_down") => Ok(DevicePoll::SlowDown),
-            _ => Err(failure::classify(step, status, &body)),
+            _ => Err(failure::classify(step, status, &body).for_app_kind(app.kind)),
         }
     }
 
@@ -273,7 +274,7 @@ impl OAuthClient {
             form.push(("client_secret", secret.expose().to_owned()));
         }
         let (status, body) = self.post_form(step, &app.endpoints.token, form).await?;
-        parse_token(step, status, &body)
+        parse_token(step, status, &body).map_err(|f| f.for_app_kind(app.kind))
     }
 
     async fn post_form(

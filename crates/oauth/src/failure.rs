@@ -4,6 +4,7 @@
 //! events, the API and tests), a sentence an administrator can act on, and a severity:
 //! transient failures are retried and never cost the grant; permanent ones need a person.
 
+use mailgate_core::app::AppKind;
 use serde::Serialize;
 use std::fmt;
 
@@ -69,6 +70,8 @@ remediations! {
         "The refresh token expired after a long time unused. Authorize the account again; mailgate refreshes proactively to avoid this.";
     InvalidGrant = "invalid_grant", Permanent,
         "The provider refused the grant. Authorize the account again.";
+    ProviderInvalidGrant = "provider_invalid_grant", Permanent,
+        "The identity provider refused the grant: it was revoked or expired, or the user's password or sessions changed. Authorize the account again; if it keeps happening soon after authorizing, check the refresh-token lifetime the provider allows this client.";
     GoogleInvalidGrant = "google_invalid_grant", Permanent,
         "Google refused the grant: it was revoked, the password changed, or the app is in \"Testing\" status (refresh tokens expire after 7 days). Authorize again; publish the app to Production to avoid the 7-day expiry.";
     InvalidClient = "invalid_client", Permanent,
@@ -153,6 +156,21 @@ impl Failure {
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.provider_says = Some(detail.into());
+        self
+    }
+
+    /// Words for the app's kind. [`classify`] sees only the response: an `invalid_grant`
+    /// without Microsoft's `error_codes` could come from anyone, so it is
+    /// `provider_invalid_grant` there, and only a Google app gets Google's advice (its
+    /// "Testing" status) and a Microsoft app Microsoft's.
+    pub fn for_app_kind(mut self, kind: AppKind) -> Self {
+        if self.remediation == Remediation::ProviderInvalidGrant {
+            self.remediation = match kind {
+                AppKind::Google => Remediation::GoogleInvalidGrant,
+                AppKind::Microsoft => Remediation::InvalidGrant,
+                AppKind::Generic => Remediation::ProviderInvalidGrant,
+            };
+        }
         self
     }
 }
@@ -269,7 +287,8 @@ pub fn classify(step: &'static str, status: u16, body: &str) -> Failure {
                     .as_ref()
                     .is_some_and(|j| j.get("error_codes").is_none()) =>
             {
-                R::GoogleInvalidGrant
+                // Whose words fit depends on the app: `Failure::for_app_kind`.
+                R::ProviderInvalidGrant
             }
             "invalid_grant" => R::InvalidGrant,
             "invalid_client" | "unauthorized_client" if description.contains("secret") => {
@@ -355,10 +374,14 @@ mod tests {
             400,
             r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#,
         );
-        assert_eq!(g.remediation, Remediation::GoogleInvalidGrant);
+        assert_eq!(g.remediation, Remediation::ProviderInvalidGrant);
         assert_eq!(
             g.provider_says.as_deref(),
             Some("invalid_grant: Token has been expired or revoked.")
+        );
+        assert_eq!(
+            g.clone().for_app_kind(AppKind::Google).remediation,
+            Remediation::GoogleInvalidGrant
         );
         assert_eq!(
             classify(
@@ -382,6 +405,39 @@ mod tests {
         assert_eq!(f.remediation, Remediation::MalformedResponse);
         assert!(f.is_transient());
         assert!(f.to_string().contains("proxy error"));
+    }
+
+    #[test]
+    fn invalid_grant_without_error_codes_is_classified_by_the_app_kind() {
+        // npm `oidc-provider`'s answer to a revoked or replayed refresh token.
+        let body = r#"{"error":"invalid_grant","error_description":"grant request is invalid"}"#;
+        let generic = classify("refresh", 400, body).for_app_kind(AppKind::Generic);
+        assert_eq!(generic.remediation, Remediation::ProviderInvalidGrant);
+        assert_eq!(generic.severity(), Severity::Permanent);
+        let words = generic.to_string();
+        assert!(
+            !words.contains("Google") && !words.contains("Production"),
+            "no Google advice for a generic app: {words}"
+        );
+        assert!(words.contains("grant request is invalid"), "{words}");
+        assert_eq!(
+            classify("refresh", 400, body)
+                .for_app_kind(AppKind::Google)
+                .remediation,
+            Remediation::GoogleInvalidGrant
+        );
+        assert_eq!(
+            classify("refresh", 400, body)
+                .for_app_kind(AppKind::Microsoft)
+                .remediation,
+            Remediation::InvalidGrant
+        );
+        // An AADSTS code decides by itself, whatever the kind.
+        let revoked = classify("refresh", 400, &ms(50173, "invalid_grant"));
+        assert_eq!(
+            revoked.for_app_kind(AppKind::Generic).remediation,
+            Remediation::GrantRevoked
+        );
     }
 
     #[test]

@@ -335,7 +335,9 @@ impl Store {
         clear_secret: bool,
         now: Timestamp,
     ) -> Result<OAuthApp> {
-        let previous_expiry = self.app(id).await?.spec.secret_expires;
+        let previous = self.app(id).await?.spec;
+        let previous_expiry = previous.secret_expires;
+        let moved = previous.endpoints.changed_destinations(&spec.endpoints);
         let mut tx = self.begin_write().await?;
         if previous_expiry != spec.secret_expires {
             // A new expiry date (a new secret): its warnings start over.
@@ -394,6 +396,22 @@ impl Store {
             &format!("app {} updated", spec.name),
         )
         .await?;
+        if !moved.is_empty() {
+            let why = format!(
+                "the app's {} changed, so the grants obtained through the old ones were dropped; authorize the account again",
+                moved.join(", ")
+            );
+            let accounts: Vec<i64> = sqlx::query("SELECT id FROM accounts WHERE app_id = $1")
+                .bind(id.0)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?;
+            for account in accounts {
+                drop_grant_in_tx(&mut tx, AccountId(account), &why, now).await?;
+            }
+        }
         tx.commit().await?;
         self.app(id).await
     }
@@ -547,12 +565,26 @@ impl Store {
             id.0,
         )
         .await?;
+        // A grant belongs to the app it came through: under another app its refresh token
+        // would go to that app's token endpoint. Moving the account drops it.
+        let app_changed = spec.app_id != current.spec.app_id;
+        let mut current_state = current.state;
+        if app_changed && has_grant {
+            current_state = drop_grant_in_tx(
+                &mut tx,
+                id,
+                "the account moved to another app, so the grant obtained through the old one was dropped; authorize the account again",
+                now,
+            )
+            .await?;
+        }
+        let has_grant = has_grant && !app_changed;
         let state = match (current.spec.enabled, spec.enabled) {
-            (true, false) => current.state.apply(mailgate_core::AccountEvent::Disabled),
-            (false, true) => current
-                .state
-                .apply(mailgate_core::AccountEvent::Enabled { has_grant }),
-            _ => Ok(current.state),
+            (true, false) => current_state.apply(mailgate_core::AccountEvent::Disabled),
+            (false, true) => {
+                current_state.apply(mailgate_core::AccountEvent::Enabled { has_grant })
+            }
+            _ => Ok(current_state),
         }
         .map_err(|e| StoreError::InUse(e.to_string()))?;
         let q = sqlx::query(
@@ -574,7 +606,7 @@ impl Store {
             &format!("account {} updated", spec.name),
         )
         .await?;
-        if state != current.state {
+        if state != current_state {
             record(
                 &mut tx,
                 now,
@@ -583,7 +615,7 @@ impl Store {
                 Some(id),
                 &format!(
                     "account {} is now {} (was {})",
-                    spec.name, state, current.state
+                    spec.name, state, current_state
                 ),
             )
             .await?;
@@ -1009,6 +1041,65 @@ pub(crate) fn unique(e: sqlx::Error, what: &'static str, name: &str) -> StoreErr
         StoreError::Database(e)
     }
 }
+
+/// Deletes the account's grant because where its tokens would go changed (`why` says what),
+/// and moves the account to `unauthorized` with that as its problem and an event. A disabled
+/// account stays disabled (it comes back `unauthorized` when enabled). Returns the state.
+pub(crate) async fn drop_grant_in_tx(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: AccountId,
+    why: &str,
+    now: Timestamp,
+) -> Result<AccountState> {
+    let dropped = sqlx::query("DELETE FROM grants WHERE account_id = $1")
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    let row = sqlx::query("SELECT state, name, app_id FROM accounts WHERE id = $1")
+        .bind(id.0)
+        .fetch_one(&mut **tx)
+        .await?;
+    let state: String = row.try_get("state")?;
+    let state = AccountState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("accounts.state: {state:?}")))?;
+    if matches!(
+        state,
+        AccountState::Active | AccountState::Refreshing | AccountState::ReauthRequired
+    ) {
+        let problem = Problem {
+            code: GRANT_DROPPED.to_owned(),
+            remediation: why.to_owned(),
+            detail: None,
+            at: now,
+        };
+        return apply_in_tx(
+            tx,
+            id,
+            mailgate_core::AccountEvent::Deauthorized,
+            Some(&problem),
+            now,
+        )
+        .await;
+    }
+    if dropped > 0 {
+        let name: String = row.try_get("name")?;
+        let app_id: i64 = row.try_get("app_id")?;
+        record(
+            tx,
+            now,
+            EventKind::AccountStateChanged,
+            Some(AppId(app_id)),
+            Some(id),
+            &format!("account {name} is {state}: {why} [{GRANT_DROPPED}]"),
+        )
+        .await?;
+    }
+    Ok(state)
+}
+
+/// The problem code of an account whose grant was dropped by [`drop_grant_in_tx`].
+pub const GRANT_DROPPED: &str = "grant_dropped_endpoints_changed";
 
 /// The state transition, its problem and its event, inside the caller's transaction.
 pub(crate) async fn apply_in_tx(

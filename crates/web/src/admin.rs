@@ -207,9 +207,20 @@ pub async fn apps(State(state): State<AppState>, session: Session) -> Response {
     };
     let redirect = redirect_uri(&state.public_url);
     let mut rows = String::new();
+    let is_admin = session.user.role == mailgate_core::user::Role::Admin;
     for app in &apps {
         let s = &app.spec;
-        let remove = if session.user.role == mailgate_core::user::Role::Admin {
+        // Operators see the apps but change none of them: no edit link, no remove button.
+        let name = if is_admin {
+            format!(
+                "<a href=\"/admin/apps/{}\">{}</a>",
+                app.id,
+                escape(s.name.as_str())
+            )
+        } else {
+            escape(s.name.as_str())
+        };
+        let remove = if is_admin {
             format!(
                 "<form method=\"post\" action=\"/admin/apps/{}/remove\">{}<button type=\"submit\">Remove</button></form>",
                 app.id,
@@ -219,10 +230,8 @@ pub async fn apps(State(state): State<AppState>, session: Session) -> Response {
             String::new()
         };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td><a href=\"/admin/apps/{}\">{}</a></td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
+            "<tr><td>{}</td><td>{name}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
             app.id,
-            app.id,
-            escape(s.name.as_str()),
             s.kind,
             escape(s.client_id.as_str()),
             s.client_secret.as_ref().map(|x| escape(&x.hint())).unwrap_or_else(|| "not set".into()),
@@ -235,8 +244,13 @@ pub async fn apps(State(state): State<AppState>, session: Session) -> Response {
         &format!(
             "<h1>OAuth apps</h1><p>Redirect URI to register at the provider (platform \"Web\"): <input id=\"redirect-uri\" readonly size=\"50\" value=\"{r}\"> \
 <button type=\"button\" onclick=\"navigator.clipboard.writeText(document.getElementById('redirect-uri').value)\">Copy</button></p>\
-<p><a href=\"/admin/apps/new\" id=\"new-app\">New OAuth app</a></p><table><tr><th>id</th><th>name</th><th>kind</th><th>client id</th><th>client secret</th><th>secret expires</th><th></th></tr>{rows}</table>",
-            r = escape(&redirect)
+{new_app}<table><tr><th>id</th><th>name</th><th>kind</th><th>client id</th><th>client secret</th><th>secret expires</th><th></th></tr>{rows}</table>",
+            r = escape(&redirect),
+            new_app = if is_admin {
+                "<p><a href=\"/admin/apps/new\" id=\"new-app\">New OAuth app</a></p>"
+            } else {
+                ""
+            },
         ),
     )
 }
@@ -249,6 +263,11 @@ pub async fn accounts(State(state): State<AppState>, session: Session) -> Respon
     let expiries = match state.store.token_expiries().await {
         Ok(e) => e,
         Err(e) => return unavailable(e),
+    };
+    let new_account = if session.user.role == mailgate_core::user::Role::Admin {
+        "<p><a href=\"/admin/accounts/new\" id=\"new-account\">New mail account</a></p>"
+    } else {
+        ""
     };
     let rows: String = accounts
         .iter()
@@ -269,7 +288,7 @@ pub async fn accounts(State(state): State<AppState>, session: Session) -> Respon
         &session,
         "Mail accounts",
         &format!(
-            "<h1>Mail accounts</h1><p><a href=\"/admin/accounts/new\" id=\"new-account\">New mail account</a></p><table><tr><th>id</th><th>name</th><th>state</th><th>mailbox</th><th>token valid until</th><th>last problem</th></tr>{rows}</table>"
+            "<h1>Mail accounts</h1>{new_account}<table><tr><th>id</th><th>name</th><th>state</th><th>mailbox</th><th>token valid until</th><th>last problem</th></tr>{rows}</table>"
         ),
     )
 }

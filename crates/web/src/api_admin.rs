@@ -10,7 +10,8 @@
 //!
 //! Apps are shared by all accounts. A token limited to some accounts reads only the apps
 //! those accounts use, never creates, changes or removes an app, creates no account, and
-//! changes or removes only its own accounts.
+//! changes or removes only its own accounts, without moving them to another app or mail
+//! host (that would send their tokens elsewhere).
 
 use crate::AppState;
 use crate::api::{ApiCaller, account_json, invalid, problem, store_problem};
@@ -684,6 +685,17 @@ pub async fn update_account(
     let spec = changes
         .apply(current.spec.clone(), &app)
         .map_err(field_problem)?;
+    let moved = current.spec.changed_destinations(&spec);
+    if !moved.is_empty() {
+        // Where the account's tokens go is the administrator's decision, like the apps.
+        require_unrestricted(
+            &caller,
+            &format!(
+                "change where the account's token is sent ({})",
+                moved.join(", ")
+            ),
+        )?;
+    }
     let account = state
         .store
         .update_account(current.id, &spec, state.clock.now())

@@ -82,7 +82,7 @@ impl Session {
             Err(page(
                 StatusCode::FORBIDDEN,
                 "Administrators only",
-                "<h1 class=\"bad\">Administrators only</h1><p>Operators may authorize and test accounts, but only an administrator can change OAuth apps, users and API tokens.</p>",
+                "<h1 class=\"bad\">Administrators only</h1><p>Operators may authorize and test accounts, but only an administrator can change OAuth apps, mail accounts, users and API tokens.</p>",
             ))
         }
     }

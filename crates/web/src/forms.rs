@@ -405,6 +405,9 @@ pub async fn edit_app_form(
     session: Session,
     Path(id): Path<i64>,
 ) -> Response {
+    if let Err(r) = session.require_admin() {
+        return r;
+    }
     match state.store.app(AppId(id)).await {
         Ok(app) => app_form(
             &state,
@@ -633,7 +636,12 @@ fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
     }
 }
 
+/// Accounts are created, changed and removed by administrators only (README: operators
+/// authorize and test): an account's app and hosts decide where its tokens are sent.
 pub async fn new_account_form(State(state): State<AppState>, session: Session) -> Response {
+    if let Err(r) = session.require_admin() {
+        return r;
+    }
     let mut f = Fields::new();
     f.insert("inbound".into(), "imap".into());
     f.insert("outbound".into(), "smtp".into());
@@ -654,7 +662,7 @@ pub async fn create_account(
     session: Session,
     Form(f): Form<Fields>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(f.get("csrf").map(String::as_str)) {
+    if let Err(r) = session.admin_form(f.get("csrf").map(String::as_str)) {
         return r;
     }
     let mut errs = Errors::default();
@@ -747,6 +755,9 @@ pub async fn edit_account_form(
     session: Session,
     Path(id): Path<i64>,
 ) -> Response {
+    if let Err(r) = session.require_admin() {
+        return r;
+    }
     match state.store.account(AccountId(id)).await {
         Ok(a) => {
             account_form(
@@ -774,7 +785,7 @@ pub async fn update_account(
     Path(id): Path<i64>,
     Form(f): Form<Fields>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(f.get("csrf").map(String::as_str)) {
+    if let Err(r) = session.admin_form(f.get("csrf").map(String::as_str)) {
         return r;
     }
     let current = match state.store.account(AccountId(id)).await {
@@ -871,7 +882,7 @@ async fn account_page_with(state: &AppState, session: &Session, id: i64, extra: 
     let body = format!(
         "<h1>Account {name}</h1><p>State: <strong id=\"account-state\">{state}</strong></p>{problem}\
 <p>Mailbox: {mailbox}</p><p>Inbound: {inbound}</p><p>Outbound: {outbound}</p>\
-<p><a href=\"/admin/accounts/{id}/edit\">Edit</a></p>\
+{edit}\
 <form method=\"post\" action=\"/admin/accounts/{id}/authorize\">{csrf}<p>You will be asked to sign in as <strong>{mailbox}</strong>. If your browser is signed in to the provider as someone else, sign out first or use a private window.</p>\
 <button type=\"submit\" id=\"authorize\">{authorize_label}</button></form>\
 <form method=\"post\" action=\"/admin/accounts/{id}/test\">{csrf}<p><button type=\"submit\" id=\"test-configuration\">Test configuration</button></p></form>{extra}",
@@ -889,6 +900,11 @@ async fn account_page_with(state: &AppState, session: &Session, id: i64, extra: 
             .map(|o| format!("smtp {}", escape(&o.server.to_string())))
             .unwrap_or_else(|| "none".into()),
         csrf = session.csrf_field(),
+        edit = if session.user.role == mailgate_core::user::Role::Admin {
+            format!("<p><a href=\"/admin/accounts/{id}/edit\">Edit</a></p>")
+        } else {
+            String::new()
+        },
     );
     crate::admin::layout(session, "Mail account", &body)
 }
