@@ -390,11 +390,20 @@ impl Engine {
     pub async fn record_failed_authorization(&self, id: AccountId, err: &EngineError) {
         let now = self.clock.now();
         let message = match err {
-            EngineError::OAuth(f) => format!(
-                "authorization failed: {} [{}]",
-                problem_from(f, now).remediation,
-                f.remediation.code()
-            ),
+            // The provider's own words too, as the callback page shows them: `mailgate
+            // authorize` prints this message, and without them "access denied" says little.
+            EngineError::OAuth(f) => {
+                let problem = problem_from(f, now);
+                let said = problem
+                    .detail
+                    .map(|d| format!(" The provider said: {d}"))
+                    .unwrap_or_default();
+                format!(
+                    "authorization failed: {} [{}]{said}",
+                    problem.remediation,
+                    f.remediation.code()
+                )
+            }
             other => format!("authorization failed: {other} [{}]", other.code()),
         };
         let _ = self

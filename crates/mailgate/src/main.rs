@@ -315,6 +315,12 @@ impl From<mailgate_grants::EngineError> for Failure {
         use mailgate_grants::EngineError as E;
         match e {
             E::Store(s) => s.into(),
+            // The request was fine; the grant failed since (exit 1, with the remediation).
+            E::NotUsable { ref state, .. }
+                if state == mailgate_core::AccountState::ReauthRequired.as_str() =>
+            {
+                Failure::Runtime(e.to_string())
+            }
             E::BadState(_) | E::Unsupported(_) | E::NotUsable { .. } => {
                 Failure::BadInput(e.to_string())
             }
