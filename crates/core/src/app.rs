@@ -200,6 +200,21 @@ impl AppSpec {
             }
             _ => {}
         }
+        // Presets carry a JWKS URL; a generic app without one (or a userinfo URL) would
+        // be refused only at the callback, after the user signed in.
+        if self.kind == AppKind::Generic
+            && matches!(
+                self.flow,
+                OAuthFlow::AuthorizationCode | OAuthFlow::DeviceCode
+            )
+            && self.endpoints.jwks.is_none()
+            && self.endpoints.userinfo.is_none()
+        {
+            return Err(field_error(
+                "jwks_url",
+                "mailgate checks who signed in with the provider's signing keys (JWKS URL) or its userinfo URL; give one of them, or the issuer, to read both from the provider's discovery document",
+            ));
+        }
         if self.kind == AppKind::Google
             && self.flow == OAuthFlow::AuthorizationCode
             && self.client_secret.is_none()

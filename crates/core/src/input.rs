@@ -64,7 +64,50 @@ pub struct EndpointInput {
     pub params: Vec<(String, String)>,
 }
 
+/// A provider's endpoints as its OpenID Connect discovery document states them (fetched
+/// and checked by `mailgate_oauth::discovery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEndpoints {
+    pub issuer: String,
+    pub authorize: Option<HttpUrl>,
+    pub token: HttpUrl,
+    pub device: Option<HttpUrl>,
+    pub jwks: Option<HttpUrl>,
+    pub userinfo: Option<HttpUrl>,
+    pub revoke: Option<HttpUrl>,
+}
+
 impl EndpointInput {
+    /// The issuer whose discovery document should fill in this input: a generic app (the
+    /// others have presets) given an issuer but not every endpoint it could need.
+    pub fn issuer_to_discover(&self, kind: AppKind) -> Option<String> {
+        let issuer = self
+            .issuer
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())?;
+        let incomplete = self.token_url.is_none()
+            || self.authorize_url.is_none()
+            || (self.jwks_url.is_none() && self.userinfo_url.is_none());
+        (kind == AppKind::Generic && incomplete).then(|| issuer.to_owned())
+    }
+
+    /// Fills what was not given from the provider's document; what was given wins.
+    pub fn fill_from(&mut self, found: &ProviderEndpoints) {
+        let fill = |slot: &mut Option<HttpUrl>, v: &Option<HttpUrl>| {
+            if slot.is_none() {
+                slot.clone_from(v);
+            }
+        };
+        fill(&mut self.authorize_url, &found.authorize);
+        fill(&mut self.token_url, &Some(found.token.clone()));
+        fill(&mut self.device_url, &found.device);
+        fill(&mut self.jwks_url, &found.jwks);
+        fill(&mut self.userinfo_url, &found.userinfo);
+        fill(&mut self.revoke_url, &found.revoke);
+        self.issuer = Some(found.issuer.clone());
+    }
+
     /// The preset (or `base`) endpoints with the overrides applied.
     fn endpoints(
         &self,
@@ -91,7 +134,7 @@ impl EndpointInput {
             (None, None) => {
                 return Err(field_error(
                     "token_url",
-                    "a generic app has no preset; give at least the token URL (and the authorize URL for the browser flow)",
+                    "a generic app has no preset; give its issuer (mailgate then reads the endpoints from the provider's discovery document), or at least the token URL (and the authorize URL for the browser flow)",
                 ));
             }
         };

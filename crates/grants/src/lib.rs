@@ -147,6 +147,12 @@ impl Engine {
         &self.store
     }
 
+    /// The engine's provider client (its timeouts and limits), for requests made while an
+    /// app is being set up, such as reading a discovery document.
+    pub fn oauth_client(&self) -> &OAuthClient {
+        &self.client
+    }
+
     pub(crate) fn local_lock(&self, id: AccountId) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.local.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(id).or_default().clone()

@@ -146,7 +146,9 @@ pub struct EndpointOverrides {
     pub userinfo_url: Option<HttpUrl>,
     #[arg(long, value_parser = HttpUrl::parse)]
     pub revoke_url: Option<HttpUrl>,
-    /// Expected id_token issuer (`{tenantid}` stands for the token's tenant).
+    /// Expected id_token issuer (`{tenantid}` stands for the token's tenant). For a generic
+    /// app the issuer alone is enough: the endpoints not given are read from
+    /// <issuer>/.well-known/openid-configuration.
     #[arg(long)]
     pub issuer: Option<String>,
     /// Scopes, space- or comma-separated; replaces the preset.

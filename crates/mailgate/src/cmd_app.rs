@@ -6,14 +6,20 @@ use crate::{CmdResult, Failure, views};
 use mailgate_core::app::{AppKind, AppSpec};
 use mailgate_core::input::{AppChanges, EndpointInput, NewApp};
 use mailgate_core::{Clock, Secret};
-use mailgate_store::Store;
+use mailgate_grants::Engine;
 use std::io::{IsTerminal, Read};
 
-pub async fn run(cmd: AppCommand, store: &Store, config: &Config, clock: &dyn Clock) -> CmdResult {
+pub async fn run(
+    cmd: AppCommand,
+    engine: &Engine,
+    config: &Config,
+    clock: &dyn Clock,
+) -> CmdResult {
+    let store = engine.store();
     let public_url = config.public_url_for(config.listen);
     match cmd {
         AppCommand::Add(args) => {
-            let spec = spec_from_add(args)?;
+            let spec = spec_from_add(engine, args).await?;
             let app = store.create_app(&spec, clock.now()).await?;
             if app.spec.client_secret.is_none() && app.spec.kind == AppKind::Microsoft {
                 eprintln!(
@@ -64,7 +70,7 @@ pub async fn run(cmd: AppCommand, store: &Store, config: &Config, clock: &dyn Cl
         }
         AppCommand::Update(args) => {
             let current = store.find_app(&args.app).await?;
-            let (spec, clear_secret) = spec_from_update(current.spec.clone(), args)?;
+            let (spec, clear_secret) = spec_from_update(engine, current.spec.clone(), args).await?;
             let app = store
                 .update_app(current.id, &spec, clear_secret, clock.now())
                 .await?;
@@ -144,7 +150,14 @@ fn endpoint_input(o: EndpointOverrides) -> EndpointInput {
     }
 }
 
-fn spec_from_add(a: AppAdd) -> Result<AppSpec, Failure> {
+/// A generic app's missing endpoints from its issuer's discovery document.
+async fn discover(engine: &Engine, kind: AppKind, input: &mut EndpointInput) -> CmdResult {
+    Ok(mailgate_oauth::discovery::complete_endpoints(engine.oauth_client(), kind, input).await?)
+}
+
+async fn spec_from_add(engine: &Engine, a: AppAdd) -> Result<AppSpec, Failure> {
+    let mut endpoints = endpoint_input(a.endpoints);
+    discover(engine, a.kind, &mut endpoints).await?;
     let new = NewApp {
         client_secret: read_secret(&a.secret)?,
         service_account_key: a
@@ -158,13 +171,19 @@ fn spec_from_add(a: AppAdd) -> Result<AppSpec, Failure> {
         client_id: a.client_id,
         secret_expires: a.secret_expires,
         flow: a.flow,
-        endpoints: endpoint_input(a.endpoints),
+        endpoints,
     };
     Ok(new.into_spec()?)
 }
 
-fn spec_from_update(current: AppSpec, u: AppUpdate) -> Result<(AppSpec, bool), Failure> {
+async fn spec_from_update(
+    engine: &Engine,
+    current: AppSpec,
+    u: AppUpdate,
+) -> Result<(AppSpec, bool), Failure> {
     let clear_secret = u.clear_secret;
+    let mut endpoints = endpoint_input(u.endpoints);
+    discover(engine, current.kind, &mut endpoints).await?;
     let changes = AppChanges {
         client_secret: read_secret(&u.secret)?,
         service_account_key: u
@@ -179,7 +198,7 @@ fn spec_from_update(current: AppSpec, u: AppUpdate) -> Result<(AppSpec, bool), F
         secret_expires: u.secret_expires,
         flow: u.flow,
         reset_endpoints: u.reset_endpoints,
-        endpoints: endpoint_input(u.endpoints),
+        endpoints,
     };
     let spec = changes.apply(current).map_err(|e| match e.field {
         // The secret is never a flag's value: name the two ways to give it.

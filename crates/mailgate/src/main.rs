@@ -111,8 +111,10 @@ async fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Serve => serve::serve(config).await,
         Command::App(cmd) => {
-            let store = open_store(&config).await?;
-            let r = cmd_app::run(cmd, &store, &config, &clock).await;
+            let store = Arc::new(open_store(&config).await?);
+            // The engine's provider client reads a generic app's discovery document.
+            let engine = new_engine(&store, &config)?;
+            let r = cmd_app::run(cmd, &engine, &config, &clock).await;
             store.close().await;
             r
         }

@@ -246,6 +246,18 @@ impl OAuthClient {
             .ok_or_else(|| malformed(step, "not a JSON object"))
     }
 
+    /// The OpenID Connect discovery document of `issuer`, checked by `discovery::parse`.
+    pub async fn fetch_discovery(
+        &self,
+        issuer: &str,
+    ) -> Result<mailgate_core::input::ProviderEndpoints, Failure> {
+        let step = crate::discovery::STEP;
+        let url = crate::discovery::document_url(issuer)
+            .map_err(|e| Failure::config(step, &e.to_string()))?;
+        let body = self.get_ok(step, self.http.get(url.as_str())).await?;
+        crate::discovery::parse(issuer, &body)
+    }
+
     /// Sends a GET and returns the body of a 200, or the classified failure.
     async fn get_ok(
         &self,

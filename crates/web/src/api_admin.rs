@@ -504,6 +504,14 @@ pub async fn create_app(
     require_unrestricted(&caller, "create apps")?;
     let b = Body::read(&headers, &bytes, &[NEW_APP_FIELDS, ENDPOINT_FIELDS], false)?;
     let kind = b.required("kind", AppKind::parse)?;
+    let mut endpoints = b.endpoint_input()?;
+    mailgate_oauth::discovery::complete_endpoints(
+        state.engine.oauth_client(),
+        kind,
+        &mut endpoints,
+    )
+    .await
+    .map_err(field_problem)?;
     let new = NewApp {
         name: b.required("name", Name::parse)?,
         kind,
@@ -515,7 +523,7 @@ pub async fn create_app(
             .parsed("flow", OAuthFlow::parse)?
             .unwrap_or(OAuthFlow::AuthorizationCode),
         service_account_key: b.service_account_key()?,
-        endpoints: b.endpoint_input()?,
+        endpoints,
     };
     let spec = new.into_spec().map_err(field_problem)?;
     let app = state
@@ -561,6 +569,14 @@ pub async fn update_app(
             "give either a new client_secret or clear_secret, not both",
         ));
     }
+    let mut endpoints = b.endpoint_input()?;
+    mailgate_oauth::discovery::complete_endpoints(
+        state.engine.oauth_client(),
+        current.spec.kind,
+        &mut endpoints,
+    )
+    .await
+    .map_err(field_problem)?;
     let changes = AppChanges {
         name: b.parsed("name", Name::parse)?,
         tenant: b.parsed("tenant", TenantId::parse)?,
@@ -571,7 +587,7 @@ pub async fn update_app(
         flow: b.parsed("flow", OAuthFlow::parse)?,
         service_account_key: b.service_account_key()?,
         reset_endpoints: b.flag("reset_endpoints")?.unwrap_or(false),
-        endpoints: b.endpoint_input()?,
+        endpoints,
     };
     let spec = changes.apply(current.spec).map_err(field_problem)?;
     let app = state

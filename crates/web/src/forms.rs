@@ -293,6 +293,27 @@ fn app_form(
             "Token URL",
             "url",
             "Other OAuth2 providers: from their documentation. Empty: the preset."
+        ) + &input(
+            f,
+            errs,
+            "issuer",
+            "Issuer",
+            "url",
+            "Other OpenID Connect providers: the issuer alone is enough; mailgate reads the other endpoints from its discovery document."
+        ) + &input(
+            f,
+            errs,
+            "jwks_url",
+            "JWKS URL",
+            "url",
+            "Other providers without discovery: the signing keys that vouch for who signed in."
+        ) + &input(
+            f,
+            errs,
+            "userinfo_url",
+            "Userinfo URL",
+            "url",
+            "Other providers without discovery: used when no id_token comes back."
         ),
         scopes = input(
             f,
@@ -311,8 +332,29 @@ fn endpoint_input(f: &Fields, errs: &mut Errors) -> EndpointInput {
         authority: opt(f, errs, "authority", HttpUrl::parse),
         authorize_url: opt(f, errs, "authorize_url", HttpUrl::parse),
         token_url: opt(f, errs, "token_url", HttpUrl::parse),
+        jwks_url: opt(f, errs, "jwks_url", HttpUrl::parse),
+        userinfo_url: opt(f, errs, "userinfo_url", HttpUrl::parse),
+        issuer: opt(f, errs, "issuer", |s| {
+            HttpUrl::parse(s).map(|_| s.to_owned())
+        }),
         scopes: opt(f, errs, "scopes", Scopes::parse),
         ..Default::default()
+    }
+}
+
+/// A generic app's missing endpoints from its issuer's discovery document; a failure is
+/// shown beside the issuer field.
+async fn discover(
+    state: &AppState,
+    kind: AppKind,
+    endpoints: &mut EndpointInput,
+    errs: &mut Errors,
+) {
+    if let Err(e) =
+        mailgate_oauth::discovery::complete_endpoints(state.engine.oauth_client(), kind, endpoints)
+            .await
+    {
+        field_error(errs, e);
     }
 }
 
@@ -352,7 +394,10 @@ pub async fn create_app(
     });
     let expires = opt(&f, &mut errs, "secret_expires", parse_date);
     let flow = opt(&f, &mut errs, "flow", OAuthFlow::parse).unwrap_or(OAuthFlow::AuthorizationCode);
-    let endpoints = endpoint_input(&f, &mut errs);
+    let mut endpoints = endpoint_input(&f, &mut errs);
+    if let (true, Some(kind)) = (errs.is_empty(), kind) {
+        discover(&state, kind, &mut endpoints, &mut errs).await;
+    }
     if let (true, Some(kind), Some(name), Some(client_id)) =
         (errs.is_empty(), kind, name, client_id)
     {
@@ -438,6 +483,10 @@ pub async fn update_app(
         Err(e) => return unavailable(e),
     };
     let mut errs = Errors::default();
+    let mut endpoints = endpoint_input(&f, &mut errs);
+    if errs.is_empty() {
+        discover(&state, current.spec.kind, &mut endpoints, &mut errs).await;
+    }
     let changes = AppChanges {
         name: req(&f, &mut errs, "name", Name::parse),
         tenant: opt(&f, &mut errs, "tenant", TenantId::parse)
@@ -448,7 +497,7 @@ pub async fn update_app(
         }),
         secret_expires: opt(&f, &mut errs, "secret_expires", parse_date),
         flow: opt(&f, &mut errs, "flow", OAuthFlow::parse),
-        endpoints: endpoint_input(&f, &mut errs),
+        endpoints,
         ..Default::default()
     };
     if errs.is_empty() {

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod cli_authorize;
 mod flows;
+mod generic_oidc;
 mod mailtest;
 mod oauth;
 mod outbox;
