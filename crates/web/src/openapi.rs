@@ -607,12 +607,13 @@ fn app_input(creating: bool) -> Value {
         "name": text,
         "tenant": { "type": "string", "description": "Microsoft: Directory (tenant) ID, a verified domain, or common / organizations / consumers" },
         "client_id": text,
-        "client_secret": { "type": "string", "writeOnly": true, "description": "The secret's Value (not its ID); answered only as a hint" },
+        "client_secret": { "type": "string", "writeOnly": true, "description": if creating { "The secret's Value (not its ID); answered only as a hint" } else { "The secret's Value (not its ID); answered only as a hint. Required with any change of where it is sent (authority, tenant, an endpoint or the issuer), which also drops the app's grants" } },
         "secret_expires": { "type": "string", "format": "date" },
         "flow": { "type": "string", "enum": ["authorization_code", "device_code", "client_credentials", "service_account"] },
         "service_account_key": { "type": ["object", "string"], "writeOnly": true, "description": "Google service-account JSON key (the object or its text)" },
         "authority": url, "authorize_url": url, "token_url": url, "device_url": url,
-        "jwks_url": url, "userinfo_url": url, "revoke_url": url, "issuer": text,
+        "jwks_url": url, "userinfo_url": url, "revoke_url": url,
+        "issuer": { "type": "string", "description": "Expected id_token issuer. Generic apps: endpoints not given are read from <issuer>/.well-known/openid-configuration, whose issuer must be exactly this" },
         "scopes": { "type": ["string", "array"], "items": { "type": "string" }, "description": "Space- or comma-separated, or a list; replaces the preset" },
         "extra_params": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Extra authorize parameters, e.g. {\"domain_hint\": \"contoso.com\"}" }
     });
