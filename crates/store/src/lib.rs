@@ -569,7 +569,7 @@ impl Store {
         // would go to that app's token endpoint. Moving the account drops it.
         let app_changed = spec.app_id != current.spec.app_id;
         let mut current_state = current.state;
-        if app_changed && has_grant {
+        if app_changed {
             current_state = drop_grant_in_tx(
                 &mut tx,
                 id,
@@ -1042,7 +1042,8 @@ pub(crate) fn unique(e: sqlx::Error, what: &'static str, name: &str) -> StoreErr
     }
 }
 
-/// Deletes the account's grant because where its tokens would go changed (`why` says what),
+/// Deletes the account's grant and pending authorizations because where its tokens would go
+/// changed (`why` says what),
 /// and moves the account to `unauthorized` with that as its problem and an event. A disabled
 /// account stays disabled (it comes back `unauthorized` when enabled). Returns the state.
 pub(crate) async fn drop_grant_in_tx(
@@ -1056,6 +1057,12 @@ pub(crate) async fn drop_grant_in_tx(
         .execute(&mut **tx)
         .await?
         .rows_affected();
+    // An authorization started under the old endpoints is not finished under the new ones
+    // (its code and PKCE verifier would go to the new token endpoint).
+    sqlx::query("DELETE FROM oauth_states WHERE account_id = $1")
+        .bind(id.0)
+        .execute(&mut **tx)
+        .await?;
     let row = sqlx::query("SELECT state, name, app_id FROM accounts WHERE id = $1")
         .bind(id.0)
         .fetch_one(&mut **tx)

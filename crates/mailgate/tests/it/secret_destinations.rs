@@ -248,6 +248,8 @@ async fn moving_an_apps_endpoints_through_the_api_needs_the_secret_and_drops_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_an_apps_endpoints_with_app_update_needs_the_secret_and_drops_the_grants() {
     let (f, capture) = authorized().await;
+    // An authorization started before the move, finished after it.
+    let started = f.authorize_url("support");
     let before = rows(&f).await;
     let shown = f.env.json(&["app", "show", "Contoso", "--json"]);
     let token_url = format!("{}/token", capture.url);
@@ -289,6 +291,9 @@ async fn moving_an_apps_endpoints_with_app_update_needs_the_secret_and_drops_the
         f.env.json(&["app", "show", "Contoso", "--json"])["endpoints"]["token"],
         token_url
     );
+    // Its code (and PKCE verifier) is not exchanged at the new token endpoint.
+    let (status, page) = f.sign_in_and_callback(&started, &f.mailbox).await;
+    assert_eq!(status, 400, "{page}");
     assert_grant_dropped_and_nothing_sent(&f, &capture).await;
 }
 
