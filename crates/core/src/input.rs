@@ -694,6 +694,11 @@ mod tests {
         };
         assert!(rename.apply(with_secret(app(None))).is_ok());
         assert!(moved(None).apply(app(None)).is_ok());
+        // A service-account app signs its assertion for the token URL with its key.
+        let mut google = app(None);
+        google.service_account_key = Some(Secret::new("{\"type\":\"service_account\"}"));
+        let refused = moved(None).apply(google).unwrap_err();
+        assert_eq!(refused.field, "service_account_key");
     }
 
     #[test]

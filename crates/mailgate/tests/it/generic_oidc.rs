@@ -7,6 +7,7 @@
 
 use crate::oauth::{CLIENT_SECRET, Fixture};
 use crate::support::{Browser, text};
+use mailgate_testkit::idp::{Fault, FaultSpec};
 use reqwest::StatusCode;
 
 const ADMIN_PASSWORD: &str = "admin passphrase 9931";
@@ -91,6 +92,37 @@ async fn a_generic_app_needs_only_its_issuer_and_authorizes_with_standard_parame
     assert_eq!(f.state("oidc")["state"], "active");
     let token = f.env.run(&["token", "oidc"], None);
     assert!(token.status.success(), "{}", text(&token.stderr));
+
+    // The provider refuses the refresh token (npm `oidc-provider`'s words): worded for a
+    // generic provider, not as Google's "publish the app to Production".
+    f.expire_stored_token().await;
+    f.idp
+        .inject_fault(FaultSpec::token(
+            &f.client_id,
+            Fault::OauthError {
+                error: "invalid_grant".into(),
+                description: Some("grant request is invalid".into()),
+            },
+        ))
+        .await
+        .unwrap();
+    let refused = f.env.run(&["token", "oidc"], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    let acc = f.state("oidc");
+    assert_eq!(acc["state"], "reauth_required", "{acc}");
+    assert_eq!(
+        acc["last_problem"]["code"], "provider_invalid_grant",
+        "{acc}"
+    );
+    assert!(
+        !acc.to_string().contains("Google") && !acc.to_string().contains("Production"),
+        "{acc}"
+    );
+    assert!(
+        text(&refused.stderr).contains("grant request is invalid"),
+        "{}",
+        text(&refused.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
