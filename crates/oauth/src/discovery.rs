@@ -52,8 +52,10 @@ pub fn parse(issuer: &str, body: &str) -> Result<ProviderEndpoints, Failure> {
     };
     let stated = text("issuer")?.ok_or_else(|| malformed("has no issuer".into()))?;
     if stated != issuer.trim() {
+        // Shown so the administrator can copy it; cut short, as it comes from the network.
+        let shown: String = stated.chars().take(200).collect();
         return Err(Failure::new(STEP, Remediation::Misconfigured).with_detail(format!(
-            "the discovery document names the issuer {stated:?}, not {:?}; give exactly the issuer the provider states",
+            "the discovery document names the issuer {shown:?}, not {:?}; give exactly the issuer the provider states",
             issuer.trim()
         )));
     }
@@ -80,11 +82,13 @@ pub async fn complete_endpoints(
         return Ok(());
     };
     let found = client.fetch_discovery(&issuer).await.map_err(|f| {
-        let said = f
-            .provider_says
-            .as_deref()
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
+        // An error answer is named by its status only: the URL is the administrator's, and
+        // echoing its body would turn this check into a way to read internal pages.
+        let said = match (f.status, f.provider_says.as_deref()) {
+            (Some(status), _) => format!(": the server answered HTTP {status}"),
+            (None, Some(detail)) => format!(": {detail}"),
+            (None, None) => String::new(),
+        };
         field_error(
             "issuer",
             format!(
