@@ -32,6 +32,14 @@ pub async fn serve(config: Config) -> CmdResult {
         deliveries: Arc::new(tokio::sync::Notify::new()),
         watchers: Arc::new(tokio::sync::Notify::new()),
         webhook_allow_private: config.webhook_allow_private,
+        send_limits: mailgate_web::api::SendLimits {
+            quota: mailgate_store::OutboxQuota {
+                per_account_bytes: i64::try_from(config.outbox_account_quota_bytes)
+                    .unwrap_or(i64::MAX),
+                total_bytes: i64::try_from(config.outbox_total_quota_bytes).unwrap_or(i64::MAX),
+            },
+            max_recipients: usize::try_from(config.max_recipients).unwrap_or(usize::MAX),
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // One name for this process in every lease it takes.
