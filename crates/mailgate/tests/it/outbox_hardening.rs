@@ -759,3 +759,83 @@ async fn a_temporary_token_check_failure_keeps_messages_queued_until_it_recovers
         "the grant was never blamed"
     );
 }
+
+/// The first failed step of `mailgate test --json`: (name, remediation code, server's words).
+fn first_failed_step(f: &Fixture) -> (String, String, String) {
+    let out = f.env.run(
+        &[
+            "test",
+            "support",
+            "--json",
+            "--step-timeout",
+            "5",
+            "--find-within",
+            "5",
+        ],
+        None,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["status"] == "failed")
+        .unwrap_or_else(|| panic!("no failed step: {report:#}"))
+        .clone();
+    (
+        step["name"].as_str().unwrap().to_owned(),
+        step["remediation"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        step.to_string(),
+    )
+}
+
+/// Dovecot's temporary answers to AUTHENTICATE (IMAP `NO [UNAVAILABLE]`) and AUTH (POP3
+/// `-ERR [SYS/TEMP]`) while its token check fails are `auth_temporary` in "Test
+/// configuration", not the "wrong audience or scopes" of a refused token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_and_pop3_temporary_auth_failures_are_named_as_temporary() {
+    let (f, rig) = on_rig_with(&[]).await;
+    f.authorize().await;
+    let introspect_fails = FaultSpec {
+        client_id: Some(f.client_id.clone()),
+        endpoint: Endpoint::Introspect,
+        grant_type: None,
+        count: 1,
+        fault: Fault::HttpStatus { status: 503 },
+    };
+    f.idp.inject_fault(introspect_fails.clone()).await.unwrap();
+    let (step, code, said) = first_failed_step(&f);
+    assert_eq!(
+        (step.as_str(), code.as_str()),
+        ("imap: authenticate", "auth_temporary"),
+        "{said}"
+    );
+    assert!(said.contains("UNAVAILABLE"), "{said}");
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--inbound",
+            "pop3",
+            "--inbound-host",
+            "localhost",
+            "--inbound-port",
+            &rig.pop3s_port().to_string(),
+            "--inbound-tls",
+            "implicit",
+        ],
+        None,
+    );
+    f.idp.inject_fault(introspect_fails).await.unwrap();
+    let (step, code, said) = first_failed_step(&f);
+    assert_eq!(
+        (step.as_str(), code.as_str()),
+        ("pop3: authenticate", "auth_temporary"),
+        "{said}"
+    );
+    assert!(said.contains("SYS/TEMP"), "{said}");
+}
