@@ -113,6 +113,7 @@ pub enum Enqueued {
     /// A new outbox row.
     Created(OutboxItem),
     /// The idempotency key was used before by the same request: its first message.
+    /// (Items come back without their bytes: `message` is empty.)
     Existing(OutboxItem),
     /// The idempotency key was used before by another request; nothing stored.
     KeyReused,
@@ -169,7 +170,7 @@ impl Store {
             "INSERT INTO outbox (account_id, idempotency_key, recipients, message, message_id, status, attempts, next_attempt_at, created_at, size, request_hash)
              SELECT $1, $2, $3, $4, $5, 'queued', 0, $6, $6, $7, $8
              WHERE ({USED_SQL} AND account_id = $1) + $7 <= $9 AND ({USED_SQL}) + $7 <= $10
-             ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+             ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING {LIST_COLUMNS}"
         ))
         .bind(new.account.0)
         .bind(new.idempotency_key.map(str::to_owned))
@@ -183,8 +184,10 @@ impl Store {
         .bind(quota.total_bytes)
         .fetch_optional(&self.pool)
         .await?;
+        // The item comes back without its bytes: the caller has them, and reading a large
+        // message back would copy it a few more times (SQLite, the row, the Vec) for nothing.
         if let Some(r) = row {
-            return Ok(Enqueued::Created(item(&r)?));
+            return Ok(Enqueued::Created(item_without_message(&r)?));
         }
         // Nothing inserted: the key was taken meanwhile, or a quota is full.
         if let Some(found) = self
@@ -225,7 +228,7 @@ impl Store {
             return Ok(None);
         };
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS}, request_hash FROM outbox WHERE account_id = $1 AND idempotency_key = $2"
+            "SELECT {LIST_COLUMNS}, request_hash FROM outbox WHERE account_id = $1 AND idempotency_key = $2"
         ))
         .bind(account.0)
         .bind(key.to_owned())
@@ -236,7 +239,7 @@ impl Store {
         // Rows queued before the hash was kept carry none: they match any request, as before.
         Ok(Some(match stored {
             Some(h) if h != request_hash => Enqueued::KeyReused,
-            _ => Enqueued::Existing(item(&r)?),
+            _ => Enqueued::Existing(item_without_message(&r)?),
         }))
     }
 
