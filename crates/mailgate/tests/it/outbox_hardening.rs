@@ -309,6 +309,17 @@ async fn a_full_outbox_answers_429_or_507_with_retry_after_and_stores_nothing() 
         "nothing stored"
     );
     assert!(accepted.len() >= 2, "{} accepted", accepted.len());
+    // A message larger than the quota itself could never be taken: 413, not "wait".
+    let (status, headers, v) = send_json(
+        &f,
+        &token,
+        1,
+        json!({"to": [f.mailbox], "subject": "too big", "text": "b".repeat(7000)}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(!headers.contains_key("retry-after"));
 
     // The other account fills what the total leaves.
     let mut billing_accepted = 0;
