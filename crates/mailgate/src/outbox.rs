@@ -92,9 +92,6 @@ impl Worker {
                 tracing::info!(message = item.id, account = %account.spec.name, "message sent");
                 self.finish(&item, OutboxStatus::Sent, None, Some(&reply), now)
                     .await;
-                // Only now QUIT: the server took the message at DATA's 250, and its answer
-                // to QUIT (or a connection cut before it) changes nothing.
-                tokio::time::timeout(SMTP_TIMEOUT, sent.quit()).await.ok();
                 self.event(
                     &item,
                     EventKind::MessageSent,
@@ -102,6 +99,9 @@ impl Worker {
                     now,
                 )
                 .await;
+                // Only now QUIT: the server took the message at DATA's 250, and its answer
+                // to QUIT (or a connection cut before it) changes nothing.
+                tokio::time::timeout(SMTP_TIMEOUT, sent.quit()).await.ok();
             }
             Err(e) if mailgate_mail::send::is_permanent(&e) || item.attempts >= MAX_ATTEMPTS => {
                 tracing::warn!(message = item.id, error = %e, "message failed for good");
