@@ -259,6 +259,19 @@ impl ImapClient {
                         Some(c) => format!("{} (challenge: {c})", done.says()),
                         None => done.says(),
                     };
+                    // RFC 5530: UNAVAILABLE is a temporary failure (Dovecot's when its token
+                    // check cannot reach the identity provider); the token was not judged.
+                    if done
+                        .code
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case("UNAVAILABLE"))
+                    {
+                        return Err(MailError::server(
+                            MailRemedy::AuthTemporary,
+                            format!("{} authentication failed temporarily", mech.name()),
+                            says,
+                        ));
+                    }
                     return Err(MailError::server(
                         MailRemedy::AuthFailed,
                         format!("{} authentication was refused", mech.name()),

@@ -116,7 +116,14 @@ pub fn build(account: &AccountSpec, m: &Outgoing<'_>) -> Result<Vec<u8>, String>
         (None, Some(r)) => builder = builder.reply_to(r.to_string()),
         (None, None) => {}
     }
-    builder.write_to_vec().map_err(|e| e.to_string())
+    // Sized once for what base64 makes of the parts (4/3, plus CRLF every 76): a growing
+    // Vec would hold up to twice a large message while it doubles.
+    let parts_len: usize = m.attachments.iter().map(|a| a.content.len()).sum::<usize>()
+        + m.text.map_or(0, str::len)
+        + m.html.map_or(0, str::len);
+    let mut out = Vec::with_capacity(parts_len / 3 * 4 + parts_len / 57 * 2 + 4096);
+    builder.write_to(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 fn attachment_part<'a>(a: &Attachment<'a>) -> MimePart<'a> {

@@ -161,6 +161,14 @@ impl Pop3Client {
                         Some(c) => format!("-ERR {text} (challenge: {c})"),
                         None => format!("-ERR {text}"),
                     };
+                    // RFC 3206: [SYS/TEMP] is a temporary system failure, not a refusal.
+                    if text.to_ascii_uppercase().starts_with("[SYS/TEMP]") {
+                        return Err(MailError::server(
+                            MailRemedy::AuthTemporary,
+                            format!("{} authentication failed temporarily", mech.name()),
+                            says,
+                        ));
+                    }
                     return Err(MailError::server(
                         MailRemedy::AuthFailed,
                         format!("{} authentication was refused", mech.name()),

@@ -38,4 +38,7 @@ mail_remedies! {
     Deadline = "deadline", "The server stopped answering (no reply within the time limit). Check the port, and whether a firewall or proxy holds the connection.";
     ConnectionLost = "connection_lost", "The server closed the connection unexpectedly.";
     Disabled = "account_disabled", "The account is disabled. Enable it to test it.";
+    ServerBusy = "server_busy", "The server is temporarily not taking connections or commands (a 4xx reply such as 421). mailgate tries again later; if it lasts, check the server's load and limits.";
+    AuthTemporary = "auth_temporary", "The mail server could not check the token just now (a temporary failure, such as 454 4.7.0, NO [UNAVAILABLE] or -ERR [SYS/TEMP]), often because it cannot reach the identity provider. The token was not refused: mailgate tries again later.";
+    SendDeferred = "send_deferred", "The server deferred the message with a temporary (4xx) reply: it is busy, rate-limiting, or cannot reach the next hop. Its words are below; mailgate tries again later.";
 }

@@ -9,7 +9,23 @@ use mailgate_core::account::MailAccount;
 use mailgate_grants::Engine;
 use std::time::Duration;
 
-/// Sends `message` to `recipients`; returns the server's final reply (its queue id).
+/// A message the server accepted (DATA's 250), with the session still open. The caller
+/// records the success first and then says QUIT: once the 250 has arrived the server owns
+/// the message, so a failed QUIT (or a crash before it) must not make it look unsent.
+pub struct Sent {
+    /// The server's final reply (its queue id).
+    pub reply: String,
+    session: SmtpClient,
+}
+
+impl Sent {
+    /// Ends the conversation politely; its outcome changes nothing.
+    pub async fn quit(self) {
+        self.session.quit().await;
+    }
+}
+
+/// Sends `message` to `recipients`; returns once DATA's 250 has arrived, without QUIT.
 pub async fn send(
     engine: &Engine,
     tls: &TlsSettings,
@@ -17,7 +33,7 @@ pub async fn send(
     recipients: &[String],
     message: &[u8],
     timeout: Duration,
-) -> Result<String, MailError> {
+) -> Result<Sent, MailError> {
     let out = account.spec.outbound.as_ref().ok_or_else(|| {
         MailError::new(MailRemedy::SendRejected, "the account has no outbound SMTP")
     })?;
@@ -44,12 +60,12 @@ pub async fn send(
         .await?;
     let rcpts: Vec<&str> = recipients.iter().map(String::as_str).collect();
     let reply = c.send(&user, &rcpts, message).await?;
-    c.quit().await;
-    Ok(reply)
+    Ok(Sent { reply, session: c })
 }
 
 /// Whether retrying cannot help: the server refused for good (5xx), or the configuration
-/// or grant needs a person. Network trouble, timeouts and 4xx replies are worth retrying.
+/// or grant needs a person. Network trouble, timeouts and 4xx replies (`server_busy`,
+/// `auth_temporary`, `send_deferred`) are worth retrying.
 pub fn is_permanent(e: &MailError) -> bool {
     match e.remedy {
         MailRemedy::SendRejected => e.server_says.as_deref().is_some_and(|s| s.starts_with('5')),
@@ -68,5 +84,46 @@ pub fn is_permanent(e: &MailError) -> bool {
         | MailRemedy::NoStartTls
         | MailRemedy::Disabled => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_permanent;
+    use crate::net::MailError;
+    use crate::remedy::MailRemedy;
+
+    fn failed(remedy: MailRemedy, says: &str) -> MailError {
+        MailError::server(remedy, "step", says)
+    }
+
+    #[test]
+    fn temporary_replies_are_retried_and_permanent_ones_are_not() {
+        for (remedy, says, permanent) in [
+            (
+                MailRemedy::AuthTemporary,
+                "454 4.7.0 Temporary authentication failure",
+                false,
+            ),
+            (
+                MailRemedy::SendDeferred,
+                "421 4.4.0 Connection to relay failed",
+                false,
+            ),
+            (MailRemedy::SendDeferred, "451 4.3.0 Try again later", false),
+            (
+                MailRemedy::ServerBusy,
+                "421 4.3.2 Service not available",
+                false,
+            ),
+            (MailRemedy::SendRejected, "550 5.7.60 SendAsDenied", true),
+            (
+                MailRemedy::AuthFailed,
+                "535 5.7.8 Authentication failed",
+                true,
+            ),
+        ] {
+            assert_eq!(is_permanent(&failed(remedy, says)), permanent, "{says}");
+        }
     }
 }

@@ -35,7 +35,7 @@ impl SmtpClient {
             })?;
         if reply.code != 220 {
             return Err(MailError::server(
-                MailRemedy::ServerError,
+                busy_or(MailRemedy::ServerError, &reply),
                 "the server did not greet with 220",
                 says(&reply),
             ));
@@ -60,7 +60,7 @@ impl SmtpClient {
         let reply = self.command(&format!("EHLO {name}")).await?;
         if reply.code != 250 {
             return Err(MailError::server(
-                MailRemedy::ServerError,
+                busy_or(MailRemedy::ServerError, &reply),
                 "EHLO was refused",
                 says(&reply),
             ));
@@ -158,38 +158,22 @@ impl SmtpClient {
     ) -> Result<String, MailError> {
         let reply = self.command(&format!("MAIL FROM:<{from}>")).await?;
         if reply.code != 250 {
-            return Err(MailError::server(
-                MailRemedy::SendRejected,
-                "MAIL FROM was refused",
-                says(&reply),
-            ));
+            return Err(send_refused("MAIL FROM", &reply));
         }
         for rcpt in to {
             let reply = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
             if reply.code != 250 && reply.code != 251 {
-                return Err(MailError::server(
-                    MailRemedy::SendRejected,
-                    format!("RCPT TO {rcpt} was refused"),
-                    says(&reply),
-                ));
+                return Err(send_refused(&format!("RCPT TO {rcpt}"), &reply));
             }
         }
         let reply = self.command("DATA").await?;
         if reply.code != 354 {
-            return Err(MailError::server(
-                MailRemedy::SendRejected,
-                "DATA was refused",
-                says(&reply),
-            ));
+            return Err(send_refused("DATA", &reply));
         }
         self.conn.send_raw(&smtp::dot_stuff(message)).await?;
         let reply = read_reply(&mut self.conn, &mut self.reader).await?;
         if reply.code != 250 {
-            return Err(MailError::server(
-                MailRemedy::SendRejected,
-                "the message was refused",
-                says(&reply),
-            ));
+            return Err(send_refused("the message (after DATA)", &reply));
         }
         Ok(says(&reply))
     }
@@ -199,8 +183,52 @@ impl SmtpClient {
     }
 }
 
+/// A 4xx reply is the server saying "not now" (RFC 5321 §4.2.1): the same command may
+/// succeed later. Every step words it as temporary, never as a refusal to act on.
+fn is_transient(reply: &Reply) -> bool {
+    (400..500).contains(&reply.code)
+}
+
+/// `busy` for a 4xx reply (421 service not available, …), else `otherwise`.
+fn busy_or(otherwise: MailRemedy, reply: &Reply) -> MailRemedy {
+    if is_transient(reply) {
+        MailRemedy::ServerBusy
+    } else {
+        otherwise
+    }
+}
+
+/// MAIL FROM, RCPT TO or DATA not accepted: deferred (4xx, retried) or refused (5xx).
+fn send_refused(step: &str, reply: &Reply) -> MailError {
+    if is_transient(reply) {
+        MailError::server(
+            MailRemedy::SendDeferred,
+            format!(
+                "{step} was deferred by the server (a temporary {} reply)",
+                reply.code
+            ),
+            says(reply),
+        )
+    } else {
+        MailError::server(
+            MailRemedy::SendRejected,
+            format!("{step} was refused"),
+            says(reply),
+        )
+    }
+}
+
 fn auth_error(reply: &Reply) -> MailError {
     let text = reply.text();
+    // 454 4.7.0 "Temporary authentication failure" (Dovecot when its token check cannot
+    // reach the identity provider), 421, 432: the token was not judged; try again later.
+    if is_transient(reply) {
+        return MailError::server(
+            MailRemedy::AuthTemporary,
+            "SMTP AUTH failed temporarily (the server could not check the token)",
+            says(reply),
+        );
+    }
     let remedy = if text.contains("5.7.139")
         || text
             .to_ascii_lowercase()
@@ -216,4 +244,81 @@ fn auth_error(reply: &Reply) -> MailError {
 async fn read_reply(conn: &mut Conn, reader: &mut Reader) -> Result<Reply, MailError> {
     conn.read_item(reader, Reader::next, Reader::feed, "SMTP reply")
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{auth_error, busy_or, send_refused};
+    use crate::remedy::MailRemedy;
+    use mailgate_proto::smtp::Reply;
+
+    fn reply(code: u16, text: &str) -> Reply {
+        Reply {
+            code,
+            lines: vec![text.to_owned()],
+        }
+    }
+
+    #[test]
+    fn a_temporary_reply_at_each_step_has_its_own_words() {
+        // The case: a relay failure at MAIL FROM was worded as "Send As".
+        let e = send_refused("MAIL FROM", &reply(421, "4.4.0 Connection to relay failed"));
+        assert_eq!(e.remedy, MailRemedy::SendDeferred);
+        assert!(
+            e.detail.contains("deferred") && e.detail.contains("temporary"),
+            "{e}"
+        );
+        assert_eq!(
+            e.server_says.as_deref(),
+            Some("421 4.4.0 Connection to relay failed")
+        );
+        assert!(!e.remedy.sentence().contains("Send As"));
+        for step in ["RCPT TO a@example.test", "DATA", "the message (after DATA)"] {
+            let e = send_refused(step, &reply(451, "4.3.0 Try again later"));
+            assert_eq!(e.remedy, MailRemedy::SendDeferred, "{step}");
+            assert!(e.detail.starts_with(step), "{e}");
+        }
+        let e = send_refused("RCPT TO x@example.test", &reply(550, "5.1.1 User unknown"));
+        assert_eq!(e.remedy, MailRemedy::SendRejected);
+        assert!(e.detail.contains("refused"), "{e}");
+        for code in [454, 421, 432] {
+            let e = auth_error(&reply(code, "4.7.0 Temporary authentication failure"));
+            assert_eq!(e.remedy, MailRemedy::AuthTemporary, "{code}");
+            assert!(e.detail.contains("temporarily"), "{e}");
+        }
+        assert_eq!(
+            auth_error(&reply(535, "5.7.8 Authentication failed")).remedy,
+            MailRemedy::AuthFailed
+        );
+        assert_eq!(
+            auth_error(&reply(
+                535,
+                "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled"
+            ))
+            .remedy,
+            MailRemedy::SmtpAuthDisabled
+        );
+        assert_eq!(
+            busy_or(
+                MailRemedy::ServerError,
+                &reply(421, "4.3.2 Service not available")
+            ),
+            MailRemedy::ServerBusy
+        );
+        assert_eq!(
+            busy_or(MailRemedy::ServerError, &reply(554, "5.3.2 No service")),
+            MailRemedy::ServerError
+        );
+    }
+
+    #[test]
+    fn temporary_remedies_read_as_temporary() {
+        for r in [
+            MailRemedy::ServerBusy,
+            MailRemedy::AuthTemporary,
+            MailRemedy::SendDeferred,
+        ] {
+            assert!(r.sentence().contains("again later"), "{}", r.code());
+        }
+    }
 }

@@ -36,6 +36,12 @@ pub struct Config {
     pub poll_interval_secs: u64,
     /// The longest IMAP IDLE round before it is re-issued (Exchange drops IDLE at 30 min).
     pub idle_secs: u64,
+    /// Bytes of messages one account may have waiting (queued or sending); beyond: 429.
+    pub outbox_account_quota_bytes: u64,
+    /// Bytes of messages all accounts together may have waiting; beyond: 507.
+    pub outbox_total_quota_bytes: u64,
+    /// Recipients (To + Cc + Bcc) one message may have.
+    pub max_recipients: u64,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -70,6 +76,9 @@ struct FileConfig {
     webhook_allow_private: Option<bool>,
     poll_interval_secs: Option<u64>,
     idle_secs: Option<u64>,
+    outbox_account_quota_bytes: Option<u64>,
+    outbox_total_quota_bytes: Option<u64>,
+    max_recipients: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -248,6 +257,51 @@ pub fn load(
         25 * 60,
         29 * 60,
     )?;
+    // Counts, not seconds: the same parse with its own words.
+    let number = |env_key: &str,
+                  file_val: Option<u64>,
+                  name: &str,
+                  default: u64,
+                  max: u64,
+                  unit: &str|
+     -> Result<u64, ConfigError> {
+        match pick(env_key, file_val.map(|v| v.to_string()), name) {
+            Some((key, v)) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(err(
+                    key,
+                    format!("{v:?} is not a number of {unit} from 1 to {max}"),
+                )),
+            },
+            None => Ok(default),
+        }
+    };
+    // 16 MiB requests make at most ~14 MB messages: the defaults hold about 14 of those per
+    // account and 70 in all, bounding the database (and what the worker reads back).
+    let outbox_account_quota_bytes = number(
+        "MAILGATE_OUTBOX_ACCOUNT_QUOTA_BYTES",
+        file.outbox_account_quota_bytes,
+        "outbox_account_quota_bytes",
+        200 * 1024 * 1024,
+        1 << 40,
+        "bytes",
+    )?;
+    let outbox_total_quota_bytes = number(
+        "MAILGATE_OUTBOX_TOTAL_QUOTA_BYTES",
+        file.outbox_total_quota_bytes,
+        "outbox_total_quota_bytes",
+        1024 * 1024 * 1024,
+        1 << 40,
+        "bytes",
+    )?;
+    let max_recipients = number(
+        "MAILGATE_MAX_RECIPIENTS",
+        file.max_recipients,
+        "max_recipients",
+        500,
+        100_000,
+        "recipients",
+    )?;
     let webhook_allow_private = match pick(
         "MAILGATE_WEBHOOK_ALLOW_PRIVATE",
         file.webhook_allow_private.map(|b| b.to_string()),
@@ -274,6 +328,9 @@ pub fn load(
         webhook_allow_private,
         poll_interval_secs,
         idle_secs,
+        outbox_account_quota_bytes,
+        outbox_total_quota_bytes,
+        max_recipients,
     })
 }
 
@@ -405,6 +462,52 @@ mod tests {
             ("MAILGATE_IDLE_SECS", "3600", "1 to 1740"),
             ("MAILGATE_POLL_INTERVAL_SECS", "0", "1 to 3600"),
             ("MAILGATE_WEBHOOK_RETRY_SECS", "soon", "seconds"),
+        ] {
+            let e = load(None, &env_of(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{key}: ")) && e.contains(words),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn outbox_quotas_and_recipient_cap() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!(
+            (
+                c.outbox_account_quota_bytes,
+                c.outbox_total_quota_bytes,
+                c.max_recipients
+            ),
+            (200 * 1024 * 1024, 1024 * 1024 * 1024, 500)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(
+            &path,
+            "outbox_account_quota_bytes = 1000\noutbox_total_quota_bytes = 5000\nmax_recipients = 50\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &env_of(&[("MAILGATE_MAX_RECIPIENTS", "20")])).unwrap();
+        assert_eq!(
+            (
+                c.outbox_account_quota_bytes,
+                c.outbox_total_quota_bytes,
+                c.max_recipients
+            ),
+            (1000, 5000, 20)
+        );
+        for (key, value, words) in [
+            ("MAILGATE_OUTBOX_ACCOUNT_QUOTA_BYTES", "0", "bytes from 1"),
+            ("MAILGATE_OUTBOX_TOTAL_QUOTA_BYTES", "1GB", "bytes from 1"),
+            (
+                "MAILGATE_MAX_RECIPIENTS",
+                "-1",
+                "recipients from 1 to 100000",
+            ),
         ] {
             let e = load(None, &env_of(&[(key, value)]))
                 .unwrap_err()

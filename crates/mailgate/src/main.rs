@@ -13,6 +13,7 @@ mod cmd_auth;
 mod cmd_keys;
 mod cmd_user;
 mod config;
+mod instance;
 mod outbox;
 mod retry;
 mod serve;

@@ -1,7 +1,9 @@
 //! The outbox worker in `serve`: claims due messages (a lease in the row), sends each over
 //! the account's SMTP, and records sent / retry with backoff / failed. A crash mid-send
 //! leaves the lease to expire and the message is claimed again; SMTP servers de-duplicate
-//! nothing, so the window for a double send is one message's DATA phase.
+//! nothing, so the window for a double send is from the end of the message's data to the
+//! write of `sent` that follows DATA's 250 (QUIT comes after that write). Delivery is
+//! therefore at-least-once across a crash in that window.
 
 use crate::retry::{backoff, jitter_roll};
 use mailgate_core::event::EventKind;
@@ -85,7 +87,8 @@ impl Worker {
         };
         let now = SystemClock.now();
         match result {
-            Ok(reply) => {
+            Ok(sent) => {
+                let reply = sent.reply.clone();
                 tracing::info!(message = item.id, account = %account.spec.name, "message sent");
                 self.finish(&item, OutboxStatus::Sent, None, Some(&reply), now)
                     .await;
@@ -96,6 +99,9 @@ impl Worker {
                     now,
                 )
                 .await;
+                // Only now QUIT: the server took the message at DATA's 250, and its answer
+                // to QUIT (or a connection cut before it) changes nothing.
+                tokio::time::timeout(SMTP_TIMEOUT, sent.quit()).await.ok();
             }
             Err(e) if mailgate_mail::send::is_permanent(&e) || item.attempts >= MAX_ATTEMPTS => {
                 tracing::warn!(message = item.id, error = %e, "message failed for good");

@@ -32,14 +32,31 @@ pub async fn serve(config: Config) -> CmdResult {
         deliveries: Arc::new(tokio::sync::Notify::new()),
         watchers: Arc::new(tokio::sync::Notify::new()),
         webhook_allow_private: config.webhook_allow_private,
+        send_limits: mailgate_web::api::SendLimits {
+            quota: mailgate_store::OutboxQuota {
+                per_account_bytes: i64::try_from(config.outbox_account_quota_bytes)
+                    .unwrap_or(i64::MAX),
+                total_bytes: i64::try_from(config.outbox_total_quota_bytes).unwrap_or(i64::MAX),
+            },
+            max_recipients: usize::try_from(config.max_recipients).unwrap_or(usize::MAX),
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // One name for this process in every lease it takes.
+    // One name for this process in every lease it takes: the instance id, then this run.
+    let instance = crate::instance::instance_id(&config.data_dir).map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot read or create the instance id in {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     let holder = format!(
-        "{}-{}",
+        "{instance}/{}-{}",
         std::process::id(),
         mailgate_oauth::random::token(6)
     );
+    // Held until the process exits; the claims of an earlier run are released only when no
+    // other serve of this data directory runs.
+    let _serve_lock = release_earlier_claims(&store, &config.data_dir, &instance).await;
     let worker = crate::outbox::Worker {
         store: store.clone(),
         engine: engine.clone(),
@@ -96,6 +113,40 @@ pub async fn serve(config: Config) -> CmdResult {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// After a crash (`kill -9`, power loss) this instance's outbox claims, webhook claims and
+/// watcher leases would block their work until they expire (up to two minutes); they are
+/// released now, before the workers start. Returns the serve lock to hold.
+async fn release_earlier_claims(
+    store: &mailgate_store::Store,
+    data_dir: &std::path::Path,
+    instance: &str,
+) -> Option<std::fs::File> {
+    let lock = match crate::instance::exclusive_serve(data_dir) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            tracing::warn!(
+                "another serve uses this data directory; claims of earlier runs are left to expire"
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the serve lock; claims of earlier runs are left to expire");
+            return None;
+        }
+    };
+    match store.release_claims_of(&format!("{instance}/")).await {
+        Ok(released) => tracing::info!(
+            instance,
+            outbox = released.outbox,
+            deliveries = released.deliveries,
+            watchers = released.watch_leases,
+            "started; released the claims of an earlier run"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot release the claims of an earlier run"),
+    }
+    Some(lock)
 }
 
 /// With no administrator yet, prints a one-time link that creates the first one. A new

@@ -26,7 +26,9 @@ use mailgate_core::app::{AppSpec, OAuthApp};
 use mailgate_core::event::{Event, EventKind};
 use mailgate_core::{AccountId, AccountState, AppId, Grant, Secret, Timestamp};
 pub use migrate::SCHEMA_VERSION;
-pub use outbox::{OutboxItem, OutboxStatus};
+pub use outbox::{
+    Enqueued, NewOutboxMessage, OutboxItem, OutboxQuota, OutboxStatus, ReleasedClaims, request_hash,
+};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::PathBuf;

@@ -52,6 +52,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "user_last_login",
         include_str!("../migrations/sqlite/0008_user_last_login.sql"),
     ),
+    (
+        10,
+        "outbox_quota_and_request_hash",
+        include_str!("../migrations/sqlite/0010_outbox_quota_and_request_hash.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

@@ -88,46 +88,159 @@ fn item_without_message(r: &AnyRow) -> Result<OutboxItem> {
     })
 }
 
+/// How many bytes of messages may wait in the outbox (queued or being sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxQuota {
+    pub per_account_bytes: i64,
+    pub total_bytes: i64,
+}
+
+/// A message to queue. `message` is taken by value: a large message is bound into SQL
+/// without another copy.
+pub struct NewOutboxMessage<'a> {
+    pub account: AccountId,
+    pub idempotency_key: Option<&'a str>,
+    /// [`request_hash`] of the request that asked for it.
+    pub request_hash: &'a str,
+    pub recipients: &'a [String],
+    pub message: Vec<u8>,
+    pub message_id: &'a str,
+}
+
+/// What [`Store::enqueue`] did.
+#[derive(Debug)]
+pub enum Enqueued {
+    /// A new outbox row.
+    Created(OutboxItem),
+    /// The idempotency key was used before by the same request: its first message.
+    /// (Items come back without their bytes: `message` is empty.)
+    Existing(OutboxItem),
+    /// The idempotency key was used before by another request; nothing stored.
+    KeyReused,
+    /// Storing it would take the account past its quota; nothing stored.
+    AccountQuotaFull { used: i64, quota: i64 },
+    /// Storing it would take the whole outbox past its quota; nothing stored.
+    TotalQuotaFull { used: i64, quota: i64 },
+}
+
+/// A SHA-256 (hex) over the parts of a request, each length-prefixed so that moving bytes
+/// from one part to the next changes the hash.
+pub fn request_hash(parts: &[&[u8]]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    hex::encode(ctx.finish().as_ref())
+}
+
+/// What [`Store::release_claims_of`] let go of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReleasedClaims {
+    pub outbox: u64,
+    pub deliveries: u64,
+    pub watch_leases: u64,
+}
+
+/// Bytes waiting (queued or being sent), of one account or of all.
+const USED_SQL: &str =
+    "SELECT COALESCE(SUM(size), 0) AS used FROM outbox WHERE status IN ('queued', 'sending')";
+
 impl Store {
-    /// Queues a message. With an idempotency key already used for this account, returns
-    /// the existing item instead (and `false`): the same key never sends twice.
+    /// Queues a message, in one statement that also checks both quotas, so concurrent sends
+    /// cannot together pass a quota each passed alone. With an idempotency key already used
+    /// for this account, returns the existing item (same request) or `KeyReused` (another
+    /// request): the same key never sends twice.
     pub async fn enqueue(
         &self,
-        account: AccountId,
-        idempotency_key: Option<&str>,
-        recipients: &[String],
-        message: &[u8],
-        message_id: &str,
+        new: NewOutboxMessage<'_>,
+        quota: OutboxQuota,
         now: Timestamp,
-    ) -> Result<(OutboxItem, bool)> {
-        let recipients =
-            serde_json::to_string(recipients).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    ) -> Result<Enqueued> {
+        if let Some(found) = self
+            .idempotent_replay(new.account, new.idempotency_key, new.request_hash)
+            .await?
+        {
+            return Ok(found);
+        }
+        let recipients = serde_json::to_string(new.recipients)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let size = new.message.len() as i64;
         let row = sqlx::query(&format!(
-            "INSERT INTO outbox (account_id, idempotency_key, recipients, message, message_id, status, attempts, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6)
-             ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+            "INSERT INTO outbox (account_id, idempotency_key, recipients, message, message_id, status, attempts, next_attempt_at, created_at, size, request_hash)
+             SELECT $1, $2, $3, $4, $5, 'queued', 0, $6, $6, $7, $8
+             WHERE ({USED_SQL} AND account_id = $1) + $7 <= $9 AND ({USED_SQL}) + $7 <= $10
+             ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING {LIST_COLUMNS}"
         ))
-        .bind(account.0)
-        .bind(idempotency_key.map(str::to_owned))
+        .bind(new.account.0)
+        .bind(new.idempotency_key.map(str::to_owned))
         .bind(recipients)
-        .bind(message.to_vec())
-        .bind(message_id.to_owned())
+        .bind(new.message)
+        .bind(new.message_id.to_owned())
         .bind(now.0)
+        .bind(size)
+        .bind(new.request_hash.to_owned())
+        .bind(quota.per_account_bytes)
+        .bind(quota.total_bytes)
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            Some(r) => Ok((item(&r)?, true)),
-            None => {
-                let r = sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM outbox WHERE account_id = $1 AND idempotency_key = $2"
-                ))
-                .bind(account.0)
-                .bind(idempotency_key.map(str::to_owned))
-                .fetch_one(&self.pool)
-                .await?;
-                Ok((item(&r)?, false))
-            }
+        // The item comes back without its bytes: the caller has them, and reading a large
+        // message back would copy it a few more times (SQLite, the row, the Vec) for nothing.
+        if let Some(r) = row {
+            return Ok(Enqueued::Created(item_without_message(&r)?));
         }
+        // Nothing inserted: the key was taken meanwhile, or a quota is full.
+        if let Some(found) = self
+            .idempotent_replay(new.account, new.idempotency_key, new.request_hash)
+            .await?
+        {
+            return Ok(found);
+        }
+        let account_used: i64 = sqlx::query(&format!("{USED_SQL} AND account_id = $1"))
+            .bind(new.account.0)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("used")?;
+        if account_used + size > quota.per_account_bytes {
+            return Ok(Enqueued::AccountQuotaFull {
+                used: account_used,
+                quota: quota.per_account_bytes,
+            });
+        }
+        let used: i64 = sqlx::query(USED_SQL)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("used")?;
+        Ok(Enqueued::TotalQuotaFull {
+            used,
+            quota: quota.total_bytes,
+        })
+    }
+
+    /// The message an idempotency key already stands for, if any.
+    async fn idempotent_replay(
+        &self,
+        account: AccountId,
+        key: Option<&str>,
+        request_hash: &str,
+    ) -> Result<Option<Enqueued>> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {LIST_COLUMNS}, request_hash FROM outbox WHERE account_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(account.0)
+        .bind(key.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let stored: Option<String> = r.try_get("request_hash")?;
+        // Rows queued before the hash was kept carry none: they match any request, as before.
+        Ok(Some(match stored {
+            Some(h) if h != request_hash => Enqueued::KeyReused,
+            _ => Enqueued::Existing(item_without_message(&r)?),
+        }))
     }
 
     pub async fn outbox_item(&self, id: i64) -> Result<OutboxItem> {
@@ -264,6 +377,41 @@ impl Store {
             .iter()
             .map(item_without_message)
             .collect()
+    }
+
+    /// Lets go at once of what an earlier run of this instance held when it died: outbox
+    /// claims, webhook delivery claims and `watch:<account>` leases whose holder starts with
+    /// `holder_prefix` are made expired, so the running workers take them over now rather
+    /// than after their lease time (up to two minutes). Only the caller can know that no
+    /// live process holds that prefix.
+    pub async fn release_claims_of(&self, holder_prefix: &str) -> Result<ReleasedClaims> {
+        // substr, not LIKE: a prefix is compared as it is, without wildcards.
+        let outbox = sqlx::query(
+            "UPDATE outbox SET lease_until = 0 WHERE status = 'sending' AND substr(lease_holder, 1, length($1)) = $1",
+        )
+        .bind(holder_prefix.to_owned())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let deliveries = sqlx::query(
+            "UPDATE webhook_deliveries SET lease_until = 0 WHERE status = 'delivering' AND substr(lease_holder, 1, length($1)) = $1",
+        )
+        .bind(holder_prefix.to_owned())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let watch_leases = sqlx::query(
+            "UPDATE leases SET expires_at = 0 WHERE substr(name, 1, 6) = 'watch:' AND substr(holder, 1, length($1)) = $1",
+        )
+        .bind(holder_prefix.to_owned())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(ReleasedClaims {
+            outbox,
+            deliveries,
+            watch_leases,
+        })
     }
 
     /// When the next queued message is due, if any.

@@ -269,6 +269,20 @@ pub const MAX_ATTACHMENT_BYTES: usize = 10 * 1024 * 1024;
 /// and the html.
 pub const SEND_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
+/// What one send may ask for (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct SendLimits {
+    /// Bytes waiting in the outbox, per account (429 beyond) and in all (507 beyond).
+    pub quota: mailgate_store::OutboxQuota,
+    /// Recipients (To + Cc + Bcc) of one message.
+    pub max_recipients: usize,
+}
+
+/// How long a caller refused for a full outbox should wait: about one SMTP round for the
+/// worker to make room (per account), longer when the whole outbox is full.
+const ACCOUNT_QUOTA_RETRY_AFTER_SECS: u64 = 30;
+const TOTAL_QUOTA_RETRY_AFTER_SECS: u64 = 120;
+
 /// The JSON body of a send. Unknown fields are refused, so a misspelt `htm` is an error
 /// rather than a message sent without its html.
 #[derive(serde::Deserialize)]
@@ -367,6 +381,16 @@ fn is_token_char(c: char) -> bool {
     c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)
 }
 
+/// Characters that change how a name is shown without being seen: the bidirectional
+/// controls (U+202E makes `invoice\u{202E}fdp.exe` read as `invoiceexe.pdf`), zero-width and
+/// line/paragraph separators, the byte-order mark.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        // Not U+200C/U+200D (ZWNJ/ZWJ): Persian and Indic names and emoji need them.
+        '\u{061C}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// Decodes and checks every attachment; the problem names `attachments[i].<field>`.
 fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, Response> {
     use base64::Engine;
@@ -386,11 +410,11 @@ fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, Resp
         if a.filename.len() > 255
             || a.filename
                 .chars()
-                .any(|c| c.is_control() || c == '/' || c == '\\')
+                .any(|c| c.is_control() || is_invisible_format(c) || c == '/' || c == '\\')
         {
             return Err(invalid(
                 &field("filename"),
-                "a file name of at most 255 bytes, without control characters (such as line breaks), / or \\",
+                "a file name of at most 255 bytes, without control characters (such as line breaks or bidirectional controls like U+202E), / or \\",
             ));
         }
         let content_type = a.content_type.trim().to_ascii_lowercase();
@@ -441,11 +465,18 @@ fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, Resp
                 Some(bare.to_owned())
             }
         };
-        let compact: Vec<u8> = a
-            .content_base64
-            .bytes()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
+        // A copy without line breaks only when there are any: a large attachment is
+        // otherwise held once more for nothing.
+        let raw = a.content_base64.as_bytes();
+        let compact: std::borrow::Cow<'_, [u8]> = if raw.iter().any(u8::is_ascii_whitespace) {
+            raw.iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect::<Vec<u8>>()
+                .into()
+        } else {
+            raw.into()
+        };
         let content = BASE64.decode(&compact).map_err(|e| {
             invalid(
                 &field("content_base64"),
@@ -536,19 +567,41 @@ pub async fn send_message(
         }
         Err(e) => return problem(e.status(), "invalid_body", e.body_text(), None),
     };
+    // What an Idempotency-Key stands for: this request, as Stripe compares them.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let path = format!("/api/v1/accounts/{id}/messages");
+    let request_hash =
+        mailgate_store::request_hash(&[b"POST", path.as_bytes(), content_type, &body]);
     match send_body_kind(&headers) {
-        Ok(SendBody::Raw) => return send_raw(&state, id, &headers, &body).await,
+        Ok(SendBody::Raw) => return send_raw(&state, id, &headers, &body, &request_hash).await,
         Ok(SendBody::Json) => {}
         Err(r) => return r,
     }
-    let req = match parse_send_request(&body) {
+    let mut req = match parse_send_request(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
+    // The request's bytes are in `req` now; let them go before the message is built.
+    drop(body);
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
         Err(r) => return r,
     };
+    // Counted before any address is parsed: a huge list costs nothing to refuse.
+    let cap = state.send_limits.max_recipients;
+    let mut counted = 0usize;
+    for (field, list) in [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)] {
+        counted += list.len();
+        if counted > cap {
+            return invalid(
+                field,
+                format!("a message may have at most {cap} recipients (to, cc and bcc together)"),
+            );
+        }
+    }
     let (to, cc, bcc) = match (
         parse_addresses("to", &req.to),
         parse_addresses("cc", &req.cc),
@@ -593,6 +646,8 @@ pub async fn send_message(
         Ok(a) => a,
         Err(r) => return r,
     };
+    // Decoded now: the base64 text is not needed again.
+    req.attachments = Vec::new();
     let account = match sending_account(&state, id).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -637,13 +692,17 @@ pub async fn send_message(
             );
         }
     };
+    drop(attachments);
     enqueue(
         &state,
-        account.id,
-        key.as_deref(),
-        &envelope,
-        &bytes,
-        &message_id,
+        mailgate_store::NewOutboxMessage {
+            account: account.id,
+            idempotency_key: key.as_deref(),
+            request_hash: &request_hash,
+            recipients: &envelope,
+            message: bytes,
+            message_id: &message_id,
+        },
     )
     .await
 }
@@ -835,13 +894,56 @@ fn header_addresses(value: &str) -> Vec<String> {
     out
 }
 
+/// One header field of a raw message: its name as parsed (trimmed, lower case: `Bcc :`
+/// and `BCC:` are both `bcc`), its unfolded value, and its lines as written.
+struct HeaderField<'a> {
+    name: String,
+    value: String,
+    lines: Vec<&'a str>,
+}
+
+/// The header fields of `head`, continuation lines folded into their field.
+fn header_fields(head: &str) -> Result<Vec<HeaderField<'_>>, Response> {
+    let mut fields: Vec<HeaderField<'_>> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.value.push(' ');
+                last.value.push_str(line.trim());
+                last.lines.push(line);
+                continue;
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            fields.push(HeaderField {
+                name: name.trim().to_ascii_lowercase(),
+                value: value.trim().to_owned(),
+                lines: vec![line],
+            });
+            continue;
+        }
+        return Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!(
+                "not a header line: {:?}",
+                line.chars().take(60).collect::<String>()
+            ),
+            None,
+        ));
+    }
+    Ok(fields)
+}
+
 /// A ready RFC 5322 message (`Content-Type: message/rfc822`): the envelope comes from To,
-/// Cc and Bcc; Bcc is removed before sending; a Message-ID is added when missing.
+/// Cc and Bcc; Bcc is removed before sending (by its parsed name, folded lines and all); a
+/// Message-ID is added when missing. `From` must be the account's address, its shared
+/// mailbox or one of its aliases: the API token may send as this account, not as anyone.
 async fn send_raw(
     state: &AppState,
     id: i64,
     headers: &axum::http::HeaderMap,
     body: &[u8],
+    request_hash: &str,
 ) -> Response {
     let key = match idempotency_key(headers) {
         Ok(k) => k,
@@ -861,42 +963,32 @@ async fn send_raw(
         );
     };
     let (head, rest) = (&text[..split.0], &text[split.0..]);
-    // Unfold continuation lines, then read the address headers.
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in head.lines() {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = fields.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            fields.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        } else {
-            return problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                format!(
-                    "not a header line: {:?}",
-                    line.chars().take(60).collect::<String>()
-                ),
-                None,
-            );
-        }
-    }
+    let fields = match header_fields(head) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let header_name = |name: &str| match name {
+        "to" => "To",
+        "cc" => "Cc",
+        "bcc" => "Bcc",
+        _ => "From",
+    };
+    let cap = state.send_limits.max_recipients;
     let mut envelope = Vec::new();
-    for (name, value) in &fields {
-        if matches!(name.as_str(), "to" | "cc" | "bcc") {
-            for a in header_addresses(value) {
+    for f in &fields {
+        if matches!(f.name.as_str(), "to" | "cc" | "bcc") {
+            for a in header_addresses(&f.value) {
+                if envelope.len() == cap {
+                    return invalid(
+                        header_name(&f.name),
+                        format!(
+                            "a message may have at most {cap} recipients (To, Cc and Bcc together)"
+                        ),
+                    );
+                }
                 match mailgate_core::EmailAddress::parse(&a) {
                     Ok(e) => envelope.push(e.to_string()),
-                    Err(e) => {
-                        return problem(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "invalid_field",
-                            e.to_string(),
-                            Some(name),
-                        );
-                    }
+                    Err(e) => return invalid(header_name(&f.name), e.to_string()),
                 }
             }
         }
@@ -913,43 +1005,79 @@ async fn send_raw(
         Ok(a) => a,
         Err(r) => return r,
     };
+    if let Err(r) = check_raw_from(&account.spec, &fields) {
+        return r;
+    }
     let mut message_id = fields
         .iter()
-        .find(|(n, _)| n == "message-id")
-        .map(|(_, v)| v.trim_matches(['<', '>', ' ']).to_owned())
+        .find(|f| f.name == "message-id")
+        .map(|f| f.value.trim_matches(['<', '>', ' ']).to_owned())
         .unwrap_or_default();
-    let mut out = String::new();
+    // Sized once: a large message is not copied again while the buffer grows.
+    let mut out = String::with_capacity(text.len() + 128);
     if message_id.is_empty() {
         message_id = mailgate_mail::message::new_message_id(account.spec.mailbox.domain());
         out.push_str(&format!("Message-ID: <{message_id}>\r\n"));
     }
-    // Copy the header lines except Bcc (and its continuations).
-    let mut in_bcc = false;
-    for line in head.lines() {
-        if line.starts_with([' ', '\t']) {
-            if in_bcc {
-                continue;
-            }
-        } else {
-            in_bcc = line.to_ascii_lowercase().starts_with("bcc:");
-            if in_bcc {
-                continue;
-            }
+    for f in fields
+        .iter()
+        .filter(|f| f.name != "bcc" && f.name != "resent-bcc")
+    {
+        for line in &f.lines {
+            out.push_str(line);
+            out.push_str("\r\n");
         }
-        out.push_str(line);
-        out.push_str("\r\n");
     }
     out.push_str("\r\n");
     out.push_str(rest.trim_start_matches(['\r', '\n']));
+    drop(fields);
     enqueue(
         state,
-        account.id,
-        key.as_deref(),
-        &envelope,
-        out.as_bytes(),
-        &message_id,
+        mailgate_store::NewOutboxMessage {
+            account: account.id,
+            idempotency_key: key.as_deref(),
+            request_hash,
+            recipients: &envelope,
+            message: out.into_bytes(),
+            message_id: &message_id,
+        },
     )
     .await
+}
+
+/// A raw message's `From`: exactly one, naming one address that the account owns (its
+/// mailbox, shared mailbox or an alias). Else 422 naming `From`.
+fn check_raw_from(
+    account: &mailgate_core::account::AccountSpec,
+    fields: &[HeaderField<'_>],
+) -> Result<(), Response> {
+    let own: Vec<String> = std::iter::once(&account.mailbox)
+        .chain(account.shared_mailbox.as_ref())
+        .chain(&account.aliases)
+        .map(|a| a.to_string().to_ascii_lowercase())
+        .collect();
+    let rule = format!(
+        "a raw message is sent from the account's own address: From must be one of {}",
+        own.join(", ")
+    );
+    let froms: Vec<&HeaderField<'_>> = fields.iter().filter(|f| f.name == "from").collect();
+    let [from] = froms.as_slice() else {
+        return Err(invalid(
+            "From",
+            format!("the message needs exactly one From header; {rule}"),
+        ));
+    };
+    let addresses = header_addresses(&from.value);
+    let ok = match addresses.as_slice() {
+        [one] => mailgate_core::EmailAddress::parse(one)
+            .is_ok_and(|a| own.contains(&a.to_string().to_ascii_lowercase())),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid("From", rule))
+    }
 }
 
 /// The account to send from: it must exist and have outbound SMTP.
@@ -973,32 +1101,79 @@ async fn sending_account(
     Ok(account)
 }
 
-/// Writes the message to the outbox (202 with the item) and wakes the worker.
-async fn enqueue(
-    state: &AppState,
-    account: AccountId,
-    key: Option<&str>,
-    envelope: &[String],
-    bytes: &[u8],
-    message_id: &str,
-) -> Response {
-    match state
-        .store
-        .enqueue(account, key, envelope, bytes, message_id, state.clock.now())
-        .await
-    {
-        Ok((item, created)) => {
-            if created {
-                state.outbox.notify_one();
-            }
-            (
-                StatusCode::ACCEPTED,
-                Json(serde_json::to_value(&item).unwrap_or(Value::Null)),
-            )
-                .into_response()
-        }
-        Err(e) => store_problem(e),
+/// Writes the message to the outbox (202 with the item and its `Location`) and wakes the
+/// worker; a full quota is 429 (the account's) or 507 (everyone's) with `Retry-After`, a
+/// reused Idempotency-Key with another request 422; neither stores anything.
+async fn enqueue(state: &AppState, new: mailgate_store::NewOutboxMessage<'_>) -> Response {
+    use mailgate_store::Enqueued;
+    let quota = state.send_limits.quota;
+    let size = new.message.len() as i64;
+    if size > quota.per_account_bytes.min(quota.total_bytes) {
+        // Waiting would not help: the message alone is more than the outbox may hold.
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the message is {size} bytes, more than the outbox quota ({} bytes) allows",
+                quota.per_account_bytes.min(quota.total_bytes)
+            ),
+            None,
+        );
     }
+    let item = match state.store.enqueue(new, quota, state.clock.now()).await {
+        Ok(Enqueued::Created(item)) => {
+            state.outbox.notify_one();
+            item
+        }
+        Ok(Enqueued::Existing(item)) => item,
+        Ok(Enqueued::KeyReused) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for another request (a different body); use a new key for a new message",
+                Some("Idempotency-Key"),
+            );
+        }
+        Ok(Enqueued::AccountQuotaFull { used, quota }) => {
+            return full_outbox(
+                StatusCode::TOO_MANY_REQUESTS,
+                "outbox_quota",
+                format!(
+                    "the account's outbox is full ({used} of {quota} bytes waiting); retry when messages have been sent"
+                ),
+                ACCOUNT_QUOTA_RETRY_AFTER_SECS,
+            );
+        }
+        Ok(Enqueued::TotalQuotaFull { used, quota }) => {
+            return full_outbox(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "outbox_full",
+                format!(
+                    "the outbox is full ({used} of {quota} bytes waiting, all accounts); retry later"
+                ),
+                TOTAL_QUOTA_RETRY_AFTER_SECS,
+            );
+        }
+        Err(e) => return store_problem(e),
+    };
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(&item).unwrap_or(Value::Null)),
+    )
+        .into_response();
+    if let Ok(v) = format!("/api/v1/messages/{}", item.id).parse() {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn full_outbox(status: StatusCode, code: &str, detail: String, retry_after: u64) -> Response {
+    let mut resp = problem(status, code, detail, None);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from(retry_after),
+    );
+    resp
 }
 
 #[cfg(test)]
@@ -1083,6 +1258,12 @@ mod tests {
             content_id: None,
         };
         let checked = super::check_attachments(&[ok()]).unwrap_or_else(|_| panic!("refused"));
+        // Letters of any script are names, not controls.
+        let arabic = super::AttachmentRequest {
+            filename: "تقرير.pdf".into(),
+            ..ok()
+        };
+        assert!(super::check_attachments(&[arabic]).is_ok());
         assert_eq!(checked[0].content, b"%PDF-1");
         assert_eq!(checked[0].content_type, "application/pdf");
         let cases: Vec<(super::AttachmentRequest, &str)> = vec![
@@ -1110,6 +1291,42 @@ mod tests {
             (
                 super::AttachmentRequest {
                     filename: "../etc/passwd".into(),
+                    ..ok()
+                },
+                "attachments[1].filename",
+            ),
+            // invoice, U+202E, fdp.exe is shown as invoiceexe.pdf.
+            (
+                super::AttachmentRequest {
+                    filename: "invoice\u{202E}fdp.exe".into(),
+                    ..ok()
+                },
+                "attachments[1].filename",
+            ),
+            (
+                super::AttachmentRequest {
+                    filename: "report\u{2067}.pdf".into(),
+                    ..ok()
+                },
+                "attachments[1].filename",
+            ),
+            (
+                super::AttachmentRequest {
+                    filename: "a\u{200F}b.pdf".into(),
+                    ..ok()
+                },
+                "attachments[1].filename",
+            ),
+            (
+                super::AttachmentRequest {
+                    filename: "tab\there.pdf".into(),
+                    ..ok()
+                },
+                "attachments[1].filename",
+            ),
+            (
+                super::AttachmentRequest {
+                    filename: "bell\u{7}.pdf".into(),
                     ..ok()
                 },
                 "attachments[1].filename",

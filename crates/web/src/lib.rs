@@ -51,6 +51,8 @@ pub struct AppState {
     pub watchers: Arc<tokio::sync::Notify>,
     /// Whether webhook targets may be loopback or private addresses.
     pub webhook_allow_private: bool,
+    /// What one send may ask for: the outbox quotas and the recipients cap.
+    pub send_limits: api::SendLimits,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.

@@ -421,14 +421,24 @@ pub fn document() -> Value {
                 "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SendRequest" } }, "message/rfc822": { "schema": { "type": "string", "description": "A ready RFC 5322 message; the envelope comes from To, Cc and Bcc, and Bcc is removed" } } }
             });
             if let Some(params) = op["parameters"].as_array_mut() {
-                params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 200 } }));
+                params.push(json!({ "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "maxLength": 200 }, "description": "The same key with the same request (method, path, Content-Type, body) returns the first message; with a different request it is refused with 422" }));
             }
-            op["responses"]["202"] = json!({ "description": "Queued", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/OutboxItem" } } } });
+            let retry_after = json!({ "Retry-After": { "description": "Seconds to wait before sending again", "schema": { "type": "integer" } } });
+            op["responses"]["202"] = json!({ "description": "Queued", "headers": { "Location": { "description": "The message: /api/v1/messages/{id}", "schema": { "type": "string" } } }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/OutboxItem" } } } });
+            op["responses"]["429"] = problem_response(
+                "The account's outbox quota is full (queued and sending bytes); retry after Retry-After",
+            );
+            op["responses"]["429"]["headers"] = retry_after.clone();
+            op["responses"]["507"] =
+                problem_response("The whole outbox quota is full; retry after Retry-After");
+            op["responses"]["507"]["headers"] = retry_after;
             op["responses"]["413"] =
                 problem_response("The attachments or the whole request are too large");
             op["responses"]["415"] =
                 problem_response("Neither application/json nor message/rfc822");
-            op["responses"]["422"] = problem_response("A field is invalid (see `field`)");
+            op["responses"]["422"] = problem_response(
+                "A field is invalid (see `field`: too many recipients, a From that is not the account's, an Idempotency-Key reused with another request)",
+            );
         }
         if *path == "/api/v1/accounts/{id}/authorize" {
             op["responses"]["201"] = json!({ "description": "Started", "content": { "application/json": { "schema": { "type": "object", "properties": { "url": { "type": "string" }, "expires_at": { "type": "string" }, "sign_in_as": { "type": "string" } } } } } });

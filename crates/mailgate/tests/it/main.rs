@@ -12,6 +12,7 @@ mod generic_oidc;
 mod mailtest;
 mod oauth;
 mod outbox;
+mod outbox_hardening;
 mod secret_destinations;
 mod serve;
 mod support;

@@ -491,10 +491,14 @@ async fn an_outbox_claim_is_renewed_only_by_its_holder_and_expires_otherwise() {
         .create_account(&account("support", &app), NOW)
         .await
         .unwrap();
-    let (item, _) = store
-        .enqueue(acc.id, None, &["a@example.test".into()], b"x", "m1@x", NOW)
+    let item = match store
+        .enqueue(new_message(acc.id, None, "h", b"x"), ROOMY, NOW)
         .await
-        .unwrap();
+        .unwrap()
+    {
+        mailgate_store::Enqueued::Created(item) => item,
+        other => panic!("{other:?}"),
+    };
     let claimed = store.claim_outbox("a", 120, NOW).await.unwrap().unwrap();
     assert_eq!(claimed.id, item.id);
     assert!(store.claim_outbox("b", 120, NOW).await.unwrap().is_none());
@@ -705,4 +709,182 @@ async fn received_messages_advance_the_position_with_their_webhooks() {
         2
     );
     assert_eq!(store.pop3_seen(acc.id).await.unwrap().len(), 1);
+}
+
+const ROOMY: mailgate_store::OutboxQuota = mailgate_store::OutboxQuota {
+    per_account_bytes: 1 << 30,
+    total_bytes: 1 << 30,
+};
+
+fn new_message<'a>(
+    account: mailgate_core::AccountId,
+    key: Option<&'a str>,
+    hash: &'a str,
+    bytes: &[u8],
+) -> mailgate_store::NewOutboxMessage<'a> {
+    mailgate_store::NewOutboxMessage {
+        account,
+        idempotency_key: key,
+        request_hash: hash,
+        recipients: &[],
+        message: bytes.to_vec(),
+        message_id: "m@x",
+    }
+}
+
+/// Quotas count queued and sending bytes per account and in all; an idempotency key stands
+/// for the request that first used it; a full quota or a reused key stores nothing.
+#[tokio::test]
+async fn the_outbox_quota_and_idempotency_hash_are_checked_in_the_insert() {
+    use mailgate_store::{Enqueued, OutboxQuota, OutboxStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let a = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    let b = store
+        .create_account(&account("billing", &app), NOW)
+        .await
+        .unwrap();
+    let quota = OutboxQuota {
+        per_account_bytes: 100,
+        total_bytes: 150,
+    };
+    let enqueue = |acc, key, hash, size: usize| {
+        let store = &store;
+        async move {
+            store
+                .enqueue(new_message(acc, key, hash, &vec![b'x'; size]), quota, NOW)
+                .await
+                .unwrap()
+        }
+    };
+    let first = match enqueue(a.id, Some("k1"), "h1", 60).await {
+        Enqueued::Created(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        enqueue(a.id, None, "h2", 41).await,
+        Enqueued::AccountQuotaFull {
+            used: 60,
+            quota: 100
+        }
+    ));
+    // The same key and request: the first message, even with the quota full.
+    assert!(
+        matches!(enqueue(a.id, Some("k1"), "h1", 60).await, Enqueued::Existing(i) if i.id == first.id)
+    );
+    assert!(matches!(
+        enqueue(a.id, Some("k1"), "other", 60).await,
+        Enqueued::KeyReused
+    ));
+    assert!(matches!(
+        enqueue(b.id, None, "h3", 91).await,
+        Enqueued::TotalQuotaFull {
+            used: 60,
+            quota: 150
+        }
+    ));
+    assert!(matches!(
+        enqueue(b.id, None, "h3", 90).await,
+        Enqueued::Created(_)
+    ));
+    // Sent messages no longer count.
+    let claimed = store.claim_outbox("w", 120, NOW).await.unwrap().unwrap();
+    assert_eq!(claimed.id, first.id);
+    store
+        .finish_outbox(claimed.id, "w", OutboxStatus::Sent, None, None, NOW, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(
+        enqueue(a.id, None, "h4", 60).await,
+        Enqueued::Created(_)
+    ));
+    assert_ne!(
+        mailgate_store::request_hash(&[b"ab", b"c"]),
+        mailgate_store::request_hash(&[b"a", b"bc"])
+    );
+}
+
+/// A restarted instance releases what its earlier run held (by holder prefix), and only that.
+#[tokio::test]
+async fn claims_of_an_earlier_run_are_released_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    for n in 0..2 {
+        store
+            .enqueue(new_message(acc.id, None, "h", &[n]), ROOMY, NOW)
+            .await
+            .unwrap();
+    }
+    let mine = store
+        .claim_outbox("inst-a/run-1", 120, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let theirs = store
+        .claim_outbox("inst-b/run-1", 120, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .try_lease("watch:1", "inst-a/run-1", 60, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .try_lease("watch:2", "inst-b/run-1", 60, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .try_lease("refresh:1", "inst-a/run-1", 60, NOW)
+            .await
+            .unwrap()
+    );
+    let released = store.release_claims_of("inst-a/").await.unwrap();
+    assert_eq!((released.outbox, released.watch_leases), (1, 1));
+    let again = store
+        .claim_outbox("inst-a/run-2", 120, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, mine.id, "released at once");
+    assert!(
+        store
+            .claim_outbox("inst-a/run-2", 120, NOW)
+            .await
+            .unwrap()
+            .is_none(),
+        "{theirs:?} is still held"
+    );
+    assert!(
+        store
+            .try_lease("watch:1", "inst-a/run-2", 60, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lease("watch:2", "inst-a/run-2", 60, NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lease("refresh:1", "inst-a/run-2", 60, NOW)
+            .await
+            .unwrap(),
+        "only watch leases"
+    );
 }
