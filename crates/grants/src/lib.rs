@@ -51,6 +51,9 @@ pub const STATE_TTL_SECS: i64 = 600;
 /// A refresh lease lasts longer than one token request can take, so a crashed holder
 /// frees it soon and a live one never loses it mid-request.
 pub const LEASE_TTL_SECS: i64 = 60;
+/// Two minutes: a provider that hangs usually recovers within minutes (the fault campaign
+/// of issue 13 saw three), and a replayed rotated token can cost the whole grant.
+pub const DEFAULT_IN_DOUBT_BACKOFF: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -105,6 +108,10 @@ pub struct Engine {
     /// Transient-failure retries for on-demand refresh (`token` command, API).
     pub(crate) retries: u32,
     pub(crate) backoff: Duration,
+    /// Per token request; a refresh that takes longer is in doubt, not failed.
+    pub(crate) timeout: Duration,
+    /// The first wait before a refresh token whose request got no answer is sent again.
+    pub(crate) in_doubt_backoff: Duration,
 }
 
 pub struct EngineOptions {
@@ -112,6 +119,9 @@ pub struct EngineOptions {
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
+    /// After a refresh request timed out, how long (plus the timeout, doubling with each
+    /// further lost answer) before the same refresh token is sent again.
+    pub in_doubt_backoff: Duration,
 }
 
 impl Default for EngineOptions {
@@ -120,6 +130,7 @@ impl Default for EngineOptions {
             timeout: mailgate_oauth::client::DEFAULT_TIMEOUT,
             retries: 3,
             backoff: Duration::from_millis(500),
+            in_doubt_backoff: DEFAULT_IN_DOUBT_BACKOFF,
         }
     }
 }
@@ -140,6 +151,8 @@ impl Engine {
             local: Mutex::new(HashMap::new()),
             retries: options.retries,
             backoff: options.backoff,
+            timeout: options.timeout,
+            in_doubt_backoff: options.in_doubt_backoff,
         })
     }
 

@@ -6,6 +6,7 @@ use mailgate_core::app::{OAuthApp, OAuthFlow};
 use mailgate_core::event::EventKind;
 use mailgate_core::grant::refresh_margin_secs;
 use mailgate_core::{AccountEvent, AccountId, Grant, Scopes, Secret, Timestamp};
+use mailgate_oauth::client::TokenResponse;
 use mailgate_oauth::{Failure, Remediation};
 use std::time::Duration;
 
@@ -59,7 +60,12 @@ impl Engine {
         let mut attempt = 0;
         loop {
             match self.refresh_single_flight(&account, &app).await {
-                Err(EngineError::OAuth(f)) if f.is_transient() && attempt < self.retries => {
+                // Retrying an in-doubt refresh at once would only be refused again.
+                Err(EngineError::OAuth(f))
+                    if f.is_transient()
+                        && f.remediation != Remediation::RefreshInDoubt
+                        && attempt < self.retries =>
+                {
                     attempt += 1;
                     let delay = backoff(self.backoff, attempt);
                     tracing::warn!(account = %account.spec.name, attempt, ?delay, failure = %f, "refresh failed transiently; retrying");
@@ -153,7 +159,7 @@ impl Engine {
                 self.app_only_token(account, app).await
             }
             OAuthFlow::AuthorizationCode | OAuthFlow::DeviceCode => match &grant.refresh_token {
-                Some(rt) => self.client.refresh(&app.spec, rt).await,
+                Some(rt) => self.refresh_once(account, app, version, rt).await?,
                 None => Err(Failure::new("refresh", Remediation::NoRefreshToken)),
             },
         };
@@ -202,6 +208,8 @@ impl Engine {
                     refreshed: true,
                 })
             }
+            // Logged once, when the request timed out, not on every refusal that follows.
+            Err(f) if f.remediation == Remediation::RefreshInDoubt => Err(EngineError::OAuth(f)),
             Err(f) if f.is_transient() => {
                 let _ = self
                     .store
@@ -223,6 +231,89 @@ impl Engine {
             Err(f) => {
                 self.reject(account, app, &f).await?;
                 Err(EngineError::OAuth(f))
+            }
+        }
+    }
+
+    /// Sends one refresh request with the stored refresh token, unless an earlier one is
+    /// still in doubt. A request whose answer never arrived (a timeout, or a process that
+    /// died waiting) may have rotated the token at the provider; sending the same token
+    /// again while the provider may still be working on the first one is what makes a
+    /// replay-detecting provider revoke the grant. So the request is recorded as in doubt
+    /// in the grant row before it is sent, every process honours that until
+    /// `refresh_not_before`, and only an answer clears it.
+    async fn refresh_once(
+        &self,
+        account: &MailAccount,
+        app: &OAuthApp,
+        version: i64,
+        refresh_token: &Secret,
+    ) -> Result<std::result::Result<TokenResponse, Failure>> {
+        let id = account.id;
+        let now = self.clock.now();
+        let doubt = self.store.refresh_in_doubt(id).await?.unwrap_or_default();
+        if let Some(not_before) = doubt.not_before.filter(|t| *t > now) {
+            return Ok(Err(in_doubt_failure(doubt.last_sent_at, not_before)));
+        }
+        // The wait before this token may be sent again if the answer is lost: the request's
+        // own timeout, then a backoff that grows with each unanswered request, so a provider
+        // that was hung has long finished the first request before the second arrives.
+        let wait = self.timeout + in_doubt_backoff(self.in_doubt_backoff, doubt.unanswered);
+        let not_before = now.plus_secs(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 4) + 1);
+        if !self
+            .store
+            .mark_refresh_sent(id, version, now, not_before)
+            .await?
+        {
+            return Err(EngineError::BadState(
+                "the grant changed during refresh (re-authorized meanwhile); try again",
+            ));
+        }
+        let result = self.client.refresh(&app.spec, refresh_token).await;
+        match &result {
+            // Stored with the new tokens, which clears the doubt in the same statement.
+            Ok(_) => Ok(result),
+            Err(f) if f.remediation == Remediation::Timeout => {
+                tracing::warn!(account = %account.spec.name, until = not_before.0, "refresh timed out; the provider may have rotated the token, so it is not sent again before the backoff");
+                let failure = in_doubt_failure(Some(now), not_before).with_detail(format!(
+                    "the refresh timed out after {} s and may still have been processed; the next attempt waits until {not_before}",
+                    self.timeout.as_secs(),
+                ));
+                let _ = self
+                    .store
+                    .record_event(
+                        now,
+                        EventKind::TokenRefreshFailed,
+                        Some(app.id),
+                        Some(id),
+                        &format!(
+                            "account {} refresh in doubt, will retry after {not_before}: {} [{}]",
+                            account.spec.name,
+                            failure.remediation.sentence(),
+                            failure.remediation.code()
+                        ),
+                    )
+                    .await;
+                Ok(Err(failure))
+            }
+            Err(f) => {
+                // An answer (or a failure before the request left): this one is settled.
+                self.store.refresh_answered(id, version).await?;
+                let refused_for_good = matches!(
+                    f.remediation,
+                    Remediation::InvalidGrant
+                        | Remediation::GrantRevoked
+                        | Remediation::GoogleInvalidGrant
+                        | Remediation::RefreshTokenExpired
+                );
+                if refused_for_good && doubt.unanswered > 0 {
+                    // An earlier request with this token went unanswered: the provider
+                    // most likely rotated it then, and now sees this one as a replay.
+                    let mut lost = f.clone();
+                    lost.remediation = Remediation::RotationLostInOutage;
+                    return Ok(Err(lost));
+                }
+                Ok(result)
             }
         }
     }
@@ -269,6 +360,23 @@ impl Engine {
         }
         Ok(refreshed)
     }
+}
+
+/// The refusal while an earlier refresh is in doubt: transient (the grant is kept), and
+/// nothing was sent.
+fn in_doubt_failure(sent_at: Option<Timestamp>, not_before: Timestamp) -> Failure {
+    let since = sent_at.map(|t| format!(" sent at {t}")).unwrap_or_default();
+    Failure::new("refresh", Remediation::RefreshInDoubt).with_detail(format!(
+        "an earlier refresh{since} got no answer and may have rotated the token; not sent again before {not_before}"
+    ))
+}
+
+/// How long to wait after the `unanswered`-th lost answer: doubling from `base`, at most an
+/// hour (a provider hung for longer than that is an outage a person will look at).
+fn in_doubt_backoff(base: Duration, unanswered: i64) -> Duration {
+    let doublings = u32::try_from(unanswered.clamp(0, 6)).unwrap_or(6);
+    base.saturating_mul(1 << doublings)
+        .min(Duration::from_secs(3600))
 }
 
 /// Exponential backoff with ±25 % jitter, so many accounts do not retry in lockstep.

@@ -36,6 +36,9 @@ pub struct Config {
     pub poll_interval_secs: u64,
     /// The longest IMAP IDLE round before it is re-issued (Exchange drops IDLE at 30 min).
     pub idle_secs: u64,
+    /// After a refresh request got no answer (timeout), how long beyond the OAuth timeout
+    /// before the same refresh token is sent again; doubles with each further lost answer.
+    pub refresh_in_doubt_backoff_secs: u64,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -70,6 +73,7 @@ struct FileConfig {
     webhook_allow_private: Option<bool>,
     poll_interval_secs: Option<u64>,
     idle_secs: Option<u64>,
+    refresh_in_doubt_backoff_secs: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -248,6 +252,13 @@ pub fn load(
         25 * 60,
         29 * 60,
     )?;
+    let refresh_in_doubt_backoff_secs = seconds(
+        "MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS",
+        file.refresh_in_doubt_backoff_secs,
+        "refresh_in_doubt_backoff_secs",
+        120,
+        3600,
+    )?;
     let webhook_allow_private = match pick(
         "MAILGATE_WEBHOOK_ALLOW_PRIVATE",
         file.webhook_allow_private.map(|b| b.to_string()),
@@ -274,6 +285,7 @@ pub fn load(
         webhook_allow_private,
         poll_interval_secs,
         idle_secs,
+        refresh_in_doubt_backoff_secs,
     })
 }
 
@@ -405,6 +417,7 @@ mod tests {
             ("MAILGATE_IDLE_SECS", "3600", "1 to 1740"),
             ("MAILGATE_POLL_INTERVAL_SECS", "0", "1 to 3600"),
             ("MAILGATE_WEBHOOK_RETRY_SECS", "soon", "seconds"),
+            ("MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS", "0", "1 to 3600"),
         ] {
             let e = load(None, &env_of(&[(key, value)]))
                 .unwrap_err()
@@ -414,5 +427,26 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn refresh_in_doubt_backoff() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!(c.refresh_in_doubt_backoff_secs, 120);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(&path, "refresh_in_doubt_backoff_secs = 300\n").unwrap();
+        assert_eq!(
+            load(Some(&path), &env_of(&[]))
+                .unwrap()
+                .refresh_in_doubt_backoff_secs,
+            300
+        );
+        let c = load(
+            Some(&path),
+            &env_of(&[("MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS", "7")]),
+        )
+        .unwrap();
+        assert_eq!(c.refresh_in_doubt_backoff_secs, 7);
     }
 }

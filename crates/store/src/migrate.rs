@@ -52,6 +52,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "user_last_login",
         include_str!("../migrations/sqlite/0008_user_last_login.sql"),
     ),
+    (
+        9,
+        "refresh_in_doubt",
+        include_str!("../migrations/sqlite/0009_refresh_in_doubt.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

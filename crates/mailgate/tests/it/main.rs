@@ -10,6 +10,7 @@ mod flows;
 mod mailtest;
 mod oauth;
 mod outbox;
+mod refresh_outage;
 mod serve;
 mod support;
 mod tokens_ui;
