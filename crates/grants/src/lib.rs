@@ -37,7 +37,7 @@ mod tokens;
 
 pub use authorize::{AuthorizationStarted, Completed};
 pub use problem::problem_from;
-pub use tokens::FreshToken;
+pub use tokens::{FORCED_REFRESH_INTERVAL_SECS, FreshToken};
 
 use mailgate_core::{AccountId, Clock};
 use mailgate_oauth::OAuthClient;
@@ -78,6 +78,13 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "account {account}: its token was refreshed early less than {retry_after_secs} s ago; mailgate forces a refresh at most once a minute per account. Try again later."
+    )]
+    ForcedRefreshLimited {
+        account: String,
+        retry_after_secs: i64,
+    },
 }
 
 impl EngineError {
@@ -90,6 +97,7 @@ impl EngineError {
             EngineError::BadState(_) => "invalid_state",
             EngineError::NotUsable { .. } => "not_authorized",
             EngineError::Unsupported(_) => "unsupported",
+            EngineError::ForcedRefreshLimited { .. } => "force_refresh_limited",
         }
     }
 }

@@ -24,8 +24,23 @@ pub struct FreshToken {
 /// no cross-process notification (SQLite), so this is a bounded poll.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
-fn fresh(grant: &Grant, now: Timestamp, min_validity: i64) -> Option<FreshToken> {
+/// How often a refused token may force a refresh of one account: a mail server that keeps
+/// refusing good tokens (a wrong audience, a disabled protocol) must not turn every send or
+/// watcher round into a token request.
+pub const FORCED_REFRESH_INTERVAL_SECS: i64 = 60;
+
+/// The stored token if it stays valid for `min_validity` seconds; a token equal to
+/// `refused` (one a mail server refused) never counts.
+fn fresh_unless(
+    grant: &Grant,
+    now: Timestamp,
+    min_validity: i64,
+    refused: Option<&str>,
+) -> Option<FreshToken> {
     let token = grant.access_token.as_ref()?;
+    if refused.is_some_and(|r| r == token.expose()) {
+        return None;
+    }
     match grant.access_expires_at {
         Some(exp) if now.secs_until(exp) <= min_validity => None,
         exp => Some(FreshToken {
@@ -41,25 +56,10 @@ impl Engine {
     /// A token valid for at least the refresh margin (max(5 min, 10 % of its lifetime)),
     /// refreshing first if needed. Concurrent callers share one refresh.
     pub async fn access_token(&self, id: AccountId) -> Result<FreshToken> {
-        let account = self.store.account(id).await?;
-        if !account.state.can_use_grant() {
-            let hint = match &account.last_problem {
-                Some(p) => format!(" — {} [{}]", p.remediation, p.code),
-                None if account.state == mailgate_core::AccountState::Unauthorized => {
-                    " — authorize it first".into()
-                }
-                None => String::new(),
-            };
-            return Err(EngineError::NotUsable {
-                account: account.spec.name.to_string(),
-                state: account.state.to_string(),
-                hint,
-            });
-        }
-        let app = self.store.app(account.spec.app_id).await?;
+        let (account, app) = self.usable_account(id).await?;
         let mut attempt = 0;
         loop {
-            match self.refresh_single_flight(&account, &app).await {
+            match self.refresh_single_flight(&account, &app, None).await {
                 // Retrying an in-doubt refresh at once would only be refused again.
                 Err(EngineError::OAuth(f))
                     if f.is_transient()
@@ -76,6 +76,74 @@ impl Engine {
         }
     }
 
+    /// A new access token although the stored one has not expired: a mail server refused
+    /// `refused` (a token mailgate handed out as valid), or an API caller asked for it
+    /// (`None`: the stored token counts as refused). If another task already replaced the
+    /// refused token, that newer token is returned without a request. Otherwise one
+    /// refresh, single-flight like every refresh and at most once per
+    /// [`FORCED_REFRESH_INTERVAL_SECS`] per account across processes; a permanent refusal
+    /// moves the account to `reauth_required` at once, as in [`Engine::access_token`].
+    pub async fn force_refresh(&self, id: AccountId, refused: Option<&str>) -> Result<FreshToken> {
+        let (account, app) = self.usable_account(id).await?;
+        let grant = self.store.grant(id).await?;
+        let stored = grant
+            .as_ref()
+            .and_then(|g| g.access_token.as_ref())
+            .map(|t| t.expose().to_owned());
+        let refused = match (refused, stored) {
+            (Some(r), Some(s)) if r != s => {
+                // Someone refreshed since the refused token was handed out: use theirs.
+                return self.access_token(id).await;
+            }
+            (Some(r), _) => r.to_owned(),
+            (None, Some(s)) => s,
+            (None, None) => return self.access_token(id).await,
+        };
+        let now = self.clock.now();
+        // A holder name of its own, so even this process cannot take the lease again
+        // before it expires: that expiry is the rate limit.
+        let holder = format!("{}-{}", self.holder, mailgate_oauth::random::token(6));
+        if !self
+            .store
+            .try_lease(
+                &format!("forced-refresh:{id}"),
+                &holder,
+                FORCED_REFRESH_INTERVAL_SECS,
+                now,
+            )
+            .await?
+        {
+            return Err(EngineError::ForcedRefreshLimited {
+                account: account.spec.name.to_string(),
+                retry_after_secs: FORCED_REFRESH_INTERVAL_SECS,
+            });
+        }
+        tracing::info!(account = %account.spec.name, "the stored access token was refused; refreshing before it expires");
+        self.refresh_single_flight(&account, &app, Some(&refused))
+            .await
+    }
+
+    /// The account and its app, if the account may use its grant.
+    async fn usable_account(&self, id: AccountId) -> Result<(MailAccount, OAuthApp)> {
+        let account = self.store.account(id).await?;
+        if !account.state.can_use_grant() {
+            let hint = match &account.last_problem {
+                Some(p) => format!(" — {} [{}]", p.remediation, p.code),
+                None if account.state == mailgate_core::AccountState::Unauthorized => {
+                    " — authorize it first".into()
+                }
+                None => String::new(),
+            };
+            return Err(EngineError::NotUsable {
+                account: account.spec.name.to_string(),
+                state: account.state.to_string(),
+                hint,
+            });
+        }
+        let app = self.store.app(account.spec.app_id).await?;
+        Ok((account, app))
+    }
+
     /// The minimum remaining validity a handed-out token must have.
     fn min_validity(grant: &Grant, issued_at: Option<Timestamp>) -> i64 {
         let lifetime = match (issued_at, grant.access_expires_at) {
@@ -85,10 +153,12 @@ impl Engine {
         refresh_margin_secs(lifetime)
     }
 
+    /// `refused`: a token a mail server refused, which does not count as fresh.
     async fn refresh_single_flight(
         &self,
         account: &MailAccount,
         app: &OAuthApp,
+        refused: Option<&str>,
     ) -> Result<FreshToken> {
         let id = account.id;
         let not_usable = || EngineError::NotUsable {
@@ -99,7 +169,7 @@ impl Engine {
         let grant = self.store.grant(id).await?.ok_or_else(not_usable)?;
         let issued = self.store.grant_version(id).await?.and_then(|(_, i)| i);
         let min_validity = Self::min_validity(&grant, issued);
-        if let Some(t) = fresh(&grant, self.clock.now(), min_validity) {
+        if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
         }
         // Tasks of this process queue here; the first one does the work.
@@ -109,7 +179,7 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2 * LEASE_TTL_SECS as u64);
         loop {
             let grant = self.store.grant(id).await?.ok_or_else(not_usable)?;
-            if let Some(t) = fresh(&grant, self.clock.now(), min_validity) {
+            if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
                 return Ok(t);
             }
             if self
@@ -117,7 +187,7 @@ impl Engine {
                 .try_lease(&lease, &self.holder, LEASE_TTL_SECS, self.clock.now())
                 .await?
             {
-                let result = self.refresh_holding_lease(account, app).await;
+                let result = self.refresh_holding_lease(account, app, refused).await;
                 if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
                     tracing::warn!(error = %e, "could not release the refresh lease; it expires by itself");
                 }
@@ -138,6 +208,7 @@ impl Engine {
         &self,
         account: &MailAccount,
         app: &OAuthApp,
+        refused: Option<&str>,
     ) -> Result<FreshToken> {
         let id = account.id;
         // Re-read under the lease: the previous holder may have just refreshed.
@@ -151,7 +222,8 @@ impl Engine {
         let grant = self.store.grant(id).await?.ok_or(EngineError::BadState(
             "the grant disappeared during refresh",
         ))?;
-        if let Some(t) = fresh(&grant, self.clock.now(), Self::min_validity(&grant, issued)) {
+        let min_validity = Self::min_validity(&grant, issued);
+        if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
         }
         let result = match app.spec.flow {

@@ -319,7 +319,9 @@ impl From<mailgate_grants::EngineError> for Failure {
             E::BadState(_) | E::Unsupported(_) | E::NotUsable { .. } => {
                 Failure::BadInput(e.to_string())
             }
-            E::OAuth(_) | E::WrongUser { .. } => Failure::Runtime(e.to_string()),
+            E::OAuth(_) | E::WrongUser { .. } | E::ForcedRefreshLimited { .. } => {
+                Failure::Runtime(e.to_string())
+            }
         }
     }
 }

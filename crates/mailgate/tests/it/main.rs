@@ -11,6 +11,7 @@ mod mailtest;
 mod oauth;
 mod outbox;
 mod refresh_outage;
+mod refused_token;
 mod serve;
 mod support;
 mod tokens_ui;
