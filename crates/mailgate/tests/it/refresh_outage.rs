@@ -157,3 +157,74 @@ async fn waiting_out_a_hung_provider_with_a_reuse_grace_keeps_the_grant() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(f.counter("token:refresh_token").await, 3);
 }
+
+/// Messages sent while a refresh is in doubt wait for the grant instead of failing, and go
+/// out once when the provider is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_while_a_refresh_is_in_doubt_wait_and_go_out_once() {
+    let (f, rig) = crate::mailtest::on_rig_with(&[
+        ("MAILGATE_OAUTH_TIMEOUT_SECS", OAUTH_TIMEOUT_SECS),
+        (
+            "MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS",
+            IN_DOUBT_BACKOFF_SECS,
+        ),
+        ("MAILGATE_OUTBOX_RETRY_SECS", "1"),
+    ])
+    .await;
+    f.idp
+        .set_lifetimes(LifetimeSpec {
+            client_id: Some(f.client_id.clone()),
+            refresh_reuse_grace_secs: Some(120),
+            revoke_grant_on_refresh_reuse: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.authorize().await;
+    let api = crate::refused_token::api_token(&f);
+    f.expire_stored_token().await;
+    f.idp
+        .inject_fault(FaultSpec {
+            client_id: Some(f.client_id.clone()),
+            endpoint: Endpoint::Token,
+            grant_type: Some("refresh_token".into()),
+            count: 1,
+            fault: Fault::Hang { seconds: HANG_SECS },
+        })
+        .await
+        .unwrap();
+    let subject = format!("queued during the outage {}", &f.client_id[..8]);
+    let id = crate::refused_token::send(&f, &api, &subject).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut saw_in_doubt = false;
+    let last = loop {
+        let v: serde_json::Value =
+            crate::refused_token::get(&f, &api, &format!("/api/v1/messages/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+        assert_ne!(v["status"], "failed", "the message must wait: {v}");
+        if v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refresh_in_doubt"))
+        {
+            saw_in_doubt = true;
+        }
+        if v["status"] == "sent" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never sent: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(saw_in_doubt, "it waited for the refresh in doubt: {last}");
+    assert_eq!(f.state("support")["state"], "active");
+    assert_eq!(f.counter("token:refresh_token").await, 2);
+    assert_eq!(f.counter("refresh_in_flight_max").await, 1);
+    let arrived = crate::support::folder_subjects(&f, &rig, "INBOX")
+        .await
+        .iter()
+        .filter(|s| **s == subject)
+        .count();
+    assert_eq!(arrived, 1);
+}

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-fn api_token(f: &Fixture) -> String {
+pub(crate) fn api_token(f: &Fixture) -> String {
     let out = f.env.run(
         &[
             "api-token",
@@ -30,7 +30,7 @@ fn api_token(f: &Fixture) -> String {
     text(&out.stdout).trim().to_owned()
 }
 
-async fn get(f: &Fixture, token: &str, path: &str) -> reqwest::Response {
+pub(crate) async fn get(f: &Fixture, token: &str, path: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!("{}{path}", f.server.base))
         .bearer_auth(token)
@@ -39,7 +39,7 @@ async fn get(f: &Fixture, token: &str, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn send(f: &Fixture, token: &str, subject: &str) -> i64 {
+pub(crate) async fn send(f: &Fixture, token: &str, subject: &str) -> i64 {
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/accounts/1/messages", f.server.base))
         .bearer_auth(token)
