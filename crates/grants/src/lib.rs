@@ -14,11 +14,18 @@
 //!        │ no
 //!        ▼
 //!  in-process mutex ─▶ database lease `refresh:<id>` ─▶ re-read (someone may have
-//!  refreshed) ─▶ refresh at the provider ─▶ persist access + rotated refresh token in one
-//!  statement (guarded by the grant version) ─▶ release ─▶ return
+//!  refreshed) ─▶ an earlier request in doubt, backoff not over? ─ yes ─▶ refresh_in_doubt
+//!        │ no
+//!        ▼
+//!  record "sent, in doubt" in the grant row ─▶ refresh at the provider ─▶ persist access +
+//!  rotated refresh token in one statement (guarded by the grant version; clears the
+//!  doubt) ─▶ release ─▶ return
 //!        │ failure
-//!        ├─ transient (network, 5xx, 429, timeout): retry with backoff + jitter; the grant
+//!        ├─ timeout: stays in doubt (the provider may have rotated the token); no process
+//!        │  sends it again before the backoff; the grant and the state are kept
+//!        ├─ transient (network, 5xx, 429): retry with backoff + jitter; the grant
 //!        │  and the state are kept
+//!        ├─ invalid_grant after an unanswered request: `rotation_lost_in_outage`
 //!        └─ permanent (invalid_grant, invalid_client, expired secret…): `reauth_required`
 //!           with the remediation; an expired secret moves every account of the app.
 //! ```
@@ -28,7 +35,8 @@
 //! models it). If mailgate dies between receiving a new refresh token and persisting it,
 //! the stored (old) token is still accepted within that grace, and the next refresh
 //! persists a new one. Persisting before handing out the access token keeps the window to
-//! one SQL statement.
+//! one SQL statement — when the answer arrives; a lost answer is the in-doubt state above
+//! (ARCHITECTURE.md, "Refresh-token rotation and crashes").
 
 mod authorize;
 mod problem;
