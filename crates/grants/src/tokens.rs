@@ -465,3 +465,18 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     };
     Duration::from_millis(exp.as_millis() as u64 - jitter_range + jitter)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_doubt_backoff_doubles_per_lost_answer_up_to_an_hour() {
+        let base = Duration::from_secs(120);
+        assert_eq!(in_doubt_backoff(base, 0), base);
+        assert_eq!(in_doubt_backoff(base, 1), Duration::from_secs(240));
+        assert_eq!(in_doubt_backoff(base, 2), Duration::from_secs(480));
+        assert_eq!(in_doubt_backoff(base, 9), Duration::from_secs(3600));
+        assert_eq!(in_doubt_backoff(base, -3), base);
+    }
+}
