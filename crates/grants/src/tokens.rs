@@ -60,10 +60,14 @@ impl Engine {
         let mut attempt = 0;
         loop {
             match self.refresh_single_flight(&account, &app, None).await {
-                // Retrying an in-doubt refresh at once would only be refused again.
+                // Retrying a refresh in doubt (or one that just timed out, which is now in
+                // doubt) would only be refused again.
                 Err(EngineError::OAuth(f))
                     if f.is_transient()
-                        && f.remediation != Remediation::RefreshInDoubt
+                        && !matches!(
+                            f.remediation,
+                            Remediation::RefreshInDoubt | Remediation::Timeout
+                        )
                         && attempt < self.retries =>
                 {
                     attempt += 1;
@@ -346,27 +350,13 @@ impl Engine {
             // Stored with the new tokens, which clears the doubt in the same statement.
             Ok(_) => Ok(result),
             Err(f) if f.remediation == Remediation::Timeout => {
+                // Still a timeout to the caller, but in doubt: nobody sends this token
+                // again before `not_before` (the next callers get `refresh_in_doubt`).
                 tracing::warn!(account = %account.spec.name, until = not_before.0, "refresh timed out; the provider may have rotated the token, so it is not sent again before the backoff");
-                let failure = in_doubt_failure(Some(now), not_before).with_detail(format!(
-                    "the refresh timed out after {} s and may still have been processed; the next attempt waits until {not_before}",
+                Ok(Err(f.clone().with_detail(format!(
+                    "the refresh timed out after {} s and may still have been processed (the provider may have rotated the token); it is not sent again before {not_before}",
                     self.timeout.as_secs(),
-                ));
-                let _ = self
-                    .store
-                    .record_event(
-                        now,
-                        EventKind::TokenRefreshFailed,
-                        Some(app.id),
-                        Some(id),
-                        &format!(
-                            "account {} refresh in doubt, will retry after {not_before}: {} [{}]",
-                            account.spec.name,
-                            failure.remediation.sentence(),
-                            failure.remediation.code()
-                        ),
-                    )
-                    .await;
-                Ok(Err(failure))
+                ))))
             }
             Err(f) => {
                 // An answer (or a failure before the request left): this one is settled.
