@@ -166,3 +166,33 @@ async fn force_refresh_returns_a_new_token_and_is_rate_limited() {
     let problem: Value = resp.json().await.unwrap();
     assert_eq!(problem["field"], "force_refresh", "{problem}");
 }
+
+/// A watcher that opens its IMAP session with a token of a grant the provider revoked
+/// finds out at once: the account is `reauth_required`, not `active` with a failing
+/// watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_with_a_revoked_grant_makes_the_account_reauth_required() {
+    let (f, _rig) = on_rig_with(&[]).await;
+    f.authorize().await;
+    f.idp.revoke_user(&f.mailbox).await.unwrap();
+    // An on-received action makes `serve` start a watcher for the account.
+    f.env.ok(
+        &["account", "update", "support", "--on-received", "mark_seen"],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let account = loop {
+        let account = f.state("support");
+        if account["state"] != "active" {
+            break account;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never found out: {account}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(account["state"], "reauth_required", "{account}");
+    assert_eq!(account["last_problem"]["code"], "grant_revoked");
+    assert_eq!(f.counter("token:refresh_token").await, 1);
+}
