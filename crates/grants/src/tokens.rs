@@ -117,6 +117,18 @@ impl Engine {
             )
             .await?
         {
+            // Perhaps the forced refresh that took the limit is still running here (two
+            // sends refused at once): wait for it, and use its token if it got one.
+            drop(self.local_lock(id).lock().await);
+            let replaced = self
+                .store
+                .grant(id)
+                .await?
+                .and_then(|g| g.access_token)
+                .is_some_and(|t| t.expose() != refused);
+            if replaced {
+                return self.access_token(id).await;
+            }
             return Err(EngineError::ForcedRefreshLimited {
                 account: account.spec.name.to_string(),
                 retry_after_secs: FORCED_REFRESH_INTERVAL_SECS,
