@@ -14,11 +14,18 @@
 //!        │ no
 //!        ▼
 //!  in-process mutex ─▶ database lease `refresh:<id>` ─▶ re-read (someone may have
-//!  refreshed) ─▶ refresh at the provider ─▶ persist access + rotated refresh token in one
-//!  statement (guarded by the grant version) ─▶ release ─▶ return
+//!  refreshed) ─▶ an earlier request in doubt, backoff not over? ─ yes ─▶ refresh_in_doubt
+//!        │ no
+//!        ▼
+//!  record "sent, in doubt" in the grant row ─▶ refresh at the provider ─▶ persist access +
+//!  rotated refresh token in one statement (guarded by the grant version; clears the
+//!  doubt) ─▶ release ─▶ return
 //!        │ failure
-//!        ├─ transient (network, 5xx, 429, timeout): retry with backoff + jitter; the grant
+//!        ├─ timeout: stays in doubt (the provider may have rotated the token); no process
+//!        │  sends it again before the backoff; the grant and the state are kept
+//!        ├─ transient (network, 5xx, 429): retry with backoff + jitter; the grant
 //!        │  and the state are kept
+//!        ├─ invalid_grant after an unanswered request: `rotation_lost_in_outage`
 //!        └─ permanent (invalid_grant, invalid_client, expired secret…): `reauth_required`
 //!           with the remediation; an expired secret moves every account of the app.
 //! ```
@@ -28,7 +35,8 @@
 //! models it). If mailgate dies between receiving a new refresh token and persisting it,
 //! the stored (old) token is still accepted within that grace, and the next refresh
 //! persists a new one. Persisting before handing out the access token keeps the window to
-//! one SQL statement.
+//! one SQL statement — when the answer arrives; a lost answer is the in-doubt state above
+//! (ARCHITECTURE.md, "Refresh-token rotation and crashes").
 
 mod authorize;
 mod problem;
@@ -37,7 +45,7 @@ mod tokens;
 
 pub use authorize::{AuthorizationStarted, Completed};
 pub use problem::problem_from;
-pub use tokens::FreshToken;
+pub use tokens::{FORCED_REFRESH_INTERVAL_SECS, FreshToken};
 
 use mailgate_core::{AccountId, Clock};
 use mailgate_oauth::OAuthClient;
@@ -51,6 +59,9 @@ pub const STATE_TTL_SECS: i64 = 600;
 /// A refresh lease lasts longer than one token request can take, so a crashed holder
 /// frees it soon and a live one never loses it mid-request.
 pub const LEASE_TTL_SECS: i64 = 60;
+/// Two minutes: a provider that hangs usually recovers within minutes (the fault campaign
+/// of issue 13 saw three), and a replayed rotated token can cost the whole grant.
+pub const DEFAULT_IN_DOUBT_BACKOFF: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -75,6 +86,13 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "account {account}: its token was refreshed early less than {retry_after_secs} s ago; mailgate forces a refresh at most once a minute per account. Try again later."
+    )]
+    ForcedRefreshLimited {
+        account: String,
+        retry_after_secs: i64,
+    },
 }
 
 impl EngineError {
@@ -87,6 +105,7 @@ impl EngineError {
             EngineError::BadState(_) => "invalid_state",
             EngineError::NotUsable { .. } => "not_authorized",
             EngineError::Unsupported(_) => "unsupported",
+            EngineError::ForcedRefreshLimited { .. } => "force_refresh_limited",
         }
     }
 }
@@ -105,6 +124,10 @@ pub struct Engine {
     /// Transient-failure retries for on-demand refresh (`token` command, API).
     pub(crate) retries: u32,
     pub(crate) backoff: Duration,
+    /// Per token request; a refresh that takes longer is in doubt, not failed.
+    pub(crate) timeout: Duration,
+    /// The first wait before a refresh token whose request got no answer is sent again.
+    pub(crate) in_doubt_backoff: Duration,
 }
 
 pub struct EngineOptions {
@@ -112,6 +135,9 @@ pub struct EngineOptions {
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
+    /// After a refresh request timed out, how long (plus the timeout, doubling with each
+    /// further lost answer) before the same refresh token is sent again.
+    pub in_doubt_backoff: Duration,
 }
 
 impl Default for EngineOptions {
@@ -120,6 +146,7 @@ impl Default for EngineOptions {
             timeout: mailgate_oauth::client::DEFAULT_TIMEOUT,
             retries: 3,
             backoff: Duration::from_millis(500),
+            in_doubt_backoff: DEFAULT_IN_DOUBT_BACKOFF,
         }
     }
 }
@@ -140,6 +167,8 @@ impl Engine {
             local: Mutex::new(HashMap::new()),
             retries: options.retries,
             backoff: options.backoff,
+            timeout: options.timeout,
+            in_doubt_backoff: options.in_doubt_backoff,
         })
     }
 

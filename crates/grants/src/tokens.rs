@@ -6,6 +6,7 @@ use mailgate_core::app::{OAuthApp, OAuthFlow};
 use mailgate_core::event::EventKind;
 use mailgate_core::grant::refresh_margin_secs;
 use mailgate_core::{AccountEvent, AccountId, Grant, Scopes, Secret, Timestamp};
+use mailgate_oauth::client::TokenResponse;
 use mailgate_oauth::{Failure, Remediation};
 use std::time::Duration;
 
@@ -23,8 +24,23 @@ pub struct FreshToken {
 /// no cross-process notification (SQLite), so this is a bounded poll.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
-fn fresh(grant: &Grant, now: Timestamp, min_validity: i64) -> Option<FreshToken> {
+/// How often a refused token may force a refresh of one account: a mail server that keeps
+/// refusing good tokens (a wrong audience, a disabled protocol) must not turn every send or
+/// watcher round into a token request.
+pub const FORCED_REFRESH_INTERVAL_SECS: i64 = 60;
+
+/// The stored token if it stays valid for `min_validity` seconds; a token equal to
+/// `refused` (one a mail server refused) never counts.
+fn fresh_unless(
+    grant: &Grant,
+    now: Timestamp,
+    min_validity: i64,
+    refused: Option<&str>,
+) -> Option<FreshToken> {
     let token = grant.access_token.as_ref()?;
+    if refused.is_some_and(|r| r == token.expose()) {
+        return None;
+    }
     match grant.access_expires_at {
         Some(exp) if now.secs_until(exp) <= min_validity => None,
         exp => Some(FreshToken {
@@ -40,6 +56,91 @@ impl Engine {
     /// A token valid for at least the refresh margin (max(5 min, 10 % of its lifetime)),
     /// refreshing first if needed. Concurrent callers share one refresh.
     pub async fn access_token(&self, id: AccountId) -> Result<FreshToken> {
+        let (account, app) = self.usable_account(id).await?;
+        let mut attempt = 0;
+        loop {
+            match self.refresh_single_flight(&account, &app, None).await {
+                // Retrying a refresh in doubt (or one that just timed out, which is now in
+                // doubt) would only be refused again.
+                Err(EngineError::OAuth(f))
+                    if f.is_transient()
+                        && !matches!(
+                            f.remediation,
+                            Remediation::RefreshInDoubt | Remediation::Timeout
+                        )
+                        && attempt < self.retries =>
+                {
+                    attempt += 1;
+                    let delay = backoff(self.backoff, attempt);
+                    tracing::warn!(account = %account.spec.name, attempt, ?delay, failure = %f, "refresh failed transiently; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A new access token although the stored one has not expired: a mail server refused
+    /// `refused` (a token mailgate handed out as valid), or an API caller asked for it
+    /// (`None`: the stored token counts as refused). If another task already replaced the
+    /// refused token, that newer token is returned without a request. Otherwise one
+    /// refresh, single-flight like every refresh and at most once per
+    /// [`FORCED_REFRESH_INTERVAL_SECS`] per account across processes; a permanent refusal
+    /// moves the account to `reauth_required` at once, as in [`Engine::access_token`].
+    pub async fn force_refresh(&self, id: AccountId, refused: Option<&str>) -> Result<FreshToken> {
+        let (account, app) = self.usable_account(id).await?;
+        let grant = self.store.grant(id).await?;
+        let stored = grant
+            .as_ref()
+            .and_then(|g| g.access_token.as_ref())
+            .map(|t| t.expose().to_owned());
+        let refused = match (refused, stored) {
+            (Some(r), Some(s)) if r != s => {
+                // Someone refreshed since the refused token was handed out: use theirs.
+                return self.access_token(id).await;
+            }
+            (Some(r), _) => r.to_owned(),
+            (None, Some(s)) => s,
+            (None, None) => return self.access_token(id).await,
+        };
+        let now = self.clock.now();
+        // A holder name of its own, so even this process cannot take the lease again
+        // before it expires: that expiry is the rate limit.
+        let holder = format!("{}-{}", self.holder, mailgate_oauth::random::token(6));
+        if !self
+            .store
+            .try_lease(
+                &format!("forced-refresh:{id}"),
+                &holder,
+                FORCED_REFRESH_INTERVAL_SECS,
+                now,
+            )
+            .await?
+        {
+            // Perhaps the forced refresh that took the limit is still running here (two
+            // sends refused at once): wait for it, and use its token if it got one.
+            drop(self.local_lock(id).lock().await);
+            let replaced = self
+                .store
+                .grant(id)
+                .await?
+                .and_then(|g| g.access_token)
+                .is_some_and(|t| t.expose() != refused);
+            if replaced {
+                return self.access_token(id).await;
+            }
+            return Err(EngineError::ForcedRefreshLimited {
+                account: account.spec.name.to_string(),
+                retry_after_secs: FORCED_REFRESH_INTERVAL_SECS,
+            });
+        }
+        tracing::info!(account = %account.spec.name, "the stored access token was refused; refreshing before it expires");
+        self.refresh_single_flight(&account, &app, Some(&refused))
+            .await
+    }
+
+    /// The account and its app, if the account may use its grant.
+    async fn usable_account(&self, id: AccountId) -> Result<(MailAccount, OAuthApp)> {
         let account = self.store.account(id).await?;
         if !account.state.can_use_grant() {
             let hint = match &account.last_problem {
@@ -56,18 +157,7 @@ impl Engine {
             });
         }
         let app = self.store.app(account.spec.app_id).await?;
-        let mut attempt = 0;
-        loop {
-            match self.refresh_single_flight(&account, &app).await {
-                Err(EngineError::OAuth(f)) if f.is_transient() && attempt < self.retries => {
-                    attempt += 1;
-                    let delay = backoff(self.backoff, attempt);
-                    tracing::warn!(account = %account.spec.name, attempt, ?delay, failure = %f, "refresh failed transiently; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                other => return other,
-            }
-        }
+        Ok((account, app))
     }
 
     /// The minimum remaining validity a handed-out token must have.
@@ -79,10 +169,12 @@ impl Engine {
         refresh_margin_secs(lifetime)
     }
 
+    /// `refused`: a token a mail server refused, which does not count as fresh.
     async fn refresh_single_flight(
         &self,
         account: &MailAccount,
         app: &OAuthApp,
+        refused: Option<&str>,
     ) -> Result<FreshToken> {
         let id = account.id;
         let not_usable = || EngineError::NotUsable {
@@ -93,7 +185,7 @@ impl Engine {
         let grant = self.store.grant(id).await?.ok_or_else(not_usable)?;
         let issued = self.store.grant_version(id).await?.and_then(|(_, i)| i);
         let min_validity = Self::min_validity(&grant, issued);
-        if let Some(t) = fresh(&grant, self.clock.now(), min_validity) {
+        if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
         }
         // Tasks of this process queue here; the first one does the work.
@@ -103,7 +195,7 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2 * LEASE_TTL_SECS as u64);
         loop {
             let grant = self.store.grant(id).await?.ok_or_else(not_usable)?;
-            if let Some(t) = fresh(&grant, self.clock.now(), min_validity) {
+            if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
                 return Ok(t);
             }
             if self
@@ -111,7 +203,7 @@ impl Engine {
                 .try_lease(&lease, &self.holder, LEASE_TTL_SECS, self.clock.now())
                 .await?
             {
-                let result = self.refresh_holding_lease(account, app).await;
+                let result = self.refresh_holding_lease(account, app, refused).await;
                 if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
                     tracing::warn!(error = %e, "could not release the refresh lease; it expires by itself");
                 }
@@ -132,6 +224,7 @@ impl Engine {
         &self,
         account: &MailAccount,
         app: &OAuthApp,
+        refused: Option<&str>,
     ) -> Result<FreshToken> {
         let id = account.id;
         // Re-read under the lease: the previous holder may have just refreshed.
@@ -145,7 +238,8 @@ impl Engine {
         let grant = self.store.grant(id).await?.ok_or(EngineError::BadState(
             "the grant disappeared during refresh",
         ))?;
-        if let Some(t) = fresh(&grant, self.clock.now(), Self::min_validity(&grant, issued)) {
+        let min_validity = Self::min_validity(&grant, issued);
+        if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
         }
         let result = match app.spec.flow {
@@ -153,7 +247,7 @@ impl Engine {
                 self.app_only_token(account, app).await
             }
             OAuthFlow::AuthorizationCode | OAuthFlow::DeviceCode => match &grant.refresh_token {
-                Some(rt) => self.client.refresh(&app.spec, rt).await,
+                Some(rt) => self.refresh_once(account, app, version, rt).await?,
                 None => Err(Failure::new("refresh", Remediation::NoRefreshToken)),
             },
         };
@@ -202,6 +296,8 @@ impl Engine {
                     refreshed: true,
                 })
             }
+            // Logged once, when the request timed out, not on every refusal that follows.
+            Err(f) if f.remediation == Remediation::RefreshInDoubt => Err(EngineError::OAuth(f)),
             Err(f) if f.is_transient() => {
                 let _ = self
                     .store
@@ -223,6 +319,75 @@ impl Engine {
             Err(f) => {
                 self.reject(account, app, &f).await?;
                 Err(EngineError::OAuth(f))
+            }
+        }
+    }
+
+    /// Sends one refresh request with the stored refresh token, unless an earlier one is
+    /// still in doubt. A request whose answer never arrived (a timeout, or a process that
+    /// died waiting) may have rotated the token at the provider; sending the same token
+    /// again while the provider may still be working on the first one is what makes a
+    /// replay-detecting provider revoke the grant. So the request is recorded as in doubt
+    /// in the grant row before it is sent, every process honours that until
+    /// `refresh_not_before`, and only an answer clears it.
+    async fn refresh_once(
+        &self,
+        account: &MailAccount,
+        app: &OAuthApp,
+        version: i64,
+        refresh_token: &Secret,
+    ) -> Result<std::result::Result<TokenResponse, Failure>> {
+        let id = account.id;
+        let now = self.clock.now();
+        let doubt = self.store.refresh_in_doubt(id).await?.unwrap_or_default();
+        if let Some(not_before) = doubt.not_before.filter(|t| *t > now) {
+            return Ok(Err(in_doubt_failure(doubt.last_sent_at, not_before)));
+        }
+        // The wait before this token may be sent again if the answer is lost: the request's
+        // own timeout, then a backoff that grows with each unanswered request, so a provider
+        // that was hung has long finished the first request before the second arrives.
+        let wait = self.timeout + in_doubt_backoff(self.in_doubt_backoff, doubt.unanswered);
+        let not_before = now.plus_secs(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 4) + 1);
+        if !self
+            .store
+            .mark_refresh_sent(id, version, now, not_before)
+            .await?
+        {
+            return Err(EngineError::BadState(
+                "the grant changed during refresh (re-authorized meanwhile); try again",
+            ));
+        }
+        let result = self.client.refresh(&app.spec, refresh_token).await;
+        match &result {
+            // Stored with the new tokens, which clears the doubt in the same statement.
+            Ok(_) => Ok(result),
+            Err(f) if f.remediation == Remediation::Timeout => {
+                // Still a timeout to the caller, but in doubt: nobody sends this token
+                // again before `not_before` (the next callers get `refresh_in_doubt`).
+                tracing::warn!(account = %account.spec.name, until = not_before.0, "refresh timed out; the provider may have rotated the token, so it is not sent again before the backoff");
+                Ok(Err(f.clone().with_detail(format!(
+                    "the refresh timed out after {} s and may still have been processed (the provider may have rotated the token); it is not sent again before {not_before}",
+                    self.timeout.as_secs(),
+                ))))
+            }
+            Err(f) => {
+                // An answer (or a failure before the request left): this one is settled.
+                self.store.refresh_answered(id, version).await?;
+                let refused_for_good = matches!(
+                    f.remediation,
+                    Remediation::InvalidGrant
+                        | Remediation::GrantRevoked
+                        | Remediation::GoogleInvalidGrant
+                        | Remediation::RefreshTokenExpired
+                );
+                if refused_for_good && doubt.unanswered > 0 {
+                    // An earlier request with this token went unanswered: the provider
+                    // most likely rotated it then, and now sees this one as a replay.
+                    let mut lost = f.clone();
+                    lost.remediation = Remediation::RotationLostInOutage;
+                    return Ok(Err(lost));
+                }
+                Ok(result)
             }
         }
     }
@@ -271,6 +436,23 @@ impl Engine {
     }
 }
 
+/// The refusal while an earlier refresh is in doubt: transient (the grant is kept), and
+/// nothing was sent.
+fn in_doubt_failure(sent_at: Option<Timestamp>, not_before: Timestamp) -> Failure {
+    let since = sent_at.map(|t| format!(" sent at {t}")).unwrap_or_default();
+    Failure::new("refresh", Remediation::RefreshInDoubt).with_detail(format!(
+        "an earlier refresh{since} got no answer and may have rotated the token; not sent again before {not_before}"
+    ))
+}
+
+/// How long to wait after the `unanswered`-th lost answer: doubling from `base`, at most an
+/// hour (a provider hung for longer than that is an outage a person will look at).
+fn in_doubt_backoff(base: Duration, unanswered: i64) -> Duration {
+    let doublings = u32::try_from(unanswered.clamp(0, 6)).unwrap_or(6);
+    base.saturating_mul(1 << doublings)
+        .min(Duration::from_secs(3600))
+}
+
 /// Exponential backoff with ±25 % jitter, so many accounts do not retry in lockstep.
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1 << attempt.min(6));
@@ -284,4 +466,19 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
         r % (2 * jitter_range)
     };
     Duration::from_millis(exp.as_millis() as u64 - jitter_range + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_doubt_backoff_doubles_per_lost_answer_up_to_an_hour() {
+        let base = Duration::from_secs(120);
+        assert_eq!(in_doubt_backoff(base, 0), base);
+        assert_eq!(in_doubt_backoff(base, 1), Duration::from_secs(240));
+        assert_eq!(in_doubt_backoff(base, 2), Duration::from_secs(480));
+        assert_eq!(in_doubt_backoff(base, 9), Duration::from_secs(3600));
+        assert_eq!(in_doubt_backoff(base, -3), base);
+    }
 }

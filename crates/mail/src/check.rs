@@ -202,6 +202,93 @@ impl TokenSource<'_> {
     }
 }
 
+impl TokenSource<'_> {
+    /// The server refused `refused`: one forced refresh (see `inbox::refresh_refused`).
+    /// `Ok(Some(token))`: the new token, now also the cached one. `Ok(None)`: no new token
+    /// (rate-limited). `Err`: the refresh failed; later steps get that error too.
+    async fn after_refusal(&mut self, refused: &str) -> Result<Option<String>, MailError> {
+        match crate::inbox::refresh_refused(self.engine, self.account, refused).await {
+            Ok(Some((token, _))) => {
+                self.cached = Some(Ok(token.clone()));
+                Ok(Some(token))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.cached = Some(Err(e.clone()));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The "authenticate" step. When the server refuses a token mailgate believed valid, the
+/// provider may have revoked the grant: one forced refresh decides. A new token is tried
+/// once on the same connection (the refusal stays as a warning); a refresh the provider
+/// refuses is the failure, with its remediation (the account is `reauth_required` now).
+/// A macro because the three clients share no trait for `authenticate`.
+macro_rules! authenticate_step {
+    ($r:expr, $p:expr, $tokens:expr, $token:ident, $what:expr, $call:expr) => {{
+        let name = format!("{}: authenticate", $p);
+        let started = Instant::now();
+        match $call.await {
+            Ok(_) => {
+                $r.ok(&name, started, $what);
+                Some(())
+            }
+            Err(e) if e.remedy == MailRemedy::AuthFailed => {
+                match $tokens.after_refusal(&$token).await {
+                    Ok(Some(new)) => {
+                        $r.warn(
+                            &format!("{}: authenticate with the stored token", $p),
+                            started,
+                            format!(
+                                "the server refused the stored token ({}); mailgate refreshed it and tries once more",
+                                e.server_says.as_deref().unwrap_or("no reason given")
+                            ),
+                        );
+                        let $token = new;
+                        let started = Instant::now();
+                        match $call.await {
+                            Ok(_) => {
+                                $r.ok(&name, started, $what);
+                                Some(())
+                            }
+                            Err(e) => {
+                                $r.fail(&name, started, &e);
+                                None
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        $r.fail(&name, started, &e);
+                        None
+                    }
+                    Err(refresh) => {
+                        $r.warn(
+                            &format!("{}: authenticate with the stored token", $p),
+                            started,
+                            format!(
+                                "the server refused the token ({}); mailgate refreshed it to see whether the grant is still valid",
+                                e.server_says.as_deref().unwrap_or("no reason given")
+                            ),
+                        );
+                        $r.fail(
+                            &format!("{}: refresh the refused token", $p),
+                            started,
+                            &refresh,
+                        );
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                $r.fail(&name, started, &e);
+                None
+            }
+        }
+    }};
+}
+
 fn token_error(e: &EngineError) -> MailError {
     let detail = match e {
         EngineError::OAuth(f) => format!("getting a fresh token failed at the {}", f.step),
@@ -552,12 +639,14 @@ async fn open_inbound(
             }
             let mech = capabilities_step(r, p, c.capability().await, || c.oauth_mechanism())?;
             let token = token_step(r, p, tokens, clock).await?;
-            r.step(
-                &format!("{p}: authenticate"),
-                c.authenticate(mech, user, &token, port),
-                |_| format!("{} as {user}", mech.name()),
-            )
-            .await?;
+            authenticate_step!(
+                r,
+                p,
+                tokens,
+                token,
+                format!("{} as {user}", mech.name()),
+                c.authenticate(mech, user, &token, port)
+            )?;
             r.step(&format!("{p}: select INBOX"), c.select("INBOX"), |n| {
                 format!("{n} message(s)")
             })
@@ -592,12 +681,14 @@ async fn open_inbound(
                 .map(|caps| caps.iter().map(|l| l.join(" ")).collect::<Vec<_>>());
             let mech = capabilities_step(r, p, capa, || c.oauth_mechanism())?;
             let token = token_step(r, p, tokens, clock).await?;
-            r.step(
-                &format!("{p}: authenticate"),
-                c.authenticate(mech, user, &token, port),
-                |_| format!("{} as {user}", mech.name()),
-            )
-            .await?;
+            authenticate_step!(
+                r,
+                p,
+                tokens,
+                token,
+                format!("{} as {user}", mech.name()),
+                c.authenticate(mech, user, &token, port)
+            )?;
             r.step(&format!("{p}: STAT"), c.stat(), |(n, size)| {
                 format!("{n} message(s), {size} bytes")
             })
@@ -714,12 +805,14 @@ async fn send_test(
         .collect();
     let mech = capabilities_step(r, p, Ok(exts), || c.oauth_mechanism())?;
     let token = token_step(r, p, tokens, clock).await?;
-    r.step(
-        &format!("{p}: authenticate"),
-        c.authenticate(mech, user, &token, server.port.get()),
-        |_| format!("{} as {user}", mech.name()),
-    )
-    .await?;
+    authenticate_step!(
+        r,
+        p,
+        tokens,
+        token,
+        format!("{} as {user}", mech.name()),
+        c.authenticate(mech, user, &token, server.port.get())
+    )?;
     let id = message::new_message_id(account.spec.mailbox.domain());
     let started = Instant::now();
     let name = format!("{p}: send test message to {to}");

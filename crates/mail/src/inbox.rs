@@ -25,6 +25,54 @@ pub(crate) fn token_error(e: &EngineError, detail: String) -> MailError {
     }
 }
 
+/// A mail server refused `refused`, a token mailgate handed out as valid: the provider may
+/// have revoked the grant while the cached token still looks unexpired, or the token was
+/// replaced meanwhile. Forces one refresh (single-flight, and at most once a minute per
+/// account, by the engine). `Ok(Some(token))`: try once more with it. `Ok(None)`: no new
+/// token (the limit was reached); report the refusal itself. `Err`: the refresh failed — a
+/// permanent refusal has already moved the account to `reauth_required`, and the error
+/// carries that remediation.
+pub(crate) async fn refresh_refused(
+    engine: &Engine,
+    account: &MailAccount,
+    refused: &str,
+) -> Result<Option<(String, Option<Timestamp>)>, MailError> {
+    match engine.force_refresh(account.id, Some(refused)).await {
+        Ok(t) if t.access_token.expose() != refused => {
+            Ok(Some((t.access_token.expose().to_owned(), t.expires_at)))
+        }
+        Ok(_) => Ok(None),
+        Err(EngineError::ForcedRefreshLimited { .. }) => Ok(None),
+        Err(e) => Err(token_error(
+            &e,
+            format!("the server refused the token, and refreshing it failed: {e}"),
+        )),
+    }
+}
+
+/// Runs `login` with a fresh token (and its expiry); if the server refuses that token,
+/// once more with a token refreshed by [`refresh_refused`].
+pub(crate) async fn with_refused_token_retry<T, F, Fut>(
+    engine: &Engine,
+    account: &MailAccount,
+    mut login: F,
+) -> Result<T, MailError>
+where
+    F: FnMut(String, Option<Timestamp>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, MailError>>,
+{
+    let (token, expires_at) = token(engine, account).await?;
+    match login(token.clone(), expires_at).await {
+        Err(e) if e.remedy == MailRemedy::AuthFailed => {
+            match refresh_refused(engine, account, &token).await? {
+                Some((new, expires_at)) => login(new, expires_at).await,
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
 fn inbound(account: &MailAccount) -> Result<(InboundProtocol, &ServerEndpoint), MailError> {
     let inb = account.spec.inbound.as_ref().ok_or_else(|| {
         MailError::new(
@@ -55,7 +103,24 @@ pub async fn open_imap(
     timeout: Duration,
 ) -> Result<(ImapClient, Option<Timestamp>), MailError> {
     let (_, server) = inbound(account)?;
-    let (token, expires_at) = token(engine, account).await?;
+    let user = account.spec.sasl_user().to_string();
+    with_refused_token_retry(engine, account, |token, expires_at| {
+        let user = &user;
+        async move {
+            let c = imap_login(server, tls, user, &token, timeout).await?;
+            Ok((c, expires_at))
+        }
+    })
+    .await
+}
+
+async fn imap_login(
+    server: &ServerEndpoint,
+    tls: &TlsSettings,
+    user: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<ImapClient, MailError> {
     let conn = net::open(server, timeout, tls).await?;
     let mut c = ImapClient::greet(conn).await?;
     if server.tls == TlsMode::Starttls {
@@ -68,12 +133,10 @@ pub async fn open_imap(
             "the IMAP server offers no OAuth mechanism",
         )
     })?;
-    let user = account.spec.sasl_user().to_string();
-    c.authenticate(mech, &user, &token, server.port.get())
-        .await?;
+    c.authenticate(mech, user, token, server.port.get()).await?;
     // Capabilities may change after authentication (IDLE, MOVE, UIDPLUS).
     c.capability().await?;
-    Ok((c, expires_at))
+    Ok(c)
 }
 
 /// An authenticated POP3 session.
@@ -84,9 +147,12 @@ pub async fn open_pop3(
     timeout: Duration,
 ) -> Result<Pop3Client, MailError> {
     let (_, server) = inbound(account)?;
-    let (token, _) = token(engine, account).await?;
     let user = account.spec.sasl_user().to_string();
-    pop3_login(server, tls, &user, &token, timeout).await
+    with_refused_token_retry(engine, account, |token, _| {
+        let user = &user;
+        async move { pop3_login(server, tls, user, &token, timeout).await }
+    })
+    .await
 }
 
 /// Connect, STLS when asked, and authenticate `user` with `token` over the first OAuth

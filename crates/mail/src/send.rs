@@ -38,10 +38,24 @@ pub async fn send(
         MailError::new(MailRemedy::SendRejected, "the account has no outbound SMTP")
     })?;
     let server = &out.server;
-    let token = engine
-        .access_token(account.id)
-        .await
-        .map_err(|e| crate::inbox::token_error(&e, format!("no fresh token: {e}")))?;
+    let mut c = crate::inbox::with_refused_token_retry(engine, account, |token, _| {
+        smtp_login(server, tls, account, token, timeout)
+    })
+    .await?;
+    let user = account.spec.sasl_user().to_string();
+    let rcpts: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    let reply = c.send(&user, &rcpts, message).await?;
+    Ok(Sent { reply, session: c })
+}
+
+/// Connect, EHLO, STARTTLS when asked, and authenticate with `token`.
+async fn smtp_login(
+    server: &mailgate_core::account::ServerEndpoint,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    token: String,
+    timeout: Duration,
+) -> Result<SmtpClient, MailError> {
     let conn = net::open(server, timeout, tls).await?;
     let mut c = SmtpClient::greet(conn).await?;
     let ehlo = "mailgate.localhost";
@@ -56,11 +70,9 @@ pub async fn send(
         )
     })?;
     let user = account.spec.sasl_user().to_string();
-    c.authenticate(mech, &user, token.access_token.expose(), server.port.get())
+    c.authenticate(mech, &user, &token, server.port.get())
         .await?;
-    let rcpts: Vec<&str> = recipients.iter().map(String::as_str).collect();
-    let reply = c.send(&user, &rcpts, message).await?;
-    Ok(Sent { reply, session: c })
+    Ok(c)
 }
 
 /// Whether retrying cannot help: the server refused for good (5xx), or the configuration

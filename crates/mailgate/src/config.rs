@@ -42,6 +42,9 @@ pub struct Config {
     pub outbox_total_quota_bytes: u64,
     /// Recipients (To + Cc + Bcc) one message may have.
     pub max_recipients: u64,
+    /// After a refresh request got no answer (timeout), how long beyond the OAuth timeout
+    /// before the same refresh token is sent again; doubles with each further lost answer.
+    pub refresh_in_doubt_backoff_secs: u64,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -79,6 +82,7 @@ struct FileConfig {
     outbox_account_quota_bytes: Option<u64>,
     outbox_total_quota_bytes: Option<u64>,
     max_recipients: Option<u64>,
+    refresh_in_doubt_backoff_secs: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -302,6 +306,13 @@ pub fn load(
         100_000,
         "recipients",
     )?;
+    let refresh_in_doubt_backoff_secs = seconds(
+        "MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS",
+        file.refresh_in_doubt_backoff_secs,
+        "refresh_in_doubt_backoff_secs",
+        120,
+        3600,
+    )?;
     let webhook_allow_private = match pick(
         "MAILGATE_WEBHOOK_ALLOW_PRIVATE",
         file.webhook_allow_private.map(|b| b.to_string()),
@@ -331,6 +342,7 @@ pub fn load(
         outbox_account_quota_bytes,
         outbox_total_quota_bytes,
         max_recipients,
+        refresh_in_doubt_backoff_secs,
     })
 }
 
@@ -462,6 +474,7 @@ mod tests {
             ("MAILGATE_IDLE_SECS", "3600", "1 to 1740"),
             ("MAILGATE_POLL_INTERVAL_SECS", "0", "1 to 3600"),
             ("MAILGATE_WEBHOOK_RETRY_SECS", "soon", "seconds"),
+            ("MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS", "0", "1 to 3600"),
         ] {
             let e = load(None, &env_of(&[(key, value)]))
                 .unwrap_err()
@@ -517,5 +530,26 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn refresh_in_doubt_backoff() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!(c.refresh_in_doubt_backoff_secs, 120);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(&path, "refresh_in_doubt_backoff_secs = 300\n").unwrap();
+        assert_eq!(
+            load(Some(&path), &env_of(&[]))
+                .unwrap()
+                .refresh_in_doubt_backoff_secs,
+            300
+        );
+        let c = load(
+            Some(&path),
+            &env_of(&[("MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS", "7")]),
+        )
+        .unwrap();
+        assert_eq!(c.refresh_in_doubt_backoff_secs, 7);
     }
 }

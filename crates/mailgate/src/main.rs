@@ -307,6 +307,7 @@ pub fn new_engine(
 ) -> Result<mailgate_grants::Engine, Failure> {
     let options = mailgate_grants::EngineOptions {
         timeout: std::time::Duration::from_secs(config.oauth_timeout_secs),
+        in_doubt_backoff: std::time::Duration::from_secs(config.refresh_in_doubt_backoff_secs),
         ..Default::default()
     };
     mailgate_grants::Engine::new(store.clone(), Arc::new(SystemClock), options)
@@ -327,7 +328,9 @@ impl From<mailgate_grants::EngineError> for Failure {
             E::BadState(_) | E::Unsupported(_) | E::NotUsable { .. } => {
                 Failure::BadInput(e.to_string())
             }
-            E::OAuth(_) | E::WrongUser { .. } => Failure::Runtime(e.to_string()),
+            E::OAuth(_) | E::WrongUser { .. } | E::ForcedRefreshLimited { .. } => {
+                Failure::Runtime(e.to_string())
+            }
         }
     }
 }

@@ -100,6 +100,10 @@ remediations! {
         "The provider is temporarily unavailable or rate-limiting. mailgate retries with backoff and keeps the grant.";
     Timeout = "timeout", Transient,
         "The provider did not answer in time. mailgate retries with backoff and keeps the grant.";
+    RefreshInDoubt = "refresh_in_doubt", Transient,
+        "A refresh timed out and the provider may still have processed it (and rotated the refresh token). mailgate waits before sending the stored token again, so that a provider which treats reuse as a replay does not revoke the grant; it keeps the grant and tries again after the backoff.";
+    RotationLostInOutage = "rotation_lost_in_outage", Permanent,
+        "The provider rotated the refresh token during an outage: it processed a refresh whose answer never reached mailgate, and now refuses the token mailgate holds. Authorize the account again.";
     NetworkError = "network_error", Transient,
         "mailgate could not reach the provider (DNS, connection or TLS). Check this server's network and proxy settings; mailgate retries.";
     Misconfigured = "misconfigured", Permanent,

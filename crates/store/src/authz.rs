@@ -21,6 +21,16 @@ pub struct PendingAuthorization {
     pub expires_at: Timestamp,
 }
 
+/// Refresh requests sent with a grant's current refresh token whose answers never arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RefreshInDoubt {
+    pub last_sent_at: Option<Timestamp>,
+    /// How many; more than zero means the provider may have rotated the token already.
+    pub unanswered: i64,
+    /// No refresh with the same token before this time.
+    pub not_before: Option<Timestamp>,
+}
+
 impl Store {
     /// Stores a pending authorization under the SHA-256 of its state value.
     pub async fn put_oauth_state(&self, state_hash: &str, p: &PendingAuthorization) -> Result<()> {
@@ -174,7 +184,7 @@ impl Store {
             .map(|r| self.seal("grants", "refresh_token", id.0, r))
             .transpose()?;
         let done = sqlx::query(
-            "UPDATE grants SET access_token = $1, access_expires_at = $2, access_issued_at = $3, refresh_token = COALESCE($4, refresh_token), scopes = COALESCE($5, scopes), version = version + 1 WHERE account_id = $6 AND version = $7",
+            "UPDATE grants SET access_token = $1, access_expires_at = $2, access_issued_at = $3, refresh_token = COALESCE($4, refresh_token), scopes = COALESCE($5, scopes), version = version + 1, refresh_sent_at = NULL, refresh_unanswered = 0, refresh_not_before = NULL WHERE account_id = $6 AND version = $7",
         )
         .bind(access)
         .bind(expires_at.map(|t| t.0))
@@ -186,6 +196,65 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// The refresh requests of this grant whose answers never arrived (a timeout, or a
+    /// process that died waiting). `None` without a grant.
+    pub async fn refresh_in_doubt(&self, id: AccountId) -> Result<Option<RefreshInDoubt>> {
+        let row = sqlx::query(
+            "SELECT refresh_sent_at, refresh_unanswered, refresh_not_before FROM grants WHERE account_id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RefreshInDoubt {
+                last_sent_at: r
+                    .try_get::<Option<i64>, _>("refresh_sent_at")?
+                    .map(Timestamp),
+                unanswered: r.try_get("refresh_unanswered")?,
+                not_before: r
+                    .try_get::<Option<i64>, _>("refresh_not_before")?
+                    .map(Timestamp),
+            })
+        })
+        .transpose()
+    }
+
+    /// Records, before a refresh request is sent, that it is in doubt until its answer is
+    /// handled: if the process dies or the request times out, nobody sends the same refresh
+    /// token again before `not_before`. Guarded by the grant version (false when it moved).
+    pub async fn mark_refresh_sent(
+        &self,
+        id: AccountId,
+        version: i64,
+        sent_at: Timestamp,
+        not_before: Timestamp,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE grants SET refresh_sent_at = $1, refresh_unanswered = refresh_unanswered + 1, refresh_not_before = $2 WHERE account_id = $3 AND version = $4",
+        )
+        .bind(sent_at.0)
+        .bind(not_before.0)
+        .bind(id.0)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The refresh request sent under `version` was answered (refused, or failed before it
+    /// reached the provider): it is no longer in doubt. Earlier unanswered requests stay
+    /// counted, since one of them may have rotated the token.
+    pub async fn refresh_answered(&self, id: AccountId, version: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE grants SET refresh_unanswered = CASE WHEN refresh_unanswered > 0 THEN refresh_unanswered - 1 ELSE 0 END, refresh_not_before = NULL WHERE account_id = $1 AND version = $2",
+        )
+        .bind(id.0)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Claims the named lease for `ttl_secs` if it is free, expired, or already ours.

@@ -19,7 +19,7 @@ mod rows;
 mod users;
 pub mod webhooks;
 
-pub use authz::PendingAuthorization;
+pub use authz::{PendingAuthorization, RefreshInDoubt};
 use crypto::{CryptoError, KeySource, Keyring, MasterKey};
 use mailgate_core::account::{AccountSpec, MailAccount, Problem};
 use mailgate_core::app::{AppSpec, OAuthApp};

@@ -53,6 +53,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0008_user_last_login.sql"),
     ),
     (
+        9,
+        "refresh_in_doubt",
+        include_str!("../migrations/sqlite/0009_refresh_in_doubt.sql"),
+    ),
+    (
         10,
         "outbox_quota_and_request_hash",
         include_str!("../migrations/sqlite/0010_outbox_quota_and_request_hash.sql"),

@@ -198,11 +198,20 @@ pub async fn account_events(
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenQuery {
+    force_refresh: Option<String>,
+}
+
 /// A fresh access token, refreshed single-flight if needed, for trusted callers.
+/// `?force_refresh=true`: a new one even if the stored token has not expired (a mail server
+/// refused it), at most once a minute per account (429 with `Retry-After` otherwise).
 pub async fn account_token(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
+    query: Result<axum::extract::Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     if let Err(r) = caller
         .require(TokenScope::TokensRead)
@@ -210,7 +219,28 @@ pub async fn account_token(
     {
         return r;
     }
-    match state.engine.access_token(AccountId(id)).await {
+    let force = match query.map(|q| q.0.force_refresh) {
+        Ok(None) => false,
+        Ok(Some(v)) => match v.as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return invalid("force_refresh", "force_refresh is true or false"),
+        },
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{e}; expected force_refresh"),
+                None,
+            );
+        }
+    };
+    let result = if force {
+        state.engine.force_refresh(AccountId(id), None).await
+    } else {
+        state.engine.access_token(AccountId(id)).await
+    };
+    match result {
         Ok(t) => {
             let mut r = Json(json!({
                 "access_token": t.access_token.expose(),
@@ -229,6 +259,17 @@ pub async fn account_token(
         Err(mailgate_grants::EngineError::Store(e)) => store_problem(e),
         Err(e @ mailgate_grants::EngineError::NotUsable { .. }) => {
             problem(StatusCode::CONFLICT, "not_authorized", e.to_string(), None)
+        }
+        Err(
+            e @ mailgate_grants::EngineError::ForcedRefreshLimited {
+                retry_after_secs, ..
+            },
+        ) => {
+            let mut r = problem(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string(), None);
+            if let Ok(v) = retry_after_secs.to_string().parse() {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
         }
         Err(e) if matches!(&e, mailgate_grants::EngineError::OAuth(f) if f.is_transient()) => {
             problem(

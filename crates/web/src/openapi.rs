@@ -378,6 +378,22 @@ pub fn document() -> Value {
                     "messages": { "type": "array", "items": { "$ref": "#/components/schemas/OutboxItem" } },
                     "next_before": { "type": ["integer", "null"] } } } } } });
             }
+            ("get", "/api/v1/accounts/{id}/token") => {
+                push_params(
+                    &mut op,
+                    &[
+                        json!({ "name": "force_refresh", "in": "query", "required": false, "schema": { "type": "boolean", "default": false }, "description": "Refresh even though the stored token has not expired (a mail server refused it); at most once a minute per account" }),
+                    ],
+                );
+                op["responses"]["409"] = problem_response(
+                    "The account cannot give out tokens (not authorized, or reauth_required)",
+                );
+                op["responses"]["429"] = problem_response(
+                    "force_refresh was used for this account less than a minute ago (see Retry-After)",
+                );
+                op["responses"]["503"] =
+                    problem_response("The provider failed transiently (the grant is kept)");
+            }
             ("post", "/api/v1/messages/{id}/retry") => {
                 op["responses"]["202"] = ok_schema("#/components/schemas/OutboxItem");
                 op["responses"]["409"] =

@@ -386,7 +386,12 @@ async fn a_revoked_grant_is_refused_at_authentication() {
     f.authorize().await;
     f.idp.revoke_user(&f.mailbox).await.unwrap();
     let (_, report) = test_json(&f, &[]);
-    assert_fails_at(&report, "imap: authenticate", "auth_failed");
+    // The refusal forces one refresh, which tells the revoked grant from a token problem
+    // (issue 12: the test used to blame the audience or scopes).
+    assert_fails_at(&report, "imap: refresh the refused token", "grant_revoked");
+    let account = f.state("support");
+    assert_eq!(account["state"], "reauth_required", "{account}");
+    assert_eq!(account["last_problem"]["code"], "grant_revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@ mod mailtest;
 mod oauth;
 mod outbox;
 mod outbox_hardening;
+mod refresh_outage;
+mod refused_token;
 mod secret_destinations;
 mod serve;
 mod support;

@@ -10,6 +10,8 @@ use mailgate_store::crypto::{KeySource, MasterKey, load_or_create_key_file};
 use mailgate_store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 
+mod refresh_in_doubt;
+
 const NOW: Timestamp = Timestamp(1_790_000_000);
 const CANARY_SECRET: &str = "CANARY-client-secret-7f3a9c";
 const CANARY_REFRESH: &str = "CANARY-refresh-token-51d0e2";

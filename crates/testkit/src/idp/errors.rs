@@ -479,7 +479,7 @@ pub(crate) fn fault_response(
     base_url: &str,
 ) -> Option<Response> {
     match fault {
-        Fault::Delay { .. } => None,
+        Fault::Delay { .. } | Fault::Hang { .. } => None,
         Fault::Aadsts { code } => Some(ms_error_response(
             *code,
             ms_error_for_code(*code),
@@ -542,7 +542,7 @@ pub(crate) async fn run_fault(
     client_id: &str,
 ) -> Option<Response> {
     let fault = fault?;
-    if let Fault::Delay { seconds } = fault {
+    if let Fault::Delay { seconds } | Fault::Hang { seconds } = fault {
         let wait = std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default();
         tokio::time::sleep(wait).await;
         return None;

@@ -108,6 +108,11 @@ pub enum Fault {
     HttpStatus { status: u16 },
     /// Wait this long, then answer normally.
     Delay { seconds: f64 },
+    /// A hung provider: accept the request, hold it this long, then process it for real
+    /// (a refresh rotates the token) and write the answer, even if the client has given up
+    /// and closed the connection meanwhile. Unlike `delay`, the processing does not stop
+    /// when the client goes away. Token endpoint only; elsewhere it acts like `delay`.
+    Hang { seconds: f64 },
     /// `200 OK`, `Content-Type: application/json`, and a truncated JSON body.
     MalformedJson,
 }

@@ -34,6 +34,11 @@ fn wall_clock() -> OffsetDateTime {
 
 /// Authorization codes live 10 minutes, like Microsoft's and Google's.
 pub(crate) const AUTH_CODE_LIFETIME: Duration = Duration::minutes(10);
+/// Counter key: refresh requests in flight now (summed over the client's grants).
+pub(crate) const REFRESH_IN_FLIGHT: &str = "refresh_in_flight";
+/// Counter key: the most refresh requests ever in flight at once for one grant.
+pub(crate) const REFRESH_IN_FLIGHT_MAX: &str = "refresh_in_flight_max";
+
 /// An unfinished sign-in page is forgotten after this long.
 pub(crate) const PENDING_REQUEST_LIFETIME: Duration = Duration::minutes(30);
 
@@ -310,6 +315,10 @@ pub(crate) struct Inner {
     pub(crate) consents: HashSet<(String, String)>,
     faults: Vec<ArmedFault>,
     counters: HashMap<(String, String), u64>,
+    /// Refresh requests received and not yet answered (held by a `hang` fault or being
+    /// processed), per (client_id, grant id): a client that keeps more than one in flight
+    /// for a grant can lose it to a rotation it never sees.
+    refresh_in_flight: HashMap<(String, u64), u64>,
     lifetimes: Lifetimes,
     client_lifetimes: HashMap<String, LifetimeSpec>,
     /// Keyed by client_email.
@@ -511,7 +520,40 @@ impl Inner {
                 *out.entry(key.clone()).or_default() += n;
             }
         }
+        for ((client, _grant), n) in &self.refresh_in_flight {
+            if *n > 0 && client_id.is_none_or(|c| c == client) {
+                *out.entry(REFRESH_IN_FLIGHT.to_owned()).or_default() += n;
+            }
+        }
         out
+    }
+
+    /// A refresh request for `grant_id` arrived; raises the client's
+    /// `refresh_in_flight_max` counter (the most requests in flight for one grant at once).
+    pub(crate) fn refresh_started(&mut self, client_id: &str, grant_id: u64) {
+        let in_flight = self
+            .refresh_in_flight
+            .entry((client_id.to_owned(), grant_id))
+            .or_default();
+        *in_flight += 1;
+        let now = *in_flight;
+        let max = self
+            .counters
+            .entry((client_id.to_owned(), REFRESH_IN_FLIGHT_MAX.to_owned()))
+            .or_default();
+        *max = (*max).max(now);
+    }
+
+    /// The refresh request for `grant_id` was answered (or its client went away before it
+    /// was processed).
+    pub(crate) fn refresh_finished(&mut self, client_id: &str, grant_id: u64) {
+        let key = (client_id.to_owned(), grant_id);
+        if let Some(n) = self.refresh_in_flight.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.refresh_in_flight.remove(&key);
+            }
+        }
     }
 
     /// Resolves a Microsoft `{tenant}` segment; `None` for an unknown tenant (AADSTS90002).

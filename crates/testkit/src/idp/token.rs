@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
@@ -15,7 +15,7 @@ use super::crypto::{UnverifiedJwt, pkce_s256, random_token, random_user_code};
 use super::errors::{Failure, Flavor, json_response, run_fault};
 use super::issue::{self, Delegated};
 use super::scopes;
-use super::spec::{ClientSpec, Endpoint};
+use super::spec::{ClientSpec, Endpoint, Fault};
 use super::state::{
     AUTH_CODE_LIFETIME, AppState, DeviceRequest, DeviceStatus, Grant, Inner, Shared, Tenant, secs,
 };
@@ -91,7 +91,7 @@ pub(crate) async fn google_token(
 }
 
 async fn token_endpoint(
-    app: &Shared,
+    app: &AppState,
     flavor: Flavor,
     tenant: Option<&str>,
     headers: &HeaderMap,
@@ -100,25 +100,95 @@ async fn token_endpoint(
     let form = parse_form(body);
     let basic = basic_auth(headers);
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
-    let (client_id, fault) = {
+    let (client_id, fault, in_flight) = {
         let mut inner = app.lock();
         let client_id = claimed_client_id(&inner, &form, basic.as_ref());
         inner.count(&client_id, &format!("token:{grant_type}"));
         let fault = inner.take_fault(Endpoint::Token, Some(&client_id), Some(&grant_type));
-        (client_id, fault)
+        let in_flight = refresh_in_flight(app, &mut inner, &client_id, &form);
+        (client_id, fault, in_flight)
     };
+    if let Some(Fault::Hang { seconds }) = fault {
+        // Held and then processed in a task of its own: a client that gives up and closes
+        // the connection cancels this handler, but not the rotation the provider performs.
+        let app = app.clone();
+        let tenant = tenant.map(str::to_owned);
+        let held = tokio::spawn(async move {
+            let wait = std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            let response = answer(&app, flavor, tenant.as_deref(), &form, basic, &client_id);
+            drop(in_flight);
+            response
+        });
+        return match held.await {
+            Ok(response) => response,
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    }
     if let Some(response) = run_fault(app, fault, &client_id).await {
         return response;
     }
+    let response = answer(app, flavor, tenant, &form, basic, &client_id);
+    drop(in_flight);
+    response
+}
+
+/// Processes a token request and renders the answer or the refusal.
+fn answer(
+    app: &Shared,
+    flavor: Flavor,
+    tenant: Option<&str>,
+    form: &Form,
+    basic: Option<(String, String)>,
+    client_id: &str,
+) -> Response {
     let mut inner = app.lock();
     let now = inner.now();
-    match grant(app, &mut inner, flavor, tenant, &form, basic) {
+    match grant(app, &mut inner, flavor, tenant, form, basic) {
         Ok(body) => json_response(StatusCode::OK, &body),
         Err(failure) => {
+            let grant_type = form.get("grant_type").map(String::as_str);
             tracing::debug!(?failure, client_id, grant_type, "token request refused");
             failure.render(flavor, now, &app.base_url)
         }
     }
+}
+
+/// Marks a refresh request in flight for its grant until dropped (answered, or its client
+/// went away first).
+struct RefreshInFlight {
+    app: AppState,
+    client_id: String,
+    grant_id: u64,
+}
+
+impl Drop for RefreshInFlight {
+    fn drop(&mut self) {
+        self.app
+            .lock()
+            .refresh_finished(&self.client_id, self.grant_id);
+    }
+}
+
+fn refresh_in_flight(
+    app: &AppState,
+    inner: &mut Inner,
+    client_id: &str,
+    form: &Form,
+) -> Option<RefreshInFlight> {
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return None;
+    }
+    let grant_id = inner
+        .refresh_tokens
+        .get(form.get("refresh_token")?)?
+        .grant_id;
+    inner.refresh_started(client_id, grant_id);
+    Some(RefreshInFlight {
+        app: app.clone(),
+        client_id: client_id.to_owned(),
+        grant_id,
+    })
 }
 
 fn grant(

@@ -1489,6 +1489,8 @@ async fn id_tokens_verify_against_the_published_keys() {
 
 // ---------------------------------------------------------------- faults
 
+mod hang;
+
 async fn fault_once(env: &Env, fault: Fault) {
     env.admin
         .inject_fault(FaultSpec::token(CLIENT, fault))
