@@ -7,6 +7,7 @@ mod api_crud;
 mod browser;
 mod cli;
 mod flows;
+mod key_file;
 mod mailtest;
 mod oauth;
 mod outbox;
