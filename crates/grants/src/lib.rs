@@ -112,6 +112,9 @@ pub struct EngineOptions {
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
+    /// `MAILGATE_IDP_ALLOW_PRIVATE`: identity providers on loopback or private addresses
+    /// may be reached. Off by default, so an app's endpoint cannot probe the internal network.
+    pub allow_private_idp: bool,
 }
 
 impl Default for EngineOptions {
@@ -120,13 +123,15 @@ impl Default for EngineOptions {
             timeout: mailgate_oauth::client::DEFAULT_TIMEOUT,
             retries: 3,
             backoff: Duration::from_millis(500),
+            allow_private_idp: false,
         }
     }
 }
 
 impl Engine {
     pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, options: EngineOptions) -> Result<Engine> {
-        let client = OAuthClient::new(options.timeout).map_err(EngineError::OAuth)?;
+        let client = OAuthClient::new(options.timeout, options.allow_private_idp)
+            .map_err(EngineError::OAuth)?;
         let holder = format!(
             "{}-{}",
             std::process::id(),

@@ -36,6 +36,9 @@ pub struct Config {
     pub poll_interval_secs: u64,
     /// The longest IMAP IDLE round before it is re-issued (Exchange drops IDLE at 30 min).
     pub idle_secs: u64,
+    /// Whether identity-provider requests (token, JWKS, userinfo, device code) may reach
+    /// loopback and private addresses: for a provider inside the network, and the tests.
+    pub idp_allow_private: bool,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -70,6 +73,7 @@ struct FileConfig {
     webhook_allow_private: Option<bool>,
     poll_interval_secs: Option<u64>,
     idle_secs: Option<u64>,
+    idp_allow_private: Option<bool>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -260,6 +264,18 @@ pub fn load(
         },
         None => false,
     };
+    let idp_allow_private = match pick(
+        "MAILGATE_IDP_ALLOW_PRIVATE",
+        file.idp_allow_private.map(|b| b.to_string()),
+        "idp_allow_private",
+    ) {
+        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(err(key, format!("{v:?} is not true or false"))),
+        },
+        None => false,
+    };
     Ok(Config {
         listen,
         data_dir,
@@ -274,6 +290,7 @@ pub fn load(
         webhook_allow_private,
         poll_interval_secs,
         idle_secs,
+        idp_allow_private,
     })
 }
 
@@ -405,6 +422,7 @@ mod tests {
             ("MAILGATE_IDLE_SECS", "3600", "1 to 1740"),
             ("MAILGATE_POLL_INTERVAL_SECS", "0", "1 to 3600"),
             ("MAILGATE_WEBHOOK_RETRY_SECS", "soon", "seconds"),
+            ("MAILGATE_IDP_ALLOW_PRIVATE", "perhaps", "true or false"),
         ] {
             let e = load(None, &env_of(&[(key, value)]))
                 .unwrap_err()
@@ -414,5 +432,16 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn identity_providers_on_private_addresses_need_the_operator() {
+        assert!(!load(None, &env_of(&[])).unwrap().idp_allow_private);
+        let c = load(None, &env_of(&[("MAILGATE_IDP_ALLOW_PRIVATE", "true")])).unwrap();
+        assert!(c.idp_allow_private);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(&path, "idp_allow_private = true\n").unwrap();
+        assert!(load(Some(&path), &env_of(&[])).unwrap().idp_allow_private);
     }
 }

@@ -304,6 +304,7 @@ pub fn new_engine(
 ) -> Result<mailgate_grants::Engine, Failure> {
     let options = mailgate_grants::EngineOptions {
         timeout: std::time::Duration::from_secs(config.oauth_timeout_secs),
+        allow_private_idp: config.idp_allow_private,
         ..Default::default()
     };
     mailgate_grants::Engine::new(store.clone(), Arc::new(SystemClock), options)

@@ -7,6 +7,7 @@
 
 pub mod authorize;
 pub mod client;
+pub mod egress;
 pub mod failure;
 pub mod idtoken;
 pub mod jwt;

@@ -7,6 +7,7 @@ mod api_crud;
 mod browser;
 mod cli;
 mod flows;
+mod idp_egress;
 mod key_file;
 mod mailtest;
 mod oauth;
