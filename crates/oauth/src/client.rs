@@ -195,7 +195,7 @@ impl OAuthClient {
             interval: Option<serde_json::Value>,
             message: Option<String>,
         }
-        let raw: Raw = serde_json::from_str(&body).map_err(|e| malformed(step, &e.to_string()))?;
+        let raw: Raw = serde_json::from_str(&body).map_err(|e| malformed(step, &json_shape(&e)))?;
         Ok(DeviceAuthorization {
             device_code: Secret::new(raw.device_code),
             user_code: raw.user_code,
@@ -242,7 +242,7 @@ impl OAuthClient {
     pub async fn fetch_jwks(&self, url: &HttpUrl) -> Result<jwt::Jwks, Failure> {
         let step = "signing keys";
         let body = self.get_ok(step, url, self.http.get(url.as_str())).await?;
-        serde_json::from_str(&body).map_err(|e| malformed(step, &e.to_string()))
+        serde_json::from_str(&body).map_err(|e| malformed(step, &json_shape(&e)))
     }
 
     /// OIDC userinfo, for providers whose id_token is absent.
@@ -407,6 +407,22 @@ fn malformed(step: &'static str, why: &str) -> Failure {
         .with_detail(format!("malformed token response: {why}"))
 }
 
+/// What is wrong with a JSON reply, without its values: serde's own message quotes the
+/// offending value ("invalid type: string \"…\""), which could be anything the endpoint
+/// sent, so only missing fields are named and otherwise the position is given.
+fn json_shape(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    match e.classify() {
+        serde_json::error::Category::Data if message.starts_with("missing field") => message,
+        serde_json::error::Category::Data => format!(
+            "the JSON does not have the expected fields and types (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+        _ => "the body is not JSON".to_owned(),
+    }
+}
+
 /// `expires_in` is a number, but some providers send it as a string.
 fn number(v: &serde_json::Value) -> Option<i64> {
     v.as_i64()
@@ -531,6 +547,18 @@ mod tests {
             "{err}"
         );
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn json_errors_name_the_shape_not_the_values() {
+        let e = serde_json::from_str::<jwt::Jwks>(r#"{"keys":"INTERNAL-VALUE"}"#).unwrap_err();
+        let shown = json_shape(&e);
+        assert!(!shown.contains("INTERNAL-VALUE"), "{shown}");
+        assert!(shown.contains("line 1"), "{shown}");
+        let e = serde_json::from_str::<jwt::Jwks>("{}").unwrap_err();
+        assert!(json_shape(&e).contains("missing field"));
+        let e = serde_json::from_str::<jwt::Jwks>("<html>INTERNAL</html>").unwrap_err();
+        assert_eq!(json_shape(&e), "the body is not JSON");
     }
 
     #[tokio::test]
