@@ -309,3 +309,33 @@ fn a_huge_provider_reply_is_abandoned_at_the_limit() {
         "peak {peak_kb} kB vs {baseline_kb} kB for a normal request"
     );
 }
+
+/// The same through the browser: the callback page of an authorization whose token
+/// endpoint answers with an internal page names the status, not the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_page_never_echoes_a_reply_that_is_not_an_oauth_error() {
+    use crate::oauth::{CLIENT_SECRET, Fixture};
+    let endpoint = Endpoint::start(Reply::InternalPage);
+    let f = Fixture::start().await;
+    // The secret is given again with the new endpoint (as a change of where it is sent
+    // may require).
+    f.env.ok(
+        &[
+            "app",
+            "update",
+            "Contoso",
+            "--token-url",
+            &endpoint.url("127.0.0.1"),
+            "--client-secret-stdin",
+        ],
+        Some(CLIENT_SECRET),
+    );
+    let url = f.authorize_url("support");
+    let (_, page) = f.sign_in_and_callback(&url, &f.mailbox).await;
+    assert_eq!(endpoint.connections(), 1, "{page}");
+    assert!(page.contains("HTTP 404"), "{page}");
+    assert!(
+        !page.contains("hunter2") && !page.contains("INTERNAL-CANARY"),
+        "{page}"
+    );
+}
