@@ -241,7 +241,7 @@ impl OAuthClient {
 
     pub async fn fetch_jwks(&self, url: &HttpUrl) -> Result<jwt::Jwks, Failure> {
         let step = "signing keys";
-        let body = self.get_ok(step, url, self.http.get(url.as_str())).await?;
+        let body = self.get_ok(step, self.http.get(url.as_str())).await?;
         serde_json::from_str(&body).map_err(|e| malformed(step, &json_shape(&e)))
     }
 
@@ -255,7 +255,6 @@ impl OAuthClient {
         let body = self
             .get_ok(
                 step,
-                url,
                 self.http
                     .get(url.as_str())
                     .bearer_auth(access_token.expose()),
@@ -271,13 +270,18 @@ impl OAuthClient {
     async fn get_ok(
         &self,
         step: &'static str,
-        url: &HttpUrl,
         request: reqwest::RequestBuilder,
     ) -> Result<String, Failure> {
-        self.refuse_private_literal(step, url)?;
-        let resp = request.send().await.map_err(|e| transport(step, &e))?;
+        let request = request.build().map_err(|e| transport(step, &e))?;
+        let url = request.url().clone();
+        self.refuse_private_literal(step, &url)?;
+        let resp = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| transport(step, &e))?;
         let status = resp.status().as_u16();
-        let body = read_capped(step, url, resp).await?;
+        let body = read_capped(step, &url, resp).await?;
         if status != 200 {
             return Err(failure::classify(step, status, &body));
         }
@@ -306,7 +310,7 @@ impl OAuthClient {
         url: &HttpUrl,
         form: Vec<(&'static str, String)>,
     ) -> Result<(u16, String), Failure> {
-        self.refuse_private_literal(step, url)?;
+        self.refuse_private_literal(step, url.url())?;
         let resp = self
             .http
             .post(url.as_str())
@@ -316,13 +320,13 @@ impl OAuthClient {
             .await
             .map_err(|e| transport(step, &e))?;
         let status = resp.status().as_u16();
-        let body = read_capped(step, url, resp).await?;
+        let body = read_capped(step, url.url(), resp).await?;
         Ok((status, body))
     }
 
     /// An IP-literal URL is connected to without a DNS lookup, so the resolver's check does
     /// not see it: check it here, before anything is sent.
-    fn refuse_private_literal(&self, step: &'static str, url: &HttpUrl) -> Result<(), Failure> {
+    fn refuse_private_literal(&self, step: &'static str, url: &url::Url) -> Result<(), Failure> {
         if self.allow_private {
             return Ok(());
         }
@@ -335,7 +339,7 @@ impl OAuthClient {
 /// or endless answer costs at most the limit in memory. Not UTF-8 is an error too.
 async fn read_capped(
     step: &'static str,
-    url: &HttpUrl,
+    url: &url::Url,
     mut resp: reqwest::Response,
 ) -> Result<String, Failure> {
     let too_large = || {
@@ -366,8 +370,7 @@ async fn read_capped(
 
 /// Scheme, host, port and path of an endpoint, for errors: endpoint URLs are configuration,
 /// but a query string could carry anything, so it is left out.
-fn endpoint_name(url: &HttpUrl) -> String {
-    let u = url.url();
+fn endpoint_name(u: &url::Url) -> String {
     format!(
         "{}://{}{}",
         u.scheme(),

@@ -71,8 +71,8 @@ pub async fn url_addresses(
 
 /// A URL whose host is a private IP literal: such URLs are connected to without any DNS
 /// lookup, so [`CheckingResolver`] never sees them and they are refused here.
-pub fn refuse_private_literal(url: &HttpUrl, setting: &str) -> Result<(), RefusedAddress> {
-    let ip = match url.url().host() {
+pub fn refuse_private_literal(url: &url::Url, setting: &str) -> Result<(), RefusedAddress> {
+    let ip = match url.host() {
         Some(url::Host::Ipv4(a)) => IpAddr::V4(a),
         Some(url::Host::Ipv6(a)) => IpAddr::V6(a),
         _ => return Ok(()),
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn private_ip_literals_are_refused_without_dns() {
-        let check = |u: &str| refuse_private_literal(&HttpUrl::parse(u).unwrap(), "X");
+        let check = |u: &str| refuse_private_literal(&url::Url::parse(u).unwrap(), "X");
         assert!(
             check("http://127.0.0.1:9/token")
                 .unwrap_err()
