@@ -6,6 +6,7 @@
 //! reads the wall clock except through [`clock::SystemClock`].
 
 pub mod account;
+pub mod address;
 pub mod app;
 pub mod clock;
 pub mod event;

@@ -138,6 +138,9 @@ pub struct EngineOptions {
     /// After a refresh request timed out, how long (plus the timeout, doubling with each
     /// further lost answer) before the same refresh token is sent again.
     pub in_doubt_backoff: Duration,
+    /// `MAILGATE_IDP_ALLOW_PRIVATE`: identity providers on loopback or private addresses
+    /// may be reached. Off by default, so an app's endpoint cannot probe the internal network.
+    pub allow_private_idp: bool,
 }
 
 impl Default for EngineOptions {
@@ -147,13 +150,15 @@ impl Default for EngineOptions {
             retries: 3,
             backoff: Duration::from_millis(500),
             in_doubt_backoff: DEFAULT_IN_DOUBT_BACKOFF,
+            allow_private_idp: false,
         }
     }
 }
 
 impl Engine {
     pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, options: EngineOptions) -> Result<Engine> {
-        let client = OAuthClient::new(options.timeout).map_err(EngineError::OAuth)?;
+        let client = OAuthClient::new(options.timeout, options.allow_private_idp)
+            .map_err(EngineError::OAuth)?;
         let holder = format!(
             "{}-{}",
             std::process::id(),

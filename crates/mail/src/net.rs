@@ -1,6 +1,8 @@
 //! Sockets, TLS and timeouts: the only place the mail clients touch the network.
 
 use crate::remedy::MailRemedy;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -76,8 +78,13 @@ impl TlsSettings {
             let pem =
                 std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let mut found = 0;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| {
+                    format!(
+                        "{} is not a valid PEM certificate file: {e}",
+                        path.display()
+                    )
+                })?;
                 roots
                     .add(cert)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -451,6 +458,29 @@ fn classify_tls(e: &std::io::Error) -> MailError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_ca_file_is_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("mailgate-pem-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let broken = dir.join("broken-ca.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = TlsSettings::new(Some(&broken)).err().unwrap();
+        assert!(err.contains("broken-ca.pem"), "{err}");
+        assert!(err.contains("not a valid PEM certificate file"), "{err}");
+        let empty = dir.join("empty-ca.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let err = TlsSettings::new(Some(&empty)).err().unwrap();
+        assert!(
+            err.contains("empty-ca.pem") && err.contains("holds no PEM certificate"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
         let mut v = vec![tag];

@@ -74,6 +74,7 @@ impl Env {
             .env("MAILGATE_PUBLIC_URL", &self.public_url)
             .env("MAILGATE_EXTRA_CA_FILE", &self.ca_file)
             .env("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true")
+            .env("MAILGATE_IDP_ALLOW_PRIVATE", "true")
             .env_remove("RUST_LOG");
         c
     }

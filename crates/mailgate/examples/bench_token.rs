@@ -22,6 +22,8 @@ fn mailgate(dir: &std::path::Path, public_url: &str) -> Command {
     let mut c = Command::new(common::mailgate_exe());
     c.env("MAILGATE_DATA_DIR", dir)
         .env("MAILGATE_PUBLIC_URL", public_url)
+        // The emulator listens on loopback.
+        .env("MAILGATE_IDP_ALLOW_PRIVATE", "true")
         .env_remove("RUST_LOG");
     c
 }

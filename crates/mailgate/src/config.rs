@@ -45,6 +45,9 @@ pub struct Config {
     /// After a refresh request got no answer (timeout), how long beyond the OAuth timeout
     /// before the same refresh token is sent again; doubles with each further lost answer.
     pub refresh_in_doubt_backoff_secs: u64,
+    /// Whether identity-provider requests (token, JWKS, userinfo, device code) may reach
+    /// loopback and private addresses: for a provider inside the network, and the tests.
+    pub idp_allow_private: bool,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -83,6 +86,7 @@ struct FileConfig {
     outbox_total_quota_bytes: Option<u64>,
     max_recipients: Option<u64>,
     refresh_in_doubt_backoff_secs: Option<u64>,
+    idp_allow_private: Option<bool>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -325,6 +329,18 @@ pub fn load(
         },
         None => false,
     };
+    let idp_allow_private = match pick(
+        "MAILGATE_IDP_ALLOW_PRIVATE",
+        file.idp_allow_private.map(|b| b.to_string()),
+        "idp_allow_private",
+    ) {
+        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(err(key, format!("{v:?} is not true or false"))),
+        },
+        None => false,
+    };
     Ok(Config {
         listen,
         data_dir,
@@ -343,6 +359,7 @@ pub fn load(
         outbox_total_quota_bytes,
         max_recipients,
         refresh_in_doubt_backoff_secs,
+        idp_allow_private,
     })
 }
 
@@ -475,6 +492,7 @@ mod tests {
             ("MAILGATE_POLL_INTERVAL_SECS", "0", "1 to 3600"),
             ("MAILGATE_WEBHOOK_RETRY_SECS", "soon", "seconds"),
             ("MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS", "0", "1 to 3600"),
+            ("MAILGATE_IDP_ALLOW_PRIVATE", "perhaps", "true or false"),
         ] {
             let e = load(None, &env_of(&[(key, value)]))
                 .unwrap_err()
@@ -551,5 +569,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.refresh_in_doubt_backoff_secs, 7);
+    }
+
+    #[test]
+    fn identity_providers_on_private_addresses_need_the_operator() {
+        assert!(!load(None, &env_of(&[])).unwrap().idp_allow_private);
+        let c = load(None, &env_of(&[("MAILGATE_IDP_ALLOW_PRIVATE", "true")])).unwrap();
+        assert!(c.idp_allow_private);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(&path, "idp_allow_private = true\n").unwrap();
+        assert!(load(Some(&path), &env_of(&[])).unwrap().idp_allow_private);
     }
 }

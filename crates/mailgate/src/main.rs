@@ -308,6 +308,7 @@ pub fn new_engine(
     let options = mailgate_grants::EngineOptions {
         timeout: std::time::Duration::from_secs(config.oauth_timeout_secs),
         in_doubt_backoff: std::time::Duration::from_secs(config.refresh_in_doubt_backoff_secs),
+        allow_private_idp: config.idp_allow_private,
         ..Default::default()
     };
     mailgate_grants::Engine::new(store.clone(), Arc::new(SystemClock), options)
@@ -350,6 +351,16 @@ pub async fn open_store(config: &config::Config) -> Result<Store, Failure> {
                     config.data_dir.display()
                 ))
             })?;
+    } else if let Ok(meta) = std::fs::metadata(&config.data_dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        // Every file in it is 0600, but its names and sizes still show; say so once.
+        tracing::warn!(
+            "the data directory {} is open to other users (mode {:o}); run `chmod 700 {}`",
+            config.data_dir.display(),
+            meta.permissions().mode() & 0o777,
+            config.data_dir.display()
+        );
     }
     let (ring, source) = match &config.master_key {
         Some(k) => (

@@ -8,7 +8,6 @@
 //! with the subscription's secret. Receivers recompute it and reject old timestamps.
 
 use crate::retry::{backoff, jitter_roll};
-use mailgate_core::webhook::is_private_address;
 use mailgate_core::{Clock, HttpUrl, SystemClock, Timestamp};
 use mailgate_store::{AttemptOutcome, Delivery, DeliveryStatus, Store};
 use std::net::SocketAddr;
@@ -41,28 +40,12 @@ pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(ctx.sign().as_ref()))
 }
 
-/// Where `url` may be sent to: its addresses, each checked against the private ranges.
-/// The request is pinned to exactly these addresses, so a DNS answer cannot change
-/// between the check and the connection.
+/// Where `url` may be sent to: its addresses, each checked against the private ranges
+/// (the rules identity-provider requests follow too). The request is pinned to exactly
+/// these addresses, so a DNS answer cannot change between the check and the connection.
 async fn target_addresses(url: &HttpUrl, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
-    let u = url.url();
-    let host = u.host_str().ok_or("the URL has no host")?;
-    let port = u.port_or_known_default().ok_or("the URL has no port")?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+    mailgate_oauth::egress::url_addresses(url, allow_private, "MAILGATE_WEBHOOK_ALLOW_PRIVATE")
         .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    if addrs.is_empty() {
-        return Err(format!("{host} has no address"));
-    }
-    if !allow_private && let Some(a) = addrs.iter().find(|a| is_private_address(a.ip())) {
-        return Err(format!(
-            "refused: {host} is the loopback or private address {} (allow with MAILGATE_WEBHOOK_ALLOW_PRIVATE=true)",
-            a.ip()
-        ));
-    }
-    Ok(addrs)
 }
 
 impl Deliverer {

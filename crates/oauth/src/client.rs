@@ -1,6 +1,7 @@
 //! Token-endpoint requests over HTTPS. Every request has a timeout; every response is
 //! parsed strictly; every failure becomes a classified [`Failure`].
 
+use crate::egress;
 use crate::failure::{self, Failure, Remediation};
 use crate::jwt;
 use mailgate_core::app::AppSpec;
@@ -53,14 +54,31 @@ impl std::fmt::Debug for ServiceAccountKey {
 
 pub struct OAuthClient {
     http: reqwest::Client,
+    /// The operator's `MAILGATE_IDP_ALLOW_PRIVATE`: whether identity providers on loopback
+    /// or private addresses may be reached (see [`crate::egress`]).
+    allow_private: bool,
 }
+
+/// The most mailgate reads of any identity-provider response (token, JWKS, userinfo,
+/// device code): each is a few KB, so more is an error, and reading stops at the limit
+/// instead of holding a huge answer in memory.
+pub const RESPONSE_LIMIT: usize = 1 << 20;
 
 /// How long one token request may take before it counts as a (transient) timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl OAuthClient {
-    pub fn new(timeout: Duration) -> Result<Self, Failure> {
-        let http = reqwest::Client::builder()
+    /// `allow_private`: whether identity providers on loopback or private addresses may be
+    /// reached (`MAILGATE_IDP_ALLOW_PRIVATE`); otherwise every name is resolved by
+    /// [`egress::CheckingResolver`] and the connection pinned to the addresses it checked.
+    pub fn new(timeout: Duration, allow_private: bool) -> Result<Self, Failure> {
+        let mut builder = reqwest::Client::builder();
+        if !allow_private {
+            builder = builder.dns_resolver(std::sync::Arc::new(egress::CheckingResolver {
+                setting: egress::IDP_ALLOW_PRIVATE,
+            }));
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             // A token endpoint never redirects; following one could send the secret elsewhere.
@@ -68,7 +86,10 @@ impl OAuthClient {
             .user_agent(concat!("mailgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Failure::config("HTTP client", &e.to_string()))?;
-        Ok(OAuthClient { http })
+        Ok(OAuthClient {
+            http,
+            allow_private,
+        })
     }
 
     /// RFC 6749 §4.1.3 with the PKCE verifier.
@@ -175,7 +196,7 @@ impl OAuthClient {
             interval: Option<serde_json::Value>,
             message: Option<String>,
         }
-        let raw: Raw = serde_json::from_str(&body).map_err(|e| malformed(step, &e.to_string()))?;
+        let raw: Raw = serde_json::from_str(&body).map_err(|e| malformed(step, &json_shape(&e)))?;
         Ok(DeviceAuthorization {
             device_code: Secret::new(raw.device_code),
             user_code: raw.user_code,
@@ -222,7 +243,7 @@ impl OAuthClient {
     pub async fn fetch_jwks(&self, url: &HttpUrl) -> Result<jwt::Jwks, Failure> {
         let step = "signing keys";
         let body = self.get_ok(step, self.http.get(url.as_str())).await?;
-        serde_json::from_str(&body).map_err(|e| malformed(step, &e.to_string()))
+        serde_json::from_str(&body).map_err(|e| malformed(step, &json_shape(&e)))
     }
 
     /// OIDC userinfo, for providers whose id_token is absent.
@@ -264,9 +285,16 @@ impl OAuthClient {
         step: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<String, Failure> {
-        let resp = request.send().await.map_err(|e| transport(step, &e))?;
+        let request = request.build().map_err(|e| transport(step, &e))?;
+        let url = request.url().clone();
+        self.refuse_private_literal(step, &url)?;
+        let resp = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| transport(step, &e))?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| transport(step, &e))?;
+        let body = read_capped(step, &url, resp).await?;
         if status != 200 {
             return Err(failure::classify(step, status, &body));
         }
@@ -295,6 +323,7 @@ impl OAuthClient {
         url: &HttpUrl,
         form: Vec<(&'static str, String)>,
     ) -> Result<(u16, String), Failure> {
+        self.refuse_private_literal(step, url.url())?;
         let resp = self
             .http
             .post(url.as_str())
@@ -304,18 +333,76 @@ impl OAuthClient {
             .await
             .map_err(|e| transport(step, &e))?;
         let status = resp.status().as_u16();
-        // Bounded: a token response is a few KB; a huge body is an error, not a reason to OOM.
-        let body = resp.text().await.map_err(|e| transport(step, &e))?;
-        if body.len() > 1 << 20 {
-            return Err(malformed(step, "the response is larger than 1 MiB"));
-        }
+        let body = read_capped(step, url.url(), resp).await?;
         Ok((status, body))
     }
+
+    /// An IP-literal URL is connected to without a DNS lookup, so the resolver's check does
+    /// not see it: check it here, before anything is sent.
+    fn refuse_private_literal(&self, step: &'static str, url: &url::Url) -> Result<(), Failure> {
+        if self.allow_private {
+            return Ok(());
+        }
+        egress::refuse_private_literal(url, egress::IDP_ALLOW_PRIVATE)
+            .map_err(|refused| Failure::config(step, &refused.0))
+    }
+}
+
+/// The response body, read chunk by chunk and abandoned at [`RESPONSE_LIMIT`], so a huge
+/// or endless answer costs at most the limit in memory. Not UTF-8 is an error too.
+async fn read_capped(
+    step: &'static str,
+    url: &url::Url,
+    mut resp: reqwest::Response,
+) -> Result<String, Failure> {
+    let too_large = || {
+        malformed(
+            step,
+            &format!(
+                "the response from {} is larger than {} KiB; mailgate stopped reading it",
+                endpoint_name(url),
+                RESPONSE_LIMIT / 1024
+            ),
+        )
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > RESPONSE_LIMIT as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(step, &e))? {
+        if body.len() + chunk.len() > RESPONSE_LIMIT {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| malformed(step, "the response is not UTF-8 text"))
+}
+
+/// Scheme, host, port and path of an endpoint, for errors: endpoint URLs are configuration,
+/// but a query string could carry anything, so it is left out.
+fn endpoint_name(u: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        u.scheme(),
+        u.host_str().unwrap_or_default(),
+        u.port().map(|p| format!(":{p}")).unwrap_or_default()
+    ) + u.path()
 }
 
 /// reqwest errors carry the URL; token URLs hold no secrets, but the message is trimmed to
 /// the kind of failure anyway.
 fn transport(step: &'static str, e: &reqwest::Error) -> Failure {
+    // A connection refused by the address check is configuration, not a network failure.
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<egress::RefusedAddress>() {
+            return Failure::config(step, &refused.0);
+        }
+        source = s.source();
+    }
     let remediation = if e.is_timeout() {
         Remediation::Timeout
     } else {
@@ -334,6 +421,22 @@ fn transport(step: &'static str, e: &reqwest::Error) -> Failure {
 fn malformed(step: &'static str, why: &str) -> Failure {
     Failure::new(step, Remediation::MalformedResponse)
         .with_detail(format!("malformed token response: {why}"))
+}
+
+/// What is wrong with a JSON reply, without its values: serde's own message quotes the
+/// offending value ("invalid type: string \"…\""), which could be anything the endpoint
+/// sent, so only missing fields are named and otherwise the position is given.
+fn json_shape(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    match e.classify() {
+        serde_json::error::Category::Data if message.starts_with("missing field") => message,
+        serde_json::error::Category::Data => format!(
+            "the JSON does not have the expected fields and types (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+        _ => "the body is not JSON".to_owned(),
+    }
 }
 
 /// `expires_in` is a number, but some providers send it as a string.
@@ -407,6 +510,94 @@ pub fn parse_token(step: &'static str, status: u16, body: &str) -> Result<TokenR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback endpoint that answers every request with HTTP 200 and `total` bytes of
+    /// body (no content-length), stopping when the client hangs up; counts connections.
+    async fn endless_endpoint(total: usize) -> (HttpUrl, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{\"keys\":[\"")
+                        .await;
+                    let chunk = vec![b'a'; 64 * 1024];
+                    let mut sent = 0;
+                    while sent < total && stream.write_all(&chunk).await.is_ok() {
+                        sent += chunk.len();
+                    }
+                });
+            }
+        });
+        let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/keys")).unwrap();
+        (url, connections)
+    }
+
+    #[tokio::test]
+    async fn jwks_and_userinfo_replies_are_capped_while_streaming() {
+        let (url, _) = endless_endpoint(512 << 20).await;
+        let client = OAuthClient::new(Duration::from_secs(20), true).unwrap();
+        let started = std::time::Instant::now();
+        let err = client.fetch_jwks(&url).await.unwrap_err().to_string();
+        assert!(
+            err.contains("signing keys") && err.contains("larger than 1024 KiB"),
+            "{err}"
+        );
+        assert!(err.contains(url.as_str()), "names the endpoint: {err}");
+        let err = client
+            .userinfo(&url, &Secret::new("at"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("userinfo") && err.contains("larger than 1024 KiB"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn json_errors_name_the_shape_not_the_values() {
+        let e = serde_json::from_str::<jwt::Jwks>(r#"{"keys":"INTERNAL-VALUE"}"#).unwrap_err();
+        let shown = json_shape(&e);
+        assert!(!shown.contains("INTERNAL-VALUE"), "{shown}");
+        assert!(shown.contains("line 1"), "{shown}");
+        let e = serde_json::from_str::<jwt::Jwks>("{}").unwrap_err();
+        assert!(json_shape(&e).contains("missing field"));
+        let e = serde_json::from_str::<jwt::Jwks>("<html>INTERNAL</html>").unwrap_err();
+        assert_eq!(json_shape(&e), "the body is not JSON");
+    }
+
+    #[tokio::test]
+    async fn private_identity_providers_are_refused_before_connecting() {
+        let (url, connections) = endless_endpoint(0).await;
+        let client = OAuthClient::new(Duration::from_secs(5), false).unwrap();
+        let err = client.fetch_jwks(&url).await.unwrap_err();
+        assert_eq!(err.remediation, Remediation::Misconfigured);
+        assert!(
+            err.to_string().contains("MAILGATE_IDP_ALLOW_PRIVATE"),
+            "{err}"
+        );
+        let by_name = HttpUrl::parse(&url.as_str().replace("127.0.0.1", "localhost")).unwrap();
+        let err = client
+            .userinfo(&by_name, &Secret::new("at"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("MAILGATE_IDP_ALLOW_PRIVATE"),
+            "{err}"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn parses_good_responses() {

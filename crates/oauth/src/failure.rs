@@ -261,18 +261,33 @@ pub fn classify(step: &'static str, status: u16, body: &str) -> Failure {
         .and_then(|j| j.get("error_description"))
         .and_then(|e| e.as_str())
         .unwrap_or("");
-    let provider_says = if json.is_some() {
-        let both = match (error.is_empty(), description.is_empty()) {
+    // Only an OAuth JSON error's own fields are shown: any other body (an HTML error page,
+    // an internal service's reply reached through a misdirected endpoint) is not echoed.
+    let provider_says = if error.is_empty() && description.is_empty() {
+        (!body.trim().is_empty()).then(|| {
+            format!("HTTP {status}, with a reply that is not an OAuth JSON error (not shown)")
+        })
+    } else {
+        let mut said = match (error.is_empty(), description.is_empty()) {
             (false, false) => format!("{error}: {description}"),
             (false, true) => error.to_owned(),
-            (true, false) => description.to_owned(),
-            (true, true) => shorten(body.trim(), 300),
+            _ => description.to_owned(),
         };
-        Some(shorten(&both, 600))
-    } else if body.trim().is_empty() {
-        None
-    } else {
-        Some(format!("HTTP {status}: {}", shorten(body.trim(), 300)))
+        let codes: Vec<String> = json
+            .as_ref()
+            .and_then(|j| j.get("error_codes"))
+            .and_then(|c| c.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_u64())
+                    .map(|c| c.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !codes.is_empty() && !said.contains(&codes[0]) {
+            said.push_str(&format!(" (error codes {})", codes.join(", ")));
+        }
+        Some(shorten(&said, 600))
     };
 
     let remediation = if status == 429
@@ -408,7 +423,34 @@ mod tests {
         let f = classify("refresh", 400, "<html>proxy error</html>");
         assert_eq!(f.remediation, Remediation::MalformedResponse);
         assert!(f.is_transient());
-        assert!(f.to_string().contains("proxy error"));
+        // A body that is not an OAuth JSON error is never echoed (it may be an internal
+        // service's reply): its status is named, its words are not.
+        let shown = f.to_string();
+        assert!(!shown.contains("proxy error"), "{shown}");
+        assert!(
+            shown.contains("HTTP 400") && shown.contains("not shown"),
+            "{shown}"
+        );
+        for body in [
+            r#"{"internal":"db-password=hunter2"}"#,
+            "root:x:0:0:root:/root:/bin/bash",
+        ] {
+            let shown = classify("token exchange", 200, body).to_string();
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("root:x"),
+                "{shown}"
+            );
+        }
+        // The JSON error's own fields are shown, with Microsoft's error codes.
+        let f = classify(
+            "refresh",
+            400,
+            r#"{"error":"invalid_grant","error_description":"Bad grant","error_codes":[70000],"trace_id":"SECRETISH"}"#,
+        );
+        assert_eq!(
+            f.provider_says.as_deref(),
+            Some("invalid_grant: Bad grant (error codes 70000)")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod authorize;
 pub mod client;
 pub mod discovery;
+pub mod egress;
 pub mod failure;
 pub mod idtoken;
 pub mod jwt;

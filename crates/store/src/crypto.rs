@@ -247,52 +247,128 @@ fn key_file_error(path: &Path, message: impl Into<String>) -> CryptoError {
     }
 }
 
-/// Loads the key file, creating it with one fresh key (mode 0600) if it does not exist.
-/// Refuses a key file that others can read, as ssh does.
-pub fn load_or_create_key_file(path: &Path) -> Result<Keyring, CryptoError> {
+/// An exclusive `flock` on the key file's lock file (`master.key.lock` beside it).
+///
+/// Every writer of the key file (first create, `keys rotate`, `keys prune`) holds it from
+/// reading the file to the end of its re-encryption, so two processes never interleave
+/// read → write → re-encrypt and lose each other's keys. The kernel drops the lock when the
+/// process exits, even on `kill -9`, so a crash never leaves it stuck. Readers need no lock:
+/// the file is only ever replaced by an atomic rename or created by a link.
+#[derive(Debug)]
+pub struct KeyFileLock {
+    _file: std::fs::File,
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Waits for the exclusive lock on `path`'s lock file (created 0600 if missing).
+pub fn lock_key_file(path: &Path) -> Result<KeyFileLock, CryptoError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock_path = sibling(path, ".lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| key_file_error(&lock_path, e.to_string()))?;
+    file.lock()
+        .map_err(|e| key_file_error(&lock_path, format!("cannot lock it: {e}")))?;
+    Ok(KeyFileLock { _file: file })
+}
+
+/// Reads the key file; `None` when it does not exist. Refuses a key file that others can
+/// read, as ssh does.
+pub fn read_key_file(path: &Path) -> Result<Option<Keyring>, CryptoError> {
     use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(path) {
-        Ok(meta) => {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(key_file_error(
-                    path,
-                    format!(
-                        "it is readable by other users (mode {mode:o}); run `chmod 600 {}`",
-                        path.display()
-                    ),
-                ));
-            }
-            let text =
-                std::fs::read_to_string(path).map_err(|e| key_file_error(path, e.to_string()))?;
-            let mut keys = Vec::new();
-            for (n, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
-            {
-                keys.push(
-                    MasterKey::parse(line)
-                        .map_err(|e| key_file_error(path, format!("line {}: {e}", n + 1)))?,
-                );
-            }
-            if keys.is_empty() {
-                return Err(key_file_error(path, "it holds no key"));
-            }
-            let primary = keys.remove(0);
-            Ok(Keyring::new(primary, keys))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let ring = Keyring::new(MasterKey::generate()?, Vec::new());
-            write_key_file(path, &ring, true)?;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(key_file_error(path, e.to_string())),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(key_file_error(
+            path,
+            format!(
+                "it is readable by other users (mode {mode:o}); run `chmod 600 {}`",
+                path.display()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| key_file_error(path, e.to_string()))?;
+    let mut keys = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        keys.push(
+            MasterKey::parse(line)
+                .map_err(|e| key_file_error(path, format!("line {}: {e}", n + 1)))?,
+        );
+    }
+    if keys.is_empty() {
+        return Err(key_file_error(path, "it holds no key"));
+    }
+    let primary = keys.remove(0);
+    Ok(Some(Keyring::new(primary, keys)))
+}
+
+/// Loads the key file, creating it with one fresh key (mode 0600) if it does not exist.
+/// Creation happens under the key-file lock and never replaces a file: when another process
+/// created it first, its keys are the ones loaded.
+pub fn load_or_create_key_file(path: &Path) -> Result<Keyring, CryptoError> {
+    if let Some(ring) = read_key_file(path)? {
+        return Ok(ring);
+    }
+    let lock = lock_key_file(path)?;
+    load_or_create_locked(path, &lock)
+}
+
+/// [`load_or_create_key_file`] for a caller that already holds the lock (a second `flock`
+/// on another descriptor in the same process would wait for itself).
+pub fn load_or_create_locked(path: &Path, _lock: &KeyFileLock) -> Result<Keyring, CryptoError> {
+    if let Some(ring) = read_key_file(path)? {
+        return Ok(ring);
+    }
+    let ring = Keyring::new(MasterKey::generate()?, Vec::new());
+    let tmp = write_temp_key_file(path, &ring)?;
+    // A hard link fails if the name exists, so even a writer that ignores the lock cannot
+    // have its key file replaced by this one.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(path);
             Ok(ring)
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path)?
+            .ok_or_else(|| key_file_error(path, "it vanished while mailgate was creating it")),
         Err(e) => Err(key_file_error(path, e.to_string())),
     }
 }
 
-/// Writes the keyring atomically: a 0600 temporary file beside it, fsync, rename.
-pub fn write_key_file(path: &Path, ring: &Keyring, create_new: bool) -> Result<(), CryptoError> {
+/// Replaces the key file atomically (unique 0600 temporary file beside it, fsync, rename).
+/// Taking the lock is the caller's job, and the `KeyFileLock` argument proves it was taken.
+pub fn write_key_file(path: &Path, ring: &Keyring, _lock: &KeyFileLock) -> Result<(), CryptoError> {
+    let tmp = write_temp_key_file(path, ring)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(key_file_error(path, e.to_string()));
+    }
+    sync_dir(path);
+    Ok(())
+}
+
+/// Writes `ring` to a new 0600 file beside `path` with a name no other process uses (pid
+/// and random suffix), so concurrent writers never delete or reuse each other's file.
+fn write_temp_key_file(path: &Path, ring: &Keyring) -> Result<PathBuf, CryptoError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut text = String::from(
         "# mailgate master keys: the first encrypts, all decrypt. Keep this file secret and backed up.\n",
@@ -301,31 +377,34 @@ pub fn write_key_file(path: &Path, ring: &Keyring, create_new: bool) -> Result<(
         text.push_str(&k.encoded());
         text.push('\n');
     }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
+    let mut suffix = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut suffix)
+        .map_err(|_| CryptoError::Random)?;
+    let tmp = sibling(
+        path,
+        &format!(".tmp-{}-{}", std::process::id(), hex::encode(suffix)),
+    );
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| key_file_error(&tmp, e.to_string()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| key_file_error(&tmp, e.to_string()))?;
-    if create_new && path.exists() {
+    if let Err(e) = f.write_all(text.as_bytes()).and_then(|()| f.sync_all()) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(key_file_error(
-            path,
-            "it appeared while mailgate was creating it",
-        ));
+        return Err(key_file_error(&tmp, e.to_string()));
     }
-    std::fs::rename(&tmp, path).map_err(|e| key_file_error(path, e.to_string()))?;
+    Ok(tmp)
+}
+
+/// Makes a rename or link durable. Best effort: some filesystems refuse to sync a directory.
+fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent()
         && let Ok(d) = std::fs::File::open(dir)
     {
         let _ = d.sync_all();
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -402,5 +481,27 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_or_create_key_file(&path).unwrap_err();
         assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn creating_never_replaces_an_existing_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let first = load_or_create_key_file(&path).unwrap();
+        // A writer holding the lock that finds the file already there loads it.
+        let lock = lock_key_file(&path).unwrap();
+        let again = load_or_create_locked(&path, &lock).unwrap();
+        assert_eq!(again.primary_id(), first.primary_id());
+        let rotated = first.with_primary(MasterKey::generate().unwrap());
+        write_key_file(&path, &rotated, &lock).unwrap();
+        drop(lock);
+        let read = read_key_file(&path).unwrap().unwrap();
+        assert_eq!(read.key_ids(), rotated.key_ids());
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
     }
 }

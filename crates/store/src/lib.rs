@@ -107,6 +107,7 @@ impl Store {
     pub async fn open(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let url = normalise_url(url)?;
+        make_database_files_private(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
@@ -185,7 +186,11 @@ impl Store {
             .map(|k| k.file_mtime != now)
             .unwrap_or(true);
         if stale {
-            let ring = crypto::load_or_create_key_file(path)?;
+            let ring = crypto::read_key_file(path)?.ok_or_else(|| CryptoError::KeyFile {
+                path: path.clone(),
+                message: "it was removed while mailgate was running; restore it from a backup"
+                    .into(),
+            })?;
             if let Ok(mut k) = self.keys.write() {
                 *k = LoadedKeys {
                     ring,
@@ -808,7 +813,9 @@ impl Store {
 
     /// Re-encrypts every sealed value under `new_ring`'s primary key in one transaction.
     /// Returns how many values were re-encrypted. The caller has already made `new_ring`
-    /// durable (key file written) so a crash at any point leaves every value readable.
+    /// durable (key file written, its lock held) so a crash at any point leaves every value
+    /// readable; the key file is read again just before the commit, and a file that no
+    /// longer holds every key of `new_ring` rolls the re-encryption back.
     pub async fn reencrypt_all(&self, new_ring: Keyring, now: Timestamp) -> Result<usize> {
         let mut tx = self.begin_write().await?;
         let mut count = 0;
@@ -844,6 +851,23 @@ impl Store {
             &format!("{count} secret(s) re-encrypted under key {primary}"),
         )
         .await?;
+        if let KeySource::File(path) = &self.source {
+            let on_disk = crypto::read_key_file(path)?;
+            let on_disk_ids = on_disk.as_ref().map(|r| r.key_ids()).unwrap_or_default();
+            if on_disk.as_ref().map(|r| r.primary_id()) != Some(new_ring.primary_id())
+                || new_ring
+                    .key_ids()
+                    .iter()
+                    .any(|id| !on_disk_ids.contains(id))
+            {
+                // Dropping the transaction rolls it back: every value stays as it was.
+                return Err(CryptoError::KeyFile {
+                    path: path.clone(),
+                    message: "it changed while the secrets were being re-encrypted (another mailgate wrote it); nothing was re-encrypted, run the command again".into(),
+                }
+                .into());
+            }
+        }
         tx.commit().await?;
         if let Ok(mut k) = self.keys.write() {
             *k = LoadedKeys {
@@ -861,10 +885,17 @@ impl Store {
     /// leaves every value readable. Old keys stay in the file for decryption until
     /// [`Store::prune_keys`], so a server still running with the old key never writes a
     /// value nobody can read. With `MAILGATE_MASTER_KEY` the operator sets the new value.
+    ///
+    /// The key-file lock is held from reading the file to the commit, so a concurrent
+    /// `keys rotate`, `keys prune` or first start waits instead of losing keys.
     pub async fn rotate_keys(&self, new_key: MasterKey, now: Timestamp) -> Result<Rotation> {
-        let current = match &self.source {
-            KeySource::File(path) => crypto::load_or_create_key_file(path)?,
-            KeySource::Env => self
+        let lock = match &self.source {
+            KeySource::File(path) => Some(crypto::lock_key_file(path)?),
+            KeySource::Env => None,
+        };
+        let current = match (&self.source, &lock) {
+            (KeySource::File(path), Some(lock)) => crypto::load_or_create_locked(path, lock)?,
+            _ => self
                 .keys
                 .read()
                 .map_err(|_| StoreError::Corrupt("key lock poisoned".into()))?
@@ -873,11 +904,12 @@ impl Store {
         };
         let old_ids: Vec<String> = current.key_ids().iter().map(|s| s.to_string()).collect();
         let combined = current.with_primary(new_key);
-        if let KeySource::File(path) = &self.source {
-            crypto::write_key_file(path, &combined, false)?;
+        if let (KeySource::File(path), Some(lock)) = (&self.source, &lock) {
+            crypto::write_key_file(path, &combined, lock)?;
         }
         let new_id = combined.primary_id().to_owned();
         let reencrypted = self.reencrypt_all(combined, now).await?;
+        drop(lock);
         Ok(Rotation {
             new_key_id: new_id,
             old_key_ids: old_ids,
@@ -885,12 +917,15 @@ impl Store {
         })
     }
 
-    /// Drops keys from the key file that no stored value uses any more.
+    /// Drops keys from the key file that no stored value uses any more. Holds the key-file
+    /// lock throughout, so a rotation in another process cannot run between the look at
+    /// which keys are in use and the write.
     pub async fn prune_keys(&self) -> Result<Vec<String>> {
         let KeySource::File(path) = &self.source else {
             return Ok(Vec::new());
         };
-        let ring = crypto::load_or_create_key_file(path)?;
+        let lock = crypto::lock_key_file(path)?;
+        let ring = crypto::load_or_create_locked(path, &lock)?;
         let in_use = self.key_ids_in_use().await?;
         let kept = ring.retain(&in_use);
         let dropped: Vec<String> = ring
@@ -900,7 +935,7 @@ impl Store {
             .map(|s| s.to_string())
             .collect();
         if !dropped.is_empty() {
-            crypto::write_key_file(path, &kept, false)?;
+            crypto::write_key_file(path, &kept, &lock)?;
         }
         Ok(dropped)
     }
@@ -966,6 +1001,49 @@ fn normalise_url(url: &str) -> Result<String> {
         out.push_str(query);
     }
     Ok(out)
+}
+
+/// Creates the SQLite database file 0600 before SQLite does (SQLite would use the umask,
+/// typically 0644) and tightens an existing one and its `-wal`/`-shm` files: they hold the
+/// sealed secrets and the account list. SQLite gives the `-wal` and `-shm` files it creates
+/// the database file's mode, so they follow. `url` is [`normalise_url`]'s output.
+fn make_database_files_private(url: &str) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    // In-memory databases (`:memory:`) and URI forms have no file of their own to protect.
+    if path.is_empty() || path.starts_with(':') || path.starts_with("file:") {
+        return Ok(());
+    }
+    let io_error = |file: &str, e: std::io::Error| {
+        StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{file}: {e}"),
+        )))
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    for file in [
+        path.to_owned(),
+        format!("{path}-wal"),
+        format!("{path}-shm"),
+    ] {
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| io_error(&file, e))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&file, e)),
+        }
+    }
+    Ok(())
 }
 
 /// A database URL may hold a password: show scheme and host only.

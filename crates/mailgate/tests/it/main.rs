@@ -9,6 +9,8 @@ mod cli;
 mod cli_authorize;
 mod flows;
 mod generic_oidc;
+mod idp_egress;
+mod key_file;
 mod mailtest;
 mod oauth;
 mod outbox;

@@ -455,7 +455,11 @@ async fn fifty_concurrent_requests_share_one_refresh() {
         mailgate_grants::Engine::new(
             store.clone(),
             std::sync::Arc::new(mailgate_core::SystemClock),
-            Default::default(),
+            mailgate_grants::EngineOptions {
+                // The emulator listens on loopback.
+                allow_private_idp: true,
+                ..Default::default()
+            },
         )
         .unwrap(),
     );

@@ -45,6 +45,8 @@ impl TestEnv {
             }
         }
         c.env("MAILGATE_DATA_DIR", self.data_dir())
+            // The emulator listens on loopback; a test that wants the refusal sets it false.
+            .env("MAILGATE_IDP_ALLOW_PRIVATE", "true")
             .env("NO_COLOR", "1")
             .current_dir(self.dir.path());
         for (k, v) in self.vars.lock().unwrap().iter() {
