@@ -7,6 +7,7 @@ mod api_crud;
 mod browser;
 mod cli;
 mod flows;
+mod http_edge;
 mod mailtest;
 mod oauth;
 mod outbox;
