@@ -488,7 +488,8 @@ impl Store {
         .bind(key.to_owned())
         .fetch_optional(&mut *tx)
         .await?;
-        let (failures, window_start) = match row {
+        // `locked_until` stays after a lock has ended: the quiet window counts from it.
+        let (failures, window_start, last_lock_end) = match row {
             Some(r) => {
                 let failures: i64 = r.try_get("failures")?;
                 let window_start: i64 = r.try_get("window_start")?;
@@ -502,22 +503,21 @@ impl Store {
                 // last lock ended.
                 let quiet_since = window_start.max(locked_until);
                 if now.0 - quiet_since > policy.window_secs {
-                    (1, now.0)
+                    (1, now.0, 0)
                 } else {
-                    (failures + 1, window_start)
+                    (failures + 1, window_start, locked_until)
                 }
             }
-            None => (1, now.0),
+            None => (1, now.0, 0),
         };
         let max = policy.max_failures.max(1);
         let locks_after = failures % max == 0;
-        let locked_until = if locks_after {
+        let new_lock = locks_after.then(|| {
             // 1, 2, 4, … times lock_secs for the first, second, third lock; at most a day.
             let nth_lock = (failures / max - 1).clamp(0, 20) as u32;
             now.0 + (policy.lock_secs.saturating_mul(1 << nth_lock)).min(24 * 3600)
-        } else {
-            0
-        };
+        });
+        let locked_until = new_lock.unwrap_or(last_lock_end);
         sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(key.to_owned())
             .execute(&mut *tx)
@@ -531,7 +531,7 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(LoginAttempt::Allowed {
-            locks_if_wrong: (locked_until > 0).then_some(Timestamp(locked_until)),
+            locks_if_wrong: new_lock.map(Timestamp),
         })
     }
 

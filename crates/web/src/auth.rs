@@ -462,3 +462,52 @@ pub async fn setup(State(state): State<AppState>, Form(f): Form<SetupForm>) -> R
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn client_address_believes_only_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // No trusted proxies: the header is ignored.
+        assert_eq!(client_address(proxy, &forwarded("203.0.113.9"), &[]), proxy);
+        // Untrusted peer: ignored too.
+        let stranger = ip("198.51.100.1");
+        assert_eq!(
+            client_address(stranger, &forwarded("203.0.113.9"), &trusted),
+            stranger
+        );
+        // Trusted peer: the right-most entry that is not a trusted proxy.
+        assert_eq!(
+            client_address(
+                proxy,
+                &forwarded("1.2.3.4, 203.0.113.9, 10.0.0.7"),
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+        // Several headers are one list, in order.
+        let mut two = forwarded("1.2.3.4");
+        two.append("x-forwarded-for", "203.0.113.10".parse().unwrap());
+        assert_eq!(client_address(proxy, &two, &trusted), ip("203.0.113.10"));
+        // Only proxies (or no header): the last proxy vouched for; garbage stops the walk.
+        assert_eq!(
+            client_address(proxy, &forwarded("10.0.0.9"), &trusted),
+            ip("10.0.0.9")
+        );
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(
+            client_address(proxy, &forwarded("203.0.113.9, not-an-ip"), &trusted),
+            proxy
+        );
+    }
+}
