@@ -206,11 +206,21 @@ async fn sends_beyond_the_concurrency_limit_get_503_with_retry_after() {
     let first = send(&server, &token).await;
     assert_ne!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    let slow_a = hold_a_send_slot(&server, &token).await;
-    let slow_b = hold_a_send_slot(&server, &token).await;
-    // The slow uploads are in once the slots are taken; poll for it, bounded.
+    // Two slow uploads take the two slots. A holder that arrived while a probe held a slot
+    // is refused at once; it is replaced until both hold (bounded).
+    let mut holders = vec![
+        hold_a_send_slot(&server, &token).await,
+        hold_a_send_slot(&server, &token).await,
+    ];
     let deadline = Instant::now() + Duration::from_secs(15);
     let busy = loop {
+        for holder in holders.iter_mut() {
+            let mut answer = [0u8; 64];
+            if !matches!(holder.try_read(&mut answer), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                *holder = hold_a_send_slot(&server, &token).await;
+            }
+        }
         let resp = send(&server, &token).await;
         if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
             break resp;
@@ -220,7 +230,7 @@ async fn sends_beyond_the_concurrency_limit_get_503_with_retry_after() {
             "never refused: {}",
             resp.status()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let retry_after: u64 = busy.headers()["retry-after"]
         .to_str()
@@ -257,7 +267,8 @@ async fn sends_beyond_the_concurrency_limit_get_503_with_retry_after() {
     assert_ne!(list.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     // A slow upload that goes away frees its slot.
-    drop(slow_a);
+    let last = holders.pop();
+    drop(holders);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let resp = send(&server, &token).await;
@@ -267,7 +278,7 @@ async fn sends_beyond_the_concurrency_limit_get_503_with_retry_after() {
         assert!(Instant::now() < deadline, "the slot was never freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(slow_b);
+    drop(last);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
