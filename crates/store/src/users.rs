@@ -56,24 +56,22 @@ pub enum SetupLink {
 }
 
 /// When the setup token with this hash was issued; None when it is not the current one. A
-/// token stored before issue times were recorded counts as issued at 0 (long expired).
+/// token stored before issue times were recorded counts as issued at 0 (long expired). One
+/// statement, so the token and its time are read together.
 async fn setup_token_issued_at(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    conn: &mut sqlx::AnyConnection,
     token_hash: &str,
 ) -> Result<Option<Timestamp>> {
-    let current = sqlx::query("SELECT key FROM settings WHERE key = 'setup_token' AND value = $1")
-        .bind(token_hash.to_owned())
-        .fetch_optional(&mut **tx)
-        .await?;
-    if current.is_none() {
+    let row = sqlx::query(
+        "SELECT (SELECT value FROM settings WHERE key = 'setup_token_issued_at') AS issued FROM settings WHERE key = 'setup_token' AND value = $1",
+    )
+    .bind(token_hash.to_owned())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
         return Ok(None);
-    }
-    let issued: Option<String> =
-        sqlx::query("SELECT value FROM settings WHERE key = 'setup_token_issued_at'")
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| r.try_get("value"))
-            .transpose()?;
+    };
+    let issued: Option<String> = row.try_get("issued")?;
     Ok(Some(Timestamp(
         issued.and_then(|v| v.parse().ok()).unwrap_or(0),
     )))
@@ -386,10 +384,8 @@ impl Store {
     /// Whether a setup token (by its hash) is the current one, and still young enough: it
     /// must have been issued after `issued_after`.
     pub async fn setup_link(&self, token_hash: &str, issued_after: Timestamp) -> Result<SetupLink> {
-        // A read-only transaction: the token and its issue time are read together.
-        let mut tx = self.pool.begin().await?;
-        let issued = setup_token_issued_at(&mut tx, token_hash).await?;
-        tx.commit().await?;
+        let mut conn = self.pool.acquire().await?;
+        let issued = setup_token_issued_at(&mut conn, token_hash).await?;
         Ok(match issued {
             None => SetupLink::Unknown,
             Some(at) if at.0 < issued_after.0 => SetupLink::Expired,
