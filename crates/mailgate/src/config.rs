@@ -44,8 +44,11 @@ pub struct Config {
     pub http_idle_timeout_secs: u64,
     /// Open HTTP connections at most; beyond it `serve` stops accepting until one closes.
     pub http_max_connections: usize,
-    /// Sends (`POST /api/v1/accounts/{id}/messages`) in progress at most; more get 503.
+    /// Sends (`POST /api/v1/accounts/{id}/messages`) in progress at most; more wait
+    /// `http_send_wait_secs` for a slot, then get 503.
     pub http_send_concurrency: usize,
+    /// How long a send waits for a free slot (before its body is read) until 503.
+    pub http_send_wait_secs: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed (addresses or CIDR networks).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long the setup link printed by `serve` stays valid.
@@ -88,6 +91,7 @@ struct FileConfig {
     http_idle_timeout_secs: Option<u64>,
     http_max_connections: Option<u64>,
     http_send_concurrency: Option<u64>,
+    http_send_wait_secs: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
     setup_link_secs: Option<u64>,
 }
@@ -325,6 +329,13 @@ pub fn load(
         16,
         10_000,
     )?;
+    let http_send_wait_secs = seconds(
+        "MAILGATE_HTTP_SEND_WAIT_SECS",
+        file.http_send_wait_secs,
+        "http_send_wait_secs",
+        10,
+        300,
+    )?;
     let trusted_proxies = match pick(
         "MAILGATE_TRUSTED_PROXIES",
         file.trusted_proxies.map(|list| list.join(",")),
@@ -363,6 +374,7 @@ pub fn load(
         http_idle_timeout_secs,
         http_max_connections,
         http_send_concurrency,
+        http_send_wait_secs,
         trusted_proxies,
         setup_link_secs,
     })
@@ -531,9 +543,10 @@ mod tests {
                 c.http_idle_timeout_secs,
                 c.http_max_connections,
                 c.http_send_concurrency,
+                c.http_send_wait_secs,
                 c.setup_link_secs
             ),
-            (10, 120, 1024, 16, 86400)
+            (10, 120, 1024, 16, 10, 86400)
         );
         assert!(
             c.trusted_proxies.is_empty(),
@@ -551,6 +564,7 @@ mod tests {
             &env_of(&[
                 ("MAILGATE_HTTP_SEND_CONCURRENCY", "2"),
                 ("MAILGATE_HTTP_IDLE_TIMEOUT_SECS", "30"),
+                ("MAILGATE_HTTP_SEND_WAIT_SECS", "1"),
             ]),
         )
         .unwrap();
@@ -560,9 +574,10 @@ mod tests {
                 c.http_idle_timeout_secs,
                 c.http_max_connections,
                 c.http_send_concurrency,
+                c.http_send_wait_secs,
                 c.setup_link_secs
             ),
-            (5, 30, 64, 2, 60)
+            (5, 30, 64, 2, 1, 60)
         );
         let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
         assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);

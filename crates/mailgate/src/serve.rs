@@ -36,6 +36,7 @@ pub async fn serve(config: Config) -> CmdResult {
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         setup_link_secs: config.setup_link_secs as i64,
         send_slots: Arc::new(tokio::sync::Semaphore::new(config.http_send_concurrency)),
+        send_slot_wait: Duration::from_secs(config.http_send_wait_secs),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // One name for this process in every lease it takes.

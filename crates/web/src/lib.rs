@@ -55,9 +55,10 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// How long the setup link printed by `serve` stays valid.
     pub setup_link_secs: i64,
-    /// Slots for sends in progress (`POST /api/v1/accounts/{id}/messages`); when none is
-    /// free the request is answered 503 with Retry-After instead of queueing.
+    /// Slots for sends in progress (`POST /api/v1/accounts/{id}/messages`); a send waits
+    /// up to `send_slot_wait` for one, then is answered 503 with Retry-After.
     pub send_slots: Arc<tokio::sync::Semaphore>,
+    pub send_slot_wait: std::time::Duration,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
@@ -223,20 +224,32 @@ async fn security_headers(mut resp: Response) -> Response {
 /// Seconds a client is told to wait when every send slot is busy.
 const SEND_RETRY_AFTER_SECS: u64 = 5;
 
-/// Admits a send only while a slot is free, and holds the slot until the response is
-/// ready (reading the body included, so a slow upload holds one too). A full house is
-/// answered at once: a 503 the client retries beats a queue that grows without bound.
-/// Only a caller with a valid API token gets this far, so strangers cannot take the slots.
+/// Admits a send only with a slot, and holds the slot until the response is ready
+/// (reading the body included, so a slow upload holds one too: bodies are what costs
+/// memory). A send waits a little for a slot, before its body is read, so a burst of small
+/// sends queues briefly; past that it gets a 503 to retry, rather than a queue that grows
+/// without bound. Only a caller with a valid API token gets this far, so strangers cannot
+/// take the slots.
 async fn limit_sends(
     State(state): State<AppState>,
-    _caller: api::ApiCaller,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    use axum::extract::FromRequestParts;
     if req.method() != axum::http::Method::POST {
         return next.run(req).await;
     }
-    let Ok(_slot) = state.send_slots.clone().try_acquire_owned() else {
+    let (mut parts, body) = req.into_parts();
+    if let Err(refused) = api::ApiCaller::from_request_parts(&mut parts, &state).await {
+        return refused;
+    }
+    let req = axum::extract::Request::from_parts(parts, body);
+    let slot = tokio::time::timeout(
+        state.send_slot_wait,
+        state.send_slots.clone().acquire_owned(),
+    )
+    .await;
+    let Ok(Ok(_slot)) = slot else {
         tracing::warn!("send refused: every send slot is busy (http_send_concurrency)");
         let mut busy = api::problem(
             StatusCode::SERVICE_UNAVAILABLE,

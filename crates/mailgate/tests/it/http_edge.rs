@@ -187,7 +187,10 @@ async fn send(server: &Server, token: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_beyond_the_concurrency_limit_get_503_with_retry_after() {
-    let (env, server) = start(&[("MAILGATE_HTTP_SEND_CONCURRENCY", "2")]);
+    let (env, server) = start(&[
+        ("MAILGATE_HTTP_SEND_CONCURRENCY", "2"),
+        ("MAILGATE_HTTP_SEND_WAIT_SECS", "1"),
+    ]);
     let out = env.run(
         &[
             "api-token",
@@ -206,8 +209,8 @@ async fn sends_beyond_the_concurrency_limit_get_503_with_retry_after() {
     let first = send(&server, &token).await;
     assert_ne!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    // Two slow uploads take the two slots. A holder that arrived while a probe held a slot
-    // is refused at once; it is replaced until both hold (bounded).
+    // Two slow uploads take the two slots. A holder that was refused (it waited in vain
+    // while a probe and the other holder had the slots) is replaced until both hold.
     let mut holders = vec![
         hold_a_send_slot(&server, &token).await,
         hold_a_send_slot(&server, &token).await,
@@ -221,8 +224,12 @@ async fn sends_beyond_the_concurrency_limit_get_503_with_retry_after() {
                 *holder = hold_a_send_slot(&server, &token).await;
             }
         }
+        let asked = Instant::now();
         let resp = send(&server, &token).await;
         if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let waited = asked.elapsed();
+            eprintln!("send refused after waiting {waited:?} for a slot");
+            assert!(waited >= Duration::from_millis(900), "{waited:?}");
             break resp;
         }
         assert!(
