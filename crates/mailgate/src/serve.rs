@@ -265,9 +265,11 @@ async fn serve_http(
             }
         });
     }
+    // New connections are refused from here on; open ones finish their request and close.
+    // The wait is bounded: a connection without a request is closed by the header timeout,
+    // a stuck one by the idle timeout.
+    drop(listener);
     let _ = closing_tx.send(true);
-    // Bounded like the old graceful shutdown's callers expect: connections finish their
-    // request and close; a stuck one is cut off by its idle timeout.
     while connections.join_next().await.is_some() {}
 }
 
