@@ -48,6 +48,23 @@ pub struct Config {
     /// Whether identity-provider requests (token, JWKS, userinfo, device code) may reach
     /// loopback and private addresses: for a provider inside the network, and the tests.
     pub idp_allow_private: bool,
+    /// How long a request's head may take to arrive, counted from when the connection opens
+    /// or its previous response ends: also how long an idle keep-alive connection stays.
+    pub http_header_timeout_secs: u64,
+    /// A connection on which no byte moves either way for this long is closed (a stalled
+    /// upload, a client that stops reading). Above the longest request a handler serves.
+    pub http_idle_timeout_secs: u64,
+    /// Open HTTP connections at most; beyond it `serve` stops accepting until one closes.
+    pub http_max_connections: usize,
+    /// Sends (`POST /api/v1/accounts/{id}/messages`) in progress at most; more wait
+    /// `http_send_wait_secs` for a slot, then get 503.
+    pub http_send_concurrency: usize,
+    /// How long a send waits for a free slot (before its body is read) until 503.
+    pub http_send_wait_secs: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (addresses or CIDR networks).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long the setup link printed by `serve` stays valid.
+    pub setup_link_secs: u64,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -87,6 +104,13 @@ struct FileConfig {
     max_recipients: Option<u64>,
     refresh_in_doubt_backoff_secs: Option<u64>,
     idp_allow_private: Option<bool>,
+    http_header_timeout_secs: Option<u64>,
+    http_idle_timeout_secs: Option<u64>,
+    http_max_connections: Option<u64>,
+    http_send_concurrency: Option<u64>,
+    http_send_wait_secs: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
+    setup_link_secs: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -341,6 +365,78 @@ pub fn load(
         },
         None => false,
     };
+    let http_header_timeout_secs = seconds(
+        "MAILGATE_HTTP_HEADER_TIMEOUT_SECS",
+        file.http_header_timeout_secs,
+        "http_header_timeout_secs",
+        10,
+        300,
+    )?;
+    let http_idle_timeout_secs = seconds(
+        "MAILGATE_HTTP_IDLE_TIMEOUT_SECS",
+        file.http_idle_timeout_secs,
+        "http_idle_timeout_secs",
+        120,
+        3600,
+    )?;
+    let count = |env_key: &str,
+                 file_val: Option<u64>,
+                 name: &str,
+                 default: usize,
+                 max: usize|
+     -> Result<usize, ConfigError> {
+        match pick(env_key, file_val.map(|v| v.to_string()), name) {
+            Some((key, v)) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(err(
+                    key,
+                    format!("{v:?} is not a whole number from 1 to {max}"),
+                )),
+            },
+            None => Ok(default),
+        }
+    };
+    let http_max_connections = count(
+        "MAILGATE_HTTP_MAX_CONNECTIONS",
+        file.http_max_connections,
+        "http_max_connections",
+        1024,
+        1_000_000,
+    )?;
+    let http_send_concurrency = count(
+        "MAILGATE_HTTP_SEND_CONCURRENCY",
+        file.http_send_concurrency,
+        "http_send_concurrency",
+        16,
+        10_000,
+    )?;
+    let http_send_wait_secs = seconds(
+        "MAILGATE_HTTP_SEND_WAIT_SECS",
+        file.http_send_wait_secs,
+        "http_send_wait_secs",
+        10,
+        300,
+    )?;
+    let trusted_proxies = match pick(
+        "MAILGATE_TRUSTED_PROXIES",
+        file.trusted_proxies.map(|list| list.join(",")),
+        "trusted_proxies",
+    ) {
+        Some((key, v)) => parse_networks(&v).map_err(|bad| {
+            err(
+                key,
+                format!("{bad:?} is not an IP address or network; expected a list like 127.0.0.1, 10.0.0.0/8, ::1"),
+            )
+        })?,
+        None => Vec::new(),
+    };
+    let setup_link_secs = seconds(
+        "MAILGATE_SETUP_LINK_SECS",
+        file.setup_link_secs,
+        "setup_link_secs",
+        24 * 3600,
+        30 * 24 * 3600,
+    )?;
     Ok(Config {
         listen,
         data_dir,
@@ -360,7 +456,29 @@ pub fn load(
         max_recipients,
         refresh_in_doubt_backoff_secs,
         idp_allow_private,
+        http_header_timeout_secs,
+        http_idle_timeout_secs,
+        http_max_connections,
+        http_send_concurrency,
+        http_send_wait_secs,
+        trusted_proxies,
+        setup_link_secs,
     })
+}
+
+/// Comma-separated addresses (`192.0.2.7`, a network of one) and CIDR networks
+/// (`10.0.0.0/8`); the entry that does not parse on error.
+fn parse_networks(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| entry.to_owned())
+        })
+        .collect()
 }
 
 impl Config {
@@ -580,5 +698,79 @@ mod tests {
         let path = dir.path().join("mailgate.toml");
         std::fs::write(&path, "idp_allow_private = true\n").unwrap();
         assert!(load(Some(&path), &env_of(&[])).unwrap().idp_allow_private);
+    }
+
+    #[test]
+    fn http_edge_settings() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!(
+            (
+                c.http_header_timeout_secs,
+                c.http_idle_timeout_secs,
+                c.http_max_connections,
+                c.http_send_concurrency,
+                c.http_send_wait_secs,
+                c.setup_link_secs
+            ),
+            (10, 120, 1024, 16, 10, 86400)
+        );
+        assert!(
+            c.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(
+            &path,
+            "http_header_timeout_secs = 5\nhttp_max_connections = 64\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nsetup_link_secs = 60\n",
+        )
+        .unwrap();
+        let c = load(
+            Some(&path),
+            &env_of(&[
+                ("MAILGATE_HTTP_SEND_CONCURRENCY", "2"),
+                ("MAILGATE_HTTP_IDLE_TIMEOUT_SECS", "30"),
+                ("MAILGATE_HTTP_SEND_WAIT_SECS", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.http_header_timeout_secs,
+                c.http_idle_timeout_secs,
+                c.http_max_connections,
+                c.http_send_concurrency,
+                c.http_send_wait_secs,
+                c.setup_link_secs
+            ),
+            (5, 30, 64, 2, 1, 60)
+        );
+        let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_TRUSTED_PROXIES", "127.0.0.1, 192.168.0.0/16")]),
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        for (key, value, words) in [
+            (
+                "MAILGATE_TRUSTED_PROXIES",
+                "10.0.0.0/8,proxy.local",
+                "\"proxy.local\" is not an IP",
+            ),
+            ("MAILGATE_HTTP_MAX_CONNECTIONS", "0", "whole number from 1"),
+            ("MAILGATE_HTTP_SEND_CONCURRENCY", "many", "whole number"),
+            ("MAILGATE_HTTP_HEADER_TIMEOUT_SECS", "0", "1 to 300"),
+            ("MAILGATE_SETUP_LINK_SECS", "-1", "seconds"),
+        ] {
+            let e = load(None, &env_of(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{key}: ")) && e.contains(words),
+                "{e}"
+            );
+        }
     }
 }

@@ -2,8 +2,9 @@
 
 use crate::config::Config;
 use crate::{CmdResult, Failure};
-use mailgate_core::SystemClock;
+use mailgate_core::{Clock, SystemClock};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub async fn serve(config: Config) -> CmdResult {
     let store = Arc::new(crate::open_store(&config).await?);
@@ -40,6 +41,10 @@ pub async fn serve(config: Config) -> CmdResult {
             },
             max_recipients: usize::try_from(config.max_recipients).unwrap_or(usize::MAX),
         },
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        setup_link_secs: config.setup_link_secs as i64,
+        send_slots: Arc::new(tokio::sync::Semaphore::new(config.http_send_concurrency)),
+        send_slot_wait: Duration::from_secs(config.http_send_wait_secs),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // One name for this process in every lease it takes: the instance id, then this run.
@@ -97,14 +102,19 @@ pub async fn serve(config: Config) -> CmdResult {
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(%bound, %public_url, data_dir = %config.data_dir.display(), database = %mailgate_store::redact_url(&config.database_url), "serving");
-    announce_setup_link(&store, &public_url).await?;
-    axum::serve(
+    announce_setup_link(&store, &public_url, config.setup_link_secs).await?;
+    let limits = HttpLimits {
+        header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+        idle_timeout: Duration::from_secs(config.http_idle_timeout_secs),
+        max_connections: connection_cap(config.http_max_connections),
+    };
+    serve_http(
         listener,
-        mailgate_web::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        mailgate_web::router(state),
+        limits,
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| Failure::Runtime(format!("server error: {e}")))?;
+    .await;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = outbox.await;
@@ -151,23 +161,256 @@ async fn release_earlier_claims(
 
 /// With no administrator yet, prints a one-time link that creates the first one. A new
 /// link replaces the old one at every start, so a leaked old link is useless.
+/// It expires after `lifetime_secs`; a restart prints a fresh one.
 async fn announce_setup_link(
     store: &mailgate_store::Store,
     public_url: &mailgate_core::HttpUrl,
+    lifetime_secs: u64,
 ) -> CmdResult {
     if store.user_count().await? > 0 {
         return Ok(());
     }
     let token = mailgate_oauth::random::token(24);
     store
-        .set_setup_token(&mailgate_oauth::random::sha256_hex(&token))
+        .set_setup_token(
+            &mailgate_oauth::random::sha256_hex(&token),
+            SystemClock.now(),
+        )
         .await?;
     // On stdout only, never in the log: it is a credential until used.
     out!(
         "No administrator yet. Create one at: {}?token={token}",
         public_url.join_path("/setup")
     );
+    let hours = lifetime_secs / 3600;
+    let lifetime = if hours > 0 && hours * 3600 == lifetime_secs {
+        format!("{hours} h")
+    } else {
+        format!("{lifetime_secs} s")
+    };
+    out!(
+        "The link is valid for {lifetime} (setup_link_secs); restart mailgate serve for a new one."
+    );
     Ok(())
+}
+
+/// The HTTP server's limits (`http_*` settings).
+#[derive(Debug, Clone, Copy)]
+struct HttpLimits {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+}
+
+/// File descriptors kept free beside the HTTP connections: the database, outgoing
+/// connections to identity providers, mail servers and webhooks, the key file.
+const FDS_FOR_EVERYTHING_ELSE: u64 = 256;
+
+/// Raises the open-files limit to its hard maximum (the default soft limit, often 1024, is
+/// what 20,000 idle sockets ran into), then keeps the connection cap below it so that
+/// accepting never fails for want of a descriptor.
+fn connection_cap(configured: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = getrlimit(Resource::Nofile),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+        }
+    }
+    let Some(soft) = limit.current else {
+        return configured; // unlimited
+    };
+    let room = soft.saturating_sub(FDS_FOR_EVERYTHING_ELSE).max(1);
+    if (configured as u64) > room {
+        tracing::warn!(
+            http_max_connections = configured,
+            open_files_limit = soft,
+            using = room,
+            "http_max_connections is above what the open-files limit allows; using less"
+        );
+        room as usize
+    } else {
+        configured
+    }
+}
+
+/// Serves HTTP/1.1 until `shutdown`, then lets requests in flight finish.
+///
+/// axum::serve has no header-read timeout, no idle timeout and no connection cap, and on
+/// running out of file descriptors it stops answering everyone (`/healthz` included). Here:
+/// at `max_connections` open connections the loop stops accepting (newcomers wait in the
+/// kernel's backlog) until one closes; hyper closes a connection whose request head has not
+/// arrived within `header_timeout` of the connection opening or going idle; and a
+/// connection on which no byte moves for `idle_timeout` is closed. So idle or slow clients
+/// hold a slot for a bounded time, and the cap stays below the descriptor limit.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: HttpLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        // Reap finished connection tasks so the set does not grow with every connection.
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // the semaphore is never closed
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: the cap should prevent it, but never spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let mut closing = closing_rx.clone();
+        connections.spawn(async move {
+            let _slot = slot; // held until the connection ends
+            let io = hyper_util::rt::TokioIo::new(IdleWatchdog::new(stream, limits.idle_timeout));
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(app.clone(), request)
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let connection = builder.serve_connection(io, service);
+            tokio::pin!(connection);
+            let finished = tokio::select! {
+                finished = connection.as_mut() => Some(finished),
+                _ = closing.wait_for(|closing| *closing) => None,
+            };
+            let finished = match finished {
+                Some(finished) => finished,
+                None => {
+                    // Shutting down: finish the request in flight, close when idle.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = finished {
+                tracing::debug!(error = %e, %peer, "connection ended");
+            }
+        });
+    }
+    // New connections are refused from here on; open ones finish their request and close.
+    // The wait is bounded: a connection without a request is closed by the header timeout,
+    // a stuck one by the idle timeout.
+    drop(listener);
+    let _ = closing_tx.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+/// A connection's stream that fails with `TimedOut` once it has been waiting, reading or
+/// writing, for `idle` without moving a byte.
+struct IdleWatchdog {
+    stream: tokio::net::TcpStream,
+    idle: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleWatchdog {
+    fn new(stream: tokio::net::TcpStream, idle: Duration) -> Self {
+        IdleWatchdog {
+            stream,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    fn moved(&mut self) {
+        let next = tokio::time::Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// On a pending read or write: an error once the deadline has passed, else pending
+    /// (the deadline's timer wakes the task when it passes).
+    fn check<T>(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<T>> {
+        match self.deadline.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no bytes moved within http_idle_timeout_secs",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for IdleWatchdog {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            std::task::Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.moved();
+                }
+                std::task::Poll::Ready(result)
+            }
+            std::task::Poll::Pending => self.check(cx),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for IdleWatchdog {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.stream).poll_write(cx, data) {
+            std::task::Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    self.moved();
+                }
+                std::task::Poll::Ready(result)
+            }
+            std::task::Poll::Pending => self.check(cx),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.stream).poll_flush(cx) {
+            std::task::Poll::Pending => self.check(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Refreshes tokens before they expire and raises client-secret expiry warnings, every

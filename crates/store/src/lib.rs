@@ -34,7 +34,7 @@ use sqlx::{AnyPool, Row};
 use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
-pub use users::{LoginThrottle, SessionInfo};
+pub use users::{LoginAttempt, LoginThrottle, SessionInfo, SetupLink};
 pub use webhooks::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, DeliverySummary};
 
 #[derive(Debug, thiserror::Error)]

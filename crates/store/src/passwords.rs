@@ -3,6 +3,16 @@
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use mailgate_core::Secret;
 use ring::rand::{SecureRandom, SystemRandom};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How many argon2 computations (hashes and verifications) this process has run. `/metrics`
+/// shows it: it is how an operator (and a test) sees that a refused sign-in or a bad setup
+/// token cost no hashing.
+static ARGON2_RUNS: AtomicU64 = AtomicU64::new(0);
+
+pub fn argon2_runs() -> u64 {
+    ARGON2_RUNS.load(Ordering::Relaxed)
+}
 
 pub use mailgate_core::user::MIN_PASSWORD_CHARS;
 
@@ -14,6 +24,7 @@ pub fn check_strength(password: &Secret) -> Result<(), String> {
 }
 
 pub fn hash(password: &Secret) -> Result<String, String> {
+    ARGON2_RUNS.fetch_add(1, Ordering::Relaxed);
     let mut salt = [0u8; 16];
     SystemRandom::new()
         .fill(&mut salt)
@@ -27,12 +38,29 @@ pub fn hash(password: &Secret) -> Result<String, String> {
 
 /// Constant-time verification; a malformed stored hash verifies nothing.
 pub fn verify(password: &Secret, stored: &str) -> bool {
+    ARGON2_RUNS.fetch_add(1, Ordering::Relaxed);
     PasswordHash::new(stored)
         .map(|h| {
             argon2::Argon2::default()
                 .verify_password(password.expose().as_bytes(), &h)
                 .is_ok()
         })
+        .unwrap_or(false)
+}
+
+/// [`hash`] on tokio's blocking pool: argon2 takes tens of milliseconds of CPU on purpose,
+/// which on an async worker thread would stall every other request sharing it.
+pub async fn hash_off_thread(password: Secret) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || hash(&password))
+        .await
+        .map_err(|e| format!("the hashing task failed: {e}"))?
+}
+
+/// [`verify`] on tokio's blocking pool (see [`hash_off_thread`]); a failed task verifies
+/// nothing.
+pub async fn verify_off_thread(password: Secret, stored: String) -> bool {
+    tokio::task::spawn_blocking(move || verify(&password, &stored))
+        .await
         .unwrap_or(false)
 }
 

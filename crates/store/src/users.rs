@@ -16,7 +16,8 @@ pub struct SessionInfo {
 }
 
 /// Lock-out policy: after `max_failures` failed logins within `window_secs`, the key is
-/// locked for `lock_secs`.
+/// locked for `lock_secs` (doubling with each further lock; see
+/// [`Store::reserve_login_attempt`]).
 #[derive(Debug, Clone, Copy)]
 pub struct LoginThrottle {
     pub max_failures: i64,
@@ -32,6 +33,48 @@ impl Default for LoginThrottle {
             lock_secs: 900,
         }
     }
+}
+
+/// The answer of [`Store::reserve_login_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginAttempt {
+    /// Check the password. `locks_if_wrong`: this was the last attempt before a lock, which
+    /// lasts until then unless the password is right (a success clears it).
+    Allowed { locks_if_wrong: Option<Timestamp> },
+    /// Refused without checking the password.
+    Locked { until: Timestamp },
+}
+
+/// The answer of [`Store::setup_link`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupLink {
+    Valid,
+    /// The current token, but issued too long ago.
+    Expired,
+    /// Not the current token (used, replaced by a restart, or never issued).
+    Unknown,
+}
+
+/// When the setup token with this hash was issued; None when it is not the current one. A
+/// token stored before issue times were recorded counts as issued at 0 (long expired). One
+/// statement, so the token and its time are read together.
+async fn setup_token_issued_at(
+    conn: &mut sqlx::AnyConnection,
+    token_hash: &str,
+) -> Result<Option<Timestamp>> {
+    let row = sqlx::query(
+        "SELECT (SELECT value FROM settings WHERE key = 'setup_token_issued_at') AS issued FROM settings WHERE key = 'setup_token' AND value = $1",
+    )
+    .bind(token_hash.to_owned())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let issued: Option<String> = row.try_get("issued")?;
+    Ok(Some(Timestamp(
+        issued.and_then(|v| v.parse().ok()).unwrap_or(0),
+    )))
 }
 
 fn user_from(row: &AnyRow) -> Result<User> {
@@ -267,16 +310,22 @@ impl Store {
         Ok(user)
     }
 
-    /// The first administrator, only while there is none and only with the setup token
-    /// (its hash must match). The token is consumed in the same transaction.
+    /// The first administrator, only while there is none and only with a setup token that
+    /// matches and was issued after `issued_after` (older links have expired). The token
+    /// is consumed in the same transaction.
     pub async fn create_first_admin(
         &self,
         setup_token_hash: &str,
+        issued_after: Timestamp,
         username: &str,
         password_hash: &str,
         now: Timestamp,
     ) -> Result<Option<User>> {
         let mut tx = self.begin_write().await?;
+        let issued = setup_token_issued_at(&mut tx, setup_token_hash).await?;
+        if issued.is_none_or(|at| at.0 < issued_after.0) {
+            return Ok(None);
+        }
         let consumed = sqlx::query(
             "DELETE FROM settings WHERE key = 'setup_token' AND value = $1 RETURNING key",
         )
@@ -316,26 +365,32 @@ impl Store {
         }))
     }
 
-    /// Replaces the setup token (stored as its hash).
-    pub async fn set_setup_token(&self, token_hash: &str) -> Result<()> {
+    /// Replaces the setup token (stored as its hash) and records when it was issued, for
+    /// its expiry. Both live in `settings`: `setup_token` and `setup_token_issued_at`.
+    pub async fn set_setup_token(&self, token_hash: &str, now: Timestamp) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM settings WHERE key = 'setup_token'")
+        sqlx::query("DELETE FROM settings WHERE key IN ('setup_token', 'setup_token_issued_at')")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ('setup_token', $1)")
+        sqlx::query("INSERT INTO settings (key, value) VALUES ('setup_token', $1), ('setup_token_issued_at', $2)")
             .bind(token_hash.to_owned())
+            .bind(now.0.to_string())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    pub async fn setup_token_matches(&self, token_hash: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT key FROM settings WHERE key = 'setup_token' AND value = $1")
-            .bind(token_hash.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+    /// Whether a setup token (by its hash) is the current one, and still young enough: it
+    /// must have been issued after `issued_after`.
+    pub async fn setup_link(&self, token_hash: &str, issued_after: Timestamp) -> Result<SetupLink> {
+        let mut conn = self.pool.acquire().await?;
+        let issued = setup_token_issued_at(&mut conn, token_hash).await?;
+        Ok(match issued {
+            None => SetupLink::Unknown,
+            Some(at) if at.0 < issued_after.0 => SetupLink::Expired,
+            Some(_) => SetupLink::Valid,
+        })
     }
 
     /// The user and their password hash, for login.
@@ -407,49 +462,58 @@ impl Store {
         Ok(())
     }
 
-    /// Until when `key` is locked out, if it is.
-    pub async fn login_locked_until(&self, key: &str, now: Timestamp) -> Result<Option<Timestamp>> {
-        let row = sqlx::query(
-            "SELECT locked_until FROM login_failures WHERE key = $1 AND locked_until > $2",
-        )
-        .bind(key.to_owned())
-        .bind(now.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| Ok(Timestamp(r.try_get("locked_until")?)))
-            .transpose()
-    }
-
-    /// Counts a failed login for `key`; locks it when the policy says so. Returns whether
-    /// the key is now locked.
-    pub async fn record_login_failure(
+    /// Reserves one sign-in attempt for `key` BEFORE the password is checked, in one write
+    /// transaction: a locked key is refused, otherwise the attempt is counted as a failure
+    /// now (a success clears it afterwards). Counting first is what makes the limit hold
+    /// for parallel guesses: 60 concurrent requests get at most `max_failures` checks,
+    /// because each reservation sees the ones before it.
+    ///
+    /// Failures count up across locks until a quiet `window_secs` passes; every
+    /// `max_failures`-th failure locks the key, for `lock_secs` the first time and twice as
+    /// long each time after (at most a day), so a patient guesser gets slower and slower.
+    pub async fn reserve_login_attempt(
         &self,
         key: &str,
         policy: LoginThrottle,
         now: Timestamp,
-    ) -> Result<bool> {
+    ) -> Result<LoginAttempt> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT failures, window_start FROM login_failures WHERE key = $1")
-            .bind(key.to_owned())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (failures, window_start) = match row {
+        let row = sqlx::query(
+            "SELECT failures, window_start, locked_until FROM login_failures WHERE key = $1",
+        )
+        .bind(key.to_owned())
+        .fetch_optional(&mut *tx)
+        .await?;
+        // `locked_until` stays after a lock has ended: the quiet window counts from it.
+        let (failures, window_start, last_lock_end) = match row {
             Some(r) => {
-                let f: i64 = r.try_get("failures")?;
-                let w: i64 = r.try_get("window_start")?;
-                if now.0 - w > policy.window_secs {
-                    (1, now.0)
+                let failures: i64 = r.try_get("failures")?;
+                let window_start: i64 = r.try_get("window_start")?;
+                let locked_until: i64 = r.try_get("locked_until")?;
+                if locked_until > now.0 {
+                    return Ok(LoginAttempt::Locked {
+                        until: Timestamp(locked_until),
+                    });
+                }
+                // Forgiven after a quiet window: since the series began, or since the
+                // last lock ended.
+                let quiet_since = window_start.max(locked_until);
+                if now.0 - quiet_since > policy.window_secs {
+                    (1, now.0, 0)
                 } else {
-                    (f + 1, w)
+                    (failures + 1, window_start, locked_until)
                 }
             }
-            None => (1, now.0),
+            None => (1, now.0, 0),
         };
-        let locked_until = if failures >= policy.max_failures {
-            now.0 + policy.lock_secs
-        } else {
-            0
-        };
+        let max = policy.max_failures.max(1);
+        let locks_after = failures % max == 0;
+        let new_lock = locks_after.then(|| {
+            // 1, 2, 4, … times lock_secs for the first, second, third lock; at most a day.
+            let nth_lock = (failures / max - 1).clamp(0, 20) as u32;
+            now.0 + (policy.lock_secs.saturating_mul(1 << nth_lock)).min(24 * 3600)
+        });
+        let locked_until = new_lock.unwrap_or(last_lock_end);
         sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(key.to_owned())
             .execute(&mut *tx)
@@ -462,7 +526,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(locked_until > 0)
+        Ok(LoginAttempt::Allowed {
+            locks_if_wrong: new_lock.map(Timestamp),
+        })
     }
 
     pub async fn clear_login_failures(&self, key: &str) -> Result<()> {

@@ -5,8 +5,13 @@
 //! * Every form carries the session's CSRF token, compared in constant time.
 //! * The login form has its own double-submit token (cookie `mg_login` + hidden field),
 //!   since there is no session yet.
-//! * Failed logins lock the user name and the client address after 5 failures in 15 minutes.
-//! * The first administrator is created through a one-time setup link printed by `serve`.
+//! * Sign-in attempts are counted per (user name, client address) before the password is
+//!   checked; the 5th failure in 15 minutes locks that pair for 15 minutes, each further
+//!   lock twice as long (at most a day). Behind a reverse proxy the client address comes
+//!   from `X-Forwarded-For`, only when the proxy is listed in `trusted_proxies`.
+//! * argon2 runs on the blocking pool, never on the async workers.
+//! * The first administrator is created through a one-time setup link printed by `serve`;
+//!   it expires after `setup_link_secs` (24 h), and its token is checked before any hashing.
 
 use crate::AppState;
 use crate::html::{escape, page};
@@ -16,10 +21,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::Secret;
 use mailgate_core::user::{Role, User, Username, parse_new_password};
 use mailgate_oauth::random;
-use mailgate_store::LoginThrottle;
 use mailgate_store::passwords;
+use mailgate_store::{LoginAttempt, LoginThrottle, SetupLink};
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 pub const SESSION_COOKIE: &str = "mg_session";
 const LOGIN_COOKIE: &str = "mg_login";
@@ -222,43 +227,43 @@ pub async fn login(
         );
     }
     let now = state.clock.now();
-    let keys = [
-        format!("user:{}", username.to_lowercase()),
-        format!("ip:{}", peer.ip()),
-    ];
-    for key in &keys {
-        match state.store.login_locked_until(key, now).await {
-            Ok(Some(until)) => {
-                return retry(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &format!("Too many failed sign-ins. Try again after {until} (UTC)."),
-                );
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "login throttle lookup failed");
-                return retry(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The database is unavailable; try again shortly.",
-                );
-            }
+    let source = client_address(peer.ip(), &headers, &state.trusted_proxies);
+    // One key per (user name, source): a flood from one address locks only that address
+    // out of that name, so the real administrator elsewhere still signs in.
+    let key = format!("user:{}|from:{source}", username.to_lowercase());
+    // The attempt is counted before the password is checked, so parallel guesses cannot
+    // all slip in before the first failure is recorded.
+    let locks_if_wrong = match state
+        .store
+        .reserve_login_attempt(&key, LoginThrottle::default(), now)
+        .await
+    {
+        Ok(LoginAttempt::Allowed { locks_if_wrong }) => locks_if_wrong,
+        Ok(LoginAttempt::Locked { until }) => {
+            return retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many failed sign-ins. Try again after {until} (UTC)."),
+            );
         }
-    }
-    let password = Secret::new(f.password);
-    let found = state.store.user_for_login(&username).await.ok().flatten();
-    let ok = match &found {
-        Some((_, hash)) => passwords::verify(&password, hash),
-        None => {
-            // Same work for unknown names, so timing does not reveal which names exist.
-            let _ = passwords::verify(&password, passwords::dummy_hash());
-            false
+        Err(e) => {
+            tracing::error!(error = %e, "login throttle failed");
+            return retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database is unavailable; try again shortly.",
+            );
         }
     };
+    let password = Secret::new(f.password);
+    let found = state.store.user_for_login(&username).await.ok().flatten();
+    // Same work for unknown names, so timing does not reveal which names exist.
+    let stored = found
+        .as_ref()
+        .map(|(_, hash)| hash.clone())
+        .unwrap_or_else(|| passwords::dummy_hash().to_owned());
+    let ok = passwords::verify_off_thread(password, stored).await && found.is_some();
     match (ok, found) {
         (true, Some((user, _))) => {
-            for key in &keys {
-                let _ = state.store.clear_login_failures(key).await;
-            }
+            let _ = state.store.clear_login_failures(&key).await;
             tracing::info!(user = %user.username, "signed in");
             match start_session(&state, &user).await {
                 Ok(c) => ([(header::SET_COOKIE, c)], Redirect::to("/admin")).into_response(),
@@ -266,25 +271,47 @@ pub async fn login(
             }
         }
         _ => {
-            let mut locked = false;
-            for key in &keys {
-                locked |= state
-                    .store
-                    .record_login_failure(key, LoginThrottle::default(), now)
-                    .await
-                    .unwrap_or(false);
-            }
-            tracing::warn!(%username, peer = %peer.ip(), "failed sign-in");
-            if locked {
-                retry(
+            tracing::warn!(%username, %source, "failed sign-in");
+            match locks_if_wrong {
+                Some(until) => retry(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "Too many failed sign-ins: sign-in is locked for 15 minutes.",
-                )
-            } else {
-                retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.")
+                    &format!(
+                        "Too many failed sign-ins: sign-in for this name from your address is locked until {until} (UTC)."
+                    ),
+                ),
+                None => retry(StatusCode::UNAUTHORIZED, "Wrong user name or password."),
             }
         }
     }
+}
+
+/// The address a request came from, for the lock-out and the log. The connection's peer,
+/// unless the peer is a trusted reverse proxy (`trusted_proxies`): then the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy. Entries left of that one
+/// were written by the client and prove nothing. Without trusted proxies the header is
+/// ignored, so nobody picks their own address by sending it.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for entry in forwarded.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // A malformed hop: stop at the last address vouched for.
+            Err(_) => return client,
+        }
+    }
+    client
 }
 
 #[derive(Deserialize)]
@@ -336,15 +363,39 @@ fn setup_page(status: StatusCode, token: &str, username: &str, error: Option<&st
 
 const SETUP_USED: &str = "<h1 class=\"bad\">This setup link is not valid</h1><p>It was already used, or mailgate was restarted and printed a new one. If no administrator exists yet, use the link printed by <code>mailgate serve</code>; otherwise sign in at <a href=\"/login\">/login</a>.</p>";
 
-pub async fn setup_form(State(state): State<AppState>, Query(q): Query<SetupQuery>) -> Response {
-    let token = q.token.unwrap_or_default();
+const SETUP_EXPIRED: &str = "<h1 class=\"bad\">This setup link has expired</h1><p>A setup link is valid for a limited time (<code>setup_link_secs</code>, 24 hours by default). Restart <code>mailgate serve</code>: while no administrator exists it prints a new link. Or create the administrator on the server with <code>mailgate user add NAME --role admin --password-stdin</code>.</p>";
+
+/// Whether `token` opens the setup page: the current token, not expired. Checked before
+/// anything else (and before any hashing), so a stale or guessed link costs almost nothing.
+async fn check_setup_token(state: &AppState, token: &str) -> Result<(), Response> {
+    if token.is_empty() {
+        return Err(page(StatusCode::NOT_FOUND, "Setup", SETUP_USED));
+    }
+    let issued_after = state.clock.now().plus_secs(-state.setup_link_secs);
     match state
         .store
-        .setup_token_matches(&random::sha256_hex(&token))
+        .setup_link(&random::sha256_hex(token), issued_after)
         .await
     {
-        Ok(true) if !token.is_empty() => setup_page(StatusCode::OK, &token, "", None),
-        _ => page(StatusCode::NOT_FOUND, "Setup", SETUP_USED),
+        Ok(SetupLink::Valid) => Ok(()),
+        Ok(SetupLink::Expired) => Err(page(StatusCode::GONE, "Setup", SETUP_EXPIRED)),
+        Ok(SetupLink::Unknown) => Err(page(StatusCode::NOT_FOUND, "Setup", SETUP_USED)),
+        Err(e) => {
+            tracing::error!(error = %e, "setup token lookup failed");
+            Err(page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Setup",
+                "<h1 class=\"bad\">The database is unavailable</h1><p>Try again shortly.</p>",
+            ))
+        }
+    }
+}
+
+pub async fn setup_form(State(state): State<AppState>, Query(q): Query<SetupQuery>) -> Response {
+    let token = q.token.unwrap_or_default();
+    match check_setup_token(&state, &token).await {
+        Ok(()) => setup_page(StatusCode::OK, &token, "", None),
+        Err(r) => r,
     }
 }
 
@@ -357,6 +408,9 @@ pub struct SetupForm {
 }
 
 pub async fn setup(State(state): State<AppState>, Form(f): Form<SetupForm>) -> Response {
+    if let Err(r) = check_setup_token(&state, &f.token).await {
+        return r;
+    }
     let username = f.username.trim().to_owned();
     let bad = |msg: &str| {
         setup_page(
@@ -375,20 +429,22 @@ pub async fn setup(State(state): State<AppState>, Form(f): Form<SetupForm>) -> R
         Err(e) if e.field == "password" => return bad(&format!("Password: {}.", e.message)),
         Err(e) => return bad(&format!("Password again: {}.", e.message)),
     };
-    let hash = match passwords::hash(&password) {
+    let hash = match passwords::hash_off_thread(password).await {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(error = %e, "password hashing failed");
             return bad("The password could not be stored; try again.");
         }
     };
+    let now = state.clock.now();
     match state
         .store
         .create_first_admin(
             &random::sha256_hex(&f.token),
+            now.plus_secs(-state.setup_link_secs),
             &username,
             &hash,
-            state.clock.now(),
+            now,
         )
         .await
     {
@@ -404,5 +460,54 @@ pub async fn setup(State(state): State<AppState>, Form(f): Form<SetupForm>) -> R
             tracing::error!(error = %e, "creating the first administrator failed");
             bad("The database is unavailable; try again.")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn client_address_believes_only_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // No trusted proxies: the header is ignored.
+        assert_eq!(client_address(proxy, &forwarded("203.0.113.9"), &[]), proxy);
+        // Untrusted peer: ignored too.
+        let stranger = ip("198.51.100.1");
+        assert_eq!(
+            client_address(stranger, &forwarded("203.0.113.9"), &trusted),
+            stranger
+        );
+        // Trusted peer: the right-most entry that is not a trusted proxy.
+        assert_eq!(
+            client_address(
+                proxy,
+                &forwarded("1.2.3.4, 203.0.113.9, 10.0.0.7"),
+                &trusted
+            ),
+            ip("203.0.113.9")
+        );
+        // Several headers are one list, in order.
+        let mut two = forwarded("1.2.3.4");
+        two.append("x-forwarded-for", "203.0.113.10".parse().unwrap());
+        assert_eq!(client_address(proxy, &two, &trusted), ip("203.0.113.10"));
+        // Only proxies (or no header): the last proxy vouched for; garbage stops the walk.
+        assert_eq!(
+            client_address(proxy, &forwarded("10.0.0.9"), &trusted),
+            ip("10.0.0.9")
+        );
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(
+            client_address(proxy, &forwarded("203.0.113.9, not-an-ip"), &trusted),
+            proxy
+        );
     }
 }

@@ -53,6 +53,14 @@ pub struct AppState {
     pub webhook_allow_private: bool,
     /// What one send may ask for: the outbox quotas and the recipients cap.
     pub send_limits: api::SendLimits,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (see `auth::client_address`).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// How long the setup link printed by `serve` stays valid.
+    pub setup_link_secs: i64,
+    /// Slots for sends in progress (`POST /api/v1/accounts/{id}/messages`); a send waits
+    /// up to `send_slot_wait` for one, then is answered 503 with Retry-After.
+    pub send_slots: Arc<tokio::sync::Semaphore>,
+    pub send_slot_wait: std::time::Duration,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
@@ -130,7 +138,11 @@ pub fn router(state: AppState) -> Router {
             get(api_inbound::list_messages)
                 .post(api::send_message)
                 // Attachments travel as base64 in the JSON: more than axum's default 2 MB.
-                .layer(axum::extract::DefaultBodyLimit::max(api::SEND_BODY_LIMIT)),
+                .layer(axum::extract::DefaultBodyLimit::max(api::SEND_BODY_LIMIT))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    limit_sends,
+                )),
         )
         .route("/api/v1/messages", get(api::list_outbox))
         .route("/api/v1/messages/{id}", get(api::message_status))
@@ -188,7 +200,74 @@ pub fn router(state: AppState) -> Router {
             "/admin/webhooks/{id}/deliveries/{delivery}/redeliver",
             post(webhooks_ui::redeliver),
         )
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Headers every response carries: no framing (clickjacking of the admin forms), no MIME
+/// sniffing, and no Referer leaving a page whose URL may hold a token (setup link,
+/// callback). A handler that set one of them keeps its own.
+async fn security_headers(mut resp: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    resp
+}
+
+/// Seconds a client is told to wait when every send slot is busy.
+const SEND_RETRY_AFTER_SECS: u64 = 5;
+
+/// Admits a send only with a slot, and holds the slot until the response is ready
+/// (reading the body included, so a slow upload holds one too: bodies are what costs
+/// memory). A send waits a little for a slot, before its body is read, so a burst of small
+/// sends queues briefly; past that it gets a 503 to retry, rather than a queue that grows
+/// without bound. Only a caller with a valid API token gets this far, so strangers cannot
+/// take the slots.
+async fn limit_sends(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::extract::FromRequestParts;
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    if let Err(refused) = api::ApiCaller::from_request_parts(&mut parts, &state).await {
+        return refused;
+    }
+    let req = axum::extract::Request::from_parts(parts, body);
+    let slot = tokio::time::timeout(
+        state.send_slot_wait,
+        state.send_slots.clone().acquire_owned(),
+    )
+    .await;
+    let Ok(Ok(_slot)) = slot else {
+        tracing::warn!("send refused: every send slot is busy (http_send_concurrency)");
+        let mut busy = api::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "send_busy",
+            format!(
+                "every send slot is busy (http_send_concurrency); retry after {SEND_RETRY_AFTER_SECS} seconds"
+            ),
+            None,
+        );
+        busy.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(SEND_RETRY_AFTER_SECS),
+        );
+        return busy;
+    };
+    next.run(req).await
 }
 
 /// 200 with the version and database status, or 503 when the database does not answer, so
@@ -227,6 +306,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
             text.push_str(&format!("mailgate_{m}{{{label}=\"{key}\"}} {n}\n"));
         }
     }
+    // A counter, not a gauge: a sign-in refused by the lock-out, or a setup POST with a bad
+    // token, must not move it (argon2 is the expensive part an attacker wants us to run).
+    text.push_str(&format!(
+        "# HELP mailgate_password_hashes_total argon2 hashes and verifications run since start.\n# TYPE mailgate_password_hashes_total counter\nmailgate_password_hashes_total {}\n",
+        mailgate_store::passwords::argon2_runs()
+    ));
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -43,9 +43,10 @@ fn by(session: &Session) -> String {
     format!("{:?}", session.user.username)
 }
 
-/// Hashes a parsed password; a failure (the system's random source) is reported, not stored.
-fn hash(password: &mailgate_core::Secret) -> Result<String, Response> {
-    passwords::hash(password).map_err(|e| {
+/// Hashes a parsed password on the blocking pool (argon2 would stall an async worker); a
+/// failure (the system's random source) is reported, not stored.
+async fn hash(password: &mailgate_core::Secret) -> Result<String, Response> {
+    passwords::hash_off_thread(password.clone()).await.map_err(|e| {
         tracing::error!(error = %e, "password hashing failed");
         page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -181,7 +182,7 @@ pub async fn create(
             }
         }
         Ok(new) => {
-            let hash = match hash(&new.password) {
+            let hash = match hash(&new.password).await {
                 Ok(h) => h,
                 Err(r) => return r,
             };
@@ -347,7 +348,7 @@ pub async fn reset_password(
     match parse_new_password(&f.password, Some(&f.password_repeat)) {
         Err(e) => errs.add(e.field, e.message),
         Ok(password) => {
-            let hash = match hash(&password) {
+            let hash = match hash(&password).await {
                 Ok(h) => h,
                 Err(r) => return r,
             };

@@ -9,6 +9,7 @@ mod cli;
 mod cli_authorize;
 mod flows;
 mod generic_oidc;
+mod http_edge;
 mod idp_egress;
 mod key_file;
 mod mailtest;

@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod login_throttle;
+
 use mailgate_core::account::{AccountSpec, InboundProtocol, OnReceived};
 use mailgate_core::app::{AppKind, AppSpec, OAuthFlow};
 use mailgate_core::{
