@@ -179,8 +179,9 @@ fn a_loopback_identity_provider_needs_the_operator_setting() {
                 "Internal",
                 "--token-url",
                 &endpoint.url(host),
+                "--client-secret-stdin",
             ],
-            None,
+            Some("internal-client-secret"),
         );
         let out = env.run(&["authorize", "robot"], None);
         let stderr = text(&out.stderr);
@@ -289,8 +290,9 @@ fn a_huge_provider_reply_is_abandoned_at_the_limit() {
             "Internal",
             "--token-url",
             &huge.url("127.0.0.1"),
+            "--client-secret-stdin",
         ],
-        None,
+        Some("internal-client-secret"),
     );
     let (peak_kb, out, took) = run_measuring_peak(&env, &["authorize", "robot"]);
     let stderr = text(&out.stderr);
