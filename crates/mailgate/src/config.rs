@@ -215,22 +215,27 @@ pub fn load(
         }
         None => None,
     };
-    let seconds = |env_key: &str,
-                   file_val: Option<u64>,
-                   name: &str,
-                   default: u64,
-                   max: u64|
+    // Every count in the configuration: a whole number from 1 to `max`, named in its unit.
+    let number = |env_key: &str,
+                  file_val: Option<u64>,
+                  name: &str,
+                  default: u64,
+                  max: u64,
+                  unit: &str|
      -> Result<u64, ConfigError> {
         match pick(env_key, file_val.map(|v| v.to_string()), name) {
             Some((key, v)) => match v.trim().parse::<u64>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
                 _ => Err(err(
                     key,
-                    format!("{v:?} is not a number of seconds from 1 to {max}"),
+                    format!("{v:?} is not a number of {unit} from 1 to {max}"),
                 )),
             },
             None => Ok(default),
         }
+    };
+    let seconds = |env_key: &str, file_val: Option<u64>, name: &str, default: u64, max: u64| {
+        number(env_key, file_val, name, default, max, "seconds")
     };
     let oauth_timeout_secs = seconds(
         "MAILGATE_OAUTH_TIMEOUT_SECS",
@@ -290,24 +295,6 @@ pub fn load(
         29 * 60,
     )?;
     // Counts, not seconds: the same parse with its own words.
-    let number = |env_key: &str,
-                  file_val: Option<u64>,
-                  name: &str,
-                  default: u64,
-                  max: u64,
-                  unit: &str|
-     -> Result<u64, ConfigError> {
-        match pick(env_key, file_val.map(|v| v.to_string()), name) {
-            Some((key, v)) => match v.trim().parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(err(
-                    key,
-                    format!("{v:?} is not a number of {unit} from 1 to {max}"),
-                )),
-            },
-            None => Ok(default),
-        }
-    };
     // 16 MiB requests make at most ~14 MB messages: the defaults hold about 14 of those per
     // account and 70 in all, bounding the database (and what the worker reads back).
     let outbox_account_quota_bytes = number(
@@ -379,29 +366,18 @@ pub fn load(
         120,
         3600,
     )?;
-    let count = |env_key: &str,
-                 file_val: Option<u64>,
-                 name: &str,
-                 default: usize,
-                 max: usize|
-     -> Result<usize, ConfigError> {
-        match pick(env_key, file_val.map(|v| v.to_string()), name) {
-            Some((key, v)) => match v.trim().parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(err(
-                    key,
-                    format!("{v:?} is not a whole number from 1 to {max}"),
-                )),
-            },
-            None => Ok(default),
-        }
-    };
+    let count =
+        |env_key: &str, file_val: Option<u64>, name: &str, default: u64, max: u64, unit: &str| {
+            number(env_key, file_val, name, default, max, unit)
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
     let http_max_connections = count(
         "MAILGATE_HTTP_MAX_CONNECTIONS",
         file.http_max_connections,
         "http_max_connections",
         1024,
         1_000_000,
+        "connections",
     )?;
     let http_send_concurrency = count(
         "MAILGATE_HTTP_SEND_CONCURRENCY",
@@ -409,6 +385,7 @@ pub fn load(
         "http_send_concurrency",
         16,
         10_000,
+        "sends",
     )?;
     let http_send_wait_secs = seconds(
         "MAILGATE_HTTP_SEND_WAIT_SECS",
@@ -759,8 +736,12 @@ mod tests {
                 "10.0.0.0/8,proxy.local",
                 "\"proxy.local\" is not an IP",
             ),
-            ("MAILGATE_HTTP_MAX_CONNECTIONS", "0", "whole number from 1"),
-            ("MAILGATE_HTTP_SEND_CONCURRENCY", "many", "whole number"),
+            ("MAILGATE_HTTP_MAX_CONNECTIONS", "0", "connections from 1"),
+            (
+                "MAILGATE_HTTP_SEND_CONCURRENCY",
+                "many",
+                "number of connections",
+            ),
             ("MAILGATE_HTTP_HEADER_TIMEOUT_SECS", "0", "1 to 300"),
             ("MAILGATE_SETUP_LINK_SECS", "-1", "seconds"),
         ] {
