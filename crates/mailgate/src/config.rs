@@ -737,11 +737,7 @@ mod tests {
                 "\"proxy.local\" is not an IP",
             ),
             ("MAILGATE_HTTP_MAX_CONNECTIONS", "0", "connections from 1"),
-            (
-                "MAILGATE_HTTP_SEND_CONCURRENCY",
-                "many",
-                "number of connections",
-            ),
+            ("MAILGATE_HTTP_SEND_CONCURRENCY", "many", "number of sends"),
             ("MAILGATE_HTTP_HEADER_TIMEOUT_SECS", "0", "1 to 300"),
             ("MAILGATE_SETUP_LINK_SECS", "-1", "seconds"),
         ] {
