@@ -30,7 +30,8 @@ pub use outbox::{OutboxItem, OutboxStatus};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 pub use users::{LoginThrottle, SessionInfo};
 pub use webhooks::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, DeliverySummary};
@@ -53,6 +54,60 @@ pub enum StoreError {
         "the database URL {0:?} is not supported: use sqlite://PATH (PostgreSQL support is planned)"
     )]
     UnsupportedUrl(String),
+}
+
+/// Why a write could not be stored: the API answers 507 for [`StorageFailure::Full`] and
+/// 503 for [`StorageFailure::Unavailable`], both with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// No space left (SQLITE_FULL, PostgreSQL's `disk_full`).
+    Full,
+    /// An I/O error, a file that cannot be opened, a lost connection or an exhausted pool.
+    Unavailable,
+}
+
+impl StoreError {
+    /// Whether this error means the database cannot store anything right now (as opposed
+    /// to a refused value or a missing row), and which kind of failure it is.
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        let StoreError::Database(e) = self else {
+            return None;
+        };
+        match e {
+            sqlx::Error::Database(db) => {
+                let code = db.code()?;
+                // SQLite reports extended result codes; the primary code is the low byte.
+                if let Ok(n) = code.parse::<i32>() {
+                    return match n & 0xff {
+                        13 => Some(StorageFailure::Full), // SQLITE_FULL
+                        // SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_CORRUPT's
+                        // cousin SQLITE_NOTADB is not here: it is not a transient failure.
+                        10 | 14 | 8 => Some(StorageFailure::Unavailable),
+                        _ => None,
+                    };
+                }
+                // PostgreSQL SQLSTATE: 53100 disk_full, 53xxx insufficient resources, 08xxx
+                // connection exceptions, 57P0x the server shutting down.
+                if code == "53100" {
+                    Some(StorageFailure::Full)
+                } else if code.starts_with("53")
+                    || code.starts_with("08")
+                    || code.starts_with("57P")
+                {
+                    Some(StorageFailure::Unavailable)
+                } else {
+                    None
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::BeginFailed
+            | sqlx::Error::InvalidSavePointStatement => Some(StorageFailure::Unavailable),
+            _ => None,
+        }
+    }
 }
 
 /// What `keys rotate` did.
@@ -84,6 +139,18 @@ pub struct Store {
     pool: AnyPool,
     keys: RwLock<LoadedKeys>,
     source: KeySource,
+    writes: WriteHealth,
+}
+
+/// Whether the last tracked write failed for lack of space or an I/O error. Set by the
+/// writes the background jobs and the send API depend on (see [`Store::track_write`]),
+/// cleared by the next one that succeeds or by [`Store::probe_write`]. While it is set the
+/// outbox worker does not claim, no token is refreshed, and `/healthz` says `degraded`.
+#[derive(Default)]
+struct WriteHealth {
+    failing: AtomicBool,
+    /// The error of the failed write, for `/healthz` (SQLite's words: no secret in them).
+    last_error: Mutex<Option<String>>,
 }
 
 struct LoadedKeys {
@@ -109,6 +176,8 @@ impl Store {
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
+            .before_acquire(|conn, _meta| Box::pin(async move { Ok(!in_transaction(conn)) }))
+            .after_release(|conn, _meta| Box::pin(fit_for_reuse(conn)))
             .connect(&url)
             .await?;
         migrate::run(&pool).await?;
@@ -117,7 +186,64 @@ impl Store {
             pool,
             keys: RwLock::new(LoadedKeys { ring, file_mtime }),
             source,
+            writes: WriteHealth::default(),
         })
+    }
+
+    /// Notes the outcome of a write: a storage failure marks the store as failing writes
+    /// (logged once, not per write), a success clears it. Returns `result` unchanged.
+    pub(crate) fn track_write<T>(&self, result: Result<T>) -> Result<T> {
+        match &result {
+            Ok(_) => {
+                if self.writes.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("the database accepts writes again");
+                    if let Ok(mut last) = self.writes.last_error.lock() {
+                        *last = None;
+                    }
+                }
+            }
+            Err(e) if e.storage_failure().is_some() => {
+                if let Ok(mut last) = self.writes.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                if !self.writes.failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(error = %e, "the database cannot store writes; sending and token refresh pause until it can");
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// `Some(error)` while writes fail for lack of space or an I/O error (see
+    /// [`WriteHealth`]); `None` when the last tracked write succeeded.
+    pub fn write_failure(&self) -> Option<String> {
+        if !self.writes.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            self.writes
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_else(|| "the database cannot store writes".to_owned()),
+        )
+    }
+
+    /// A small real write (one row of `leases`, committed), to learn whether the database
+    /// accepts writes again after [`Store::write_failure`]. Its outcome is tracked.
+    pub async fn probe_write(&self, now: Timestamp) -> Result<()> {
+        let result = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ('store:write-probe', '', $1)
+             ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(now.0)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from);
+        self.track_write(result)
     }
 
     /// A transaction that writes. On SQLite it starts with `BEGIN IMMEDIATE`, taking the
@@ -130,6 +256,26 @@ impl Store {
         &self,
     ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Runs a write with `RETURNING` outside a transaction and returns its first row.
+    ///
+    /// Not `fetch_optional`: sqlx stops stepping the statement after the first row, and an
+    /// autocommit statement that is reset before it finished commits during the reset,
+    /// whose error sqlx discards (`ExecuteIter::drop` ignores `sqlite3_reset`). On a full
+    /// disk the row came back, the commit failed, and the caller believed a write that was
+    /// never stored (the API answered 202 for lost messages, all with the same id).
+    /// `fetch_all` steps to the end, where the commit's error is reported.
+    pub(crate) async fn write_returning<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Option<AnyRow>> {
+        let result = query
+            .fetch_all(&self.pool)
+            .await
+            .map(|rows| rows.into_iter().next())
+            .map_err(StoreError::from);
+        self.track_write(result)
     }
 
     /// Counts for `/metrics`: (metric, label value, count) of accounts by state, outbox
@@ -764,10 +910,14 @@ impl Store {
         message: &str,
         data: Option<serde_json::Value>,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        record_with(&mut tx, now, kind, app, account, message, data).await?;
-        tx.commit().await?;
-        Ok(())
+        let result = async {
+            let mut tx = self.begin_write().await?;
+            record_with(&mut tx, now, kind, app, account, message, data).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        self.track_write(result)
     }
 
     // ----- keys -------------------------------------------------------------------------
@@ -895,6 +1045,35 @@ impl Store {
     pub fn key_source(&self) -> &KeySource {
         &self.source
     }
+}
+
+/// Whether sqlx counts the connection as inside a transaction.
+fn in_transaction(conn: &sqlx::AnyConnection) -> bool {
+    use sqlx::Connection;
+    conn.is_in_transaction()
+}
+
+/// Decides, when a connection goes back to the pool, whether it may be handed out again.
+///
+/// When COMMIT fails with SQLITE_FULL or an I/O error, SQLite may already have rolled the
+/// transaction back by itself. sqlx (0.8) lowers its transaction depth only when COMMIT or
+/// ROLLBACK succeeds, so the ROLLBACK it queues when the `Transaction` is dropped fails
+/// ("no transaction is active") and the connection returns to the pool with depth 1: every
+/// later `BEGIN IMMEDIATE` on it fails with "attempted to call begin_with at non-zero
+/// transaction depth", and a ROLLBACK that failed for another reason would leave a real
+/// open transaction for the next caller. The ping runs the queued ROLLBACK first (the
+/// connection's commands run in order); a connection still counted as in a transaction
+/// is closed, which ends any transaction SQLite still had open.
+async fn fit_for_reuse(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    conn.ping().await?;
+    if in_transaction(conn) {
+        tracing::warn!(
+            "closing a database connection left inside a failed transaction (its rollback failed)"
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// WAL lets readers run beside the single writer; busy_timeout makes writers from other

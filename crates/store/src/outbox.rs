@@ -102,19 +102,22 @@ impl Store {
     ) -> Result<(OutboxItem, bool)> {
         let recipients =
             serde_json::to_string(recipients).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO outbox (account_id, idempotency_key, recipients, message, message_id, status, attempts, next_attempt_at, created_at)
              VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6)
              ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING {COLUMNS}"
-        ))
-        .bind(account.0)
-        .bind(idempotency_key.map(str::to_owned))
-        .bind(recipients)
-        .bind(message.to_vec())
-        .bind(message_id.to_owned())
-        .bind(now.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        );
+        let row = self
+            .write_returning(
+                sqlx::query(&sql)
+                    .bind(account.0)
+                    .bind(idempotency_key.map(str::to_owned))
+                    .bind(recipients)
+                    .bind(message.to_vec())
+                    .bind(message_id.to_owned())
+                    .bind(now.0),
+            )
+            .await?;
         match row {
             Some(r) => Ok((item(&r)?, true)),
             None => {
@@ -150,16 +153,19 @@ impl Store {
         lease_secs: i64,
         now: Timestamp,
     ) -> Result<Option<OutboxItem>> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE outbox SET status = 'sending', lease_holder = $1, lease_until = $2, attempts = attempts + 1
              WHERE id = (SELECT id FROM outbox WHERE (status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3) ORDER BY id LIMIT 1)
              RETURNING {COLUMNS}"
-        ))
-        .bind(holder.to_owned())
-        .bind(now.0 + lease_secs)
-        .bind(now.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        );
+        let row = self
+            .write_returning(
+                sqlx::query(&sql)
+                    .bind(holder.to_owned())
+                    .bind(now.0 + lease_secs)
+                    .bind(now.0),
+            )
+            .await?;
         row.as_ref().map(item).transpose()
     }
 
@@ -178,8 +184,9 @@ impl Store {
         .bind(id)
         .bind(holder.to_owned())
         .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
+        .map_err(StoreError::from);
+        Ok(self.track_write(done)?.rows_affected() == 1)
     }
 
     /// Records the outcome of a send, only if `holder` still holds the lease.
@@ -205,22 +212,22 @@ impl Store {
         .bind(id)
         .bind(holder.to_owned())
         .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
+        .map_err(StoreError::from);
+        Ok(self.track_write(done)?.rows_affected() == 1)
     }
 
     /// Queues a failed message again, now, with its attempts counted from zero (after the
     /// cause was fixed, e.g. the account was authorized again). Only `failed` messages can
     /// be retried: a queued or sending one is on its way, a sent one would be sent twice.
     pub async fn retry_outbox(&self, id: i64, now: Timestamp) -> Result<OutboxItem> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $1, last_error = NULL, lease_holder = NULL, lease_until = NULL
              WHERE id = $2 AND status = 'failed' RETURNING {COLUMNS}"
-        ))
-        .bind(now.0)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        );
+        let row = self
+            .write_returning(sqlx::query(&sql).bind(now.0).bind(id))
+            .await?;
         match row {
             Some(r) => item(&r),
             None => {

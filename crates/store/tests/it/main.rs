@@ -706,3 +706,5 @@ async fn received_messages_advance_the_position_with_their_webhooks() {
     );
     assert_eq!(store.pop3_seen(acc.id).await.unwrap().len(), 1);
 }
+
+mod disk_full;
