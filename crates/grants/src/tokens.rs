@@ -96,6 +96,12 @@ impl Engine {
         if let Some(t) = fresh(&grant, self.clock.now(), min_validity) {
             return Ok(t);
         }
+        // No refresh while the database cannot store its result (a full disk): a rotated
+        // refresh token that is not stored is lost, and presenting the old one again may
+        // make the provider revoke the whole grant. A small real write says when it can.
+        if self.store.write_failure().is_some() {
+            self.store.probe_write(self.clock.now()).await?;
+        }
         // Tasks of this process queue here; the first one does the work.
         let local = self.local_lock(id);
         let _guard = local.lock().await;

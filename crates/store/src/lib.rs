@@ -30,7 +30,7 @@ pub use outbox::{OutboxItem, OutboxStatus};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 pub use users::{LoginThrottle, SessionInfo};
@@ -151,6 +151,8 @@ struct WriteHealth {
     failing: AtomicBool,
     /// The error of the failed write, for `/healthz` (SQLite's words: no secret in them).
     last_error: Mutex<Option<String>>,
+    /// When [`Store::check_writable`] last probed (unix seconds).
+    last_probe: AtomicI64,
 }
 
 struct LoadedKeys {
@@ -229,6 +231,18 @@ impl Store {
                 .and_then(|e| e.clone())
                 .unwrap_or_else(|| "the database cannot store writes".to_owned()),
         )
+    }
+
+    /// For `/healthz`: probes with a real write when writes were failing, or when the last
+    /// probe is older than `max_age_secs` (a full disk shows only when something writes,
+    /// and an idle server writes nothing); otherwise trusts the last tracked write.
+    pub async fn check_writable(&self, now: Timestamp, max_age_secs: i64) -> Result<()> {
+        let last = self.writes.last_probe.load(Ordering::Acquire);
+        if self.write_failure().is_some() || last.saturating_add(max_age_secs) <= now.0 {
+            self.writes.last_probe.store(now.0, Ordering::Release);
+            return self.probe_write(now).await;
+        }
+        Ok(())
     }
 
     /// A small real write (one row of `leases`, committed), to learn whether the database

@@ -67,10 +67,10 @@ impl Tmpfs {
             .with_context(|| format!("unexpected df output: {text:?}"))
     }
 
-    /// Writes the file `filler` (real zero bytes: tmpfs counts pages written) so that about
+    /// Writes the file `name` (real zero bytes: tmpfs counts pages written) so that about
     /// `leave_bytes` stay free; returns its path. Removing it gives the space back.
-    pub fn fill_leaving(&self, leave_bytes: u64) -> anyhow::Result<PathBuf> {
-        let path = self.mount_point.join("filler");
+    pub fn fill_leaving(&self, name: &str, leave_bytes: u64) -> anyhow::Result<PathBuf> {
+        let path = self.mount_point.join(name);
         let free = self.free_bytes()?;
         let mut remaining = free.saturating_sub(leave_bytes);
         let mut file = std::fs::File::create(&path).context("creating the filler")?;

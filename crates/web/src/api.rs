@@ -997,8 +997,34 @@ async fn enqueue(
             )
                 .into_response()
         }
-        Err(e) => store_problem(e),
+        Err(e) => not_queued(e),
     }
+}
+
+/// The answer when the outbox could not store a message: nothing was queued, so the client
+/// must send again later. 507 when the disk is full, 503 for other storage failures, both
+/// with `Retry-After`; other errors as usual.
+fn not_queued(e: mailgate_store::StoreError) -> Response {
+    let (status, code, detail) = match e.storage_failure() {
+        Some(mailgate_store::StorageFailure::Full) => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the message was not queued: the server's disk is full; send it again later",
+        ),
+        Some(mailgate_store::StorageFailure::Unavailable) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the message was not queued: the database cannot store it right now; send it again later",
+        ),
+        None => return store_problem(e),
+    };
+    tracing::warn!(error = %e, "API: a message could not be queued");
+    let mut resp = problem(status, code, detail, None);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("30"),
+    );
+    resp
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod api;
 mod api_crud;
 mod browser;
 mod cli;
+mod disk_full;
 mod flows;
 mod mailtest;
 mod oauth;

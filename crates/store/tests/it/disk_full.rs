@@ -20,7 +20,7 @@ async fn disk_full_writes_fail_loudly_and_leave_no_connection_in_a_transaction()
         .await
         .unwrap();
     assert_eq!(store.write_failure(), None);
-    let filler = fs.fill_leaving(LEFT_FREE).unwrap();
+    let filler = fs.fill_leaving("filler", LEFT_FREE).unwrap();
 
     // Autocommit INSERT … RETURNING: the row comes back before the commit; the commit's
     // failure must still reach the caller (it used to be dropped, and the same id came back

@@ -1,0 +1,288 @@
+//! A full disk (issue 13): the data directory on a tmpfs of the test's own, filled up while
+//! concurrent sends arrive. No 202 for a message that was not stored, nothing sent twice, no
+//! refresh storm, the grant kept; when space returns every accepted message arrives once.
+
+use crate::mailtest::point_at_rig;
+use crate::oauth::Fixture;
+use mailgate_testkit::idp::LifetimeSpec;
+use mailgate_testkit::tmpfs::Tmpfs;
+use reqwest::StatusCode;
+use std::time::{Duration, Instant};
+
+/// The data directory's filesystem: room for the database, the key file and the WAL.
+const FS_BYTES: u64 = 8 * 1024 * 1024;
+/// What the filler leaves free before the sends: a couple of messages fit, most do not.
+const LEFT_FREE: u64 = 100 * 1024;
+const SENDS: usize = 24;
+const BODY_BYTES: usize = 40 * 1024;
+/// Access tokens live this long, so a refresh falls due (after half of it) during the fault.
+const TOKEN_SECS: u64 = 30;
+
+fn api_token(f: &Fixture) -> String {
+    f.env
+        .ok(
+            &[
+                "api-token",
+                "create",
+                "--name",
+                "disk-full",
+                "--scope",
+                "messages:send",
+            ],
+            None,
+        )
+        .trim()
+        .to_owned()
+}
+
+/// One send: (status, Retry-After, body).
+async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    to: &str,
+    subject: &str,
+) -> (StatusCode, Option<String>, serde_json::Value) {
+    let body = serde_json::json!({
+        "to": [to],
+        "subject": subject,
+        "text": format!("{subject}\n{}", "z".repeat(BODY_BYTES)),
+    });
+    let resp = client
+        .post(format!("{base}/api/v1/accounts/1/messages"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry_after, resp.json().await.unwrap_or_default())
+}
+
+/// A refusal says the message was not queued and when to try again.
+fn assert_refused_with_retry(
+    status: StatusCode,
+    retry_after: &Option<String>,
+    v: &serde_json::Value,
+) {
+    assert!(
+        status == StatusCode::INSUFFICIENT_STORAGE || status == StatusCode::SERVICE_UNAVAILABLE,
+        "a send on a full disk is stored (202) or refused with 507/503, not {status}: {v}"
+    );
+    assert!(retry_after.is_some(), "{status} without Retry-After: {v}");
+    assert!(v["detail"].as_str().unwrap().contains("not queued"), "{v}");
+}
+
+async fn healthz(base: &str) -> (StatusCode, serde_json::Value) {
+    let resp = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_loses_nothing_sends_nothing_twice_and_keeps_the_grant() {
+    // Declared first, dropped last: the server is gone before the unmount.
+    let fs = Tmpfs::mount(FS_BYTES).expect("a tmpfs for the data directory");
+    let data = fs.path().join("data");
+    let (f, rig) = Fixture::start_on_rig_with(&[
+        ("MAILGATE_DATA_DIR", data.to_str().unwrap()),
+        ("MAILGATE_REFRESH_INTERVAL_SECS", "1"),
+        ("MAILGATE_OUTBOX_RETRY_SECS", "1"),
+    ])
+    .await;
+    point_at_rig(&f, &rig);
+    // Short-lived access tokens, and the strictest provider: a rotated refresh token
+    // presented again revokes the whole grant (npm oidc-provider's behaviour).
+    f.idp
+        .set_lifetimes(LifetimeSpec {
+            client_id: Some(f.client_id.clone()),
+            access_token_secs: Some(TOKEN_SECS),
+            refresh_reuse_grace_secs: Some(0),
+            revoke_grant_on_refresh_reuse: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.authorize().await;
+    let authorized = Instant::now();
+    let token = api_token(&f);
+    let base = f.server.base.clone();
+    let client = reqwest::Client::new();
+    let refreshes_before = f.counter("token:refresh_token").await;
+    let (status, _) = healthz(&base).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Phase 1: about 100 KB free, then concurrent sends of 40 KB messages.
+    let filler = fs.fill_leaving("filler", LEFT_FREE).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..SENDS {
+        let (client, base, token, to) = (
+            client.clone(),
+            base.clone(),
+            token.clone(),
+            f.mailbox.clone(),
+        );
+        tasks.spawn(async move {
+            let subject = format!("disk-full {n}");
+            let (status, retry_after, v) = send(&client, &base, &token, &to, &subject).await;
+            (subject, status, retry_after, v)
+        });
+    }
+    let mut accepted: Vec<(i64, String, String)> = Vec::new(); // (id, subject, message id)
+    let mut refused: Vec<String> = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (subject, status, retry_after, v) = done.unwrap();
+        if status == StatusCode::ACCEPTED {
+            accepted.push((
+                v["id"].as_i64().unwrap(),
+                subject,
+                v["message_id"].as_str().unwrap().to_owned(),
+            ));
+        } else {
+            assert_refused_with_retry(status, &retry_after, &v);
+            refused.push(subject);
+        }
+    }
+    let ids: std::collections::HashSet<i64> = accepted.iter().map(|a| a.0).collect();
+    assert_eq!(
+        ids.len(),
+        accepted.len(),
+        "every 202 names its own stored message: {accepted:?}"
+    );
+    assert!(
+        !refused.is_empty(),
+        "{SENDS} messages of {BODY_BYTES} bytes cannot all fit in {LEFT_FREE} bytes"
+    );
+
+    // Phase 2: no space at all, for longer than the access token's refresh margin, so that
+    // the outbox worker and the refresh scheduler (every second) meet a failing store.
+    let top_up = fs.fill_leaving("top-up", 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = healthz(&base).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(v["store"], "degraded", "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never reported the full disk: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, retry_after, v) = send(&client, &base, &token, &f.mailbox, "disk-full late").await;
+    assert_refused_with_retry(status, &retry_after, &v);
+    refused.push("disk-full late".into());
+    let fault_until = authorized + Duration::from_secs(TOKEN_SECS * 3 / 4);
+    while Instant::now() < fault_until {
+        // The fault itself is time: the token must fall due while the disk is full.
+        let (status, _) = healthz(&base).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let refreshes_during_fault = f.counter("token:refresh_token").await - refreshes_before;
+
+    // Space returns.
+    std::fs::remove_file(&top_up).unwrap();
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut pending: Vec<i64> = ids.iter().copied().collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            let resp = client
+                .get(format!("{base}/api/v1/messages/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                StatusCode::OK,
+                "message {id} answered 202 but is not stored"
+            );
+            let v: serde_json::Value = resp.json().await.unwrap();
+            assert_ne!(v["status"], "failed", "{v}");
+            if v["status"] != "sent" {
+                still.push(id);
+            }
+        }
+        pending = still;
+        assert!(
+            Instant::now() < deadline,
+            "accepted messages never sent: {pending:?}"
+        );
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let (status, v) = healthz(&base).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+
+    // In the mailbox over raw IMAP: each accepted message once, no refused one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let headers = loop {
+        let mut imap = crate::support::raw_imap(&f, &rig, "INBOX").await;
+        let lines = imap
+            .imap_command(
+                "d3",
+                "FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT MESSAGE-ID)])",
+            )
+            .await
+            .unwrap_or_default();
+        let arrived = lines
+            .iter()
+            .filter(|l| l.starts_with("Subject: disk-full "))
+            .count();
+        if arrived >= accepted.len() || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for (id, subject, message_id) in &accepted {
+        let wanted = format!("Subject: {subject}");
+        assert_eq!(
+            headers.iter().filter(|l| l.trim() == wanted).count(),
+            1,
+            "message {id} ({subject}) arrived exactly once"
+        );
+        assert_eq!(
+            headers
+                .iter()
+                .filter(|l| l.to_ascii_lowercase().starts_with("message-id:")
+                    && l.contains(&format!("<{message_id}>")))
+                .count(),
+            1,
+            "Message-ID {message_id} exactly once"
+        );
+    }
+    assert_eq!(
+        headers
+            .iter()
+            .filter(|l| l.starts_with("Subject: disk-full "))
+            .count(),
+        accepted.len(),
+        "no refused message arrived, and nothing twice"
+    );
+
+    // The grant survived, with a handful of refreshes at most.
+    assert_eq!(f.state("support")["state"], "active");
+    let refreshes = f.counter("token:refresh_token").await - refreshes_before;
+    assert!(
+        refreshes <= 3,
+        "{refreshes} refresh requests ({refreshes_during_fault} during the fault)"
+    );
+    // No log storm: the repeated failures are rate-limited.
+    let log = std::fs::read_to_string(f.env.dir.path().join("serve.log")).unwrap();
+    assert!(!log.contains("non-zero transaction depth"), "{log}");
+    let lines = log.lines().count();
+    assert!(lines < 200, "{lines} log lines");
+    eprintln!(
+        "disk full: {} accepted, {} refused, {refreshes} refresh requests ({refreshes_during_fault} during the fault), {lines} log lines",
+        accepted.len(),
+        refused.len()
+    );
+}
