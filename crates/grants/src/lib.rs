@@ -105,6 +105,10 @@ pub struct Engine {
     /// Transient-failure retries for on-demand refresh (`token` command, API).
     pub(crate) retries: u32,
     pub(crate) backoff: Duration,
+    /// Refreshes the provider answered but the database could not store (a full disk):
+    /// kept until they are stored, so the rotated refresh token is not lost and the old
+    /// one is never presented again (see `tokens.rs`).
+    pub(crate) unsaved: Mutex<HashMap<AccountId, tokens::UnsavedRefresh>>,
 }
 
 pub struct EngineOptions {
@@ -140,6 +144,7 @@ impl Engine {
             local: Mutex::new(HashMap::new()),
             retries: options.retries,
             backoff: options.backoff,
+            unsaved: Mutex::new(HashMap::new()),
         })
     }
 

@@ -4,7 +4,7 @@
 
 use crate::mailtest::point_at_rig;
 use crate::oauth::Fixture;
-use mailgate_testkit::idp::LifetimeSpec;
+use mailgate_testkit::idp::{Endpoint, Fault, FaultSpec, LifetimeSpec};
 use mailgate_testkit::tmpfs::Tmpfs;
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
@@ -284,5 +284,88 @@ async fn disk_full_loses_nothing_sends_nothing_twice_and_keeps_the_grant() {
         "disk full: {} accepted, {} refused, {refreshes} refresh requests ({refreshes_during_fault} during the fault), {lines} log lines",
         accepted.len(),
         refused.len()
+    );
+}
+
+/// The one window a full disk opens in refresh: the provider rotated the refresh token and
+/// answered, and the database cannot store the answer. The emulator holds the refresh
+/// response for 3 s while the test fills the disk, so the lease is written before and the
+/// result cannot be written after. The grant must survive a provider that revokes it when an
+/// already rotated refresh token comes back: the rotated token is kept in memory, used, and
+/// stored when space returns, and the old one is never presented again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_a_refresh_that_cannot_be_stored_is_kept_and_the_grant_survives() {
+    const SHORT_TOKEN_SECS: u64 = 6;
+    let fs = Tmpfs::mount(FS_BYTES).expect("a tmpfs for the data directory");
+    let data = fs.path().join("data");
+    let (f, _rig) = Fixture::start_on_rig_with(&[
+        ("MAILGATE_DATA_DIR", data.to_str().unwrap()),
+        ("MAILGATE_REFRESH_INTERVAL_SECS", "1"),
+    ])
+    .await;
+    f.idp
+        .set_lifetimes(LifetimeSpec {
+            client_id: Some(f.client_id.clone()),
+            access_token_secs: Some(SHORT_TOKEN_SECS),
+            refresh_reuse_grace_secs: Some(0),
+            revoke_grant_on_refresh_reuse: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.idp
+        .inject_fault(FaultSpec {
+            client_id: Some(f.client_id.clone()),
+            endpoint: Endpoint::Token,
+            grant_type: Some("refresh_token".into()),
+            count: 1,
+            fault: Fault::Delay { seconds: 3.0 },
+        })
+        .await
+        .unwrap();
+    f.authorize().await;
+
+    // The scheduler refreshes once the token is inside its margin (half of 6 s); fill the
+    // disk while the provider holds that first refresh.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.counter("token:refresh_token").await == 0 {
+        assert!(Instant::now() < deadline, "no refresh was attempted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let filler = fs.fill_leaving("filler", 0).unwrap();
+    // Watch the fault for longer than the refreshed token lives, so its successor falls due
+    // while nothing can be stored: no further refresh may reach the provider meanwhile.
+    let watch_until = Instant::now() + Duration::from_secs(3 + SHORT_TOKEN_SECS + 2);
+    while Instant::now() < watch_until {
+        assert_eq!(
+            f.counter("token:refresh_token").await,
+            1,
+            "a refresh while its predecessor's result is not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Space returns: the kept token is stored, and the next refreshes rotate from it.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.counter("token:refresh_token").await < 3 {
+        let state = f.state("support");
+        assert_eq!(state["state"], "active", "{state}");
+        assert!(
+            Instant::now() < deadline,
+            "refreshing did not resume: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let state = f.state("support");
+    assert_eq!(state["state"], "active", "{state}");
+    let log = std::fs::read_to_string(f.env.dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("a refreshed token could not be stored; keeping it in memory"),
+        "the fault did not hit the refresh's write: {log}"
+    );
+    assert!(
+        log.contains("a refreshed token kept in memory is stored now"),
+        "{log}"
     );
 }
