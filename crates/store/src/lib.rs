@@ -153,6 +153,8 @@ struct WriteHealth {
     last_error: Mutex<Option<String>>,
     /// When [`Store::check_writable`] last probed (unix seconds).
     last_probe: AtomicI64,
+    /// When a tracked write last failed for lack of space or an I/O error (unix seconds).
+    last_failure_at: AtomicI64,
 }
 
 struct LoadedKeys {
@@ -199,15 +201,16 @@ impl Store {
             Ok(_) => {
                 if self.writes.failing.swap(false, Ordering::AcqRel) {
                     tracing::info!("the database accepts writes again");
-                    if let Ok(mut last) = self.writes.last_error.lock() {
-                        *last = None;
-                    }
                 }
             }
             Err(e) if e.storage_failure().is_some() => {
                 if let Ok(mut last) = self.writes.last_error.lock() {
                     *last = Some(e.to_string());
                 }
+                self.writes.last_failure_at.store(
+                    mailgate_core::Clock::now(&mailgate_core::SystemClock).0,
+                    Ordering::Release,
+                );
                 if !self.writes.failing.swap(true, Ordering::AcqRel) {
                     tracing::error!(error = %e, "the database cannot store writes; sending and token refresh pause until it can");
                 }
@@ -233,14 +236,36 @@ impl Store {
         )
     }
 
-    /// For `/healthz`: probes with a real write when writes were failing, or when the last
+    /// For `/healthz`: `Err` with the reason while the database cannot be relied on to
+    /// store writes. Probes with a real write when writes were failing, or when the last
     /// probe is older than `max_age_secs` (a full disk shows only when something writes,
-    /// and an idle server writes nothing); otherwise trusts the last tracked write.
-    pub async fn check_writable(&self, now: Timestamp, max_age_secs: i64) -> Result<()> {
+    /// and an idle server writes nothing). A write that failed less than `max_age_secs`
+    /// ago also counts: on a nearly full disk small writes succeed in space a failed large
+    /// one left in SQLite's WAL while larger ones still fail, and the answer should not
+    /// flap with them.
+    pub async fn check_writable(
+        &self,
+        now: Timestamp,
+        max_age_secs: i64,
+    ) -> std::result::Result<(), String> {
         let last = self.writes.last_probe.load(Ordering::Acquire);
         if self.write_failure().is_some() || last.saturating_add(max_age_secs) <= now.0 {
             self.writes.last_probe.store(now.0, Ordering::Release);
-            return self.probe_write(now).await;
+            self.probe_write(now).await.map_err(|e| e.to_string())?;
+        }
+        let failed_at = self.writes.last_failure_at.load(Ordering::Acquire);
+        if failed_at > 0 && now.0 < failed_at.saturating_add(max_age_secs) {
+            let error = self
+                .writes
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_else(|| "a write failed".to_owned());
+            return Err(format!(
+                "{error} ({} s ago)",
+                now.0.saturating_sub(failed_at)
+            ));
         }
         Ok(())
     }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 /// The data directory's filesystem: room for the database, the key file and the WAL.
 const FS_BYTES: u64 = 8 * 1024 * 1024;
-/// What the filler leaves free before the sends: a couple of messages fit, most do not.
+/// What the filler leaves free before the sends: a few messages fit, most do not.
 const LEFT_FREE: u64 = 100 * 1024;
 const SENDS: usize = 24;
-const BODY_BYTES: usize = 40 * 1024;
+const BODY_BYTES: usize = 8 * 1024;
 /// Access tokens live this long, so a refresh falls due (after half of it) during the fault.
 const TOKEN_SECS: u64 = 30;
 
@@ -115,7 +115,7 @@ async fn disk_full_loses_nothing_sends_nothing_twice_and_keeps_the_grant() {
     let (status, _) = healthz(&base).await;
     assert_eq!(status, StatusCode::OK);
 
-    // Phase 1: about 100 KB free, then concurrent sends of 40 KB messages.
+    // Phase 1: about 100 KB free, then concurrent sends of 8 KB messages (encoded, more).
     let filler = fs.fill_leaving("filler", LEFT_FREE).unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..SENDS {
@@ -219,8 +219,16 @@ async fn disk_full_loses_nothing_sends_nothing_twice_and_keeps_the_grant() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let (status, v) = healthz(&base).await;
-    assert_eq!(status, StatusCode::OK, "{v}");
+    // Healthy again once writes have succeeded for the health check's window (10 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = healthz(&base).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/healthz stayed degraded: {v}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // In the mailbox over raw IMAP: each accepted message once, no refused one.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -368,4 +376,141 @@ async fn disk_full_a_refresh_that_cannot_be_stored_is_kept_and_the_grant_survive
         log.contains("a refreshed token kept in memory is stored now"),
         "{log}"
     );
+}
+
+/// A message sent while the disk filled up: the worker claimed it with space to spare, its
+/// token refresh (held 3 s by the emulator) came back to a full disk, the message went out,
+/// and its `sent` could not be written. It must not be sent again: the worker holds the
+/// outcome and records it when space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_a_message_whose_sent_cannot_be_recorded_is_not_sent_again() {
+    const SHORT_TOKEN_SECS: u64 = 8;
+    let fs = Tmpfs::mount(FS_BYTES).expect("a tmpfs for the data directory");
+    let data = fs.path().join("data");
+    let (f, rig) = Fixture::start_on_rig_with(&[
+        ("MAILGATE_DATA_DIR", data.to_str().unwrap()),
+        // Only sending refreshes here, not the scheduler.
+        ("MAILGATE_REFRESH_INTERVAL_SECS", "3600"),
+        ("MAILGATE_OUTBOX_RETRY_SECS", "1"),
+    ])
+    .await;
+    point_at_rig(&f, &rig);
+    f.idp
+        .set_lifetimes(LifetimeSpec {
+            client_id: Some(f.client_id.clone()),
+            access_token_secs: Some(SHORT_TOKEN_SECS),
+            refresh_reuse_grace_secs: Some(0),
+            revoke_grant_on_refresh_reuse: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.authorize().await;
+    let authorized = Instant::now();
+    let token = api_token(&f);
+    let base = f.server.base.clone();
+    let client = reqwest::Client::new();
+    // The mailbox is watched over one IMAP session opened now: a new one would need a fresh
+    // token from `mailgate token`, a second process refreshing behind the server's back.
+    let mut imap = crate::support::raw_imap(&f, &rig, "INBOX").await;
+    let mut tag = 10;
+    let mut count_arrived = async move || {
+        tag += 2;
+        imap.imap_command(&format!("d{tag}"), "NOOP").await.unwrap();
+        let lines = imap
+            .imap_command(
+                &format!("d{}", tag + 1),
+                "FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+            )
+            .await
+            .unwrap_or_default();
+        lines
+            .iter()
+            .filter(|l| l.trim() == "Subject: disk-full once")
+            .count()
+    };
+    f.idp
+        .inject_fault(FaultSpec {
+            client_id: Some(f.client_id.clone()),
+            endpoint: Endpoint::Token,
+            grant_type: Some("refresh_token".into()),
+            count: 1,
+            fault: Fault::Delay { seconds: 3.0 },
+        })
+        .await
+        .unwrap();
+    // The token falls due half-way through its life; only time gets it there.
+    let due = authorized + Duration::from_secs(SHORT_TOKEN_SECS / 2 + 1);
+    tokio::time::sleep(due.saturating_duration_since(Instant::now())).await;
+
+    let (status, _, v) = send(&client, &base, &token, &f.mailbox, "disk-full once").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.counter("token:refresh_token").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "sending did not refresh the token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let filler = fs.fill_leaving("filler", 0).unwrap();
+
+    // The message arrives (the refresh's answer was kept in memory and used) ...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_arrived().await == 0 {
+        assert!(Instant::now() < deadline, "the message was not sent");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // ... and while its `sent` cannot be written, it stays claimed and is not sent again:
+    // watched for longer than the worker's retry delays add up to.
+    let watch_until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < watch_until {
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/v1/messages/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_ne!(v["status"], "queued", "{v}");
+        assert_eq!(
+            count_arrived().await,
+            1,
+            "sent again while the disk was full"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/v1/messages/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "sent" {
+            assert_eq!(v["attempts"], 1, "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outcome was never recorded: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count_arrived().await, 1);
+    assert_eq!(f.state("support")["state"], "active");
+    // The test made the fault it meant to: the refresh's answer and the `sent` both met
+    // the full disk.
+    let log = std::fs::read_to_string(f.env.dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("keeping it in memory"), "{log}");
+    assert!(log.contains("cannot record a message's outcome"), "{log}");
 }
