@@ -1001,6 +1001,9 @@ async fn enqueue(
     }
 }
 
+static NOT_QUEUED_LOG: std::sync::LazyLock<mailgate_core::log_limit::LogLimit> =
+    std::sync::LazyLock::new(|| mailgate_core::log_limit::LogLimit::new(30));
+
 /// The answer when the outbox could not store a message: nothing was queued, so the client
 /// must send again later. 507 when the disk is full, 503 for other storage failures, both
 /// with `Retry-After`; other errors as usual.
@@ -1018,7 +1021,13 @@ fn not_queued(e: mailgate_store::StoreError) -> Response {
         ),
         None => return store_problem(e),
     };
-    tracing::warn!(error = %e, "API: a message could not be queued");
+    // Every send fails alike while the disk is full: one line per half minute.
+    if let Some(left_out) = NOT_QUEUED_LOG.allow(
+        "not_queued",
+        mailgate_core::Clock::now(&mailgate_core::SystemClock),
+    ) {
+        tracing::warn!(error = %e, left_out, "API: a message could not be queued");
+    }
     let mut resp = problem(status, code, detail, None);
     resp.headers_mut().insert(
         header::RETRY_AFTER,
