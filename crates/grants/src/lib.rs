@@ -28,7 +28,8 @@
 //! models it). If mailgate dies between receiving a new refresh token and persisting it,
 //! the stored (old) token is still accepted within that grace, and the next refresh
 //! persists a new one. Persisting before handing out the access token keeps the window to
-//! one SQL statement.
+//! one SQL statement. A persist that fails (a full disk) keeps the answer in memory, used
+//! and stored before any later refresh (`tokens.rs`), so the old token is not sent again.
 
 mod authorize;
 mod problem;
