@@ -180,8 +180,7 @@ impl Store {
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
-            .before_acquire(|conn, _meta| Box::pin(async move { Ok(!in_transaction(conn)) }))
-            .after_release(|conn, _meta| Box::pin(fit_for_reuse(conn)))
+            .before_acquire(|conn, _meta| Box::pin(async move { Ok(fit_for_reuse(conn)) }))
             .connect(&url)
             .await?;
         migrate::run(&pool).await?;
@@ -1086,13 +1085,7 @@ impl Store {
     }
 }
 
-/// Whether sqlx counts the connection as inside a transaction.
-fn in_transaction(conn: &sqlx::AnyConnection) -> bool {
-    use sqlx::Connection;
-    conn.is_in_transaction()
-}
-
-/// Decides, when a connection goes back to the pool, whether it may be handed out again.
+/// Decides, before an idle connection is handed out, whether it may be used.
 ///
 /// When COMMIT fails with SQLITE_FULL or an I/O error, SQLite may already have rolled the
 /// transaction back by itself. sqlx (0.8) lowers its transaction depth only when COMMIT or
@@ -1100,19 +1093,20 @@ fn in_transaction(conn: &sqlx::AnyConnection) -> bool {
 /// ("no transaction is active") and the connection returns to the pool with depth 1: every
 /// later `BEGIN IMMEDIATE` on it fails with "attempted to call begin_with at non-zero
 /// transaction depth", and a ROLLBACK that failed for another reason would leave a real
-/// open transaction for the next caller. The ping runs the queued ROLLBACK first (the
-/// connection's commands run in order); a connection still counted as in a transaction
-/// is closed, which ends any transaction SQLite still had open.
-async fn fit_for_reuse(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+/// open transaction for the next caller. The pool pings a connection when it comes back
+/// and again before handing it out (`test_before_acquire`, on by default), which runs the
+/// queued ROLLBACK first (a connection's commands run in order); a connection still counted
+/// as in a transaction is then refused, and the pool closes it, which ends any transaction
+/// SQLite still had open, and takes another.
+fn fit_for_reuse(conn: &sqlx::AnyConnection) -> bool {
     use sqlx::Connection;
-    conn.ping().await?;
-    if in_transaction(conn) {
+    if conn.is_in_transaction() {
         tracing::warn!(
             "closing a database connection left inside a failed transaction (its rollback failed)"
         );
-        return Ok(false);
+        return false;
     }
-    Ok(true)
+    true
 }
 
 /// WAL lets readers run beside the single writer; busy_timeout makes writers from other
