@@ -146,7 +146,6 @@ pub struct Store {
 /// writes the background jobs and the send API depend on (see [`Store::track_write`]),
 /// cleared by the next one that succeeds or by [`Store::probe_write`]. While it is set the
 /// outbox worker does not claim, no token is refreshed, and `/healthz` says `degraded`.
-#[derive(Default)]
 struct WriteHealth {
     failing: AtomicBool,
     /// The error of the failed write, for `/healthz` (SQLite's words: no secret in them).
@@ -155,6 +154,19 @@ struct WriteHealth {
     last_probe: AtomicI64,
     /// When a tracked write last failed for lack of space or an I/O error (unix seconds).
     last_failure_at: AtomicI64,
+    log: mailgate_core::log_limit::LogLimit,
+}
+
+impl Default for WriteHealth {
+    fn default() -> Self {
+        WriteHealth {
+            failing: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            last_probe: AtomicI64::new(0),
+            last_failure_at: AtomicI64::new(0),
+            log: mailgate_core::log_limit::LogLimit::new(30),
+        }
+    }
 }
 
 struct LoadedKeys {
@@ -193,25 +205,28 @@ impl Store {
         })
     }
 
-    /// Notes the outcome of a write: a storage failure marks the store as failing writes
-    /// (logged once, not per write), a success clears it. Returns `result` unchanged.
+    /// Notes the outcome of a write: a storage failure marks the store as failing writes,
+    /// a success clears it; each change is logged, at most once per 30 s (on a nearly full
+    /// disk small writes can succeed between failing large ones). Returns `result`.
     pub(crate) fn track_write<T>(&self, result: Result<T>) -> Result<T> {
+        let now = mailgate_core::Clock::now(&mailgate_core::SystemClock);
         match &result {
             Ok(_) => {
-                if self.writes.failing.swap(false, Ordering::AcqRel) {
-                    tracing::info!("the database accepts writes again");
+                if self.writes.failing.swap(false, Ordering::AcqRel)
+                    && let Some(left_out) = self.writes.log.allow("recovered", now)
+                {
+                    tracing::info!(left_out, "the database accepts writes again");
                 }
             }
             Err(e) if e.storage_failure().is_some() => {
                 if let Ok(mut last) = self.writes.last_error.lock() {
                     *last = Some(e.to_string());
                 }
-                self.writes.last_failure_at.store(
-                    mailgate_core::Clock::now(&mailgate_core::SystemClock).0,
-                    Ordering::Release,
-                );
-                if !self.writes.failing.swap(true, Ordering::AcqRel) {
-                    tracing::error!(error = %e, "the database cannot store writes; sending and token refresh pause until it can");
+                self.writes.last_failure_at.store(now.0, Ordering::Release);
+                if !self.writes.failing.swap(true, Ordering::AcqRel)
+                    && let Some(left_out) = self.writes.log.allow("failing", now)
+                {
+                    tracing::error!(error = %e, left_out, "the database cannot store writes; sending and token refresh pause until it can");
                 }
             }
             Err(_) => {}
