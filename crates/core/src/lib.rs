@@ -14,6 +14,7 @@ pub mod grant;
 pub mod html;
 pub mod input;
 pub mod invalid;
+pub mod log_limit;
 pub mod preset;
 pub mod secret;
 pub mod state;

@@ -37,6 +37,8 @@
 //! persists a new one. Persisting before handing out the access token keeps the window to
 //! one SQL statement — when the answer arrives; a lost answer is the in-doubt state above
 //! (ARCHITECTURE.md, "Refresh-token rotation and crashes").
+//! A persist that fails (a full disk) keeps the answer in memory, used and stored before
+//! any later refresh (`tokens.rs`), so the old token is not sent again.
 
 mod authorize;
 mod problem;
@@ -128,6 +130,10 @@ pub struct Engine {
     pub(crate) timeout: Duration,
     /// The first wait before a refresh token whose request got no answer is sent again.
     pub(crate) in_doubt_backoff: Duration,
+    /// Refreshes the provider answered but the database could not store (a full disk):
+    /// kept until they are stored, so the rotated refresh token is not lost and the old
+    /// one is never presented again (see `tokens.rs`).
+    pub(crate) unsaved: Mutex<HashMap<AccountId, tokens::UnsavedRefresh>>,
 }
 
 pub struct EngineOptions {
@@ -174,6 +180,7 @@ impl Engine {
             backoff: options.backoff,
             timeout: options.timeout,
             in_doubt_backoff: options.in_doubt_backoff,
+            unsaved: Mutex::new(HashMap::new()),
         })
     }
 

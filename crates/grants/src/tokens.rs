@@ -191,6 +191,15 @@ impl Engine {
         // Tasks of this process queue here; the first one does the work.
         let local = self.local_lock(id);
         let _guard = local.lock().await;
+        if let Some(t) = self.store_unsaved_refresh(id, min_validity).await? {
+            return Ok(t);
+        }
+        // No refresh while the database cannot store its result (a full disk): a rotated
+        // refresh token that is not stored is lost, and presenting the old one again may
+        // make the provider revoke the whole grant. A small real write says when it can.
+        if self.store.write_failure().is_some() {
+            self.store.probe_write(self.clock.now()).await?;
+        }
         let lease = format!("refresh:{id}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2 * LEASE_TTL_SECS as u64);
         loop {
@@ -256,18 +265,31 @@ impl Engine {
             Ok(tokens) => {
                 let expires_at = tokens.expires_in.map(|s| now.plus_secs(s));
                 // Persist access and rotated refresh token together before handing either out.
-                let stored = self
-                    .store
-                    .store_refreshed(
-                        id,
-                        version,
-                        &tokens.access_token,
-                        expires_at,
-                        now,
-                        tokens.refresh_token.as_ref(),
-                        tokens.scope.as_ref(),
-                    )
-                    .await?;
+                let unsaved = UnsavedRefresh {
+                    version,
+                    access_token: tokens.access_token.clone(),
+                    expires_at,
+                    issued_at: now,
+                    refresh_token: tokens.refresh_token.clone(),
+                    scopes: tokens.scope.clone(),
+                };
+                let stored = match self.store_refresh(id, &unsaved).await {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        // The provider has rotated the refresh token; the database cannot
+                        // hold the new one (a full disk). Keep it here and use it, rather than
+                        // lose it and present the old one, which a provider may take for a
+                        // replay and answer by revoking the grant.
+                        tracing::error!(account = %account.spec.name, error = %e, "a refreshed token could not be stored; keeping it in memory until the database accepts it");
+                        self.unsaved_refreshes().insert(id, unsaved);
+                        return Ok(FreshToken {
+                            access_token: tokens.access_token,
+                            expires_at,
+                            scopes: tokens.scope.unwrap_or(grant.scopes),
+                            refreshed: true,
+                        });
+                    }
+                };
                 if !stored {
                     return Err(EngineError::BadState(
                         "the grant changed during refresh (re-authorized meanwhile); try again",
@@ -378,6 +400,7 @@ impl Engine {
                     Remediation::InvalidGrant
                         | Remediation::GrantRevoked
                         | Remediation::GoogleInvalidGrant
+                        | Remediation::ProviderInvalidGrant
                         | Remediation::RefreshTokenExpired
                 );
                 if refused_for_good && doubt.unanswered > 0 {
@@ -451,6 +474,93 @@ fn in_doubt_backoff(base: Duration, unanswered: i64) -> Duration {
     let doublings = u32::try_from(unanswered.clamp(0, 6)).unwrap_or(6);
     base.saturating_mul(1 << doublings)
         .min(Duration::from_secs(3600))
+}
+
+/// A refresh the provider answered but the database could not store yet.
+#[derive(Clone)]
+pub(crate) struct UnsavedRefresh {
+    /// The grant version it replaces: a grant re-authorized meanwhile is not overwritten.
+    version: i64,
+    access_token: Secret,
+    expires_at: Option<Timestamp>,
+    issued_at: Timestamp,
+    refresh_token: Option<Secret>,
+    scopes: Option<Scopes>,
+}
+
+impl Engine {
+    fn unsaved_refreshes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<AccountId, UnsavedRefresh>> {
+        self.unsaved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn store_refresh(&self, id: AccountId, r: &UnsavedRefresh) -> Result<bool> {
+        Ok(self
+            .store
+            .store_refreshed(
+                id,
+                r.version,
+                &r.access_token,
+                r.expires_at,
+                r.issued_at,
+                r.refresh_token.as_ref(),
+                r.scopes.as_ref(),
+            )
+            .await?)
+    }
+
+    /// Before any refresh (under the account's local lock): a refresh kept in memory
+    /// because the database could not store it is stored first. While it still cannot
+    /// be, its access token is used as long as it is valid, and then no refresh happens
+    /// at all: the only refresh token the provider still accepts is the unsaved one, and
+    /// the stored one would be taken for a replay.
+    async fn store_unsaved_refresh(
+        &self,
+        id: AccountId,
+        min_validity: i64,
+    ) -> Result<Option<FreshToken>> {
+        let Some(pending) = self.unsaved_refreshes().get(&id).cloned() else {
+            return Ok(None);
+        };
+        let version = pending.version;
+        match self.store_refresh(id, &pending).await {
+            Ok(stored) => {
+                self.unsaved_refreshes().remove(&id);
+                if stored {
+                    tracing::info!(account = %id, "a refreshed token kept in memory is stored now");
+                } else {
+                    tracing::warn!(account = %id, version, "a refreshed token kept in memory was dropped: the grant changed meanwhile");
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                let still_valid = pending
+                    .expires_at
+                    .is_none_or(|exp| self.clock.now().secs_until(exp) > min_validity);
+                if still_valid {
+                    let scopes = match pending.scopes {
+                        Some(s) => s,
+                        // The provider kept the scopes: they are the stored grant's.
+                        None => self
+                            .store
+                            .grant(id)
+                            .await?
+                            .map(|g| g.scopes)
+                            .unwrap_or_default(),
+                    };
+                    Ok(Some(FreshToken {
+                        access_token: pending.access_token,
+                        expires_at: pending.expires_at,
+                        scopes,
+                        refreshed: false,
+                    }))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
 }
 
 /// Exponential backoff with ±25 % jitter, so many accounts do not retry in lockstep.

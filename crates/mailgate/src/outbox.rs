@@ -4,9 +4,14 @@
 //! nothing, so the window for a double send is from the end of the message's data to the
 //! write of `sent` that follows DATA's 250 (QUIT comes after that write). Delivery is
 //! therefore at-least-once across a crash in that window.
+//!
+//! While the database cannot store writes (a full disk) the worker claims nothing, and an
+//! outcome it could not record holds the worker until it is recorded: a message whose
+//! `sent` was not written keeps its claim and is never sent again in a loop.
 
 use crate::retry::{backoff, jitter_roll};
 use mailgate_core::event::EventKind;
+use mailgate_core::log_limit::LogLimit;
 use mailgate_core::{Clock, SystemClock, Timestamp};
 use mailgate_grants::Engine;
 use mailgate_store::{OutboxItem, OutboxStatus, Store};
@@ -18,6 +23,14 @@ pub const MAX_ATTEMPTS: i64 = 10;
 /// How long a claim lasts: longer than one SMTP conversation with its timeouts.
 const LEASE_SECS: i64 = 120;
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// While the database cannot store writes: the first wait before trying again, doubled up
+/// to the cap. The cap keeps sending within seconds of space returning, while a failing
+/// store sees a handful of attempts, not thousands.
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Store failures repeat on every attempt: one line per kind per half minute.
+static STORE_LOG: std::sync::LazyLock<LogLimit> = std::sync::LazyLock::new(|| LogLimit::new(30));
 
 pub struct Worker {
     pub store: Arc<Store>,
@@ -33,22 +46,40 @@ pub struct Worker {
 
 impl Worker {
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut store_wait = STORE_RETRY_FIRST;
         loop {
-            loop {
-                let now = SystemClock.now();
-                match self.store.claim_outbox(&self.holder, LEASE_SECS, now).await {
-                    Ok(Some(item)) => self.deliver(item).await,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox: cannot claim work");
-                        break;
+            // Claim nothing while writes fail: the claim, and the `sent` after it, might not
+            // be stored, and an unrecorded send is sent again. A small real write tells when
+            // space is back.
+            let writable = self.store.write_failure().is_none()
+                || self.store.probe_write(SystemClock.now()).await.is_ok();
+            if writable {
+                loop {
+                    let now = SystemClock.now();
+                    match self.store.claim_outbox(&self.holder, LEASE_SECS, now).await {
+                        Ok(Some(item)) => self.deliver(item, &stop).await,
+                        Ok(None) => break,
+                        Err(e) => {
+                            store_warn("claim", &e, "outbox: cannot claim work");
+                            break;
+                        }
+                    }
+                    if *stop.borrow() {
+                        return;
                     }
                 }
             }
             let now = SystemClock.now();
-            let wait = match self.store.next_outbox_due().await {
-                Ok(Some(t)) => Duration::from_secs(now.secs_until(t).clamp(0, 30) as u64),
-                _ => Duration::from_secs(30),
+            let wait = if self.store.write_failure().is_some() {
+                let wait = store_wait;
+                store_wait = (store_wait * 2).min(STORE_RETRY_MAX);
+                wait
+            } else {
+                store_wait = STORE_RETRY_FIRST;
+                match self.store.next_outbox_due().await {
+                    Ok(Some(t)) => Duration::from_secs(now.secs_until(t).clamp(0, 30) as u64),
+                    _ => Duration::from_secs(30),
+                }
             };
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -58,13 +89,20 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, item: OutboxItem) {
+    async fn deliver(&self, item: OutboxItem, stop: &tokio::sync::watch::Receiver<bool>) {
         let now = SystemClock.now();
         let account = match self.store.account(item.account_id).await {
             Ok(a) => a,
             Err(e) => {
-                self.finish(&item, OutboxStatus::Failed, Some(&e.to_string()), None, now)
-                    .await;
+                self.finish(
+                    &item,
+                    OutboxStatus::Failed,
+                    Some(&e.to_string()),
+                    None,
+                    now,
+                    stop,
+                )
+                .await;
                 return;
             }
         };
@@ -90,7 +128,7 @@ impl Worker {
             Ok(sent) => {
                 let reply = sent.reply.clone();
                 tracing::info!(message = item.id, account = %account.spec.name, "message sent");
-                self.finish(&item, OutboxStatus::Sent, None, Some(&reply), now)
+                self.finish(&item, OutboxStatus::Sent, None, Some(&reply), now, stop)
                     .await;
                 self.event(
                     &item,
@@ -111,6 +149,7 @@ impl Worker {
                     Some(&e.to_string()),
                     e.server_says.as_deref(),
                     now,
+                    stop,
                 )
                 .await;
                 self.event(
@@ -124,21 +163,16 @@ impl Worker {
             Err(e) => {
                 let delay = backoff(self.retry_base_secs, item.attempts, jitter_roll());
                 tracing::warn!(message = item.id, attempt = item.attempts, delay, error = %e, "sending failed; will retry");
-                if let Err(err) = self
-                    .store
-                    .finish_outbox(
-                        item.id,
-                        &self.holder,
-                        OutboxStatus::Queued,
-                        Some(&e.to_string()),
-                        e.server_says.as_deref(),
-                        now.plus_secs(delay),
-                        now,
-                    )
-                    .await
-                {
-                    tracing::warn!(error = %err, "outbox: cannot record the retry");
-                }
+                self.record(
+                    &item,
+                    OutboxStatus::Queued,
+                    Some(&e.to_string()),
+                    e.server_says.as_deref(),
+                    now.plus_secs(delay),
+                    now,
+                    stop,
+                )
+                .await;
             }
         }
     }
@@ -166,13 +200,70 @@ impl Worker {
         error: Option<&str>,
         reply: Option<&str>,
         now: Timestamp,
+        stop: &tokio::sync::watch::Receiver<bool>,
     ) {
-        if let Err(e) = self
-            .store
-            .finish_outbox(item.id, &self.holder, status, error, reply, now, now)
-            .await
-        {
-            tracing::warn!(error = %e, "outbox: cannot record the outcome");
+        self.record(item, status, error, reply, now, now, stop)
+            .await;
+    }
+
+    /// Records a send's outcome. While the database cannot store it, tries again with a
+    /// growing delay and holds this worker meanwhile, so nothing else is claimed: the
+    /// message keeps its claim (no one sends it again) and its outcome is written as soon
+    /// as space returns. Gives up only when the server stops; the claim then expires and
+    /// the message is sent again after a restart.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        item: &OutboxItem,
+        status: OutboxStatus,
+        error: Option<&str>,
+        reply: Option<&str>,
+        next_attempt_at: Timestamp,
+        now: Timestamp,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut wait = STORE_RETRY_FIRST;
+        let mut stop = stop.clone();
+        loop {
+            let result = self
+                .store
+                .finish_outbox(
+                    item.id,
+                    &self.holder,
+                    status,
+                    error,
+                    reply,
+                    next_attempt_at,
+                    now,
+                )
+                .await;
+            match result {
+                Ok(_) => return,
+                Err(e) if e.storage_failure().is_some() => {
+                    store_warn(
+                        "record",
+                        &e,
+                        "outbox: cannot record a message's outcome; holding it until the database accepts writes",
+                    );
+                    if *stop.borrow() {
+                        tracing::error!(
+                            message = item.id,
+                            status = status.as_str(),
+                            "outbox: stopping with an outcome not recorded; the message will be sent again"
+                        );
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => {}
+                    }
+                    wait = (wait * 2).min(STORE_RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::warn!(message = item.id, error = %e, "outbox: cannot record the outcome");
+                    return;
+                }
+            }
         }
     }
 
@@ -197,5 +288,13 @@ impl Worker {
             .record_event_with(now, kind, None, Some(item.account_id), &message, Some(data))
             .await;
         self.deliveries.notify_one();
+    }
+}
+
+/// A store failure, logged at most once per [`STORE_LOG`] interval per `kind` with the count
+/// of repeats left out.
+fn store_warn(kind: &str, e: &mailgate_store::StoreError, what: &str) {
+    if let Some(left_out) = STORE_LOG.allow(kind, SystemClock.now()) {
+        tracing::warn!(error = %e, left_out, "{what}");
     }
 }

@@ -48,6 +48,9 @@ async fn target_addresses(url: &HttpUrl, allow_private: bool) -> Result<Vec<Sock
         .await
 }
 
+static CLAIM_LOG: std::sync::LazyLock<mailgate_core::log_limit::LogLimit> =
+    std::sync::LazyLock::new(|| mailgate_core::log_limit::LogLimit::new(30));
+
 impl Deliverer {
     /// Delivers until told to stop, up to [`IN_FLIGHT`] at once, so that one slow
     /// receiver does not hold up the others. On stop, attempts in flight are finished.
@@ -64,7 +67,10 @@ impl Deliverer {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "webhooks: cannot claim work");
+                        // A full disk fails every claim: one line per half minute.
+                        if let Some(left_out) = CLAIM_LOG.allow("claim", SystemClock.now()) {
+                            tracing::warn!(error = %e, left_out, "webhooks: cannot claim work");
+                        }
                         break;
                     }
                 }

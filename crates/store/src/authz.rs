@@ -1,6 +1,6 @@
 //! Authorization state, grants and leases: the storage half of the OAuth engine.
 
-use crate::{Result, Store, apply_in_tx, record};
+use crate::{Result, Store, StoreError, apply_in_tx, record};
 use mailgate_core::account::Problem;
 use mailgate_core::event::EventKind;
 use mailgate_core::{
@@ -67,12 +67,14 @@ impl Store {
     /// same state finds nothing. Expired requests are returned too, so the caller can say
     /// "expired" rather than "unknown".
     pub async fn take_oauth_state(&self, state_hash: &str) -> Result<Option<PendingAuthorization>> {
-        let Some(row) = sqlx::query(
-            "DELETE FROM oauth_states WHERE state_hash = $1 RETURNING id, account_id, initiator, verifier, nonce, redirect_uri, created_at, expires_at",
-        )
-        .bind(state_hash.to_owned())
-        .fetch_optional(&self.pool)
-        .await?
+        let Some(row) = self
+            .write_returning(
+                sqlx::query(
+                    "DELETE FROM oauth_states WHERE state_hash = $1 RETURNING id, account_id, initiator, verifier, nonce, redirect_uri, created_at, expires_at",
+                )
+                .bind(state_hash.to_owned()),
+            )
+            .await?
         else {
             return Ok(None);
         };
@@ -194,8 +196,9 @@ impl Store {
         .bind(id.0)
         .bind(version)
         .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
+        .map_err(StoreError::from);
+        Ok(self.track_write(done)?.rows_affected() == 1)
     }
 
     /// The refresh requests of this grant whose answers never arrived (a timeout, or a
@@ -267,18 +270,20 @@ impl Store {
         ttl_secs: i64,
         now: Timestamp,
     ) -> Result<bool> {
-        let row = sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+        let row = self
+            .write_returning(
+                sqlx::query(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
              WHERE leases.expires_at < $4 OR leases.holder = excluded.holder
              RETURNING holder",
-        )
-        .bind(name.to_owned())
-        .bind(holder.to_owned())
-        .bind(now.0 + ttl_secs)
-        .bind(now.0)
-        .fetch_optional(&self.pool)
-        .await?;
+                )
+                .bind(name.to_owned())
+                .bind(holder.to_owned())
+                .bind(now.0 + ttl_secs)
+                .bind(now.0),
+            )
+            .await?;
         Ok(row.is_some())
     }
 

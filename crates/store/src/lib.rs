@@ -32,7 +32,8 @@ pub use outbox::{
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 pub use users::{LoginAttempt, LoginThrottle, SessionInfo, SetupLink};
 pub use webhooks::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, DeliverySummary};
@@ -55,6 +56,60 @@ pub enum StoreError {
         "the database URL {0:?} is not supported: use sqlite://PATH (PostgreSQL support is planned)"
     )]
     UnsupportedUrl(String),
+}
+
+/// Why a write could not be stored: the API answers 507 for [`StorageFailure::Full`] and
+/// 503 for [`StorageFailure::Unavailable`], both with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// No space left (SQLITE_FULL, PostgreSQL's `disk_full`).
+    Full,
+    /// An I/O error, a file that cannot be opened, a lost connection or an exhausted pool.
+    Unavailable,
+}
+
+impl StoreError {
+    /// Whether this error means the database cannot store anything right now (as opposed
+    /// to a refused value or a missing row), and which kind of failure it is.
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        let StoreError::Database(e) = self else {
+            return None;
+        };
+        match e {
+            sqlx::Error::Database(db) => {
+                let code = db.code()?;
+                // SQLite reports extended result codes; the primary code is the low byte.
+                if let Ok(n) = code.parse::<i32>() {
+                    return match n & 0xff {
+                        13 => Some(StorageFailure::Full), // SQLITE_FULL
+                        // SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_CORRUPT's
+                        // cousin SQLITE_NOTADB is not here: it is not a transient failure.
+                        10 | 14 | 8 => Some(StorageFailure::Unavailable),
+                        _ => None,
+                    };
+                }
+                // PostgreSQL SQLSTATE: 53100 disk_full, 53xxx insufficient resources, 08xxx
+                // connection exceptions, 57P0x the server shutting down.
+                if code == "53100" {
+                    Some(StorageFailure::Full)
+                } else if code.starts_with("53")
+                    || code.starts_with("08")
+                    || code.starts_with("57P")
+                {
+                    Some(StorageFailure::Unavailable)
+                } else {
+                    None
+                }
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::BeginFailed
+            | sqlx::Error::InvalidSavePointStatement => Some(StorageFailure::Unavailable),
+            _ => None,
+        }
+    }
 }
 
 /// What `keys rotate` did.
@@ -86,6 +141,34 @@ pub struct Store {
     pool: AnyPool,
     keys: RwLock<LoadedKeys>,
     source: KeySource,
+    writes: WriteHealth,
+}
+
+/// Whether the last tracked write failed for lack of space or an I/O error. Set by the
+/// writes the background jobs and the send API depend on (see [`Store::track_write`]),
+/// cleared by the next one that succeeds or by [`Store::probe_write`]. While it is set the
+/// outbox worker does not claim, no token is refreshed, and `/healthz` says `degraded`.
+struct WriteHealth {
+    failing: AtomicBool,
+    /// The error of the failed write, for `/healthz` (SQLite's words: no secret in them).
+    last_error: Mutex<Option<String>>,
+    /// When [`Store::check_writable`] last probed (unix seconds).
+    last_probe: AtomicI64,
+    /// When a tracked write last failed for lack of space or an I/O error (unix seconds).
+    last_failure_at: AtomicI64,
+    log: mailgate_core::log_limit::LogLimit,
+}
+
+impl Default for WriteHealth {
+    fn default() -> Self {
+        WriteHealth {
+            failing: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            last_probe: AtomicI64::new(0),
+            last_failure_at: AtomicI64::new(0),
+            log: mailgate_core::log_limit::LogLimit::new(30),
+        }
+    }
 }
 
 struct LoadedKeys {
@@ -112,6 +195,7 @@ impl Store {
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
+            .before_acquire(|conn, _meta| Box::pin(async move { Ok(fit_for_reuse(conn)) }))
             .connect(&url)
             .await?;
         migrate::run(&pool).await?;
@@ -120,7 +204,102 @@ impl Store {
             pool,
             keys: RwLock::new(LoadedKeys { ring, file_mtime }),
             source,
+            writes: WriteHealth::default(),
         })
+    }
+
+    /// Notes the outcome of a write: a storage failure marks the store as failing writes,
+    /// a success clears it; each change is logged, at most once per 30 s (on a nearly full
+    /// disk small writes can succeed between failing large ones). Returns `result`.
+    pub(crate) fn track_write<T>(&self, result: Result<T>) -> Result<T> {
+        let now = mailgate_core::Clock::now(&mailgate_core::SystemClock);
+        match &result {
+            Ok(_) => {
+                if self.writes.failing.swap(false, Ordering::AcqRel)
+                    && let Some(left_out) = self.writes.log.allow("recovered", now)
+                {
+                    tracing::info!(left_out, "the database accepts writes again");
+                }
+            }
+            Err(e) if e.storage_failure().is_some() => {
+                if let Ok(mut last) = self.writes.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                self.writes.last_failure_at.store(now.0, Ordering::Release);
+                if !self.writes.failing.swap(true, Ordering::AcqRel)
+                    && let Some(left_out) = self.writes.log.allow("failing", now)
+                {
+                    tracing::error!(error = %e, left_out, "the database cannot store writes; sending and token refresh pause until it can");
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// `Some(error)` while writes fail for lack of space or an I/O error (see
+    /// [`WriteHealth`]); `None` when the last tracked write succeeded.
+    pub fn write_failure(&self) -> Option<String> {
+        if !self.writes.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            self.writes
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_else(|| "the database cannot store writes".to_owned()),
+        )
+    }
+
+    /// For `/healthz`: `Err` with the reason while the database cannot be relied on to
+    /// store writes. Probes with a real write when writes were failing, or when the last
+    /// probe is older than `max_age_secs` (a full disk shows only when something writes,
+    /// and an idle server writes nothing). A write that failed less than `max_age_secs`
+    /// ago also counts: on a nearly full disk small writes succeed in space a failed large
+    /// one left in SQLite's WAL while larger ones still fail, and the answer should not
+    /// flap with them.
+    pub async fn check_writable(
+        &self,
+        now: Timestamp,
+        max_age_secs: i64,
+    ) -> std::result::Result<(), String> {
+        let last = self.writes.last_probe.load(Ordering::Acquire);
+        if self.write_failure().is_some() || last.saturating_add(max_age_secs) <= now.0 {
+            self.writes.last_probe.store(now.0, Ordering::Release);
+            self.probe_write(now).await.map_err(|e| e.to_string())?;
+        }
+        let failed_at = self.writes.last_failure_at.load(Ordering::Acquire);
+        if failed_at > 0 && now.0 < failed_at.saturating_add(max_age_secs) {
+            let error = self
+                .writes
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_else(|| "a write failed".to_owned());
+            return Err(format!(
+                "{error} ({} s ago)",
+                now.0.saturating_sub(failed_at)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A small real write (one row of `leases`, committed), to learn whether the database
+    /// accepts writes again after [`Store::write_failure`]. Its outcome is tracked.
+    pub async fn probe_write(&self, now: Timestamp) -> Result<()> {
+        let result = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ('store:write-probe', '', $1)
+             ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(now.0)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from);
+        self.track_write(result)
     }
 
     /// A transaction that writes. On SQLite it starts with `BEGIN IMMEDIATE`, taking the
@@ -133,6 +312,26 @@ impl Store {
         &self,
     ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Runs a write with `RETURNING` outside a transaction and returns its first row.
+    ///
+    /// Not `fetch_optional`: sqlx stops stepping the statement after the first row, and an
+    /// autocommit statement that is reset before it finished commits during the reset,
+    /// whose error sqlx discards (`ExecuteIter::drop` ignores `sqlite3_reset`). On a full
+    /// disk the row came back, the commit failed, and the caller believed a write that was
+    /// never stored (the API answered 202 for lost messages, all with the same id).
+    /// `fetch_all` steps to the end, where the commit's error is reported.
+    pub(crate) async fn write_returning<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Option<AnyRow>> {
+        let result = query
+            .fetch_all(&self.pool)
+            .await
+            .map(|rows| rows.into_iter().next())
+            .map_err(StoreError::from);
+        self.track_write(result)
     }
 
     /// Counts for `/metrics`: (metric, label value, count) of accounts by state, outbox
@@ -803,10 +1002,14 @@ impl Store {
         message: &str,
         data: Option<serde_json::Value>,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        record_with(&mut tx, now, kind, app, account, message, data).await?;
-        tx.commit().await?;
-        Ok(())
+        let result = async {
+            let mut tx = self.begin_write().await?;
+            record_with(&mut tx, now, kind, app, account, message, data).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        self.track_write(result)
     }
 
     // ----- keys -------------------------------------------------------------------------
@@ -964,6 +1167,30 @@ impl Store {
     pub fn key_source(&self) -> &KeySource {
         &self.source
     }
+}
+
+/// Decides, before an idle connection is handed out, whether it may be used.
+///
+/// When COMMIT fails with SQLITE_FULL or an I/O error, SQLite may already have rolled the
+/// transaction back by itself. sqlx (0.8) lowers its transaction depth only when COMMIT or
+/// ROLLBACK succeeds, so the ROLLBACK it queues when the `Transaction` is dropped fails
+/// ("no transaction is active") and the connection returns to the pool with depth 1: every
+/// later `BEGIN IMMEDIATE` on it fails with "attempted to call begin_with at non-zero
+/// transaction depth", and a ROLLBACK that failed for another reason would leave a real
+/// open transaction for the next caller. The pool pings a connection when it comes back
+/// and again before handing it out (`test_before_acquire`, on by default), which runs the
+/// queued ROLLBACK first (a connection's commands run in order); a connection still counted
+/// as in a transaction is then refused, and the pool closes it, which ends any transaction
+/// SQLite still had open, and takes another.
+fn fit_for_reuse(conn: &sqlx::AnyConnection) -> bool {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "closing a database connection left inside a failed transaction (its rollback failed)"
+        );
+        return false;
+    }
+    true
 }
 
 /// WAL lets readers run beside the single writer; busy_timeout makes writers from other

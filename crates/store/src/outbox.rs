@@ -166,24 +166,29 @@ impl Store {
         let recipients = serde_json::to_string(new.recipients)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let size = new.message.len() as i64;
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO outbox (account_id, idempotency_key, recipients, message, message_id, status, attempts, next_attempt_at, created_at, size, request_hash)
              SELECT $1, $2, $3, $4, $5, 'queued', 0, $6, $6, $7, $8
              WHERE ({USED_SQL} AND account_id = $1) + $7 <= $9 AND ({USED_SQL}) + $7 <= $10
              ON CONFLICT (account_id, idempotency_key) DO NOTHING RETURNING {LIST_COLUMNS}"
-        ))
-        .bind(new.account.0)
-        .bind(new.idempotency_key.map(str::to_owned))
-        .bind(recipients)
-        .bind(new.message)
-        .bind(new.message_id.to_owned())
-        .bind(now.0)
-        .bind(size)
-        .bind(new.request_hash.to_owned())
-        .bind(quota.per_account_bytes)
-        .bind(quota.total_bytes)
-        .fetch_optional(&self.pool)
-        .await?;
+        );
+        // write_returning, not fetch_optional: the statement must run to its end so that a
+        // commit the disk cannot hold is reported, not returned as a stored row.
+        let row = self
+            .write_returning(
+                sqlx::query(&sql)
+                    .bind(new.account.0)
+                    .bind(new.idempotency_key.map(str::to_owned))
+                    .bind(recipients)
+                    .bind(new.message)
+                    .bind(new.message_id.to_owned())
+                    .bind(now.0)
+                    .bind(size)
+                    .bind(new.request_hash.to_owned())
+                    .bind(quota.per_account_bytes)
+                    .bind(quota.total_bytes),
+            )
+            .await?;
         // The item comes back without its bytes: the caller has them, and reading a large
         // message back would copy it a few more times (SQLite, the row, the Vec) for nothing.
         if let Some(r) = row {
@@ -263,16 +268,19 @@ impl Store {
         lease_secs: i64,
         now: Timestamp,
     ) -> Result<Option<OutboxItem>> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE outbox SET status = 'sending', lease_holder = $1, lease_until = $2, attempts = attempts + 1
              WHERE id = (SELECT id FROM outbox WHERE (status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3) ORDER BY id LIMIT 1)
              RETURNING {COLUMNS}"
-        ))
-        .bind(holder.to_owned())
-        .bind(now.0 + lease_secs)
-        .bind(now.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        );
+        let row = self
+            .write_returning(
+                sqlx::query(&sql)
+                    .bind(holder.to_owned())
+                    .bind(now.0 + lease_secs)
+                    .bind(now.0),
+            )
+            .await?;
         row.as_ref().map(item).transpose()
     }
 
@@ -291,8 +299,9 @@ impl Store {
         .bind(id)
         .bind(holder.to_owned())
         .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
+        .map_err(StoreError::from);
+        Ok(self.track_write(done)?.rows_affected() == 1)
     }
 
     /// Records the outcome of a send, only if `holder` still holds the lease.
@@ -318,22 +327,22 @@ impl Store {
         .bind(id)
         .bind(holder.to_owned())
         .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
+        .map_err(StoreError::from);
+        Ok(self.track_write(done)?.rows_affected() == 1)
     }
 
     /// Queues a failed message again, now, with its attempts counted from zero (after the
     /// cause was fixed, e.g. the account was authorized again). Only `failed` messages can
     /// be retried: a queued or sending one is on its way, a sent one would be sent twice.
     pub async fn retry_outbox(&self, id: i64, now: Timestamp) -> Result<OutboxItem> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = $1, last_error = NULL, lease_holder = NULL, lease_until = NULL
              WHERE id = $2 AND status = 'failed' RETURNING {COLUMNS}"
-        ))
-        .bind(now.0)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        );
+        let row = self
+            .write_returning(sqlx::query(&sql).bind(now.0).bind(id))
+            .await?;
         match row {
             Some(r) => item(&r),
             None => {

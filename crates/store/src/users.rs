@@ -596,9 +596,13 @@ impl Store {
             .bind(scope_text)
             .bind(account_text)
             .bind(now.0)
-            .fetch_one(&self.pool)
+            // Stepped to the end, not `fetch_one`: see `Store::write_returning`.
+            .fetch_all(&self.pool)
             .await
-            .map_err(|e| crate::unique(e, "API token", name))?;
+            .map_err(|e| crate::unique(e, "API token", name))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("INSERT … RETURNING gave no row".into()))?;
         Ok(mailgate_core::user::ApiToken {
             id: row.try_get("id")?,
             name: name.to_owned(),

@@ -465,17 +465,20 @@ impl Store {
         lease_secs: i64,
         now: Timestamp,
     ) -> Result<Option<(Delivery, HttpUrl)>> {
-        let row = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE webhook_deliveries SET status = 'delivering', lease_holder = $1, lease_until = $2, attempts = attempts + 1
              WHERE id = (SELECT id FROM webhook_deliveries WHERE ((status = 'pending' AND next_attempt_at <= $3) OR (status = 'delivering' AND lease_until < $3))
                          AND webhook_id IN (SELECT id FROM webhooks WHERE enabled = 1) ORDER BY next_attempt_at, id LIMIT 1)
              RETURNING {DELIVERY_COLUMNS}"
-        ))
-        .bind(holder.to_owned())
-        .bind(now.0 + lease_secs)
-        .bind(now.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        );
+        let row = self
+            .write_returning(
+                sqlx::query(&sql)
+                    .bind(holder.to_owned())
+                    .bind(now.0 + lease_secs)
+                    .bind(now.0),
+            )
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let d = delivery(&row)?;
         let hook = self.webhook(d.webhook_id).await?;

@@ -4,3 +4,4 @@ pub mod browser;
 pub mod idp;
 pub mod raw;
 pub mod rig;
+pub mod tmpfs;

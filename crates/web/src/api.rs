@@ -1195,7 +1195,7 @@ async fn enqueue(state: &AppState, new: mailgate_store::NewOutboxMessage<'_>) ->
                 TOTAL_QUOTA_RETRY_AFTER_SECS,
             );
         }
-        Err(e) => return store_problem(e),
+        Err(e) => return not_queued(e),
     };
     let mut resp = (
         StatusCode::ACCEPTED,
@@ -1213,6 +1213,41 @@ fn full_outbox(status: StatusCode, code: &str, detail: String, retry_after: u64)
     resp.headers_mut().insert(
         header::RETRY_AFTER,
         axum::http::HeaderValue::from(retry_after),
+    );
+    resp
+}
+
+static NOT_QUEUED_LOG: std::sync::LazyLock<mailgate_core::log_limit::LogLimit> =
+    std::sync::LazyLock::new(|| mailgate_core::log_limit::LogLimit::new(30));
+
+/// The answer when the outbox could not store a message: nothing was queued, so the client
+/// must send again later. 507 when the disk is full, 503 for other storage failures, both
+/// with `Retry-After`; other errors as usual.
+fn not_queued(e: mailgate_store::StoreError) -> Response {
+    let (status, code, detail) = match e.storage_failure() {
+        Some(mailgate_store::StorageFailure::Full) => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the message was not queued: the server's disk is full; send it again later",
+        ),
+        Some(mailgate_store::StorageFailure::Unavailable) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the message was not queued: the database cannot store it right now; send it again later",
+        ),
+        None => return store_problem(e),
+    };
+    // Every send fails alike while the disk is full: one line per half minute.
+    if let Some(left_out) = NOT_QUEUED_LOG.allow(
+        "not_queued",
+        mailgate_core::Clock::now(&mailgate_core::SystemClock),
+    ) {
+        tracing::warn!(error = %e, left_out, "API: a message could not be queued");
+    }
+    let mut resp = problem(status, code, detail, None);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("30"),
     );
     resp
 }

@@ -324,6 +324,22 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let version = env!("CARGO_PKG_VERSION");
+    // A full disk still answers reads: a small real write (at most every 10 s while
+    // healthy, every time while writes fail) and the last 10 s of writes tell.
+    if let Err(e) = state.store.check_writable(state.clock.now(), 10).await {
+        tracing::debug!(error = %e, "health check: the database still cannot store writes");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "30")],
+            Json(json!({
+                "status": "degraded",
+                "store": "degraded",
+                "version": version,
+                "database": { "status": "cannot_write", "error": e },
+            })),
+        )
+            .into_response();
+    }
     match state.store.schema_version().await {
         Ok(schema) => Json(json!({
             "status": "ok",

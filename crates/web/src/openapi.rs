@@ -455,6 +455,12 @@ pub fn document() -> Value {
             op["responses"]["422"] = problem_response(
                 "A field is invalid (see `field`: too many recipients, a From that is not the account's, an Idempotency-Key reused with another request)",
             );
+            op["responses"]["503"] = problem_response(
+                "Not queued: the database cannot store it now; send again after Retry-After",
+            );
+            op["responses"]["507"] = problem_response(
+                "Not queued: the server's disk is full; send again after Retry-After",
+            );
         }
         if *path == "/api/v1/accounts/{id}/authorize" {
             op["responses"]["201"] = json!({ "description": "Started", "content": { "application/json": { "schema": { "type": "object", "properties": { "url": { "type": "string" }, "expires_at": { "type": "string" }, "sign_in_as": { "type": "string" } } } } } });

@@ -7,6 +7,7 @@ mod api_crud;
 mod browser;
 mod cli;
 mod cli_authorize;
+mod disk_full;
 mod flows;
 mod generic_oidc;
 mod http_edge;

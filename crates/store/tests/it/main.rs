@@ -892,3 +892,4 @@ async fn claims_of_an_earlier_run_are_released_by_prefix() {
         "only watch leases"
     );
 }
+mod disk_full;
