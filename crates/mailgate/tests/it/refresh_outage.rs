@@ -224,10 +224,7 @@ async fn messages_sent_while_a_refresh_is_in_doubt_wait_and_go_out_once() {
     assert_eq!(f.state("support")["state"], "active");
     assert_eq!(f.counter("token:refresh_token").await, 2);
     assert_eq!(f.counter("refresh_in_flight_max").await, 1);
-    let arrived = crate::support::folder_subjects(&f, &rig, "INBOX")
-        .await
-        .iter()
-        .filter(|s| **s == subject)
-        .count();
+    let arrived =
+        crate::support::arrivals(&f, &rig, "INBOX", &subject, Duration::from_secs(30)).await;
     assert_eq!(arrived, 1);
 }

@@ -319,6 +319,30 @@ pub async fn folder_subjects(
         .collect()
 }
 
+/// How many messages with `subject` are in `folder` once at least one has arrived: a
+/// message the submission server accepted reaches the mailbox through Postfix and LMTP a
+/// moment later, more so on a loaded machine. Polls for at most `within`.
+pub async fn arrivals(
+    f: &crate::oauth::Fixture,
+    rig: &mailgate_testkit::rig::MailRig,
+    folder: &str,
+    subject: &str,
+    within: std::time::Duration,
+) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let n = folder_subjects(f, rig, folder)
+            .await
+            .iter()
+            .filter(|s| *s == subject)
+            .count();
+        if n > 0 || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The `name=value` of the cookie `name` that `resp` sets.
 pub fn session_cookie(resp: &reqwest::Response, name: &str) -> String {
     resp.headers()
