@@ -94,6 +94,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions to standard output, e.g.
+    /// `mailgate completions bash > /usr/share/bash-completion/completions/mailgate`.
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output, e.g.
+    /// `mailgate man > /usr/local/share/man/man1/mailgate.1`.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

@@ -253,3 +253,68 @@ fn container_file_rules() {
         }
     }
 }
+
+#[test]
+fn shell_completions_and_man_page_come_from_the_cli() {
+    let mailgate = env!("CARGO_BIN_EXE_mailgate");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(mailgate)
+            // None of them reads the configuration: a broken one must not matter.
+            .env("MAILGATE_LISTEN", "not an address")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, bash, stderr) = run(&["completions", "bash"]);
+    assert!(status.success(), "{stderr}");
+    for word in ["authorize", "api-token", "--client-secret-stdin", "--json"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mailgate.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    for (shell, marker) in [
+        ("zsh", "#compdef mailgate"),
+        ("fish", "complete -c mailgate"),
+    ] {
+        let (status, text, stderr) = run(&["completions", shell]);
+        assert!(
+            status.success() && text.contains(marker),
+            "{shell}: {stderr}"
+        );
+    }
+    let (status, _, stderr) = run(&["completions", "tcsh"]);
+    assert_eq!(status.code(), Some(2), "an unknown shell is refused");
+    assert!(
+        stderr.contains("bash") && stderr.contains("zsh"),
+        "{stderr}"
+    );
+
+    let (status, man, stderr) = run(&["man"]);
+    assert!(status.success(), "{stderr}");
+    assert!(man.contains("\n.TH mailgate 1 "), "{man}");
+    for word in ["serve", "authorize", "\\-\\-config"] {
+        assert!(man.contains(word), "man page lacks {word}");
+    }
+    // Hidden: they are packaging tools, not part of the everyday command list.
+    let (_, help, _) = run(&["--help"]);
+    assert!(
+        help.contains("authorize") && !help.contains("completions"),
+        "{help}"
+    );
+}
