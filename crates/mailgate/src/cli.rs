@@ -105,6 +105,10 @@ pub enum Command {
     /// `mailgate man > /usr/local/share/man/man1/mailgate.1`.
     #[command(hide = true)]
     Man,
+    /// Print a mailgate.toml with every setting commented out beside its default, e.g.
+    /// `mailgate sample-config > /etc/mailgate/mailgate.toml`.
+    #[command(hide = true)]
+    SampleConfig,
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,6 +69,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Completions { shell } => return print_completions(shell),
         Command::Man => return print_man_page(),
+        Command::SampleConfig => {
+            print!("{}", config::sample_config());
+            return ExitCode::SUCCESS;
+        }
         _ => {}
     }
     init_logging(matches!(cli.command, Command::Serve));
@@ -198,7 +202,7 @@ async fn run(cli: Cli) -> CmdResult {
             r
         }
         // Answered in `main` before any configuration is read.
-        Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Completions { .. } | Command::Man | Command::SampleConfig => Ok(()),
         Command::Token { account, json } => {
             let store = Arc::new(open_store(&config).await?);
             let engine = new_engine(&store, &config)?;

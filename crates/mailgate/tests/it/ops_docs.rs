@@ -311,10 +311,19 @@ fn shell_completions_and_man_page_come_from_the_cli() {
     for word in ["serve", "authorize", "\\-\\-config"] {
         assert!(man.contains(word), "man page lacks {word}");
     }
+    let (status, sample, stderr) = run(&["sample-config"]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        sample,
+        std::fs::read_to_string(repo_file("packaging/mailgate.toml")).unwrap(),
+        "mailgate sample-config prints packaging/mailgate.toml"
+    );
     // Hidden: they are packaging tools, not part of the everyday command list.
     let (_, help, _) = run(&["--help"]);
     assert!(
-        help.contains("authorize") && !help.contains("completions"),
+        help.contains("authorize")
+            && !help.contains("completions")
+            && !help.contains("sample-config"),
         "{help}"
     );
 }
