@@ -327,3 +327,124 @@ fn shell_completions_and_man_page_come_from_the_cli() {
         "{help}"
     );
 }
+
+/// The admin guides, checked against what the code does: the scopes of the presets, the
+/// problem codes they cite, the CLI options they show, and the traps they must warn about.
+#[test]
+fn guides_agree_with_the_code() {
+    use mailgate_core::preset;
+    let guides = [
+        "microsoft-365.md",
+        "google-workspace.md",
+        "any-oauth2-server.md",
+        "using-mailgate-from-your-application.md",
+    ];
+    let read =
+        |name: &str| std::fs::read_to_string(repo_file(&format!("docs/guides/{name}"))).unwrap();
+    let microsoft = read("microsoft-365.md");
+    let google = read("google-workspace.md");
+    for scope in [
+        preset::MS_IMAP,
+        preset::MS_POP,
+        preset::MS_SMTP,
+        preset::MS_APP_ONLY,
+    ] {
+        assert!(microsoft.contains(scope), "microsoft-365.md lacks {scope}");
+    }
+    assert!(google.contains(preset::GOOGLE_MAIL));
+    // The traps users hit, each of which must be spelled out.
+    for (text, name, words) in [
+        (
+            &microsoft,
+            "microsoft-365.md",
+            [
+                "Secret ID",
+                "Value",
+                "Authenticated SMTP",
+                "private browser window",
+            ],
+        ),
+        (
+            &google,
+            "google-workspace.md",
+            ["Testing", "7 days", "Publish app", "domain-wide delegation"],
+        ),
+    ] {
+        for word in words {
+            assert!(text.contains(word), "{name} does not mention {word:?}");
+        }
+    }
+
+    let codes = every_problem_code();
+    let mailgate = env!("CARGO_BIN_EXE_mailgate");
+    let mut options = String::new();
+    for command in [
+        &["app", "add"][..],
+        &["app", "update"],
+        &["account", "add"],
+        &["authorize"],
+        &["api-token", "create"],
+        &["token"],
+        &["test"],
+    ] {
+        let out = std::process::Command::new(mailgate)
+            .args(command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        options.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    for name in guides {
+        let text = read(name);
+        // Codes cited as "(`code`)" exist.
+        for cited in text
+            .split("(`")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("`)"))
+        {
+            let code = cited.0;
+            if code.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                assert!(
+                    codes.iter().any(|(known, _)| *known == code),
+                    "{name} cites the problem code `{code}`, which mailgate does not have"
+                );
+            }
+        }
+        // Options of mailgate commands in its shell examples exist.
+        let mut in_mailgate_command = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with("mailgate ") {
+                in_mailgate_command = true;
+            }
+            if in_mailgate_command {
+                for option in line
+                    .split_whitespace()
+                    .filter(|w| w.starts_with("--") && w.len() > 2)
+                {
+                    let option = option.split('=').next().unwrap();
+                    assert!(
+                        options.contains(&format!("{option} "))
+                            || options.contains(&format!("{option}\n")),
+                        "{name} shows the option {option}, which no mailgate command has"
+                    );
+                }
+                in_mailgate_command = line.ends_with('\\');
+            }
+        }
+        // Relative links lead somewhere.
+        for link in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split_once(')'))
+        {
+            let target = link.0.split('#').next().unwrap();
+            if !target.is_empty() && !target.contains("://") {
+                assert!(
+                    repo_file("docs/guides").join(target).exists(),
+                    "{name} links to {target}, which does not exist"
+                );
+            }
+        }
+    }
+}
