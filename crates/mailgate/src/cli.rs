@@ -94,6 +94,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions to standard output, e.g.
+    /// `mailgate completions bash > /usr/share/bash-completion/completions/mailgate`.
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output, e.g.
+    /// `mailgate man > /usr/local/share/man/man1/mailgate.1`.
+    #[command(hide = true)]
+    Man,
+    /// Print a mailgate.toml with every setting commented out beside its default, e.g.
+    /// `mailgate sample-config > /etc/mailgate/mailgate.toml`.
+    #[command(hide = true)]
+    SampleConfig,
 }
 
 #[derive(Debug, Subcommand)]

@@ -472,6 +472,207 @@ impl Config {
     }
 }
 
+/// One configuration key as the sample file (`packaging/mailgate.toml`) shows it. Every key
+/// `load` reads is in [`SETTINGS`] (a test compares it with the file's shape), and the sample
+/// is generated from this table (a test compares it with the packaged file).
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The TOML key; the environment variable is `MAILGATE_` and the key in capitals.
+    pub key: &'static str,
+    /// The default as a TOML value, or None when there is none to write (it is derived, or
+    /// unset means "not used"): then `example` is shown instead.
+    pub default: Option<&'static str>,
+    /// A TOML value to show when there is no default.
+    pub example: &'static str,
+    /// What it does, for the sample's comment (one or more lines).
+    pub about: &'static str,
+}
+
+const fn setting(key: &'static str, default: &'static str, about: &'static str) -> Setting {
+    Setting {
+        key,
+        default: Some(default),
+        example: default,
+        about,
+    }
+}
+
+const fn example(key: &'static str, example: &'static str, about: &'static str) -> Setting {
+    Setting {
+        key,
+        default: None,
+        example,
+        about,
+    }
+}
+
+/// Every configuration key, in the order the sample shows them. A new key goes at the end.
+pub const SETTINGS: &[Setting] = &[
+    setting(
+        "listen",
+        "\"127.0.0.1:8080\"",
+        "Address and port serve listens on (IP:PORT). Put a TLS reverse proxy in front of it.",
+    ),
+    setting(
+        "data_dir",
+        "\"./mailgate-data\"",
+        "Directory of the SQLite database and the master key file (created mode 0700).",
+    ),
+    example(
+        "public_url",
+        "\"https://mail.example.com\"",
+        "The URL users open; the OAuth redirect URI is <public_url>/oauth/callback.\nUnset: http://<the address serve listens on>.",
+    ),
+    example(
+        "database_url",
+        "\"sqlite:///var/lib/mailgate/mailgate.db\"",
+        "The database. Unset: sqlite://<data_dir>/mailgate.db.",
+    ),
+    example(
+        "master_key",
+        "\"<base64 key from `openssl rand -base64 32`>\"",
+        "Keys that encrypt secrets at rest (base64, comma-separated; the first encrypts).\nUnset: the key file <data_dir>/master.key. Prefer MAILGATE_MASTER_KEY from a secret\nstore to writing a key into this file.",
+    ),
+    setting(
+        "oauth_timeout_secs",
+        "20",
+        "How long one request to an identity provider may take.",
+    ),
+    setting(
+        "refresh_interval_secs",
+        "60",
+        "How often serve looks for tokens to refresh and secrets about to expire.",
+    ),
+    example(
+        "extra_ca_file",
+        "\"/etc/mailgate/extra-ca.pem\"",
+        "PEM CA certificates trusted for mail servers besides the Mozilla roots. Unset: none.",
+    ),
+    setting(
+        "outbox_retry_secs",
+        "30",
+        "First delay before an outbox message is retried (doubles per attempt, at most 1 h).",
+    ),
+    setting(
+        "webhook_retry_secs",
+        "30",
+        "First delay before a webhook delivery is retried (doubling to 1 h, for 24 h).",
+    ),
+    setting(
+        "webhook_allow_private",
+        "false",
+        "Let webhooks reach loopback and private addresses.",
+    ),
+    setting(
+        "poll_interval_secs",
+        "60",
+        "How often watchers poll (POP3, and IMAP servers without IDLE).",
+    ),
+    setting(
+        "idle_secs",
+        "1500",
+        "Longest IMAP IDLE round before it is re-issued (at most 1740: Exchange drops IDLE at 30 min).",
+    ),
+    setting(
+        "outbox_account_quota_bytes",
+        "209715200",
+        "Bytes of one account's messages queued or being sent (200 MiB); beyond, 429.",
+    ),
+    setting(
+        "outbox_total_quota_bytes",
+        "1073741824",
+        "Bytes of all accounts' messages queued or being sent (1 GiB); beyond, 507.",
+    ),
+    setting(
+        "max_recipients",
+        "500",
+        "Recipients (to, cc and bcc together) of one message.",
+    ),
+    setting(
+        "refresh_in_doubt_backoff_secs",
+        "120",
+        "After a refresh got no answer, the wait beyond oauth_timeout_secs before the same\nrefresh token is sent again (the provider may have rotated it); doubles, at most 1 h.",
+    ),
+    setting(
+        "idp_allow_private",
+        "false",
+        "Let identity-provider requests reach loopback and private addresses (a provider\ninside your network).",
+    ),
+    setting(
+        "http_header_timeout_secs",
+        "10",
+        "A request's head must arrive within this of the connection opening or going idle.",
+    ),
+    setting(
+        "http_idle_timeout_secs",
+        "120",
+        "A connection on which no byte moves either way for this long is closed.",
+    ),
+    setting(
+        "http_max_connections",
+        "1024",
+        "Open HTTP connections at most; at the cap serve stops accepting until one closes.",
+    ),
+    setting(
+        "http_send_concurrency",
+        "16",
+        "Sends (POST /api/v1/accounts/{id}/messages) in progress at once.",
+    ),
+    setting(
+        "http_send_wait_secs",
+        "10",
+        "How long a send waits for a slot before 503 with Retry-After.",
+    ),
+    setting(
+        "trusted_proxies",
+        "[]",
+        "Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For is believed,\ne.g. [\"127.0.0.1\", \"10.0.0.0/8\"]. Empty: the connection's peer is the client.",
+    ),
+    setting(
+        "setup_link_secs",
+        "86400",
+        "How long the first-administrator setup link printed by serve stays valid.",
+    ),
+];
+
+impl Setting {
+    /// `MAILGATE_` and the key in capitals.
+    pub fn env_name(&self) -> String {
+        format!("MAILGATE_{}", self.key.to_ascii_uppercase())
+    }
+}
+
+/// The sample `mailgate.toml`: every key commented out, with its default (or an example)
+/// and what it does. `packaging/mailgate.toml` is exactly this (a test compares).
+pub fn sample_config() -> String {
+    let mut out = String::from(
+        "# mailgate.toml: every setting, commented out, with its default (or an example when\n\
+         # there is none). Uncomment what you change. Each key can also be set by the\n\
+         # environment variable shown, which beats this file: MAILGATE_CONFIG names this file.\n\
+         # Generated from crates/mailgate/src/config.rs (SETTINGS) by `mailgate sample-config`.\n",
+    );
+    for setting in SETTINGS {
+        out.push('\n');
+        for line in setting.about.lines() {
+            out.push_str("# ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        let shown = match setting.default {
+            Some(_) => "default",
+            None => "example",
+        };
+        out.push_str(&format!(
+            "# ({}; environment {})\n# {} = {}\n",
+            shown,
+            setting.env_name(),
+            setting.key,
+            setting.default.unwrap_or(setting.example)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,5 +950,129 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// The field names of a `Deserialize` struct, as serde's derive declares them.
+    fn struct_fields<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
+        use serde::de::{Error as _, Visitor, value::Error};
+        struct Capture<'a>(&'a mut Vec<&'static str>);
+        impl<'de> serde::Deserializer<'de> for Capture<'_> {
+            type Error = Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+                Err(Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Error> {
+                self.0.extend_from_slice(fields);
+                Err(Error::custom("fields captured"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut fields = Vec::new();
+        let _ = T::deserialize(Capture(&mut fields));
+        fields
+    }
+
+    #[test]
+    fn every_file_key_is_in_the_settings_table() {
+        let fields = struct_fields::<FileConfig>();
+        assert!(fields.len() > 20, "{fields:?}");
+        for field in &fields {
+            assert!(
+                SETTINGS.iter().any(|s| s.key == *field),
+                "the config key `{field}` is read by config::load but missing from config::SETTINGS: \
+                 add it there (default, what it does) and regenerate packaging/mailgate.toml \
+                 (mailgate sample-config > packaging/mailgate.toml)"
+            );
+        }
+        for setting in SETTINGS {
+            assert!(
+                fields.contains(&setting.key),
+                "config::SETTINGS lists `{}`, which the config file does not have",
+                setting.key
+            );
+        }
+    }
+
+    #[test]
+    fn every_setting_is_read_from_its_environment_variable() {
+        for setting in SETTINGS {
+            let name = setting.env_name();
+            // Two values no key accepts both of: a bad value must be refused naming the variable.
+            let refused = ["!not-valid!", ""].iter().any(|bad| {
+                load(None, &env_of(&[(name.as_str(), bad)]))
+                    .is_err_and(|e| e.to_string().starts_with(&format!("{name}: ")))
+            });
+            assert!(refused, "{name} is not read by config::load");
+        }
+    }
+
+    #[test]
+    fn packaged_sample_config_is_the_generated_one() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/mailgate.toml");
+        let generated = sample_config();
+        let packaged = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            packaged == generated,
+            "packaging/mailgate.toml differs from config::sample_config(); regenerate it with \
+             `mailgate sample-config > packaging/mailgate.toml`"
+        );
+    }
+
+    #[test]
+    fn sample_config_round_trips_through_the_loader() {
+        let defaults = format!("{:?}", load(None, &env_of(&[])).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        let sample = sample_config();
+        // As shipped (all commented out) it is the defaults.
+        std::fs::write(&path, &sample).unwrap();
+        assert_eq!(
+            format!("{:?}", load(Some(&path), &env_of(&[])).unwrap()),
+            defaults
+        );
+        // Every default uncommented: still exactly the defaults, so the sample tells the truth.
+        let uncomment = |keep: &dyn Fn(&Setting) -> bool| -> String {
+            sample
+                .lines()
+                .map(|line| {
+                    let value_line = SETTINGS
+                        .iter()
+                        .find(|s| line.starts_with(&format!("# {} = ", s.key)) && keep(s));
+                    match value_line {
+                        Some(_) => line.trim_start_matches("# ").to_owned(),
+                        None => line.to_owned(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let with_defaults = uncomment(&|s| s.default.is_some());
+        assert_eq!(
+            with_defaults
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .count(),
+            SETTINGS.iter().filter(|s| s.default.is_some()).count()
+        );
+        std::fs::write(&path, &with_defaults).unwrap();
+        assert_eq!(
+            format!("{:?}", load(Some(&path), &env_of(&[])).unwrap()),
+            defaults
+        );
+        // The examples load too, except a key (a placeholder) and a CA file (must exist).
+        let with_examples = uncomment(&|s| !matches!(s.key, "master_key" | "extra_ca_file"));
+        std::fs::write(&path, &with_examples).unwrap();
+        let c = load(Some(&path), &env_of(&[])).unwrap();
+        assert_eq!(c.public_url.unwrap().as_str(), "https://mail.example.com/");
+        assert_eq!(c.database_url, "sqlite:///var/lib/mailgate/mailgate.db");
     }
 }

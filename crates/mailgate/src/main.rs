@@ -64,6 +64,17 @@ pub type CmdResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the clap definition itself, so they cannot drift; no configuration,
+    // store or runtime needed.
+    match cli.command {
+        Command::Completions { shell } => return print_completions(shell),
+        Command::Man => return print_man_page(),
+        Command::SampleConfig => {
+            print!("{}", config::sample_config());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     init_logging(matches!(cli.command, Command::Serve));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,6 +94,24 @@ fn main() -> ExitCode {
         }
         Err(Failure::Runtime(msg)) => {
             eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "mailgate", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+fn print_man_page() -> ExitCode {
+    use clap::CommandFactory;
+    match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the man page: {e}");
             ExitCode::from(1)
         }
     }
@@ -172,6 +201,8 @@ async fn run(cli: Cli) -> CmdResult {
             store.close().await;
             r
         }
+        // Answered in `main` before any configuration is read.
+        Command::Completions { .. } | Command::Man | Command::SampleConfig => Ok(()),
         Command::Token { account, json } => {
             let store = Arc::new(open_store(&config).await?);
             let engine = new_engine(&store, &config)?;

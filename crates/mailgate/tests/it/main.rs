@@ -15,6 +15,7 @@ mod idp_egress;
 mod key_file;
 mod mailtest;
 mod oauth;
+mod ops_docs;
 mod outbox;
 mod outbox_hardening;
 mod refresh_outage;
