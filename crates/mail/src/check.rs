@@ -805,13 +805,15 @@ async fn send_test(
         .collect();
     let mech = capabilities_step(r, p, Ok(exts), || c.oauth_mechanism())?;
     let token = token_step(r, p, tokens, clock).await?;
+    // A delegate authenticates as itself and sends as the mailbox (`user`, the envelope).
+    let auth_user = account.spec.smtp_auth_user().as_str();
     authenticate_step!(
         r,
         p,
         tokens,
         token,
-        format!("{} as {user}", mech.name()),
-        c.authenticate(mech, user, &token, server.port.get())
+        format!("{} as {auth_user}", mech.name()),
+        c.authenticate(mech, auth_user, &token, server.port.get())
     )?;
     let id = message::new_message_id(account.spec.mailbox.domain());
     let started = Instant::now();

@@ -69,7 +69,8 @@ async fn smtp_login(
             "the SMTP server offers no OAuth mechanism",
         )
     })?;
-    let user = account.spec.sasl_user().to_string();
+    // A delegate authenticates as itself; the envelope sender stays the mailbox.
+    let user = account.spec.smtp_auth_user().to_string();
     c.authenticate(mech, &user, &token, server.port.get())
         .await?;
     Ok(c)

@@ -299,6 +299,12 @@ pub struct AccountSettings {
     /// none, webhook, mark_seen, delete or move:FOLDER.
     #[arg(long, value_parser = OnReceived::parse)]
     pub on_received: Option<OnReceived>,
+    /// For a shared mailbox: the user with FullAccess (and SendAs) on it who signs in.
+    #[arg(long, value_parser = EmailAddress::parse)]
+    pub delegate: Option<EmailAddress>,
+    /// With a delegate, send on behalf (true: `Sender:` the delegate) or as the mailbox (false).
+    #[arg(long, value_name = "BOOL")]
+    pub send_on_behalf: Option<bool>,
 }
 
 #[derive(Debug, Args)]

@@ -490,6 +490,7 @@ impl Store {
             .await
             .map_err(|e| unique(e, "account", spec.name.as_str()))?;
         let id = AccountId(row.try_get("id")?);
+        rows::write_account_delegate(&mut tx, id, spec).await?;
         record(
             &mut tx,
             now,
@@ -604,6 +605,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| unique(e, "account", spec.name.as_str()))?;
+        rows::write_account_delegate(&mut tx, id, spec).await?;
         record(
             &mut tx,
             now,
