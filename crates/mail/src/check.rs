@@ -188,6 +188,16 @@ struct TokenSource<'a> {
 }
 
 impl TokenSource<'_> {
+    /// A refused IMAP/POP3 login of a delegated account names the missing FullAccess; an
+    /// SMTP login is the delegate's own and keeps its cause.
+    fn login_refusal(&self, protocol: &str, e: MailError) -> MailError {
+        if protocol == "smtp" {
+            e
+        } else {
+            crate::inbox::shared_mailbox_refusal(self.account, e)
+        }
+    }
+
     async fn get(&mut self) -> Result<String, MailError> {
         if self.cached.is_none() {
             let r = match self.engine.access_token(self.account.id).await {
@@ -254,13 +264,13 @@ macro_rules! authenticate_step {
                                 Some(())
                             }
                             Err(e) => {
-                                $r.fail(&name, started, &e);
+                                $r.fail(&name, started, &$tokens.login_refusal($p, e));
                                 None
                             }
                         }
                     }
                     Ok(None) => {
-                        $r.fail(&name, started, &e);
+                        $r.fail(&name, started, &$tokens.login_refusal($p, e));
                         None
                     }
                     Err(refresh) => {
@@ -282,7 +292,7 @@ macro_rules! authenticate_step {
                 }
             }
             Err(e) => {
-                $r.fail(&name, started, &e);
+                $r.fail(&name, started, &$tokens.login_refusal($p, e));
                 None
             }
         }

@@ -73,6 +73,25 @@ where
     }
 }
 
+/// A delegate's token refused for the shared mailbox's IMAP/POP3 login (Exchange: "User is
+/// authenticated but not connected"; the rig: the login refused) means the delegate lacks
+/// FullAccess: say so, with the PowerShell line that grants it.
+pub(crate) fn shared_mailbox_refusal(account: &MailAccount, e: MailError) -> MailError {
+    let refused = matches!(e.remedy, MailRemedy::AuthFailed | MailRemedy::NotConnected);
+    match &account.spec.delegate {
+        Some(delegate) if refused => MailError {
+            remedy: MailRemedy::SharedMailboxNoAccess,
+            detail: format!(
+                "{delegate}'s token was refused for the shared mailbox {} ({})",
+                account.spec.sasl_user(),
+                e.detail
+            ),
+            ..e
+        },
+        _ => e,
+    }
+}
+
 fn inbound(account: &MailAccount) -> Result<(InboundProtocol, &ServerEndpoint), MailError> {
     let inb = account.spec.inbound.as_ref().ok_or_else(|| {
         MailError::new(
@@ -112,6 +131,7 @@ pub async fn open_imap(
         }
     })
     .await
+    .map_err(|e| shared_mailbox_refusal(account, e))
 }
 
 async fn imap_login(
@@ -153,6 +173,7 @@ pub async fn open_pop3(
         async move { pop3_login(server, tls, user, &token, timeout).await }
     })
     .await
+    .map_err(|e| shared_mailbox_refusal(account, e))
 }
 
 /// Connect, STLS when asked, and authenticate `user` with `token` over the first OAuth

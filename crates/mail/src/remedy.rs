@@ -40,5 +40,7 @@ mail_remedies! {
     Disabled = "account_disabled", "The account is disabled. Enable it to test it.";
     ServerBusy = "server_busy", "The server is temporarily not taking connections or commands (a 4xx reply such as 421). mailgate tries again later; if it lasts, check the server's load and limits.";
     AuthTemporary = "auth_temporary", "The mail server could not check the token just now (a temporary failure, such as 454 4.7.0, NO [UNAVAILABLE] or -ERR [SYS/TEMP]), often because it cannot reach the identity provider. The token was not refused: mailgate tries again later.";
+    SharedMailboxNoAccess = "shared_mailbox_no_access", "The delegate signed in, but the server would not open the shared mailbox with its token: the delegate lacks FullAccess. Grant it in Exchange Online PowerShell: Add-MailboxPermission -Identity <mailbox> -User <delegate> -AccessRights FullAccess (it can take up to an hour to apply), then test again.";
+    SendAsDenied = "send_as_denied", "The server refused to send as this address: the signed-in user may not send as it (Exchange: 5.7.60 SendAsDenied). Grant it in Exchange Online PowerShell: Add-RecipientPermission -Identity <mailbox> -Trustee <delegate> -AccessRights SendAs; or grant Send on Behalf (Set-Mailbox <mailbox> -GrantSendOnBehalfTo <delegate>) and switch the account to send on behalf.";
     SendDeferred = "send_deferred", "The server deferred the message with a temporary (4xx) reply: it is busy, rate-limiting, or cannot reach the next hop. Its words are below; mailgate tries again later.";
 }

@@ -87,6 +87,8 @@ pub fn is_permanent(e: &MailError) -> bool {
                 .is_some_and(|r| !matches!(r.severity(), mailgate_oauth::Severity::Transient))
         }),
         MailRemedy::AuthFailed
+        | MailRemedy::SendAsDenied
+        | MailRemedy::SharedMailboxNoAccess
         | MailRemedy::SmtpAuthDisabled
         | MailRemedy::OAuthNotOffered
         | MailRemedy::TlsNameMismatch

@@ -1,0 +1,302 @@
+//! Shared mailboxes (issue 16): a delegate signs in for `support@`, mailgate opens the shared
+//! mailbox with the delegate's token and sends as it. The rig models Exchange's permissions:
+//! Dovecot opens a shared mailbox for a delegate only with FullAccess, and submission refuses
+//! an envelope sender the delegate may not send as (SendAs), both granted at the emulator.
+
+use crate::mailtest::on_rig_with;
+use crate::oauth::{Fixture, PASSWORD};
+use crate::support::text;
+use mailgate_testkit::idp::UserSpec;
+use mailgate_testkit::rig::MailRig;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Registers the delegate `alice-…` with the given permissions on the fixture's mailbox and
+/// names it as the account's delegate. Returns its address.
+async fn with_delegate(f: &Fixture, full_access: bool, send_as: bool) -> String {
+    let delegate = format!("alice-{}@example.test", &f.client_id[..8]);
+    let grant = |on: bool| if on { vec![f.mailbox.clone()] } else { vec![] };
+    f.idp
+        .add_user(UserSpec {
+            full_access: grant(full_access),
+            send_as: grant(send_as),
+            ..UserSpec::new(&delegate, PASSWORD)
+        })
+        .await
+        .unwrap();
+    f.env.ok(
+        &["account", "update", "support", "--delegate", &delegate],
+        None,
+    );
+    delegate
+}
+
+/// `mailgate test support --json`: (exit code, report).
+fn test_json(f: &Fixture) -> (i32, Value) {
+    let out = f.env.run(
+        &[
+            "test",
+            "support",
+            "--json",
+            "--step-timeout",
+            "5",
+            "--find-within",
+            "20",
+        ],
+        None,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// The step named `name`, else the first whose name starts with it (the send step names
+/// its recipient).
+fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let steps = report["steps"].as_array().unwrap();
+    steps
+        .iter()
+        .find(|s| s["name"] == name)
+        .or_else(|| {
+            steps
+                .iter()
+                .find(|s| s["name"].as_str().unwrap().starts_with(name))
+        })
+        .unwrap_or_else(|| panic!("no step {name:?}: {report:#}"))
+}
+
+/// The headers of the newest message in the shared mailbox's INBOX, over raw IMAP with the
+/// delegate's token and `user=` the shared mailbox.
+async fn newest_headers(f: &Fixture, rig: &MailRig) -> String {
+    let mut imap = crate::support::raw_imap(f, rig, "INBOX").await;
+    let lines = imap
+        .imap_command("h1", "FETCH * (BODY.PEEK[HEADER.FIELDS (FROM SENDER)])")
+        .await
+        .unwrap();
+    lines.join("\n")
+}
+
+fn assert_sasl_users(report: &Value, inbound: &str, mailbox: &str, delegate: &str) {
+    let login = step(report, &format!("{inbound}: authenticate"));
+    assert!(
+        login["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("as {mailbox}")),
+        "{inbound} logs in with user= the shared mailbox: {report:#}"
+    );
+    let smtp = step(report, "smtp: authenticate");
+    assert!(
+        smtp["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("as {delegate}")),
+        "SMTP authenticates as the delegate: {report:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegate_with_full_access_and_send_as_reads_and_sends_as_the_shared_mailbox() {
+    let (f, rig) = on_rig_with(&[]).await;
+    let delegate = with_delegate(&f, true, true).await;
+
+    let shown = f.env.ok(&["account", "show", "support"], None);
+    let access = format!("{} accessed as {delegate}", f.mailbox);
+    assert!(shown.contains(&access), "{shown}");
+    assert_eq!(f.state("support")["access"], access.as_str());
+
+    let url = f.authorize_url("support");
+    assert!(
+        url.contains(&format!("login_hint={}", delegate.replace('@', "%40"))),
+        "the delegate is asked to sign in: {url}"
+    );
+    f.authorize_as("support", &delegate).await;
+    assert_eq!(f.state("support")["state"], "active");
+
+    // IMAP: the whole round trip (send to the shared mailbox, find it there).
+    let (code, report) = test_json(&f);
+    assert_eq!(code, 0, "{report:#}");
+    assert_sasl_users(&report, "imap", &f.mailbox, &delegate);
+    let headers = newest_headers(&f, &rig).await;
+    assert!(
+        headers.contains(&format!("<{}>", f.mailbox)) && !headers.contains("Sender:"),
+        "From is the shared mailbox (SendAs): {headers}"
+    );
+
+    // POP3 on the same grant.
+    let pop3s = rig.pop3s_port().to_string();
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--inbound",
+            "pop3",
+            "--inbound-host",
+            "localhost",
+            "--inbound-port",
+            &pop3s,
+            "--inbound-tls",
+            "implicit",
+        ],
+        None,
+    );
+    let (code, report) = test_json(&f);
+    assert_eq!(code, 0, "{report:#}");
+    assert_sasl_users(&report, "pop3", &f.mailbox, &delegate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_on_behalf_puts_the_delegate_in_sender_and_the_mailbox_in_from() {
+    let (f, rig) = on_rig_with(&[]).await;
+    let delegate = with_delegate(&f, true, true).await;
+    f.env.ok(
+        &["account", "update", "support", "--send-on-behalf", "true"],
+        None,
+    );
+    f.authorize_as("support", &delegate).await;
+    let (code, report) = test_json(&f);
+    assert_eq!(code, 0, "{report:#}");
+    let headers = newest_headers(&f, &rig).await;
+    assert!(
+        headers.contains(&format!("From: \"Support Desk\" <{}>", f.mailbox)),
+        "{headers}"
+    );
+    assert!(
+        headers.contains(&format!("Sender: <{delegate}>")),
+        "{headers}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_full_access_test_configuration_stops_at_login_with_shared_mailbox_no_access() {
+    let (f, _rig) = on_rig_with(&[]).await;
+    let delegate = with_delegate(&f, false, true).await;
+    f.authorize_as("support", &delegate).await;
+    let (code, report) = test_json(&f);
+    assert_eq!(code, 1, "{report:#}");
+    let login = step(&report, "imap: authenticate");
+    assert_eq!(login["status"], "failed", "{report:#}");
+    assert_eq!(
+        login["remediation"]["code"], "shared_mailbox_no_access",
+        "{report:#}"
+    );
+    let sentence = login["remediation"]["text"].as_str().unwrap();
+    assert!(
+        sentence.contains("Add-MailboxPermission") && sentence.contains("FullAccess"),
+        "{report:#}"
+    );
+    assert!(
+        login["detail"].as_str().unwrap().contains(&delegate),
+        "{report:#}"
+    );
+    // The delegate's own SMTP login and SendAs still work.
+    assert_eq!(step(&report, "smtp: send test message")["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_send_as_the_send_and_an_outbox_message_fail_at_once_with_send_as_denied() {
+    let (f, rig) = on_rig_with(&[("MAILGATE_OUTBOX_RETRY_SECS", "1")]).await;
+    assert!(
+        rig.info().sender_login_map.is_some(),
+        "this test needs a rig whose submission checks SendAs: the shared rig of scripts/test \
+         (scripts/mail-rig start --sender-login-map, from the emulator's sender_login_map)"
+    );
+    let delegate = with_delegate(&f, true, false).await;
+    f.authorize_as("support", &delegate).await;
+
+    let (code, report) = test_json(&f);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(step(&report, "imap: authenticate")["status"], "ok");
+    let send = step(&report, "smtp: send test message");
+    assert_eq!(send["status"], "failed", "{report:#}");
+    assert_eq!(send["remediation"]["code"], "send_as_denied", "{report:#}");
+    let says = send["server_says"].as_str().unwrap();
+    assert!(
+        says.starts_with('5') && says.contains("SendAsDenied") && says.contains(&delegate),
+        "the server's words: {report:#}"
+    );
+
+    // The outbox: failed after its first attempt, with the same remediation.
+    let token = {
+        let out = f.env.run(
+            &[
+                "api-token",
+                "create",
+                "--name",
+                "sender",
+                "--scope",
+                "messages:send",
+            ],
+            None,
+        );
+        assert!(out.status.success());
+        text(&out.stdout).trim().to_owned()
+    };
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/api/v1/accounts/1/messages", f.server.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": [f.mailbox], "subject": "as support", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let v: Value = client
+            .get(format!("{}/api/v1/messages/{id}", f.server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "failed" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never failed: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed["attempts"], 1, "a permanent refusal: {failed}");
+    let error = failed["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("[send_as_denied]") && error.contains("Add-RecipientPermission"),
+        "{failed}"
+    );
+}
+
+/// No rig: only the identity check at the callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_delegate_may_authorize_a_delegated_account_and_nothing_is_stored_otherwise() {
+    let f = Fixture::start().await;
+    let delegate = with_delegate(&f, true, true).await;
+    let other = format!("mallory-{}@example.test", &f.client_id[..8]);
+    f.idp
+        .add_user(UserSpec::new(&other, PASSWORD))
+        .await
+        .unwrap();
+    let before = f.env.dump_db().await;
+    // The shared mailbox itself and a third user are both refused, with both names shown.
+    for intruder in [f.mailbox.clone(), other] {
+        let url = f.authorize_url("support");
+        let (status, page) = f.sign_in_and_callback(&url, &intruder).await;
+        assert_eq!(status, 403, "{page}");
+        assert!(
+            page.contains(&format!("You signed in as <strong>{intruder}</strong>"))
+                && page.contains(&format!("this account is <strong>{delegate}</strong>")),
+            "{page}"
+        );
+        assert_eq!(f.state("support")["state"], "unauthorized");
+    }
+    let grants = f.env.dump_db().await;
+    assert!(
+        grants.contains("== grants\n== "),
+        "no grant row may exist: {grants}"
+    );
+    assert!(before.contains("== grants\n== "), "{before}");
+    f.authorize_as("support", &delegate).await;
+    assert_eq!(f.state("support")["state"], "active");
+}
