@@ -300,3 +300,20 @@ async fn only_the_delegate_may_authorize_a_delegated_account_and_nothing_is_stor
     f.authorize_as("support", &delegate).await;
     assert_eq!(f.state("support")["state"], "active");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_delivered_to_the_shared_mailbox_reaches_a_webhook() {
+    use crate::webhooks::{Receiver, api_token, deliver, subscribe, wait_for_watching};
+    let (f, rig) = on_rig_with(&[("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true")]).await;
+    let delegate = with_delegate(&f, true, true).await;
+    f.authorize_as("support", &delegate).await;
+    let token = api_token(&f, "app", &["webhooks:write", "accounts:read"], &[]);
+    let rx = Receiver::start(&[]).await;
+    subscribe(&f, &token, &rx.url, &["message.received"], Some(1)).await;
+    // The watcher logs in to the shared mailbox with the delegate's token.
+    wait_for_watching(&f, &token, "").await;
+    let subject = format!("for the help desk {}", &f.client_id[..8]);
+    deliver(&rig, &f.mailbox, &subject, "delivered to support@").await;
+    let hit = rx.wait_for(1, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(hit.json()["data"]["message"]["subject"], subject.as_str());
+}

@@ -1,7 +1,7 @@
 //! Who may send as whom, for the mail rig's Postfix: a `tcp:` lookup table (Postfix's
 //! tcp_table(5) protocol) that `smtpd_sender_login_maps` queries with the envelope sender.
 //! Every address is owned by itself and by the users granted SendAs on it (`UserSpec::send_as`,
-//! Exchange's `Add-RecipientPermission`), so `reject_sender_login_mismatch` refuses a delegate
+//! Exchange's `Add-RecipientPermission`), so `reject_authenticated_sender_login_mismatch` refuses a delegate
 //! that sends as a shared mailbox without SendAs, as Exchange does with `5.7.60 SendAsDenied`.
 //!
 //! The protocol: one request per line, `get SP key LF` with the key %XX-encoded; one reply
