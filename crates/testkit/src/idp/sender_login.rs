@@ -1,8 +1,9 @@
 //! Who may send as whom, for the mail rig's Postfix: a `tcp:` lookup table (Postfix's
 //! tcp_table(5) protocol) that `smtpd_sender_login_maps` queries with the envelope sender.
-//! Every address is owned by itself and by the users granted SendAs on it (`UserSpec::send_as`,
-//! Exchange's `Add-RecipientPermission`), so `reject_authenticated_sender_login_mismatch` refuses a delegate
-//! that sends as a shared mailbox without SendAs, as Exchange does with `5.7.60 SendAsDenied`.
+//! Every address is owned by itself and by the users granted SendAs on it
+//! (`UserSpec::send_as`, Exchange's `Add-RecipientPermission`), so Postfix's
+//! `reject_authenticated_sender_login_mismatch` refuses a delegate that sends as a shared
+//! mailbox without SendAs, as Exchange does with `5.7.60 SendAsDenied`.
 //!
 //! The protocol: one request per line, `get SP key LF` with the key %XX-encoded; one reply
 //! per line, `200 SP value LF` (found), `500 SP reason LF` (not found), `400 SP reason LF`.
