@@ -188,13 +188,13 @@ struct TokenSource<'a> {
 }
 
 impl TokenSource<'_> {
-    /// A refused IMAP/POP3 login of a delegated account names the missing FullAccess; an
-    /// SMTP login is the delegate's own and keeps its cause.
-    fn login_refusal(&self, protocol: &str, e: MailError) -> MailError {
+    /// A refused IMAP/POP3 login of a delegated or app-only account names the missing
+    /// permission; an SMTP login is the delegate's own and keeps its cause.
+    async fn login_refusal(&self, protocol: &str, e: MailError) -> MailError {
         if protocol == "smtp" {
             e
         } else {
-            crate::inbox::shared_mailbox_refusal(self.account, e)
+            crate::inbox::login_refusal(self.engine, self.account, e).await
         }
     }
 
@@ -264,13 +264,13 @@ macro_rules! authenticate_step {
                                 Some(())
                             }
                             Err(e) => {
-                                $r.fail(&name, started, &$tokens.login_refusal($p, e));
+                                $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
                                 None
                             }
                         }
                     }
                     Ok(None) => {
-                        $r.fail(&name, started, &$tokens.login_refusal($p, e));
+                        $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
                         None
                     }
                     Err(refresh) => {
@@ -292,7 +292,7 @@ macro_rules! authenticate_step {
                 }
             }
             Err(e) => {
-                $r.fail(&name, started, &$tokens.login_refusal($p, e));
+                $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
                 None
             }
         }

@@ -73,10 +73,38 @@ where
     }
 }
 
-/// A delegate's token refused for the shared mailbox's IMAP/POP3 login (Exchange: "User is
-/// authenticated but not connected"; the rig: the login refused) means the delegate lacks
-/// FullAccess: say so, with the PowerShell line that grants it.
-pub(crate) fn shared_mailbox_refusal(account: &MailAccount, e: MailError) -> MailError {
+/// A refused IMAP/POP3 login, named by who the token belongs to: a delegate's token refused
+/// for the shared mailbox (Exchange: "User is authenticated but not connected"; the rig: the
+/// login refused) means the delegate lacks FullAccess; an app-only token refused means the
+/// app was not granted the mailbox. Each says so, with the PowerShell line that grants it.
+pub(crate) async fn login_refusal(
+    engine: &Engine,
+    account: &MailAccount,
+    e: MailError,
+) -> MailError {
+    let refused = matches!(e.remedy, MailRemedy::AuthFailed | MailRemedy::NotConnected);
+    if refused
+        && account.spec.delegate.is_none()
+        && engine
+            .store()
+            .app(account.spec.app_id)
+            .await
+            .is_ok_and(|app| app.spec.flow == mailgate_core::app::OAuthFlow::ClientCredentials)
+    {
+        return MailError {
+            remedy: MailRemedy::AppMailboxNotGranted,
+            detail: format!(
+                "the app's own token was refused for {} ({})",
+                account.spec.sasl_user(),
+                e.detail
+            ),
+            ..e
+        };
+    }
+    shared_mailbox_refusal(account, e)
+}
+
+fn shared_mailbox_refusal(account: &MailAccount, e: MailError) -> MailError {
     let refused = matches!(e.remedy, MailRemedy::AuthFailed | MailRemedy::NotConnected);
     match &account.spec.delegate {
         Some(delegate) if refused => MailError {
@@ -123,15 +151,18 @@ pub async fn open_imap(
 ) -> Result<(ImapClient, Option<Timestamp>), MailError> {
     let (_, server) = inbound(account)?;
     let user = account.spec.sasl_user().to_string();
-    with_refused_token_retry(engine, account, |token, expires_at| {
+    let opened = with_refused_token_retry(engine, account, |token, expires_at| {
         let user = &user;
         async move {
             let c = imap_login(server, tls, user, &token, timeout).await?;
             Ok((c, expires_at))
         }
     })
-    .await
-    .map_err(|e| shared_mailbox_refusal(account, e))
+    .await;
+    match opened {
+        Ok(opened) => Ok(opened),
+        Err(e) => Err(login_refusal(engine, account, e).await),
+    }
 }
 
 async fn imap_login(
@@ -168,12 +199,15 @@ pub async fn open_pop3(
 ) -> Result<Pop3Client, MailError> {
     let (_, server) = inbound(account)?;
     let user = account.spec.sasl_user().to_string();
-    with_refused_token_retry(engine, account, |token, _| {
+    let opened = with_refused_token_retry(engine, account, |token, _| {
         let user = &user;
         async move { pop3_login(server, tls, user, &token, timeout).await }
     })
-    .await
-    .map_err(|e| shared_mailbox_refusal(account, e))
+    .await;
+    match opened {
+        Ok(c) => Ok(c),
+        Err(e) => Err(login_refusal(engine, account, e).await),
+    }
 }
 
 /// Connect, STLS when asked, and authenticate `user` with `token` over the first OAuth

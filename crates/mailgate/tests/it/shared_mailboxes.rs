@@ -33,10 +33,14 @@ async fn with_delegate(f: &Fixture, full_access: bool, send_as: bool) -> String 
 
 /// `mailgate test support --json`: (exit code, report).
 fn test_json(f: &Fixture) -> (i32, Value) {
+    test_account_json(f, "support")
+}
+
+fn test_account_json(f: &Fixture, account: &str) -> (i32, Value) {
     let out = f.env.run(
         &[
             "test",
-            "support",
+            account,
             "--json",
             "--step-timeout",
             "5",
@@ -316,4 +320,56 @@ async fn mail_delivered_to_the_shared_mailbox_reaches_a_webhook() {
     deliver(&rig, &f.mailbox, &subject, "delivered to support@").await;
     let hit = rx.wait_for(1, Duration::from_secs(30)).await.remove(0);
     assert_eq!(hit.json()["data"]["message"]["subject"], subject.as_str());
+}
+
+/// App-only (client credentials): the app's token opens the mailbox it was granted (the
+/// emulator's `app_only_mailboxes`) and is refused for another, named `app_mailbox_not_granted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_only_reads_a_granted_mailbox_and_names_the_missing_grant_for_another() {
+    let (f, rig) = on_rig_with(&[]).await;
+    f.add_app("Contoso app-only", "client_credentials");
+    let imaps = rig.imaps_port().to_string();
+    let other = format!("invoices-{}@example.test", &f.client_id[..8]);
+    for (name, mailbox) in [("robot", f.mailbox.as_str()), ("invoices", other.as_str())] {
+        f.env.ok(
+            &[
+                "account",
+                "add",
+                "--name",
+                name,
+                "--app",
+                "Contoso app-only",
+                "--email",
+                mailbox,
+                "--inbound-host",
+                "localhost",
+                "--inbound-port",
+                &imaps,
+                "--inbound-tls",
+                "implicit",
+                "--outbound",
+                "none",
+            ],
+            None,
+        );
+        let out = f.env.ok(&["authorize", name], None);
+        assert!(out.contains("is now active"), "{out}");
+    }
+    let (code, report) = test_account_json(&f, "robot");
+    assert_eq!(code, 0, "{report:#}");
+    let (code, report) = test_account_json(&f, "invoices");
+    assert_eq!(code, 1, "{report:#}");
+    let login = step(&report, "imap: authenticate");
+    assert_eq!(login["status"], "failed", "{report:#}");
+    assert_eq!(
+        login["remediation"]["code"], "app_mailbox_not_granted",
+        "{report:#}"
+    );
+    assert!(
+        login["remediation"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Add-MailboxPermission"),
+        "{report:#}"
+    );
 }
