@@ -69,6 +69,93 @@ fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {name:?}: {report:#}"))
 }
 
+/// Queues a message to the shared mailbox itself through the API; its outbox id.
+async fn queue_message(f: &Fixture, subject: &str) -> i64 {
+    let token = api_send_token(f);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/accounts/1/messages", f.server.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": [f.mailbox], "subject": subject, "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
+    resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+}
+
+fn api_send_token(f: &Fixture) -> String {
+    // Token names are unique per instance.
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let out = f.env.run(
+        &[
+            "api-token",
+            "create",
+            "--name",
+            &format!("sender-{n}"),
+            "--scope",
+            "messages:send",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+/// Polls the outbox message until it is `wanted` (30 s at most); its JSON.
+async fn wait_for_message(f: &Fixture, id: i64, wanted: &str) -> Value {
+    let token = api_send_token(f);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/messages/{id}", f.server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == wanted {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {wanted}: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// From and Sender of the message with `subject` in the shared mailbox's INBOX, once it
+/// has been delivered (raw IMAP, polled for at most 20 s).
+async fn headers_of(f: &Fixture, rig: &MailRig, subject: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut imap = crate::support::raw_imap(f, rig, "INBOX").await;
+        let found = imap
+            .imap_command("s1", &format!("SEARCH SUBJECT \"{subject}\""))
+            .await
+            .unwrap();
+        let seq = found
+            .iter()
+            .find_map(|l| l.strip_prefix("* SEARCH "))
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned));
+        if let Some(seq) = seq {
+            let lines = imap
+                .imap_command(
+                    "s2",
+                    &format!("FETCH {seq} (BODY.PEEK[HEADER.FIELDS (FROM SENDER)])"),
+                )
+                .await
+                .unwrap();
+            return lines.join("\n");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{subject:?} never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The headers of the newest message in the shared mailbox's INBOX, over raw IMAP with the
 /// delegate's token and `user=` the shared mailbox.
 async fn newest_headers(f: &Fixture, rig: &MailRig) -> String {
@@ -125,6 +212,15 @@ async fn a_delegate_with_full_access_and_send_as_reads_and_sends_as_the_shared_m
     assert!(
         headers.contains(&format!("<{}>", f.mailbox)) && !headers.contains("Sender:"),
         "From is the shared mailbox (SendAs): {headers}"
+    );
+
+    // The outbox (its own SMTP path): sent as the shared mailbox, delivered to it.
+    let id = queue_message(&f, "from the outbox").await;
+    wait_for_message(&f, id, "sent").await;
+    let headers = headers_of(&f, &rig, "from the outbox").await;
+    assert!(
+        headers.contains(&format!("From: \"Support Desk\" <{}>", f.mailbox)),
+        "{headers}"
     );
 
     // POP3 on the same grant.
@@ -222,48 +318,8 @@ async fn without_send_as_the_send_and_an_outbox_message_fail_at_once_with_send_a
     );
 
     // The outbox: failed after its first attempt, with the same remediation.
-    let token = {
-        let out = f.env.run(
-            &[
-                "api-token",
-                "create",
-                "--name",
-                "sender",
-                "--scope",
-                "messages:send",
-            ],
-            None,
-        );
-        assert!(out.status.success());
-        text(&out.stdout).trim().to_owned()
-    };
-    let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{}/api/v1/accounts/1/messages", f.server.base))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"to": [f.mailbox], "subject": "as support", "text": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
-    let id = resp.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let failed = loop {
-        let v: Value = client
-            .get(format!("{}/api/v1/messages/{id}", f.server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == "failed" {
-            break v;
-        }
-        assert!(std::time::Instant::now() < deadline, "never failed: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let id = queue_message(&f, "as support").await;
+    let failed = wait_for_message(&f, id, "failed").await;
     assert_eq!(failed["attempts"], 1, "a permanent refusal: {failed}");
     let error = failed["last_error"].as_str().unwrap();
     assert!(
@@ -372,4 +428,111 @@ async fn app_only_reads_a_granted_mailbox_and_names_the_missing_grant_for_anothe
             .contains("Add-MailboxPermission"),
         "{report:#}"
     );
+}
+
+/// No rig: the admin form and the API set the delegate, show "… accessed as …", and refuse
+/// a delegate that is the mailbox itself, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_form_and_the_api_set_the_delegate_and_show_who_accesses_the_mailbox() {
+    const ADMIN_PASSWORD: &str = "an admin passphrase for the form";
+    let f = Fixture::start().await;
+    f.env.ok(
+        &[
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        Some(ADMIN_PASSWORD),
+    );
+    let ui = crate::support::Browser {
+        http: &f.http,
+        base: &f.server.base,
+    };
+    let admin = ui.sign_in("admin", ADMIN_PASSWORD).await;
+    let csrf = ui.csrf(&admin).await;
+    let (status, html) = ui.get("/admin/accounts/1/edit", &admin).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("name=\"delegate\"") && html.contains("name=\"send_on_behalf\""),
+        "{html}"
+    );
+    let alice = format!("alice-{}@example.test", &f.client_id[..8]);
+    let resp = ui
+        .post(
+            "/admin/accounts/1/edit",
+            &admin,
+            &[
+                ("csrf", csrf.as_str()),
+                ("name", "support"),
+                ("app", "1"),
+                ("email", f.mailbox.as_str()),
+                ("delegate", alice.as_str()),
+                ("send_on_behalf", "on"),
+                ("enabled", "on"),
+                ("inbound", "imap"),
+                ("outbound", "smtp"),
+                ("on_received", "none"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), reqwest::StatusCode::SEE_OTHER);
+    let shown = f.state("support");
+    assert_eq!(shown["delegate"], alice.as_str(), "{shown}");
+    assert_eq!(shown["send_on_behalf"], true, "{shown}");
+    let (_, page) = ui.get("/admin/accounts/1", &admin).await;
+    assert!(
+        page.contains(&format!(
+            "<span id=\"account-access\">{} accessed as {alice}</span>",
+            f.mailbox
+        )) && page.contains(&format!("sign in as <strong>{alice}</strong>")),
+        "{page}"
+    );
+
+    let token = {
+        let out = f.env.run(
+            &[
+                "api-token",
+                "create",
+                "--name",
+                "admin",
+                "--scope",
+                "accounts:read",
+                "--scope",
+                "accounts:write",
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    let patch = |body: Value| {
+        reqwest::Client::new()
+            .patch(format!("{}/api/v1/accounts/1", f.server.base))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let bob = format!("bob-{}@example.test", &f.client_id[..8]);
+    let resp = patch(serde_json::json!({ "delegate": bob, "send_on_behalf": false }))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        v["access"],
+        format!("{} accessed as {bob}", f.mailbox).as_str(),
+        "{v}"
+    );
+    assert_eq!(v["send_on_behalf"], false, "{v}");
+    let before = f.env.dump_db().await;
+    let resp = patch(serde_json::json!({ "delegate": f.mailbox }))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let problem = resp.text().await.unwrap();
+    assert!(problem.contains("delegate"), "{problem}");
+    assert_eq!(f.env.dump_db().await, before, "nothing stored");
 }
