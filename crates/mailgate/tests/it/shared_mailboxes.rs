@@ -359,6 +359,23 @@ async fn only_the_delegate_may_authorize_a_delegated_account_and_nothing_is_stor
     assert!(before.contains("== grants\n== "), "{before}");
     f.authorize_as("support", &delegate).await;
     assert_eq!(f.state("support")["state"], "active");
+    // Another delegate must sign in itself: the previous one's grant is dropped.
+    let bob = format!("bob-{}@example.test", &f.client_id[..8]);
+    f.env
+        .ok(&["account", "update", "support", "--delegate", &bob], None);
+    let acc = f.state("support");
+    assert_eq!(acc["state"], "unauthorized", "{acc}");
+    assert!(
+        acc["last_problem"]["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("delegate"),
+        "{acc}"
+    );
+    assert!(
+        f.env.dump_db().await.contains("== grants\n== "),
+        "the grant is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
