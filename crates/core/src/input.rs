@@ -368,6 +368,8 @@ pub struct AccountSettingsInput {
     /// Who signs in for a shared mailbox (see `AccountSpec::delegate`).
     pub delegate: Option<EmailAddress>,
     pub send_on_behalf: Option<bool>,
+    /// Removes the delegate (the mailbox signs in itself again); wins over `delegate`.
+    pub clear_delegate: bool,
 }
 
 /// A server from the preset (or current) one and the overrides. A changed TLS mode without
@@ -561,6 +563,10 @@ impl AccountChanges {
         }
         if let Some(d) = &s.delegate {
             spec.delegate = Some(d.clone());
+        }
+        if s.clear_delegate {
+            spec.delegate = None;
+            spec.send_on_behalf = false;
         }
         if let Some(b) = s.send_on_behalf {
             spec.send_on_behalf = b;

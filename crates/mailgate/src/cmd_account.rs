@@ -122,6 +122,7 @@ fn settings_input(s: AccountSettings) -> Result<AccountSettingsInput, Failure> {
         on_received: s.on_received,
         delegate: s.delegate,
         send_on_behalf: s.send_on_behalf,
+        clear_delegate: s.no_delegate,
     })
 }
 

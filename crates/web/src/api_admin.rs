@@ -93,6 +93,7 @@ const ACCOUNT_FIELDS: &[&str] = &[
     "on_received",
     "delegate",
     "send_on_behalf",
+    "clear_delegate",
 ];
 const TEST_FIELDS: &[&str] = &["to", "step_timeout", "find_within"];
 
@@ -462,6 +463,7 @@ impl Body {
             on_received: self.parsed("on_received", OnReceived::parse)?,
             delegate: self.parsed("delegate", EmailAddress::parse)?,
             send_on_behalf: self.flag("send_on_behalf")?,
+            clear_delegate: self.flag("clear_delegate")?.unwrap_or(false),
         })
     }
 }

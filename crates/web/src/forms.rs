@@ -698,6 +698,8 @@ fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
         on_received: opt(f, errs, "on_received", OnReceived::parse),
         delegate: opt(f, errs, "delegate", EmailAddress::parse),
         send_on_behalf: Some(get(f, "send_on_behalf") == "on"),
+        // The edit form shows the current delegate: a field left empty means none.
+        clear_delegate: get(f, "delegate").is_empty(),
     }
 }
 

@@ -552,4 +552,44 @@ async fn the_form_and_the_api_set_the_delegate_and_show_who_accesses_the_mailbox
     let problem = resp.text().await.unwrap();
     assert!(problem.contains("delegate"), "{problem}");
     assert_eq!(f.env.dump_db().await, before, "nothing stored");
+
+    // Removing the delegate: the API, the form (an emptied field) and the CLI.
+    let resp = patch(serde_json::json!({ "clear_delegate": true }))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["delegate"], Value::Null, "{v}");
+    assert_eq!(v["access"], f.mailbox.as_str(), "{v}");
+    f.env.ok(
+        &["account", "update", "support", "--delegate", &alice],
+        None,
+    );
+    let form = |delegate: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("name", "support".to_owned()),
+            ("app", "1".to_owned()),
+            ("email", f.mailbox.clone()),
+            ("delegate", delegate.to_owned()),
+            ("enabled", "on".to_owned()),
+            ("inbound", "imap".to_owned()),
+            ("outbound", "smtp".to_owned()),
+            ("on_received", "none".to_owned()),
+        ]
+    };
+    let fields = form("");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = ui.post("/admin/accounts/1/edit", &admin, &fields).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(f.state("support")["delegate"], Value::Null);
+    f.env.ok(
+        &["account", "update", "support", "--delegate", &alice],
+        None,
+    );
+    f.env
+        .ok(&["account", "update", "support", "--no-delegate"], None);
+    let shown = f.state("support");
+    assert_eq!(shown["delegate"], Value::Null, "{shown}");
+    assert_eq!(shown["access"], f.mailbox.as_str(), "{shown}");
 }
