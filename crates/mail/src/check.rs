@@ -657,7 +657,15 @@ async fn open_inbound(
                 format!("{} as {user}", mech.name()),
                 c.authenticate(mech, user, &token, port)
             )?;
-            r.step(&format!("{p}: select INBOX"), c.select("INBOX"), |n| {
+            // Exchange refuses a delegate without FullAccess here, after a successful login:
+            // "User is authenticated but not connected".
+            let account = tokens.account;
+            let select = async {
+                c.select("INBOX")
+                    .await
+                    .map_err(|e| crate::inbox::shared_mailbox_refusal(account, e))
+            };
+            r.step(&format!("{p}: select INBOX"), select, |n| {
                 format!("{n} message(s)")
             })
             .await?;
@@ -699,7 +707,13 @@ async fn open_inbound(
                 format!("{} as {user}", mech.name()),
                 c.authenticate(mech, user, &token, port)
             )?;
-            r.step(&format!("{p}: STAT"), c.stat(), |(n, size)| {
+            let account = tokens.account;
+            let stat = async {
+                c.stat()
+                    .await
+                    .map_err(|e| crate::inbox::shared_mailbox_refusal(account, e))
+            };
+            r.step(&format!("{p}: STAT"), stat, |(n, size)| {
                 format!("{n} message(s), {size} bytes")
             })
             .await?;

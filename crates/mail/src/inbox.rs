@@ -104,7 +104,10 @@ pub(crate) async fn login_refusal(
     shared_mailbox_refusal(account, e)
 }
 
-fn shared_mailbox_refusal(account: &MailAccount, e: MailError) -> MailError {
+/// A delegate's login refused, or Exchange's "User is authenticated but not connected" at
+/// SELECT/STAT after it: the delegate lacks FullAccess on the shared mailbox. Other errors,
+/// and accounts without a delegate, keep their cause.
+pub fn shared_mailbox_refusal(account: &MailAccount, e: MailError) -> MailError {
     let refused = matches!(e.remedy, MailRemedy::AuthFailed | MailRemedy::NotConnected);
     match &account.spec.delegate {
         Some(delegate) if refused => MailError {
@@ -261,7 +264,9 @@ pub async fn list(
     match inbound(account)?.0 {
         InboundProtocol::Imap => {
             let (mut c, _) = open_imap(engine, tls, account, timeout).await?;
-            c.select_info("INBOX", true).await?;
+            c.select_info("INBOX", true)
+                .await
+                .map_err(|e| shared_mailbox_refusal(account, e))?;
             let mut uids = c.uid_search("ALL").await?;
             if let Some(b) = before {
                 // Not a number: no IMAP UID is "before" it.
@@ -325,7 +330,9 @@ pub async fn fetch(
                 return Ok(None);
             };
             let (mut c, _) = open_imap(engine, tls, account, timeout).await?;
-            c.select_info("INBOX", true).await?;
+            c.select_info("INBOX", true)
+                .await
+                .map_err(|e| shared_mailbox_refusal(account, e))?;
             let raw = c.fetch(n).await?;
             c.logout().await;
             Ok(raw)
@@ -351,4 +358,66 @@ pub fn join_lines(lines: Vec<Vec<u8>>) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_mailbox_refusal;
+    use crate::net::MailError;
+    use crate::remedy::MailRemedy;
+    use mailgate_core::account::MailAccount;
+
+    fn account(delegate: Option<&str>) -> MailAccount {
+        let spec = serde_json::from_value(serde_json::json!({
+            "name": "support", "description": "", "enabled": true,
+            "mailbox": "support@example.test", "shared_mailbox": null, "aliases": [],
+            "app_id": 1, "inbound": null,
+            "outbound": {"host": "smtp.example.test", "port": 587, "tls": "starttls"},
+            "from_name": null, "reply_to": null, "signature": null,
+            "on_received": {"action": "none"}, "delegate": delegate
+        }))
+        .unwrap();
+        MailAccount {
+            id: mailgate_core::AccountId(1),
+            spec,
+            state: mailgate_core::AccountState::Active,
+            last_problem: None,
+            created_at: mailgate_core::Timestamp(0),
+            updated_at: mailgate_core::Timestamp(0),
+        }
+    }
+
+    /// Exchange's "User is authenticated but not connected" (at SELECT, after the login) and
+    /// a refused login both mean the delegate lacks FullAccess.
+    #[test]
+    fn a_delegates_refusal_is_named_shared_mailbox_no_access() {
+        for remedy in [MailRemedy::NotConnected, MailRemedy::AuthFailed] {
+            let e = MailError::server(
+                remedy,
+                "SELECT INBOX",
+                "BAD User is authenticated but not connected.",
+            );
+            let named = shared_mailbox_refusal(&account(Some("alice@example.test")), e);
+            assert_eq!(named.remedy, MailRemedy::SharedMailboxNoAccess);
+            assert!(
+                named.detail.contains("alice@example.test"),
+                "{}",
+                named.detail
+            );
+            assert_eq!(
+                named.server_says.as_deref(),
+                Some("BAD User is authenticated but not connected.")
+            );
+        }
+        let own = MailError::server(MailRemedy::NotConnected, "SELECT INBOX", "BAD");
+        assert_eq!(
+            shared_mailbox_refusal(&account(None), own).remedy,
+            MailRemedy::NotConnected
+        );
+        let other = MailError::server(MailRemedy::Deadline, "SELECT INBOX", "");
+        assert_eq!(
+            shared_mailbox_refusal(&account(Some("alice@example.test")), other).remedy,
+            MailRemedy::Deadline
+        );
+    }
 }
