@@ -109,6 +109,15 @@ pub struct AccountSpec {
     pub shared_mailbox: Option<EmailAddress>,
     /// Other sign-in names accepted at consent (e.g. a UPN that differs from the address).
     pub aliases: Vec<EmailAddress>,
+    /// The person who signs in when that is not the mailbox: for a shared mailbox such as
+    /// `support@`, a user with FullAccess (and SendAs) on it. Exchange takes the delegate's
+    /// token with the mailbox as the IMAP/POP3 `user`, and SMTP AUTH as the delegate.
+    #[serde(default)]
+    pub delegate: Option<EmailAddress>,
+    /// With a delegate: send with `Sender:` the delegate and `From:` the mailbox (Exchange's
+    /// SendOnBehalf) instead of `From:` the mailbox alone (SendAs).
+    #[serde(default)]
+    pub send_on_behalf: bool,
     pub app_id: AppId,
     pub inbound: Option<Inbound>,
     pub outbound: Option<Outbound>,
@@ -133,6 +142,26 @@ impl AccountSpec {
         }
         if self.signature.as_ref().is_some_and(|s| s.len() > 10_000) {
             return Err(field_error("signature", "at most 10000 bytes"));
+        }
+        if let Some(d) = &self.delegate {
+            if d.same_mailbox(self.mailbox.as_str()) {
+                return Err(field_error(
+                    "delegate",
+                    "the delegate is the person who signs in for another mailbox; leave it empty when the mailbox signs in itself",
+                ));
+            }
+            if self.shared_mailbox.is_some() {
+                return Err(field_error(
+                    "delegate",
+                    "an account has either a delegate (the mailbox is the shared one) or a shared mailbox (the mailbox is the user's own), not both",
+                ));
+            }
+        }
+        if self.send_on_behalf && self.delegate.is_none() {
+            return Err(field_error(
+                "send_on_behalf",
+                "sending on behalf needs a delegate: the person named in Sender:",
+            ));
         }
         if self.inbound.is_none() && self.outbound.is_none() {
             return Err(field_error(
@@ -185,9 +214,42 @@ impl AccountSpec {
         changed
     }
 
-    /// The address the mail servers see as the XOAUTH2 `user`: the shared mailbox if any.
+    /// The address the mail servers see as the IMAP/POP3 XOAUTH2 `user`, and the envelope
+    /// sender and `From:` of sent mail: the shared mailbox if any, else the mailbox.
     pub fn sasl_user(&self) -> &EmailAddress {
         self.shared_mailbox.as_ref().unwrap_or(&self.mailbox)
+    }
+
+    /// The mailbox and who opens it, as the account page, `account show` and the API say it:
+    /// "support@… accessed as alice@…" for a delegated account, else the mailbox alone.
+    pub fn access_summary(&self) -> String {
+        match &self.delegate {
+            Some(d) => format!("{} accessed as {d}", self.mailbox),
+            None => self.mailbox.to_string(),
+        }
+    }
+
+    /// Who must sign in at the provider: the delegate if any, else the mailbox.
+    pub fn sign_in_user(&self) -> &EmailAddress {
+        self.delegate.as_ref().unwrap_or(&self.mailbox)
+    }
+
+    /// The SMTP AUTH `user`: a delegate authenticates as itself and sends as the mailbox
+    /// (Exchange: "an unlicensed shared mailbox cannot use SMTP AUTH for itself").
+    pub fn smtp_auth_user(&self) -> &EmailAddress {
+        self.delegate.as_ref().unwrap_or_else(|| self.sasl_user())
+    }
+
+    /// Whether `signed_in_as` may authorize this account: the delegate when there is one,
+    /// else the mailbox or one of its aliases.
+    pub fn accepts_sign_in(&self, signed_in_as: &str) -> bool {
+        match &self.delegate {
+            Some(d) => d.same_mailbox(signed_in_as),
+            None => {
+                self.mailbox.same_mailbox(signed_in_as)
+                    || self.aliases.iter().any(|a| a.same_mailbox(signed_in_as))
+            }
+        }
     }
 }
 
@@ -241,6 +303,53 @@ mod tests {
                 .to_string()
                 .contains("move:FOLDER")
         );
+    }
+
+    fn shared_support() -> AccountSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "support", "description": "", "enabled": true,
+            "mailbox": "support@example.test", "shared_mailbox": null,
+            "aliases": ["help@example.test"], "app_id": 1, "inbound": null,
+            "outbound": {"host": "smtp.example.test", "port": 587, "tls": "starttls"},
+            "from_name": null, "reply_to": null, "signature": null,
+            "on_received": {"action": "none"}, "delegate": "Alice@example.test"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_delegate_signs_in_and_authenticates_smtp_the_mailbox_is_opened() {
+        let spec = shared_support();
+        spec.check().unwrap();
+        assert!(spec.accepts_sign_in("alice@example.test"));
+        assert!(!spec.accepts_sign_in("support@example.test"));
+        assert!(!spec.accepts_sign_in("help@example.test"));
+        assert_eq!(spec.sasl_user().as_str(), "support@example.test");
+        assert_eq!(spec.smtp_auth_user().as_str(), "Alice@example.test");
+        assert_eq!(
+            spec.access_summary(),
+            "support@example.test accessed as Alice@example.test"
+        );
+        let own = AccountSpec {
+            delegate: None,
+            ..spec.clone()
+        };
+        assert!(own.accepts_sign_in("help@example.test"));
+        assert_eq!(own.smtp_auth_user().as_str(), "support@example.test");
+    }
+
+    #[test]
+    fn delegate_rules_name_their_field() {
+        let mut spec = shared_support();
+        spec.delegate = Some(spec.mailbox.clone());
+        assert_eq!(spec.check().unwrap_err().field, "delegate");
+        let mut spec = shared_support();
+        spec.shared_mailbox = Some(EmailAddress::parse("x@example.test").unwrap());
+        assert_eq!(spec.check().unwrap_err().field, "delegate");
+        let mut spec = shared_support();
+        spec.delegate = None;
+        spec.send_on_behalf = true;
+        assert_eq!(spec.check().unwrap_err().field, "send_on_behalf");
     }
 
     #[test]

@@ -365,6 +365,11 @@ pub struct AccountSettingsInput {
     pub reply_to: Option<EmailAddress>,
     pub signature: Option<String>,
     pub on_received: Option<OnReceived>,
+    /// Who signs in for a shared mailbox (see `AccountSpec::delegate`).
+    pub delegate: Option<EmailAddress>,
+    pub send_on_behalf: Option<bool>,
+    /// Removes the delegate (the mailbox signs in itself again); wins over `delegate`.
+    pub clear_delegate: bool,
 }
 
 /// A server from the preset (or current) one and the overrides. A changed TLS mode without
@@ -514,6 +519,8 @@ impl NewAccount {
             reply_to: s.reply_to.clone(),
             signature: s.signature.clone().filter(|x| !x.trim().is_empty()),
             on_received: s.on_received.clone().unwrap_or(OnReceived::None),
+            delegate: s.delegate.clone(),
+            send_on_behalf: s.send_on_behalf.unwrap_or(false),
         };
         spec.check()?;
         Ok(spec)
@@ -553,6 +560,16 @@ impl AccountChanges {
         }
         if !s.aliases.is_empty() {
             spec.aliases = s.aliases.clone();
+        }
+        if let Some(d) = &s.delegate {
+            spec.delegate = Some(d.clone());
+        }
+        if s.clear_delegate {
+            spec.delegate = None;
+            spec.send_on_behalf = false;
+        }
+        if let Some(b) = s.send_on_behalf {
+            spec.send_on_behalf = b;
         }
         let inbound_on = match s.inbound {
             Some(InboundChoice::None) => false,

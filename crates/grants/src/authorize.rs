@@ -77,7 +77,7 @@ impl Engine {
                 state: &state,
                 nonce: &nonce,
                 code_challenge: &challenge,
-                login_hint: Some(account.spec.mailbox.as_str()),
+                login_hint: Some(account.spec.sign_in_user().as_str()),
             },
         )
         .map_err(EngineError::OAuth)?;
@@ -237,17 +237,15 @@ impl Engine {
     ) -> Result<Completed> {
         let signed_in_as = identity.username.clone().unwrap_or_default();
         let spec = &account.spec;
-        let matches = spec.mailbox.same_mailbox(&signed_in_as)
-            || spec.aliases.iter().any(|a| a.same_mailbox(&signed_in_as));
-        if !matches {
-            tracing::warn!(account = %spec.name, %signed_in_as, expected = %spec.mailbox, "authorization refused: wrong user");
+        if !spec.accepts_sign_in(&signed_in_as) {
+            tracing::warn!(account = %spec.name, %signed_in_as, expected = %spec.sign_in_user(), "authorization refused: wrong user");
             return Err(EngineError::WrongUser {
                 signed_in_as: if signed_in_as.is_empty() {
                     "an unknown user".into()
                 } else {
                     signed_in_as
                 },
-                expected: spec.mailbox.to_string(),
+                expected: spec.sign_in_user().to_string(),
             });
         }
         if needs_refresh_token && tokens.refresh_token.is_none() {

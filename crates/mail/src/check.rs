@@ -188,6 +188,16 @@ struct TokenSource<'a> {
 }
 
 impl TokenSource<'_> {
+    /// A refused IMAP/POP3 login of a delegated or app-only account names the missing
+    /// permission; an SMTP login is the delegate's own and keeps its cause.
+    async fn login_refusal(&self, protocol: &str, e: MailError) -> MailError {
+        if protocol == "smtp" {
+            e
+        } else {
+            crate::inbox::login_refusal(self.engine, self.account, e).await
+        }
+    }
+
     async fn get(&mut self) -> Result<String, MailError> {
         if self.cached.is_none() {
             let r = match self.engine.access_token(self.account.id).await {
@@ -254,13 +264,13 @@ macro_rules! authenticate_step {
                                 Some(())
                             }
                             Err(e) => {
-                                $r.fail(&name, started, &e);
+                                $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
                                 None
                             }
                         }
                     }
                     Ok(None) => {
-                        $r.fail(&name, started, &e);
+                        $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
                         None
                     }
                     Err(refresh) => {
@@ -282,7 +292,7 @@ macro_rules! authenticate_step {
                 }
             }
             Err(e) => {
-                $r.fail(&name, started, &e);
+                $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
                 None
             }
         }
@@ -647,7 +657,15 @@ async fn open_inbound(
                 format!("{} as {user}", mech.name()),
                 c.authenticate(mech, user, &token, port)
             )?;
-            r.step(&format!("{p}: select INBOX"), c.select("INBOX"), |n| {
+            // Exchange refuses a delegate without FullAccess here, after a successful login:
+            // "User is authenticated but not connected".
+            let account = tokens.account;
+            let select = async {
+                c.select("INBOX")
+                    .await
+                    .map_err(|e| crate::inbox::shared_mailbox_refusal(account, e))
+            };
+            r.step(&format!("{p}: select INBOX"), select, |n| {
                 format!("{n} message(s)")
             })
             .await?;
@@ -689,7 +707,13 @@ async fn open_inbound(
                 format!("{} as {user}", mech.name()),
                 c.authenticate(mech, user, &token, port)
             )?;
-            r.step(&format!("{p}: STAT"), c.stat(), |(n, size)| {
+            let account = tokens.account;
+            let stat = async {
+                c.stat()
+                    .await
+                    .map_err(|e| crate::inbox::shared_mailbox_refusal(account, e))
+            };
+            r.step(&format!("{p}: STAT"), stat, |(n, size)| {
                 format!("{n} message(s), {size} bytes")
             })
             .await?;
@@ -805,13 +829,15 @@ async fn send_test(
         .collect();
     let mech = capabilities_step(r, p, Ok(exts), || c.oauth_mechanism())?;
     let token = token_step(r, p, tokens, clock).await?;
+    // A delegate authenticates as itself and sends as the mailbox (`user`, the envelope).
+    let auth_user = account.spec.smtp_auth_user().as_str();
     authenticate_step!(
         r,
         p,
         tokens,
         token,
-        format!("{} as {user}", mech.name()),
-        c.authenticate(mech, user, &token, server.port.get())
+        format!("{} as {auth_user}", mech.name()),
+        c.authenticate(mech, auth_user, &token, server.port.get())
     )?;
     let id = message::new_message_id(account.spec.mailbox.domain());
     let started = Instant::now();

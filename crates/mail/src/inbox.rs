@@ -73,6 +73,56 @@ where
     }
 }
 
+/// A refused IMAP/POP3 login, named by who the token belongs to: a delegate's token refused
+/// for the shared mailbox (Exchange: "User is authenticated but not connected"; the rig: the
+/// login refused) means the delegate lacks FullAccess; an app-only token refused means the
+/// app was not granted the mailbox. Each says so, with the PowerShell line that grants it.
+pub(crate) async fn login_refusal(
+    engine: &Engine,
+    account: &MailAccount,
+    e: MailError,
+) -> MailError {
+    let refused = matches!(e.remedy, MailRemedy::AuthFailed | MailRemedy::NotConnected);
+    if refused
+        && account.spec.delegate.is_none()
+        && engine
+            .store()
+            .app(account.spec.app_id)
+            .await
+            .is_ok_and(|app| app.spec.flow == mailgate_core::app::OAuthFlow::ClientCredentials)
+    {
+        return MailError {
+            remedy: MailRemedy::AppMailboxNotGranted,
+            detail: format!(
+                "the app's own token was refused for {} ({})",
+                account.spec.sasl_user(),
+                e.detail
+            ),
+            ..e
+        };
+    }
+    shared_mailbox_refusal(account, e)
+}
+
+/// A delegate's login refused, or Exchange's "User is authenticated but not connected" at
+/// SELECT/STAT after it: the delegate lacks FullAccess on the shared mailbox. Other errors,
+/// and accounts without a delegate, keep their cause.
+pub fn shared_mailbox_refusal(account: &MailAccount, e: MailError) -> MailError {
+    let refused = matches!(e.remedy, MailRemedy::AuthFailed | MailRemedy::NotConnected);
+    match &account.spec.delegate {
+        Some(delegate) if refused => MailError {
+            remedy: MailRemedy::SharedMailboxNoAccess,
+            detail: format!(
+                "{delegate}'s token was refused for the shared mailbox {} ({})",
+                account.spec.sasl_user(),
+                e.detail
+            ),
+            ..e
+        },
+        _ => e,
+    }
+}
+
 fn inbound(account: &MailAccount) -> Result<(InboundProtocol, &ServerEndpoint), MailError> {
     let inb = account.spec.inbound.as_ref().ok_or_else(|| {
         MailError::new(
@@ -104,14 +154,18 @@ pub async fn open_imap(
 ) -> Result<(ImapClient, Option<Timestamp>), MailError> {
     let (_, server) = inbound(account)?;
     let user = account.spec.sasl_user().to_string();
-    with_refused_token_retry(engine, account, |token, expires_at| {
+    let opened = with_refused_token_retry(engine, account, |token, expires_at| {
         let user = &user;
         async move {
             let c = imap_login(server, tls, user, &token, timeout).await?;
             Ok((c, expires_at))
         }
     })
-    .await
+    .await;
+    match opened {
+        Ok(opened) => Ok(opened),
+        Err(e) => Err(login_refusal(engine, account, e).await),
+    }
 }
 
 async fn imap_login(
@@ -148,11 +202,15 @@ pub async fn open_pop3(
 ) -> Result<Pop3Client, MailError> {
     let (_, server) = inbound(account)?;
     let user = account.spec.sasl_user().to_string();
-    with_refused_token_retry(engine, account, |token, _| {
+    let opened = with_refused_token_retry(engine, account, |token, _| {
         let user = &user;
         async move { pop3_login(server, tls, user, &token, timeout).await }
     })
-    .await
+    .await;
+    match opened {
+        Ok(c) => Ok(c),
+        Err(e) => Err(login_refusal(engine, account, e).await),
+    }
 }
 
 /// Connect, STLS when asked, and authenticate `user` with `token` over the first OAuth
@@ -206,7 +264,9 @@ pub async fn list(
     match inbound(account)?.0 {
         InboundProtocol::Imap => {
             let (mut c, _) = open_imap(engine, tls, account, timeout).await?;
-            c.select_info("INBOX", true).await?;
+            c.select_info("INBOX", true)
+                .await
+                .map_err(|e| shared_mailbox_refusal(account, e))?;
             let mut uids = c.uid_search("ALL").await?;
             if let Some(b) = before {
                 // Not a number: no IMAP UID is "before" it.
@@ -270,7 +330,9 @@ pub async fn fetch(
                 return Ok(None);
             };
             let (mut c, _) = open_imap(engine, tls, account, timeout).await?;
-            c.select_info("INBOX", true).await?;
+            c.select_info("INBOX", true)
+                .await
+                .map_err(|e| shared_mailbox_refusal(account, e))?;
             let raw = c.fetch(n).await?;
             c.logout().await;
             Ok(raw)
@@ -296,4 +358,66 @@ pub fn join_lines(lines: Vec<Vec<u8>>) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared_mailbox_refusal;
+    use crate::net::MailError;
+    use crate::remedy::MailRemedy;
+    use mailgate_core::account::MailAccount;
+
+    fn account(delegate: Option<&str>) -> MailAccount {
+        let spec = serde_json::from_value(serde_json::json!({
+            "name": "support", "description": "", "enabled": true,
+            "mailbox": "support@example.test", "shared_mailbox": null, "aliases": [],
+            "app_id": 1, "inbound": null,
+            "outbound": {"host": "smtp.example.test", "port": 587, "tls": "starttls"},
+            "from_name": null, "reply_to": null, "signature": null,
+            "on_received": {"action": "none"}, "delegate": delegate
+        }))
+        .unwrap();
+        MailAccount {
+            id: mailgate_core::AccountId(1),
+            spec,
+            state: mailgate_core::AccountState::Active,
+            last_problem: None,
+            created_at: mailgate_core::Timestamp(0),
+            updated_at: mailgate_core::Timestamp(0),
+        }
+    }
+
+    /// Exchange's "User is authenticated but not connected" (at SELECT, after the login) and
+    /// a refused login both mean the delegate lacks FullAccess.
+    #[test]
+    fn a_delegates_refusal_is_named_shared_mailbox_no_access() {
+        for remedy in [MailRemedy::NotConnected, MailRemedy::AuthFailed] {
+            let e = MailError::server(
+                remedy,
+                "SELECT INBOX",
+                "BAD User is authenticated but not connected.",
+            );
+            let named = shared_mailbox_refusal(&account(Some("alice@example.test")), e);
+            assert_eq!(named.remedy, MailRemedy::SharedMailboxNoAccess);
+            assert!(
+                named.detail.contains("alice@example.test"),
+                "{}",
+                named.detail
+            );
+            assert_eq!(
+                named.server_says.as_deref(),
+                Some("BAD User is authenticated but not connected.")
+            );
+        }
+        let own = MailError::server(MailRemedy::NotConnected, "SELECT INBOX", "BAD");
+        assert_eq!(
+            shared_mailbox_refusal(&account(None), own).remedy,
+            MailRemedy::NotConnected
+        );
+        let other = MailError::server(MailRemedy::Deadline, "SELECT INBOX", "");
+        assert_eq!(
+            shared_mailbox_refusal(&account(Some("alice@example.test")), other).remedy,
+            MailRemedy::Deadline
+        );
+    }
 }

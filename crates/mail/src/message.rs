@@ -99,6 +99,12 @@ pub fn build(account: &AccountSpec, m: &Outgoing<'_>) -> Result<Vec<u8>, String>
         Address::new_list(list.iter().map(|a| Address::from(a.clone())).collect())
     };
     let mut builder = MessageBuilder::new().from(from);
+    // SendOnBehalf: Exchange shows "delegate on behalf of mailbox" from this header.
+    if account.send_on_behalf
+        && let Some(delegate) = &account.delegate
+    {
+        builder = builder.sender(delegate.to_string());
+    }
     // Without To (only Cc or Bcc recipients) the header is left out, as RFC 5322 allows.
     if !m.to.is_empty() {
         builder = builder.to(address_list(m.to));
@@ -224,6 +230,27 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("multipart"), "{out}");
+    }
+
+    #[test]
+    fn a_delegate_is_the_sender_only_when_sending_on_behalf() {
+        let mut spec = account();
+        spec.delegate = Some(mailgate_core::EmailAddress::parse("alice@example.test").unwrap());
+        let send_as =
+            String::from_utf8(build(&spec, &outgoing(Some("x"), None, &[])).unwrap()).unwrap();
+        assert!(send_as.contains("<support@example.test>"), "{send_as}");
+        assert!(!send_as.contains("Sender:"), "{send_as}");
+        spec.send_on_behalf = true;
+        let on_behalf =
+            String::from_utf8(build(&spec, &outgoing(Some("x"), None, &[])).unwrap()).unwrap();
+        assert!(
+            on_behalf.contains("From: \"Support Desk\" <support@example.test>\r\n"),
+            "{on_behalf}"
+        );
+        assert!(
+            on_behalf.contains("Sender: <alice@example.test>\r\n"),
+            "{on_behalf}"
+        );
     }
 
     #[test]

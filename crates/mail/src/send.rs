@@ -69,7 +69,8 @@ async fn smtp_login(
             "the SMTP server offers no OAuth mechanism",
         )
     })?;
-    let user = account.spec.sasl_user().to_string();
+    // A delegate authenticates as itself; the envelope sender stays the mailbox.
+    let user = account.spec.smtp_auth_user().to_string();
     c.authenticate(mech, &user, &token, server.port.get())
         .await?;
     Ok(c)
@@ -86,6 +87,8 @@ pub fn is_permanent(e: &MailError) -> bool {
                 .is_some_and(|r| !matches!(r.severity(), mailgate_oauth::Severity::Transient))
         }),
         MailRemedy::AuthFailed
+        | MailRemedy::SendAsDenied
+        | MailRemedy::SharedMailboxNoAccess
         | MailRemedy::SmtpAuthDisabled
         | MailRemedy::OAuthNotOffered
         | MailRemedy::TlsNameMismatch

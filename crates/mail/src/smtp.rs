@@ -211,11 +211,25 @@ fn send_refused(step: &str, reply: &Reply) -> MailError {
         )
     } else {
         MailError::server(
-            MailRemedy::SendRejected,
+            if is_send_as_denied(&reply.text()) {
+                MailRemedy::SendAsDenied
+            } else {
+                MailRemedy::SendRejected
+            },
             format!("{step} was refused"),
             says(reply),
         )
     }
+}
+
+/// Exchange's `5.7.60 SendAsDenied` (STOREDRV.Submission.Exception:SendAsDeniedException),
+/// and Postfix's `reject_sender_login_mismatch` ("not owned by user"), which is the same
+/// refusal: the authenticated user may not send as the envelope sender.
+fn is_send_as_denied(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("5.7.60")
+        || lower.contains("sendasdenied")
+        || lower.contains("not owned by user")
 }
 
 fn auth_error(reply: &Reply) -> MailError {

@@ -314,6 +314,15 @@ pub struct AccountSettings {
     /// none, webhook, mark_seen, delete or move:FOLDER.
     #[arg(long, value_parser = OnReceived::parse)]
     pub on_received: Option<OnReceived>,
+    /// For a shared mailbox: the user with FullAccess (and SendAs) on it who signs in.
+    #[arg(long, value_parser = EmailAddress::parse, conflicts_with = "no_delegate")]
+    pub delegate: Option<EmailAddress>,
+    /// Remove the delegate: the mailbox signs in itself again.
+    #[arg(long)]
+    pub no_delegate: bool,
+    /// With a delegate, send on behalf (true: `Sender:` the delegate) or as the mailbox (false).
+    #[arg(long, value_name = "BOOL")]
+    pub send_on_behalf: Option<bool>,
 }
 
 #[derive(Debug, Args)]

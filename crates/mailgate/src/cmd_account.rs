@@ -120,6 +120,9 @@ fn settings_input(s: AccountSettings) -> Result<AccountSettingsInput, Failure> {
         from_name: s.from_name,
         reply_to: s.reply_to,
         on_received: s.on_received,
+        delegate: s.delegate,
+        send_on_behalf: s.send_on_behalf,
+        clear_delegate: s.no_delegate,
     })
 }
 

@@ -121,6 +121,9 @@ pub fn account_json(acc: &MailAccount, app_name: &str) -> Value {
         "reply_to": s.reply_to,
         "signature": s.signature,
         "on_received": s.on_received.to_string(),
+        "delegate": s.delegate,
+        "send_on_behalf": s.send_on_behalf,
+        "access": s.access_summary(),
         "last_problem": acc.last_problem,
         "created_at": acc.created_at.rfc3339(),
         "updated_at": acc.updated_at.rfc3339(),
@@ -146,7 +149,13 @@ pub fn print_account(acc: &MailAccount, app_name: &str) {
             out!("                   provider said: {d}");
         }
     }
-    out!("  mailbox:         {}", s.mailbox);
+    out!("  mailbox:         {}", s.access_summary());
+    if s.send_on_behalf {
+        out!(
+            "  sends:           on behalf (Sender: {})",
+            s.sign_in_user()
+        );
+    }
     if let Some(m) = &s.shared_mailbox {
         out!("  shared mailbox:  {m}");
     }

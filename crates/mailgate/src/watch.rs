@@ -249,7 +249,11 @@ impl Watchers {
     async fn imap_session(&self, account: &MailAccount, announce: bool) -> Result<(), MailError> {
         let (mut c, expires) =
             inbox::open_imap(&self.engine, &self.tls, account, IO_TIMEOUT).await?;
-        let selected = c.select_info("INBOX", false).await?;
+        // Exchange: "User is authenticated but not connected" for a delegate without FullAccess.
+        let selected = c
+            .select_info("INBOX", false)
+            .await
+            .map_err(|e| inbox::shared_mailbox_refusal(account, e))?;
         let validity = selected.uid_validity.unwrap_or(0);
         let mut pos = match self
             .store

@@ -689,6 +689,7 @@ impl Store {
             .await
             .map_err(|e| unique(e, "account", spec.name.as_str()))?;
         let id = AccountId(row.try_get("id")?);
+        rows::write_account_delegate(&mut tx, id, spec).await?;
         record(
             &mut tx,
             now,
@@ -784,7 +785,27 @@ impl Store {
             )
             .await?;
         }
-        let has_grant = has_grant && !app_changed;
+        // A grant is the signed-in person's: a new delegate (or none) must sign in itself, or
+        // mailgate would go on opening the mailbox as someone no longer named.
+        let same_person = |a: &Option<mailgate_core::EmailAddress>,
+                           b: &Option<mailgate_core::EmailAddress>| match (
+            a, b,
+        ) {
+            (Some(a), Some(b)) => a.same_mailbox(b.as_str()),
+            (None, None) => true,
+            _ => false,
+        };
+        let delegate_changed = !same_person(&spec.delegate, &current.spec.delegate);
+        if delegate_changed && !app_changed {
+            current_state = drop_grant_in_tx(
+                &mut tx,
+                id,
+                "the account's delegate (who signs in for it) changed, so the grant of the previous one was dropped; authorize the account again as the new delegate",
+                now,
+            )
+            .await?;
+        }
+        let has_grant = has_grant && !app_changed && !delegate_changed;
         let state = match (current.spec.enabled, spec.enabled) {
             (true, false) => current_state.apply(mailgate_core::AccountEvent::Disabled),
             (false, true) => {
@@ -803,6 +824,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| unique(e, "account", spec.name.as_str()))?;
+        rows::write_account_delegate(&mut tx, id, spec).await?;
         record(
             &mut tx,
             now,

@@ -81,6 +81,10 @@ pub struct RigInfo {
     /// Which scope a token must carry per protocol: `microsoft`, `google` or `none`.
     #[serde(default)]
     pub token_scopes: Option<String>,
+    /// The emulator's SendAs table, when submission checks the envelope sender
+    /// (`--sender-login-map`; the shared rig of `scripts/test` does).
+    #[serde(default)]
+    pub sender_login_map: Option<String>,
     /// Only with `oauth: false`.
     #[serde(default)]
     pub plain_user: Option<String>,

@@ -144,7 +144,11 @@ impl ApiCaller {
 
 pub(crate) fn account_json(a: &mailgate_core::MailAccount) -> Value {
     // Accounts hold no secrets; their serialisation is safe as it is.
-    serde_json::to_value(a).unwrap_or(Value::Null)
+    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("access".into(), a.spec.access_summary().into());
+    }
+    v
 }
 
 pub async fn list_accounts(State(state): State<AppState>, caller: ApiCaller) -> Response {

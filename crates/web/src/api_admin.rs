@@ -91,6 +91,9 @@ const ACCOUNT_FIELDS: &[&str] = &[
     "reply_to",
     "signature",
     "on_received",
+    "delegate",
+    "send_on_behalf",
+    "clear_delegate",
 ];
 const TEST_FIELDS: &[&str] = &["to", "step_timeout", "find_within"];
 
@@ -458,6 +461,9 @@ impl Body {
             reply_to: self.parsed("reply_to", EmailAddress::parse)?,
             signature: self.text("signature")?.map(str::to_owned),
             on_received: self.parsed("on_received", OnReceived::parse)?,
+            delegate: self.parsed("delegate", EmailAddress::parse)?,
+            send_on_behalf: self.flag("send_on_behalf")?,
+            clear_delegate: self.flag("clear_delegate")?.unwrap_or(false),
         })
     }
 }

@@ -559,7 +559,8 @@ async fn account_form(
         ""
     };
     let body = format!(
-        "<h1>{title}</h1>{summary}<form method=\"post\" action=\"{action}\">{csrf}{name}{app}{email}\
+        "<h1>{title}</h1>{summary}<form method=\"post\" action=\"{action}\">{csrf}{name}{app}{email}{delegate}\
+<p><label><input type=\"checkbox\" name=\"send_on_behalf\"{on_behalf}> Send on behalf (Sender: the delegate)</label></p>\
 <p><label><input type=\"checkbox\" name=\"enabled\"{enabled}> Enabled</label></p>\
 <fieldset><legend>Inbound</legend>{inbound}{ihost}{iport}{itls}</fieldset>\
 <fieldset><legend>Outbound</legend>{outbound}{shost}{sport}{stls}</fieldset>\
@@ -580,8 +581,21 @@ async fn account_form(
             "email",
             "Mailbox address",
             "email",
-            "The user who authorizes must sign in as this address."
+            "The user who authorizes must sign in as this address, unless a delegate is named."
         ),
+        delegate = input(
+            f,
+            errs,
+            "delegate",
+            "Delegate",
+            "email",
+            "For a shared mailbox: the user with FullAccess and SendAs on it who signs in."
+        ),
+        on_behalf = if get(f, "send_on_behalf") == "on" {
+            " checked"
+        } else {
+            ""
+        },
         inbound = select(
             f,
             errs,
@@ -682,6 +696,10 @@ fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
         reply_to: opt(f, errs, "reply_to", EmailAddress::parse),
         signature: Some(f.get("signature").cloned().unwrap_or_default()),
         on_received: opt(f, errs, "on_received", OnReceived::parse),
+        delegate: opt(f, errs, "delegate", EmailAddress::parse),
+        send_on_behalf: Some(get(f, "send_on_behalf") == "on"),
+        // The edit form shows the current delegate: a field left empty means none.
+        clear_delegate: get(f, "delegate").is_empty(),
     }
 }
 
@@ -796,6 +814,12 @@ fn account_fields(a: &mailgate_core::MailAccount) -> Fields {
     );
     f.insert("signature".into(), s.signature.clone().unwrap_or_default());
     f.insert("on_received".into(), s.on_received.to_string());
+    if let Some(d) = &s.delegate {
+        f.insert("delegate".into(), d.to_string());
+    }
+    if s.send_on_behalf {
+        f.insert("send_on_behalf".into(), "on".into());
+    }
     f
 }
 
@@ -930,14 +954,15 @@ async fn account_page_with(state: &AppState, session: &Session, id: i64, extra: 
     };
     let body = format!(
         "<h1>Account {name}</h1><p>State: <strong id=\"account-state\">{state}</strong></p>{problem}\
-<p>Mailbox: {mailbox}</p><p>Inbound: {inbound}</p><p>Outbound: {outbound}</p>\
+<p>Mailbox: <span id=\"account-access\">{access}</span></p><p>Inbound: {inbound}</p><p>Outbound: {outbound}</p>\
 {edit}\
-<form method=\"post\" action=\"/admin/accounts/{id}/authorize\">{csrf}<p>You will be asked to sign in as <strong>{mailbox}</strong>. If your browser is signed in to the provider as someone else, sign out first or use a private window.</p>\
+<form method=\"post\" action=\"/admin/accounts/{id}/authorize\">{csrf}<p>You will be asked to sign in as <strong>{sign_in}</strong>. If your browser is signed in to the provider as someone else, sign out first or use a private window.</p>\
 <button type=\"submit\" id=\"authorize\">{authorize_label}</button></form>\
 <form method=\"post\" action=\"/admin/accounts/{id}/test\">{csrf}<p><button type=\"submit\" id=\"test-configuration\">Test configuration</button></p></form>{extra}",
         name = escape(s.name.as_str()),
         state = acc.state,
-        mailbox = escape(s.mailbox.as_str()),
+        access = escape(&s.access_summary()),
+        sign_in = escape(s.sign_in_user().as_str()),
         inbound = s
             .inbound
             .as_ref()

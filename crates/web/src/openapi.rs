@@ -683,7 +683,10 @@ fn account_input(creating: bool) -> Value {
             "outbound": { "type": "string", "enum": ["smtp", "none"] },
             "smtp_host": text, "smtp_port": port, "smtp_tls": tls,
             "from_name": text, "reply_to": email, "signature": text,
-            "on_received": { "type": "string", "description": "none, webhook, mark_seen, delete or move:FOLDER" }
+            "on_received": { "type": "string", "description": "none, webhook, mark_seen, delete or move:FOLDER" },
+            "delegate": { "type": "string", "format": "email", "description": "For a shared mailbox: the user with FullAccess (and SendAs) on it who signs in" },
+            "send_on_behalf": { "type": "boolean", "description": "With a delegate: From the mailbox and Sender the delegate (SendOnBehalf) instead of SendAs" },
+            "clear_delegate": { "type": "boolean", "description": "Remove the delegate: the mailbox signs in itself again" }
         }
     });
     if creating {

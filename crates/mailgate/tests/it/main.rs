@@ -22,6 +22,7 @@ mod refresh_outage;
 mod refused_token;
 mod secret_destinations;
 mod serve;
+mod shared_mailboxes;
 mod support;
 mod tokens_ui;
 mod users_ui;

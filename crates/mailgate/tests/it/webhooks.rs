@@ -183,7 +183,7 @@ async fn wait_for_event(f: &Fixture, token: &str, kind: &str, n: usize) {
 
 /// Hands a message to the rig's Postfix (plain SMTP, no auth), which delivers it into the
 /// mailbox over LMTP: mail arriving as it would from anyone on the internet.
-async fn deliver(rig: &MailRig, to: &str, subject: &str, body: &str) {
+pub(crate) async fn deliver(rig: &MailRig, to: &str, subject: &str, body: &str) {
     let mut smtp = RawClient::connect(rig.host(), rig.smtp_port())
         .await
         .unwrap();
@@ -206,7 +206,7 @@ async fn deliver(rig: &MailRig, to: &str, subject: &str, body: &str) {
     let _ = smtp.smtp_command("QUIT").await;
 }
 
-async fn subscribe(
+pub(crate) async fn subscribe(
     f: &Fixture,
     token: &str,
     url: &str,
@@ -768,7 +768,7 @@ async fn wait_for_more(f: &Fixture, token: &str, kind: &str, n: usize) -> Vec<St
 }
 
 /// Waits until an `inbound_watching` event says `words` (e.g. the new on-received action).
-async fn wait_for_watching(f: &Fixture, token: &str, words: &str) {
+pub(crate) async fn wait_for_watching(f: &Fixture, token: &str, words: &str) {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let (_, v) = api(f, token, "GET", "/api/v1/accounts/1/events", None).await;

@@ -66,6 +66,8 @@ fn account(name: &str, app: &mailgate_core::OAuthApp) -> AccountSpec {
         reply_to: None,
         signature: Some("-- \nContoso".into()),
         on_received: OnReceived::MoveTo("Processed".into()),
+        delegate: None,
+        send_on_behalf: false,
     }
 }
 

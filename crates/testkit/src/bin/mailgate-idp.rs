@@ -1,5 +1,6 @@
 //! `mailgate-idp [--listen 127.0.0.1:0] [--config FILE.json]`: the identity-provider emulator
-//! as a process. Prints one JSON line `{"base_url":"http://127.0.0.1:PORT"}` on stdout once
+//! as a process. Prints one JSON line `{"base_url":"http://127.0.0.1:PORT",
+//! "sender_login_map":"tcp:127.0.0.1:PORT2"}` on stdout once
 //! listening, logs to stderr, serves until SIGTERM or Ctrl-C. See docs/idp-emulator.md.
 
 use std::io::Write;
@@ -84,7 +85,10 @@ async fn main() -> anyhow::Result<()> {
         writeln!(
             stdout,
             "{}",
-            serde_json::json!({ "base_url": idp.base_url() })
+            serde_json::json!({
+                "base_url": idp.base_url(),
+                "sender_login_map": idp.sender_login_map(),
+            })
         )?;
         stdout.flush()?;
     }

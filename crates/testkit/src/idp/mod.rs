@@ -27,6 +27,7 @@ mod issue;
 mod pages;
 mod resources;
 mod scopes;
+mod sender_login;
 mod spec;
 mod state;
 mod token;
@@ -84,6 +85,7 @@ impl Default for IdpConfig {
 #[derive(Debug)]
 pub struct Idp {
     base_url: String,
+    sender_login_map: String,
     tenant_id: String,
     shutdown: Option<oneshot::Sender<()>>,
     /// Signalled by the server thread once it has stopped. (In a `Mutex` only to keep `Idp`
@@ -130,6 +132,16 @@ impl Idp {
                 inner.add_user(user, &config.tenant_id);
             }
         }
+        // Postfix's `smtpd_sender_login_maps` for the rig (see `sender_login.rs`).
+        let sender_listener = std::net::TcpListener::bind((config.listen.ip(), 0))
+            .context("binding the emulator's sender-login table")?;
+        sender_listener.set_nonblocking(true)?;
+        let sender_login_map = format!("tcp:{}", sender_listener.local_addr()?);
+        {
+            let _entered = runtime.enter();
+            let sender_listener = tokio::net::TcpListener::from_std(sender_listener)?;
+            runtime.spawn(sender_login::serve(sender_listener, shared.clone()));
+        }
         let app = router(shared);
         let (shutdown, stop) = oneshot::channel::<()>();
         let (stopped_tx, stopped) = mpsc::channel::<()>();
@@ -156,6 +168,7 @@ impl Idp {
         tracing::info!(%base_url, "identity-provider emulator listening");
         Ok(Idp {
             base_url,
+            sender_login_map,
             tenant_id: config.tenant_id,
             shutdown: Some(shutdown),
             stopped: Mutex::new(stopped),
@@ -165,6 +178,12 @@ impl Idp {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn base_url(&self) -> String {
         self.base_url.clone()
+    }
+
+    /// `tcp:127.0.0.1:PORT`: the Postfix lookup table of who may send as whom (SendAs), for
+    /// `scripts/mail-rig start --sender-login-map`.
+    pub fn sender_login_map(&self) -> &str {
+        &self.sender_login_map
     }
 
     /// The default tenant GUID (Microsoft `tid` of users registered without one).

@@ -154,6 +154,16 @@ pub(crate) async fn introspect(State(app): State<AppState>, body: Bytes) -> Resp
     body.insert("iat".into(), record.issued_at.unix_timestamp().into());
     body.insert("exp".into(), record.expires_at.unix_timestamp().into());
     if let Some(mailbox) = mailbox_of(&inner, record) {
+        // The rig's second passdb compares this with the login name, so a delegate opens a
+        // shared mailbox only with FullAccess. Without one it repeats the token's own
+        // mailbox: a missing attribute would be a temporary failure in Dovecot, not a refusal.
+        let full_access = record
+            .user
+            .as_ref()
+            .and_then(|u| inner.users.get(u))
+            .and_then(|u| u.full_access.first().cloned())
+            .unwrap_or_else(|| mailbox.clone());
+        body.insert("full_access_mailbox".into(), full_access.into());
         body.insert("email".into(), mailbox.clone().into());
         body.insert("username".into(), mailbox.into());
     }

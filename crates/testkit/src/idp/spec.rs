@@ -54,6 +54,15 @@ pub struct UserSpec {
     /// Defaults to the emulator's tenant (`IdpConfig::tenant_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
+    /// Shared mailboxes this user may open (Exchange's FullAccess, `Add-MailboxPermission`):
+    /// introspection reports the first as `full_access_mailbox`, which the rig's second
+    /// passdb compares with the login name. Registering the user again replaces the list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub full_access: Vec<String>,
+    /// Addresses this user may send as (Exchange's SendAs, `Add-RecipientPermission`), for
+    /// the rig's submission check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub send_as: Vec<String>,
 }
 
 impl UserSpec {
@@ -63,6 +72,8 @@ impl UserSpec {
             password: password.to_owned(),
             name: None,
             tenant_id: None,
+            full_access: Vec::new(),
+            send_as: Vec::new(),
         }
     }
 }

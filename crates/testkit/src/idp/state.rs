@@ -151,6 +151,9 @@ pub(crate) struct UserRecord {
     pub(crate) sub: String,
     /// Microsoft's TokensValidFrom: grants, codes and tokens issued before it are dead.
     pub(crate) tokens_valid_from: Option<OffsetDateTime>,
+    /// Lower-cased mailboxes this user has FullAccess / SendAs on (see `UserSpec`).
+    pub(crate) full_access: Vec<String>,
+    pub(crate) send_as: Vec<String>,
 }
 
 impl UserRecord {
@@ -353,12 +356,17 @@ impl Inner {
             .tenant_id
             .clone()
             .unwrap_or_else(|| default_tenant.to_owned());
+        let lower = |list: &[String]| list.iter().map(|m| m.to_lowercase()).collect::<Vec<_>>();
+        let full_access = lower(&spec.full_access);
+        let send_as = lower(&spec.send_as);
         let record = match self.users.remove(&key) {
             Some(existing) => UserRecord {
                 email: spec.email,
                 password: spec.password,
                 name,
                 tid,
+                full_access,
+                send_as,
                 ..existing
             },
             None => UserRecord {
@@ -369,6 +377,8 @@ impl Inner {
                 tid,
                 sub: random_digits(21),
                 tokens_valid_from: None,
+                full_access,
+                send_as,
             },
         };
         let user = record.public();
