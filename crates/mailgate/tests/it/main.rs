@@ -17,6 +17,7 @@ mod mailtest;
 mod oauth;
 mod outbox;
 mod outbox_hardening;
+mod outbox_sessions;
 mod refresh_outage;
 mod refused_token;
 mod secret_destinations;
