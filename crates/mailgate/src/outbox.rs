@@ -60,6 +60,10 @@ pub struct Worker {
 /// How long a sender whose account has nothing more due keeps its session open for a
 /// message about to be queued (an application sending a batch one request at a time).
 const SESSION_LINGER: Duration = Duration::from_millis(500);
+/// Messages a sender sends before it gives its slot back to the dispatcher, which then
+/// claims the oldest due message of any account: a busy account does not keep a slot
+/// while other accounts wait at the global cap.
+const SENDER_TURN: usize = 100;
 
 impl Worker {
     /// The dispatcher: claims a due message of an account below its session cap, while
@@ -151,8 +155,8 @@ impl Worker {
     }
 
     /// Sends `first` and then the account's next due messages over one SMTP session, until
-    /// none is due (after [`SESSION_LINGER`]), the store stops accepting writes, or `serve`
-    /// stops. Each message is claimed on its own just before it is sent, so the claim
+    /// none is due (after [`SESSION_LINGER`]), [`SENDER_TURN`] messages are sent, the store
+    /// stops accepting writes, or `serve` stops. Each message is claimed on its own just before it is sent, so the claim
     /// lease, heartbeat and retry rules are those of one message.
     async fn sender(
         self: Arc<Self>,
@@ -163,9 +167,11 @@ impl Worker {
         let account_id = first.account_id.0;
         let mut session = None;
         let mut next = Some(first);
+        let mut sent = 0;
         while let Some(item) = next.take() {
             session = self.deliver(item, session, &stop).await;
-            if *stop.borrow() {
+            sent += 1;
+            if *stop.borrow() || sent >= SENDER_TURN {
                 break;
             }
             next = self.claim_next_of(account_id, &mut queued).await;
