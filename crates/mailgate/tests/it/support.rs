@@ -435,10 +435,12 @@ pub enum AfterData {
 /// A loopback TCP proxy in front of the rig's submission port (STARTTLS passes through
 /// untouched). The messages are the only large uploads, so `threshold` bytes sent by the
 /// client (in all, or since the server last spoke) mark a message's data without reading
-/// the encrypted stream. `connections` counts the SMTP sessions opened through it.
+/// the encrypted stream. `connections` counts the SMTP sessions opened through it; while
+/// held ([`SmtpProxy::hold`]) a new connection waits before it reaches the server.
 pub struct SmtpProxy {
     pub port: u16,
     pub connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    gate: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl SmtpProxy {
@@ -448,12 +450,10 @@ impl SmtpProxy {
         let port = listener.local_addr().unwrap().port();
         let connections = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = connections.clone();
+        let gate = std::sync::Arc::new(tokio::sync::watch::channel(true).0);
+        let open = gate.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    continue;
-                };
                 let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
                 let mode = match mode {
                     AfterData::CloseAfterMessages(_) | AfterData::CutMidMessage(_) if !first => {
@@ -461,10 +461,34 @@ impl SmtpProxy {
                     }
                     other => other,
                 };
-                tokio::spawn(relay(client, server, threshold, mode));
+                let mut open = open.subscribe();
+                tokio::spawn(async move {
+                    if open.wait_for(|open| *open).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    relay(client, server, threshold, mode).await;
+                });
             }
         });
-        SmtpProxy { port, connections }
+        SmtpProxy {
+            port,
+            connections,
+            gate,
+        }
+    }
+
+    /// New connections wait (before the server's greeting) until [`SmtpProxy::release`]:
+    /// lets a test queue a whole batch before the first message goes out.
+    pub fn hold(&self) {
+        self.gate.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.gate.send_replace(true);
     }
 
     pub fn connections(&self) -> u64 {
