@@ -204,7 +204,18 @@ impl Worker {
                 .await
             {
                 Ok(Some(item)) => return Some(item),
-                Ok(None) => {}
+                Ok(None) => {
+                    // Another account's message is due: give the slot back at once rather
+                    // than linger, so a waiting session never delays other accounts.
+                    let due_elsewhere = self
+                        .store
+                        .next_outbox_due()
+                        .await
+                        .is_ok_and(|t| t.is_some_and(|t| t.0 <= now.0));
+                    if due_elsewhere {
+                        return None;
+                    }
+                }
                 Err(e) => {
                     store_warn("claim", &e, "outbox: cannot claim work");
                     return None;
@@ -295,6 +306,7 @@ impl Worker {
                 self.event(
                     &item,
                     EventKind::MessageSent,
+                    (OutboxStatus::Sent, None, Some(&reply)),
                     format!("message {} sent: {reply}", item.id),
                     now,
                 )
@@ -317,6 +329,11 @@ impl Worker {
                 self.event(
                     &item,
                     EventKind::MessageFailed,
+                    (
+                        OutboxStatus::Failed,
+                        Some(&e.to_string()),
+                        e.server_says.as_deref(),
+                    ),
                     format!("message {} failed: {e}", item.id),
                     now,
                 )
@@ -432,21 +449,28 @@ impl Worker {
     }
 
     /// Records `message.sent` / `message.failed`, which also queues their webhooks.
-    async fn event(&self, item: &OutboxItem, kind: EventKind, message: String, now: Timestamp) {
-        let data = match self.store.outbox_item(item.id).await {
-            Ok(latest) => serde_json::json!({
-                "message": {
-                    "id": latest.id,
-                    "status": latest.status,
-                    "message_id": latest.message_id,
-                    "recipients": latest.recipients,
-                    "attempts": latest.attempts,
-                    "server_reply": latest.server_reply,
-                    "error": latest.last_error,
-                }
-            }),
-            Err(_) => serde_json::json!({ "message": { "id": item.id } }),
-        };
+    /// The message's data is the row as [`Worker::finish`] just wrote it (built here rather
+    /// than read back: one query less per message sent).
+    async fn event(
+        &self,
+        item: &OutboxItem,
+        kind: EventKind,
+        outcome: (OutboxStatus, Option<&str>, Option<&str>),
+        message: String,
+        now: Timestamp,
+    ) {
+        let (status, error, reply) = outcome;
+        let data = serde_json::json!({
+            "message": {
+                "id": item.id,
+                "status": status,
+                "message_id": item.message_id,
+                "recipients": item.recipients,
+                "attempts": item.attempts,
+                "server_reply": reply.or(item.server_reply.as_deref()),
+                "error": error,
+            }
+        });
         let _ = self
             .store
             .record_event_with(now, kind, None, Some(item.account_id), &message, Some(data))
