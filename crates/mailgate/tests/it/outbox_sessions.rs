@@ -242,3 +242,33 @@ async fn two_accounts_send_in_parallel() {
     .await;
     assert_eq!(v["status"], "sending", "the first is still stuck: {v}");
 }
+
+/// `outbox_per_account_concurrency = 2`: one account's batch goes over exactly two sessions
+/// at once (the default, 1, uses one: see the test above), each message still once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_account_cap_sets_how_many_sessions_one_account_uses() {
+    let (f, rig) = on_rig_with(&[
+        ("MAILGATE_OUTBOX_RETRY_SECS", "1"),
+        ("MAILGATE_OUTBOX_PER_ACCOUNT_CONCURRENCY", "2"),
+    ])
+    .await;
+    f.authorize().await;
+    let token = sender_token(&f);
+    let proxy = SmtpProxy::start(rig.submission_port(), THRESHOLD, AfterData::PassThrough).await;
+    smtp_at(&f, "support", "127.0.0.1", &proxy.port.to_string());
+    let to = f.mailbox.clone();
+    proxy.hold();
+    let queued = queue(
+        &f,
+        &token,
+        1,
+        &to,
+        "two sessions",
+        12,
+        |to, subject| json!({"to": [to], "subject": subject, "text": "small"}),
+    )
+    .await;
+    proxy.release();
+    all_sent_exactly_once(&f, &rig, &token, &to, &queued).await;
+    assert_eq!(proxy.connections(), 2, "two sessions for one account");
+}
