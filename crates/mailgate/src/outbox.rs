@@ -156,8 +156,9 @@ impl Worker {
 
     /// Sends `first` and then the account's next due messages over one SMTP session, until
     /// none is due (after [`SESSION_LINGER`]), [`SENDER_TURN`] messages are sent, the store
-    /// stops accepting writes, or `serve` stops. Each message is claimed on its own just before it is sent, so the claim
-    /// lease, heartbeat and retry rules are those of one message.
+    /// stops accepting writes, or `serve` stops. Each message is claimed on its own just
+    /// before it is sent, so the claim lease, heartbeat and retry rules are those of one
+    /// message.
     async fn sender(
         self: Arc<Self>,
         first: OutboxItem,
