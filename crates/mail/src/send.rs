@@ -4,8 +4,8 @@
 use crate::net::{self, MailError, TlsSettings};
 use crate::remedy::MailRemedy;
 use crate::smtp::SmtpClient;
-use mailgate_core::TlsMode;
 use mailgate_core::account::MailAccount;
+use mailgate_core::{Timestamp, TlsMode};
 use mailgate_grants::Engine;
 use std::time::Duration;
 
@@ -74,6 +74,101 @@ async fn smtp_login(
     c.authenticate(mech, &user, &token, server.port.get())
         .await?;
     Ok(c)
+}
+
+/// Re-authenticate (a new session) when the session's token expires within this: a
+/// provider may end an authenticated session when its token expires, mid-message.
+const SESSION_TOKEN_MARGIN_SECS: i64 = 120;
+/// Messages one session carries at most before a new one: some providers limit messages
+/// per connection, and it bounds how long one session (and its token) lives.
+const SESSION_MAX_MESSAGES: u32 = 100;
+
+/// An authenticated SMTP session kept for one account's consecutive messages: the outbox
+/// pays for the connection, TLS and AUTH once per batch instead of once per message.
+pub struct Session {
+    client: SmtpClient,
+    server: mailgate_core::account::ServerEndpoint,
+    /// The envelope sender (the mailbox).
+    user: String,
+    /// Who authenticated (the delegate of a shared mailbox, else the mailbox).
+    auth_user: String,
+    token_expires_at: Option<Timestamp>,
+    /// Messages sent on it; every one after the first starts with RSET.
+    messages: u32,
+}
+
+impl Session {
+    /// Connects and authenticates with a fresh token (once more with a refreshed token if
+    /// the server refuses it, as [`send`] does).
+    pub async fn open(
+        engine: &Engine,
+        tls: &TlsSettings,
+        account: &MailAccount,
+        timeout: Duration,
+    ) -> Result<Session, MailError> {
+        let out = account.spec.outbound.as_ref().ok_or_else(|| {
+            MailError::new(MailRemedy::SendRejected, "the account has no outbound SMTP")
+        })?;
+        let server = &out.server;
+        crate::inbox::with_refused_token_retry(
+            engine,
+            account,
+            |token, token_expires_at| async move {
+                let client = smtp_login(server, tls, account, token, timeout).await?;
+                Ok(Session {
+                    client,
+                    server: server.clone(),
+                    user: account.spec.sasl_user().to_string(),
+                    auth_user: account.spec.smtp_auth_user().to_string(),
+                    token_expires_at,
+                    messages: 0,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Whether the next message of `account` may use this session at `now`: the account
+    /// still sends through the same server as the same user, the token is not about to
+    /// expire, and the session has not carried its share of messages.
+    pub fn reusable_for(&self, account: &MailAccount, now: Timestamp) -> bool {
+        let same_route = account
+            .spec
+            .outbound
+            .as_ref()
+            .is_some_and(|o| o.server == self.server)
+            && account.spec.sasl_user().to_string() == self.user
+            && account.spec.smtp_auth_user().to_string() == self.auth_user;
+        let token_fresh = self
+            .token_expires_at
+            .is_none_or(|t| now.secs_until(t) > SESSION_TOKEN_MARGIN_SECS);
+        same_route && token_fresh && self.messages < SESSION_MAX_MESSAGES
+    }
+
+    /// RSET before a message on a used session; an error means the session is gone
+    /// (nothing of the next message has been sent).
+    pub async fn reset(&mut self) -> Result<(), MailError> {
+        if self.messages == 0 {
+            return Ok(());
+        }
+        self.client.reset().await
+    }
+
+    /// Sends `message` to `recipients`; returns DATA's 250 reply, the session still open.
+    pub async fn send(
+        &mut self,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<String, MailError> {
+        let rcpts: Vec<&str> = recipients.iter().map(String::as_str).collect();
+        self.messages += 1;
+        self.client.send(&self.user, &rcpts, message).await
+    }
+
+    /// Ends the session politely; its outcome changes nothing.
+    pub async fn quit(self) {
+        self.client.quit().await;
+    }
 }
 
 /// Whether retrying cannot help: the server refused for good (5xx), or the configuration

@@ -181,6 +181,21 @@ impl SmtpClient {
     pub async fn quit(mut self) {
         let _ = self.command("QUIT").await;
     }
+
+    /// RSET between two messages of one session (RFC 5321 §4.1.1.5): whatever the previous
+    /// transaction left is cleared. It also finds a connection the server has closed
+    /// before any of the next message is sent.
+    pub async fn reset(&mut self) -> Result<(), MailError> {
+        let reply = self.command("RSET").await?;
+        if reply.code != 250 {
+            return Err(MailError::server(
+                busy_or(MailRemedy::ServerError, &reply),
+                "RSET was refused",
+                says(&reply),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A 4xx reply is the server saying "not now" (RFC 5321 §4.2.1): the same command may

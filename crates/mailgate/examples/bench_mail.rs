@@ -10,6 +10,10 @@
 //!   the mail server itself shows a message Postfix has accepted; and a raw IMAP session in
 //!   IDLE, i.e. when the server tells an IDLE client (Dovecot waits 500 ms after a change
 //!   before it does: `NOTIFY_DELAY_MSECS` in its `mailbox-watch.c`).
+//!
+//! With `-- --throughput` it measures only the outbox's throughput (issue 15): 500 messages
+//! to one account against one direct session, and 500 over 10 accounts with one session at
+//! a time against the parallel senders.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
@@ -112,10 +116,11 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(env: &Env, listen: &str, log: &Path) -> Serve {
+    fn start(env: &Env, listen: &str, log: &Path, extra: &[(&str, &str)]) -> Serve {
         let mut child = env
             .command()
             .env("MAILGATE_LISTEN", listen)
+            .envs(extra.iter().copied())
             .arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -410,16 +415,17 @@ async fn wait_until_sent(
     );
 }
 
-/// `POST /api/v1/accounts/1/messages`; returns the outbox id and how long the 202 took.
+/// `POST /api/v1/accounts/{account}/messages`; returns the outbox id and how long the 202 took.
 async fn post_message(
     http: &reqwest::Client,
     base: &str,
     token: &str,
+    account: i64,
     subject: &str,
 ) -> (i64, Duration) {
     let started = Instant::now();
     let resp = http
-        .post(format!("{base}/api/v1/accounts/1/messages"))
+        .post(format!("{base}/api/v1/accounts/{account}/messages"))
         .bearer_auth(token)
         .json(&json!({ "to": [SINK], "subject": subject, "text": "A benchmark message." }))
         .send()
@@ -461,11 +467,13 @@ struct ApiTimes {
     answers: Vec<Duration>,
 }
 
-/// Messages `numbers` posted to the API, `IN_FLIGHT` at a time, then waited for until sent.
+/// Messages `numbers` posted to the API, `IN_FLIGHT` at a time, then waited for until sent;
+/// message `n` goes to `accounts[n % accounts.len()]`.
 async fn send_through_api(
     http: &reqwest::Client,
     base: &str,
     token: &str,
+    accounts: &[i64],
     numbers: std::ops::Range<usize>,
 ) -> ApiTimes {
     let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
@@ -478,9 +486,10 @@ async fn send_through_api(
             token.to_owned(),
             limit.clone(),
         );
+        let account = accounts[n % accounts.len()];
         posts.spawn(async move {
             let _permit = limit.acquire_owned().await.unwrap();
-            post_message(&http, &base, &token, &format!("api {n} of {SEND_COUNT}")).await
+            post_message(&http, &base, &token, account, &format!("api {n}")).await
         });
     }
     let mut ids = Vec::new();
@@ -497,6 +506,219 @@ async fn send_through_api(
         all_accepted,
         answers,
     }
+}
+
+/// Messages per throughput measurement (`--throughput`, issue 15), in two blocks per side.
+const THROUGHPUT_COUNT: usize = 500;
+/// Accounts the parallel throughput measurement sends from.
+const THROUGHPUT_ACCOUNTS: usize = 10;
+
+/// What the throughput measurement works with.
+struct Bench<'a> {
+    env: &'a Env,
+    rig: &'a MailRig,
+    admin: &'a mailgate_testkit::idp::IdpAdmin,
+    http: &'a reqwest::Client,
+    base: &'a str,
+    listen: String,
+    logs: &'a Path,
+    api_token: &'a str,
+    access_token: &'a str,
+    run_id: u128,
+}
+
+/// The throughput baseline: messages `numbers` over one session (STARTTLS and AUTH once,
+/// then MAIL FROM, RCPT TO and DATA per message, QUIT at the end): what the mail server
+/// allows one client.
+async fn send_directly_one_session(
+    rig: &MailRig,
+    token: &str,
+    numbers: std::ops::Range<usize>,
+    run_id: u128,
+) -> Duration {
+    let started = Instant::now();
+    let tls = rig.tls_config().unwrap();
+    let mut smtp = RawClient::connect(rig.host(), rig.submission_port())
+        .await
+        .unwrap();
+    assert_eq!(smtp.read_smtp_reply().await.unwrap().code, 220);
+    expect(&mut smtp, "EHLO bench.test", 250).await;
+    smtp.smtp_starttls(tls).await.unwrap();
+    expect(&mut smtp, "EHLO bench.test", 250).await;
+    expect(&mut smtp, "AUTH XOAUTH2", 334).await;
+    let initial = base64::engine::general_purpose::STANDARD
+        .encode(format!("user={MAILBOX}\x01auth=Bearer {token}\x01\x01"));
+    expect(&mut smtp, &initial, 235).await;
+    for n in numbers {
+        expect(&mut smtp, &format!("MAIL FROM:<{MAILBOX}>"), 250).await;
+        expect(&mut smtp, &format!("RCPT TO:<{SINK}>"), 250).await;
+        expect(&mut smtp, "DATA", 354).await;
+        let body = message(
+            MAILBOX,
+            SINK,
+            &format!("session {n}"),
+            &format!("session-{n}-{run_id}@bench.test"),
+        );
+        smtp.send_raw(format!("{body}.\r\n").as_bytes())
+            .await
+            .unwrap();
+        let done = smtp.read_smtp_reply().await.unwrap();
+        assert_eq!(done.code, 250, "{done}");
+    }
+    let _ = smtp.smtp_command("QUIT").await;
+    started.elapsed()
+}
+
+/// `--throughput` (issue 15): 500 messages to one account through the API against the
+/// same over one direct SMTP session; then 500 messages spread over 10 accounts with the
+/// outbox sending one session at a time (`outbox_concurrency = 1`) against its default
+/// (8 in parallel, one per account). Both in alternating blocks (ABBA).
+async fn throughput(b: &Bench<'_>, mut serve: Serve) {
+    submit_directly(
+        b.rig,
+        b.access_token,
+        "warm-up direct",
+        &format!("warm-{}@bench.test", b.run_id),
+    )
+    .await;
+    let (id, _) = post_message(b.http, b.base, b.api_token, 1, "warm-up api").await;
+    wait_until_sent(
+        b.http,
+        b.base,
+        b.api_token,
+        &[id],
+        Instant::now() + WAIT_LIMIT,
+    )
+    .await;
+    let half = THROUGHPUT_COUNT / 2;
+    let (mut direct, mut api) = (Duration::ZERO, Duration::ZERO);
+    for (block, direct_turn) in [true, false, false, true].into_iter().enumerate() {
+        let numbers = if block == 0 || block == 1 {
+            0..half
+        } else {
+            half..THROUGHPUT_COUNT
+        };
+        if direct_turn {
+            direct += send_directly_one_session(b.rig, b.access_token, numbers, b.run_id).await;
+        } else {
+            api += send_through_api(b.http, b.base, b.api_token, &[1], numbers)
+                .await
+                .all_sent;
+        }
+    }
+
+    // Ten more accounts, each its own mailbox at the rig.
+    let submission = b.rig.submission_port().to_string();
+    let mut accounts = Vec::new();
+    for k in 0..THROUGHPUT_ACCOUNTS {
+        let (name, mailbox) = (format!("bench{k}"), format!("bench{k}@example.test"));
+        b.admin
+            .add_user(UserSpec::new(&mailbox, PASSWORD))
+            .await
+            .unwrap();
+        b.env.ok(
+            &[
+                "account", "add", "--name", &name, "--app", "Bench", "--email", &mailbox,
+            ],
+            None,
+        );
+        b.env.ok(
+            &[
+                "account",
+                "update",
+                &name,
+                "--smtp-host",
+                "localhost",
+                "--smtp-port",
+                &submission,
+                "--smtp-tls",
+                "starttls",
+            ],
+            None,
+        );
+        let url = b.env.ok(&["authorize", &name, "--no-wait"], None);
+        let callback = sign_in(b.http, url.trim(), &mailbox, PASSWORD)
+            .await
+            .unwrap();
+        assert_eq!(
+            b.http.get(callback.as_str()).send().await.unwrap().status(),
+            200
+        );
+        let shown: Value =
+            serde_json::from_str(&b.env.ok(&["account", "show", &name, "--json"], None)).unwrap();
+        accounts.push(shown["id"].as_i64().unwrap());
+    }
+    let (mut one_at_a_time, mut parallel) = (Duration::ZERO, Duration::ZERO);
+    for (block, sessions) in ["1", "8", "8", "1"].into_iter().enumerate() {
+        drop(serve);
+        serve = Serve::start(
+            b.env,
+            &b.listen,
+            &b.logs.join(format!("serve-{block}.log")),
+            &[("MAILGATE_OUTBOX_CONCURRENCY", sessions)],
+        );
+        // Unmeasured: each account's first message after a start reads its token.
+        let mut warm = Vec::new();
+        for &account in &accounts {
+            warm.push(
+                post_message(b.http, b.base, b.api_token, account, "warm-up")
+                    .await
+                    .0,
+            );
+        }
+        wait_until_sent(
+            b.http,
+            b.base,
+            b.api_token,
+            &warm,
+            Instant::now() + WAIT_LIMIT,
+        )
+        .await;
+        let numbers = if block == 0 || block == 1 {
+            0..half
+        } else {
+            half..THROUGHPUT_COUNT
+        };
+        let took = send_through_api(b.http, b.base, b.api_token, &accounts, numbers)
+            .await
+            .all_sent;
+        if sessions == "1" {
+            one_at_a_time += took;
+        } else {
+            parallel += took;
+        }
+    }
+    drop(serve);
+
+    let per_sec = |d: Duration| THROUGHPUT_COUNT as f64 / d.as_secs_f64();
+    println!(
+        "throughput: {THROUGHPUT_COUNT} messages to one account, 2 alternating blocks per side (release build, 2 cores)"
+    );
+    println!(
+        "  directly, one SMTP session per block (baseline)  {:>7.2} s  {:>6.1} msg/s",
+        direct.as_secs_f64(),
+        per_sec(direct)
+    );
+    println!(
+        "  through the API, {IN_FLIGHT} in flight, until all sent {:>7.2} s  {:>6.1} msg/s  = {:.0} % of baseline throughput",
+        api.as_secs_f64(),
+        per_sec(api),
+        100.0 * direct.as_secs_f64() / api.as_secs_f64()
+    );
+    println!(
+        "throughput: {THROUGHPUT_COUNT} messages over {THROUGHPUT_ACCOUNTS} accounts through the API, 2 alternating blocks per side"
+    );
+    println!(
+        "  one session at a time, outbox_concurrency = 1 (baseline) {:>7.2} s  {:>6.1} msg/s",
+        one_at_a_time.as_secs_f64(),
+        per_sec(one_at_a_time)
+    );
+    println!(
+        "  in parallel, outbox_concurrency = 8               {:>7.2} s  {:>6.1} msg/s  = {:.2}x baseline",
+        parallel.as_secs_f64(),
+        per_sec(parallel),
+        one_at_a_time.as_secs_f64() / parallel.as_secs_f64()
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -588,6 +810,7 @@ async fn main() {
         &env,
         &format!("127.0.0.1:{port}"),
         &dir.path().join("serve.log"),
+        &[],
     );
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -618,6 +841,22 @@ async fn main() {
         .trim()
         .to_owned();
     let access_token = env.ok(&["token", "bench"], None).trim().to_owned();
+    if std::env::args().any(|a| a == "--throughput") {
+        let bench = Bench {
+            env: &env,
+            rig: &rig,
+            admin: &admin,
+            http: &http,
+            base: &base,
+            listen: format!("127.0.0.1:{port}"),
+            logs: dir.path(),
+            api_token: &api_token,
+            access_token: &access_token,
+            run_id,
+        };
+        throughput(&bench, serve).await;
+        return;
+    }
 
     // ---- Send -------------------------------------------------------------------------
     // One unmeasured message each way first: TLS session setup, the first introspection and
@@ -629,7 +868,7 @@ async fn main() {
         &format!("warm-{run_id}@bench.test"),
     )
     .await;
-    let (id, _) = post_message(&http, &base, &api_token, "warm-up api").await;
+    let (id, _) = post_message(&http, &base, &api_token, 1, "warm-up api").await;
     wait_until_sent(&http, &base, &api_token, &[id], Instant::now() + WAIT_LIMIT).await;
 
     // In blocks, alternating which side goes first (ABBA), so that a change in the machine's
@@ -645,7 +884,7 @@ async fn main() {
             if direct_turn {
                 direct_send += send_directly(&rig, &access_token, numbers.clone(), run_id).await;
             } else {
-                let timed = send_through_api(&http, &base, &api_token, numbers.clone()).await;
+                let timed = send_through_api(&http, &base, &api_token, &[1], numbers.clone()).await;
                 api_send += timed.all_sent;
                 all_accepted += timed.all_accepted;
                 answers.extend(timed.answers);

@@ -65,6 +65,11 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long the setup link printed by `serve` stays valid.
     pub setup_link_secs: u64,
+    /// SMTP sessions the outbox holds at once, all accounts together.
+    pub outbox_concurrency: usize,
+    /// SMTP sessions the outbox holds at once for one account (1 keeps its messages in
+    /// queue order).
+    pub outbox_per_account_concurrency: usize,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -111,6 +116,8 @@ struct FileConfig {
     http_send_wait_secs: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
     setup_link_secs: Option<u64>,
+    outbox_concurrency: Option<u64>,
+    outbox_per_account_concurrency: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -414,6 +421,22 @@ pub fn load(
         24 * 3600,
         30 * 24 * 3600,
     )?;
+    let outbox_concurrency = count(
+        "MAILGATE_OUTBOX_CONCURRENCY",
+        file.outbox_concurrency,
+        "outbox_concurrency",
+        8,
+        1_000,
+        "SMTP sessions",
+    )?;
+    let outbox_per_account_concurrency = count(
+        "MAILGATE_OUTBOX_PER_ACCOUNT_CONCURRENCY",
+        file.outbox_per_account_concurrency,
+        "outbox_per_account_concurrency",
+        1,
+        100,
+        "SMTP sessions",
+    )?;
     Ok(Config {
         listen,
         data_dir,
@@ -440,6 +463,8 @@ pub fn load(
         http_send_wait_secs,
         trusted_proxies,
         setup_link_secs,
+        outbox_concurrency,
+        outbox_per_account_concurrency,
     })
 }
 
@@ -632,6 +657,16 @@ pub const SETTINGS: &[Setting] = &[
         "setup_link_secs",
         "86400",
         "How long the first-administrator setup link printed by serve stays valid.",
+    ),
+    setting(
+        "outbox_concurrency",
+        "8",
+        "SMTP sessions the outbox keeps at once, over all accounts.",
+    ),
+    setting(
+        "outbox_per_account_concurrency",
+        "1",
+        "SMTP sessions one account may use at once; 1 keeps an account's messages in queue order.",
     ),
 ];
 
@@ -1074,5 +1109,42 @@ mod tests {
         let c = load(Some(&path), &env_of(&[])).unwrap();
         assert_eq!(c.public_url.unwrap().as_str(), "https://mail.example.com/");
         assert_eq!(c.database_url, "sqlite:///var/lib/mailgate/mailgate.db");
+    }
+
+    #[test]
+    fn outbox_session_caps() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!(
+            (c.outbox_concurrency, c.outbox_per_account_concurrency),
+            (8, 1)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(
+            &path,
+            "outbox_concurrency = 4\noutbox_per_account_concurrency = 3\n",
+        )
+        .unwrap();
+        let c = load(
+            Some(&path),
+            &env_of(&[("MAILGATE_OUTBOX_CONCURRENCY", "16")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.outbox_concurrency, c.outbox_per_account_concurrency),
+            (16, 3)
+        );
+        for (key, value) in [
+            ("MAILGATE_OUTBOX_CONCURRENCY", "0"),
+            ("MAILGATE_OUTBOX_PER_ACCOUNT_CONCURRENCY", "many"),
+        ] {
+            let e = load(None, &env_of(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{key}: ")) && e.contains("SMTP sessions"),
+                "{e}"
+            );
+        }
     }
 }

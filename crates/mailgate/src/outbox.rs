@@ -8,6 +8,14 @@
 //! While the database cannot store writes (a full disk) the worker claims nothing, and an
 //! outcome it could not record holds the worker until it is recorded: a message whose
 //! `sent` was not written keeps its claim and is never sent again in a loop.
+//!
+//! Sessions: a sender per account keeps its authenticated SMTP session for the account's
+//! next due messages (RSET between them), each claimed just before it is sent. A new
+//! session replaces it when its token nears expiry, after 100 messages, or when RSET finds
+//! it closed; any other error drops it and the message takes the retry rules as before.
+//! Senders of several accounts run at once: at most `outbox_concurrency` in all and
+//! `outbox_per_account_concurrency` per account (default 1: an account's messages go out
+//! in queue order).
 
 use crate::retry::{backoff, jitter_roll};
 use mailgate_core::event::EventKind;
@@ -15,6 +23,7 @@ use mailgate_core::log_limit::LogLimit;
 use mailgate_core::{Clock, SystemClock, Timestamp};
 use mailgate_grants::Engine;
 use mailgate_store::{OutboxItem, OutboxStatus, Store};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,54 +51,194 @@ pub struct Worker {
     /// First retry delay; doubles with each attempt, up to an hour.
     pub retry_base_secs: i64,
     pub holder: String,
+    /// SMTP sessions (senders) at once, all accounts together.
+    pub concurrency: usize,
+    /// SMTP sessions at once for one account; with 1, its messages go in queue order.
+    pub per_account_concurrency: usize,
 }
 
+/// How long a sender whose account has nothing more due keeps its session open for a
+/// message about to be queued (an application sending a batch one request at a time).
+const SESSION_LINGER: Duration = Duration::from_millis(500);
+/// Messages a sender sends before it gives its slot back to the dispatcher, which then
+/// claims the oldest due message of any account: a busy account does not keep a slot
+/// while other accounts wait at the global cap.
+const SENDER_TURN: usize = 100;
+
 impl Worker {
+    /// The dispatcher: claims a due message of an account below its session cap, while
+    /// fewer than `concurrency` senders run, and starts a sender for it. Each sender keeps
+    /// its account's session for the account's next due messages (see [`Worker::sender`]).
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let worker = Arc::new(self);
+        let concurrency = worker.concurrency.max(1);
+        let per_account = worker.per_account_concurrency.max(1);
+        let mut senders: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+        let mut sender_account: HashMap<tokio::task::Id, i64> = HashMap::new();
+        let mut sessions_of: HashMap<i64, usize> = HashMap::new();
+        // Tells lingering senders that something was queued.
+        let (queued_tx, queued_rx) = tokio::sync::watch::channel(0u64);
         let mut store_wait = STORE_RETRY_FIRST;
         loop {
             // Claim nothing while writes fail: the claim, and the `sent` after it, might not
             // be stored, and an unrecorded send is sent again. A small real write tells when
             // space is back.
-            let writable = self.store.write_failure().is_none()
-                || self.store.probe_write(SystemClock.now()).await.is_ok();
-            if writable {
-                loop {
+            let writable = worker.store.write_failure().is_none()
+                || worker.store.probe_write(SystemClock.now()).await.is_ok();
+            if writable && !*stop.borrow() {
+                while senders.len() < concurrency {
+                    let full: Vec<i64> = sessions_of
+                        .iter()
+                        .filter(|(_, n)| **n >= per_account)
+                        .map(|(account, _)| *account)
+                        .collect();
                     let now = SystemClock.now();
-                    match self.store.claim_outbox(&self.holder, LEASE_SECS, now).await {
-                        Ok(Some(item)) => self.deliver(item, &stop).await,
+                    match worker
+                        .store
+                        .claim_outbox_for(&worker.holder, LEASE_SECS, now, None, &full)
+                        .await
+                    {
+                        Ok(Some(item)) => {
+                            let account = item.account_id.0;
+                            let task = senders.spawn(worker.clone().sender(
+                                item,
+                                stop.clone(),
+                                queued_rx.clone(),
+                            ));
+                            sender_account.insert(task.id(), account);
+                            *sessions_of.entry(account).or_default() += 1;
+                        }
                         Ok(None) => break,
                         Err(e) => {
                             store_warn("claim", &e, "outbox: cannot claim work");
                             break;
                         }
                     }
-                    if *stop.borrow() {
-                        return;
-                    }
                 }
             }
             let now = SystemClock.now();
-            let wait = if self.store.write_failure().is_some() {
+            let wait = if worker.store.write_failure().is_some() {
                 let wait = store_wait;
                 store_wait = (store_wait * 2).min(STORE_RETRY_MAX);
                 wait
             } else {
                 store_wait = STORE_RETRY_FIRST;
-                match self.store.next_outbox_due().await {
+                match worker.store.next_outbox_due().await {
                     Ok(Some(t)) => Duration::from_secs(now.secs_until(t).clamp(0, 30) as u64),
                     _ => Duration::from_secs(30),
                 }
             };
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = worker.wake.notified() => {
+                    queued_tx.send_modify(|n| *n = n.wrapping_add(1));
+                }
+                Some(done) = senders.join_next_with_id() => {
+                    let id = match &done {
+                        Ok((id, ())) => *id,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(account) = sender_account.remove(&id)
+                        && let Some(n) = sessions_of.get_mut(&account)
+                    {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            sessions_of.remove(&account);
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
+            }
+        }
+        // Stopping: each sender finishes the message in hand (and records it), then quits.
+        while senders.join_next().await.is_some() {}
+    }
+
+    /// Sends `first` and then the account's next due messages over one SMTP session, until
+    /// none is due (after [`SESSION_LINGER`]), [`SENDER_TURN`] messages are sent, the store
+    /// stops accepting writes, or `serve` stops. Each message is claimed on its own just
+    /// before it is sent, so the claim lease, heartbeat and retry rules are those of one
+    /// message.
+    async fn sender(
+        self: Arc<Self>,
+        first: OutboxItem,
+        stop: tokio::sync::watch::Receiver<bool>,
+        mut queued: tokio::sync::watch::Receiver<u64>,
+    ) {
+        let account_id = first.account_id.0;
+        let mut session = None;
+        let mut next = Some(first);
+        let mut sent = 0;
+        while let Some(item) = next.take() {
+            session = self.deliver(item, session, &stop).await;
+            sent += 1;
+            if *stop.borrow() || sent >= SENDER_TURN {
+                break;
+            }
+            next = self.claim_next_of(account_id, &mut queued).await;
+        }
+        if let Some(session) = session {
+            tokio::time::timeout(SMTP_TIMEOUT, session.quit())
+                .await
+                .ok();
+        }
+    }
+
+    /// The account's next due message, waiting up to [`SESSION_LINGER`] for one to be
+    /// queued; none while the store fails writes.
+    async fn claim_next_of(
+        &self,
+        account_id: i64,
+        queued: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> Option<OutboxItem> {
+        let linger_until = tokio::time::Instant::now() + SESSION_LINGER;
+        // Bounded: each round either claims, or waits for a queued message or the end.
+        loop {
+            if self.store.write_failure().is_some() {
+                return None;
+            }
+            queued.borrow_and_update();
+            let now = SystemClock.now();
+            match self
+                .store
+                .claim_outbox_for(&self.holder, LEASE_SECS, now, Some(account_id), &[])
+                .await
+            {
+                Ok(Some(item)) => return Some(item),
+                Ok(None) => {
+                    // Another account's message is due: give the slot back at once rather
+                    // than linger, so a waiting session never delays other accounts.
+                    let due_elsewhere = self
+                        .store
+                        .next_outbox_due()
+                        .await
+                        .is_ok_and(|t| t.is_some_and(|t| t.0 <= now.0));
+                    if due_elsewhere {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    store_warn("claim", &e, "outbox: cannot claim work");
+                    return None;
+                }
+            }
+            tokio::select! {
+                changed = queued.changed() => if changed.is_err() { return None },
+                _ = tokio::time::sleep_until(linger_until) => return None,
             }
         }
     }
 
-    async fn deliver(&self, item: OutboxItem, stop: &tokio::sync::watch::Receiver<bool>) {
+    /// Sends one claimed message, over `session` when it may be reused (RSET first), else
+    /// over a new one; records the outcome. Returns the session for the next message when
+    /// this one was sent; after any error the session is dropped (closed), and the message
+    /// goes back to the retry rules as it would with a session of its own.
+    async fn deliver(
+        &self,
+        item: OutboxItem,
+        session: Option<mailgate_mail::send::Session>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Option<mailgate_mail::send::Session> {
         let now = SystemClock.now();
         let account = match self.store.account(item.account_id).await {
             Ok(a) => a,
@@ -103,43 +252,69 @@ impl Worker {
                     stop,
                 )
                 .await;
-                return;
+                return None;
             }
         };
-        let send = mailgate_mail::send::send(
-            &self.engine,
-            &self.tls,
-            &account,
-            &item.recipients,
-            &item.message,
-            SMTP_TIMEOUT,
-        );
+        let send = async {
+            let mut session = match session {
+                Some(s) if s.reusable_for(&account, now) => Some(s),
+                Some(old) => {
+                    // Token near expiry, enough messages, or the account's server changed.
+                    tokio::spawn(async move {
+                        tokio::time::timeout(SMTP_TIMEOUT, old.quit()).await.ok();
+                    });
+                    None
+                }
+                None => None,
+            };
+            if let Some(s) = session.as_mut()
+                && s.reset().await.is_err()
+            {
+                // The server closed the session between messages; nothing of this one
+                // was sent, so a new session sends it now.
+                session = None;
+            }
+            let mut session = match session {
+                Some(s) => s,
+                None => {
+                    mailgate_mail::send::Session::open(
+                        &self.engine,
+                        &self.tls,
+                        &account,
+                        SMTP_TIMEOUT,
+                    )
+                    .await?
+                }
+            };
+            let reply = session.send(&item.recipients, &item.message).await?;
+            Ok::<_, mailgate_mail::MailError>((reply, session))
+        };
         // Heartbeat: a long conversation (a large message on a slow link) keeps its claim,
         // so no other instance takes the message over while it is being sent.
         let result = tokio::select! {
             r = send => r,
             lost = self.heartbeat(item.id) => {
                 tracing::warn!(message = item.id, "outbox: {lost}; leaving the message to the new holder");
-                return;
+                return None;
             }
         };
         let now = SystemClock.now();
         match result {
-            Ok(sent) => {
-                let reply = sent.reply.clone();
+            Ok((reply, session)) => {
                 tracing::info!(message = item.id, account = %account.spec.name, "message sent");
                 self.finish(&item, OutboxStatus::Sent, None, Some(&reply), now, stop)
                     .await;
                 self.event(
                     &item,
                     EventKind::MessageSent,
+                    (OutboxStatus::Sent, None, Some(&reply)),
                     format!("message {} sent: {reply}", item.id),
                     now,
                 )
                 .await;
-                // Only now QUIT: the server took the message at DATA's 250, and its answer
-                // to QUIT (or a connection cut before it) changes nothing.
-                tokio::time::timeout(SMTP_TIMEOUT, sent.quit()).await.ok();
+                // The session goes on (or QUITs when the sender ends): the server took the
+                // message at DATA's 250, and what happens to the session after changes nothing.
+                Some(session)
             }
             Err(e) if mailgate_mail::send::is_permanent(&e) || item.attempts >= MAX_ATTEMPTS => {
                 tracing::warn!(message = item.id, error = %e, "message failed for good");
@@ -155,10 +330,16 @@ impl Worker {
                 self.event(
                     &item,
                     EventKind::MessageFailed,
+                    (
+                        OutboxStatus::Failed,
+                        Some(&e.to_string()),
+                        e.server_says.as_deref(),
+                    ),
                     format!("message {} failed: {e}", item.id),
                     now,
                 )
                 .await;
+                None
             }
             Err(e) => {
                 let delay = backoff(self.retry_base_secs, item.attempts, jitter_roll());
@@ -173,6 +354,7 @@ impl Worker {
                     stop,
                 )
                 .await;
+                None
             }
         }
     }
@@ -268,21 +450,28 @@ impl Worker {
     }
 
     /// Records `message.sent` / `message.failed`, which also queues their webhooks.
-    async fn event(&self, item: &OutboxItem, kind: EventKind, message: String, now: Timestamp) {
-        let data = match self.store.outbox_item(item.id).await {
-            Ok(latest) => serde_json::json!({
-                "message": {
-                    "id": latest.id,
-                    "status": latest.status,
-                    "message_id": latest.message_id,
-                    "recipients": latest.recipients,
-                    "attempts": latest.attempts,
-                    "server_reply": latest.server_reply,
-                    "error": latest.last_error,
-                }
-            }),
-            Err(_) => serde_json::json!({ "message": { "id": item.id } }),
-        };
+    /// The message's data is the row as [`Worker::finish`] just wrote it (built here rather
+    /// than read back: one query less per message sent).
+    async fn event(
+        &self,
+        item: &OutboxItem,
+        kind: EventKind,
+        outcome: (OutboxStatus, Option<&str>, Option<&str>),
+        message: String,
+        now: Timestamp,
+    ) {
+        let (status, error, reply) = outcome;
+        let data = serde_json::json!({
+            "message": {
+                "id": item.id,
+                "status": status,
+                "message_id": item.message_id,
+                "recipients": item.recipients,
+                "attempts": item.attempts,
+                "server_reply": reply.or(item.server_reply.as_deref()),
+                "error": error,
+            }
+        });
         let _ = self
             .store
             .record_event_with(now, kind, None, Some(item.account_id), &message, Some(data))

@@ -70,6 +70,8 @@ pub async fn serve(config: Config) -> CmdResult {
         deliveries: state.deliveries.clone(),
         retry_base_secs: config.outbox_retry_secs as i64,
         holder: holder.clone(),
+        concurrency: config.outbox_concurrency,
+        per_account_concurrency: config.outbox_per_account_concurrency,
     };
     let outbox = tokio::spawn(worker.run(stop_rx.clone()));
     let deliverer = crate::webhooks::Deliverer {

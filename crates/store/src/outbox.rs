@@ -284,6 +284,43 @@ impl Store {
         row.as_ref().map(item).transpose()
     }
 
+    /// Like [`Store::claim_outbox`], narrowed for parallel senders: with `account`, only that
+    /// account's oldest due message (a sender reusing the account's SMTP session); and never
+    /// one of `skip_accounts` (accounts already at their session cap). Oldest first per
+    /// account, so one account's messages keep their order while it has one session.
+    pub async fn claim_outbox_for(
+        &self,
+        holder: &str,
+        lease_secs: i64,
+        now: Timestamp,
+        account: Option<i64>,
+        skip_accounts: &[i64],
+    ) -> Result<Option<OutboxItem>> {
+        // Account ids are integers: written into the statement, nothing else is.
+        let mut filter = String::new();
+        if let Some(a) = account {
+            filter.push_str(&format!(" AND account_id = {a}"));
+        }
+        if !skip_accounts.is_empty() {
+            let ids: Vec<String> = skip_accounts.iter().map(i64::to_string).collect();
+            filter.push_str(&format!(" AND account_id NOT IN ({})", ids.join(",")));
+        }
+        let sql = format!(
+            "UPDATE outbox SET status = 'sending', lease_holder = $1, lease_until = $2, attempts = attempts + 1
+             WHERE id = (SELECT id FROM outbox WHERE ((status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3)){filter} ORDER BY id LIMIT 1)
+             RETURNING {COLUMNS}"
+        );
+        let row = self
+            .write_returning(
+                sqlx::query(&sql)
+                    .bind(holder.to_owned())
+                    .bind(now.0 + lease_secs)
+                    .bind(now.0),
+            )
+            .await?;
+        row.as_ref().map(item).transpose()
+    }
+
     /// Extends `holder`'s claim on a message being sent (the heartbeat); false if the claim
     /// is no longer theirs.
     pub async fn renew_outbox_lease(

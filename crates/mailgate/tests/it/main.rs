@@ -18,6 +18,7 @@ mod oauth;
 mod ops_docs;
 mod outbox;
 mod outbox_hardening;
+mod outbox_sessions;
 mod refresh_outage;
 mod refused_token;
 mod secret_destinations;

@@ -5,17 +5,15 @@
 
 use crate::mailtest::on_rig_with;
 use crate::oauth::Fixture;
+use crate::support::{AfterData, SmtpProxy};
 use crate::webhooks::{api, api_token};
 use mailgate_testkit::idp::{Endpoint, Fault, FaultSpec};
 use mailgate_testkit::rig::MailRig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn sender_token(f: &Fixture) -> String {
+pub(crate) fn sender_token(f: &Fixture) -> String {
     api_token(f, "sender", &["messages:send"], &[])
 }
 
@@ -46,7 +44,7 @@ async fn post_send(
     (status, headers, v)
 }
 
-async fn send_json(
+pub(crate) async fn send_json(
     f: &Fixture,
     token: &str,
     account: i64,
@@ -71,7 +69,7 @@ async fn outbox_count(f: &Fixture, token: &str) -> usize {
     v["messages"].as_array().unwrap().len()
 }
 
-async fn wait_for_status(
+pub(crate) async fn wait_for_status(
     f: &Fixture,
     token: &str,
     id: i64,
@@ -102,7 +100,7 @@ fn closed_port() -> String {
         .to_string()
 }
 
-fn smtp_at(f: &Fixture, account: &str, host: &str, port: &str) {
+pub(crate) fn smtp_at(f: &Fixture, account: &str, host: &str, port: &str) {
     f.env.ok(
         &[
             "account",
@@ -118,7 +116,7 @@ fn smtp_at(f: &Fixture, account: &str, host: &str, port: &str) {
 }
 
 /// The message files delivered to `address` in the rig's Maildir.
-fn maildir_messages(rig: &MailRig, address: &str) -> Vec<String> {
+pub(crate) fn maildir_messages(rig: &MailRig, address: &str) -> Vec<String> {
     let (local, domain) = address.split_once('@').unwrap();
     let maildir = rig
         .dir()
@@ -470,92 +468,6 @@ async fn a_raw_bcc_is_stripped_by_its_parsed_name_and_from_must_be_the_accounts(
         );
     }
     assert_eq!(outbox_count(&f, &token).await, 1);
-}
-
-/// What the SMTP proxy does after the message's data has gone through.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum AfterData {
-    /// Relays the server's reply to the data (DATA's 250), then relays nothing more in
-    /// either direction and keeps the connection open: QUIT is never answered.
-    HoldAfterReply,
-    /// Stops relaying before the data is complete (from `threshold` bytes on), keeping the
-    /// connection open: the message is mid-send and the server never takes it.
-    StallMidData,
-}
-
-/// A loopback TCP proxy in front of the rig's submission port (STARTTLS passes through
-/// untouched). The message is the only large upload, so `threshold` bytes sent by the client
-/// mark its data without reading the encrypted stream.
-struct SmtpProxy {
-    port: u16,
-}
-
-impl SmtpProxy {
-    async fn start(upstream: u16, threshold: u64, mode: AfterData) -> SmtpProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                else {
-                    continue;
-                };
-                tokio::spawn(relay(client, server, threshold, mode));
-            }
-        });
-        SmtpProxy { port }
-    }
-}
-
-async fn relay(
-    client: tokio::net::TcpStream,
-    server: tokio::net::TcpStream,
-    threshold: u64,
-    mode: AfterData,
-) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let uploaded = Arc::new(AtomicU64::new(0));
-    let held = Arc::new(AtomicBool::new(false));
-    let (up_bytes, up_held) = (uploaded.clone(), held.clone());
-    let up = tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = match client_read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            let total = up_bytes.load(Ordering::SeqCst) + n as u64;
-            if mode == AfterData::StallMidData && total >= threshold {
-                up_held.store(true, Ordering::SeqCst);
-            }
-            if up_held.load(Ordering::SeqCst) {
-                continue; // swallowed: the server never sees it
-            }
-            if server_write.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-            up_bytes.store(total, Ordering::SeqCst);
-        }
-    });
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match server_read.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if held.load(Ordering::SeqCst) {
-            continue;
-        }
-        if client_write.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        if mode == AfterData::HoldAfterReply && uploaded.load(Ordering::SeqCst) >= threshold {
-            // That was the reply to the data: from here on nothing passes.
-            held.store(true, Ordering::SeqCst);
-        }
-    }
-    let _ = up.await;
 }
 
 /// A message of about 300 KB: far larger than every SMTP command together.

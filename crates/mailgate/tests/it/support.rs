@@ -436,3 +436,175 @@ impl Browser<'_> {
         session_cookie(&resp, "mg_session")
     }
 }
+
+/// What the SMTP proxy does after the message's data has gone through.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AfterData {
+    /// Relays the server's reply to the data (DATA's 250), then relays nothing more in
+    /// either direction and keeps the connection open: QUIT is never answered.
+    HoldAfterReply,
+    /// Stops relaying before the data is complete (from `threshold` bytes on), keeping the
+    /// connection open: the message is mid-send and the server never takes it.
+    StallMidData,
+    /// Relays everything (the proxy only counts connections).
+    PassThrough,
+    /// On the first connection only: closes it (both ways) right after relaying the reply
+    /// to the `n`-th message's data, as a server ending a session between two messages.
+    CloseAfterMessages(u64),
+    /// On the first connection only: after `n` messages went through, closes it in the
+    /// middle of the next message's data (once `threshold / 2` of it went up).
+    CutMidMessage(u64),
+}
+
+/// A loopback TCP proxy in front of the rig's submission port (STARTTLS passes through
+/// untouched). The messages are the only large uploads, so `threshold` bytes sent by the
+/// client (in all, or since the server last spoke) mark a message's data without reading
+/// the encrypted stream. `connections` counts the SMTP sessions opened through it; while
+/// held ([`SmtpProxy::hold`]) a new connection waits before it reaches the server.
+pub struct SmtpProxy {
+    pub port: u16,
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    gate: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl SmtpProxy {
+    pub async fn start(upstream: u16, threshold: u64, mode: AfterData) -> SmtpProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = connections.clone();
+        let gate = std::sync::Arc::new(tokio::sync::watch::channel(true).0);
+        let open = gate.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                let mode = match mode {
+                    AfterData::CloseAfterMessages(_) | AfterData::CutMidMessage(_) if !first => {
+                        AfterData::PassThrough
+                    }
+                    other => other,
+                };
+                let mut open = open.subscribe();
+                tokio::spawn(async move {
+                    if open.wait_for(|open| *open).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    relay(client, server, threshold, mode).await;
+                });
+            }
+        });
+        SmtpProxy {
+            port,
+            connections,
+            gate,
+        }
+    }
+
+    /// New connections wait (before the server's greeting) until [`SmtpProxy::release`]:
+    /// lets a test queue a whole batch before the first message goes out.
+    pub fn hold(&self) {
+        self.gate.send_replace(false);
+    }
+
+    pub fn release(&self) {
+        self.gate.send_replace(true);
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    threshold: u64,
+    mode: AfterData,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let uploaded = Arc::new(AtomicU64::new(0));
+    // Bytes the client sent since the server last spoke, and messages whose data the
+    // server has answered.
+    let since_reply = Arc::new(AtomicU64::new(0));
+    let messages = Arc::new(AtomicU64::new(0));
+    let held = Arc::new(AtomicBool::new(false));
+    let (cut, mut cut_seen) = tokio::sync::watch::channel(false);
+    let cut = Arc::new(cut);
+    let (up_bytes, up_held, up_since, up_messages, up_cut) = (
+        uploaded.clone(),
+        held.clone(),
+        since_reply.clone(),
+        messages.clone(),
+        cut.clone(),
+    );
+    let mut up_cut_seen = cut_seen.clone();
+    let up = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = tokio::select! {
+                r = client_read.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+                _ = up_cut_seen.changed() => return,
+            };
+            let total = up_bytes.load(Ordering::SeqCst) + n as u64;
+            let since = up_since.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+            if let AfterData::CutMidMessage(after) = mode
+                && up_messages.load(Ordering::SeqCst) >= after
+                && since >= threshold / 2
+            {
+                up_cut.send_replace(true);
+                return;
+            }
+            if mode == AfterData::StallMidData && total >= threshold {
+                up_held.store(true, Ordering::SeqCst);
+            }
+            if up_held.load(Ordering::SeqCst) {
+                continue; // swallowed: the server never sees it
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            up_bytes.store(total, Ordering::SeqCst);
+        }
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = server_read.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            _ = cut_seen.changed() => break,
+        };
+        if held.load(Ordering::SeqCst) {
+            continue;
+        }
+        let answered_data = since_reply.swap(0, Ordering::SeqCst) >= threshold;
+        if client_write.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        if mode == AfterData::HoldAfterReply && uploaded.load(Ordering::SeqCst) >= threshold {
+            // That was the reply to the data: from here on nothing passes.
+            held.store(true, Ordering::SeqCst);
+        }
+        if answered_data {
+            let done = messages.fetch_add(1, Ordering::SeqCst) + 1;
+            if mode == AfterData::CloseAfterMessages(done) {
+                cut.send_replace(true);
+                break;
+            }
+        }
+    }
+    let _ = up.await;
+}
