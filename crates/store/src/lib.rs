@@ -10,6 +10,7 @@
 //! its event in the same transaction.
 
 mod authz;
+mod changes;
 pub mod crypto;
 pub mod inbound;
 mod migrate;
@@ -20,6 +21,7 @@ mod users;
 pub mod webhooks;
 
 pub use authz::{PendingAuthorization, RefreshInDoubt};
+pub use changes::CommitMarker;
 use crypto::{CryptoError, KeySource, Keyring, MasterKey};
 use mailgate_core::account::{AccountSpec, MailAccount, Problem};
 use mailgate_core::app::{AppSpec, OAuthApp};
@@ -32,7 +34,7 @@ pub use outbox::{
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 pub use users::{LoginAttempt, LoginThrottle, SessionInfo, SetupLink};
 pub use webhooks::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, DeliverySummary};
@@ -86,6 +88,12 @@ pub struct Store {
     pool: AnyPool,
     keys: RwLock<LoadedKeys>,
     source: KeySource,
+    /// The database's wal-index (`changes.rs`), read to know whether a cached value is
+    /// still current; `None` for a database without a file of its own.
+    shm: Option<PathBuf>,
+    /// Live API tokens by hash, each with the commit marker it was read at
+    /// (`api_token_by_hash`): a revocation by any process is a commit, so it is seen at once.
+    api_tokens: Mutex<std::collections::HashMap<String, users::CachedApiToken>>,
 }
 
 struct LoadedKeys {
@@ -120,6 +128,8 @@ impl Store {
             pool,
             keys: RwLock::new(LoadedKeys { ring, file_mtime }),
             source,
+            shm: database_file(&url).map(changes::shm_path),
+            api_tokens: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -169,6 +179,18 @@ impl Store {
     /// The newest applied schema migration.
     pub async fn schema_version(&self) -> Result<i64> {
         migrate::current_version(&self.pool).await
+    }
+
+    /// The state of the newest commit to the database, by any process (`changes.rs`):
+    /// read it before reading what a cache keeps, and keep the value only while
+    /// [`Store::unchanged_since`] holds.
+    pub fn commit_marker(&self) -> Option<CommitMarker> {
+        self.shm.as_deref().and_then(changes::read_marker)
+    }
+
+    /// Nothing has been committed since `seen` was taken (false when unknown).
+    pub fn unchanged_since(&self, seen: Option<CommitMarker>) -> bool {
+        changes::unchanged_since(self.shm.as_deref(), seen)
     }
 
     pub async fn close(&self) {
@@ -1001,6 +1023,16 @@ fn normalise_url(url: &str) -> Result<String> {
         out.push_str(query);
     }
     Ok(out)
+}
+
+/// The database file of a [`normalise_url`] output, if it has one of its own.
+fn database_file(url: &str) -> Option<&std::path::Path> {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if path.is_empty() || path.starts_with(':') || path.starts_with("file:") {
+        return None;
+    }
+    Some(std::path::Path::new(path))
 }
 
 /// Creates the SQLite database file 0600 before SQLite does (SQLite would use the umask,

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod commit_marker;
 mod login_throttle;
 
 use mailgate_core::account::{AccountSpec, InboundProtocol, OnReceived};
