@@ -39,6 +39,7 @@
 //! (ARCHITECTURE.md, "Refresh-token rotation and crashes").
 
 mod authorize;
+mod cache;
 mod problem;
 pub mod secrets;
 mod tokens;
@@ -121,6 +122,10 @@ pub struct Engine {
     /// One mutex per account so tasks of this process queue up locally and only one of
     /// them touches the database lease.
     pub(crate) local: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last token handed out per account, with the commit marker it was read at.
+    pub(crate) cached: Mutex<HashMap<AccountId, cache::CachedToken>>,
+    /// The newest refresh leader's token per account, for the tasks that waited on it.
+    pub(crate) leader_tokens: Mutex<HashMap<AccountId, cache::LeaderToken>>,
     /// Transient-failure retries for on-demand refresh (`token` command, API).
     pub(crate) retries: u32,
     pub(crate) backoff: Duration,
@@ -170,6 +175,8 @@ impl Engine {
             clock,
             holder,
             local: Mutex::new(HashMap::new()),
+            cached: Mutex::new(HashMap::new()),
+            leader_tokens: Mutex::new(HashMap::new()),
             retries: options.retries,
             backoff: options.backoff,
             timeout: options.timeout,

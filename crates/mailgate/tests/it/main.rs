@@ -21,6 +21,7 @@ mod refused_token;
 mod secret_destinations;
 mod serve;
 mod support;
+mod token_cache;
 mod tokens_ui;
 mod users_ui;
 mod webhooks;
