@@ -113,11 +113,34 @@ fn mtime(source: &KeySource) -> Option<SystemTime> {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn open(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
+        Self::open_with_connections(url, ring, source, 8).await
+    }
+
+    /// [`Store::open`] over one connection, for a short command (`token`, `events`, …):
+    /// each SQLite connection costs its open, WAL and PRAGMA setup, more than such a
+    /// command's own queries. Safe because no method of the store needs a second
+    /// connection while it holds one: a transaction runs all its statements on its own
+    /// connection (`&mut *tx`), never through the pool (the store's tests run on one
+    /// connection to keep it so).
+    pub async fn open_single_connection(
+        url: &str,
+        ring: Keyring,
+        source: KeySource,
+    ) -> Result<Store> {
+        Self::open_with_connections(url, ring, source, 1).await
+    }
+
+    async fn open_with_connections(
+        url: &str,
+        ring: Keyring,
+        source: KeySource,
+        connections: u32,
+    ) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let url = normalise_url(url)?;
         make_database_files_private(&url)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(8)
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
             .connect(&url)
