@@ -6,9 +6,11 @@
 //!   UIDVALIDITY.
 //! - POP3: polling with UIDL tracking.
 //!
-//! A watcher first takes the lease `watch:<account>` in the database and renews it while
+//! A watcher first takes the lease `watch:<account>` in the database and holds it while
 //! it runs, so two instances never watch the same mailbox; a crashed instance's lease
-//! expires and another takes over. Each session is re-opened with a fresh token before
+//! expires and another takes over. One task renews all the leases of the instance in one
+//! write per heartbeat (`Store::renew_watch_leases`) and ends the session of a watcher
+//! whose lease another instance took. Each session is re-opened with a fresh token before
 //! the old token expires (Exchange ends the session at that moment).
 //!
 //! Processing one message is one transaction (position + webhook deliveries), then the
@@ -52,6 +54,26 @@ pub struct Watchers {
     pub wake: Arc<tokio::sync::Notify>,
     /// Woken when new deliveries are queued.
     pub deliveries: Arc<tokio::sync::Notify>,
+    /// The leases the running watchers hold, renewed together.
+    pub leases: Arc<HeldLeases>,
+}
+
+/// Each held `watch:` lease with the channel that tells its watcher the lease is lost.
+#[derive(Default)]
+pub struct HeldLeases(std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<String>>>);
+
+/// Removes a watcher's lease from [`HeldLeases`] when its session ends.
+struct Registered<'a> {
+    leases: &'a HeldLeases,
+    name: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.leases.0.lock() {
+            map.remove(&self.name);
+        }
+    }
 }
 
 struct Running {
@@ -64,6 +86,7 @@ struct Running {
 
 impl Watchers {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let renewer = tokio::spawn(self.clone().renew_leases(stop.clone()));
         let mut running: HashMap<AccountId, Running> = HashMap::new();
         loop {
             match self.wanted().await {
@@ -106,6 +129,50 @@ impl Watchers {
         for (_, r) in running {
             let _ = r.stop.send(true);
             let _ = r.task.await;
+        }
+        let _ = renewer.await;
+    }
+
+    /// Every heartbeat, renews the leases of all running watchers in one write, and tells
+    /// each watcher whose lease is gone (or every one, when the write fails).
+    async fn renew_leases(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = stop.changed() => break,
+            }
+            let held_any = self.leases.0.lock().is_ok_and(|m| !m.is_empty());
+            if !held_any {
+                continue;
+            }
+            let renewed = self
+                .store
+                .renew_watch_leases(&self.holder, LEASE_SECS, SystemClock.now())
+                .await;
+            let Ok(mut map) = self.leases.0.lock() else {
+                continue;
+            };
+            let lost: Vec<(String, String)> = match &renewed {
+                Ok(names) => map
+                    .keys()
+                    .filter(|k| !names.contains(k))
+                    .map(|k| {
+                        (
+                            k.clone(),
+                            "another instance took over the mailbox".to_owned(),
+                        )
+                    })
+                    .collect(),
+                Err(e) => map
+                    .keys()
+                    .map(|k| (k.clone(), format!("cannot renew the watcher's lease: {e}")))
+                    .collect(),
+            };
+            for (name, why) in lost {
+                if let Some(tell) = map.remove(&name) {
+                    let _ = tell.send(why);
+                }
+            }
         }
     }
 
@@ -198,20 +265,22 @@ impl Watchers {
         let _ = self.store.release_lease(&lease, &self.holder).await;
     }
 
-    /// Renews the lease until it cannot; returns why.
+    /// Waits until the lease is lost (the renewer in [`Watchers::renew_leases`] says so);
+    /// returns why.
     async fn heartbeat(&self, lease: &str) -> String {
-        loop {
-            tokio::time::sleep(HEARTBEAT).await;
-            match self
-                .store
-                .try_lease(lease, &self.holder, LEASE_SECS, SystemClock.now())
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return "another instance took over the mailbox".into(),
-                Err(e) => return format!("cannot renew the watcher's lease: {e}"),
+        let (tell, lost) = tokio::sync::oneshot::channel();
+        let _registered = match self.leases.0.lock() {
+            Ok(mut map) => {
+                map.insert(lease.to_owned(), tell);
+                Registered {
+                    leases: &self.leases,
+                    name: lease.to_owned(),
+                }
             }
-        }
+            Err(_) => return "the watcher's lease list is unusable".into(),
+        };
+        lost.await
+            .unwrap_or_else(|_| "the lease renewal stopped".into())
     }
 
     /// One session: connect, catch up, wait for mail until the token is about to expire.

@@ -14,6 +14,7 @@ use mailgate_store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 
 mod refresh_in_doubt;
+mod watch_leases;
 
 const NOW: Timestamp = Timestamp(1_790_000_000);
 const CANARY_SECRET: &str = "CANARY-client-secret-7f3a9c";
