@@ -34,7 +34,9 @@ use tokio::sync::watch;
 
 const LEASE_SECS: i64 = 60;
 const HEARTBEAT: Duration = Duration::from_secs(20);
-/// How often the supervisor looks for accounts to start or stop watching.
+/// How often the supervisor checks whether accounts or subscriptions may have changed in
+/// another process (the CLI); changes made by this process wake it at once. A check reads
+/// the commit marker (no SQL) and, only after a commit, the newest event id.
 const SUPERVISE_EVERY: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-open a session this long before its token expires.
@@ -62,6 +64,34 @@ pub struct Watchers {
 #[derive(Default)]
 pub struct HeldLeases(std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<String>>>);
 
+/// What the supervisor last saw of the database, to list accounts only after a change.
+#[derive(Default)]
+struct SeenChanges {
+    marker: Option<mailgate_store::CommitMarker>,
+    newest_event: Option<i64>,
+}
+
+impl SeenChanges {
+    /// Whether an event was recorded since the last call (true the first time, and when
+    /// the database cannot say).
+    async fn new_events(&mut self, store: &Store) -> bool {
+        if store.unchanged_since(self.marker) {
+            return false;
+        }
+        // Read before the query, so a commit after it is seen next time.
+        let marker = store.commit_marker();
+        match store.newest_event_id().await {
+            Ok(id) => {
+                let changed = self.newest_event != Some(id);
+                self.marker = marker;
+                self.newest_event = Some(id);
+                changed
+            }
+            Err(_) => true,
+        }
+    }
+}
+
 /// Removes a watcher's lease from [`HeldLeases`] when its session ends.
 struct Registered<'a> {
     leases: &'a HeldLeases,
@@ -88,9 +118,23 @@ impl Watchers {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let renewer = tokio::spawn(self.clone().renew_leases(stop.clone()));
         let mut running: HashMap<AccountId, Running> = HashMap::new();
+        let mut seen = SeenChanges::default();
+        let mut woken = true;
         loop {
-            match self.wanted().await {
-                Ok(wanted) => {
+            // List the accounts only when something may have changed: this process said so,
+            // a watcher ended, or another process recorded an event (every change of an
+            // account or a subscription records one in its transaction).
+            let due = woken
+                || running.values().any(|r| r.task.is_finished())
+                || seen.new_events(&self.store).await;
+            let listed = if due {
+                self.wanted().await.map(Some)
+            } else {
+                Ok(None)
+            };
+            match listed {
+                Ok(None) => {}
+                Ok(Some(wanted)) => {
                     // Stop what is no longer wanted or has changed (or has ended).
                     running.retain(|id, r| {
                         let keep = !r.task.is_finished()
@@ -118,13 +162,16 @@ impl Watchers {
                         );
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "watchers: cannot list accounts"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watchers: cannot list accounts");
+                    seen = SeenChanges::default();
+                }
             }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+            woken = tokio::select! {
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(SUPERVISE_EVERY) => false,
                 _ = stop.changed() => break,
-            }
+            };
         }
         for (_, r) in running {
             let _ = r.stop.send(true);

@@ -216,6 +216,16 @@ impl Store {
         changes::unchanged_since(self.shm.as_deref(), seen)
     }
 
+    /// The id of the newest event in the log (0 when empty). Every write that changes an
+    /// account, an app or a webhook records an event in its transaction, so a reader that
+    /// sees the same id has missed no such change (the inbound supervisor relies on it).
+    pub async fn newest_event_id(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
