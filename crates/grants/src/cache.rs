@@ -12,7 +12,8 @@
 //!   uncached path would decide.
 //!
 //! Otherwise the uncached path runs (five reads, perhaps a refresh) and its answer is
-//! kept with the marker read before it. Unrelated commits (events, leases, the outbox)
+//! kept with the marker read before it; one task per account at a time, so a burst of
+//! requests after a commit reads the database once, not once per request. Unrelated commits (events, leases, the outbox)
 //! cost one uncached answer each.
 //!
 //! Refresh waiters: tasks of this process that queued on the account's mutex while another
@@ -61,6 +62,16 @@ impl Engine {
     /// refreshing first if needed. Concurrent callers share one refresh. Served from
     /// memory while the database has not changed (module comment).
     pub async fn access_token(&self, id: AccountId) -> crate::Result<FreshToken> {
+        if let Some(token) = self.cached_token(id) {
+            return Ok(token);
+        }
+        // One task of this process reads the database for the account at a time; those
+        // that queued behind it (a burst after a commit) find its answer in the cache.
+        let fill = {
+            let mut map = self.fills.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(id).or_default().clone()
+        };
+        let _filling = fill.lock().await;
         if let Some(token) = self.cached_token(id) {
             return Ok(token);
         }

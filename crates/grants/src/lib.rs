@@ -126,6 +126,8 @@ pub struct Engine {
     pub(crate) cached: Mutex<HashMap<AccountId, cache::CachedToken>>,
     /// The newest refresh leader's token per account, for the tasks that waited on it.
     pub(crate) leader_tokens: Mutex<HashMap<AccountId, cache::LeaderToken>>,
+    /// Per account: held by the task that reads the database to fill `cached`.
+    pub(crate) fills: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
     /// Transient-failure retries for on-demand refresh (`token` command, API).
     pub(crate) retries: u32,
     pub(crate) backoff: Duration,
@@ -177,6 +179,7 @@ impl Engine {
             local: Mutex::new(HashMap::new()),
             cached: Mutex::new(HashMap::new()),
             leader_tokens: Mutex::new(HashMap::new()),
+            fills: Mutex::new(HashMap::new()),
             retries: options.retries,
             backoff: options.backoff,
             timeout: options.timeout,

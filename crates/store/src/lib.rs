@@ -94,6 +94,8 @@ pub struct Store {
     /// Live API tokens by hash, each with the commit marker it was read at
     /// (`api_token_by_hash`): a revocation by any process is a commit, so it is seen at once.
     api_tokens: Mutex<std::collections::HashMap<String, users::CachedApiToken>>,
+    /// Held while an API-token lookup reads the database.
+    api_token_fill: tokio::sync::Mutex<()>,
 }
 
 struct LoadedKeys {
@@ -153,6 +155,7 @@ impl Store {
             source,
             shm: database_file(&url).map(changes::shm_path),
             api_tokens: Mutex::new(std::collections::HashMap::new()),
+            api_token_fill: tokio::sync::Mutex::new(()),
         })
     }
 

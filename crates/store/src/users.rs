@@ -645,6 +645,12 @@ impl Store {
         if let Some(token) = self.cached_api_token(token_hash, now) {
             return Ok(Some(token));
         }
+        // One lookup reads the database at a time, so a burst after a commit reads it once
+        // per token, not once per request; the others find its answer in the cache.
+        let _filling = self.api_token_fill.lock().await;
+        if let Some(token) = self.cached_api_token(token_hash, now) {
+            return Ok(Some(token));
+        }
         let seen = self.commit_marker();
         let found = self.api_token_by_hash_uncached(token_hash, now).await?;
         if let Ok(mut cache) = self.api_tokens.lock() {
