@@ -24,5 +24,6 @@ mod support;
 mod token_cache;
 mod tokens_ui;
 mod users_ui;
+mod watch_leases;
 mod webhooks;
 mod webhooks_ui;
