@@ -1024,18 +1024,15 @@ impl Store {
     }
 }
 
-/// WAL lets readers run beside the single writer; busy_timeout makes writers from other
-/// processes wait instead of failing at once; foreign keys are off by default in SQLite.
+/// Every connection's settings, in one string: one round trip to the connection's thread
+/// (SQLite runs each statement of it). WAL lets readers run beside the single writer;
+/// busy_timeout makes writers from other processes wait instead of failing at once;
+/// foreign keys are off by default in SQLite.
+pub const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;";
+
 async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
     use sqlx::Executor;
-    for pragma in [
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA busy_timeout=10000",
-        "PRAGMA foreign_keys=ON",
-        "PRAGMA synchronous=NORMAL",
-    ] {
-        conn.execute(pragma).await?;
-    }
+    conn.execute(CONNECTION_PRAGMAS).await?;
     Ok(())
 }
 

@@ -54,3 +54,32 @@ async fn a_cached_api_token_revoked_by_another_store_is_refused_at_once() {
         "the revocation is seen by the very next lookup"
     );
 }
+
+/// The store's connection settings go in one statement string; each of them must apply.
+#[tokio::test]
+async fn every_pragma_of_the_one_setup_string_applies() {
+    use sqlx::{Connection, Executor, Row};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    conn.execute(mailgate_store::CONNECTION_PRAGMAS)
+        .await
+        .unwrap();
+    for (pragma, expected) in [
+        ("journal_mode", "wal"),
+        ("busy_timeout", "10000"),
+        ("foreign_keys", "1"),
+        ("synchronous", "1"),
+    ] {
+        let row = sqlx::query(&format!("PRAGMA {pragma}"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let value: String = row
+            .try_get::<String, _>(0)
+            .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
+            .unwrap();
+        assert_eq!(value, expected, "{pragma}");
+    }
+}
