@@ -41,6 +41,7 @@
 //! any later refresh (`tokens.rs`), so the old token is not sent again.
 
 mod authorize;
+mod cache;
 mod problem;
 pub mod secrets;
 mod tokens;
@@ -123,6 +124,12 @@ pub struct Engine {
     /// One mutex per account so tasks of this process queue up locally and only one of
     /// them touches the database lease.
     pub(crate) local: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last token handed out per account, with the commit marker it was read at.
+    pub(crate) cached: Mutex<HashMap<AccountId, cache::CachedToken>>,
+    /// The newest refresh leader's token per account, for the tasks that waited on it.
+    pub(crate) leader_tokens: Mutex<HashMap<AccountId, cache::LeaderToken>>,
+    /// Per account: held by the task that reads the database to fill `cached`.
+    pub(crate) fills: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
     /// Transient-failure retries for on-demand refresh (`token` command, API).
     pub(crate) retries: u32,
     pub(crate) backoff: Duration,
@@ -176,6 +183,9 @@ impl Engine {
             clock,
             holder,
             local: Mutex::new(HashMap::new()),
+            cached: Mutex::new(HashMap::new()),
+            leader_tokens: Mutex::new(HashMap::new()),
+            fills: Mutex::new(HashMap::new()),
             retries: options.retries,
             backoff: options.backoff,
             timeout: options.timeout,

@@ -53,9 +53,8 @@ fn fresh_unless(
 }
 
 impl Engine {
-    /// A token valid for at least the refresh margin (max(5 min, 10 % of its lifetime)),
-    /// refreshing first if needed. Concurrent callers share one refresh.
-    pub async fn access_token(&self, id: AccountId) -> Result<FreshToken> {
+    /// [`Engine::access_token`] without its in-memory cache (`cache.rs`).
+    pub(crate) async fn access_token_uncached(&self, id: AccountId) -> Result<FreshToken> {
         let (account, app) = self.usable_account(id).await?;
         let mut attempt = 0;
         loop {
@@ -188,9 +187,14 @@ impl Engine {
         if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
         }
-        // Tasks of this process queue here; the first one does the work.
+        // Tasks of this process queue here; the first one does the work, and the others
+        // take its token rather than reading the grant again one after another.
         let local = self.local_lock(id);
+        let waited_from = self.leader_seq(id);
         let _guard = local.lock().await;
+        if let Some(t) = self.leader_token_since(id, waited_from, min_validity, refused) {
+            return Ok(t);
+        }
         if let Some(t) = self.store_unsaved_refresh(id, min_validity).await? {
             return Ok(t);
         }
@@ -213,6 +217,9 @@ impl Engine {
                 .await?
             {
                 let result = self.refresh_holding_lease(account, app, refused).await;
+                if let Ok(t) = &result {
+                    self.publish_leader_token(id, t);
+                }
                 if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
                     tracing::warn!(error = %e, "could not release the refresh lease; it expires by itself");
                 }

@@ -141,7 +141,7 @@ async fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Serve => serve::serve(config).await,
         Command::App(cmd) => {
-            let store = Arc::new(open_store(&config).await?);
+            let store = Arc::new(open_command_store(&config).await?);
             // The engine's provider client reads a generic app's discovery document.
             let engine = new_engine(&store, &config)?;
             let r = cmd_app::run(cmd, &engine, &config, &clock).await;
@@ -149,25 +149,25 @@ async fn run(cli: Cli) -> CmdResult {
             r
         }
         Command::Account(cmd) => {
-            let store = open_store(&config).await?;
+            let store = open_command_store(&config).await?;
             let r = cmd_account::run(cmd, &store, &clock).await;
             store.close().await;
             r
         }
         Command::Keys(cmd) => {
-            let store = open_store(&config).await?;
+            let store = open_command_store(&config).await?;
             let r = cmd_keys::run(cmd, &store, &clock).await;
             store.close().await;
             r
         }
         Command::ApiToken(cmd) => {
-            let store = open_store(&config).await?;
+            let store = open_command_store(&config).await?;
             let r = api_token(&store, cmd).await;
             store.close().await;
             r
         }
         Command::User(cmd) => {
-            let store = open_store(&config).await?;
+            let store = open_command_store(&config).await?;
             let r = cmd_user::run(cmd, &store, &clock).await;
             store.close().await;
             r
@@ -177,7 +177,7 @@ async fn run(cli: Cli) -> CmdResult {
             device,
             no_wait,
         } => {
-            let store = Arc::new(open_store(&config).await?);
+            let store = Arc::new(open_command_store(&config).await?);
             let engine = new_engine(&store, &config)?;
             let r = cmd_auth::authorize(&engine, &config, &account, device, no_wait).await;
             store.close().await;
@@ -190,7 +190,7 @@ async fn run(cli: Cli) -> CmdResult {
             step_timeout,
             find_within,
         } => {
-            let store = Arc::new(open_store(&config).await?);
+            let store = Arc::new(open_command_store(&config).await?);
             let engine = new_engine(&store, &config)?;
             let opts = mailgate_mail::check::CheckOptions {
                 to: to.map(|t| t.to_string()),
@@ -204,7 +204,7 @@ async fn run(cli: Cli) -> CmdResult {
         // Answered in `main` before any configuration is read.
         Command::Completions { .. } | Command::Man | Command::SampleConfig => Ok(()),
         Command::Token { account, json } => {
-            let store = Arc::new(open_store(&config).await?);
+            let store = Arc::new(open_command_store(&config).await?);
             let engine = new_engine(&store, &config)?;
             let r = cmd_auth::token(&engine, &account, json).await;
             store.close().await;
@@ -215,7 +215,7 @@ async fn run(cli: Cli) -> CmdResult {
             limit,
             json,
         } => {
-            let store = open_store(&config).await?;
+            let store = open_command_store(&config).await?;
             let r = events(&store, account, limit, json).await;
             store.close().await;
             r
@@ -367,9 +367,20 @@ impl From<mailgate_grants::EngineError> for Failure {
     }
 }
 
+/// [`open_store`] for `serve`: a pool of connections for its concurrent jobs.
+pub async fn open_store(config: &config::Config) -> Result<Store, Failure> {
+    open_store_with(config, false).await
+}
+
+/// The store for a command of the CLI: one connection (`Store::open_single_connection`),
+/// since a command runs one statement at a time and each connection costs its own setup.
+pub async fn open_command_store(config: &config::Config) -> Result<Store, Failure> {
+    open_store_with(config, true).await
+}
+
 /// Creates the data directory (0700) and key file on first use, opens the database and
 /// brings its schema up to date.
-pub async fn open_store(config: &config::Config) -> Result<Store, Failure> {
+async fn open_store_with(config: &config::Config, one_connection: bool) -> Result<Store, Failure> {
     use std::os::unix::fs::PermissionsExt;
     if !config.data_dir.exists() {
         std::fs::create_dir_all(&config.data_dir)
@@ -408,7 +419,11 @@ pub async fn open_store(config: &config::Config) -> Result<Store, Failure> {
             )
         }
     };
-    Ok(Store::open(&config.database_url, ring, source).await?)
+    Ok(if one_connection {
+        Store::open_single_connection(&config.database_url, ring, source).await?
+    } else {
+        Store::open(&config.database_url, ring, source).await?
+    })
 }
 
 pub fn write_out(args: std::fmt::Arguments<'_>) {

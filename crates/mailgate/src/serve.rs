@@ -91,6 +91,7 @@ pub async fn serve(config: Config) -> CmdResult {
         idle_secs: config.idle_secs,
         wake: state.watchers.clone(),
         deliveries: state.deliveries.clone(),
+        leases: Default::default(),
     };
     let watchers = tokio::spawn(watchers.run(stop_rx.clone()));
     let scheduler = tokio::spawn(refresh_scheduler(

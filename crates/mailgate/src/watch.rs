@@ -6,9 +6,11 @@
 //!   UIDVALIDITY.
 //! - POP3: polling with UIDL tracking.
 //!
-//! A watcher first takes the lease `watch:<account>` in the database and renews it while
+//! A watcher first takes the lease `watch:<account>` in the database and holds it while
 //! it runs, so two instances never watch the same mailbox; a crashed instance's lease
-//! expires and another takes over. Each session is re-opened with a fresh token before
+//! expires and another takes over. One task renews all the leases of the instance in one
+//! write per heartbeat (`Store::renew_watch_leases`) and ends the session of a watcher
+//! whose lease another instance took. Each session is re-opened with a fresh token before
 //! the old token expires (Exchange ends the session at that moment).
 //!
 //! Processing one message is one transaction (position + webhook deliveries), then the
@@ -32,7 +34,9 @@ use tokio::sync::watch;
 
 const LEASE_SECS: i64 = 60;
 const HEARTBEAT: Duration = Duration::from_secs(20);
-/// How often the supervisor looks for accounts to start or stop watching.
+/// How often the supervisor checks whether accounts or subscriptions may have changed in
+/// another process (the CLI); changes made by this process wake it at once. A check reads
+/// the commit marker (no SQL) and, only after a commit, the newest event id.
 const SUPERVISE_EVERY: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-open a session this long before its token expires.
@@ -52,6 +56,54 @@ pub struct Watchers {
     pub wake: Arc<tokio::sync::Notify>,
     /// Woken when new deliveries are queued.
     pub deliveries: Arc<tokio::sync::Notify>,
+    /// The leases the running watchers hold, renewed together.
+    pub leases: Arc<HeldLeases>,
+}
+
+/// Each held `watch:` lease with the channel that tells its watcher the lease is lost.
+#[derive(Default)]
+pub struct HeldLeases(std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<String>>>);
+
+/// What the supervisor last saw of the database, to list accounts only after a change.
+#[derive(Default)]
+struct SeenChanges {
+    marker: Option<mailgate_store::CommitMarker>,
+    newest_event: Option<i64>,
+}
+
+impl SeenChanges {
+    /// Whether an event was recorded since the last call (true the first time, and when
+    /// the database cannot say).
+    async fn new_events(&mut self, store: &Store) -> bool {
+        if store.unchanged_since(self.marker) {
+            return false;
+        }
+        // Read before the query, so a commit after it is seen next time.
+        let marker = store.commit_marker();
+        match store.newest_event_id().await {
+            Ok(id) => {
+                let changed = self.newest_event != Some(id);
+                self.marker = marker;
+                self.newest_event = Some(id);
+                changed
+            }
+            Err(_) => true,
+        }
+    }
+}
+
+/// Removes a watcher's lease from [`HeldLeases`] when its session ends.
+struct Registered<'a> {
+    leases: &'a HeldLeases,
+    name: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.leases.0.lock() {
+            map.remove(&self.name);
+        }
+    }
 }
 
 struct Running {
@@ -64,10 +116,25 @@ struct Running {
 
 impl Watchers {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let renewer = tokio::spawn(self.clone().renew_leases(stop.clone()));
         let mut running: HashMap<AccountId, Running> = HashMap::new();
+        let mut seen = SeenChanges::default();
+        let mut woken = true;
         loop {
-            match self.wanted().await {
-                Ok(wanted) => {
+            // List the accounts only when something may have changed: this process said so,
+            // a watcher ended, or another process recorded an event (every change of an
+            // account or a subscription records one in its transaction).
+            let due = woken
+                || running.values().any(|r| r.task.is_finished())
+                || seen.new_events(&self.store).await;
+            let listed = if due {
+                self.wanted().await.map(Some)
+            } else {
+                Ok(None)
+            };
+            match listed {
+                Ok(None) => {}
+                Ok(Some(wanted)) => {
                     // Stop what is no longer wanted or has changed (or has ended).
                     running.retain(|id, r| {
                         let keep = !r.task.is_finished()
@@ -95,17 +162,64 @@ impl Watchers {
                         );
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "watchers: cannot list accounts"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watchers: cannot list accounts");
+                    seen = SeenChanges::default();
+                }
             }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+            woken = tokio::select! {
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(SUPERVISE_EVERY) => false,
                 _ = stop.changed() => break,
-            }
+            };
         }
         for (_, r) in running {
             let _ = r.stop.send(true);
             let _ = r.task.await;
+        }
+        let _ = renewer.await;
+    }
+
+    /// Every heartbeat, renews the leases of all running watchers in one write, and tells
+    /// each watcher whose lease is gone (or every one, when the write fails).
+    async fn renew_leases(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = stop.changed() => break,
+            }
+            let held_any = self.leases.0.lock().is_ok_and(|m| !m.is_empty());
+            if !held_any {
+                continue;
+            }
+            let renewed = self
+                .store
+                .renew_watch_leases(&self.holder, LEASE_SECS, SystemClock.now())
+                .await;
+            let Ok(mut map) = self.leases.0.lock() else {
+                continue;
+            };
+            let lost: Vec<(String, String)> = match &renewed {
+                Ok(names) => map
+                    .keys()
+                    .filter(|k| !names.contains(k))
+                    .map(|k| {
+                        (
+                            k.clone(),
+                            "another instance took over the mailbox".to_owned(),
+                        )
+                    })
+                    .collect(),
+                Err(e) => map
+                    .keys()
+                    .map(|k| (k.clone(), format!("cannot renew the watcher's lease: {e}")))
+                    .collect(),
+            };
+            for (name, why) in lost {
+                if let Some(tell) = map.remove(&name) {
+                    let _ = tell.send(why);
+                }
+            }
         }
     }
 
@@ -198,20 +312,22 @@ impl Watchers {
         let _ = self.store.release_lease(&lease, &self.holder).await;
     }
 
-    /// Renews the lease until it cannot; returns why.
+    /// Waits until the lease is lost (the renewer in [`Watchers::renew_leases`] says so);
+    /// returns why.
     async fn heartbeat(&self, lease: &str) -> String {
-        loop {
-            tokio::time::sleep(HEARTBEAT).await;
-            match self
-                .store
-                .try_lease(lease, &self.holder, LEASE_SECS, SystemClock.now())
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return "another instance took over the mailbox".into(),
-                Err(e) => return format!("cannot renew the watcher's lease: {e}"),
+        let (tell, lost) = tokio::sync::oneshot::channel();
+        let _registered = match self.leases.0.lock() {
+            Ok(mut map) => {
+                map.insert(lease.to_owned(), tell);
+                Registered {
+                    leases: &self.leases,
+                    name: lease.to_owned(),
+                }
             }
-        }
+            Err(_) => return "the watcher's lease list is unusable".into(),
+        };
+        lost.await
+            .unwrap_or_else(|_| "the lease renewal stopped".into())
     }
 
     /// One session: connect, catch up, wait for mail until the token is about to expire.

@@ -418,4 +418,26 @@ impl Store {
             .await?;
         Ok(())
     }
+
+    /// Renews, in one statement, every `watch:<account>` lease `holder` holds (an inbound
+    /// watcher's), and returns their names: a lease missing from the answer was taken over
+    /// by another instance. One write per instance per interval, however many mailboxes it
+    /// watches.
+    pub async fn renew_watch_leases(
+        &self,
+        holder: &str,
+        ttl_secs: i64,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE leases SET expires_at = $1 WHERE substr(name, 1, 6) = 'watch:' AND holder = $2 RETURNING name",
+        )
+        .bind(now.0 + ttl_secs)
+        .bind(holder.to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("name")?))
+            .collect()
+    }
 }

@@ -10,6 +10,7 @@
 //! its event in the same transaction.
 
 mod authz;
+mod changes;
 pub mod crypto;
 pub mod inbound;
 mod migrate;
@@ -20,6 +21,7 @@ mod users;
 pub mod webhooks;
 
 pub use authz::{PendingAuthorization, RefreshInDoubt};
+pub use changes::CommitMarker;
 use crypto::{CryptoError, KeySource, Keyring, MasterKey};
 use mailgate_core::account::{AccountSpec, MailAccount, Problem};
 use mailgate_core::app::{AppSpec, OAuthApp};
@@ -142,6 +144,14 @@ pub struct Store {
     keys: RwLock<LoadedKeys>,
     source: KeySource,
     writes: WriteHealth,
+    /// The database's wal-index (`changes.rs`), read to know whether a cached value is
+    /// still current; `None` for a database without a file of its own.
+    shm: Option<PathBuf>,
+    /// Live API tokens by hash, each with the commit marker it was read at
+    /// (`api_token_by_hash`): a revocation by any process is a commit, so it is seen at once.
+    api_tokens: Mutex<std::collections::HashMap<String, users::CachedApiToken>>,
+    /// Held while an API-token lookup reads the database.
+    api_token_fill: tokio::sync::Mutex<()>,
 }
 
 /// Whether the last tracked write failed for lack of space or an I/O error. Set by the
@@ -188,11 +198,34 @@ fn mtime(source: &KeySource) -> Option<SystemTime> {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn open(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
+        Self::open_with_connections(url, ring, source, 8).await
+    }
+
+    /// [`Store::open`] over one connection, for a short command (`token`, `events`, …):
+    /// each SQLite connection costs its open, WAL and PRAGMA setup, more than such a
+    /// command's own queries. Safe because no method of the store needs a second
+    /// connection while it holds one: a transaction runs all its statements on its own
+    /// connection (`&mut *tx`), never through the pool (the store's tests run on one
+    /// connection to keep it so).
+    pub async fn open_single_connection(
+        url: &str,
+        ring: Keyring,
+        source: KeySource,
+    ) -> Result<Store> {
+        Self::open_with_connections(url, ring, source, 1).await
+    }
+
+    async fn open_with_connections(
+        url: &str,
+        ring: Keyring,
+        source: KeySource,
+        connections: u32,
+    ) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let url = normalise_url(url)?;
         make_database_files_private(&url)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(8)
+            .max_connections(connections)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
             .before_acquire(|conn, _meta| Box::pin(async move { Ok(fit_for_reuse(conn)) }))
@@ -205,6 +238,9 @@ impl Store {
             keys: RwLock::new(LoadedKeys { ring, file_mtime }),
             source,
             writes: WriteHealth::default(),
+            shm: database_file(&url).map(changes::shm_path),
+            api_tokens: Mutex::new(std::collections::HashMap::new()),
+            api_token_fill: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -368,6 +404,28 @@ impl Store {
     /// The newest applied schema migration.
     pub async fn schema_version(&self) -> Result<i64> {
         migrate::current_version(&self.pool).await
+    }
+
+    /// The state of the newest commit to the database, by any process (`changes.rs`):
+    /// read it before reading what a cache keeps, and keep the value only while
+    /// [`Store::unchanged_since`] holds.
+    pub fn commit_marker(&self) -> Option<CommitMarker> {
+        self.shm.as_deref().and_then(changes::read_marker)
+    }
+
+    /// Nothing has been committed since `seen` was taken (false when unknown).
+    pub fn unchanged_since(&self, seen: Option<CommitMarker>) -> bool {
+        changes::unchanged_since(self.shm.as_deref(), seen)
+    }
+
+    /// The id of the newest event in the log (0 when empty). Every write that changes an
+    /// account, an app or a webhook records an event in its transaction, so a reader that
+    /// sees the same id has missed no such change (the inbound supervisor relies on it).
+    pub async fn newest_event_id(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("id")?)
     }
 
     pub async fn close(&self) {
@@ -1215,18 +1273,15 @@ fn fit_for_reuse(conn: &sqlx::AnyConnection) -> bool {
     true
 }
 
-/// WAL lets readers run beside the single writer; busy_timeout makes writers from other
-/// processes wait instead of failing at once; foreign keys are off by default in SQLite.
+/// Every connection's settings, in one string: one round trip to the connection's thread
+/// (SQLite runs each statement of it). WAL lets readers run beside the single writer;
+/// busy_timeout makes writers from other processes wait instead of failing at once;
+/// foreign keys are off by default in SQLite.
+pub const CONNECTION_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;";
+
 async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
     use sqlx::Executor;
-    for pragma in [
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA busy_timeout=10000",
-        "PRAGMA foreign_keys=ON",
-        "PRAGMA synchronous=NORMAL",
-    ] {
-        conn.execute(pragma).await?;
-    }
+    conn.execute(CONNECTION_PRAGMAS).await?;
     Ok(())
 }
 
@@ -1250,6 +1305,16 @@ fn normalise_url(url: &str) -> Result<String> {
         out.push_str(query);
     }
     Ok(out)
+}
+
+/// The database file of a [`normalise_url`] output, if it has one of its own.
+fn database_file(url: &str) -> Option<&std::path::Path> {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if path.is_empty() || path.starts_with(':') || path.starts_with("file:") {
+        return None;
+    }
+    Some(std::path::Path::new(path))
 }
 
 /// Creates the SQLite database file 0600 before SQLite does (SQLite would use the umask,

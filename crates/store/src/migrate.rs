@@ -73,13 +73,16 @@ pub(crate) async fn run(pool: &AnyPool) -> Result<()> {
     sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
         .execute(pool)
         .await?;
+    // One query for what is applied, not one per migration: every command opens the store,
+    // and each query is a round trip to the database thread.
+    let applied = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64, _>("version"))
+        .collect::<std::result::Result<std::collections::HashSet<i64>, _>>()?;
     for (version, name, sql) in SQLITE {
-        let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-            .bind(*version)
-            .fetch_optional(pool)
-            .await?
-            .is_some();
-        if applied {
+        if applied.contains(version) {
             continue;
         }
         let mut tx = pool.begin().await?;

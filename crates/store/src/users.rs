@@ -637,7 +637,60 @@ impl Store {
     /// The live (not revoked) token with this hash, marking it used. `last_used_at` is
     /// written at most once a minute per token, so a busy API does not turn every request
     /// into a database write.
+    ///
+    /// A token found is kept in memory with the commit marker read before the query, and
+    /// served from there while nothing has been committed since (a revocation, by this
+    /// process or the CLI, is a commit) and its `last_used_at` needs no write.
     pub async fn api_token_by_hash(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<mailgate_core::user::ApiToken>> {
+        if let Some(token) = self.cached_api_token(token_hash, now) {
+            return Ok(Some(token));
+        }
+        // One lookup reads the database at a time, so a burst after a commit reads it once
+        // per token, not once per request; the others find its answer in the cache.
+        let _filling = self.api_token_fill.lock().await;
+        if let Some(token) = self.cached_api_token(token_hash, now) {
+            return Ok(Some(token));
+        }
+        let seen = self.commit_marker();
+        let found = self.api_token_by_hash_uncached(token_hash, now).await?;
+        if let Ok(mut cache) = self.api_tokens.lock() {
+            match &found {
+                Some(token) => {
+                    cache.insert(
+                        token_hash.to_owned(),
+                        CachedApiToken {
+                            seen,
+                            token: token.clone(),
+                        },
+                    );
+                }
+                None => {
+                    cache.remove(token_hash);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn cached_api_token(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Option<mailgate_core::user::ApiToken> {
+        let cache = self.api_tokens.lock().ok()?;
+        let cached = cache.get(token_hash)?;
+        let used_recently = cached
+            .token
+            .last_used_at
+            .is_some_and(|t| now.0 - t.0 < LAST_USED_EVERY_SECS);
+        (used_recently && self.unchanged_since(cached.seen)).then(|| cached.token.clone())
+    }
+
+    async fn api_token_by_hash_uncached(
         &self,
         token_hash: &str,
         now: Timestamp,
@@ -684,4 +737,10 @@ impl Store {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// An API token as read at `seen` (see `Store::api_token_by_hash`).
+pub(crate) struct CachedApiToken {
+    seen: Option<crate::CommitMarker>,
+    token: mailgate_core::user::ApiToken,
 }

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod commit_marker;
 mod login_throttle;
 
 use mailgate_core::account::{AccountSpec, InboundProtocol, OnReceived};
@@ -13,16 +14,20 @@ use mailgate_store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 
 mod refresh_in_doubt;
+mod watch_leases;
 
 const NOW: Timestamp = Timestamp(1_790_000_000);
 const CANARY_SECRET: &str = "CANARY-client-secret-7f3a9c";
 const CANARY_REFRESH: &str = "CANARY-refresh-token-51d0e2";
 
+/// Over one connection, as the CLI opens it: every test here then also shows that no
+/// method needs a second connection while it holds one (it would wait for the pool's
+/// acquire timeout and fail).
 async fn open(dir: &Path) -> (Store, PathBuf) {
     let key = dir.join("master.key");
     let ring = load_or_create_key_file(&key).unwrap();
     let db = dir.join("mailgate.db");
-    let store = Store::open(
+    let store = Store::open_single_connection(
         &format!("sqlite://{}", db.display()),
         ring,
         KeySource::File(key),
