@@ -62,6 +62,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "outbox_quota_and_request_hash",
         include_str!("../migrations/sqlite/0010_outbox_quota_and_request_hash.sql"),
     ),
+    (
+        11,
+        "proxy_passwords",
+        include_str!("../migrations/sqlite/0011_proxy_passwords.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

@@ -16,6 +16,7 @@ mod mailtest;
 mod oauth;
 mod outbox;
 mod outbox_hardening;
+mod proxy;
 mod refresh_outage;
 mod refused_token;
 mod secret_destinations;
