@@ -65,6 +65,10 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long the setup link printed by `serve` stays valid.
     pub setup_link_secs: u64,
+    /// Where the legacy IMAP proxy listens; off when unset.
+    pub proxy_imap_listen: Option<SocketAddr>,
+    /// Whether the proxy may take passwords in plain text on a non-loopback address.
+    pub proxy_allow_plain: bool,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -111,6 +115,8 @@ struct FileConfig {
     http_send_wait_secs: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
     setup_link_secs: Option<u64>,
+    proxy_imap_listen: Option<String>,
+    proxy_allow_plain: Option<bool>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -437,6 +443,33 @@ pub fn load(
         24 * 3600,
         30 * 24 * 3600,
     )?;
+    let proxy_imap_listen = match pick(
+        "MAILGATE_PROXY_IMAP_LISTEN",
+        file.proxy_imap_listen,
+        "proxy_imap_listen",
+    ) {
+        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
+            err(
+                key,
+                format!(
+                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1143"
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let proxy_allow_plain = match pick(
+        "MAILGATE_PROXY_ALLOW_PLAIN",
+        file.proxy_allow_plain.map(|b| b.to_string()),
+        "proxy_allow_plain",
+    ) {
+        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(err(key, format!("{v:?} is not true or false"))),
+        },
+        None => false,
+    };
     Ok(Config {
         listen,
         data_dir,
@@ -463,6 +496,8 @@ pub fn load(
         http_send_wait_secs,
         trusted_proxies,
         setup_link_secs,
+        proxy_imap_listen,
+        proxy_allow_plain,
     })
 }
 
@@ -772,5 +807,38 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn proxy_listeners_are_off_until_configured() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!((c.proxy_imap_listen, c.proxy_allow_plain), (None, false));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(
+            &path,
+            "proxy_imap_listen = \"127.0.0.1:1143\"\nproxy_allow_plain = true\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &env_of(&[])).unwrap();
+        assert_eq!(c.proxy_imap_listen, Some("127.0.0.1:1143".parse().unwrap()));
+        assert!(c.proxy_allow_plain);
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_IMAP_LISTEN", "[::1]:993")]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_imap_listen, Some("[::1]:993".parse().unwrap()));
+        let e = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_IMAP_LISTEN", "imap.local")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("MAILGATE_PROXY_IMAP_LISTEN: "), "{e}");
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_ALLOW_PLAIN", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("MAILGATE_PROXY_ALLOW_PLAIN: "), "{e}");
     }
 }

@@ -1,7 +1,13 @@
 //! The legacy proxy: proxy passwords, and password-only clients (Python's imaplib) logging
 //! in to mailgate's IMAP listener and reaching the rig's real Dovecot through it.
 
-use crate::support::{TestEnv, db_contains, text};
+use crate::mailtest::point_at_rig;
+use crate::oauth::Fixture;
+use crate::support::{TestEnv, db_contains, folder_subjects, text};
+use mailgate_testkit::raw::RawClient;
+use mailgate_testkit::rig::MailRig;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// `mailgate account proxy-password`: a long random value shown once, only its SHA-256
 /// stored, an event each time; regenerating replaces it and `--revoke` removes it.
@@ -73,4 +79,242 @@ async fn proxy_password_is_shown_once_and_stored_only_as_its_hash() {
     );
     let events = env.ok(&["events", "--account", "desk"], None);
     assert!(events.contains("proxy.password_revoked"), "{events}");
+}
+
+/// The fixture's account on the rig, authorized, with the IMAP proxy on a loopback port;
+/// returns the proxy's address and the account's proxy password.
+async fn proxied() -> (Fixture, MailRig, String, String) {
+    let (f, rig) =
+        Fixture::start_on_rig_with(&[("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0")]).await;
+    point_at_rig(&f, &rig);
+    f.authorize().await;
+    let addr = proxy_addr(&f, "IMAP");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    (f, rig, addr, password)
+}
+
+/// The address `serve` printed for the `protocol` proxy (a later stdout line).
+fn proxy_addr(f: &Fixture, protocol: &str) -> String {
+    let prefix = format!("{protocol} proxy listening on ");
+    for line in std::iter::once(f.server.stdout_line.clone())
+        .chain((0..10).map_while(|_| f.server.lines.recv_timeout(Duration::from_secs(10)).ok()))
+    {
+        if let Some(addr) = line.strip_prefix(&prefix) {
+            return addr.trim().to_owned();
+        }
+    }
+    panic!("serve printed no {prefix:?} line");
+}
+
+/// Hands a message to the rig's Postfix (plain SMTP, no auth), which delivers it over LMTP,
+/// then waits (bounded) until it is in the INBOX.
+async fn deliver(f: &Fixture, rig: &MailRig, subject: &str, body: &str) {
+    let mut smtp = RawClient::connect(rig.host(), rig.smtp_port())
+        .await
+        .unwrap();
+    assert_eq!(smtp.read_smtp_reply().await.unwrap().code, 220);
+    for (line, code) in [
+        ("EHLO sender.test".to_owned(), 250),
+        ("MAIL FROM:<ann@sender.test>".to_owned(), 250),
+        (format!("RCPT TO:<{}>", f.mailbox), 250),
+        ("DATA".to_owned(), 354),
+    ] {
+        let reply = smtp.smtp_command(&line).await.unwrap();
+        assert_eq!(reply.code, code, "{line}: {reply:?}");
+    }
+    let message = format!(
+        "From: Ann Sender <ann@sender.test>\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{subject}@sender.test>\r\n\r\n{body}\r\n.\r\n",
+        f.mailbox
+    );
+    smtp.send_raw(message.as_bytes()).await.unwrap();
+    assert_eq!(smtp.read_smtp_reply().await.unwrap().code, 250);
+    let _ = smtp.smtp_command("QUIT").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !folder_subjects(f, rig, "INBOX")
+        .await
+        .iter()
+        .any(|s| s == subject)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{subject} not delivered within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Python's imaplib, unmodified, through the proxy: LOGIN (or AUTHENTICATE PLAIN), then
+/// SELECT INBOX and FETCH of the message with `subject`. Prints what happened, one fact a
+/// line; a refused login prints `ERR <server's words>`.
+const IMAPLIB: &str = r#"
+import imaplib, os
+host, port = os.environ["PROXY"].rsplit(":", 1)
+m = imaplib.IMAP4(host, int(port))
+print("GREETING", m.welcome.decode())
+print("CAPS", " ".join(m.capabilities))
+try:
+    if os.environ.get("MECH") == "PLAIN":
+        user, pw = os.environ["LOGIN"], os.environ["PW"]
+        typ, data = m.authenticate("PLAIN", lambda _: ("\0" + user + "\0" + pw).encode())
+    else:
+        typ, data = m.login(os.environ["LOGIN"], os.environ["PW"])
+except imaplib.IMAP4.error as e:
+    print("ERR", e)
+    raise SystemExit(0)
+print("LOGIN", typ, data[0].decode())
+typ, data = m.select("INBOX")
+print("SELECT", typ, data[0].decode())
+typ, data = m.search(None, "SUBJECT", '"%s"' % os.environ["SUBJECT"])
+ids = data[0].split()
+typ, data = m.fetch(ids[-1], "(RFC822)")
+print("FETCH", typ)
+print(data[0][1].decode())
+m.logout()
+print("LOGOUT")
+"#;
+
+fn imaplib(addr: &str, login: &str, password: &str, mech: &str, subject: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", IMAPLIB])
+        .env("PROXY", addr)
+        .env("LOGIN", login)
+        .env("PW", password)
+        .env("MECH", mech)
+        .env("SUBJECT", subject)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imaplib_logs_in_with_the_proxy_password_and_reads_real_mail() {
+    let (f, rig, addr, password) = proxied().await;
+    deliver(&f, &rig, "proxy-read-1", "Hello through the proxy.").await;
+
+    let out = imaplib(&addr, &f.mailbox, &password, "LOGIN", "proxy-read-1");
+    assert!(
+        out.contains("GREETING * OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN]"),
+        "{out}"
+    );
+    // Before login the proxy offers its own mechanism, never the upstream's XOAUTH2.
+    assert!(!out.contains("XOAUTH2"), "{out}");
+    // After login the client gets Dovecot's own capabilities in the tagged OK.
+    let login = out
+        .lines()
+        .find(|l| l.starts_with("LOGIN "))
+        .unwrap_or_default();
+    assert!(
+        login
+            .to_ascii_uppercase()
+            .starts_with("LOGIN OK [CAPABILITY IMAP4REV1"),
+        "{out}"
+    );
+    assert!(login.contains("IDLE") && !login.contains("AUTH="), "{out}");
+    assert!(out.contains("SELECT OK"), "{out}");
+    assert!(out.contains("Subject: proxy-read-1"), "{out}");
+    assert!(out.contains("Hello through the proxy."), "{out}");
+    assert!(out.contains("LOGOUT"), "{out}");
+
+    // AUTHENTICATE PLAIN (imaplib waits for the continuation), with the account's name.
+    let out = imaplib(&addr, "support", &password, "PLAIN", "proxy-read-1");
+    assert!(out.contains("Hello through the proxy."), "{out}");
+
+    // The client's password never reaches the mail server: Dovecot saw XOAUTH2 only.
+    let rig_log = std::fs::read_to_string(rig.dir().join("log/dovecot.log")).unwrap();
+    assert!(rig_log.contains("method=XOAUTH2"), "{rig_log}");
+    assert!(
+        !rig_log.contains(&password),
+        "the proxy password reached Dovecot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_another_accounts_password_is_refused_and_counted() {
+    let (f, rig, addr, password) = proxied().await;
+    deliver(&f, &rig, "proxy-private-1", "Only for support.").await;
+    let other_mailbox = format!("other-{}", f.mailbox);
+    f.env.ok(
+        &[
+            "account",
+            "add",
+            "--name",
+            "other",
+            "--app",
+            "Contoso",
+            "--email",
+            &other_mailbox,
+        ],
+        None,
+    );
+    let other_password = f
+        .env
+        .ok(&["account", "proxy-password", "other"], None)
+        .trim()
+        .to_owned();
+
+    let wrong = imaplib(&addr, &f.mailbox, "not-the-password", "LOGIN", "x");
+    assert!(
+        wrong.contains("ERR") && wrong.contains("[AUTHENTICATIONFAILED]"),
+        "{wrong}"
+    );
+    // Another account's valid password does not open this mailbox, under either login.
+    for login in [f.mailbox.as_str(), "support"] {
+        let out = imaplib(&addr, login, &other_password, "LOGIN", "proxy-private-1");
+        assert!(out.contains("[AUTHENTICATIONFAILED]"), "{out}");
+        assert!(!out.contains("Only for support."), "{out}");
+    }
+    // The other account's own login: a good password, but it was never authorized; the
+    // refusal names what to do.
+    let out = imaplib(&addr, &other_mailbox, &other_password, "LOGIN", "x");
+    assert!(
+        out.contains("[AUTHENTICATIONFAILED]") && out.contains("not_authorized"),
+        "{out}"
+    );
+
+    let events = f.env.ok(&["events", "--limit", "200"], None);
+    let refused = events.matches("proxy.login_failed").count();
+    assert_eq!(refused, 4, "{events}");
+    assert!(
+        !events.contains(&other_password) && !events.contains(&password),
+        "{events}"
+    );
+    // Regenerating the password makes the old one useless at once.
+    f.env.ok(&["account", "proxy-password", "support"], None);
+    let out = imaplib(&addr, &f.mailbox, &password, "LOGIN", "x");
+    assert!(out.contains("[AUTHENTICATIONFAILED]"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_gives_a_clear_refusal_then_refuses_without_the_provider() {
+    let (f, _rig, addr, password) = proxied().await;
+    f.idp.revoke_user(&f.mailbox).await.unwrap();
+    // The stored token still looks valid: Dovecot refuses it, the forced refresh finds the
+    // grant revoked, and the account needs re-authorization.
+    let out = imaplib(&addr, &f.mailbox, &password, "LOGIN", "x");
+    assert!(
+        out.contains("[AUTHENTICATIONFAILED]") && out.contains("grant_revoked"),
+        "{out}"
+    );
+    assert_eq!(f.state("support")["state"], "reauth_required");
+    let refreshes = f.counter("token:refresh_token").await;
+    let out = imaplib(&addr, &f.mailbox, &password, "LOGIN", "x");
+    assert!(
+        out.contains("[AUTHENTICATIONFAILED]") && out.contains("grant_revoked"),
+        "{out}"
+    );
+    assert_eq!(
+        f.counter("token:refresh_token").await,
+        refreshes,
+        "an account in reauth_required is refused without a call to the provider"
+    );
 }

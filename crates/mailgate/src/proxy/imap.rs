@@ -1,0 +1,291 @@
+//! One IMAP proxy session: the pre-login dialogue mailgate answers itself, then the relay.
+
+use super::{LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT};
+use mailgate_core::account::InboundProtocol;
+use mailgate_proto::proxy::{
+    ClientLines, DEFAULT_MAX_COMMAND_LINE, ImapCommand, ImapInput, decode_sasl_plain,
+    parse_imap_command,
+};
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// What the proxy offers before login: its own mechanisms, never the upstream's XOAUTH2.
+const PRE_LOGIN_CAPABILITIES: &str = "IMAP4rev1 SASL-IR AUTH=PLAIN";
+
+/// Tells a client over the connection limit why it is closed.
+pub(super) async fn refuse_busy(mut stream: tokio::net::TcpStream) {
+    let _ = stream
+        .write_all(b"* BYE [UNAVAILABLE] mailgate proxy: too many connections, try again later\r\n")
+        .await;
+}
+
+async fn send<S: AsyncWrite + Unpin>(client: &mut S, line: &str) -> std::io::Result<()> {
+    client.write_all(line.as_bytes()).await?;
+    client.write_all(b"\r\n").await?;
+    client.flush().await
+}
+
+/// The next client line before the login deadline; `Ok(None)` when the client closed.
+async fn next_line<S: AsyncRead + Unpin>(
+    client: &mut S,
+    lines: &mut ClientLines,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match lines.next_line() {
+            Ok(Some(line)) => return Ok(Some(line)),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let n = tokio::time::timeout_at(deadline, client.read(&mut buf))
+            .await
+            .map_err(|_| "login timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(None);
+        }
+        lines.feed(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// Runs a session to its end.
+pub(super) async fn session<S>(
+    ctx: &ProxyContext,
+    mut client: S,
+    peer: SocketAddr,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let io = |e: std::io::Error| e.to_string();
+    send(
+        &mut client,
+        &format!("* OK [CAPABILITY {PRE_LOGIN_CAPABILITIES}] mailgate IMAP proxy ready"),
+    )
+    .await
+    .map_err(io)?;
+    let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let mut failures = 0;
+    loop {
+        let line = match next_line(&mut client, &mut lines, deadline).await {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let _ = send(&mut client, &format!("* BYE {e}")).await;
+                return Err(e);
+            }
+        };
+        let (tag, command) = match parse_imap_command(&line) {
+            ImapInput::Command { tag, command } => (tag, command),
+            ImapInput::Bad { tag, reason } => {
+                let tag = tag.unwrap_or_else(|| "*".into());
+                send(&mut client, &format!("{tag} BAD {reason}"))
+                    .await
+                    .map_err(io)?;
+                continue;
+            }
+        };
+        let (login, password) = match command {
+            ImapCommand::Capability => {
+                send(
+                    &mut client,
+                    &format!("* CAPABILITY {PRE_LOGIN_CAPABILITIES}"),
+                )
+                .await
+                .map_err(io)?;
+                send(&mut client, &format!("{tag} OK CAPABILITY completed"))
+                    .await
+                    .map_err(io)?;
+                continue;
+            }
+            ImapCommand::Noop => {
+                send(&mut client, &format!("{tag} OK NOOP completed"))
+                    .await
+                    .map_err(io)?;
+                continue;
+            }
+            ImapCommand::Logout => {
+                send(&mut client, "* BYE mailgate IMAP proxy signing off")
+                    .await
+                    .map_err(io)?;
+                send(&mut client, &format!("{tag} OK LOGOUT completed"))
+                    .await
+                    .map_err(io)?;
+                return Ok(());
+            }
+            ImapCommand::StartTls => {
+                send(
+                    &mut client,
+                    &format!("{tag} BAD STARTTLS is not offered on this listener"),
+                )
+                .await
+                .map_err(io)?;
+                continue;
+            }
+            ImapCommand::Other(name) => {
+                send(
+                    &mut client,
+                    &format!("{tag} BAD {name} needs a login first (LOGIN or AUTHENTICATE PLAIN)"),
+                )
+                .await
+                .map_err(io)?;
+                continue;
+            }
+            ImapCommand::Login { user, password } => (user, password),
+            ImapCommand::Authenticate { mechanism, .. } if mechanism != "PLAIN" => {
+                send(
+                    &mut client,
+                    &format!("{tag} NO [CANNOT] only AUTHENTICATE PLAIN is offered"),
+                )
+                .await
+                .map_err(io)?;
+                continue;
+            }
+            ImapCommand::Authenticate {
+                initial_response, ..
+            } => {
+                let response = match initial_response {
+                    Some(r) => r,
+                    None => {
+                        // RFC 3501 §6.2.2: an empty challenge, then the client's response line.
+                        send(&mut client, "+ ").await.map_err(io)?;
+                        match next_line(&mut client, &mut lines, deadline).await? {
+                            Some(line) => String::from_utf8_lossy(&line).into_owned(),
+                            None => return Ok(()),
+                        }
+                    }
+                };
+                if response.trim() == "*" {
+                    send(&mut client, &format!("{tag} BAD authentication cancelled"))
+                        .await
+                        .map_err(io)?;
+                    continue;
+                }
+                match decode_sasl_plain(&response) {
+                    Some(pair) => pair,
+                    None => {
+                        send(
+                            &mut client,
+                            &format!("{tag} BAD the PLAIN response is not base64 of NUL login NUL password"),
+                        )
+                        .await
+                        .map_err(io)?;
+                        continue;
+                    }
+                }
+            }
+        };
+        let refusal = match log_in(ctx, peer, &login, &password).await {
+            Ok((upstream, capabilities)) => {
+                send(
+                    &mut client,
+                    &format!("{tag} OK [CAPABILITY {capabilities}] logged in through mailgate"),
+                )
+                .await
+                .map_err(io)?;
+                return relay(client, lines, upstream).await;
+            }
+            Err(refusal) => refusal,
+        };
+        let reply = match &refusal {
+            Refusal::BadCredentials => format!(
+                "{tag} NO [AUTHENTICATIONFAILED] wrong login or proxy password (code: wrong_proxy_password)"
+            ),
+            Refusal::NeedsAdmin { code } => format!(
+                "{tag} NO [AUTHENTICATIONFAILED] the account needs an administrator in mailgate (code: {code})"
+            ),
+            Refusal::UpstreamRefused { code } => format!(
+                "{tag} NO [AUTHENTICATIONFAILED] the mail server refused mailgate's token (code: {code})"
+            ),
+            Refusal::Unavailable { code } => format!(
+                "{tag} NO [UNAVAILABLE] the mail server cannot be reached now; try again later (code: {code})"
+            ),
+        };
+        send(&mut client, &reply).await.map_err(io)?;
+        if matches!(refusal, Refusal::BadCredentials) {
+            failures += 1;
+            if failures >= MAX_FAILED_LOGINS {
+                let _ = send(&mut client, "* BYE too many failed logins").await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A good login: the account's IMAP server opened with a token, and the capabilities to
+/// pass on (the upstream's own after authentication, less what only matters before login).
+async fn log_in(
+    ctx: &ProxyContext,
+    peer: SocketAddr,
+    login: &str,
+    password: &str,
+) -> Result<(Box<dyn mailgate_mail::net::Io>, String), Refusal> {
+    let account = ctx.check_login("IMAP", peer, login, password).await?;
+    let is_imap = account
+        .spec
+        .inbound
+        .as_ref()
+        .is_some_and(|inbound| inbound.protocol == InboundProtocol::Imap);
+    if !is_imap {
+        ctx.refused(
+            Some(&account),
+            &format!(
+                "IMAP proxy login from {} refused: the account has no IMAP server",
+                peer.ip()
+            ),
+        )
+        .await;
+        return Err(Refusal::NeedsAdmin {
+            code: "no_imap_server".into(),
+        });
+    }
+    let opened =
+        mailgate_mail::inbox::open_imap(&ctx.engine, &ctx.tls, &account, UPSTREAM_TIMEOUT).await;
+    let upstream = match opened {
+        Ok((upstream, _expires_at)) => upstream,
+        Err(e) => return Err(ctx.upstream_failed("IMAP", peer, &account, &e).await),
+    };
+    let capabilities = upstream
+        .capabilities
+        .iter()
+        .filter(|c| {
+            let c = c.to_ascii_uppercase();
+            !(c.starts_with("AUTH=") || c == "LOGINDISABLED" || c == "STARTTLS")
+        })
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let stream = match upstream.into_stream() {
+        Ok(stream) => stream,
+        Err(e) => return Err(ctx.upstream_failed("IMAP", peer, &account, &e).await),
+    };
+    tracing::info!(account = %account.spec.name.as_str(), %peer, "IMAP proxy session relaying");
+    Ok((stream, capabilities))
+}
+
+/// Bytes both ways until either side closes. What the client pipelined after its login
+/// goes first.
+async fn relay<S>(
+    mut client: S,
+    mut lines: ClientLines,
+    mut upstream: Box<dyn mailgate_mail::net::Io>,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let pipelined = lines.take_rest();
+    drop(lines);
+    if !pipelined.is_empty() {
+        upstream
+            .write_all(&pipelined)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tokio::io::copy_bidirectional(&mut client, &mut upstream)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,236 @@
+//! The legacy proxy: password-only mail clients (old ERPs, scanners, monitoring tools) log
+//! in to mailgate with the account's proxy password, and mailgate opens the account's real
+//! server with an OAuth token from the engine, then relays bytes both ways.
+//!
+//! A session has two phases:
+//!
+//! ```text
+//!   accept ──▶ pre-login: mailgate answers itself ──LOGIN ok──▶ open upstream (XOAUTH2)
+//!                 (greeting, CAPABILITY, NOOP,                         │
+//!                  LOGIN, AUTHENTICATE PLAIN, LOGOUT)                  ▼
+//!                 bounded line, login timeout               relay bytes both ways
+//! ```
+//!
+//! Before login the client's lines are read by `mailgate_proto::proxy` (pure, bounded);
+//! after it nothing is parsed: `copy_bidirectional` streams with fixed 8 KiB buffers, so a
+//! large FETCH is never held whole. The client's password is only hashed and compared: it
+//! never goes upstream or into a log or event.
+
+mod imap;
+
+use crate::Failure;
+use crate::config::Config;
+use mailgate_core::event::EventKind;
+use mailgate_core::{AccountState, Clock, MailAccount, SystemClock};
+use mailgate_grants::Engine;
+use mailgate_mail::TlsSettings;
+use mailgate_store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long a client has from connecting to a successful login.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Open proxy connections at most (each holds two sockets once relaying).
+const MAX_CONNECTIONS: usize = 1000;
+/// Failed logins on one connection before it is closed.
+const MAX_FAILED_LOGINS: u32 = 3;
+/// How long opening the account's server (DNS, TCP, TLS, XOAUTH2) may take.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every proxy session needs.
+pub struct ProxyContext {
+    pub store: Arc<Store>,
+    pub engine: Arc<Engine>,
+    pub tls: TlsSettings,
+}
+
+/// Why a login is refused; each protocol words it its own way.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// Unknown login, or not that account's current proxy password.
+    BadCredentials,
+    /// The account cannot be used until an administrator acts (`code` says what to do):
+    /// re-authorization, enabling it, an inbound server of the right protocol.
+    NeedsAdmin { code: String },
+    /// The account's server refused mailgate's fresh token.
+    UpstreamRefused { code: String },
+    /// Transient trouble (network, the provider's token endpoint): try again later.
+    Unavailable { code: String },
+}
+
+impl ProxyContext {
+    /// Checks a login (mailbox address or account name, and the proxy password) and whether
+    /// the account can be used now. A refused login is recorded as an event.
+    pub(crate) async fn check_login(
+        &self,
+        protocol: &str,
+        peer: SocketAddr,
+        login: &str,
+        password: &str,
+    ) -> Result<MailAccount, Refusal> {
+        let hash = mailgate_oauth::random::sha256_hex(password);
+        let account = match self.store.account_by_proxy_login(login, &hash).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                self.refused(
+                    None,
+                    &format!(
+                        "{protocol} proxy login as {:?} from {} refused: unknown login or wrong proxy password",
+                        shorten(login),
+                        peer.ip()
+                    ),
+                )
+                .await;
+                return Err(Refusal::BadCredentials);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "proxy login lookup failed");
+                return Err(Refusal::Unavailable {
+                    code: "database_unavailable".into(),
+                });
+            }
+        };
+        // Refused at once, without a call to the provider: only an administrator helps.
+        let unusable = match account.state {
+            AccountState::ReauthRequired => Some(
+                account
+                    .last_problem
+                    .as_ref()
+                    .map(|p| p.code.clone())
+                    .unwrap_or_else(|| "reauth_required".into()),
+            ),
+            AccountState::Disabled => Some("account_disabled".into()),
+            AccountState::Unauthorized => Some("not_authorized".into()),
+            AccountState::Active | AccountState::Refreshing => None,
+        };
+        if let Some(code) = unusable {
+            self.refused(
+                Some(&account),
+                &format!(
+                    "{protocol} proxy login from {} refused: the account is {} ({code})",
+                    peer.ip(),
+                    account.state
+                ),
+            )
+            .await;
+            return Err(Refusal::NeedsAdmin { code });
+        }
+        Ok(account)
+    }
+
+    /// Words an upstream failure for the client, re-reading the account: a refresh that the
+    /// provider refused has moved it to `reauth_required` meanwhile.
+    pub(crate) async fn upstream_failed(
+        &self,
+        protocol: &str,
+        peer: SocketAddr,
+        account: &MailAccount,
+        e: &mailgate_mail::MailError,
+    ) -> Refusal {
+        let code = e
+            .oauth
+            .map(|(code, _)| code.to_owned())
+            .unwrap_or_else(|| e.remedy.code().to_owned());
+        self.refused(
+            Some(account),
+            &format!(
+                "{protocol} proxy login from {}: opening the account's server failed ({code}): {}",
+                peer.ip(),
+                e.detail
+            ),
+        )
+        .await;
+        let now = self.store.account(account.id).await.ok();
+        match now.map(|a| a.state) {
+            Some(AccountState::ReauthRequired) => Refusal::NeedsAdmin { code },
+            _ if e.remedy == mailgate_mail::remedy::MailRemedy::AuthFailed => {
+                Refusal::UpstreamRefused { code }
+            }
+            _ => Refusal::Unavailable { code },
+        }
+    }
+
+    async fn refused(&self, account: Option<&MailAccount>, message: &str) {
+        tracing::info!(message, "proxy login refused");
+        if let Err(e) = self
+            .store
+            .record_event(
+                SystemClock.now(),
+                EventKind::ProxyLoginFailed,
+                account.map(|a| a.spec.app_id),
+                account.map(|a| a.id),
+                message,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record a refused proxy login");
+        }
+    }
+}
+
+/// A client-chosen login in an event: bounded, so a client cannot fill the events table.
+fn shorten(login: &str) -> String {
+    login.chars().take(80).collect()
+}
+
+/// Binds the configured listeners. Plain text (no TLS yet) is refused off loopback unless
+/// `proxy_allow_plain` says the network in between is trusted.
+pub async fn bind(config: &Config) -> Result<Option<TcpListener>, Failure> {
+    let Some(addr) = config.proxy_imap_listen else {
+        return Ok(None);
+    };
+    if !addr.ip().is_loopback() && !config.proxy_allow_plain {
+        return Err(Failure::BadInput(format!(
+            "proxy_imap_listen: {addr} is not a loopback address, and the proxy would take passwords in plain text there; \
+             listen on 127.0.0.1, or set proxy_allow_plain = true (MAILGATE_PROXY_ALLOW_PLAIN) if the network in between is trusted"
+        )));
+    }
+    TcpListener::bind(addr).await.map(Some).map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot listen on {addr} (proxy_imap_listen / MAILGATE_PROXY_IMAP_LISTEN): {e}"
+        ))
+    })
+}
+
+/// Accepts IMAP proxy clients until `stop`; open sessions end with the task.
+pub async fn run_imap(
+    listener: TcpListener,
+    ctx: Arc<ProxyContext>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        while sessions.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: never spin.
+                    tracing::warn!(error = %e, "accepting a proxy connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            // A change is the stop signal (or the sender is gone): either way, stop.
+            _ = stop.changed() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full: say so and close, rather than keep the client waiting unanswered.
+            tokio::spawn(imap::refuse_busy(stream));
+            continue;
+        };
+        let ctx = ctx.clone();
+        sessions.spawn(async move {
+            let _slot = slot;
+            if let Err(e) = imap::session(&ctx, stream, peer).await {
+                tracing::debug!(error = %e, %peer, "IMAP proxy session ended");
+            }
+        });
+    }
+    // Dropping the set aborts the open sessions: their clients see the connection close and
+    // reconnect to the next serve.
+    sessions.shutdown().await;
+}
