@@ -69,6 +69,8 @@ pub struct Config {
     pub proxy_imap_listen: Option<SocketAddr>,
     /// Whether the proxy may take passwords in plain text on a non-loopback address.
     pub proxy_allow_plain: bool,
+    /// Where the legacy SMTP (submission) proxy listens; off when unset.
+    pub proxy_smtp_listen: Option<SocketAddr>,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -117,6 +119,7 @@ struct FileConfig {
     setup_link_secs: Option<u64>,
     proxy_imap_listen: Option<String>,
     proxy_allow_plain: Option<bool>,
+    proxy_smtp_listen: Option<String>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -470,6 +473,21 @@ pub fn load(
         },
         None => false,
     };
+    let proxy_smtp_listen = match pick(
+        "MAILGATE_PROXY_SMTP_LISTEN",
+        file.proxy_smtp_listen,
+        "proxy_smtp_listen",
+    ) {
+        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
+            err(
+                key,
+                format!(
+                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1587"
+                ),
+            )
+        })?),
+        None => None,
+    };
     Ok(Config {
         listen,
         data_dir,
@@ -498,6 +516,7 @@ pub fn load(
         setup_link_secs,
         proxy_imap_listen,
         proxy_allow_plain,
+        proxy_smtp_listen,
     })
 }
 
@@ -829,6 +848,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.proxy_imap_listen, Some("[::1]:993".parse().unwrap()));
+        assert_eq!(c.proxy_smtp_listen, None);
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:1587")]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_smtp_listen, Some("127.0.0.1:1587".parse().unwrap()));
         let e = load(
             None,
             &env_of(&[("MAILGATE_PROXY_IMAP_LISTEN", "imap.local")]),

@@ -20,7 +20,7 @@ pub async fn serve(config: Config) -> CmdResult {
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     let public_url = config.public_url_for(bound);
-    let proxy_imap = crate::proxy::bind(&config).await?;
+    let proxy_listeners = crate::proxy::bind(&config).await?;
     let engine = Arc::new(crate::new_engine(&store, &config)?);
     let state = mailgate_web::AppState {
         store: store.clone(),
@@ -92,15 +92,26 @@ pub async fn serve(config: Config) -> CmdResult {
         deliveries: state.deliveries.clone(),
     };
     let watchers = tokio::spawn(watchers.run(stop_rx.clone()));
-    let proxy_imap_addr = proxy_imap.as_ref().and_then(|l| l.local_addr().ok());
-    let proxy = proxy_imap.map(|listener| {
-        let ctx = Arc::new(crate::proxy::ProxyContext {
-            store: store.clone(),
-            engine: engine.clone(),
-            tls: state.tls.clone(),
-        });
-        tokio::spawn(crate::proxy::run_imap(listener, ctx, stop_rx.clone()))
+    let proxy_addrs: Vec<_> = proxy_listeners
+        .iter()
+        .filter_map(|(protocol, l)| l.local_addr().ok().map(|addr| (*protocol, addr)))
+        .collect();
+    let proxy_ctx = Arc::new(crate::proxy::ProxyContext {
+        store: store.clone(),
+        engine: engine.clone(),
+        tls: state.tls.clone(),
     });
+    let proxies: Vec<_> = proxy_listeners
+        .into_iter()
+        .map(|(protocol, listener)| {
+            tokio::spawn(crate::proxy::run(
+                protocol,
+                listener,
+                proxy_ctx.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
     let scheduler = tokio::spawn(refresh_scheduler(
         engine,
         config.refresh_interval_secs,
@@ -111,9 +122,9 @@ pub async fn serve(config: Config) -> CmdResult {
         "mailgate {} listening on http://{bound} (public URL {public_url})",
         env!("CARGO_PKG_VERSION")
     );
-    if let Some(addr) = proxy_imap_addr {
-        out!("IMAP proxy listening on {addr}");
-        tracing::info!(%addr, "IMAP proxy listening");
+    for (protocol, addr) in &proxy_addrs {
+        out!("{} proxy listening on {addr}", protocol.name());
+        tracing::info!(%addr, protocol = protocol.name(), "proxy listening");
     }
     tracing::info!(%bound, %public_url, data_dir = %config.data_dir.display(), database = %mailgate_store::redact_url(&config.database_url), "serving");
     announce_setup_link(&store, &public_url, config.setup_link_secs).await?;
@@ -134,7 +145,7 @@ pub async fn serve(config: Config) -> CmdResult {
     let _ = outbox.await;
     let _ = deliverer.await;
     let _ = watchers.await;
-    if let Some(proxy) = proxy {
+    for proxy in proxies {
         let _ = proxy.await;
     }
     store.close().await;

@@ -224,6 +224,73 @@ pub fn decode_sasl_plain(response: &str) -> Option<(String, String)> {
     Some((login.to_owned(), password.to_owned()))
 }
 
+/// An SMTP command the proxy answers itself before login (RFC 5321, AUTH per RFC 4954).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpCommand {
+    /// `EHLO` (true) or `HELO` (false) with the client's name.
+    Hello {
+        extended: bool,
+        name: String,
+    },
+    /// `AUTH mechanism [initial-response]`; the mechanism upper-cased.
+    Auth {
+        mechanism: String,
+        initial_response: Option<String>,
+    },
+    StartTls,
+    Noop,
+    Rset,
+    Quit,
+    /// Anything else (MAIL, RCPT, DATA, …): needs a login first. The verb upper-cased.
+    Other(String),
+    /// Not an SMTP command line; the reason for a `501`.
+    Bad(&'static str),
+}
+
+/// Reads one SMTP command line (without CRLF).
+pub fn parse_smtp_command(line: &[u8]) -> SmtpCommand {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return SmtpCommand::Bad("the command is not UTF-8 text");
+    };
+    if text.chars().any(char::is_control) {
+        return SmtpCommand::Bad("the command holds a control character");
+    }
+    let mut words = text.split(' ').filter(|w| !w.is_empty());
+    let Some(verb) = words.next() else {
+        return SmtpCommand::Bad("the command is empty");
+    };
+    let verb = verb.to_ascii_uppercase();
+    let args: Vec<&str> = words.collect();
+    match (verb.as_str(), args.as_slice()) {
+        ("EHLO" | "HELO", [name]) => SmtpCommand::Hello {
+            extended: verb == "EHLO",
+            name: (*name).to_owned(),
+        },
+        ("EHLO" | "HELO", _) => SmtpCommand::Bad("EHLO and HELO take the client's name"),
+        ("AUTH", [mechanism]) => SmtpCommand::Auth {
+            mechanism: mechanism.to_ascii_uppercase(),
+            initial_response: None,
+        },
+        ("AUTH", [mechanism, initial]) => SmtpCommand::Auth {
+            mechanism: mechanism.to_ascii_uppercase(),
+            initial_response: Some((*initial).to_owned()),
+        },
+        ("AUTH", _) => SmtpCommand::Bad("AUTH takes a mechanism and an optional initial response"),
+        ("STARTTLS", []) => SmtpCommand::StartTls,
+        ("NOOP", _) => SmtpCommand::Noop,
+        ("RSET", []) => SmtpCommand::Rset,
+        ("QUIT", []) => SmtpCommand::Quit,
+        ("STARTTLS" | "RSET" | "QUIT", _) => SmtpCommand::Bad("this command takes no arguments"),
+        _ => SmtpCommand::Other(verb),
+    }
+}
+
+/// A base64 line of a SASL exchange (an `AUTH LOGIN` user name or password) as text.
+pub fn decode_sasl_line(line: &str) -> Option<String> {
+    let bytes = STANDARD.decode(line.trim()).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +424,54 @@ a7 LOGIN {5}\r\nbad\"tag x\r\na8 STARTTLS\nA9 LOGOUT\r\n";
         assert_eq!(decode_sasl_plain(&b64("alice\0secret")), None);
         assert_eq!(decode_sasl_plain(&b64("\0\0secret")), None);
         assert_eq!(decode_sasl_plain("not base64!"), None);
+    }
+    fn read_smtp(pieces: &[&[u8]]) -> Result<Vec<SmtpCommand>, ProtoError> {
+        let mut lines = ClientLines::new(64);
+        let mut out = Vec::new();
+        for piece in pieces {
+            lines.feed(piece);
+            while let Some(line) = lines.next_line()? {
+                out.push(parse_smtp_command(&line));
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn smtp_pre_login_commands_read_the_same_however_they_are_cut() {
+        let transcript = b"ehlo client.test\r\nAUTH PLAIN AGEAYg==\r\nauth login\r\n\
+MAIL FROM:<a@b>\r\nHELO\r\nNOOP\r\nRSET\nQUIT\r\nSTARTTLS now\r\n";
+        let expected = vec![
+            SmtpCommand::Hello {
+                extended: true,
+                name: "client.test".into(),
+            },
+            SmtpCommand::Auth {
+                mechanism: "PLAIN".into(),
+                initial_response: Some("AGEAYg==".into()),
+            },
+            SmtpCommand::Auth {
+                mechanism: "LOGIN".into(),
+                initial_response: None,
+            },
+            SmtpCommand::Other("MAIL".into()),
+            SmtpCommand::Bad("EHLO and HELO take the client's name"),
+            SmtpCommand::Noop,
+            SmtpCommand::Rset,
+            SmtpCommand::Quit,
+            SmtpCommand::Bad("this command takes no arguments"),
+        ];
+        assert_eq!(read_smtp(&[transcript]).unwrap(), expected);
+        assert_same_for_every_split(transcript, read_smtp);
+        let mut rng = XorShift::new(15);
+        for _ in 0..2000 {
+            let _ = read_smtp(&[&mutate(&mut rng, transcript)]);
+        }
+        assert_eq!(
+            parse_smtp_command(b"\xff"),
+            SmtpCommand::Bad("the command is not UTF-8 text")
+        );
+        assert_eq!(decode_sasl_line("dXNlcg=="), Some("user".into()));
+        assert_eq!(decode_sasl_line("%%"), None);
     }
 }

@@ -1,54 +1,20 @@
 //! One IMAP proxy session: the pre-login dialogue mailgate answers itself, then the relay.
 
-use super::{LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT};
+use super::{
+    LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
+    send,
+};
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, ImapCommand, ImapInput, decode_sasl_plain,
     parse_imap_command,
 };
 use std::net::SocketAddr;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 /// What the proxy offers before login: its own mechanisms, never the upstream's XOAUTH2.
 const PRE_LOGIN_CAPABILITIES: &str = "IMAP4rev1 SASL-IR AUTH=PLAIN";
-
-/// Tells a client over the connection limit why it is closed.
-pub(super) async fn refuse_busy(mut stream: tokio::net::TcpStream) {
-    let _ = stream
-        .write_all(b"* BYE [UNAVAILABLE] mailgate proxy: too many connections, try again later\r\n")
-        .await;
-}
-
-async fn send<S: AsyncWrite + Unpin>(client: &mut S, line: &str) -> std::io::Result<()> {
-    client.write_all(line.as_bytes()).await?;
-    client.write_all(b"\r\n").await?;
-    client.flush().await
-}
-
-/// The next client line before the login deadline; `Ok(None)` when the client closed.
-async fn next_line<S: AsyncRead + Unpin>(
-    client: &mut S,
-    lines: &mut ClientLines,
-    deadline: Instant,
-) -> Result<Option<Vec<u8>>, String> {
-    let mut buf = [0u8; 4096];
-    loop {
-        match lines.next_line() {
-            Ok(Some(line)) => return Ok(Some(line)),
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        let n = tokio::time::timeout_at(deadline, client.read(&mut buf))
-            .await
-            .map_err(|_| "login timeout".to_owned())?
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Ok(None);
-        }
-        lines.feed(buf.get(..n).unwrap_or_default());
-    }
-}
 
 /// Runs a session to its end.
 pub(super) async fn session<S>(
@@ -264,28 +230,4 @@ async fn log_in(
     };
     tracing::info!(account = %account.spec.name.as_str(), %peer, "IMAP proxy session relaying");
     Ok((stream, capabilities))
-}
-
-/// Bytes both ways until either side closes. What the client pipelined after its login
-/// goes first.
-async fn relay<S>(
-    mut client: S,
-    mut lines: ClientLines,
-    mut upstream: Box<dyn mailgate_mail::net::Io>,
-) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let pipelined = lines.take_rest();
-    drop(lines);
-    if !pipelined.is_empty() {
-        upstream
-            .write_all(&pipelined)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }

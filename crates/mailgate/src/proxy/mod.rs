@@ -17,6 +17,7 @@
 //! never goes upstream or into a log or event.
 
 mod imap;
+mod smtp;
 
 use crate::Failure;
 use crate::config::Config;
@@ -24,11 +25,14 @@ use mailgate_core::event::EventKind;
 use mailgate_core::{AccountState, Clock, MailAccount, SystemClock};
 use mailgate_grants::Engine;
 use mailgate_mail::TlsSettings;
+use mailgate_proto::proxy::ClientLines;
 use mailgate_store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// How long a client has from connecting to a successful login.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -175,27 +179,68 @@ fn shorten(login: &str) -> String {
     login.chars().take(80).collect()
 }
 
-/// Binds the configured listeners. Plain text (no TLS yet) is refused off loopback unless
-/// `proxy_allow_plain` says the network in between is trusted.
-pub async fn bind(config: &Config) -> Result<Option<TcpListener>, Failure> {
-    let Some(addr) = config.proxy_imap_listen else {
-        return Ok(None);
-    };
-    if !addr.ip().is_loopback() && !config.proxy_allow_plain {
-        return Err(Failure::BadInput(format!(
-            "proxy_imap_listen: {addr} is not a loopback address, and the proxy would take passwords in plain text there; \
-             listen on 127.0.0.1, or set proxy_allow_plain = true (MAILGATE_PROXY_ALLOW_PLAIN) if the network in between is trusted"
-        )));
-    }
-    TcpListener::bind(addr).await.map(Some).map_err(|e| {
-        Failure::Runtime(format!(
-            "cannot listen on {addr} (proxy_imap_listen / MAILGATE_PROXY_IMAP_LISTEN): {e}"
-        ))
-    })
+/// The protocols the proxy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Imap,
+    Smtp,
 }
 
-/// Accepts IMAP proxy clients until `stop`; open sessions end with the task.
-pub async fn run_imap(
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Imap => "IMAP",
+            Protocol::Smtp => "SMTP",
+        }
+    }
+
+    fn setting(self) -> &'static str {
+        match self {
+            Protocol::Imap => "proxy_imap_listen / MAILGATE_PROXY_IMAP_LISTEN",
+            Protocol::Smtp => "proxy_smtp_listen / MAILGATE_PROXY_SMTP_LISTEN",
+        }
+    }
+
+    /// What a client over the connection limit reads before the close.
+    fn busy_line(self) -> &'static [u8] {
+        match self {
+            Protocol::Imap => {
+                b"* BYE [UNAVAILABLE] mailgate proxy: too many connections, try again later\r\n"
+            }
+            Protocol::Smtp => {
+                b"421 4.7.0 mailgate proxy: too many connections, try again later\r\n"
+            }
+        }
+    }
+}
+
+/// Binds the configured listeners. Plain text (no TLS yet) is refused off loopback unless
+/// `proxy_allow_plain` says the network in between is trusted.
+pub async fn bind(config: &Config) -> Result<Vec<(Protocol, TcpListener)>, Failure> {
+    let mut bound = Vec::new();
+    for (protocol, addr) in [
+        (Protocol::Imap, config.proxy_imap_listen),
+        (Protocol::Smtp, config.proxy_smtp_listen),
+    ] {
+        let Some(addr) = addr else { continue };
+        let setting = protocol.setting();
+        if !addr.ip().is_loopback() && !config.proxy_allow_plain {
+            return Err(Failure::BadInput(format!(
+                "{setting}: {addr} is not a loopback address, and the proxy would take passwords in plain text there; \
+                 listen on 127.0.0.1, or set proxy_allow_plain = true (MAILGATE_PROXY_ALLOW_PLAIN) if the network in between is trusted"
+            )));
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::Runtime(format!("cannot listen on {addr} ({setting}): {e}")))?;
+        bound.push((protocol, listener));
+    }
+    Ok(bound)
+}
+
+/// Accepts proxy clients until `stop`; open sessions end with the task.
+pub async fn run(
+    protocol: Protocol,
     listener: TcpListener,
     ctx: Arc<ProxyContext>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -204,7 +249,7 @@ pub async fn run_imap(
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         while sessions.try_join_next().is_some() {}
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -219,18 +264,79 @@ pub async fn run_imap(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Full: say so and close, rather than keep the client waiting unanswered.
-            tokio::spawn(imap::refuse_busy(stream));
+            tokio::spawn(async move {
+                let _ = stream.write_all(protocol.busy_line()).await;
+            });
             continue;
         };
         let ctx = ctx.clone();
         sessions.spawn(async move {
             let _slot = slot;
-            if let Err(e) = imap::session(&ctx, stream, peer).await {
-                tracing::debug!(error = %e, %peer, "IMAP proxy session ended");
+            let ended = match protocol {
+                Protocol::Imap => imap::session(&ctx, stream, peer).await,
+                Protocol::Smtp => smtp::session(&ctx, stream, peer).await,
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, %peer, protocol = protocol.name(), "proxy session ended");
             }
         });
     }
     // Dropping the set aborts the open sessions: their clients see the connection close and
     // reconnect to the next serve.
     sessions.shutdown().await;
+}
+
+/// Writes one line and CRLF.
+pub(crate) async fn send<S: AsyncWrite + Unpin>(client: &mut S, line: &str) -> std::io::Result<()> {
+    client.write_all(line.as_bytes()).await?;
+    client.write_all(b"\r\n").await?;
+    client.flush().await
+}
+
+/// The next client line before the login deadline; `Ok(None)` when the client closed.
+pub(crate) async fn next_line<S: AsyncRead + Unpin>(
+    client: &mut S,
+    lines: &mut ClientLines,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match lines.next_line() {
+            Ok(Some(line)) => return Ok(Some(line)),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let n = tokio::time::timeout_at(deadline, client.read(&mut buf))
+            .await
+            .map_err(|_| "login timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(None);
+        }
+        lines.feed(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// Bytes both ways until either side closes. What the client pipelined after its login
+/// goes first.
+pub(crate) async fn relay<S>(
+    mut client: S,
+    mut lines: ClientLines,
+    mut upstream: Box<dyn mailgate_mail::net::Io>,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let pipelined = lines.take_rest();
+    drop(lines);
+    if !pipelined.is_empty() {
+        upstream
+            .write_all(&pipelined)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tokio::io::copy_bidirectional(&mut client, &mut upstream)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

@@ -271,6 +271,7 @@ async fn a_wrong_or_another_accounts_password_is_refused_and_counted() {
     for login in [f.mailbox.as_str(), "support"] {
         let out = imaplib(&addr, login, &other_password, "LOGIN", "proxy-private-1");
         assert!(out.contains("[AUTHENTICATIONFAILED]"), "{out}");
+        assert!(out.contains("wrong_proxy_password"), "{out}");
         assert!(!out.contains("Only for support."), "{out}");
     }
     // The other account's own login: a good password, but it was never authorized; the
@@ -316,5 +317,122 @@ async fn a_revoked_grant_gives_a_clear_refusal_then_refuses_without_the_provider
         f.counter("token:refresh_token").await,
         refreshes,
         "an account in reauth_required is refused without a call to the provider"
+    );
+}
+
+/// Python's smtplib, unmodified, through the proxy: EHLO, AUTH (PLAIN with an initial
+/// response, or LOGIN answering both prompts), then a real message to the account's own
+/// mailbox. Prints `SENT`, or `ERR <code> <server's words>`.
+const SMTPLIB: &str = r#"
+import os, smtplib
+from email.message import EmailMessage
+host, port = os.environ["PROXY"].rsplit(":", 1)
+s = smtplib.SMTP(host, int(port), timeout=30)
+code, ehlo = s.ehlo("client.test")
+print("EHLO", code, ehlo.decode().replace("\n", " | "))
+try:
+    if os.environ["MECH"] == "LOGIN":
+        s.user, s.password = os.environ["LOGIN"], os.environ["PW"]
+        code, text = s.auth("LOGIN", s.auth_login, initial_response_ok=False)
+    else:
+        code, text = s.login(os.environ["LOGIN"], os.environ["PW"])
+    print("AUTH", code, text.decode())
+except smtplib.SMTPAuthenticationError as e:
+    print("ERR", e.smtp_code, e.smtp_error.decode())
+    raise SystemExit(0)
+m = EmailMessage()
+m["From"] = os.environ["TO"]
+m["To"] = os.environ["TO"]
+m["Subject"] = os.environ["SUBJECT"]
+m.set_content("Sent by a password-only client through mailgate.")
+s.send_message(m)
+s.quit()
+print("SENT")
+"#;
+
+fn smtplib(addr: &str, login: &str, password: &str, mech: &str, to: &str, subject: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", SMTPLIB])
+        .env("PROXY", addr)
+        .env("LOGIN", login)
+        .env("PW", password)
+        .env("MECH", mech)
+        .env("TO", to)
+        .env("SUBJECT", subject)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtplib_sends_real_mail_through_the_proxy() {
+    let (f, rig) =
+        Fixture::start_on_rig_with(&[("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:0")]).await;
+    point_at_rig(&f, &rig);
+    f.authorize().await;
+    let addr = proxy_addr(&f, "SMTP");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+
+    let out = smtplib(
+        &addr,
+        &f.mailbox,
+        &password,
+        "PLAIN",
+        &f.mailbox,
+        "proxy-sent-plain",
+    );
+    // The proxy offers its own mechanisms, never the upstream's XOAUTH2.
+    assert!(
+        out.contains("EHLO 250") && out.contains("AUTH PLAIN LOGIN"),
+        "{out}"
+    );
+    assert!(!out.contains("XOAUTH2"), "{out}");
+    assert!(out.contains("AUTH 235") && out.contains("SENT"), "{out}");
+    let out = smtplib(
+        &addr,
+        "support",
+        &password,
+        "LOGIN",
+        &f.mailbox,
+        "proxy-sent-login",
+    );
+    assert!(out.contains("AUTH 235") && out.contains("SENT"), "{out}");
+
+    // Both arrive in the mailbox (checked over raw IMAP, not through the proxy).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let subjects = folder_subjects(&f, &rig, "INBOX").await;
+        if ["proxy-sent-plain", "proxy-sent-login"]
+            .iter()
+            .all(|s| subjects.iter().any(|got| got == s))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered within 20 s: {subjects:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let out = smtplib(&addr, &f.mailbox, "wrong", "PLAIN", &f.mailbox, "never");
+    assert!(
+        out.contains("ERR 535") && out.contains("wrong_proxy_password"),
+        "{out}"
+    );
+    let rig_log = std::fs::read_to_string(rig.dir().join("log/dovecot.log")).unwrap();
+    assert!(
+        !rig_log.contains(&password),
+        "the proxy password reached Dovecot"
     );
 }
