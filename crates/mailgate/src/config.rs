@@ -71,6 +71,8 @@ pub struct Config {
     pub proxy_allow_plain: bool,
     /// Where the legacy SMTP (submission) proxy listens; off when unset.
     pub proxy_smtp_listen: Option<SocketAddr>,
+    /// Where the legacy POP3 proxy listens; off when unset.
+    pub proxy_pop3_listen: Option<SocketAddr>,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -120,6 +122,7 @@ struct FileConfig {
     proxy_imap_listen: Option<String>,
     proxy_allow_plain: Option<bool>,
     proxy_smtp_listen: Option<String>,
+    proxy_pop3_listen: Option<String>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -488,6 +491,21 @@ pub fn load(
         })?),
         None => None,
     };
+    let proxy_pop3_listen = match pick(
+        "MAILGATE_PROXY_POP3_LISTEN",
+        file.proxy_pop3_listen,
+        "proxy_pop3_listen",
+    ) {
+        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
+            err(
+                key,
+                format!(
+                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1110"
+                ),
+            )
+        })?),
+        None => None,
+    };
     Ok(Config {
         listen,
         data_dir,
@@ -517,6 +535,7 @@ pub fn load(
         proxy_imap_listen,
         proxy_allow_plain,
         proxy_smtp_listen,
+        proxy_pop3_listen,
     })
 }
 
@@ -855,6 +874,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.proxy_smtp_listen, Some("127.0.0.1:1587".parse().unwrap()));
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_POP3_LISTEN", "127.0.0.1:1110")]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_pop3_listen, Some("127.0.0.1:1110".parse().unwrap()));
         let e = load(
             None,
             &env_of(&[("MAILGATE_PROXY_IMAP_LISTEN", "imap.local")]),

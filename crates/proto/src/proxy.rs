@@ -291,6 +291,60 @@ pub fn decode_sasl_line(line: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// A POP3 command the proxy answers itself before login (RFC 1939, CAPA and STLS per
+/// RFC 2449/2595, AUTH per RFC 5034).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pop3Command {
+    Capa,
+    User(String),
+    /// The rest of the line: a password may hold spaces (RFC 1939 §7).
+    Pass(String),
+    Auth {
+        mechanism: String,
+        initial_response: Option<String>,
+    },
+    Stls,
+    Quit,
+    /// Anything else (STAT, RETR, …): needs a login first. The verb upper-cased.
+    Other(String),
+    Bad(&'static str),
+}
+
+/// Reads one POP3 command line (without CRLF).
+pub fn parse_pop3_command(line: &[u8]) -> Pop3Command {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Pop3Command::Bad("the command is not UTF-8 text");
+    };
+    if text.chars().any(char::is_control) {
+        return Pop3Command::Bad("the command holds a control character");
+    }
+    let (verb, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let verb = verb.to_ascii_uppercase();
+    let args: Vec<&str> = rest.split(' ').filter(|w| !w.is_empty()).collect();
+    match (verb.as_str(), args.as_slice()) {
+        ("", _) => Pop3Command::Bad("the command is empty"),
+        ("CAPA", []) => Pop3Command::Capa,
+        ("STLS", []) => Pop3Command::Stls,
+        ("QUIT", []) => Pop3Command::Quit,
+        ("CAPA" | "STLS" | "QUIT", _) => Pop3Command::Bad("this command takes no arguments"),
+        ("USER", [name]) => Pop3Command::User((*name).to_owned()),
+        ("USER", _) => Pop3Command::Bad("USER takes one name"),
+        ("PASS", [_, ..]) => Pop3Command::Pass(rest.to_owned()),
+        ("PASS", []) => Pop3Command::Bad("PASS takes the password"),
+        ("AUTH", [mechanism]) => Pop3Command::Auth {
+            mechanism: mechanism.to_ascii_uppercase(),
+            initial_response: None,
+        },
+        ("AUTH", [mechanism, initial]) => Pop3Command::Auth {
+            mechanism: mechanism.to_ascii_uppercase(),
+            initial_response: Some((*initial).to_owned()),
+        },
+        // A bare AUTH asks for the mechanism list (some clients probe this way).
+        ("AUTH", _) => Pop3Command::Bad("AUTH takes a mechanism and an optional initial response"),
+        _ => Pop3Command::Other(verb),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,5 +527,40 @@ MAIL FROM:<a@b>\r\nHELO\r\nNOOP\r\nRSET\nQUIT\r\nSTARTTLS now\r\n";
         );
         assert_eq!(decode_sasl_line("dXNlcg=="), Some("user".into()));
         assert_eq!(decode_sasl_line("%%"), None);
+    }
+    fn read_pop3(pieces: &[&[u8]]) -> Result<Vec<Pop3Command>, ProtoError> {
+        let mut lines = ClientLines::new(64);
+        let mut out = Vec::new();
+        for piece in pieces {
+            lines.feed(piece);
+            while let Some(line) = lines.next_line()? {
+                out.push(parse_pop3_command(&line));
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn pop3_pre_login_commands_read_the_same_however_they_are_cut() {
+        let transcript =
+            b"CAPA\r\nuser alice@example.test\r\nPASS two words\r\nAUTH PLAIN\r\nSTAT\r\nUSER\nQUIT\r\n";
+        let expected = vec![
+            Pop3Command::Capa,
+            Pop3Command::User("alice@example.test".into()),
+            Pop3Command::Pass("two words".into()),
+            Pop3Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial_response: None,
+            },
+            Pop3Command::Other("STAT".into()),
+            Pop3Command::Bad("USER takes one name"),
+            Pop3Command::Quit,
+        ];
+        assert_eq!(read_pop3(&[transcript]).unwrap(), expected);
+        assert_same_for_every_split(transcript, read_pop3);
+        let mut rng = XorShift::new(16);
+        for _ in 0..2000 {
+            let _ = read_pop3(&[&mutate(&mut rng, transcript)]);
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! never goes upstream or into a log or event.
 
 mod imap;
+mod pop3;
 mod smtp;
 
 use crate::Failure;
@@ -183,6 +184,7 @@ fn shorten(login: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Imap,
+    Pop3,
     Smtp,
 }
 
@@ -190,6 +192,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Imap => "IMAP",
+            Protocol::Pop3 => "POP3",
             Protocol::Smtp => "SMTP",
         }
     }
@@ -197,6 +200,7 @@ impl Protocol {
     fn setting(self) -> &'static str {
         match self {
             Protocol::Imap => "proxy_imap_listen / MAILGATE_PROXY_IMAP_LISTEN",
+            Protocol::Pop3 => "proxy_pop3_listen / MAILGATE_PROXY_POP3_LISTEN",
             Protocol::Smtp => "proxy_smtp_listen / MAILGATE_PROXY_SMTP_LISTEN",
         }
     }
@@ -206,6 +210,9 @@ impl Protocol {
         match self {
             Protocol::Imap => {
                 b"* BYE [UNAVAILABLE] mailgate proxy: too many connections, try again later\r\n"
+            }
+            Protocol::Pop3 => {
+                b"-ERR [SYS/TEMP] mailgate proxy: too many connections, try again later\r\n"
             }
             Protocol::Smtp => {
                 b"421 4.7.0 mailgate proxy: too many connections, try again later\r\n"
@@ -221,6 +228,7 @@ pub async fn bind(config: &Config) -> Result<Vec<(Protocol, TcpListener)>, Failu
     for (protocol, addr) in [
         (Protocol::Imap, config.proxy_imap_listen),
         (Protocol::Smtp, config.proxy_smtp_listen),
+        (Protocol::Pop3, config.proxy_pop3_listen),
     ] {
         let Some(addr) = addr else { continue };
         let setting = protocol.setting();
@@ -274,6 +282,7 @@ pub async fn run(
             let _slot = slot;
             let ended = match protocol {
                 Protocol::Imap => imap::session(&ctx, stream, peer).await,
+                Protocol::Pop3 => pop3::session(&ctx, stream, peer).await,
                 Protocol::Smtp => smtp::session(&ctx, stream, peer).await,
             };
             if let Err(e) = ended {

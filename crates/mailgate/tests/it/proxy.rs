@@ -436,3 +436,103 @@ async fn smtplib_sends_real_mail_through_the_proxy() {
         "the proxy password reached Dovecot"
     );
 }
+
+/// Python's poplib, unmodified, through the proxy: USER/PASS (or AUTH PLAIN by hand, as
+/// poplib has no helper for it), STAT, RETR of the newest message.
+const POPLIB: &str = r#"
+import base64, os, poplib
+host, port = os.environ["PROXY"].rsplit(":", 1)
+p = poplib.POP3(host, int(port), timeout=30)
+print("GREETING", p.getwelcome().decode())
+print("CAPA", sorted(p.capa().keys()))
+try:
+    if os.environ["MECH"] == "PLAIN":
+        ir = base64.b64encode(("\0" + os.environ["LOGIN"] + "\0" + os.environ["PW"]).encode()).decode()
+        print("AUTH", p._shortcmd("AUTH PLAIN " + ir).decode())
+    else:
+        p.user(os.environ["LOGIN"])
+        print("PASS", p.pass_(os.environ["PW"]).decode())
+except poplib.error_proto as e:
+    print("ERR", e.args[0].decode())
+    raise SystemExit(0)
+count, size = p.stat()
+print("STAT", count)
+resp, lines, octets = p.retr(count)
+print("\n".join(l.decode() for l in lines))
+p.quit()
+print("QUIT")
+"#;
+
+fn poplib(addr: &str, login: &str, password: &str, mech: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", POPLIB])
+        .env("PROXY", addr)
+        .env("LOGIN", login)
+        .env("PW", password)
+        .env("MECH", mech)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poplib_reads_real_mail_through_the_proxy() {
+    let (f, rig) =
+        Fixture::start_on_rig_with(&[("MAILGATE_PROXY_POP3_LISTEN", "127.0.0.1:0")]).await;
+    point_at_rig(&f, &rig);
+    let pop3s = rig.pop3s_port().to_string();
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--inbound",
+            "pop3",
+            "--inbound-host",
+            "localhost",
+            "--inbound-port",
+            &pop3s,
+            "--inbound-tls",
+            "implicit",
+        ],
+        None,
+    );
+    f.authorize().await;
+    let addr = proxy_addr(&f, "POP3");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    deliver(&f, &rig, "proxy-pop-1", "Hello over POP3.").await;
+
+    let out = poplib(&addr, &f.mailbox, &password, "USER");
+    assert!(
+        out.contains("GREETING +OK mailgate POP3 proxy ready"),
+        "{out}"
+    );
+    assert!(out.contains("'SASL'") && !out.contains("XOAUTH2"), "{out}");
+    assert!(out.contains("PASS +OK"), "{out}");
+    assert!(
+        out.contains("Subject: proxy-pop-1") && out.contains("Hello over POP3."),
+        "{out}"
+    );
+    assert!(out.contains("QUIT"), "{out}");
+    let out = poplib(&addr, "support", &password, "PLAIN");
+    assert!(
+        out.contains("AUTH +OK") && out.contains("Hello over POP3."),
+        "{out}"
+    );
+
+    let out = poplib(&addr, &f.mailbox, "wrong", "USER");
+    assert!(
+        out.contains("ERR -ERR [AUTH]") && out.contains("wrong_proxy_password"),
+        "{out}"
+    );
+}
