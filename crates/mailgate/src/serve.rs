@@ -100,8 +100,9 @@ pub async fn serve(config: Config) -> CmdResult {
         store: store.clone(),
         engine: engine.clone(),
         tls: state.tls.clone(),
+        live: Default::default(),
     });
-    let proxies: Vec<_> = proxy_listeners
+    let mut proxies: Vec<_> = proxy_listeners
         .into_iter()
         .map(|(protocol, listener)| {
             tokio::spawn(crate::proxy::run(
@@ -112,6 +113,11 @@ pub async fn serve(config: Config) -> CmdResult {
             ))
         })
         .collect();
+    if !proxies.is_empty() {
+        proxies.push(tokio::spawn(
+            proxy_ctx.clone().end_revoked_sessions(stop_rx.clone()),
+        ));
+    }
     let scheduler = tokio::spawn(refresh_scheduler(
         engine,
         config.refresh_interval_secs,

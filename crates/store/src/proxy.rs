@@ -111,4 +111,20 @@ impl Store {
             .transpose()
             .map_err(Into::into)
     }
+
+    /// Every account's current proxy password hash: the proxy ends sessions whose
+    /// password has been revoked or replaced since their login.
+    pub async fn proxy_password_hashes(&self) -> Result<Vec<(AccountId, String)>> {
+        let rows = sqlx::query("SELECT account_id, password_hash FROM proxy_passwords")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    AccountId(r.try_get::<i64, _>("account_id")?),
+                    r.try_get::<String, _>("password_hash")?,
+                ))
+            })
+            .collect()
+    }
 }

@@ -4,6 +4,7 @@ use super::{
     LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
     send,
 };
+use mailgate_core::MailAccount;
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, ImapCommand, ImapInput, decode_sasl_plain,
@@ -145,14 +146,15 @@ where
             }
         };
         let refusal = match log_in(ctx, peer, &login, &password).await {
-            Ok((upstream, capabilities)) => {
+            Ok((account, upstream, capabilities)) => {
                 send(
                     &mut client,
                     &format!("{tag} OK [CAPABILITY {capabilities}] logged in through mailgate"),
                 )
                 .await
                 .map_err(io)?;
-                return relay(client, lines, upstream).await;
+                let live = ctx.register(&account, &password);
+                return relay(client, lines, upstream, live).await;
             }
             Err(refusal) => refusal,
         };
@@ -188,7 +190,7 @@ async fn log_in(
     peer: SocketAddr,
     login: &str,
     password: &str,
-) -> Result<(Box<dyn mailgate_mail::net::Io>, String), Refusal> {
+) -> Result<(MailAccount, Box<dyn mailgate_mail::net::Io>, String), Refusal> {
     let account = ctx.check_login("IMAP", peer, login, password).await?;
     let is_imap = account
         .spec
@@ -229,5 +231,5 @@ async fn log_in(
         Err(e) => return Err(ctx.upstream_failed("IMAP", peer, &account, &e).await),
     };
     tracing::info!(account = %account.spec.name.as_str(), %peer, "IMAP proxy session relaying");
-    Ok((stream, capabilities))
+    Ok((account, stream, capabilities))
 }

@@ -44,11 +44,45 @@ const MAX_FAILED_LOGINS: u32 = 3;
 /// How long opening the account's server (DNS, TCP, TLS, XOAUTH2) may take.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often relaying sessions are checked against the stored proxy passwords: the CLI
+/// that revokes one runs in another process, so the server looks rather than being told.
+const PASSWORD_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// What every proxy session needs.
 pub struct ProxyContext {
     pub store: Arc<Store>,
     pub engine: Arc<Engine>,
     pub tls: TlsSettings,
+    /// Sessions relaying now, by a number of their own.
+    pub live: std::sync::Mutex<LiveSessions>,
+}
+
+/// The relaying sessions and the password each logged in with.
+#[derive(Default)]
+pub struct LiveSessions {
+    next_id: u64,
+    sessions: std::collections::HashMap<u64, LiveSession>,
+}
+
+struct LiveSession {
+    account: mailgate_core::AccountId,
+    password_hash: String,
+    end: Arc<tokio::sync::Notify>,
+}
+
+/// A relaying session's entry; removed when dropped.
+pub(crate) struct LiveGuard<'a> {
+    ctx: &'a ProxyContext,
+    id: u64,
+    pub(crate) end: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.ctx.live.lock() {
+            live.sessions.remove(&self.id);
+        }
+    }
 }
 
 /// Why a login is refused; each protocol words it its own way.
@@ -154,6 +188,68 @@ impl ProxyContext {
                 Refusal::UpstreamRefused { code }
             }
             _ => Refusal::Unavailable { code },
+        }
+    }
+
+    /// Registers a session that is about to relay for `account`, logged in with `password`.
+    pub(crate) fn register(&self, account: &MailAccount, password: &str) -> LiveGuard<'_> {
+        let end = Arc::new(tokio::sync::Notify::new());
+        let id = match self.live.lock() {
+            Ok(mut live) => {
+                live.next_id += 1;
+                let id = live.next_id;
+                live.sessions.insert(
+                    id,
+                    LiveSession {
+                        account: account.id,
+                        password_hash: mailgate_oauth::random::sha256_hex(password),
+                        end: end.clone(),
+                    },
+                );
+                id
+            }
+            // A poisoned lock means a panic elsewhere; the session still runs, unwatched.
+            Err(_) => 0,
+        };
+        LiveGuard { ctx: self, id, end }
+    }
+
+    /// Ends, every [`PASSWORD_CHECK_EVERY`], the sessions whose proxy password has been
+    /// revoked or replaced (or whose account was removed) since they logged in.
+    pub async fn end_revoked_sessions(
+        self: Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(PASSWORD_CHECK_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+            let watched = self
+                .live
+                .lock()
+                .map(|l| !l.sessions.is_empty())
+                .unwrap_or(false);
+            if !watched {
+                continue;
+            }
+            let current = match self.store.proxy_password_hashes().await {
+                Ok(current) => current,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the proxy passwords");
+                    continue;
+                }
+            };
+            let Ok(live) = self.live.lock() else { return };
+            for session in live.sessions.values() {
+                let still_valid = current
+                    .iter()
+                    .any(|(id, hash)| *id == session.account && *hash == session.password_hash);
+                if !still_valid {
+                    tracing::info!(account = %session.account, "proxy password revoked or replaced: ending its session");
+                    session.end.notify_one();
+                }
+            }
         }
     }
 
@@ -332,6 +428,7 @@ pub(crate) async fn relay<S>(
     mut client: S,
     mut lines: ClientLines,
     mut upstream: Box<dyn mailgate_mail::net::Io>,
+    live: LiveGuard<'_>,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -344,8 +441,11 @@ where
             .await
             .map_err(|e| e.to_string())?;
     }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            copied.map(|_| ()).map_err(|e| e.to_string())
+        }
+        // Dropping both streams closes them: the client sees the connection end.
+        () = live.end.notified() => Err("the proxy password was revoked or replaced".into()),
+    }
 }

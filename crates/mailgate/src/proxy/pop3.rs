@@ -5,6 +5,7 @@ use super::{
     LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
     send,
 };
+use mailgate_core::MailAccount;
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, Pop3Command, decode_sasl_plain, parse_pop3_command,
@@ -123,11 +124,12 @@ where
             }
         };
         let refusal = match log_in(ctx, peer, &login, &password).await {
-            Ok(upstream) => {
+            Ok((account, upstream)) => {
                 send(&mut client, "+OK logged in through mailgate")
                     .await
                     .map_err(io)?;
-                return relay(client, lines, upstream).await;
+                let live = ctx.register(&account, &password);
+                return relay(client, lines, upstream, live).await;
             }
             Err(refusal) => refusal,
         };
@@ -162,7 +164,7 @@ async fn log_in(
     peer: SocketAddr,
     login: &str,
     password: &str,
-) -> Result<Box<dyn mailgate_mail::net::Io>, Refusal> {
+) -> Result<(MailAccount, Box<dyn mailgate_mail::net::Io>), Refusal> {
     let account = ctx.check_login("POP3", peer, login, password).await?;
     let is_pop3 = account
         .spec
@@ -187,7 +189,7 @@ async fn log_in(
     match opened.and_then(|upstream| upstream.into_stream()) {
         Ok(stream) => {
             tracing::info!(account = %account.spec.name.as_str(), %peer, "POP3 proxy session relaying");
-            Ok(stream)
+            Ok((account, stream))
         }
         Err(e) => Err(ctx.upstream_failed("POP3", peer, &account, &e).await),
     }

@@ -6,6 +6,7 @@ use super::{
     LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
     send,
 };
+use mailgate_core::MailAccount;
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, SmtpCommand, decode_sasl_line, decode_sasl_plain,
     parse_smtp_command,
@@ -171,11 +172,12 @@ where
             }
         };
         let refusal = match log_in(ctx, peer, &login, &password).await {
-            Ok(upstream) => {
+            Ok((account, upstream)) => {
                 send(&mut client, "235 2.7.0 logged in through mailgate")
                     .await
                     .map_err(io)?;
-                return relay(client, lines, upstream).await;
+                let live = ctx.register(&account, &password);
+                return relay(client, lines, upstream, live).await;
             }
             Err(refusal) => refusal,
         };
@@ -210,7 +212,7 @@ async fn log_in(
     peer: SocketAddr,
     login: &str,
     password: &str,
-) -> Result<Box<dyn mailgate_mail::net::Io>, Refusal> {
+) -> Result<(MailAccount, Box<dyn mailgate_mail::net::Io>), Refusal> {
     let account = ctx.check_login("SMTP", peer, login, password).await?;
     if account.spec.outbound.is_none() {
         ctx.refused(
@@ -232,7 +234,7 @@ async fn log_in(
     match stream {
         Ok(stream) => {
             tracing::info!(account = %account.spec.name.as_str(), %peer, "SMTP proxy session relaying");
-            Ok(stream)
+            Ok((account, stream))
         }
         Err(e) => Err(ctx.upstream_failed("SMTP", peer, &account, &e).await),
     }

@@ -4,7 +4,7 @@
 use crate::mailtest::point_at_rig;
 use crate::oauth::Fixture;
 use crate::support::{TestEnv, db_contains, folder_subjects, text};
-use mailgate_testkit::raw::RawClient;
+use mailgate_testkit::raw::{RawClient, imap_status_is};
 use mailgate_testkit::rig::MailRig;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -535,4 +535,35 @@ async fn poplib_reads_real_mail_through_the_proxy() {
         out.contains("ERR -ERR [AUTH]") && out.contains("wrong_proxy_password"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerating_the_proxy_password_ends_open_sessions() {
+    let (f, _rig, addr, password) = proxied().await;
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut imap = RawClient::connect(host, port.parse().unwrap())
+        .await
+        .unwrap();
+    imap.read_line().await.unwrap();
+    let login = imap
+        .imap_command("a1", &format!("LOGIN {} \"{password}\"", f.mailbox))
+        .await
+        .unwrap();
+    assert!(
+        imap_status_is(login.last().unwrap(), "a1", "OK"),
+        "{login:?}"
+    );
+    let selected = imap.imap_command("a2", "SELECT INBOX").await.unwrap();
+    assert!(
+        imap_status_is(selected.last().unwrap(), "a2", "OK"),
+        "{selected:?}"
+    );
+
+    f.env.ok(&["account", "proxy-password", "support"], None);
+    // The server checks every 2 s; the client then reads the end of the connection.
+    let ended = tokio::time::timeout(Duration::from_secs(15), imap.read_line()).await;
+    match ended {
+        Ok(Err(e)) if format!("{e:#}").contains("closed the connection") => {}
+        other => panic!("the session stayed open: {other:?}"),
+    }
 }
