@@ -101,6 +101,7 @@ pub async fn serve(config: Config) -> CmdResult {
         engine: engine.clone(),
         tls: state.tls.clone(),
         live: Default::default(),
+        failures: Default::default(),
     });
     let mut proxies: Vec<_> = proxy_listeners
         .into_iter()

@@ -55,6 +55,62 @@ pub struct ProxyContext {
     pub tls: TlsSettings,
     /// Sessions relaying now, by a number of their own.
     pub live: std::sync::Mutex<LiveSessions>,
+    /// Recent failed logins per source address and per login name.
+    pub failures: std::sync::Mutex<FailureThrottle>,
+}
+
+/// Failed logins a source address, or a login name, may have within
+/// [`FAILURE_WINDOW`]; beyond, logins are refused without looking at the password until
+/// the window has passed. Guessing a 192-bit password is hopeless anyway: this keeps a
+/// misconfigured client from filling the events table and the log.
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Keys remembered at most; beyond, the oldest windows are forgotten first.
+const MAX_FAILURE_KEYS: usize = 10_000;
+
+/// Counts failures per key in fixed windows. Time is a parameter, so it is tested without
+/// sleeping.
+#[derive(Default)]
+pub struct FailureThrottle {
+    entries: std::collections::HashMap<String, (u32, Instant)>,
+}
+
+impl FailureThrottle {
+    fn blocked(&self, key: &str, now: Instant) -> bool {
+        self.entries.get(key).is_some_and(|(count, since)| {
+            *count >= MAX_FAILURES && now.duration_since(*since) < FAILURE_WINDOW
+        })
+    }
+
+    fn record(&mut self, key: String, now: Instant) {
+        if self.entries.len() >= MAX_FAILURE_KEYS && !self.entries.contains_key(&key) {
+            self.entries
+                .retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+            if self.entries.len() >= MAX_FAILURE_KEYS {
+                let oldest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, since))| *since)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    self.entries.remove(&oldest);
+                }
+            }
+        }
+        let entry = self.entries.entry(key).or_insert((0, now));
+        if now.duration_since(entry.1) >= FAILURE_WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+}
+
+fn source_key(peer: SocketAddr) -> String {
+    format!("source {}", peer.ip())
+}
+
+fn login_key(login: &str) -> String {
+    format!("login {}", shorten(&login.trim().to_lowercase()))
 }
 
 /// The relaying sessions and the password each logged in with.
@@ -109,10 +165,25 @@ impl ProxyContext {
         login: &str,
         password: &str,
     ) -> Result<MailAccount, Refusal> {
+        let throttled = self.failures.lock().is_ok_and(|f| {
+            let now = Instant::now();
+            f.blocked(&source_key(peer), now) || f.blocked(&login_key(login), now)
+        });
+        if throttled {
+            tracing::info!(%peer, "proxy login refused: too many failed logins");
+            return Err(Refusal::Unavailable {
+                code: "proxy_login_throttled".into(),
+            });
+        }
         let hash = mailgate_oauth::random::sha256_hex(password);
         let account = match self.store.account_by_proxy_login(login, &hash).await {
             Ok(Some(account)) => account,
             Ok(None) => {
+                if let Ok(mut failures) = self.failures.lock() {
+                    let now = Instant::now();
+                    failures.record(source_key(peer), now);
+                    failures.record(login_key(login), now);
+                }
                 self.refused(
                     None,
                     &format!(
@@ -447,5 +518,43 @@ where
         }
         // Dropping both streams closes them: the client sees the connection end.
         () = live.end.notified() => Err("the proxy password was revoked or replaced".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_block_a_key_for_the_rest_of_the_window_only() {
+        let mut throttle = FailureThrottle::default();
+        let start = Instant::now();
+        for _ in 0..MAX_FAILURES - 1 {
+            throttle.record("source 192.0.2.1".into(), start);
+        }
+        assert!(!throttle.blocked("source 192.0.2.1", start));
+        throttle.record("source 192.0.2.1".into(), start);
+        assert!(throttle.blocked("source 192.0.2.1", start));
+        assert!(
+            !throttle.blocked("source 192.0.2.2", start),
+            "other sources are not blocked"
+        );
+        let later = start + FAILURE_WINDOW;
+        assert!(!throttle.blocked("source 192.0.2.1", later));
+        throttle.record("source 192.0.2.1".into(), later);
+        assert!(
+            !throttle.blocked("source 192.0.2.1", later),
+            "a new window starts at zero"
+        );
+    }
+
+    #[test]
+    fn the_throttle_remembers_a_bounded_number_of_keys() {
+        let mut throttle = FailureThrottle::default();
+        let now = Instant::now();
+        for i in 0..MAX_FAILURE_KEYS + 5 {
+            throttle.record(format!("login {i}"), now);
+        }
+        assert!(throttle.entries.len() <= MAX_FAILURE_KEYS);
     }
 }

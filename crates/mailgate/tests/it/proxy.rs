@@ -567,3 +567,46 @@ async fn regenerating_the_proxy_password_ends_open_sessions() {
         other => panic!("the session stayed open: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_from_one_source_are_throttled() {
+    let (f, _rig, addr, password) = proxied().await;
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let port: u16 = port.parse().unwrap();
+    // Three failures per connection (then the proxy closes it), ten in all.
+    let mut failures = 0;
+    for _ in 0..4 {
+        let mut imap = RawClient::connect(host, port).await.unwrap();
+        imap.read_line().await.unwrap();
+        for _ in 0..3 {
+            if failures == 10 {
+                break;
+            }
+            let tag = format!("w{failures}");
+            let reply = imap
+                .imap_command(
+                    &tag,
+                    &format!("LOGIN guess-{failures}@example.test \"wrong\""),
+                )
+                .await
+                .unwrap();
+            assert!(
+                reply.last().unwrap().contains("[AUTHENTICATIONFAILED]"),
+                "{reply:?}"
+            );
+            failures += 1;
+        }
+    }
+    // Now even the right password is refused from this address, without being checked.
+    let mut imap = RawClient::connect(host, port).await.unwrap();
+    imap.read_line().await.unwrap();
+    let reply = imap
+        .imap_command("r1", &format!("LOGIN {} \"{password}\"", f.mailbox))
+        .await
+        .unwrap();
+    let last = reply.last().unwrap();
+    assert!(
+        last.starts_with("r1 NO [UNAVAILABLE]") && last.contains("proxy_login_throttled"),
+        "{reply:?}"
+    );
+}
