@@ -610,3 +610,42 @@ async fn repeated_failed_logins_from_one_source_are_throttled() {
         "{reply:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_drops_the_session_closes_the_client() {
+    let (f, rig, addr, password) = proxied().await;
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut imap = RawClient::connect(host, port.parse().unwrap())
+        .await
+        .unwrap();
+    imap.read_line().await.unwrap();
+    let login = imap
+        .imap_command("a1", &format!("LOGIN {} \"{password}\"", f.mailbox))
+        .await
+        .unwrap();
+    assert!(
+        imap_status_is(login.last().unwrap(), "a1", "OK"),
+        "{login:?}"
+    );
+    imap.imap_command("a2", "SELECT INBOX").await.unwrap();
+    // As Exchange does when the token inside the session expires.
+    rig.kick(&f.mailbox).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "still open after the kick: {seen:?}"
+        );
+        match tokio::time::timeout(Duration::from_secs(15), imap.read_line()).await {
+            Ok(Ok(line)) => seen.push(line),
+            Ok(Err(e)) => {
+                assert!(format!("{e:#}").contains("closed the connection"), "{e:#}");
+                break;
+            }
+            Err(_) => panic!("no close within 15 s: {seen:?}"),
+        }
+    }
+    // The server's own farewell reaches the client before the close.
+    assert!(seen.iter().any(|l| l.starts_with("* BYE")), "{seen:?}");
+}
