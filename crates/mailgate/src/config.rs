@@ -73,6 +73,10 @@ pub struct Config {
     pub proxy_smtp_listen: Option<SocketAddr>,
     /// Where the legacy POP3 proxy listens; off when unset.
     pub proxy_pop3_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for the proxy listeners; with the key, they speak implicit TLS.
+    pub proxy_tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub proxy_tls_key_file: Option<PathBuf>,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -123,6 +127,8 @@ struct FileConfig {
     proxy_allow_plain: Option<bool>,
     proxy_smtp_listen: Option<String>,
     proxy_pop3_listen: Option<String>,
+    proxy_tls_cert_file: Option<PathBuf>,
+    proxy_tls_key_file: Option<PathBuf>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -506,6 +512,23 @@ pub fn load(
         })?),
         None => None,
     };
+    let proxy_tls_cert_file = env("MAILGATE_PROXY_TLS_CERT_FILE")
+        .map(PathBuf::from)
+        .or(file.proxy_tls_cert_file);
+    let proxy_tls_key_file = env("MAILGATE_PROXY_TLS_KEY_FILE")
+        .map(PathBuf::from)
+        .or(file.proxy_tls_key_file);
+    if proxy_tls_cert_file.is_some() != proxy_tls_key_file.is_some() {
+        let missing = if proxy_tls_cert_file.is_none() {
+            "MAILGATE_PROXY_TLS_CERT_FILE"
+        } else {
+            "MAILGATE_PROXY_TLS_KEY_FILE"
+        };
+        return Err(err(
+            missing,
+            "is missing; the proxy's TLS needs both a certificate file and a key file",
+        ));
+    }
     Ok(Config {
         listen,
         data_dir,
@@ -536,6 +559,8 @@ pub fn load(
         proxy_allow_plain,
         proxy_smtp_listen,
         proxy_pop3_listen,
+        proxy_tls_cert_file,
+        proxy_tls_key_file,
     })
 }
 
@@ -880,6 +905,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.proxy_pop3_listen, Some("127.0.0.1:1110".parse().unwrap()));
+        assert_eq!(c.proxy_tls_cert_file, None);
+        let c = load(
+            None,
+            &env_of(&[
+                ("MAILGATE_PROXY_TLS_CERT_FILE", "/etc/mailgate/chain.pem"),
+                ("MAILGATE_PROXY_TLS_KEY_FILE", "/etc/mailgate/key.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.proxy_tls_key_file.as_deref(),
+            Some(Path::new("/etc/mailgate/key.pem"))
+        );
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_TLS_CERT_FILE", "/x.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("MAILGATE_PROXY_TLS_KEY_FILE: is missing"),
+            "{e}"
+        );
         let e = load(
             None,
             &env_of(&[("MAILGATE_PROXY_IMAP_LISTEN", "imap.local")]),

@@ -94,7 +94,12 @@ pub async fn serve(config: Config) -> CmdResult {
     let watchers = tokio::spawn(watchers.run(stop_rx.clone()));
     let proxy_addrs: Vec<_> = proxy_listeners
         .iter()
-        .filter_map(|(protocol, l)| l.local_addr().ok().map(|addr| (*protocol, addr)))
+        .filter_map(|l| {
+            l.listener
+                .local_addr()
+                .ok()
+                .map(|addr| (l.protocol, addr, l.tls.is_some()))
+        })
         .collect();
     let proxy_ctx = Arc::new(crate::proxy::ProxyContext {
         store: store.clone(),
@@ -105,14 +110,7 @@ pub async fn serve(config: Config) -> CmdResult {
     });
     let mut proxies: Vec<_> = proxy_listeners
         .into_iter()
-        .map(|(protocol, listener)| {
-            tokio::spawn(crate::proxy::run(
-                protocol,
-                listener,
-                proxy_ctx.clone(),
-                stop_rx.clone(),
-            ))
-        })
+        .map(|bound| tokio::spawn(crate::proxy::run(bound, proxy_ctx.clone(), stop_rx.clone())))
         .collect();
     if !proxies.is_empty() {
         proxies.push(tokio::spawn(
@@ -129,8 +127,9 @@ pub async fn serve(config: Config) -> CmdResult {
         "mailgate {} listening on http://{bound} (public URL {public_url})",
         env!("CARGO_PKG_VERSION")
     );
-    for (protocol, addr) in &proxy_addrs {
-        out!("{} proxy listening on {addr}", protocol.name());
+    for (protocol, addr, tls) in &proxy_addrs {
+        let security = if *tls { " (TLS)" } else { "" };
+        out!("{} proxy listening on {addr}{security}", protocol.name());
         tracing::info!(%addr, protocol = protocol.name(), "proxy listening");
     }
     tracing::info!(%bound, %public_url, data_dir = %config.data_dir.display(), database = %mailgate_store::redact_url(&config.database_url), "serving");

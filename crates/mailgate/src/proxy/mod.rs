@@ -388,9 +388,59 @@ impl Protocol {
     }
 }
 
-/// Binds the configured listeners. Plain text (no TLS yet) is refused off loopback unless
+/// The listeners' TLS (implicit, as on ports 993/995/465) from the configured certificate
+/// chain and key; `None` when not configured.
+fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Failure> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert_file), Some(key_file)) =
+        (&config.proxy_tls_cert_file, &config.proxy_tls_key_file)
+    else {
+        return Ok(None);
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| {
+            Failure::BadInput(format!(
+                "proxy_tls_cert_file: cannot read certificates from {}: {e}",
+                cert_file.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(Failure::BadInput(format!(
+            "proxy_tls_cert_file: {} holds no PEM certificate",
+            cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+        Failure::BadInput(format!(
+            "proxy_tls_key_file: cannot read a private key from {}: {e}",
+            key_file.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| {
+            Failure::BadInput(format!(
+                "proxy_tls_key_file: the key does not fit the certificate or is unusable: {e}"
+            ))
+        })?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
+/// A bound listener and its TLS, if any.
+pub struct ProxyListener {
+    pub protocol: Protocol,
+    pub listener: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Binds the configured listeners. Without TLS, plain text is refused off loopback unless
 /// `proxy_allow_plain` says the network in between is trusted.
-pub async fn bind(config: &Config) -> Result<Vec<(Protocol, TcpListener)>, Failure> {
+pub async fn bind(config: &Config) -> Result<Vec<ProxyListener>, Failure> {
+    let tls = tls_acceptor(config)?;
     let mut bound = Vec::new();
     for (protocol, addr) in [
         (Protocol::Imap, config.proxy_imap_listen),
@@ -399,27 +449,35 @@ pub async fn bind(config: &Config) -> Result<Vec<(Protocol, TcpListener)>, Failu
     ] {
         let Some(addr) = addr else { continue };
         let setting = protocol.setting();
-        if !addr.ip().is_loopback() && !config.proxy_allow_plain {
+        if tls.is_none() && !addr.ip().is_loopback() && !config.proxy_allow_plain {
             return Err(Failure::BadInput(format!(
                 "{setting}: {addr} is not a loopback address, and the proxy would take passwords in plain text there; \
-                 listen on 127.0.0.1, or set proxy_allow_plain = true (MAILGATE_PROXY_ALLOW_PLAIN) if the network in between is trusted"
+                 listen on 127.0.0.1, configure proxy_tls_cert_file and proxy_tls_key_file, or set proxy_allow_plain = true (MAILGATE_PROXY_ALLOW_PLAIN) if the network in between is trusted"
             )));
         }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Failure::Runtime(format!("cannot listen on {addr} ({setting}): {e}")))?;
-        bound.push((protocol, listener));
+        bound.push(ProxyListener {
+            protocol,
+            listener,
+            tls: tls.clone(),
+        });
     }
     Ok(bound)
 }
 
 /// Accepts proxy clients until `stop`; open sessions end with the task.
 pub async fn run(
-    protocol: Protocol,
-    listener: TcpListener,
+    bound: ProxyListener,
     ctx: Arc<ProxyContext>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let ProxyListener {
+        protocol,
+        listener,
+        tls,
+    } = bound;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut sessions = tokio::task::JoinSet::new();
     loop {
@@ -439,18 +497,25 @@ pub async fn run(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Full: say so and close, rather than keep the client waiting unanswered.
-            tokio::spawn(async move {
-                let _ = stream.write_all(protocol.busy_line()).await;
-            });
+            if tls.is_none() {
+                tokio::spawn(async move {
+                    let _ = stream.write_all(protocol.busy_line()).await;
+                });
+            }
             continue;
         };
         let ctx = ctx.clone();
+        let tls = tls.clone();
         sessions.spawn(async move {
             let _slot = slot;
-            let ended = match protocol {
-                Protocol::Imap => imap::session(&ctx, stream, peer).await,
-                Protocol::Pop3 => pop3::session(&ctx, stream, peer).await,
-                Protocol::Smtp => smtp::session(&ctx, stream, peer).await,
+            let ended = match tls {
+                None => session(protocol, &ctx, stream, peer).await,
+                // The handshake counts against the login timeout.
+                Some(tls) => match tokio::time::timeout(LOGIN_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => session(protocol, &ctx, stream, peer).await,
+                    Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                    Err(_) => Err("no TLS handshake within the login timeout".into()),
+                },
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, protocol = protocol.name(), "proxy session ended");
@@ -460,6 +525,22 @@ pub async fn run(
     // Dropping the set aborts the open sessions: their clients see the connection close and
     // reconnect to the next serve.
     sessions.shutdown().await;
+}
+
+async fn session<S>(
+    protocol: Protocol,
+    ctx: &ProxyContext,
+    stream: S,
+    peer: SocketAddr,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match protocol {
+        Protocol::Imap => imap::session(ctx, stream, peer).await,
+        Protocol::Pop3 => pop3::session(ctx, stream, peer).await,
+        Protocol::Smtp => smtp::session(ctx, stream, peer).await,
+    }
 }
 
 /// Writes one line and CRLF.

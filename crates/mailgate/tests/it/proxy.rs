@@ -103,8 +103,12 @@ fn proxy_addr(f: &Fixture, protocol: &str) -> String {
     for line in std::iter::once(f.server.stdout_line.clone())
         .chain((0..10).map_while(|_| f.server.lines.recv_timeout(Duration::from_secs(10)).ok()))
     {
-        if let Some(addr) = line.strip_prefix(&prefix) {
-            return addr.trim().to_owned();
+        if let Some(rest) = line.strip_prefix(&prefix) {
+            return rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
         }
     }
     panic!("serve printed no {prefix:?} line");
@@ -151,9 +155,12 @@ async fn deliver(f: &Fixture, rig: &MailRig, subject: &str, body: &str) {
 /// SELECT INBOX and FETCH of the message with `subject`. Prints what happened, one fact a
 /// line; a refused login prints `ERR <server's words>`.
 const IMAPLIB: &str = r#"
-import imaplib, os
+import imaplib, os, ssl
 host, port = os.environ["PROXY"].rsplit(":", 1)
-m = imaplib.IMAP4(host, int(port))
+if os.environ.get("TLS_CA"):
+    m = imaplib.IMAP4_SSL(host, int(port), ssl_context=ssl.create_default_context(cafile=os.environ["TLS_CA"]))
+else:
+    m = imaplib.IMAP4(host, int(port))
 print("GREETING", m.welcome.decode())
 print("CAPS", " ".join(m.capabilities))
 try:
@@ -178,8 +185,20 @@ print("LOGOUT")
 "#;
 
 fn imaplib(addr: &str, login: &str, password: &str, mech: &str, subject: &str) -> String {
+    imaplib_with(addr, login, password, mech, subject, "")
+}
+
+fn imaplib_with(
+    addr: &str,
+    login: &str,
+    password: &str,
+    mech: &str,
+    subject: &str,
+    tls_ca: &str,
+) -> String {
     let out = Command::new("python3")
         .args(["-c", IMAPLIB])
+        .env("TLS_CA", tls_ca)
         .env("PROXY", addr)
         .env("LOGIN", login)
         .env("PW", password)
@@ -648,4 +667,76 @@ async fn an_upstream_that_drops_the_session_closes_the_client() {
     }
     // The server's own farewell reaches the client before the close.
     assert!(seen.iter().any(|l| l.starts_with("* BYE")), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_speak_implicit_tls_with_the_configured_certificate() {
+    let shared = MailRig::from_env()
+        .unwrap()
+        .expect("the tests run with a shared rig");
+    let chain = shared.dir().join("tls/server-chain.pem");
+    let key = shared.dir().join("tls/server.key");
+    let (f, rig) = Fixture::start_on_rig_with(&[
+        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+        ("MAILGATE_PROXY_TLS_CERT_FILE", chain.to_str().unwrap()),
+        ("MAILGATE_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
+    ])
+    .await;
+    point_at_rig(&f, &rig);
+    f.authorize().await;
+    let addr = proxy_addr(&f, "IMAP");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    deliver(&f, &rig, "proxy-tls-1", "Hello over TLS.").await;
+    let ca = rig.ca_cert().to_str().unwrap().to_owned();
+    let out = imaplib_with(&addr, &f.mailbox, &password, "LOGIN", "proxy-tls-1", &ca);
+    assert!(out.contains("Hello over TLS."), "{out}");
+    // A plain-text client gets no greeting: the listener expects a TLS handshake.
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut plain = RawClient::connect(host, port.parse().unwrap())
+        .await
+        .unwrap();
+    plain.send_line("a1 CAPABILITY").await.unwrap();
+    // (rustls may answer with a TLS alert before closing: anything but IMAP.)
+    if let Ok(line) = plain.read_line().await {
+        assert!(
+            !line.contains("OK") && !line.contains("CAPABILITY"),
+            "{line:?}"
+        );
+    }
+}
+
+#[test]
+fn a_plain_listener_off_loopback_is_refused_at_start() {
+    let env = TestEnv::new();
+    let mut serve = env
+        .command()
+        .arg("serve")
+        .env("MAILGATE_LISTEN", "127.0.0.1:0")
+        .env("MAILGATE_PROXY_IMAP_LISTEN", "0.0.0.0:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve kept running with a plain proxy listener on 0.0.0.0");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("proxy_imap_listen") && stderr.contains("proxy_allow_plain"),
+        "{stderr}"
+    );
 }
