@@ -77,6 +77,10 @@ pub struct Config {
     pub proxy_tls_cert_file: Option<PathBuf>,
     /// The certificate's private key (PEM).
     pub proxy_tls_key_file: Option<PathBuf>,
+    /// How long a proxy client has from connecting to a successful login.
+    pub proxy_login_timeout_secs: u64,
+    /// A relaying proxy session on which no byte moves for this long is closed.
+    pub proxy_idle_timeout_secs: u64,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -129,6 +133,8 @@ struct FileConfig {
     proxy_pop3_listen: Option<String>,
     proxy_tls_cert_file: Option<PathBuf>,
     proxy_tls_key_file: Option<PathBuf>,
+    proxy_login_timeout_secs: Option<u64>,
+    proxy_idle_timeout_secs: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -529,6 +535,22 @@ pub fn load(
             "is missing; the proxy's TLS needs both a certificate file and a key file",
         ));
     }
+    let proxy_login_timeout_secs = seconds(
+        "MAILGATE_PROXY_LOGIN_TIMEOUT_SECS",
+        file.proxy_login_timeout_secs,
+        "proxy_login_timeout_secs",
+        60,
+        3600,
+    )?;
+    // IMAP IDLE may stay silent for 29 minutes (RFC 2177 asks clients to re-issue it at
+    // least that often), so the default leaves it two more.
+    let proxy_idle_timeout_secs = seconds(
+        "MAILGATE_PROXY_IDLE_TIMEOUT_SECS",
+        file.proxy_idle_timeout_secs,
+        "proxy_idle_timeout_secs",
+        31 * 60,
+        24 * 3600,
+    )?;
     Ok(Config {
         listen,
         data_dir,
@@ -561,6 +583,8 @@ pub fn load(
         proxy_pop3_listen,
         proxy_tls_cert_file,
         proxy_tls_key_file,
+        proxy_login_timeout_secs,
+        proxy_idle_timeout_secs,
     })
 }
 
@@ -906,6 +930,26 @@ mod tests {
         .unwrap();
         assert_eq!(c.proxy_pop3_listen, Some("127.0.0.1:1110".parse().unwrap()));
         assert_eq!(c.proxy_tls_cert_file, None);
+        assert_eq!(
+            (c.proxy_login_timeout_secs, c.proxy_idle_timeout_secs),
+            (60, 1860)
+        );
+        let c = load(
+            None,
+            &env_of(&[
+                ("MAILGATE_PROXY_LOGIN_TIMEOUT_SECS", "5"),
+                ("MAILGATE_PROXY_IDLE_TIMEOUT_SECS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.proxy_login_timeout_secs, c.proxy_idle_timeout_secs),
+            (5, 7)
+        );
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_IDLE_TIMEOUT_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("MAILGATE_PROXY_IDLE_TIMEOUT_SECS: "), "{e}");
         let c = load(
             None,
             &env_of(&[

@@ -107,6 +107,8 @@ pub async fn serve(config: Config) -> CmdResult {
         tls: state.tls.clone(),
         live: Default::default(),
         failures: Default::default(),
+        login_timeout: Duration::from_secs(config.proxy_login_timeout_secs),
+        idle_timeout: Duration::from_secs(config.proxy_idle_timeout_secs),
     });
     let mut proxies: Vec<_> = proxy_listeners
         .into_iter()

@@ -1,9 +1,6 @@
 //! One IMAP proxy session: the pre-login dialogue mailgate answers itself, then the relay.
 
-use super::{
-    LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
-    send,
-};
+use super::{MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send};
 use mailgate_core::MailAccount;
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
@@ -34,7 +31,7 @@ where
     .await
     .map_err(io)?;
     let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
-    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let deadline = Instant::now() + ctx.login_timeout;
     let mut failures = 0;
     loop {
         let line = match next_line(&mut client, &mut lines, deadline).await {

@@ -35,8 +35,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-/// How long a client has from connecting to a successful login.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Open proxy connections at most (each holds two sockets once relaying).
 const MAX_CONNECTIONS: usize = 1000;
 /// Failed logins on one connection before it is closed.
@@ -57,6 +55,10 @@ pub struct ProxyContext {
     pub live: std::sync::Mutex<LiveSessions>,
     /// Recent failed logins per source address and per login name.
     pub failures: std::sync::Mutex<FailureThrottle>,
+    /// From connecting to a successful login (`proxy_login_timeout_secs`).
+    pub login_timeout: Duration,
+    /// No byte either way for this long ends a relaying session (`proxy_idle_timeout_secs`).
+    pub idle_timeout: Duration,
 }
 
 /// Failed logins a source address, or a login name, may have within
@@ -511,7 +513,7 @@ pub async fn run(
             let ended = match tls {
                 None => session(protocol, &ctx, stream, peer).await,
                 // The handshake counts against the login timeout.
-                Some(tls) => match tokio::time::timeout(LOGIN_TIMEOUT, tls.accept(stream)).await {
+                Some(tls) => match tokio::time::timeout(ctx.login_timeout, tls.accept(stream)).await {
                     Ok(Ok(stream)) => session(protocol, &ctx, stream, peer).await,
                     Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                     Err(_) => Err("no TLS handshake within the login timeout".into()),
@@ -577,7 +579,7 @@ pub(crate) async fn next_line<S: AsyncRead + Unpin>(
 /// Bytes both ways until either side closes. What the client pipelined after its login
 /// goes first.
 pub(crate) async fn relay<S>(
-    mut client: S,
+    client: S,
     mut lines: ClientLines,
     mut upstream: Box<dyn mailgate_mail::net::Io>,
     live: LiveGuard<'_>,
@@ -593,12 +595,92 @@ where
             .await
             .map_err(|e| e.to_string())?;
     }
+    // Every byte either way passes the client's stream, so watching it sees all activity.
+    let started = Instant::now();
+    let last_activity = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut client = Watched {
+        inner: client,
+        started,
+        last_activity: last_activity.clone(),
+    };
+    let idle = live.ctx.idle_timeout;
+    let check_every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let idle_watchdog = async {
+        loop {
+            tokio::time::sleep(check_every).await;
+            let last =
+                Duration::from_millis(last_activity.load(std::sync::atomic::Ordering::Relaxed));
+            if started.elapsed().saturating_sub(last) >= idle {
+                return;
+            }
+        }
+    };
     tokio::select! {
+        () = idle_watchdog => Err(format!("no byte moved for {idle:?}: idle timeout")),
         copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
             copied.map(|_| ()).map_err(|e| e.to_string())
         }
         // Dropping both streams closes them: the client sees the connection end.
         () = live.end.notified() => Err("the proxy password was revoked or replaced".into()),
+    }
+}
+
+/// A stream that notes when a byte last moved through it.
+struct Watched<S> {
+    inner: S,
+    started: Instant,
+    /// Milliseconds after `started`.
+    last_activity: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S> Watched<S> {
+    fn moved(&self) {
+        let at = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

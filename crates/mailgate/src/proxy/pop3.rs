@@ -1,10 +1,7 @@
 //! One POP3 proxy session: greeting, CAPA, USER/PASS and AUTH PLAIN answered by mailgate,
 //! then the account's POP3 server, already authenticated with XOAUTH2, through the relay.
 
-use super::{
-    LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
-    send,
-};
+use super::{MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send};
 use mailgate_core::MailAccount;
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
@@ -30,7 +27,7 @@ where
         .await
         .map_err(io)?;
     let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
-    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let deadline = Instant::now() + ctx.login_timeout;
     let mut user: Option<String> = None;
     let mut failures = 0;
     loop {

@@ -2,10 +2,7 @@
 //! mailgate, then the account's submission server, already authenticated with XOAUTH2,
 //! takes over the conversation (MAIL FROM onwards) through the relay.
 
-use super::{
-    LOGIN_TIMEOUT, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
-    send,
-};
+use super::{MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send};
 use mailgate_core::MailAccount;
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, SmtpCommand, decode_sasl_line, decode_sasl_plain,
@@ -48,7 +45,7 @@ where
         .await
         .map_err(io)?;
     let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
-    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let deadline = Instant::now() + ctx.login_timeout;
     let mut greeted = false;
     let mut failures = 0;
     loop {

@@ -740,3 +740,77 @@ fn a_plain_listener_off_loopback_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// Reads until the proxy closes the connection (bounded); the lines seen before.
+async fn until_closed(client: &mut RawClient, within: Duration) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, client.read_line()).await {
+            Ok(Ok(line)) => seen.push(line),
+            Ok(Err(e)) => {
+                assert!(format!("{e:#}").contains("closed the connection"), "{e:#}");
+                return seen;
+            }
+            Err(_) => panic!("still open after {within:?}: {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_closed_before_and_after_login() {
+    let (f, rig) = Fixture::start_on_rig_with(&[
+        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+        ("MAILGATE_PROXY_LOGIN_TIMEOUT_SECS", "1"),
+        ("MAILGATE_PROXY_IDLE_TIMEOUT_SECS", "2"),
+    ])
+    .await;
+    point_at_rig(&f, &rig);
+    f.authorize().await;
+    let addr = proxy_addr(&f, "IMAP");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let port: u16 = port.parse().unwrap();
+
+    // Connected, never logged in: closed after the login timeout, with a BYE.
+    let opened = Instant::now();
+    let mut silent = RawClient::connect(host, port).await.unwrap();
+    let seen = until_closed(&mut silent, Duration::from_secs(10)).await;
+    assert!(opened.elapsed() >= Duration::from_secs(1), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("* BYE") && l.contains("login timeout")),
+        "{seen:?}"
+    );
+
+    // Logged in, then quiet: closed after the idle timeout; talking keeps it open.
+    let mut imap = RawClient::connect(host, port).await.unwrap();
+    imap.read_line().await.unwrap();
+    let login = imap
+        .imap_command("a1", &format!("LOGIN {} \"{password}\"", f.mailbox))
+        .await
+        .unwrap();
+    assert!(
+        imap_status_is(login.last().unwrap(), "a1", "OK"),
+        "{login:?}"
+    );
+    let logged_in = Instant::now();
+    for n in 0..3 {
+        let tag = format!("n{n}");
+        let noop = imap.imap_command(&tag, "NOOP").await.unwrap();
+        assert!(imap_status_is(noop.last().unwrap(), &tag, "OK"), "{noop:?}");
+        // A pause shorter than the idle timeout is what is under test, not a wait for a
+        // condition.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    assert!(
+        logged_in.elapsed() > Duration::from_secs(2),
+        "activity kept it open past 2 s"
+    );
+    until_closed(&mut imap, Duration::from_secs(10)).await;
+}
