@@ -46,6 +46,12 @@ pub async fn serve(config: Config) -> CmdResult {
         setup_link_secs: config.setup_link_secs as i64,
         send_slots: Arc::new(tokio::sync::Semaphore::new(config.http_send_concurrency)),
         send_slot_wait: Duration::from_secs(config.http_send_wait_secs),
+        proxy_listeners: Arc::new(
+            proxy_listeners
+                .iter()
+                .map(crate::proxy::ProxyListener::describe)
+                .collect(),
+        ),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // One name for this process in every lease it takes: the instance id, then this run.

@@ -61,6 +61,9 @@ pub struct AppState {
     /// up to `send_slot_wait` for one, then is answered 503 with Retry-After.
     pub send_slots: Arc<tokio::sync::Semaphore>,
     pub send_slot_wait: std::time::Duration,
+    /// The legacy proxy's listeners, as the dashboard shows them ("IMAP on 127.0.0.1:1143
+    /// (TLS)"); empty when the proxy is off.
+    pub proxy_listeners: Arc<Vec<String>>,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.

@@ -439,6 +439,19 @@ pub struct ProxyListener {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
+impl ProxyListener {
+    /// "IMAP on 127.0.0.1:1143 (TLS)", for the dashboard.
+    pub fn describe(&self) -> String {
+        let addr = self
+            .listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let security = if self.tls.is_some() { "TLS" } else { "plain" };
+        format!("{} on {addr} ({security})", self.protocol.name())
+    }
+}
+
 /// Binds the configured listeners. Without TLS, plain text is refused off loopback unless
 /// `proxy_allow_plain` says the network in between is trusted.
 pub async fn bind(config: &Config) -> Result<Vec<ProxyListener>, Failure> {

@@ -694,6 +694,21 @@ async fn listeners_speak_implicit_tls_with_the_configured_certificate() {
     let ca = rig.ca_cert().to_str().unwrap().to_owned();
     let out = imaplib_with(&addr, &f.mailbox, &password, "LOGIN", "proxy-tls-1", &ca);
     assert!(out.contains("Hello over TLS."), "{out}");
+    // The administrators' dashboard says which listeners are on, and where.
+    f.env.ok(
+        &["user", "add", "ada", "--role", "admin", "--password-stdin"],
+        Some("a long admin passphrase\n"),
+    );
+    let browser = crate::support::Browser {
+        http: &f.http,
+        base: &f.server.base,
+    };
+    let cookie = browser.sign_in("ada", "a long admin passphrase").await;
+    let (_, dashboard) = browser.get("/admin", &cookie).await;
+    assert!(
+        dashboard.contains(&format!("Legacy proxy: <code>IMAP on {addr} (TLS)</code>")),
+        "{dashboard}"
+    );
     // A plain-text client gets no greeting: the listener expects a TLS handshake.
     let (host, port) = addr.rsplit_once(':').unwrap();
     let mut plain = RawClient::connect(host, port.parse().unwrap())
