@@ -829,3 +829,100 @@ async fn silent_clients_are_closed_before_and_after_login() {
     );
     until_closed(&mut imap, Duration::from_secs(10)).await;
 }
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "30"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reads_and_sends_through_the_proxy() {
+    let (f, rig) = Fixture::start_on_rig_with(&[
+        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+        ("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:0"),
+    ])
+    .await;
+    point_at_rig(&f, &rig);
+    f.authorize().await;
+    let imap = proxy_addr(&f, "IMAP");
+    let smtp = proxy_addr(&f, "SMTP");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    let user = format!("{}:{password}", f.mailbox);
+
+    let message = f.env.dir.path().join("curl-message.eml");
+    std::fs::write(
+        &message,
+        format!(
+            "From: {0}\r\nTo: {0}\r\nSubject: proxy-curl-1\r\n\r\nSent by curl through mailgate.\r\n",
+            f.mailbox
+        ),
+    )
+    .unwrap();
+    curl(&[
+        &format!("smtp://{smtp}"),
+        "--mail-from",
+        &f.mailbox,
+        "--mail-rcpt",
+        &f.mailbox,
+        "--upload-file",
+        message.to_str().unwrap(),
+        "--user",
+        &user,
+    ]);
+
+    // Delivered through Postfix and LMTP: wait for it, then read it with curl.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let index = loop {
+        let found = curl(&[
+            &format!("imap://{imap}/INBOX?SUBJECT%20proxy-curl-1"),
+            "--user",
+            &user,
+        ]);
+        let number = found
+            .lines()
+            .find_map(|l| l.strip_prefix("* SEARCH "))
+            .and_then(|n| n.split_whitespace().last().map(str::to_owned));
+        if let Some(number) = number {
+            break number;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered within 20 s: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let body = curl(&[
+        &format!("imap://{imap}/INBOX;MAILINDEX={index}"),
+        "--user",
+        &user,
+    ]);
+    assert!(body.contains("Sent by curl through mailgate."), "{body}");
+
+    let wrong = Command::new("curl")
+        .args([
+            "--silent",
+            "--max-time",
+            "30",
+            &format!("imap://{imap}/INBOX"),
+            "--user",
+        ])
+        .arg(format!("{}:wrong", f.mailbox))
+        .output()
+        .unwrap();
+    // 67: "the user name, password, or similar was not accepted".
+    assert_eq!(wrong.status.code(), Some(67), "{}", text(&wrong.stderr));
+}
