@@ -81,6 +81,8 @@ pub struct Config {
     pub proxy_login_timeout_secs: u64,
     /// A relaying proxy session on which no byte moves for this long is closed.
     pub proxy_idle_timeout_secs: u64,
+    /// Proxy sessions one account may have open at once.
+    pub proxy_max_sessions_per_account: usize,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -135,6 +137,7 @@ struct FileConfig {
     proxy_tls_key_file: Option<PathBuf>,
     proxy_login_timeout_secs: Option<u64>,
     proxy_idle_timeout_secs: Option<u64>,
+    proxy_max_sessions_per_account: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -551,6 +554,14 @@ pub fn load(
         31 * 60,
         24 * 3600,
     )?;
+    // Exchange allows 20 concurrent IMAP connections per mailbox; more would fail there.
+    let proxy_max_sessions_per_account = count(
+        "MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT",
+        file.proxy_max_sessions_per_account,
+        "proxy_max_sessions_per_account",
+        20,
+        10_000,
+    )?;
     Ok(Config {
         listen,
         data_dir,
@@ -585,6 +596,7 @@ pub fn load(
         proxy_tls_key_file,
         proxy_login_timeout_secs,
         proxy_idle_timeout_secs,
+        proxy_max_sessions_per_account,
     })
 }
 
@@ -946,6 +958,13 @@ mod tests {
             (c.proxy_login_timeout_secs, c.proxy_idle_timeout_secs),
             (5, 7)
         );
+        assert_eq!(c.proxy_max_sessions_per_account, 20);
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT", "2")]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_max_sessions_per_account, 2);
         let e = load(None, &env_of(&[("MAILGATE_PROXY_IDLE_TIMEOUT_SECS", "0")]))
             .unwrap_err()
             .to_string();

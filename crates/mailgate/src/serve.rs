@@ -115,6 +115,7 @@ pub async fn serve(config: Config) -> CmdResult {
         failures: Default::default(),
         login_timeout: Duration::from_secs(config.proxy_login_timeout_secs),
         idle_timeout: Duration::from_secs(config.proxy_idle_timeout_secs),
+        max_sessions_per_account: config.proxy_max_sessions_per_account,
     });
     let mut proxies: Vec<_> = proxy_listeners
         .into_iter()

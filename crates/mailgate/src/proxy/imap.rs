@@ -1,7 +1,8 @@
 //! One IMAP proxy session: the pre-login dialogue mailgate answers itself, then the relay.
 
-use super::{MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send};
-use mailgate_core::MailAccount;
+use super::{
+    LiveGuard, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send,
+};
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, ImapCommand, ImapInput, decode_sasl_plain,
@@ -143,14 +144,13 @@ where
             }
         };
         let refusal = match log_in(ctx, peer, &login, &password).await {
-            Ok((account, upstream, capabilities)) => {
+            Ok((live, upstream, capabilities)) => {
                 send(
                     &mut client,
                     &format!("{tag} OK [CAPABILITY {capabilities}] logged in through mailgate"),
                 )
                 .await
                 .map_err(io)?;
-                let live = ctx.register(&account, &password);
                 return relay(client, lines, upstream, live).await;
             }
             Err(refusal) => refusal,
@@ -182,13 +182,13 @@ where
 
 /// A good login: the account's IMAP server opened with a token, and the capabilities to
 /// pass on (the upstream's own after authentication, less what only matters before login).
-async fn log_in(
-    ctx: &ProxyContext,
+async fn log_in<'a>(
+    ctx: &'a ProxyContext,
     peer: SocketAddr,
     login: &str,
     password: &str,
-) -> Result<(MailAccount, Box<dyn mailgate_mail::net::Io>, String), Refusal> {
-    let account = ctx.check_login("IMAP", peer, login, password).await?;
+) -> Result<(LiveGuard<'a>, Box<dyn mailgate_mail::net::Io>, String), Refusal> {
+    let (account, live) = ctx.check_login("IMAP", peer, login, password).await?;
     let is_imap = account
         .spec
         .inbound
@@ -228,5 +228,5 @@ async fn log_in(
         Err(e) => return Err(ctx.upstream_failed("IMAP", peer, &account, &e).await),
     };
     tracing::info!(account = %account.spec.name.as_str(), %peer, "IMAP proxy session relaying");
-    Ok((account, stream, capabilities))
+    Ok((live, stream, capabilities))
 }

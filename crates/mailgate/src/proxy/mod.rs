@@ -59,6 +59,8 @@ pub struct ProxyContext {
     pub login_timeout: Duration,
     /// No byte either way for this long ends a relaying session (`proxy_idle_timeout_secs`).
     pub idle_timeout: Duration,
+    /// Sessions one account may have at once (`proxy_max_sessions_per_account`).
+    pub max_sessions_per_account: usize,
 }
 
 /// Failed logins a source address, or a login name, may have within
@@ -166,7 +168,7 @@ impl ProxyContext {
         peer: SocketAddr,
         login: &str,
         password: &str,
-    ) -> Result<MailAccount, Refusal> {
+    ) -> Result<(MailAccount, LiveGuard<'_>), Refusal> {
         let throttled = self.failures.lock().is_ok_and(|f| {
             let now = Instant::now();
             f.blocked(&source_key(peer), now) || f.blocked(&login_key(login), now)
@@ -229,7 +231,23 @@ impl ProxyContext {
             .await;
             return Err(Refusal::NeedsAdmin { code });
         }
-        Ok(account)
+        // Counted from here, before the server is opened, so a burst of logins cannot
+        // overshoot the limit; the guard gives the place back on any failure.
+        let Some(live) = self.register(&account, password) else {
+            self.refused(
+                Some(&account),
+                &format!(
+                    "{protocol} proxy login from {} refused: the account already has {} proxy sessions (proxy_max_sessions_per_account)",
+                    peer.ip(),
+                    self.max_sessions_per_account
+                ),
+            )
+            .await;
+            return Err(Refusal::Unavailable {
+                code: "too_many_proxy_sessions".into(),
+            });
+        };
+        Ok((account, live))
     }
 
     /// Words an upstream failure for the client, re-reading the account: a refresh that the
@@ -265,10 +283,19 @@ impl ProxyContext {
     }
 
     /// Registers a session that is about to relay for `account`, logged in with `password`.
-    pub(crate) fn register(&self, account: &MailAccount, password: &str) -> LiveGuard<'_> {
+    /// `None` when the account has its maximum of sessions already.
+    pub(crate) fn register(&self, account: &MailAccount, password: &str) -> Option<LiveGuard<'_>> {
         let end = Arc::new(tokio::sync::Notify::new());
         let id = match self.live.lock() {
             Ok(mut live) => {
+                let open = live
+                    .sessions
+                    .values()
+                    .filter(|s| s.account == account.id)
+                    .count();
+                if open >= self.max_sessions_per_account {
+                    return None;
+                }
                 live.next_id += 1;
                 let id = live.next_id;
                 live.sessions.insert(
@@ -284,7 +311,7 @@ impl ProxyContext {
             // A poisoned lock means a panic elsewhere; the session still runs, unwatched.
             Err(_) => 0,
         };
-        LiveGuard { ctx: self, id, end }
+        Some(LiveGuard { ctx: self, id, end })
     }
 
     /// Ends, every [`PASSWORD_CHECK_EVERY`], the sessions whose proxy password has been

@@ -1,8 +1,9 @@
 //! One POP3 proxy session: greeting, CAPA, USER/PASS and AUTH PLAIN answered by mailgate,
 //! then the account's POP3 server, already authenticated with XOAUTH2, through the relay.
 
-use super::{MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send};
-use mailgate_core::MailAccount;
+use super::{
+    LiveGuard, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send,
+};
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, Pop3Command, decode_sasl_plain, parse_pop3_command,
@@ -121,11 +122,10 @@ where
             }
         };
         let refusal = match log_in(ctx, peer, &login, &password).await {
-            Ok((account, upstream)) => {
+            Ok((live, upstream)) => {
                 send(&mut client, "+OK logged in through mailgate")
                     .await
                     .map_err(io)?;
-                let live = ctx.register(&account, &password);
                 return relay(client, lines, upstream, live).await;
             }
             Err(refusal) => refusal,
@@ -156,13 +156,13 @@ where
 }
 
 /// A good login: the account's POP3 server opened and authenticated with a token.
-async fn log_in(
-    ctx: &ProxyContext,
+async fn log_in<'a>(
+    ctx: &'a ProxyContext,
     peer: SocketAddr,
     login: &str,
     password: &str,
-) -> Result<(MailAccount, Box<dyn mailgate_mail::net::Io>), Refusal> {
-    let account = ctx.check_login("POP3", peer, login, password).await?;
+) -> Result<(LiveGuard<'a>, Box<dyn mailgate_mail::net::Io>), Refusal> {
+    let (account, live) = ctx.check_login("POP3", peer, login, password).await?;
     let is_pop3 = account
         .spec
         .inbound
@@ -186,7 +186,7 @@ async fn log_in(
     match opened.and_then(|upstream| upstream.into_stream()) {
         Ok(stream) => {
             tracing::info!(account = %account.spec.name.as_str(), %peer, "POP3 proxy session relaying");
-            Ok((account, stream))
+            Ok((live, stream))
         }
         Err(e) => Err(ctx.upstream_failed("POP3", peer, &account, &e).await),
     }

@@ -2,8 +2,9 @@
 //! mailgate, then the account's submission server, already authenticated with XOAUTH2,
 //! takes over the conversation (MAIL FROM onwards) through the relay.
 
-use super::{MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send};
-use mailgate_core::MailAccount;
+use super::{
+    LiveGuard, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send,
+};
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, SmtpCommand, decode_sasl_line, decode_sasl_plain,
     parse_smtp_command,
@@ -169,11 +170,10 @@ where
             }
         };
         let refusal = match log_in(ctx, peer, &login, &password).await {
-            Ok((account, upstream)) => {
+            Ok((live, upstream)) => {
                 send(&mut client, "235 2.7.0 logged in through mailgate")
                     .await
                     .map_err(io)?;
-                let live = ctx.register(&account, &password);
                 return relay(client, lines, upstream, live).await;
             }
             Err(refusal) => refusal,
@@ -204,13 +204,13 @@ where
 }
 
 /// A good login: the account's submission server opened and authenticated with a token.
-async fn log_in(
-    ctx: &ProxyContext,
+async fn log_in<'a>(
+    ctx: &'a ProxyContext,
     peer: SocketAddr,
     login: &str,
     password: &str,
-) -> Result<(MailAccount, Box<dyn mailgate_mail::net::Io>), Refusal> {
-    let account = ctx.check_login("SMTP", peer, login, password).await?;
+) -> Result<(LiveGuard<'a>, Box<dyn mailgate_mail::net::Io>), Refusal> {
+    let (account, live) = ctx.check_login("SMTP", peer, login, password).await?;
     if account.spec.outbound.is_none() {
         ctx.refused(
             Some(&account),
@@ -231,7 +231,7 @@ async fn log_in(
     match stream {
         Ok(stream) => {
             tracing::info!(account = %account.spec.name.as_str(), %peer, "SMTP proxy session relaying");
-            Ok((account, stream))
+            Ok((live, stream))
         }
         Err(e) => Err(ctx.upstream_failed("SMTP", peer, &account, &e).await),
     }

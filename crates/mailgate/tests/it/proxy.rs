@@ -926,3 +926,59 @@ async fn curl_reads_and_sends_through_the_proxy() {
     // 67: "the user name, password, or similar was not accepted".
     assert_eq!(wrong.status.code(), Some(67), "{}", text(&wrong.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_has_at_most_its_share_of_sessions() {
+    let (f, rig) = Fixture::start_on_rig_with(&[
+        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+        ("MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT", "1"),
+    ])
+    .await;
+    point_at_rig(&f, &rig);
+    f.authorize().await;
+    let addr = proxy_addr(&f, "IMAP");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let port: u16 = port.parse().unwrap();
+    let login = format!("LOGIN {} \"{password}\"", f.mailbox);
+
+    let mut first = RawClient::connect(host, port).await.unwrap();
+    first.read_line().await.unwrap();
+    let reply = first.imap_command("a1", &login).await.unwrap();
+    assert!(
+        imap_status_is(reply.last().unwrap(), "a1", "OK"),
+        "{reply:?}"
+    );
+
+    let mut second = RawClient::connect(host, port).await.unwrap();
+    second.read_line().await.unwrap();
+    let reply = second.imap_command("b1", &login).await.unwrap();
+    let last = reply.last().unwrap();
+    assert!(
+        last.starts_with("b1 NO [UNAVAILABLE]") && last.contains("too_many_proxy_sessions"),
+        "{reply:?}"
+    );
+
+    // Once the first session has ended, the place is free again.
+    first.imap_command("a2", "LOGOUT").await.unwrap();
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let tag = format!("c{tries}");
+        let reply = second.imap_command(&tag, &login).await.unwrap();
+        if imap_status_is(reply.last().unwrap(), &tag, "OK") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && tries < 3,
+            "still refused: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
