@@ -15,6 +15,7 @@ mod callback;
 pub mod forms;
 mod html;
 pub mod openapi;
+mod proxy_ui;
 pub mod test_runs;
 mod tokens;
 mod users_ui;
@@ -106,6 +107,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/accounts/{id}/authorize", post(forms::authorize))
         .route("/admin/accounts/{id}/test", post(forms::test_account))
+        .route(
+            "/admin/accounts/{id}/proxy-password",
+            post(proxy_ui::generate),
+        )
         .route("/admin/accounts/{id}/tests/{run}", get(forms::test_page))
         .route("/admin/tests/{run}", get(forms::test_steps))
         .route(

@@ -982,3 +982,73 @@ async fn an_account_has_at_most_its_share_of_sessions() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_generate_the_proxy_password_on_the_account_page() {
+    let (f, rig, addr, old_password) = proxied().await;
+    deliver(
+        &f,
+        &rig,
+        "proxy-ui-1",
+        "Opened with a password from the admin page.",
+    )
+    .await;
+    for (user, role) in [("ada", "admin"), ("olga", "operator")] {
+        f.env.ok(
+            &["user", "add", user, "--role", role, "--password-stdin"],
+            Some("a long passphrase for the ui\n"),
+        );
+    }
+    let browser = crate::support::Browser {
+        http: &f.http,
+        base: &f.server.base,
+    };
+    let ada = browser.sign_in("ada", "a long passphrase for the ui").await;
+    let (_, account_page) = browser.get("/admin/accounts/1", &ada).await;
+    assert!(
+        account_page.contains("id=\"proxy-password\""),
+        "{account_page}"
+    );
+    let csrf = browser.csrf(&ada).await;
+    let resp = browser
+        .post("/admin/accounts/1/proxy-password", &ada, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(resp.status(), 200);
+    let shown = resp.text().await.unwrap();
+    let password = crate::support::input_value(&shown, "id", "proxy-password-value");
+    assert_eq!(password.len(), 32, "{shown}");
+    assert!(shown.contains("shown-once"), "{shown}");
+
+    // The shown password opens the mailbox; the one it replaced no longer does.
+    let out = imaplib(&addr, &f.mailbox, &password, "LOGIN", "proxy-ui-1");
+    assert!(
+        out.contains("Opened with a password from the admin page."),
+        "{out}"
+    );
+    let out = imaplib(&addr, &f.mailbox, &old_password, "LOGIN", "x");
+    assert!(out.contains("[AUTHENTICATIONFAILED]"), "{out}");
+
+    // Operators see no button and are refused the form.
+    let olga = browser
+        .sign_in("olga", "a long passphrase for the ui")
+        .await;
+    let (_, account_page) = browser.get("/admin/accounts/1", &olga).await;
+    assert!(
+        !account_page.contains("id=\"proxy-password\""),
+        "{account_page}"
+    );
+    let csrf = browser.csrf(&olga).await;
+    let resp = browser
+        .post(
+            "/admin/accounts/1/proxy-password",
+            &olga,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(resp.status(), 403);
+    let out = imaplib(&addr, &f.mailbox, &password, "LOGIN", "proxy-ui-1");
+    assert!(
+        out.contains("LOGIN OK"),
+        "the operator's attempt changed nothing: {out}"
+    );
+}
