@@ -537,6 +537,10 @@ pub async fn run(
             // A change is the stop signal (or the sender is gone): either way, stop.
             _ = stop.changed() => break,
         };
+        // Commands and replies are small and interactive: send each at once.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a proxy connection");
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Full: say so and close, rather than keep the client waiting unanswered.
             if tls.is_none() {
@@ -587,8 +591,12 @@ where
 
 /// Writes one line and CRLF.
 pub(crate) async fn send<S: AsyncWrite + Unpin>(client: &mut S, line: &str) -> std::io::Result<()> {
-    client.write_all(line.as_bytes()).await?;
-    client.write_all(b"\r\n").await?;
+    // One write: a line and its CRLF in two small segments would wait for the client's
+    // delayed ACK (Nagle), some 40 ms per reply.
+    let mut bytes = Vec::with_capacity(line.len() + 2);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.extend_from_slice(b"\r\n");
+    client.write_all(&bytes).await?;
     client.flush().await
 }
 
