@@ -177,9 +177,10 @@ typ, data = m.select("INBOX")
 print("SELECT", typ, data[0].decode())
 typ, data = m.search(None, "SUBJECT", '"%s"' % os.environ["SUBJECT"])
 ids = data[0].split()
-typ, data = m.fetch(ids[-1], "(RFC822)")
-print("FETCH", typ)
-print(data[0][1].decode())
+if ids:
+    typ, data = m.fetch(ids[-1], "(RFC822)")
+    print("FETCH", typ)
+    print(data[0][1].decode())
 m.logout()
 print("LOGOUT")
 "#;
@@ -1051,4 +1052,42 @@ async fn administrators_generate_the_proxy_password_on_the_account_page() {
         out.contains("LOGIN OK"),
         "the operator's attempt changed nothing: {out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_and_malformed_commands_get_protocol_errors_and_the_proxy_runs_on() {
+    let (f, _rig, addr, password) = proxied().await;
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let port: u16 = port.parse().unwrap();
+
+    let mut imap = RawClient::connect(host, port).await.unwrap();
+    imap.read_line().await.unwrap();
+    for (tag, line, expected) in [
+        ("m1", "LOGIN {5}", "m1 BAD literals are not accepted"),
+        (
+            "m2",
+            "LOGIN \"unclosed",
+            "m2 BAD a quoted string is not closed",
+        ),
+        ("m3", "SELECT INBOX", "m3 BAD SELECT needs a login first"),
+        ("m4", "AUTHENTICATE XOAUTH2 abc", "m4 NO [CANNOT]"),
+    ] {
+        let reply = imap.imap_command(tag, line).await.unwrap();
+        assert!(
+            reply.last().unwrap().starts_with(expected),
+            "{line}: {reply:?}"
+        );
+    }
+    // 10 KB without a line end: refused as soon as the 8 KiB cap is passed, then closed.
+    imap.send_raw(&vec![b'a'; 10 * 1024]).await.unwrap();
+    let seen = until_closed(&mut imap, Duration::from_secs(10)).await;
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("* BYE") && l.contains("longer than")),
+        "{seen:?}"
+    );
+
+    // The listener still serves the next client.
+    let out = imaplib(&addr, &f.mailbox, &password, "LOGIN", "none");
+    assert!(out.contains("LOGIN OK"), "{out}");
 }
