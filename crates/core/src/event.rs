@@ -33,6 +33,12 @@ crate::app::keyword_enum!(
         /// A user's role or password changed (the message says which; never the password).
         UserUpdated = "user.updated",
         UserRemoved = "user.removed",
+        /// A proxy password was set or replaced (never the password itself).
+        ProxyPasswordSet = "proxy.password_set",
+        ProxyPasswordRevoked = "proxy.password_revoked",
+        /// A legacy client's login at the proxy was refused (wrong password, account not
+        /// usable, upstream trouble); the message says which and from where.
+        ProxyLoginFailed = "proxy.login_failed",
     }
 );
 

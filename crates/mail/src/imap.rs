@@ -165,6 +165,18 @@ impl ImapClient {
         Ok(self.capabilities.clone())
     }
 
+    /// The authenticated connection for the proxy's byte relay. Nothing may be left unread:
+    /// bytes the server sent beyond the last tagged reply would be lost.
+    pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
+        if self.reader.buffered() > 0 {
+            return Err(MailError::new(
+                MailRemedy::WrongProtocol,
+                "the IMAP server sent more than its reply to CAPABILITY",
+            ));
+        }
+        self.conn.into_stream()
+    }
+
     pub fn has(&self, cap: &str) -> bool {
         self.capabilities
             .iter()

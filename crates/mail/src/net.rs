@@ -240,6 +240,18 @@ impl Conn {
         &self.host
     }
 
+    /// The stream itself, for the proxy's byte relay after login.
+    pub fn into_stream(self) -> Result<Box<dyn Io>, MailError> {
+        match self.stream {
+            Stream::Plain(s) => Ok(Box::new(s)),
+            Stream::Tls(s) => Ok(s),
+            Stream::Upgrading => Err(MailError::new(
+                MailRemedy::ConnectionLost,
+                "the connection was lost during the TLS upgrade",
+            )),
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self.stream, Stream::Tls(_))
     }

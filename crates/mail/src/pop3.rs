@@ -85,6 +85,17 @@ impl Pop3Client {
         Ok(self.capabilities.clone())
     }
 
+    /// The authenticated connection for the proxy's byte relay; nothing may be left unread.
+    pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
+        if self.reader.buffered() > 0 {
+            return Err(MailError::new(
+                MailRemedy::WrongProtocol,
+                "the POP3 server sent more than its reply to AUTH",
+            ));
+        }
+        self.conn.into_stream()
+    }
+
     pub fn has(&self, word: &str) -> bool {
         self.capabilities
             .iter()

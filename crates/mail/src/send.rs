@@ -48,6 +48,24 @@ pub async fn send(
     Ok(Sent { reply, session: c })
 }
 
+/// An authenticated submission session on the account's SMTP server, for the proxy: a
+/// fresh token, and once more with a refreshed one if the server refuses it.
+pub async fn open_submission(
+    engine: &Engine,
+    tls: &TlsSettings,
+    account: &MailAccount,
+    timeout: Duration,
+) -> Result<SmtpClient, MailError> {
+    let out = account.spec.outbound.as_ref().ok_or_else(|| {
+        MailError::new(MailRemedy::SendRejected, "the account has no outbound SMTP")
+    })?;
+    let server = &out.server;
+    crate::inbox::with_refused_token_retry(engine, account, |token, _| {
+        smtp_login(server, tls, account, token, timeout)
+    })
+    .await
+}
+
 /// Connect, EHLO, STARTTLS when asked, and authenticate with `token`.
 async fn smtp_login(
     server: &mailgate_core::account::ServerEndpoint,

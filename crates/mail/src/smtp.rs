@@ -69,6 +69,17 @@ impl SmtpClient {
         Ok(())
     }
 
+    /// The authenticated connection for the proxy's byte relay; nothing may be left unread.
+    pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
+        if self.reader.buffered() > 0 {
+            return Err(MailError::new(
+                MailRemedy::WrongProtocol,
+                "the SMTP server sent more than its reply to AUTH",
+            ));
+        }
+        self.conn.into_stream()
+    }
+
     pub fn has(&self, keyword: &str) -> bool {
         self.extensions.iter().any(|(k, _)| k == keyword)
     }

@@ -247,6 +247,15 @@ pub enum AccountCommand {
     Update(AccountUpdate),
     /// Remove an account and its grant.
     Remove { account: String },
+    /// Generate (or regenerate) the password that password-only IMAP/POP3/SMTP clients use
+    /// at mailgate's proxy for this account; shown once. `--revoke` removes it.
+    ProxyPassword {
+        /// Name or id.
+        account: String,
+        /// Remove the password instead: clients using it are refused from now on.
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 pub fn parse_inbound(s: &str) -> Result<InboundChoice, String> {

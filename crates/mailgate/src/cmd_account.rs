@@ -86,6 +86,34 @@ pub async fn run(cmd: AccountCommand, store: &Store, clock: &dyn Clock) -> CmdRe
             );
             Ok(())
         }
+        AccountCommand::ProxyPassword { account, revoke } => {
+            let acc = store.find_account(&account).await?;
+            let name = acc.spec.name.as_str();
+            if revoke {
+                if store.revoke_proxy_password(acc.id, clock.now()).await? {
+                    out!("Revoked the proxy password of account {name:?}.");
+                    return Ok(());
+                }
+                return Err(Failure::BadInput(format!(
+                    "account {name:?} has no proxy password to revoke"
+                )));
+            }
+            // 24 random bytes: 192 bits, well above the 128 the proxy's fast hash relies on.
+            let password = mailgate_oauth::random::token(24);
+            store
+                .set_proxy_password(
+                    acc.id,
+                    &mailgate_oauth::random::sha256_hex(&password),
+                    clock.now(),
+                )
+                .await?;
+            eprintln!(
+                "Proxy password for account {name:?} (log in as {} or {name}). It is shown once; store it now:",
+                acc.spec.mailbox
+            );
+            out!("{password}");
+            Ok(())
+        }
     }
 }
 

@@ -70,6 +70,24 @@ pub struct Config {
     /// SMTP sessions the outbox holds at once for one account (1 keeps its messages in
     /// queue order).
     pub outbox_per_account_concurrency: usize,
+    /// Where the legacy IMAP proxy listens; off when unset.
+    pub proxy_imap_listen: Option<SocketAddr>,
+    /// Whether the proxy may take passwords in plain text on a non-loopback address.
+    pub proxy_allow_plain: bool,
+    /// Where the legacy SMTP (submission) proxy listens; off when unset.
+    pub proxy_smtp_listen: Option<SocketAddr>,
+    /// Where the legacy POP3 proxy listens; off when unset.
+    pub proxy_pop3_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for the proxy listeners; with the key, they speak implicit TLS.
+    pub proxy_tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub proxy_tls_key_file: Option<PathBuf>,
+    /// How long a proxy client has from connecting to a successful login.
+    pub proxy_login_timeout_secs: u64,
+    /// A relaying proxy session on which no byte moves for this long is closed.
+    pub proxy_idle_timeout_secs: u64,
+    /// Proxy sessions one account may have open at once.
+    pub proxy_max_sessions_per_account: usize,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -118,6 +136,15 @@ struct FileConfig {
     setup_link_secs: Option<u64>,
     outbox_concurrency: Option<u64>,
     outbox_per_account_concurrency: Option<u64>,
+    proxy_imap_listen: Option<String>,
+    proxy_allow_plain: Option<bool>,
+    proxy_smtp_listen: Option<String>,
+    proxy_pop3_listen: Option<String>,
+    proxy_tls_cert_file: Option<PathBuf>,
+    proxy_tls_key_file: Option<PathBuf>,
+    proxy_login_timeout_secs: Option<u64>,
+    proxy_idle_timeout_secs: Option<u64>,
+    proxy_max_sessions_per_account: Option<u64>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -437,6 +464,115 @@ pub fn load(
         100,
         "SMTP sessions",
     )?;
+    let proxy_imap_listen = match pick(
+        "MAILGATE_PROXY_IMAP_LISTEN",
+        file.proxy_imap_listen,
+        "proxy_imap_listen",
+    ) {
+        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
+            err(
+                key,
+                format!(
+                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1143"
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let proxy_allow_plain = match pick(
+        "MAILGATE_PROXY_ALLOW_PLAIN",
+        file.proxy_allow_plain.map(|b| b.to_string()),
+        "proxy_allow_plain",
+    ) {
+        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(err(key, format!("{v:?} is not true or false"))),
+        },
+        None => false,
+    };
+    let proxy_smtp_listen = match pick(
+        "MAILGATE_PROXY_SMTP_LISTEN",
+        file.proxy_smtp_listen,
+        "proxy_smtp_listen",
+    ) {
+        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
+            err(
+                key,
+                format!(
+                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1587"
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let proxy_pop3_listen = match pick(
+        "MAILGATE_PROXY_POP3_LISTEN",
+        file.proxy_pop3_listen,
+        "proxy_pop3_listen",
+    ) {
+        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
+            err(
+                key,
+                format!(
+                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1110"
+                ),
+            )
+        })?),
+        None => None,
+    };
+    // Checked now, so a mistyped path fails at start naming its key, not at the first TLS client.
+    let pem_file =
+        |env_key: &str, file_val: Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+            match env(env_key).map(PathBuf::from).or(file_val) {
+                Some(p) if !p.is_file() => Err(err(
+                    env_key,
+                    format!(
+                        "{} is not a readable file; expected a PEM file",
+                        p.display()
+                    ),
+                )),
+                other => Ok(other),
+            }
+        };
+    let proxy_tls_cert_file = pem_file("MAILGATE_PROXY_TLS_CERT_FILE", file.proxy_tls_cert_file)?;
+    let proxy_tls_key_file = pem_file("MAILGATE_PROXY_TLS_KEY_FILE", file.proxy_tls_key_file)?;
+    if proxy_tls_cert_file.is_some() != proxy_tls_key_file.is_some() {
+        let missing = if proxy_tls_cert_file.is_none() {
+            "MAILGATE_PROXY_TLS_CERT_FILE"
+        } else {
+            "MAILGATE_PROXY_TLS_KEY_FILE"
+        };
+        return Err(err(
+            missing,
+            "is missing; the proxy's TLS needs both a certificate file and a key file",
+        ));
+    }
+    let proxy_login_timeout_secs = seconds(
+        "MAILGATE_PROXY_LOGIN_TIMEOUT_SECS",
+        file.proxy_login_timeout_secs,
+        "proxy_login_timeout_secs",
+        60,
+        3600,
+    )?;
+    // IMAP IDLE may stay silent for 29 minutes (RFC 2177 asks clients to re-issue it at
+    // least that often), so the default leaves it two more.
+    let proxy_idle_timeout_secs = seconds(
+        "MAILGATE_PROXY_IDLE_TIMEOUT_SECS",
+        file.proxy_idle_timeout_secs,
+        "proxy_idle_timeout_secs",
+        31 * 60,
+        24 * 3600,
+    )?;
+    // Exchange allows 20 concurrent IMAP connections per mailbox; more would fail there.
+    let proxy_max_sessions_per_account = count(
+        "MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT",
+        file.proxy_max_sessions_per_account,
+        "proxy_max_sessions_per_account",
+        20,
+        10_000,
+        "sessions",
+    )?;
     Ok(Config {
         listen,
         data_dir,
@@ -465,6 +601,15 @@ pub fn load(
         setup_link_secs,
         outbox_concurrency,
         outbox_per_account_concurrency,
+        proxy_imap_listen,
+        proxy_allow_plain,
+        proxy_smtp_listen,
+        proxy_pop3_listen,
+        proxy_tls_cert_file,
+        proxy_tls_key_file,
+        proxy_login_timeout_secs,
+        proxy_idle_timeout_secs,
+        proxy_max_sessions_per_account,
     })
 }
 
@@ -667,6 +812,51 @@ pub const SETTINGS: &[Setting] = &[
         "outbox_per_account_concurrency",
         "1",
         "SMTP sessions one account may use at once; 1 keeps an account's messages in queue order.",
+    ),
+    example(
+        "proxy_imap_listen",
+        "\"127.0.0.1:1143\"",
+        "Address of the legacy IMAP proxy for password-only clients (docs/proxy.md).\nUnset: off.",
+    ),
+    setting(
+        "proxy_allow_plain",
+        "false",
+        "Let the proxy listeners take passwords without TLS on a non-loopback address.",
+    ),
+    example(
+        "proxy_smtp_listen",
+        "\"127.0.0.1:1587\"",
+        "Address of the legacy SMTP (submission) proxy. Unset: off.",
+    ),
+    example(
+        "proxy_pop3_listen",
+        "\"127.0.0.1:1110\"",
+        "Address of the legacy POP3 proxy. Unset: off.",
+    ),
+    example(
+        "proxy_tls_cert_file",
+        "\"/etc/mailgate/proxy.crt\"",
+        "Certificate chain (PEM) for the proxy listeners; with the key, they speak implicit TLS.",
+    ),
+    example(
+        "proxy_tls_key_file",
+        "\"/etc/mailgate/proxy.key\"",
+        "The proxy certificate's private key (PEM).",
+    ),
+    setting(
+        "proxy_login_timeout_secs",
+        "60",
+        "A proxy client must have logged in this long after connecting.",
+    ),
+    setting(
+        "proxy_idle_timeout_secs",
+        "1860",
+        "A relaying proxy session on which no byte moves for this long is closed\n(IMAP IDLE is re-issued within 29 minutes).",
+    ),
+    setting(
+        "proxy_max_sessions_per_account",
+        "20",
+        "Proxy sessions one account may have at once (Exchange allows 20 IMAP connections).",
     ),
 ];
 
@@ -1104,7 +1294,12 @@ mod tests {
             defaults
         );
         // The examples load too, except a key (a placeholder) and a CA file (must exist).
-        let with_examples = uncomment(&|s| !matches!(s.key, "master_key" | "extra_ca_file"));
+        let with_examples = uncomment(&|s| {
+            !matches!(
+                s.key,
+                "master_key" | "extra_ca_file" | "proxy_tls_cert_file" | "proxy_tls_key_file"
+            )
+        });
         std::fs::write(&path, &with_examples).unwrap();
         let c = load(Some(&path), &env_of(&[])).unwrap();
         assert_eq!(c.public_url.unwrap().as_str(), "https://mail.example.com/");
@@ -1146,5 +1341,117 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn proxy_listeners_are_off_until_configured() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!((c.proxy_imap_listen, c.proxy_allow_plain), (None, false));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(
+            &path,
+            "proxy_imap_listen = \"127.0.0.1:1143\"\nproxy_allow_plain = true\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &env_of(&[])).unwrap();
+        assert_eq!(c.proxy_imap_listen, Some("127.0.0.1:1143".parse().unwrap()));
+        assert!(c.proxy_allow_plain);
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_IMAP_LISTEN", "[::1]:993")]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_imap_listen, Some("[::1]:993".parse().unwrap()));
+        assert_eq!(c.proxy_smtp_listen, None);
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:1587")]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_smtp_listen, Some("127.0.0.1:1587".parse().unwrap()));
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_POP3_LISTEN", "127.0.0.1:1110")]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_pop3_listen, Some("127.0.0.1:1110".parse().unwrap()));
+        assert_eq!(c.proxy_tls_cert_file, None);
+        assert_eq!(
+            (c.proxy_login_timeout_secs, c.proxy_idle_timeout_secs),
+            (60, 1860)
+        );
+        let c = load(
+            None,
+            &env_of(&[
+                ("MAILGATE_PROXY_LOGIN_TIMEOUT_SECS", "5"),
+                ("MAILGATE_PROXY_IDLE_TIMEOUT_SECS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.proxy_login_timeout_secs, c.proxy_idle_timeout_secs),
+            (5, 7)
+        );
+        assert_eq!(c.proxy_max_sessions_per_account, 20);
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT", "2")]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_max_sessions_per_account, 2);
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_IDLE_TIMEOUT_SECS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("MAILGATE_PROXY_IDLE_TIMEOUT_SECS: "), "{e}");
+        let pem_dir = tempfile::tempdir().unwrap();
+        let (chain, key) = (
+            pem_dir.path().join("chain.pem"),
+            pem_dir.path().join("key.pem"),
+        );
+        std::fs::write(&chain, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let (chain, key) = (chain.to_str().unwrap(), key.to_str().unwrap());
+        let c = load(
+            None,
+            &env_of(&[
+                ("MAILGATE_PROXY_TLS_CERT_FILE", chain),
+                ("MAILGATE_PROXY_TLS_KEY_FILE", key),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy_tls_key_file.as_deref(), Some(Path::new(key)));
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_TLS_CERT_FILE", chain)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("MAILGATE_PROXY_TLS_KEY_FILE: is missing"),
+            "{e}"
+        );
+        // A path that is not there is named at start, not at the first TLS client.
+        let e = load(
+            None,
+            &env_of(&[
+                ("MAILGATE_PROXY_TLS_CERT_FILE", "/nonexistent/chain.pem"),
+                ("MAILGATE_PROXY_TLS_KEY_FILE", key),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("MAILGATE_PROXY_TLS_CERT_FILE: ") && e.contains("not a readable file"),
+            "{e}"
+        );
+        let e = load(
+            None,
+            &env_of(&[("MAILGATE_PROXY_IMAP_LISTEN", "imap.local")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("MAILGATE_PROXY_IMAP_LISTEN: "), "{e}");
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_ALLOW_PLAIN", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("MAILGATE_PROXY_ALLOW_PLAIN: "), "{e}");
     }
 }

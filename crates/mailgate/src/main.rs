@@ -15,6 +15,7 @@ mod cmd_user;
 mod config;
 mod instance;
 mod outbox;
+mod proxy;
 mod retry;
 mod serve;
 mod views;

@@ -20,6 +20,7 @@ pub async fn serve(config: Config) -> CmdResult {
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     let public_url = config.public_url_for(bound);
+    let proxy_listeners = crate::proxy::bind(&config).await?;
     let engine = Arc::new(crate::new_engine(&store, &config)?);
     let state = mailgate_web::AppState {
         store: store.clone(),
@@ -45,6 +46,12 @@ pub async fn serve(config: Config) -> CmdResult {
         setup_link_secs: config.setup_link_secs as i64,
         send_slots: Arc::new(tokio::sync::Semaphore::new(config.http_send_concurrency)),
         send_slot_wait: Duration::from_secs(config.http_send_wait_secs),
+        proxy_listeners: Arc::new(
+            proxy_listeners
+                .iter()
+                .map(crate::proxy::ProxyListener::describe)
+                .collect(),
+        ),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // One name for this process in every lease it takes: the instance id, then this run.
@@ -94,6 +101,34 @@ pub async fn serve(config: Config) -> CmdResult {
         leases: Default::default(),
     };
     let watchers = tokio::spawn(watchers.run(stop_rx.clone()));
+    let proxy_addrs: Vec<_> = proxy_listeners
+        .iter()
+        .filter_map(|l| {
+            l.listener
+                .local_addr()
+                .ok()
+                .map(|addr| (l.protocol, addr, l.tls.is_some()))
+        })
+        .collect();
+    let proxy_ctx = Arc::new(crate::proxy::ProxyContext {
+        store: store.clone(),
+        engine: engine.clone(),
+        tls: state.tls.clone(),
+        live: Default::default(),
+        failures: Default::default(),
+        login_timeout: Duration::from_secs(config.proxy_login_timeout_secs),
+        idle_timeout: Duration::from_secs(config.proxy_idle_timeout_secs),
+        max_sessions_per_account: config.proxy_max_sessions_per_account,
+    });
+    let mut proxies: Vec<_> = proxy_listeners
+        .into_iter()
+        .map(|bound| tokio::spawn(crate::proxy::run(bound, proxy_ctx.clone(), stop_rx.clone())))
+        .collect();
+    if !proxies.is_empty() {
+        proxies.push(tokio::spawn(
+            proxy_ctx.clone().end_revoked_sessions(stop_rx.clone()),
+        ));
+    }
     let scheduler = tokio::spawn(refresh_scheduler(
         engine,
         config.refresh_interval_secs,
@@ -104,6 +139,11 @@ pub async fn serve(config: Config) -> CmdResult {
         "mailgate {} listening on http://{bound} (public URL {public_url})",
         env!("CARGO_PKG_VERSION")
     );
+    for (protocol, addr, tls) in &proxy_addrs {
+        let security = if *tls { " (TLS)" } else { "" };
+        out!("{} proxy listening on {addr}{security}", protocol.name());
+        tracing::info!(%addr, protocol = protocol.name(), "proxy listening");
+    }
     tracing::info!(%bound, %public_url, data_dir = %config.data_dir.display(), database = %mailgate_store::redact_url(&config.database_url), "serving");
     announce_setup_link(&store, &public_url, config.setup_link_secs).await?;
     let limits = HttpLimits {
@@ -123,6 +163,9 @@ pub async fn serve(config: Config) -> CmdResult {
     let _ = outbox.await;
     let _ = deliverer.await;
     let _ = watchers.await;
+    for proxy in proxies {
+        let _ = proxy.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,6 +8,7 @@
 //! - [`imap`], [`pop3`], [`smtp`]: incremental decoders of what servers send, one `Reader`
 //!   per protocol, plus the few helpers a client needs (capabilities, quoting, STAT/UIDL,
 //!   EHLO extensions, DATA dot-stuffing).
+//! - [`proxy`]: what password-only clients send mailgate's legacy proxy before login.
 //! - [`error`]: [`ProtoError`], the one error the readers return.
 //!
 //! Every reader works the same way: `feed` it bytes as they arrive, cut anywhere, then ask
@@ -21,6 +22,7 @@
 pub mod error;
 pub mod imap;
 pub mod pop3;
+pub mod proxy;
 pub mod sasl;
 pub mod smtp;
 

@@ -16,6 +16,7 @@ pub mod inbound;
 mod migrate;
 mod outbox;
 pub mod passwords;
+mod proxy;
 mod rows;
 mod users;
 pub mod webhooks;
@@ -914,6 +915,10 @@ impl Store {
     pub async fn remove_account(&self, id: AccountId, now: Timestamp) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM grants WHERE account_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM proxy_passwords WHERE account_id = $1")
             .bind(id.0)
             .execute(&mut *tx)
             .await?;

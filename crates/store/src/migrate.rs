@@ -67,6 +67,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "account_delegate",
         include_str!("../migrations/sqlite/0011_account_delegate.sql"),
     ),
+    (
+        12,
+        "proxy_passwords",
+        include_str!("../migrations/sqlite/0012_proxy_passwords.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

@@ -175,11 +175,28 @@ pub async fn dashboard(
         &session,
         "Dashboard",
         &format!(
-            "<h1>Dashboard</h1>{}<p>Public URL: <code>{}</code> — redirect URI <code>{}</code></p><h2>Needs attention</h2><ul>{attention}</ul><h2>Recent events</h2><ul>{recent}</ul>",
+            "<h1>Dashboard</h1>{}<p>Public URL: <code>{}</code> — redirect URI <code>{}</code></p>{}<h2>Needs attention</h2><ul>{attention}</ul><h2>Recent events</h2><ul>{recent}</ul>",
             public_url_warnings(&state, &headers),
             escape(state.public_url.as_str()),
-            escape(&redirect_uri(&state.public_url))
+            escape(&redirect_uri(&state.public_url)),
+            proxy_line(&state)
         ),
+    )
+}
+
+/// Which legacy-proxy listeners are on, and where (docs/proxy.md).
+fn proxy_line(state: &AppState) -> String {
+    if state.proxy_listeners.is_empty() {
+        return "<p id=\"proxy-listeners\">Legacy proxy: off (no <code>proxy_*_listen</code> set).</p>".into();
+    }
+    let listeners: Vec<String> = state
+        .proxy_listeners
+        .iter()
+        .map(|l| format!("<code>{}</code>", escape(l)))
+        .collect();
+    format!(
+        "<p id=\"proxy-listeners\">Legacy proxy: {}.</p>",
+        listeners.join(", ")
     )
 }
 

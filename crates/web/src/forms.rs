@@ -975,7 +975,11 @@ async fn account_page_with(state: &AppState, session: &Session, id: i64, extra: 
             .unwrap_or_else(|| "none".into()),
         csrf = session.csrf_field(),
         edit = if session.user.role == mailgate_core::user::Role::Admin {
-            format!("<p><a href=\"/admin/accounts/{id}/edit\">Edit</a></p>")
+            format!(
+                "<p><a href=\"/admin/accounts/{id}/edit\">Edit</a></p>\
+<form method=\"post\" action=\"/admin/accounts/{id}/proxy-password\">{csrf}<p><button type=\"submit\" id=\"proxy-password\">Generate proxy password</button> for password-only IMAP/POP3/SMTP clients; replaces the current one.</p></form>",
+                csrf = session.csrf_field()
+            )
         } else {
             String::new()
         },

@@ -15,6 +15,7 @@ mod callback;
 pub mod forms;
 mod html;
 pub mod openapi;
+mod proxy_ui;
 pub mod test_runs;
 mod tokens;
 mod users_ui;
@@ -61,6 +62,9 @@ pub struct AppState {
     /// up to `send_slot_wait` for one, then is answered 503 with Retry-After.
     pub send_slots: Arc<tokio::sync::Semaphore>,
     pub send_slot_wait: std::time::Duration,
+    /// The legacy proxy's listeners, as the dashboard shows them ("IMAP on 127.0.0.1:1143
+    /// (TLS)"); empty when the proxy is off.
+    pub proxy_listeners: Arc<Vec<String>>,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
@@ -103,6 +107,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/accounts/{id}/authorize", post(forms::authorize))
         .route("/admin/accounts/{id}/test", post(forms::test_account))
+        .route(
+            "/admin/accounts/{id}/proxy-password",
+            post(proxy_ui::generate),
+        )
         .route("/admin/accounts/{id}/tests/{run}", get(forms::test_page))
         .route("/admin/tests/{run}", get(forms::test_steps))
         .route(

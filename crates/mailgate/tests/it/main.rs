@@ -19,6 +19,7 @@ mod ops_docs;
 mod outbox;
 mod outbox_hardening;
 mod outbox_sessions;
+mod proxy;
 mod refresh_outage;
 mod refused_token;
 mod secret_destinations;
