@@ -1,29 +1,25 @@
-//! "Has anything been committed to the database since?" without asking SQLite.
+//! "Has anything been committed to the database since?" — for now always "perhaps".
 //!
-//! In WAL mode every SQLite connection, in every process, finds the newest commit through
-//! the header of the shared wal-index (the `-shm` file): each commit rewrites it (its frame
-//! count, salts and checksums change), and SQLite itself compares that header to decide
-//! whether a reader's cached pages are still good (the format is fixed since 3.7.0,
-//! <https://sqlite.org/walformat.html>, "The WAL-Index Header"). Reading its first 48 bytes
-//! costs one open and one read — no SQL, no hop to a database thread — so the caches of
-//! the hot paths (the account token, API tokens) check it on every use: equal bytes mean
-//! no connection of any process has committed since the cached value was read, so the
-//! cached value is still what the database says. Any difference, a missing file or an
-//! error means "perhaps": the caller reads the database again. A commit by anyone (the CLI,
-//! another server, this process's own unrelated writes) only costs one such re-read.
+//! This module first answered it by reading the header of SQLite's shared wal-index (the
+//! `-shm` file), which every commit rewrites. That is unsafe, and is switched off: reading
+//! the file means opening and closing it, and on POSIX closing *any* descriptor of a file
+//! drops *every* fcntl lock the process holds on that file — including the shared lock by
+//! which SQLite's own connections in this process say "the wal-index is in use". The next
+//! process to open the database (any CLI command) then found no such lock, truncated the
+//! `-shm` file while `serve` had it mapped, and `serve` died of SIGBUS in the middle of a
+//! commit (seen as a webhook attempt never recorded; `sqlite.org/howtocorrupt.html` §2.2
+//! describes the hazard). Regression test: `token_cache::serve_survives_cli_commands_while_it_answers_tokens`.
 //!
-//! The path is opened anew each time: SQLite deletes the `-shm` file when the last
-//! connection closes, and a descriptor kept open would go on reading the deleted copy.
+//! Until a safe signal is in place (e.g. `PRAGMA data_version` on a connection kept for it),
+//! [`read_marker`] reports nothing, so every cache treats its value as possibly stale and
+//! reads the database again: correct, without the speed-up.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Bytes 0..48 of the wal-index: its first header copy.
-const HEADER_LEN: usize = 48;
-
-/// The state of the database's newest commit, compared for equality only.
+/// The state of the database's newest commit, compared for equality only. Never produced
+/// while the marker is switched off (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitMarker([u8; HEADER_LEN]);
+pub struct CommitMarker(());
 
 /// Where the wal-index of the database at `db_path` lives.
 pub(crate) fn shm_path(db_path: &Path) -> PathBuf {
@@ -32,17 +28,10 @@ pub(crate) fn shm_path(db_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The marker now; `None` when it cannot be read (no WAL, no file yet), which a cache
-/// treats as "changed".
-pub(crate) fn read_marker(shm: &Path) -> Option<CommitMarker> {
-    let mut header = [0u8; HEADER_LEN];
-    let mut file = std::fs::File::open(shm).ok()?;
-    file.read_exact(&mut header).ok()?;
-    // An all-zero header is a wal-index nobody has initialised yet: it says nothing.
-    if header.iter().all(|b| *b == 0) {
-        return None;
-    }
-    Some(CommitMarker(header))
+/// The marker now: always `None` ("unknown"), which a cache treats as "changed". The file is
+/// deliberately not opened (see the module comment).
+pub(crate) fn read_marker(_shm: &Path) -> Option<CommitMarker> {
+    None
 }
 
 /// The value is still current if the database has not changed since `seen` was read.
