@@ -110,6 +110,8 @@ remediations! {
         "The app's configuration is incomplete for this flow. Check its endpoints, flow and credentials.";
     ProviderError = "provider_error", Permanent,
         "The provider refused the request. Its own words are below.";
+    SharedMailboxSignInBlocked = "shared_mailbox_sign_in_blocked", Permanent,
+        "The account that signed in is disabled for sign-in, as every shared mailbox is: a shared mailbox has no sign-in of its own. Grant a user FullAccess (and SendAs) on it, set that user as the account's delegate, and authorize as the delegate.";
 }
 
 impl fmt::Display for Remediation {
@@ -214,6 +216,9 @@ fn aadsts(code: u64) -> Option<Remediation> {
         70000 | 9002313 => R::InvalidGrant,
         54005 => R::CodeAlreadyRedeemed,
         53003 => R::ConditionalAccess,
+        // "The user account is disabled": what a shared (unlicensed) mailbox gets when someone
+        // signs in as the mailbox itself.
+        50057 => R::SharedMailboxSignInBlocked,
         _ => return None,
     })
 }
@@ -372,6 +377,7 @@ mod tests {
             (9002313, "invalid_request", R::InvalidGrant),
             (54005, "invalid_grant", R::CodeAlreadyRedeemed),
             (53003, "access_denied", R::ConditionalAccess),
+            (50057, "invalid_grant", R::SharedMailboxSignInBlocked),
         ] {
             let f = classify("refresh", 400, &ms(code, error));
             assert_eq!(f.remediation, want, "AADSTS{code}");

@@ -24,6 +24,7 @@ mod refresh_outage;
 mod refused_token;
 mod secret_destinations;
 mod serve;
+mod shared_mailbox_sign_in;
 mod shared_mailboxes;
 mod support;
 mod token_cache;

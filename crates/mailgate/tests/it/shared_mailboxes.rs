@@ -71,11 +71,16 @@ fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 /// Queues a message to the shared mailbox itself through the API; its outbox id.
 async fn queue_message(f: &Fixture, subject: &str) -> i64 {
+    queue_message_to(f, &f.mailbox, subject).await
+}
+
+/// Queues a message from the shared mailbox (account 1) to `to` through the API; its id.
+async fn queue_message_to(f: &Fixture, to: &str, subject: &str) -> i64 {
     let token = api_send_token(f);
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/accounts/1/messages", f.server.base))
         .bearer_auth(&token)
-        .json(&serde_json::json!({"to": [f.mailbox], "subject": subject, "text": "x"}))
+        .json(&serde_json::json!({"to": [to], "subject": subject, "text": "x"}))
         .send()
         .await
         .unwrap();
@@ -127,9 +132,56 @@ async fn wait_for_message(f: &Fixture, id: i64, wanted: &str) -> Value {
 /// From and Sender of the message with `subject` in the shared mailbox's INBOX, once it
 /// has been delivered (raw IMAP, polled for at most 20 s).
 async fn headers_of(f: &Fixture, rig: &MailRig, subject: &str) -> String {
+    headers_in(f, rig, "support", &f.mailbox, subject).await
+}
+
+/// A second rig mailbox, `carol-…@example.test`, with its own account `recipient` authorized
+/// as itself (read-only): the recipient of outbox messages from the shared mailbox, so that
+/// its headers are what another person receives. Returns its address.
+async fn recipient_mailbox(f: &Fixture, rig: &MailRig) -> String {
+    let carol = format!("carol-{}@example.test", &f.client_id[..8]);
+    f.idp
+        .add_user(UserSpec::new(&carol, PASSWORD))
+        .await
+        .unwrap();
+    let imaps = rig.imaps_port().to_string();
+    f.env.ok(
+        &[
+            "account",
+            "add",
+            "--name",
+            "recipient",
+            "--app",
+            "Contoso",
+            "--email",
+            &carol,
+            "--inbound-host",
+            "localhost",
+            "--inbound-port",
+            &imaps,
+            "--inbound-tls",
+            "implicit",
+            "--outbound",
+            "none",
+        ],
+        None,
+    );
+    f.authorize_as("recipient", &carol).await;
+    carol
+}
+
+/// From and Sender of the message with `subject` in `user`'s INBOX, logged in over raw IMAP
+/// with the token of mailgate's `account`, once it has arrived (polled for at most 20 s).
+async fn headers_in(
+    f: &Fixture,
+    rig: &MailRig,
+    account: &str,
+    user: &str,
+    subject: &str,
+) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let mut imap = crate::support::raw_imap(f, rig, "INBOX").await;
+        let mut imap = raw_inbox(f, rig, account, user).await;
         let found = imap
             .imap_command("s1", &format!("SEARCH SUBJECT \"{subject}\""))
             .await
@@ -154,6 +206,34 @@ async fn headers_of(f: &Fixture, rig: &MailRig, subject: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `user`'s INBOX over raw IMAP (not mailgate's client), with the token `mailgate token
+/// ACCOUNT` prints.
+async fn raw_inbox(
+    f: &Fixture,
+    rig: &MailRig,
+    account: &str,
+    user: &str,
+) -> mailgate_testkit::raw::RawClient {
+    use mailgate_testkit::raw::{RawClient, imap_status_is};
+    let token = f.env.ok(&["token", account], None).trim().to_owned();
+    let mut imap = RawClient::connect_tls(rig.host(), rig.imaps_port(), rig.tls_config().unwrap())
+        .await
+        .unwrap();
+    imap.read_line().await.unwrap();
+    let ir = mailgate_proto::sasl::xoauth2_initial_response(user, &token);
+    let auth = imap
+        .imap_command("r1", &format!("AUTHENTICATE XOAUTH2 {ir}"))
+        .await
+        .unwrap();
+    assert!(imap_status_is(auth.last().unwrap(), "r1", "OK"), "{auth:?}");
+    let selected = imap.imap_command("r2", "SELECT \"INBOX\"").await.unwrap();
+    assert!(
+        imap_status_is(selected.last().unwrap(), "r2", "OK"),
+        "{selected:?}"
+    );
+    imap
 }
 
 /// The headers of the newest message in the shared mailbox's INBOX, over raw IMAP with the
@@ -223,6 +303,18 @@ async fn a_delegate_with_full_access_and_send_as_reads_and_sends_as_the_shared_m
         "{headers}"
     );
 
+    // What another person receives from the outbox: From the shared mailbox, no Sender.
+    let carol = recipient_mailbox(&f, &rig).await;
+    let id = queue_message_to(&f, &carol, "to carol as support").await;
+    wait_for_message(&f, id, "sent").await;
+    let headers = headers_in(&f, &rig, "recipient", &carol, "to carol as support").await;
+    assert!(
+        headers.contains(&format!("From: \"Support Desk\" <{}>", f.mailbox))
+            && !headers.contains("Sender:")
+            && !headers.contains(&delegate),
+        "the recipient sees only the shared mailbox (SendAs): {headers}"
+    );
+
     // POP3 on the same grant.
     let pop3s = rig.pop3s_port().to_string();
     f.env.ok(
@@ -265,6 +357,17 @@ async fn send_on_behalf_puts_the_delegate_in_sender_and_the_mailbox_in_from() {
     assert!(
         headers.contains(&format!("Sender: <{delegate}>")),
         "{headers}"
+    );
+
+    // An outbox message to another mailbox: the recipient's copy names both.
+    let carol = recipient_mailbox(&f, &rig).await;
+    let id = queue_message_to(&f, &carol, "on behalf of support").await;
+    wait_for_message(&f, id, "sent").await;
+    let headers = headers_in(&f, &rig, "recipient", &carol, "on behalf of support").await;
+    assert!(
+        headers.contains(&format!("From: \"Support Desk\" <{}>", f.mailbox))
+            && headers.contains(&format!("Sender: <{delegate}>")),
+        "the recipient sees the shared mailbox in From and the delegate in Sender: {headers}"
     );
 }
 

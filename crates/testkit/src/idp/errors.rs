@@ -372,6 +372,8 @@ pub(crate) fn aadsts_text(code: u32, app: &str) -> String {
         70016 => "OAuth 2.0 device flow error. Authorization is pending. Continue polling.".into(),
         70019 => "Verification code expired.".into(),
         50058 => "A silent sign-in request was sent but no user is signed in.".into(),
+        // A shared mailbox's account is disabled for sign-in (Exchange creates it so).
+        50057 => "The user account is disabled.".into(),
         50196 => "The server terminated an operation because it encountered a client request loop. Please contact your app vendor.".into(),
         _ => format!("Error {code} injected by the identity-provider emulator."),
     }
