@@ -464,6 +464,9 @@ pub struct ProxyListener {
     pub protocol: Protocol,
     pub listener: TcpListener,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// With `tls`: the client starts in plain text and upgrades with STARTTLS (IMAP only,
+    /// `proxy_imap_starttls`); without, the handshake comes first (implicit TLS).
+    pub starttls: bool,
 }
 
 impl ProxyListener {
@@ -474,7 +477,11 @@ impl ProxyListener {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
-        let security = if self.tls.is_some() { "TLS" } else { "plain" };
+        let security = match (&self.tls, self.starttls) {
+            (Some(_), true) => "STARTTLS",
+            (Some(_), false) => "TLS",
+            (None, _) => "plain",
+        };
         format!("{} on {addr} ({security})", self.protocol.name())
     }
 }
@@ -504,6 +511,7 @@ pub async fn bind(config: &Config) -> Result<Vec<ProxyListener>, Failure> {
             protocol,
             listener,
             tls: tls.clone(),
+            starttls: protocol == Protocol::Imap && config.proxy_imap_starttls,
         });
     }
     Ok(bound)
@@ -519,6 +527,7 @@ pub async fn run(
         protocol,
         listener,
         tls,
+        starttls,
     } = bound;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut sessions = tokio::task::JoinSet::new();
@@ -543,7 +552,7 @@ pub async fn run(
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Full: say so and close, rather than keep the client waiting unanswered.
-            if tls.is_none() {
+            if tls.is_none() || starttls {
                 tokio::spawn(async move {
                     let _ = stream.write_all(protocol.busy_line()).await;
                 });
@@ -556,6 +565,7 @@ pub async fn run(
             let _slot = slot;
             let ended = match tls {
                 None => session(protocol, &ctx, stream, peer).await,
+                Some(tls) if starttls => imap_with_starttls(&ctx, &tls, stream, peer).await,
                 // The handshake counts against the login timeout.
                 Some(tls) => match tokio::time::timeout(ctx.login_timeout, tls.accept(stream)).await {
                     Ok(Ok(stream)) => session(protocol, &ctx, stream, peer).await,
@@ -573,6 +583,29 @@ pub async fn run(
     sessions.shutdown().await;
 }
 
+/// An IMAP session that starts in plain text, offers STARTTLS and takes logins only after
+/// it; the upgraded session continues without a new greeting (RFC 3501 §6.2.1).
+async fn imap_with_starttls(
+    ctx: &ProxyContext,
+    tls: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Result<(), String> {
+    let deadline = Instant::now() + ctx.login_timeout;
+    let Some(stream) = imap::session(ctx, stream, peer, imap::Phase::BeforeStartTls).await? else {
+        return Ok(());
+    };
+    // The handshake counts against the login timeout.
+    let stream = match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(format!("TLS handshake after STARTTLS failed: {e}")),
+        Err(_) => return Err("no TLS handshake after STARTTLS within the login timeout".into()),
+    };
+    imap::session(ctx, stream, peer, imap::Phase::AfterStartTls)
+        .await
+        .map(|_| ())
+}
+
 async fn session<S>(
     protocol: Protocol,
     ctx: &ProxyContext,
@@ -583,7 +616,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     match protocol {
-        Protocol::Imap => imap::session(ctx, stream, peer).await,
+        Protocol::Imap => imap::session(ctx, stream, peer, imap::Phase::Plain)
+            .await
+            .map(|_| ()),
         Protocol::Pop3 => pop3::session(ctx, stream, peer).await,
         Protocol::Smtp => smtp::session(ctx, stream, peer).await,
     }

@@ -1,5 +1,6 @@
-//! The legacy proxy's transport edges: an upstream that drops in the middle of a large
-//! FETCH must close the client cleanly (no hang, bounded).
+//! The legacy proxy's transport edges: STARTTLS offered to IMAP clients (logins only after
+//! it, nothing pipelined across it), and an upstream that drops in the middle of a large
+//! FETCH closing the client cleanly (no hang, bounded).
 
 use crate::mailtest::point_at_rig;
 use crate::proxy::{deliver, proxied};
@@ -140,5 +141,186 @@ async fn an_upstream_cut_in_the_middle_of_a_large_fetch_closes_the_client() {
     assert!(
         imap_status_is(login.last().unwrap(), "b1", "OK"),
         "{login:?}"
+    );
+}
+
+/// The fixture's account on the rig with the IMAP proxy on a loopback port offering
+/// STARTTLS with the rig's certificate; returns the proxy's address and the password.
+async fn starttls_proxied() -> (
+    crate::oauth::Fixture,
+    mailgate_testkit::rig::MailRig,
+    String,
+    String,
+) {
+    let shared = mailgate_testkit::rig::MailRig::from_env()
+        .unwrap()
+        .expect("the tests run with a shared rig");
+    let chain = shared.dir().join("tls/server-chain.pem");
+    let key = shared.dir().join("tls/server.key");
+    let (f, rig) = crate::oauth::Fixture::start_on_rig_with(&[
+        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+        ("MAILGATE_PROXY_TLS_CERT_FILE", chain.to_str().unwrap()),
+        ("MAILGATE_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
+        ("MAILGATE_PROXY_IMAP_STARTTLS", "true"),
+    ])
+    .await;
+    point_at_rig(&f, &rig);
+    f.authorize().await;
+    let addr = crate::proxy::proxy_addr(&f, "IMAP");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    (f, rig, addr, password)
+}
+
+/// Python's imaplib, unmodified: `starttls()` with the rig's CA, LOGIN, SELECT, FETCH.
+const IMAPLIB_STARTTLS: &str = r#"
+import imaplib, os, ssl
+host, port = os.environ["PROXY"].rsplit(":", 1)
+m = imaplib.IMAP4(host, int(port))
+print("CAPS", " ".join(m.capabilities))
+print("STARTTLS", m.starttls(ssl_context=ssl.create_default_context(cafile=os.environ["TLS_CA"]))[0])
+print("CAPS-TLS", " ".join(m.capabilities))
+typ, data = m.login(os.environ["LOGIN"], os.environ["PW"])
+print("LOGIN", typ)
+m.select("INBOX")
+typ, data = m.search(None, "SUBJECT", '"%s"' % os.environ["SUBJECT"])
+typ, data = m.fetch(data[0].split()[-1], "(RFC822)")
+print(data[0][1].decode())
+m.logout()
+print("LOGOUT")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_starttls_is_offered_and_logins_wait_for_the_upgrade() {
+    let (f, rig, addr, password) = starttls_proxied().await;
+    deliver(&f, &rig, "proxy-starttls-1", "Hello after STARTTLS.").await;
+    let tls = rig.tls_config().unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+
+    // Before the upgrade: STARTTLS and LOGINDISABLED, no mechanism, and LOGIN refused.
+    let mut imap = RawClient::connect(host, port.parse().unwrap())
+        .await
+        .unwrap();
+    let greeting = imap.read_line().await.unwrap();
+    assert!(
+        greeting.contains("STARTTLS") && greeting.contains("LOGINDISABLED"),
+        "{greeting}"
+    );
+    assert!(!greeting.contains("AUTH="), "{greeting}");
+    let refused = imap
+        .imap_command("a1", &format!("LOGIN {} \"{password}\"", f.mailbox))
+        .await
+        .unwrap();
+    assert!(
+        imap_status_is(refused.last().unwrap(), "a1", "NO")
+            && refused.last().unwrap().contains("PRIVACYREQUIRED"),
+        "{refused:?}"
+    );
+    let refused = imap
+        .imap_command("a1b", "AUTHENTICATE PLAIN AGZvbwBiYXI=")
+        .await
+        .unwrap();
+    assert!(
+        imap_status_is(refused.last().unwrap(), "a1b", "NO"),
+        "{refused:?}"
+    );
+
+    // A LOGIN pipelined after STARTTLS in the same packet is discarded, not run over TLS.
+    imap.send_raw(format!("a2 STARTTLS\r\na3 LOGIN {} \"{password}\"\r\n", f.mailbox).as_bytes())
+        .await
+        .unwrap();
+    let ok = imap.read_line().await.unwrap();
+    assert!(imap_status_is(&ok, "a2", "OK"), "{ok}");
+    imap.upgrade_tls(tls.clone()).await.unwrap();
+    let caps = imap.imap_command("a4", "CAPABILITY").await.unwrap();
+    assert!(
+        caps.iter().all(|l| !l.starts_with("a3 ")),
+        "the pipelined LOGIN was run: {caps:?}"
+    );
+    assert!(
+        caps[0].contains("AUTH=PLAIN") && !caps[0].contains("LOGINDISABLED"),
+        "{caps:?}"
+    );
+    let again = imap.imap_command("a5", "STARTTLS").await.unwrap();
+    assert!(
+        imap_status_is(again.last().unwrap(), "a5", "BAD"),
+        "{again:?}"
+    );
+    let login = imap
+        .imap_command("a6", &format!("LOGIN {} \"{password}\"", f.mailbox))
+        .await
+        .unwrap();
+    assert!(
+        imap_status_is(login.last().unwrap(), "a6", "OK"),
+        "{login:?}"
+    );
+
+    // Python's imaplib with starttls().
+    let ca = rig.ca_cert().to_str().unwrap().to_owned();
+    let out = std::process::Command::new("python3")
+        .args(["-c", IMAPLIB_STARTTLS])
+        .env("TLS_CA", &ca)
+        .env("PROXY", &addr)
+        .env("LOGIN", &f.mailbox)
+        .env("PW", &password)
+        .env("SUBJECT", "proxy-starttls-1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("LOGINDISABLED") && text.contains("STARTTLS OK"),
+        "{text}"
+    );
+    assert!(
+        text.contains("LOGIN OK") && text.contains("Hello after STARTTLS."),
+        "{text}"
+    );
+
+    // curl, which must not fall back to plain text.
+    let out = std::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "20",
+            "--ssl-reqd",
+            "--cacert",
+            &ca,
+            "--user",
+            &format!("{}:{password}", f.mailbox),
+            &format!("imap://localhost:{port}/INBOX;UID=1"),
+        ])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(body.contains("Hello after STARTTLS."), "{body}");
+
+    // The administrators' dashboard says how the listener speaks.
+    f.env.ok(
+        &["user", "add", "ada", "--role", "admin", "--password-stdin"],
+        Some("a long admin passphrase\n"),
+    );
+    let browser = crate::support::Browser {
+        http: &f.http,
+        base: &f.server.base,
+    };
+    let cookie = browser.sign_in("ada", "a long admin passphrase").await;
+    let (_, dashboard) = browser.get("/admin", &cookie).await;
+    assert!(
+        dashboard.contains(&format!("IMAP on {addr} (STARTTLS)")),
+        "{dashboard}"
     );
 }
