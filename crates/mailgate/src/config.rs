@@ -91,6 +91,10 @@ pub struct Config {
     /// The IMAP proxy listener starts in plain text and offers STARTTLS (logins only after
     /// it) instead of implicit TLS; needs the proxy certificate.
     pub proxy_imap_starttls: bool,
+    /// The same for the POP3 proxy listener (STLS).
+    pub proxy_pop3_starttls: bool,
+    /// The same for the SMTP proxy listener (as on port 587).
+    pub proxy_smtp_starttls: bool,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -149,6 +153,8 @@ struct FileConfig {
     proxy_idle_timeout_secs: Option<u64>,
     proxy_max_sessions_per_account: Option<u64>,
     proxy_imap_starttls: Option<bool>,
+    proxy_pop3_starttls: Option<bool>,
+    proxy_smtp_starttls: Option<bool>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -552,10 +558,10 @@ pub fn load(
             "is missing; the proxy's TLS needs both a certificate file and a key file",
         ));
     }
-    let proxy_imap_starttls = match pick(
-        "MAILGATE_PROXY_IMAP_STARTTLS",
-        file.proxy_imap_starttls.map(|b| b.to_string()),
-        "proxy_imap_starttls",
+    let starttls = |env_key: &str, file_val: Option<bool>, file_key: &str| match pick(
+        env_key,
+        file_val.map(|b| b.to_string()),
+        file_key,
     ) {
         Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => {
@@ -565,13 +571,28 @@ pub fn load(
                         "needs proxy_tls_cert_file and proxy_tls_key_file: STARTTLS upgrades to the proxy's certificate",
                     ));
                 }
-                true
+                Ok(true)
             }
-            "false" | "0" | "no" => false,
-            _ => return Err(err(key, format!("{v:?} is not true or false"))),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(err(key, format!("{v:?} is not true or false"))),
         },
-        None => false,
+        None => Ok(false),
     };
+    let proxy_imap_starttls = starttls(
+        "MAILGATE_PROXY_IMAP_STARTTLS",
+        file.proxy_imap_starttls,
+        "proxy_imap_starttls",
+    )?;
+    let proxy_pop3_starttls = starttls(
+        "MAILGATE_PROXY_POP3_STARTTLS",
+        file.proxy_pop3_starttls,
+        "proxy_pop3_starttls",
+    )?;
+    let proxy_smtp_starttls = starttls(
+        "MAILGATE_PROXY_SMTP_STARTTLS",
+        file.proxy_smtp_starttls,
+        "proxy_smtp_starttls",
+    )?;
     let proxy_login_timeout_secs = seconds(
         "MAILGATE_PROXY_LOGIN_TIMEOUT_SECS",
         file.proxy_login_timeout_secs,
@@ -635,6 +656,8 @@ pub fn load(
         proxy_idle_timeout_secs,
         proxy_max_sessions_per_account,
         proxy_imap_starttls,
+        proxy_pop3_starttls,
+        proxy_smtp_starttls,
     })
 }
 
@@ -887,6 +910,16 @@ pub const SETTINGS: &[Setting] = &[
         "proxy_imap_starttls",
         "false",
         "The IMAP proxy starts in plain text and offers STARTTLS instead of implicit TLS;\nlogins only after it. Needs proxy_tls_cert_file and proxy_tls_key_file.",
+    ),
+    setting(
+        "proxy_pop3_starttls",
+        "false",
+        "The POP3 proxy starts in plain text and offers STLS instead of implicit TLS.",
+    ),
+    setting(
+        "proxy_smtp_starttls",
+        "false",
+        "The SMTP proxy starts in plain text and offers STARTTLS (as on port 587)\ninstead of implicit TLS.",
     ),
 ];
 
@@ -1403,6 +1436,20 @@ mod tests {
         .unwrap();
         let c = load(Some(&path), &env_of(&[])).unwrap();
         assert!(c.proxy_imap_starttls);
+        assert!(!c.proxy_pop3_starttls && !c.proxy_smtp_starttls);
+        let c = load(
+            Some(&path),
+            &env_of(&[
+                ("MAILGATE_PROXY_POP3_STARTTLS", "yes"),
+                ("MAILGATE_PROXY_SMTP_STARTTLS", "1"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.proxy_pop3_starttls && c.proxy_smtp_starttls);
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_SMTP_STARTTLS", "true")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MAILGATE_PROXY_SMTP_STARTTLS"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One IMAP proxy session: the pre-login dialogue mailgate answers itself, then the relay.
 
 use super::{
-    LiveGuard, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send,
+    LiveGuard, MAX_FAILED_LOGINS, Phase, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
+    send,
 };
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
@@ -17,17 +18,6 @@ const PRE_LOGIN_CAPABILITIES: &str = "IMAP4rev1 SASL-IR AUTH=PLAIN";
 /// Before STARTTLS on a listener that requires it: no mechanism, logins disabled
 /// (RFC 3501 §6.2.1, RFC 2595), as a real server does.
 const BEFORE_STARTTLS_CAPABILITIES: &str = "IMAP4rev1 SASL-IR STARTTLS LOGINDISABLED";
-
-/// Where in the connection's life a session starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    /// Implicit TLS, or plain text where that is allowed: logins at once.
-    Plain,
-    /// Plain text on a STARTTLS listener: logins refused until the upgrade.
-    BeforeStartTls,
-    /// Just upgraded: no second greeting; logins allowed.
-    AfterStartTls,
-}
 
 /// Runs a session to its end; `Ok(Some(client))` when the client asked for STARTTLS and
 /// was told to begin the handshake (only in [`Phase::BeforeStartTls`]).

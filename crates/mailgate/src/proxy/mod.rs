@@ -464,8 +464,8 @@ pub struct ProxyListener {
     pub protocol: Protocol,
     pub listener: TcpListener,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// With `tls`: the client starts in plain text and upgrades with STARTTLS (IMAP only,
-    /// `proxy_imap_starttls`); without, the handshake comes first (implicit TLS).
+    /// With `tls`: the client starts in plain text and upgrades with STARTTLS
+    /// (`proxy_*_starttls`); without, the handshake comes first (implicit TLS).
     pub starttls: bool,
 }
 
@@ -511,7 +511,11 @@ pub async fn bind(config: &Config) -> Result<Vec<ProxyListener>, Failure> {
             protocol,
             listener,
             tls: tls.clone(),
-            starttls: protocol == Protocol::Imap && config.proxy_imap_starttls,
+            starttls: match protocol {
+                Protocol::Imap => config.proxy_imap_starttls,
+                Protocol::Pop3 => config.proxy_pop3_starttls,
+                Protocol::Smtp => config.proxy_smtp_starttls,
+            },
         });
     }
     Ok(bound)
@@ -564,11 +568,11 @@ pub async fn run(
         sessions.spawn(async move {
             let _slot = slot;
             let ended = match tls {
-                None => session(protocol, &ctx, stream, peer).await,
-                Some(tls) if starttls => imap_with_starttls(&ctx, &tls, stream, peer).await,
+                None => session(protocol, &ctx, stream, peer, Phase::Plain).await.map(|_| ()),
+                Some(tls) if starttls => with_starttls(protocol, &ctx, &tls, stream, peer).await,
                 // The handshake counts against the login timeout.
                 Some(tls) => match tokio::time::timeout(ctx.login_timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => session(protocol, &ctx, stream, peer).await,
+                    Ok(Ok(stream)) => session(protocol, &ctx, stream, peer, Phase::Plain).await.map(|_| ()),
                     Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                     Err(_) => Err("no TLS handshake within the login timeout".into()),
                 },
@@ -583,16 +587,29 @@ pub async fn run(
     sessions.shutdown().await;
 }
 
-/// An IMAP session that starts in plain text, offers STARTTLS and takes logins only after
-/// it; the upgraded session continues without a new greeting (RFC 3501 §6.2.1).
-async fn imap_with_starttls(
+/// Where in the connection's life a session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Implicit TLS, or plain text where that is allowed: logins at once.
+    Plain,
+    /// Plain text on a STARTTLS listener: logins refused until the upgrade.
+    BeforeStartTls,
+    /// Just upgraded: no second greeting; logins allowed.
+    AfterStartTls,
+}
+
+/// A session that starts in plain text, offers STARTTLS (POP3: STLS) and takes logins only
+/// after it; the upgraded session continues without a new greeting (RFC 3501 §6.2.1,
+/// RFC 2595 §4, RFC 3207 §4.2: the SMTP client says EHLO again).
+async fn with_starttls(
+    protocol: Protocol,
     ctx: &ProxyContext,
     tls: &tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) -> Result<(), String> {
     let deadline = Instant::now() + ctx.login_timeout;
-    let Some(stream) = imap::session(ctx, stream, peer, imap::Phase::BeforeStartTls).await? else {
+    let Some(stream) = session(protocol, ctx, stream, peer, Phase::BeforeStartTls).await? else {
         return Ok(());
     };
     // The handshake counts against the login timeout.
@@ -601,26 +618,27 @@ async fn imap_with_starttls(
         Ok(Err(e)) => return Err(format!("TLS handshake after STARTTLS failed: {e}")),
         Err(_) => return Err("no TLS handshake after STARTTLS within the login timeout".into()),
     };
-    imap::session(ctx, stream, peer, imap::Phase::AfterStartTls)
+    session(protocol, ctx, stream, peer, Phase::AfterStartTls)
         .await
         .map(|_| ())
 }
 
+/// Runs one protocol's session; `Ok(Some(stream))` when the client asked for STARTTLS and
+/// was told to begin the handshake.
 async fn session<S>(
     protocol: Protocol,
     ctx: &ProxyContext,
     stream: S,
     peer: SocketAddr,
-) -> Result<(), String>
+    phase: Phase,
+) -> Result<Option<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     match protocol {
-        Protocol::Imap => imap::session(ctx, stream, peer, imap::Phase::Plain)
-            .await
-            .map(|_| ()),
-        Protocol::Pop3 => pop3::session(ctx, stream, peer).await,
-        Protocol::Smtp => smtp::session(ctx, stream, peer).await,
+        Protocol::Imap => imap::session(ctx, stream, peer, phase).await,
+        Protocol::Pop3 => pop3::session(ctx, stream, peer, phase).await,
+        Protocol::Smtp => smtp::session(ctx, stream, peer, phase).await,
     }
 }
 

@@ -324,3 +324,185 @@ async fn imap_starttls_is_offered_and_logins_wait_for_the_upgrade() {
         "{dashboard}"
     );
 }
+
+/// Python's smtplib and poplib, unmodified: `starttls()` / `stls()` with the rig's CA, then
+/// a login with the proxy password; sends one message, then lists the mailbox over POP3.
+const PY_STARTTLS: &str = r#"
+import os, poplib, smtplib, ssl
+from email.message import EmailMessage
+ctx = ssl.create_default_context(cafile=os.environ["TLS_CA"])
+host, port = os.environ["SMTP"].rsplit(":", 1)
+s = smtplib.SMTP(host, int(port), timeout=30)
+s.ehlo("client.test")
+print("EHLO-PLAIN", s.esmtp_features)
+print("STARTTLS", s.starttls(context=ctx)[0])
+s.ehlo("client.test")
+print("EHLO-TLS", s.esmtp_features)
+print("AUTH", s.login(os.environ["LOGIN"], os.environ["PW"])[0])
+m = EmailMessage()
+m["From"] = os.environ["LOGIN"]
+m["To"] = os.environ["LOGIN"]
+m["Subject"] = os.environ["SUBJECT"]
+m.set_content("Sent after STARTTLS.")
+s.send_message(m)
+s.quit()
+print("SENT")
+host, port = os.environ["POP3"].rsplit(":", 1)
+p = poplib.POP3(host, int(port), timeout=30)
+print("CAPA-PLAIN", sorted(p.capa()))
+print("STLS", p.stls(context=ctx).decode())
+print("CAPA-TLS", sorted(p.capa()))
+p.user(os.environ["LOGIN"])
+print("PASS", p.pass_(os.environ["PW"]).decode())
+print("STAT", p.stat())
+p.quit()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
+    let shared = mailgate_testkit::rig::MailRig::from_env()
+        .unwrap()
+        .expect("the tests run with a shared rig");
+    let chain = shared.dir().join("tls/server-chain.pem");
+    let key = shared.dir().join("tls/server.key");
+    let (f, rig) = crate::oauth::Fixture::start_on_rig_with(&[
+        ("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:0"),
+        ("MAILGATE_PROXY_POP3_LISTEN", "127.0.0.1:0"),
+        ("MAILGATE_PROXY_TLS_CERT_FILE", chain.to_str().unwrap()),
+        ("MAILGATE_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
+        ("MAILGATE_PROXY_SMTP_STARTTLS", "true"),
+        ("MAILGATE_PROXY_POP3_STARTTLS", "true"),
+    ])
+    .await;
+    point_at_rig(&f, &rig);
+    let pop3s = rig.pop3s_port().to_string();
+    f.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--inbound",
+            "pop3",
+            "--inbound-host",
+            "localhost",
+            "--inbound-port",
+            &pop3s,
+            "--inbound-tls",
+            "implicit",
+        ],
+        None,
+    );
+    f.authorize().await;
+    // serve prints the SMTP listener before the POP3 one.
+    let smtp_addr = crate::proxy::proxy_addr(&f, "SMTP");
+    let pop3_addr = crate::proxy::proxy_addr(&f, "POP3");
+    let password = f
+        .env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    let tls = rig.tls_config().unwrap();
+
+    // SMTP before the upgrade: STARTTLS offered, no AUTH, AUTH refused; an AUTH pipelined
+    // after STARTTLS in the same packet is dropped.
+    let (host, port) = smtp_addr.rsplit_once(':').unwrap();
+    let mut smtp = RawClient::connect(host, port.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(smtp.read_smtp_reply().await.unwrap().code, 220);
+    let ehlo = smtp.smtp_command("EHLO client.test").await.unwrap();
+    assert!(
+        ehlo.text().contains("STARTTLS") && !ehlo.text().contains("AUTH"),
+        "{ehlo:?}"
+    );
+    let plain = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{}\0{password}", f.mailbox))
+    };
+    let refused = smtp
+        .smtp_command(&format!("AUTH PLAIN {plain}"))
+        .await
+        .unwrap();
+    assert_eq!(refused.code, 530, "{refused:?}");
+    smtp.send_raw(format!("STARTTLS\r\nAUTH PLAIN {plain}\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(smtp.read_smtp_reply().await.unwrap().code, 220);
+    smtp.upgrade_tls(tls.clone()).await.unwrap();
+    // The first reply over TLS answers this EHLO, not the pipelined AUTH (no 235).
+    let ehlo = smtp.smtp_command("EHLO client.test").await.unwrap();
+    assert_eq!(ehlo.code, 250, "the pipelined AUTH was run: {ehlo:?}");
+    assert!(
+        ehlo.text().contains("AUTH PLAIN LOGIN") && !ehlo.text().contains("STARTTLS"),
+        "{ehlo:?}"
+    );
+
+    // POP3 before STLS: no USER/SASL in CAPA, USER refused.
+    let (host, port) = pop3_addr.rsplit_once(':').unwrap();
+    let mut pop3 = RawClient::connect(host, port.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(pop3.read_line().await.unwrap().starts_with("+OK"));
+    pop3.send_line(&format!("USER {}", f.mailbox))
+        .await
+        .unwrap();
+    let refused = pop3.read_line().await.unwrap();
+    assert!(
+        refused.starts_with("-ERR") && refused.contains("STLS"),
+        "{refused}"
+    );
+    pop3.send_raw(format!("STLS\r\nUSER {}\r\nPASS {password}\r\n", f.mailbox).as_bytes())
+        .await
+        .unwrap();
+    assert!(pop3.read_line().await.unwrap().starts_with("+OK"));
+    pop3.upgrade_tls(tls).await.unwrap();
+    pop3.send_line("NOOP").await.unwrap();
+    let first = pop3.read_line().await.unwrap();
+    assert!(
+        first.starts_with("-ERR") && first.contains("NOOP"),
+        "the pipelined USER/PASS was run: {first}"
+    );
+
+    // Python's smtplib and poplib with starttls() / stls().
+    let out = std::process::Command::new("python3")
+        .args(["-c", PY_STARTTLS])
+        .env("TLS_CA", rig.ca_cert())
+        .env("SMTP", &smtp_addr)
+        .env("POP3", &pop3_addr)
+        .env("LOGIN", &f.mailbox)
+        .env("PW", &password)
+        .env("SUBJECT", "proxy-starttls-sent")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("EHLO-PLAIN ").contains("starttls") && !line("EHLO-PLAIN ").contains("auth"),
+        "{text}"
+    );
+    assert!(
+        line("EHLO-TLS ").contains("PLAIN LOGIN"),
+        "{text}"
+    );
+    assert!(
+        line("AUTH ").contains("235") && text.contains("SENT"),
+        "{text}"
+    );
+    assert!(
+        line("CAPA-PLAIN ").contains("STLS") && !line("CAPA-PLAIN ").contains("USER"),
+        "{text}"
+    );
+    assert!(line("CAPA-TLS ").contains("USER"), "{text}");
+    assert!(line("PASS ").starts_with("PASS +OK"), "{text}");
+    assert!(line("STAT ").starts_with("STAT ("), "{text}");
+}
