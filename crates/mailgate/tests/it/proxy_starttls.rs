@@ -490,10 +490,7 @@ async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
         line("EHLO-PLAIN ").contains("starttls") && !line("EHLO-PLAIN ").contains("auth"),
         "{text}"
     );
-    assert!(
-        line("EHLO-TLS ").contains("PLAIN LOGIN"),
-        "{text}"
-    );
+    assert!(line("EHLO-TLS ").contains("PLAIN LOGIN"), "{text}");
     assert!(
         line("AUTH ").contains("235") && text.contains("SENT"),
         "{text}"
