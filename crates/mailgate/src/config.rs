@@ -88,6 +88,13 @@ pub struct Config {
     pub proxy_idle_timeout_secs: u64,
     /// Proxy sessions one account may have open at once.
     pub proxy_max_sessions_per_account: usize,
+    /// The IMAP proxy listener starts in plain text and offers STARTTLS (logins only after
+    /// it) instead of implicit TLS; needs the proxy certificate.
+    pub proxy_imap_starttls: bool,
+    /// The same for the POP3 proxy listener (STLS).
+    pub proxy_pop3_starttls: bool,
+    /// The same for the SMTP proxy listener (as on port 587).
+    pub proxy_smtp_starttls: bool,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -145,6 +152,9 @@ struct FileConfig {
     proxy_login_timeout_secs: Option<u64>,
     proxy_idle_timeout_secs: Option<u64>,
     proxy_max_sessions_per_account: Option<u64>,
+    proxy_imap_starttls: Option<bool>,
+    proxy_pop3_starttls: Option<bool>,
+    proxy_smtp_starttls: Option<bool>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -548,6 +558,41 @@ pub fn load(
             "is missing; the proxy's TLS needs both a certificate file and a key file",
         ));
     }
+    let starttls = |env_key: &str, file_val: Option<bool>, file_key: &str| match pick(
+        env_key,
+        file_val.map(|b| b.to_string()),
+        file_key,
+    ) {
+        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => {
+                if proxy_tls_cert_file.is_none() {
+                    return Err(err(
+                        key,
+                        "needs proxy_tls_cert_file and proxy_tls_key_file: STARTTLS upgrades to the proxy's certificate",
+                    ));
+                }
+                Ok(true)
+            }
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(err(key, format!("{v:?} is not true or false"))),
+        },
+        None => Ok(false),
+    };
+    let proxy_imap_starttls = starttls(
+        "MAILGATE_PROXY_IMAP_STARTTLS",
+        file.proxy_imap_starttls,
+        "proxy_imap_starttls",
+    )?;
+    let proxy_pop3_starttls = starttls(
+        "MAILGATE_PROXY_POP3_STARTTLS",
+        file.proxy_pop3_starttls,
+        "proxy_pop3_starttls",
+    )?;
+    let proxy_smtp_starttls = starttls(
+        "MAILGATE_PROXY_SMTP_STARTTLS",
+        file.proxy_smtp_starttls,
+        "proxy_smtp_starttls",
+    )?;
     let proxy_login_timeout_secs = seconds(
         "MAILGATE_PROXY_LOGIN_TIMEOUT_SECS",
         file.proxy_login_timeout_secs,
@@ -610,6 +655,9 @@ pub fn load(
         proxy_login_timeout_secs,
         proxy_idle_timeout_secs,
         proxy_max_sessions_per_account,
+        proxy_imap_starttls,
+        proxy_pop3_starttls,
+        proxy_smtp_starttls,
     })
 }
 
@@ -857,6 +905,21 @@ pub const SETTINGS: &[Setting] = &[
         "proxy_max_sessions_per_account",
         "20",
         "Proxy sessions one account may have at once (Exchange allows 20 IMAP connections).",
+    ),
+    setting(
+        "proxy_imap_starttls",
+        "false",
+        "The IMAP proxy starts in plain text and offers STARTTLS instead of implicit TLS;\nlogins only after it. Needs proxy_tls_cert_file and proxy_tls_key_file.",
+    ),
+    setting(
+        "proxy_pop3_starttls",
+        "false",
+        "The POP3 proxy starts in plain text and offers STLS instead of implicit TLS.",
+    ),
+    setting(
+        "proxy_smtp_starttls",
+        "false",
+        "The SMTP proxy starts in plain text and offers STARTTLS (as on port 587)\ninstead of implicit TLS.",
     ),
 ];
 
@@ -1341,6 +1404,52 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn proxy_imap_starttls_needs_the_certificate() {
+        let c = load(None, &env_of(&[])).unwrap();
+        assert!(!c.proxy_imap_starttls);
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_IMAP_STARTTLS", "true")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("MAILGATE_PROXY_IMAP_STARTTLS") && e.contains("proxy_tls_cert_file"),
+            "{e}"
+        );
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_IMAP_STARTTLS", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MAILGATE_PROXY_IMAP_STARTTLS"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "proxy_tls_cert_file = {:?}\nproxy_tls_key_file = {:?}\nproxy_imap_starttls = true\n",
+                cert, key
+            ),
+        )
+        .unwrap();
+        let c = load(Some(&path), &env_of(&[])).unwrap();
+        assert!(c.proxy_imap_starttls);
+        assert!(!c.proxy_pop3_starttls && !c.proxy_smtp_starttls);
+        let c = load(
+            Some(&path),
+            &env_of(&[
+                ("MAILGATE_PROXY_POP3_STARTTLS", "yes"),
+                ("MAILGATE_PROXY_SMTP_STARTTLS", "1"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.proxy_pop3_starttls && c.proxy_smtp_starttls);
+        let e = load(None, &env_of(&[("MAILGATE_PROXY_SMTP_STARTTLS", "true")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MAILGATE_PROXY_SMTP_STARTTLS"), "{e}");
     }
 
     #[test]

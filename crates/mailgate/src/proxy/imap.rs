@@ -1,7 +1,8 @@
 //! One IMAP proxy session: the pre-login dialogue mailgate answers itself, then the relay.
 
 use super::{
-    LiveGuard, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send,
+    LiveGuard, MAX_FAILED_LOGINS, Phase, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
+    send,
 };
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
@@ -14,30 +15,42 @@ use tokio::time::Instant;
 
 /// What the proxy offers before login: its own mechanisms, never the upstream's XOAUTH2.
 const PRE_LOGIN_CAPABILITIES: &str = "IMAP4rev1 SASL-IR AUTH=PLAIN";
+/// Before STARTTLS on a listener that requires it: no mechanism, logins disabled
+/// (RFC 3501 §6.2.1, RFC 2595), as a real server does.
+const BEFORE_STARTTLS_CAPABILITIES: &str = "IMAP4rev1 SASL-IR STARTTLS LOGINDISABLED";
 
-/// Runs a session to its end.
+/// Runs a session to its end; `Ok(Some(client))` when the client asked for STARTTLS and
+/// was told to begin the handshake (only in [`Phase::BeforeStartTls`]).
 pub(super) async fn session<S>(
     ctx: &ProxyContext,
     mut client: S,
     peer: SocketAddr,
-) -> Result<(), String>
+    phase: Phase,
+) -> Result<Option<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let io = |e: std::io::Error| e.to_string();
-    send(
-        &mut client,
-        &format!("* OK [CAPABILITY {PRE_LOGIN_CAPABILITIES}] mailgate IMAP proxy ready"),
-    )
-    .await
-    .map_err(io)?;
+    let capabilities = if phase == Phase::BeforeStartTls {
+        BEFORE_STARTTLS_CAPABILITIES
+    } else {
+        PRE_LOGIN_CAPABILITIES
+    };
+    if phase != Phase::AfterStartTls {
+        send(
+            &mut client,
+            &format!("* OK [CAPABILITY {capabilities}] mailgate IMAP proxy ready"),
+        )
+        .await
+        .map_err(io)?;
+    }
     let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
     let deadline = Instant::now() + ctx.login_timeout;
     let mut failures = 0;
     loop {
         let line = match next_line(&mut client, &mut lines, deadline).await {
             Ok(Some(line)) => line,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(e) => {
                 let _ = send(&mut client, &format!("* BYE {e}")).await;
                 return Err(e);
@@ -55,12 +68,9 @@ where
         };
         let (login, password) = match command {
             ImapCommand::Capability => {
-                send(
-                    &mut client,
-                    &format!("* CAPABILITY {PRE_LOGIN_CAPABILITIES}"),
-                )
-                .await
-                .map_err(io)?;
+                send(&mut client, &format!("* CAPABILITY {capabilities}"))
+                    .await
+                    .map_err(io)?;
                 send(&mut client, &format!("{tag} OK CAPABILITY completed"))
                     .await
                     .map_err(io)?;
@@ -79,7 +89,28 @@ where
                 send(&mut client, &format!("{tag} OK LOGOUT completed"))
                     .await
                     .map_err(io)?;
-                return Ok(());
+                return Ok(None);
+            }
+            ImapCommand::StartTls if phase == Phase::BeforeStartTls => {
+                send(&mut client, &format!("{tag} OK begin TLS negotiation now"))
+                    .await
+                    .map_err(io)?;
+                // Whatever the client pipelined after STARTTLS arrived in plain text: it is
+                // dropped here, never read as if it had come over TLS (command injection
+                // across the upgrade, CVE-2011-0411).
+                drop(lines);
+                return Ok(Some(client));
+            }
+            ImapCommand::Login { .. } | ImapCommand::Authenticate { .. }
+                if phase == Phase::BeforeStartTls =>
+            {
+                send(
+                    &mut client,
+                    &format!("{tag} NO [PRIVACYREQUIRED] run STARTTLS first: logins need TLS on this listener"),
+                )
+                .await
+                .map_err(io)?;
+                continue;
             }
             ImapCommand::StartTls => {
                 send(
@@ -119,7 +150,7 @@ where
                         send(&mut client, "+ ").await.map_err(io)?;
                         match next_line(&mut client, &mut lines, deadline).await? {
                             Some(line) => String::from_utf8_lossy(&line).into_owned(),
-                            None => return Ok(()),
+                            None => return Ok(None),
                         }
                     }
                 };
@@ -151,7 +182,7 @@ where
                 )
                 .await
                 .map_err(io)?;
-                return relay(client, lines, upstream, live).await;
+                return relay(client, lines, upstream, live).await.map(|()| None);
             }
             Err(refusal) => refusal,
         };
@@ -174,7 +205,7 @@ where
             failures += 1;
             if failures >= MAX_FAILED_LOGINS {
                 let _ = send(&mut client, "* BYE too many failed logins").await;
-                return Ok(());
+                return Ok(None);
             }
         }
     }

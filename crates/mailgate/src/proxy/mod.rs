@@ -464,6 +464,9 @@ pub struct ProxyListener {
     pub protocol: Protocol,
     pub listener: TcpListener,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// With `tls`: the client starts in plain text and upgrades with STARTTLS
+    /// (`proxy_*_starttls`); without, the handshake comes first (implicit TLS).
+    pub starttls: bool,
 }
 
 impl ProxyListener {
@@ -474,7 +477,11 @@ impl ProxyListener {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
-        let security = if self.tls.is_some() { "TLS" } else { "plain" };
+        let security = match (&self.tls, self.starttls) {
+            (Some(_), true) => "STARTTLS",
+            (Some(_), false) => "TLS",
+            (None, _) => "plain",
+        };
         format!("{} on {addr} ({security})", self.protocol.name())
     }
 }
@@ -504,6 +511,11 @@ pub async fn bind(config: &Config) -> Result<Vec<ProxyListener>, Failure> {
             protocol,
             listener,
             tls: tls.clone(),
+            starttls: match protocol {
+                Protocol::Imap => config.proxy_imap_starttls,
+                Protocol::Pop3 => config.proxy_pop3_starttls,
+                Protocol::Smtp => config.proxy_smtp_starttls,
+            },
         });
     }
     Ok(bound)
@@ -519,6 +531,7 @@ pub async fn run(
         protocol,
         listener,
         tls,
+        starttls,
     } = bound;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut sessions = tokio::task::JoinSet::new();
@@ -543,7 +556,7 @@ pub async fn run(
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Full: say so and close, rather than keep the client waiting unanswered.
-            if tls.is_none() {
+            if tls.is_none() || starttls {
                 tokio::spawn(async move {
                     let _ = stream.write_all(protocol.busy_line()).await;
                 });
@@ -555,10 +568,11 @@ pub async fn run(
         sessions.spawn(async move {
             let _slot = slot;
             let ended = match tls {
-                None => session(protocol, &ctx, stream, peer).await,
+                None => session(protocol, &ctx, stream, peer, Phase::Plain).await.map(|_| ()),
+                Some(tls) if starttls => with_starttls(protocol, &ctx, &tls, stream, peer).await,
                 // The handshake counts against the login timeout.
                 Some(tls) => match tokio::time::timeout(ctx.login_timeout, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => session(protocol, &ctx, stream, peer).await,
+                    Ok(Ok(stream)) => session(protocol, &ctx, stream, peer, Phase::Plain).await.map(|_| ()),
                     Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                     Err(_) => Err("no TLS handshake within the login timeout".into()),
                 },
@@ -573,19 +587,58 @@ pub async fn run(
     sessions.shutdown().await;
 }
 
+/// Where in the connection's life a session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Implicit TLS, or plain text where that is allowed: logins at once.
+    Plain,
+    /// Plain text on a STARTTLS listener: logins refused until the upgrade.
+    BeforeStartTls,
+    /// Just upgraded: no second greeting; logins allowed.
+    AfterStartTls,
+}
+
+/// A session that starts in plain text, offers STARTTLS (POP3: STLS) and takes logins only
+/// after it; the upgraded session continues without a new greeting (RFC 3501 §6.2.1,
+/// RFC 2595 §4, RFC 3207 §4.2: the SMTP client says EHLO again).
+async fn with_starttls(
+    protocol: Protocol,
+    ctx: &ProxyContext,
+    tls: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Result<(), String> {
+    let deadline = Instant::now() + ctx.login_timeout;
+    let Some(stream) = session(protocol, ctx, stream, peer, Phase::BeforeStartTls).await? else {
+        return Ok(());
+    };
+    // The handshake counts against the login timeout.
+    let stream = match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(format!("TLS handshake after STARTTLS failed: {e}")),
+        Err(_) => return Err("no TLS handshake after STARTTLS within the login timeout".into()),
+    };
+    session(protocol, ctx, stream, peer, Phase::AfterStartTls)
+        .await
+        .map(|_| ())
+}
+
+/// Runs one protocol's session; `Ok(Some(stream))` when the client asked for STARTTLS and
+/// was told to begin the handshake.
 async fn session<S>(
     protocol: Protocol,
     ctx: &ProxyContext,
     stream: S,
     peer: SocketAddr,
-) -> Result<(), String>
+    phase: Phase,
+) -> Result<Option<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     match protocol {
-        Protocol::Imap => imap::session(ctx, stream, peer).await,
-        Protocol::Pop3 => pop3::session(ctx, stream, peer).await,
-        Protocol::Smtp => smtp::session(ctx, stream, peer).await,
+        Protocol::Imap => imap::session(ctx, stream, peer, phase).await,
+        Protocol::Pop3 => pop3::session(ctx, stream, peer, phase).await,
+        Protocol::Smtp => smtp::session(ctx, stream, peer, phase).await,
     }
 }
 

@@ -2,7 +2,8 @@
 //! then the account's POP3 server, already authenticated with XOAUTH2, through the relay.
 
 use super::{
-    LiveGuard, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send,
+    LiveGuard, MAX_FAILED_LOGINS, Phase, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
+    send,
 };
 use mailgate_core::account::InboundProtocol;
 use mailgate_proto::proxy::{
@@ -14,19 +15,25 @@ use tokio::time::Instant;
 
 /// What the proxy offers before login (RFC 2449): its own mechanisms, never XOAUTH2.
 const CAPA: &str = "+OK capability list follows\r\nUSER\r\nSASL PLAIN\r\nUIDL\r\nTOP\r\n.";
+/// Before STLS on a listener that requires it: no login mechanism at all (RFC 2595 §4).
+const CAPA_BEFORE_STLS: &str = "+OK capability list follows\r\nSTLS\r\nUIDL\r\nTOP\r\n.";
 
+/// Runs a session to its end; `Ok(Some(client))` after an accepted STLS.
 pub(super) async fn session<S>(
     ctx: &ProxyContext,
     mut client: S,
     peer: SocketAddr,
-) -> Result<(), String>
+    phase: Phase,
+) -> Result<Option<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let io = |e: std::io::Error| e.to_string();
-    send(&mut client, "+OK mailgate POP3 proxy ready")
-        .await
-        .map_err(io)?;
+    if phase != Phase::AfterStartTls {
+        send(&mut client, "+OK mailgate POP3 proxy ready")
+            .await
+            .map_err(io)?;
+    }
     let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
     let deadline = Instant::now() + ctx.login_timeout;
     let mut user: Option<String> = None;
@@ -34,7 +41,7 @@ where
     loop {
         let line = match next_line(&mut client, &mut lines, deadline).await {
             Ok(Some(line)) => line,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(e) => {
                 let _ = send(&mut client, &format!("-ERR {e}")).await;
                 return Err(e);
@@ -48,12 +55,37 @@ where
                 continue;
             }
             Pop3Command::Capa => {
-                send(&mut client, CAPA).await.map_err(io)?;
+                let capa = if phase == Phase::BeforeStartTls {
+                    CAPA_BEFORE_STLS
+                } else {
+                    CAPA
+                };
+                send(&mut client, capa).await.map_err(io)?;
+                continue;
+            }
+            Pop3Command::Stls if phase == Phase::BeforeStartTls => {
+                send(&mut client, "+OK begin TLS negotiation")
+                    .await
+                    .map_err(io)?;
+                // Bytes pipelined after STLS came in plain text: dropped, never read as if
+                // they had come over TLS (CVE-2011-0411).
+                drop(lines);
+                return Ok(Some(client));
+            }
+            Pop3Command::User(_) | Pop3Command::Pass(_) | Pop3Command::Auth { .. }
+                if phase == Phase::BeforeStartTls =>
+            {
+                send(
+                    &mut client,
+                    "-ERR [AUTH] run STLS first: logins need TLS on this listener",
+                )
+                .await
+                .map_err(io)?;
                 continue;
             }
             Pop3Command::Quit => {
                 send(&mut client, "+OK bye").await.map_err(io)?;
-                return Ok(());
+                return Ok(None);
             }
             Pop3Command::Stls => {
                 send(&mut client, "-ERR STLS is not offered on this listener")
@@ -97,7 +129,7 @@ where
                         send(&mut client, "+ ").await.map_err(io)?;
                         match next_line(&mut client, &mut lines, deadline).await? {
                             Some(line) => String::from_utf8_lossy(&line).into_owned(),
-                            None => return Ok(()),
+                            None => return Ok(None),
                         }
                     }
                 };
@@ -126,7 +158,7 @@ where
                 send(&mut client, "+OK logged in through mailgate")
                     .await
                     .map_err(io)?;
-                return relay(client, lines, upstream, live).await;
+                return relay(client, lines, upstream, live).await.map(|()| None);
             }
             Err(refusal) => refusal,
         };
@@ -149,7 +181,7 @@ where
         if matches!(refusal, Refusal::BadCredentials) {
             failures += 1;
             if failures >= MAX_FAILED_LOGINS {
-                return Ok(());
+                return Ok(None);
             }
         }
     }

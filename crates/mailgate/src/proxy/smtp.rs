@@ -3,7 +3,8 @@
 //! takes over the conversation (MAIL FROM onwards) through the relay.
 
 use super::{
-    LiveGuard, MAX_FAILED_LOGINS, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay, send,
+    LiveGuard, MAX_FAILED_LOGINS, Phase, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
+    send,
 };
 use mailgate_proto::proxy::{
     ClientLines, DEFAULT_MAX_COMMAND_LINE, SmtpCommand, decode_sasl_line, decode_sasl_plain,
@@ -33,18 +34,23 @@ async fn sasl_line<S: AsyncRead + Unpin>(
     }
 }
 
+/// Runs a session to its end; `Ok(Some(client))` after an accepted STARTTLS.
 pub(super) async fn session<S>(
     ctx: &ProxyContext,
     mut client: S,
     peer: SocketAddr,
-) -> Result<(), String>
+    phase: Phase,
+) -> Result<Option<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let io = |e: std::io::Error| e.to_string();
-    send(&mut client, "220 mailgate SMTP proxy ready")
-        .await
-        .map_err(io)?;
+    // After STARTTLS the client starts over with EHLO, without a new greeting (RFC 3207).
+    if phase != Phase::AfterStartTls {
+        send(&mut client, "220 mailgate SMTP proxy ready")
+            .await
+            .map_err(io)?;
+    }
     let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
     let deadline = Instant::now() + ctx.login_timeout;
     let mut greeted = false;
@@ -52,7 +58,7 @@ where
     loop {
         let line = match next_line(&mut client, &mut lines, deadline).await {
             Ok(Some(line)) => line,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(e) => {
                 let _ = send(&mut client, &format!("421 4.7.0 {e}")).await;
                 return Err(e);
@@ -67,7 +73,10 @@ where
             }
             SmtpCommand::Hello { extended, name } => {
                 greeted = true;
-                let hello = if extended {
+                let hello = if extended && phase == Phase::BeforeStartTls {
+                    // No AUTH until TLS is up (RFC 3207 §4.2), as a real server does.
+                    format!("250-mailgate greets {name}\r\n250 STARTTLS")
+                } else if extended {
                     // Only what the proxy itself offers; the upstream's extensions apply
                     // from MAIL FROM on, through the relay.
                     format!("250-mailgate greets {name}\r\n250 AUTH PLAIN LOGIN")
@@ -83,7 +92,25 @@ where
             }
             SmtpCommand::Quit => {
                 send(&mut client, "221 2.0.0 bye").await.map_err(io)?;
-                return Ok(());
+                return Ok(None);
+            }
+            SmtpCommand::StartTls if phase == Phase::BeforeStartTls => {
+                send(&mut client, "220 2.0.0 ready to start TLS")
+                    .await
+                    .map_err(io)?;
+                // Bytes pipelined after STARTTLS came in plain text: dropped, never read as
+                // if they had come over TLS (CVE-2011-0411).
+                drop(lines);
+                return Ok(Some(client));
+            }
+            SmtpCommand::Auth { .. } if phase == Phase::BeforeStartTls => {
+                send(
+                    &mut client,
+                    "530 5.7.0 must issue a STARTTLS command first: logins need TLS on this listener",
+                )
+                .await
+                .map_err(io)?;
+                continue;
             }
             SmtpCommand::StartTls => {
                 send(
@@ -174,7 +201,7 @@ where
                 send(&mut client, "235 2.7.0 logged in through mailgate")
                     .await
                     .map_err(io)?;
-                return relay(client, lines, upstream, live).await;
+                return relay(client, lines, upstream, live).await.map(|()| None);
             }
             Err(refusal) => refusal,
         };
@@ -197,7 +224,7 @@ where
             failures += 1;
             if failures >= MAX_FAILED_LOGINS {
                 let _ = send(&mut client, "421 4.7.0 too many failed logins").await;
-                return Ok(());
+                return Ok(None);
             }
         }
     }

@@ -83,7 +83,7 @@ async fn proxy_password_is_shown_once_and_stored_only_as_its_hash() {
 
 /// The fixture's account on the rig, authorized, with the IMAP proxy on a loopback port;
 /// returns the proxy's address and the account's proxy password.
-async fn proxied() -> (Fixture, MailRig, String, String) {
+pub(crate) async fn proxied() -> (Fixture, MailRig, String, String) {
     let (f, rig) =
         Fixture::start_on_rig_with(&[("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0")]).await;
     point_at_rig(&f, &rig);
@@ -98,7 +98,7 @@ async fn proxied() -> (Fixture, MailRig, String, String) {
 }
 
 /// The address `serve` printed for the `protocol` proxy (a later stdout line).
-fn proxy_addr(f: &Fixture, protocol: &str) -> String {
+pub(crate) fn proxy_addr(f: &Fixture, protocol: &str) -> String {
     let prefix = format!("{protocol} proxy listening on ");
     for line in std::iter::once(f.server.stdout_line.clone())
         .chain((0..10).map_while(|_| f.server.lines.recv_timeout(Duration::from_secs(10)).ok()))
@@ -116,7 +116,7 @@ fn proxy_addr(f: &Fixture, protocol: &str) -> String {
 
 /// Hands a message to the rig's Postfix (plain SMTP, no auth), which delivers it over LMTP,
 /// then waits (bounded) until it is in the INBOX.
-async fn deliver(f: &Fixture, rig: &MailRig, subject: &str, body: &str) {
+pub(crate) async fn deliver(f: &Fixture, rig: &MailRig, subject: &str, body: &str) {
     let mut smtp = RawClient::connect(rig.host(), rig.smtp_port())
         .await
         .unwrap();
@@ -189,7 +189,7 @@ fn imaplib(addr: &str, login: &str, password: &str, mech: &str, subject: &str) -
     imaplib_with(addr, login, password, mech, subject, "")
 }
 
-fn imaplib_with(
+pub(crate) fn imaplib_with(
     addr: &str,
     login: &str,
     password: &str,
