@@ -314,7 +314,7 @@ async fn restore_refuses_a_wrong_key_file_a_running_serve_and_existing_files() {
         .to_owned();
 
     // Backing up onto an existing file is refused and leaves it as it was.
-    std::fs::write(&backup.with_extension("other"), b"keep me").unwrap();
+    std::fs::write(backup.with_extension("other"), b"keep me").unwrap();
     let other = backup.with_extension("other");
     let out = source.run(&["backup", other.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2));
