@@ -12,10 +12,10 @@
 //! error means "perhaps": the caller reads the database again. A commit by anyone (the CLI,
 //! another server, this process's own unrelated writes) only costs one such re-read.
 //!
-//! The path is opened anew each time: SQLite deletes the `-shm` file when the last
-//! connection closes, and a descriptor kept open would go on reading the deleted copy.
+//! One descriptor per path is kept open (closing one would drop SQLite's locks, see
+//! [`read_marker`]) and replaced when SQLite has deleted and recreated the `-shm` file, so
+//! it never goes on reading a deleted copy.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Bytes 0..48 of the wal-index: its first header copy.
@@ -35,9 +35,34 @@ pub(crate) fn shm_path(db_path: &Path) -> PathBuf {
 /// The marker now; `None` when it cannot be read (no WAL, no file yet), which a cache
 /// treats as "changed".
 pub(crate) fn read_marker(shm: &Path) -> Option<CommitMarker> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
     let mut header = [0u8; HEADER_LEN];
-    let mut file = std::fs::File::open(shm).ok()?;
-    file.read_exact(&mut header).ok()?;
+    // Closing any descriptor of a file drops every POSIX lock this process holds on it,
+    // SQLite's own among them (sqlite.org/howtocorrupt.html, 2.2): without its shared lock
+    // on the wal-index, another process (a `mailgate backup`) may think itself the last
+    // user and truncate the file this process has mapped, which kills it with SIGBUS. So
+    // one descriptor per path stays open, replaced only when the path names another file
+    // (SQLite deleted and recreated it); dropping the old one touches no live lock.
+    static OPEN: std::sync::Mutex<Vec<(PathBuf, std::fs::File)>> =
+        std::sync::Mutex::new(Vec::new());
+    let now = std::fs::metadata(shm).ok()?;
+    let mut open = OPEN.lock().ok()?;
+    let current = open.iter().position(|(p, f)| {
+        p == shm
+            && f.metadata()
+                .is_ok_and(|m| m.ino() == now.ino() && m.dev() == now.dev())
+    });
+    let index = match current {
+        Some(i) => i,
+        None => {
+            let file = std::fs::File::open(shm).ok()?;
+            open.retain(|(p, _)| p != shm);
+            open.push((shm.to_path_buf(), file));
+            open.len() - 1
+        }
+    };
+    open[index].1.read_exact_at(&mut header, 0).ok()?;
+    drop(open);
     // An all-zero header is a wal-index nobody has initialised yet: it says nothing.
     if header.iter().all(|b| *b == 0) {
         return None;
