@@ -53,6 +53,23 @@ pub enum Command {
     /// The master keys that encrypt secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write a consistent copy of the database to FILE (0600) while `serve` runs. Sealed
+    /// secrets stay encrypted and the key file is not included: keep it apart.
+    Backup {
+        file: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore a backup into the configured database. Refused while a `serve` of this data
+    /// directory runs, over an existing database unless --force, and when the key file lacks
+    /// a key the backup's secrets were sealed with.
+    Restore {
+        file: std::path::PathBuf,
+        /// Replace the existing database.
+        #[arg(long)]
+        force: bool,
+    },
     /// Authorize an account: prints the sign-in link and waits for the running server to
     /// receive the callback; `--device` for servers without a browser; app-only flows
     /// (client credentials, service account) fetch the first token directly.

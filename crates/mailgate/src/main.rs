@@ -10,6 +10,7 @@ mod cli;
 mod cmd_account;
 mod cmd_app;
 mod cmd_auth;
+mod cmd_backup;
 mod cmd_keys;
 mod cmd_user;
 mod config;
@@ -202,6 +203,14 @@ async fn run(cli: Cli) -> CmdResult {
             store.close().await;
             r
         }
+        Command::Backup { file, force } => {
+            let store = open_command_store(&config).await?;
+            let r = cmd_backup::backup(&store, &file, force).await;
+            store.close().await;
+            r
+        }
+        // Opens the restored database itself, after the checks.
+        Command::Restore { file, force } => cmd_backup::restore(&config, &file, force).await,
         // Answered in `main` before any configuration is read.
         Command::Completions { .. } | Command::Man | Command::SampleConfig => Ok(()),
         Command::Token { account, json } => {

@@ -10,6 +10,7 @@
 //! its event in the same transaction.
 
 mod authz;
+pub mod backup;
 mod changes;
 pub mod crypto;
 pub mod inbound;
