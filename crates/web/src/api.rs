@@ -41,6 +41,17 @@ pub fn problem(
     resp
 }
 
+/// The operating system's random generator failed: nothing was done (503, retry later).
+pub(crate) fn random_problem(e: mailgate_core::random::RandomFailed) -> Response {
+    tracing::error!(error = %e, "API: no randomness");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the server's random number generator failed; retry later",
+        None,
+    )
+}
+
 pub(crate) fn store_problem(e: mailgate_store::StoreError) -> Response {
     match e {
         mailgate_store::StoreError::NotFound { what, key } => problem(
@@ -703,7 +714,10 @@ pub async fn send_message(
     let (to, cc, bcc) = (strings(&to), strings(&cc), strings(&bcc));
     // Bcc is in the envelope only: the message's headers never name it.
     let envelope: Vec<String> = to.iter().chain(&cc).chain(&bcc).cloned().collect();
-    let message_id = mailgate_mail::message::new_message_id(account.spec.mailbox.domain());
+    let message_id = match mailgate_mail::message::new_message_id(account.spec.mailbox.domain()) {
+        Ok(id) => id,
+        Err(e) => return random_problem(e),
+    };
     let parts: Vec<mailgate_mail::message::Attachment<'_>> = attachments
         .iter()
         .map(|a| mailgate_mail::message::Attachment {
@@ -1061,7 +1075,10 @@ async fn send_raw(
     // Sized once: a large message is not copied again while the buffer grows.
     let mut out = String::with_capacity(text.len() + 128);
     if message_id.is_empty() {
-        message_id = mailgate_mail::message::new_message_id(account.spec.mailbox.domain());
+        message_id = match mailgate_mail::message::new_message_id(account.spec.mailbox.domain()) {
+            Ok(id) => id,
+            Err(e) => return random_problem(e),
+        };
         out.push_str(&format!("Message-ID: <{message_id}>\r\n"));
     }
     for f in fields

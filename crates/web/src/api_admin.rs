@@ -771,7 +771,7 @@ pub async fn start_test(
         .account(AccountId(id))
         .await
         .map_err(store_problem)?;
-    let run = crate::test_runs::start(&state, account, opts);
+    let run = crate::test_runs::start(&state, account, opts).map_err(crate::api::random_problem)?;
     let body = state
         .tests
         .get(&run)

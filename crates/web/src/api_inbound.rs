@@ -180,7 +180,7 @@ pub(crate) async fn create_subscription(
     state: &AppState,
     new: &NewWebhook,
 ) -> Result<(Webhook, Secret), mailgate_store::StoreError> {
-    let secret = new_signing_secret();
+    let secret = new_signing_secret()?;
     let hook = state
         .store
         .create_webhook(
@@ -197,8 +197,11 @@ pub(crate) async fn create_subscription(
 }
 
 /// A subscription's HMAC key: `whsec_` and 24 random bytes.
-fn new_signing_secret() -> Secret {
-    Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)))
+fn new_signing_secret() -> Result<Secret, mailgate_core::random::RandomFailed> {
+    Ok(Secret::new(format!(
+        "whsec_{}",
+        mailgate_oauth::random::token(24)?
+    )))
 }
 
 /// Replaces subscription `id`'s signing secret; the new one comes back for the one
@@ -207,7 +210,7 @@ pub(crate) async fn rotate_subscription_secret(
     state: &AppState,
     id: i64,
 ) -> Result<Secret, mailgate_store::StoreError> {
-    let secret = new_signing_secret();
+    let secret = new_signing_secret()?;
     state
         .store
         .rotate_webhook_secret(id, &secret, state.clock.now())

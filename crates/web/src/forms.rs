@@ -1031,7 +1031,10 @@ pub async fn test_account(
         Ok(a) => a,
         Err(e) => return unavailable(e),
     };
-    let run = crate::test_runs::start(&state, acc, Default::default());
+    let run = match crate::test_runs::start(&state, acc, Default::default()) {
+        Ok(run) => run,
+        Err(e) => return crate::html::random_failed(e),
+    };
     Redirect::to(&format!("/admin/accounts/{id}/tests/{run}")).into_response()
 }
 

@@ -35,7 +35,10 @@ pub async fn generate(
         Err(e) => return unavailable(e),
     };
     // 24 random bytes: 192 bits, as `mailgate account proxy-password` makes.
-    let password = mailgate_oauth::random::token(24);
+    let password = match mailgate_oauth::random::token(24) {
+        Ok(p) => p,
+        Err(e) => return crate::html::random_failed(e),
+    };
     if let Err(e) = state
         .store
         .set_proxy_password(

@@ -239,7 +239,10 @@ pub async fn create(
             }
         }
         Ok(new) => {
-            let token = api_token_value(&mailgate_oauth::random::token(32));
+            let token = match mailgate_oauth::random::token(32) {
+                Ok(t) => api_token_value(&t),
+                Err(e) => return crate::html::random_failed(e),
+            };
             match state
                 .store
                 .issue_api_token(
