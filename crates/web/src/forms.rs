@@ -4,6 +4,7 @@
 //! all values kept, and nothing is saved unless the whole form is valid.
 
 use crate::auth::Session;
+use crate::html::unavailable;
 use crate::html::{escape, page};
 use crate::{AppState, redirect_uri};
 use axum::extract::{Form, Path, State};
@@ -156,15 +157,6 @@ pub(crate) fn form_page(session: &Session, title: &str, body: &str, errs: &Error
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     r
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "admin form: store error");
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "<h1 class=\"bad\">The database is unavailable</h1><p>Nothing was saved. Try again shortly.</p>",
-    )
 }
 
 // ----- apps -------------------------------------------------------------------------------

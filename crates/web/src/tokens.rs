@@ -11,6 +11,7 @@
 use crate::AppState;
 use crate::auth::Session;
 use crate::forms::{Errors, form_page};
+use crate::html::unavailable;
 use crate::html::{escape, page};
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
@@ -55,15 +56,6 @@ fn scope_meaning(scope: TokenScope) -> &'static str {
         TokenScope::TokensRead => "fetch an account's OAuth access token (for IMAP/SMTP clients)",
         TokenScope::WebhooksWrite => "manage webhooks",
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "API tokens page: store error");
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "<h1 class=\"bad\">The database is unavailable</h1><p>Nothing was changed. Try again shortly.</p>",
-    )
 }
 
 fn account_label(accounts: &[MailAccount], id: mailgate_core::AccountId) -> String {
