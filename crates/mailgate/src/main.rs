@@ -269,13 +269,8 @@ async fn api_token(store: &Store, cmd: cli::ApiTokenCommand) -> CmdResult {
                     )
                 },
             )?;
-            let token = mailgate_core::user::api_token_value(&mailgate_oauth::random::token(32)?);
-            let created = store
-                .issue_api_token(
-                    &new,
-                    &mailgate_oauth::random::sha256_hex(token.expose()),
-                    SystemClock.now(),
-                )
+            let (token, created) = store
+                .issue_api_token(&new, SystemClock.now())
                 .await
                 .map_err(|e| match e {
                     StoreError::NotFound { .. } => Failure::BadInput(format!("--account: {e}")),

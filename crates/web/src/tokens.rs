@@ -17,7 +17,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::MailAccount;
-use mailgate_core::user::{ApiToken, NewApiToken, TokenScope, api_token_value};
+use mailgate_core::user::{ApiToken, NewApiToken, TokenScope};
 use mailgate_store::StoreError;
 
 /// The submitted form. Scopes (checkboxes) and accounts (a multi-select) repeat their key,
@@ -230,29 +230,15 @@ pub async fn create(
                 errs.add(e.field, e.message);
             }
         }
-        Ok(new) => {
-            let token = match mailgate_oauth::random::token(32) {
-                Ok(t) => api_token_value(&t),
-                Err(e) => return crate::html::random_failed(e),
-            };
-            match state
-                .store
-                .issue_api_token(
-                    &new,
-                    &mailgate_oauth::random::sha256_hex(token.expose()),
-                    state.clock.now(),
-                )
-                .await
-            {
-                Ok(created) => {
-                    tracing::info!(token = %created.name, id = created.id, user = %session.user.username, "API token created");
-                    return shown_once(&state, &session, &created, token.expose()).await;
-                }
-                Err(e @ StoreError::NotFound { .. }) => errs.add("account", e.to_string()),
-                Err(e @ StoreError::Duplicate { .. }) => errs.add("name", e.to_string()),
-                Err(e) => return unavailable(e),
+        Ok(new) => match state.store.issue_api_token(&new, state.clock.now()).await {
+            Ok((token, created)) => {
+                tracing::info!(token = %created.name, id = created.id, user = %session.user.username, "API token created");
+                return shown_once(&state, &session, &created, token.expose()).await;
             }
-        }
+            Err(e @ StoreError::NotFound { .. }) => errs.add("account", e.to_string()),
+            Err(e @ StoreError::Duplicate { .. }) => errs.add("name", e.to_string()),
+            Err(e) => return unavailable(e),
+        },
     }
     tokens_page(&state, &session, &sub, &errs).await
 }
