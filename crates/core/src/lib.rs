@@ -3,7 +3,8 @@
 //! Every value that crosses a boundary (CLI flag, form field, config key, database row) is
 //! parsed into one of the newtypes here, which cannot hold an invalid value; the rest of
 //! mailgate takes those types and never re-validates. This crate does no I/O and never
-//! reads the wall clock except through [`clock::SystemClock`].
+//! reads the wall clock except through [`clock::SystemClock`], nor the operating system's
+//! random generator except through [`random`].
 
 pub mod account;
 pub mod address;
@@ -16,6 +17,7 @@ pub mod input;
 pub mod invalid;
 pub mod log_limit;
 pub mod preset;
+pub mod random;
 pub mod secret;
 pub mod state;
 pub mod user;

@@ -152,10 +152,13 @@ pub struct ApiToken {
 /// What every API token starts with, so one found in a file or a log is recognisable.
 pub const API_TOKEN_PREFIX: &str = "mgt_";
 
-/// The value handed to the application once: the prefix and `random`, which the caller
-/// draws (this crate has no randomness). Only its SHA-256 is stored.
-pub fn api_token_value(random: &str) -> Secret {
-    Secret::new(format!("{API_TOKEN_PREFIX}{random}"))
+/// A new token value, handed to the application once: the prefix and 32 random bytes
+/// (base64url, 43 characters, 256 bits). Only its SHA-256 is stored.
+pub fn new_api_token_value() -> Result<Secret, crate::random::RandomFailed> {
+    Ok(Secret::new(format!(
+        "{API_TOKEN_PREFIX}{}",
+        crate::random::token(32)?
+    )))
 }
 
 /// What an administrator asks for when creating an API token, from the CLI's flags or the
@@ -300,8 +303,10 @@ mod tests {
 
     #[test]
     fn a_token_value_is_recognisable_and_redacted() {
-        let t = api_token_value("abc");
-        assert_eq!(t.expose(), "mgt_abc");
+        let t = new_api_token_value().unwrap();
+        let random = t.expose().strip_prefix("mgt_").unwrap();
+        assert_eq!(random.len(), 43, "{random}");
+        assert_ne!(t.expose(), new_api_token_value().unwrap().expose());
         assert_eq!(format!("{t} {t:?}"), "<redacted> Secret(<redacted>)");
     }
 }

@@ -66,9 +66,9 @@ impl Engine {
             )));
         }
         let now = self.clock.now();
-        let state = random::token(32);
-        let nonce = random::token(16);
-        let verifier = Secret::new(random::token(32));
+        let state = random::token(32)?;
+        let nonce = random::token(16)?;
+        let verifier = Secret::new(random::token(32)?);
         let challenge = random::pkce_challenge(verifier.expose());
         let url = mailgate_oauth::authorize_url(
             &app.spec,

@@ -96,13 +96,15 @@ pub enum EngineError {
         account: String,
         retry_after_secs: i64,
     },
+    #[error(transparent)]
+    Random(#[from] mailgate_core::random::RandomFailed),
 }
 
 impl EngineError {
     /// The remediation code, for API responses and tests.
     pub fn code(&self) -> &'static str {
         match self {
-            EngineError::Store(_) => "internal",
+            EngineError::Store(_) | EngineError::Random(_) => "internal",
             EngineError::OAuth(f) => f.remediation.code(),
             EngineError::WrongUser { .. } => mailgate_oauth::Remediation::WrongUser.code(),
             EngineError::BadState(_) => "invalid_state",
@@ -175,7 +177,7 @@ impl Engine {
         let holder = format!(
             "{}-{}",
             std::process::id(),
-            mailgate_oauth::random::token(6)
+            mailgate_oauth::random::token(6)?
         );
         Ok(Engine {
             store,

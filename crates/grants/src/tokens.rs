@@ -70,7 +70,7 @@ impl Engine {
                         && attempt < self.retries =>
                 {
                     attempt += 1;
-                    let delay = backoff(self.backoff, attempt);
+                    let delay = backoff(self.backoff, attempt)?;
                     tracing::warn!(account = %account.spec.name, attempt, ?delay, failure = %f, "refresh failed transiently; retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -105,7 +105,7 @@ impl Engine {
         let now = self.clock.now();
         // A holder name of its own, so even this process cannot take the lease again
         // before it expires: that expiry is the rate limit.
-        let holder = format!("{}-{}", self.holder, mailgate_oauth::random::token(6));
+        let holder = format!("{}-{}", self.holder, mailgate_oauth::random::token(6)?);
         if !self
             .store
             .try_lease(
@@ -571,18 +571,18 @@ impl Engine {
 }
 
 /// Exponential backoff with ±25 % jitter, so many accounts do not retry in lockstep.
-fn backoff(base: Duration, attempt: u32) -> Duration {
+fn backoff(base: Duration, attempt: u32) -> Result<Duration> {
     let exp = base.saturating_mul(1 << attempt.min(6));
     let jitter_range = exp.as_millis() as u64 / 4;
-    let r = mailgate_oauth::random::token(4)
-        .bytes()
-        .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+    let r = u64::from(u32::from_le_bytes(mailgate_core::random::bytes::<4>()?));
     let jitter = if jitter_range == 0 {
         0
     } else {
         r % (2 * jitter_range)
     };
-    Duration::from_millis(exp.as_millis() as u64 - jitter_range + jitter)
+    Ok(Duration::from_millis(
+        exp.as_millis() as u64 - jitter_range + jitter,
+    ))
 }
 
 #[cfg(test)]

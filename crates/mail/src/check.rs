@@ -839,9 +839,22 @@ async fn send_test(
         format!("{} as {auth_user}", mech.name()),
         c.authenticate(mech, auth_user, &token, server.port.get())
     )?;
-    let id = message::new_message_id(account.spec.mailbox.domain());
     let started = Instant::now();
     let name = format!("{p}: send test message to {to}");
+    let id = match message::new_message_id(account.spec.mailbox.domain()) {
+        Ok(id) => id,
+        Err(e) => {
+            r.fail(
+                &name,
+                started,
+                &MailError::new(
+                    MailRemedy::SendRejected,
+                    format!("building the message failed: {e}"),
+                ),
+            );
+            return None;
+        }
+    };
     let subject = format!("mailgate test message for {}", account.spec.name);
     let text = "This message was sent by mailgate's \"Test configuration\" to check that sending and receiving work. It can be deleted.";
     let recipients = [to.to_owned()];

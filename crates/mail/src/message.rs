@@ -20,8 +20,11 @@ use mailgate_core::Timestamp;
 use mailgate_core::account::AccountSpec;
 
 /// A new Message-ID (without angle brackets) under the sender's domain.
-pub fn new_message_id(domain: &str) -> String {
-    format!("mailgate.{}@{domain}", mailgate_oauth::random::token(16))
+pub fn new_message_id(domain: &str) -> Result<String, mailgate_core::random::RandomFailed> {
+    Ok(format!(
+        "mailgate.{}@{domain}",
+        mailgate_core::random::token(16)?
+    ))
 }
 
 /// A file to attach, already decoded and checked by the caller (file name and content

@@ -99,7 +99,7 @@ pub async fn run(cmd: AccountCommand, store: &Store, clock: &dyn Clock) -> CmdRe
                 )));
             }
             // 24 random bytes: 192 bits, well above the 128 the proxy's fast hash relies on.
-            let password = mailgate_oauth::random::token(24);
+            let password = mailgate_oauth::random::token(24)?;
             store
                 .set_proxy_password(
                     acc.id,

@@ -15,16 +15,17 @@ const LOCK_FILE: &str = "serve.lock";
 /// to create it reads the winner's).
 pub fn instance_id(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join(ID_FILE);
+    // Drawn before the file is created, so a failing random generator leaves no empty file.
+    let fresh_id = mailgate_oauth::random::token(12).map_err(std::io::Error::other)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(&path) {
         Ok(mut f) => {
-            let id = mailgate_oauth::random::token(12);
-            f.write_all(id.as_bytes())?;
+            f.write_all(fresh_id.as_bytes())?;
             f.sync_all()?;
-            Ok(id)
+            Ok(fresh_id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             // The creator may not have written it yet: a few short looks, bounded.

@@ -38,6 +38,12 @@ pub enum Failure {
     Runtime(String),
 }
 
+impl From<mailgate_core::random::RandomFailed> for Failure {
+    fn from(e: mailgate_core::random::RandomFailed) -> Self {
+        Failure::Runtime(e.to_string())
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
@@ -272,13 +278,8 @@ async fn api_token(store: &Store, cmd: cli::ApiTokenCommand) -> CmdResult {
                     )
                 },
             )?;
-            let token = mailgate_core::user::api_token_value(&mailgate_oauth::random::token(32));
-            let created = store
-                .issue_api_token(
-                    &new,
-                    &mailgate_oauth::random::sha256_hex(token.expose()),
-                    SystemClock.now(),
-                )
+            let (token, created) = store
+                .issue_api_token(&new, SystemClock.now())
                 .await
                 .map_err(|e| match e {
                     StoreError::NotFound { .. } => Failure::BadInput(format!("--account: {e}")),
@@ -370,7 +371,7 @@ impl From<mailgate_grants::EngineError> for Failure {
             E::BadState(_) | E::Unsupported(_) | E::NotUsable { .. } => {
                 Failure::BadInput(e.to_string())
             }
-            E::OAuth(_) | E::WrongUser { .. } | E::ForcedRefreshLimited { .. } => {
+            E::OAuth(_) | E::WrongUser { .. } | E::ForcedRefreshLimited { .. } | E::Random(_) => {
                 Failure::Runtime(e.to_string())
             }
         }

@@ -64,7 +64,7 @@ pub async fn serve(config: Config) -> CmdResult {
     let holder = format!(
         "{instance}/{}-{}",
         std::process::id(),
-        mailgate_oauth::random::token(6)
+        mailgate_oauth::random::token(6)?
     );
     // Held until the process exits; the claims of an earlier run are released only when no
     // other serve of this data directory runs.
@@ -216,7 +216,7 @@ async fn announce_setup_link(
     if store.user_count().await? > 0 {
         return Ok(());
     }
-    let token = mailgate_oauth::random::token(24);
+    let token = mailgate_oauth::random::token(24)?;
     store
         .set_setup_token(
             &mailgate_oauth::random::sha256_hex(&token),

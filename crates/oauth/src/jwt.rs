@@ -140,7 +140,7 @@ pub fn sign_rs256(
     let mut sig = vec![0u8; key.public().modulus_len()];
     key.sign(
         &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
+        &mailgate_core::random::for_signing(),
         input.as_bytes(),
         &mut sig,
     )

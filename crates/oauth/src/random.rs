@@ -2,18 +2,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::rand::{SecureRandom, SystemRandom};
 
-/// `bytes` random bytes as base64url: 32 bytes give 43 characters, the RFC 7636 minimum
-/// verifier length, with 256 bits of entropy.
-pub fn token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // The system RNG failing is unrecoverable; refuse to continue with a weak value.
-    if SystemRandom::new().fill(&mut buf).is_err() {
-        panic!("the operating system's random number generator failed");
-    }
-    URL_SAFE_NO_PAD.encode(buf)
-}
+// The random values themselves come from the one seam in core, with its one failure policy.
+pub use mailgate_core::random::{RandomFailed, token};
 
 /// RFC 7636 S256: base64url(SHA-256(verifier)).
 pub fn pkce_challenge(verifier: &str) -> String {
@@ -39,8 +30,8 @@ mod tests {
             pkce_challenge("abc"),
             "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
         );
-        let t = token(32);
+        let t = token(32).unwrap();
         assert_eq!(t.len(), 43);
-        assert_ne!(t, token(32));
+        assert_ne!(t, token(32).unwrap());
     }
 }

@@ -14,8 +14,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use mailgate_core::Secret;
+use mailgate_core::random::{self, RandomFailed};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,12 @@ pub enum CryptoError {
     KeyFile { path: PathBuf, message: String },
     #[error("the system random number generator failed")]
     Random,
+}
+
+impl From<RandomFailed> for CryptoError {
+    fn from(_: RandomFailed) -> Self {
+        CryptoError::Random
+    }
 }
 
 /// One 256-bit key and its id (the first 4 bytes of its SHA-256, hex).
@@ -75,11 +81,7 @@ impl MasterKey {
     }
 
     pub fn generate() -> Result<Self, CryptoError> {
-        let mut raw = [0u8; KEY_LEN];
-        SystemRandom::new()
-            .fill(&mut raw)
-            .map_err(|_| CryptoError::Random)?;
-        Self::from_bytes(raw)
+        Self::from_bytes(random::bytes::<KEY_LEN>()?)
     }
 
     /// Parses base64 (standard or URL-safe, padding optional) or 64 hex digits.
@@ -172,10 +174,7 @@ impl Keyring {
 
     pub fn encrypt(&self, context: &str, secret: &Secret) -> Result<String, CryptoError> {
         let key = &self.keys[0];
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| CryptoError::Random)?;
+        let nonce = random::bytes::<NONCE_LEN>()?;
         let mut buf = secret.expose().as_bytes().to_vec();
         key.key
             .seal_in_place_append_tag(
@@ -377,10 +376,7 @@ fn write_temp_key_file(path: &Path, ring: &Keyring) -> Result<PathBuf, CryptoErr
         text.push_str(&k.encoded());
         text.push('\n');
     }
-    let mut suffix = [0u8; 8];
-    SystemRandom::new()
-        .fill(&mut suffix)
-        .map_err(|_| CryptoError::Random)?;
+    let suffix = random::bytes::<8>()?;
     let tmp = sibling(
         path,
         &format!(".tmp-{}-{}", std::process::id(), hex::encode(suffix)),

@@ -62,6 +62,12 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+impl From<mailgate_core::random::RandomFailed> for StoreError {
+    fn from(e: mailgate_core::random::RandomFailed) -> Self {
+        StoreError::Crypto(CryptoError::from(e))
+    }
+}
+
 /// Why a write could not be stored: the API answers 507 for [`StorageFailure::Full`] and
 /// 503 for [`StorageFailure::Unavailable`], both with `Retry-After`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use mailgate_core::Secret;
-use ring::rand::{SecureRandom, SystemRandom};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many argon2 computations (hashes and verifications) this process has run. `/metrics`
@@ -25,10 +24,7 @@ pub fn check_strength(password: &Secret) -> Result<(), String> {
 
 pub fn hash(password: &Secret) -> Result<String, String> {
     ARGON2_RUNS.fetch_add(1, Ordering::Relaxed);
-    let mut salt = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut salt)
-        .map_err(|_| "the system random number generator failed".to_owned())?;
+    let salt = mailgate_core::random::bytes::<16>().map_err(|e| e.to_string())?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
     argon2::Argon2::default()
         .hash_password(password.expose().as_bytes(), &salt)

@@ -614,15 +614,16 @@ impl Store {
         })
     }
 
-    /// Creates the token an administrator asked for (CLI or admin form): its accounts,
-    /// given by name or id, must exist (`NotFound` for the first that does not), and its
-    /// name must be free (`Duplicate`, revoked tokens included).
+    /// Creates the token an administrator asked for (CLI or admin form) and returns its value,
+    /// to be shown once: minted and hashed here only, so the CLI and the form cannot differ.
+    /// Its accounts, given by name or id, must exist (`NotFound` for the first that does
+    /// not), and its name must be free (`Duplicate`, revoked tokens included).
     pub async fn issue_api_token(
         &self,
         new: &mailgate_core::user::NewApiToken,
-        token_hash: &str,
         now: Timestamp,
-    ) -> Result<mailgate_core::user::ApiToken> {
+    ) -> Result<(mailgate_core::Secret, mailgate_core::user::ApiToken)> {
+        let value = mailgate_core::user::new_api_token_value()?;
         let mut ids = Vec::new();
         for key in &new.accounts {
             let id = self.find_account(key).await?.id;
@@ -630,8 +631,11 @@ impl Store {
                 ids.push(id);
             }
         }
-        self.create_api_token(new.name.as_str(), token_hash, &new.scopes, &ids, now)
-            .await
+        let token_hash = api_token_hash(value.expose());
+        let created = self
+            .create_api_token(new.name.as_str(), &token_hash, &new.scopes, &ids, now)
+            .await?;
+        Ok((value, created))
     }
 
     /// The live (not revoked) token with this hash, marking it used. `last_used_at` is
@@ -743,4 +747,25 @@ impl Store {
 pub(crate) struct CachedApiToken {
     seen: Option<crate::CommitMarker>,
     token: mailgate_core::user::ApiToken,
+}
+
+/// How a token value is stored and looked up: lowercase hex of its SHA-256 (the API looks a
+/// bearer token up by the same hash, `oauth::random::sha256_hex`).
+fn api_token_hash(value: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        value.as_bytes(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_token_is_stored_as_the_lowercase_hex_of_its_sha256() {
+        // SHA-256("abc") (FIPS 180-2), the form the API's bearer lookup computes too.
+        assert_eq!(
+            super::api_token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 }

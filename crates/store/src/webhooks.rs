@@ -148,17 +148,10 @@ fn delivery(r: &AnyRow) -> Result<Delivery> {
     })
 }
 
-/// A random id with a prefix (`evt_…`, `dlv_…`): unguessable, unique.
-fn random_id(prefix: &str) -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 12];
-    // SystemRandom only fails when the OS has no randomness at all; a time-based id is
-    // still unique enough for an identifier (it is never a secret).
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        let nanos = std::time::Instant::now().elapsed().as_nanos();
-        bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
-    }
-    format!("{prefix}_{}", hex::encode(bytes))
+/// A random id with a prefix (`evt_…`, `dlv_…`): unguessable, unique. Without randomness
+/// the event is not queued (the error propagates) rather than given a guessable id.
+fn random_id(prefix: &str) -> Result<String> {
+    Ok(mailgate_core::random::prefixed_id(prefix, 12)?)
 }
 
 /// Who an event is about, for the payload.
@@ -231,7 +224,7 @@ pub(crate) async fn fan_out(
     if wanted.is_empty() {
         return Ok(0);
     }
-    let event_id = random_id("evt");
+    let event_id = random_id("evt")?;
     let (app_json, account_json) = subject(tx, app, account).await?;
     let mut body = json!({
         "id": event_id,
@@ -251,7 +244,7 @@ pub(crate) async fn fan_out(
             "INSERT INTO webhook_deliveries (delivery_id, webhook_id, event, event_id, payload, status, attempts, next_attempt_at, retry_until, created_at)
              VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $6)",
         )
-        .bind(random_id("dlv"))
+        .bind(random_id("dlv")?)
         .bind(*webhook_id)
         .bind(event.as_str())
         .bind(event_id.clone())

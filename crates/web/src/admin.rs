@@ -2,6 +2,7 @@
 //! events, and removing an app; the forms arrive with the rest of the admin UI.
 
 use crate::auth::Session;
+use crate::html::unavailable;
 use crate::html::{escape, page, problem_summary};
 use crate::{AppState, redirect_uri};
 use axum::extract::{Form, Path, State};
@@ -27,15 +28,6 @@ pub(crate) fn layout(session: &Session, title: &str, body: &str) -> Response {
         role = session.user.role
     );
     page(StatusCode::OK, title, &format!("{nav}{body}"))
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "admin page: store error");
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "<h1 class=\"bad\">The database is unavailable</h1><p>Try again shortly.</p>",
-    )
 }
 
 fn badge(state: AccountState) -> String {

@@ -41,6 +41,46 @@ pub fn problem(
     resp
 }
 
+/// A refused API request: its RFC 9457 problem document, ready to send. Handlers return
+/// `Result<Response, ApiError>` and refuse with `?`; store and randomness failures convert
+/// into their problems. Boxed, so a `Result` carrying one stays small.
+pub struct ApiError(Box<Response>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+impl From<Response> for ApiError {
+    fn from(problem: Response) -> Self {
+        ApiError(Box::new(problem))
+    }
+}
+
+impl From<mailgate_store::StoreError> for ApiError {
+    fn from(e: mailgate_store::StoreError) -> Self {
+        store_problem(e).into()
+    }
+}
+
+impl From<mailgate_core::random::RandomFailed> for ApiError {
+    fn from(e: mailgate_core::random::RandomFailed) -> Self {
+        random_problem(e).into()
+    }
+}
+
+/// The operating system's random generator failed: nothing was done (503, retry later).
+pub(crate) fn random_problem(e: mailgate_core::random::RandomFailed) -> Response {
+    tracing::error!(error = %e, "API: no randomness");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the server's random number generator failed; retry later",
+        None,
+    )
+}
+
 pub(crate) fn store_problem(e: mailgate_store::StoreError) -> Response {
     match e {
         mailgate_store::StoreError::NotFound { what, key } => problem(
@@ -111,16 +151,16 @@ impl FromRequestParts<AppState> for ApiCaller {
 }
 
 impl ApiCaller {
-    pub(crate) fn require(&self, scope: TokenScope) -> Result<(), Response> {
+    pub(crate) fn require(&self, scope: TokenScope) -> Result<(), ApiError> {
         if self.token.scopes.contains(&scope) {
             Ok(())
         } else {
-            Err(problem(
+            Err(ApiError::from(problem(
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
                 format!("this API token lacks the scope {scope}"),
                 None,
-            ))
+            )))
         }
     }
 
@@ -128,16 +168,16 @@ impl ApiCaller {
         self.token.account_ids.is_empty() || self.token.account_ids.contains(&account)
     }
 
-    pub(crate) fn require_account(&self, account: AccountId) -> Result<(), Response> {
+    pub(crate) fn require_account(&self, account: AccountId) -> Result<(), ApiError> {
         if self.may_touch(account) {
             Ok(())
         } else {
-            Err(problem(
+            Err(ApiError::from(problem(
                 StatusCode::FORBIDDEN,
                 "account_not_allowed",
                 format!("this API token is limited to other accounts than {account}"),
                 None,
-            ))
+            )))
         }
     }
 }
@@ -151,20 +191,21 @@ pub(crate) fn account_json(a: &mailgate_core::MailAccount) -> Value {
     v
 }
 
-pub async fn list_accounts(State(state): State<AppState>, caller: ApiCaller) -> Response {
-    if let Err(r) = caller.require(TokenScope::AccountsRead) {
-        return r;
-    }
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+) -> Result<Response, ApiError> {
+    caller.require(TokenScope::AccountsRead)?;
     match state.store.list_accounts().await {
-        Ok(accounts) => Json(
+        Ok(accounts) => Ok(Json(
             accounts
                 .iter()
                 .filter(|a| caller.may_touch(a.id))
                 .map(account_json)
                 .collect::<Vec<_>>(),
         )
-        .into_response(),
-        Err(e) => store_problem(e),
+        .into_response()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -172,16 +213,13 @@ pub async fn get_account(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = caller
+) -> Result<Response, ApiError> {
+    caller
         .require(TokenScope::AccountsRead)
-        .and_then(|()| caller.require_account(AccountId(id)))
-    {
-        return r;
-    }
+        .and_then(|()| caller.require_account(AccountId(id)))?;
     match state.store.account(AccountId(id)).await {
-        Ok(a) => Json(account_json(&a)).into_response(),
-        Err(e) => store_problem(e),
+        Ok(a) => Ok(Json(account_json(&a)).into_response()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -189,16 +227,13 @@ pub async fn account_events(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = caller
+) -> Result<Response, ApiError> {
+    caller
         .require(TokenScope::AccountsRead)
-        .and_then(|()| caller.require_account(AccountId(id)))
-    {
-        return r;
-    }
+        .and_then(|()| caller.require_account(AccountId(id)))?;
     match state.store.events(Some(AccountId(id)), 200).await {
-        Ok(e) => Json(e).into_response(),
-        Err(e) => store_problem(e),
+        Ok(e) => Ok(Json(e).into_response()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -216,27 +251,24 @@ pub async fn account_token(
     caller: ApiCaller,
     Path(id): Path<i64>,
     query: Result<axum::extract::Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(r) = caller
+) -> Result<Response, ApiError> {
+    caller
         .require(TokenScope::TokensRead)
-        .and_then(|()| caller.require_account(AccountId(id)))
-    {
-        return r;
-    }
+        .and_then(|()| caller.require_account(AccountId(id)))?;
     let force = match query.map(|q| q.0.force_refresh) {
         Ok(None) => false,
         Ok(Some(v)) => match v.as_str() {
             "true" | "1" => true,
             "false" | "0" => false,
-            _ => return invalid("force_refresh", "force_refresh is true or false"),
+            _ => return Err(invalid("force_refresh", "force_refresh is true or false")),
         },
         Err(e) => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
                 format!("{e}; expected force_refresh"),
                 None,
-            );
+            )));
         }
     };
     let result = if force {
@@ -258,12 +290,15 @@ pub async fn account_token(
                 header::CACHE_CONTROL,
                 axum::http::HeaderValue::from_static("no-store"),
             );
-            r
+            Ok(r)
         }
-        Err(mailgate_grants::EngineError::Store(e)) => store_problem(e),
-        Err(e @ mailgate_grants::EngineError::NotUsable { .. }) => {
-            problem(StatusCode::CONFLICT, "not_authorized", e.to_string(), None)
-        }
+        Err(mailgate_grants::EngineError::Store(e)) => Err(e.into()),
+        Err(e @ mailgate_grants::EngineError::NotUsable { .. }) => Err(ApiError::from(problem(
+            StatusCode::CONFLICT,
+            "not_authorized",
+            e.to_string(),
+            None,
+        ))),
         Err(
             e @ mailgate_grants::EngineError::ForcedRefreshLimited {
                 retry_after_secs, ..
@@ -273,17 +308,22 @@ pub async fn account_token(
             if let Ok(v) = retry_after_secs.to_string().parse() {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
-            r
+            Ok(r)
         }
         Err(e) if matches!(&e, mailgate_grants::EngineError::OAuth(f) if f.is_transient()) => {
-            problem(
+            Err(ApiError::from(problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 e.code(),
                 e.to_string(),
                 None,
-            )
+            )))
         }
-        Err(e) => problem(StatusCode::BAD_GATEWAY, e.code(), e.to_string(), None),
+        Err(e) => Err(ApiError::from(problem(
+            StatusCode::BAD_GATEWAY,
+            e.code(),
+            e.to_string(),
+            None,
+        ))),
     }
 }
 
@@ -292,18 +332,15 @@ pub async fn start_authorization(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = caller
+) -> Result<Response, ApiError> {
+    caller
         .require(TokenScope::AccountsWrite)
-        .and_then(|()| caller.require_account(AccountId(id)))
-    {
-        return r;
-    }
+        .and_then(|()| caller.require_account(AccountId(id)))?;
     let initiator = format!("api-token:{}", caller.token.name);
     match state.engine.start_authorization(AccountId(id), &initiator, &crate::redirect_uri(&state.public_url)).await {
-        Ok(s) => (StatusCode::CREATED, Json(json!({ "url": s.url.as_str(), "expires_at": s.expires_at.rfc3339(), "sign_in_as": s.sign_in_as }))).into_response(),
-        Err(mailgate_grants::EngineError::Store(e)) => store_problem(e),
-        Err(e) => problem(StatusCode::CONFLICT, e.code(), e.to_string(), None),
+        Ok(s) => Ok((StatusCode::CREATED, Json(json!({ "url": s.url.as_str(), "expires_at": s.expires_at.rfc3339(), "sign_in_as": s.sign_in_as }))).into_response()),
+        Err(mailgate_grants::EngineError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::from(problem(StatusCode::CONFLICT, e.code(), e.to_string(), None))),
     }
 }
 
@@ -366,31 +403,32 @@ struct Attachment {
 }
 
 /// A 422 problem naming the field at fault.
-pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> Response {
+pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
     problem(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_field",
         detail,
         Some(field),
     )
+    .into()
 }
 
 fn parse_addresses(
     field: &'static str,
     list: &[String],
-) -> Result<Vec<mailgate_core::EmailAddress>, Response> {
+) -> Result<Vec<mailgate_core::EmailAddress>, ApiError> {
     list.iter()
         .map(|a| mailgate_core::EmailAddress::parse(a).map_err(|e| invalid(field, e.to_string())))
         .collect()
 }
 
-fn parse_send_request(body: &[u8]) -> Result<SendRequest, Response> {
+fn parse_send_request(body: &[u8]) -> Result<SendRequest, ApiError> {
     parse_json(body)
 }
 
 /// A JSON request body as `T`, or a 422 `invalid_body` problem naming the field at fault
 /// (`attachments[2].content_base64`, an unknown key) as serde found it.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let refuse = |detail: String, field: Option<&str>| {
         problem(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -437,7 +475,7 @@ fn is_invisible_format(c: char) -> bool {
 }
 
 /// Decodes and checks every attachment; the problem names `attachments[i].<field>`.
-fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, Response> {
+fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, ApiError> {
     use base64::Engine;
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     // Padding optional: some encoders leave it off.
@@ -530,14 +568,14 @@ fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, Resp
         })?;
         total += content.len();
         if total > MAX_ATTACHMENT_BYTES {
-            return Err(problem(
+            return Err(ApiError::from(problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!(
                     "the attachments come to more than {MAX_ATTACHMENT_BYTES} bytes (decoded); send less or link to the files"
                 ),
                 Some("attachments"),
-            ));
+            )));
         }
         out.push(Attachment {
             filename: a.filename.clone(),
@@ -555,7 +593,7 @@ enum SendBody {
     Raw,
 }
 
-fn send_body_kind(headers: &axum::http::HeaderMap) -> Result<SendBody, Response> {
+fn send_body_kind(headers: &axum::http::HeaderMap) -> Result<SendBody, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(SendBody::Json);
     };
@@ -571,14 +609,14 @@ fn send_body_kind(headers: &axum::http::HeaderMap) -> Result<SendBody, Response>
         "message/rfc822" => Ok(SendBody::Raw),
         "application/json" => Ok(SendBody::Json),
         m if m.starts_with("application/") && m.ends_with("+json") => Ok(SendBody::Json),
-        _ => Err(problem(
+        _ => Err(ApiError::from(problem(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
                 "send the message as application/json or as a ready message/rfc822, not {media:?}"
             ),
             Some("Content-Type"),
-        )),
+        ))),
     }
 }
 
@@ -591,26 +629,30 @@ pub async fn send_message(
     Path(id): Path<i64>,
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    if let Err(r) = caller
+) -> Result<Response, ApiError> {
+    caller
         .require(TokenScope::MessagesSend)
-        .and_then(|()| caller.require_account(AccountId(id)))
-    {
-        return r;
-    }
+        .and_then(|()| caller.require_account(AccountId(id)))?;
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!(
                     "the request is larger than {SEND_BODY_LIMIT} bytes; attachments may come to {MAX_ATTACHMENT_BYTES} bytes"
                 ),
                 None,
-            );
+            )));
         }
-        Err(e) => return problem(e.status(), "invalid_body", e.body_text(), None),
+        Err(e) => {
+            return Err(ApiError::from(problem(
+                e.status(),
+                "invalid_body",
+                e.body_text(),
+                None,
+            )));
+        }
     };
     // What an Idempotency-Key stands for: this request, as Stripe compares them.
     let content_type = headers
@@ -620,31 +662,24 @@ pub async fn send_message(
     let path = format!("/api/v1/accounts/{id}/messages");
     let request_hash =
         mailgate_store::request_hash(&[b"POST", path.as_bytes(), content_type, &body]);
-    match send_body_kind(&headers) {
-        Ok(SendBody::Raw) => return send_raw(&state, id, &headers, &body, &request_hash).await,
-        Ok(SendBody::Json) => {}
-        Err(r) => return r,
+    match send_body_kind(&headers)? {
+        SendBody::Raw => return send_raw(&state, id, &headers, &body, &request_hash).await,
+        SendBody::Json => {}
     }
-    let mut req = match parse_send_request(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+    let mut req = parse_send_request(&body)?;
     // The request's bytes are in `req` now; let them go before the message is built.
     drop(body);
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let key = idempotency_key(&headers)?;
     // Counted before any address is parsed: a huge list costs nothing to refuse.
     let cap = state.send_limits.max_recipients;
     let mut counted = 0usize;
     for (field, list) in [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)] {
         counted += list.len();
         if counted > cap {
-            return invalid(
+            return Err(invalid(
                 field,
                 format!("a message may have at most {cap} recipients (to, cc and bcc together)"),
-            );
+            ));
         }
     }
     let (to, cc, bcc) = match (
@@ -653,29 +688,32 @@ pub async fn send_message(
         parse_addresses("bcc", &req.bcc),
     ) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Err(r),
     };
     if to.is_empty() && cc.is_empty() && bcc.is_empty() {
-        return invalid("to", "at least one recipient is needed (to, cc or bcc)");
+        return Err(invalid(
+            "to",
+            "at least one recipient is needed (to, cc or bcc)",
+        ));
     }
     if req.subject.chars().any(|c| c == '\r' || c == '\n') || req.subject.len() > 998 {
-        return invalid(
+        return Err(invalid(
             "subject",
             "the subject must be one line of at most 998 bytes",
-        );
+        ));
     }
     if req.text.is_none() && req.html.is_none() {
-        return invalid(
+        return Err(invalid(
             "text",
             "the message needs a body: give text, html or both (html alone is sent as text/html)",
-        );
+        ));
     }
     for (field, value) in [("text", &req.text), ("html", &req.html)] {
         if value.as_deref().is_some_and(|v| v.contains('\0')) {
-            return invalid(
+            return Err(invalid(
                 field,
                 "the body contains a NUL character, which mail cannot carry",
-            );
+            ));
         }
     }
     let reply_to = match req
@@ -685,25 +723,22 @@ pub async fn send_message(
     {
         None => None,
         Some(Ok(a)) => Some(a.to_string()),
-        Some(Err(e)) => return invalid("reply_to", e.to_string()),
+        Some(Err(e)) => return Err(invalid("reply_to", e.to_string())),
     };
-    let attachments = match check_attachments(&req.attachments) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let attachments = check_attachments(&req.attachments)?;
     // Decoded now: the base64 text is not needed again.
     req.attachments = Vec::new();
-    let account = match sending_account(&state, id).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let account = sending_account(&state, id).await?;
     let strings = |list: &[mailgate_core::EmailAddress]| -> Vec<String> {
         list.iter().map(|a| a.to_string()).collect()
     };
     let (to, cc, bcc) = (strings(&to), strings(&cc), strings(&bcc));
     // Bcc is in the envelope only: the message's headers never name it.
     let envelope: Vec<String> = to.iter().chain(&cc).chain(&bcc).cloned().collect();
-    let message_id = mailgate_mail::message::new_message_id(account.spec.mailbox.domain());
+    let message_id = match mailgate_mail::message::new_message_id(account.spec.mailbox.domain()) {
+        Ok(id) => id,
+        Err(e) => return Err(e.into()),
+    };
     let parts: Vec<mailgate_mail::message::Attachment<'_>> = attachments
         .iter()
         .map(|a| mailgate_mail::message::Attachment {
@@ -729,16 +764,16 @@ pub async fn send_message(
     ) {
         Ok(b) => b,
         Err(e) => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
                 format!("the message cannot be built: {e}"),
                 None,
-            );
+            )));
         }
     };
     drop(attachments);
-    enqueue(
+    Ok(enqueue(
         &state,
         mailgate_store::NewOutboxMessage {
             account: account.id,
@@ -749,23 +784,23 @@ pub async fn send_message(
             message_id: &message_id,
         },
     )
-    .await
+    .await)
 }
 
 impl ApiCaller {
     /// Reading the outbox: `messages:send` (the sender's own queue) or `messages:read`.
-    fn require_outbox_read(&self) -> Result<(), Response> {
+    fn require_outbox_read(&self) -> Result<(), ApiError> {
         if self.token.scopes.contains(&TokenScope::MessagesSend)
             || self.token.scopes.contains(&TokenScope::MessagesRead)
         {
             Ok(())
         } else {
-            Err(problem(
+            Err(ApiError::from(problem(
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
                 "this API token lacks the scope messages:send or messages:read",
                 None,
-            ))
+            )))
         }
     }
 }
@@ -778,16 +813,14 @@ pub async fn message_status(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = caller.require_outbox_read() {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    caller.require_outbox_read()?;
     match state.store.outbox_item(id).await {
         Ok(item) => match caller.require_account(item.account_id) {
-            Ok(()) => Json(outbox_json(&item)).into_response(),
-            Err(r) => r,
+            Ok(()) => Ok(Json(outbox_json(&item)).into_response()),
+            Err(r) => Err(r),
         },
-        Err(e) => store_problem(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -806,29 +839,30 @@ pub async fn list_outbox(
     State(state): State<AppState>,
     caller: ApiCaller,
     query: Result<axum::extract::Query<OutboxQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if let Err(r) = caller.require_outbox_read() {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    caller.require_outbox_read()?;
     let q = match query {
         Ok(axum::extract::Query(q)) => q,
         Err(e) => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
                 format!("{e}; expected status, account_id, before and limit"),
                 None,
-            );
+            )));
         }
     };
     let status = match q.status.as_deref().map(mailgate_store::OutboxStatus::parse) {
         None => None,
         Some(Ok(s)) => Some(s),
         Some(Err(_)) => {
-            return invalid("status", "status is one of queued, sending, sent, failed");
+            return Err(invalid(
+                "status",
+                "status is one of queued, sending, sent, failed",
+            ));
         }
     };
-    let number = |field: &str, v: Option<&str>, max: i64| -> Result<Option<i64>, Response> {
+    let number = |field: &str, v: Option<&str>, max: i64| -> Result<Option<i64>, ApiError> {
         match v.map(str::parse::<i64>) {
             None => Ok(None),
             Some(Ok(n)) if (1..=max).contains(&n) => Ok(Some(n)),
@@ -844,12 +878,12 @@ pub async fn list_outbox(
         number("limit", q.limit.as_deref(), 500),
     ) {
         (Ok(a), Ok(b), Ok(l)) => (a.map(AccountId), b, l.unwrap_or(50)),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Err(r),
     };
     let accounts: Vec<AccountId> = match account {
         Some(a) => match caller.require_account(a) {
             Ok(()) => vec![a],
-            Err(r) => return r,
+            Err(r) => return Err(r),
         },
         None => caller.token.account_ids.clone(),
     };
@@ -863,9 +897,9 @@ pub async fn list_outbox(
                 .then(|| items.last().map(|i| i.id))
                 .flatten();
             let list: Vec<Value> = items.iter().map(outbox_json).collect();
-            Json(json!({ "messages": list, "next_before": next })).into_response()
+            Ok(Json(json!({ "messages": list, "next_before": next })).into_response())
         }
-        Err(e) => store_problem(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -875,39 +909,38 @@ pub async fn retry_message(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = caller.require(TokenScope::MessagesSend) {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    caller.require(TokenScope::MessagesSend)?;
     let item = match state.store.outbox_item(id).await {
         Ok(i) => i,
-        Err(e) => return store_problem(e),
+        Err(e) => return Err(e.into()),
     };
-    if let Err(r) = caller.require_account(item.account_id) {
-        return r;
-    }
+    caller.require_account(item.account_id)?;
     match state.store.retry_outbox(id, state.clock.now()).await {
         Ok(item) => {
             state.outbox.notify_one();
-            (StatusCode::ACCEPTED, Json(outbox_json(&item))).into_response()
+            Ok((StatusCode::ACCEPTED, Json(outbox_json(&item))).into_response())
         }
-        Err(mailgate_store::StoreError::InUse(msg)) => {
-            problem(StatusCode::CONFLICT, "not_failed", msg, None)
-        }
-        Err(e) => store_problem(e),
+        Err(mailgate_store::StoreError::InUse(msg)) => Err(ApiError::from(problem(
+            StatusCode::CONFLICT,
+            "not_failed",
+            msg,
+            None,
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Response> {
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => Ok(None),
         Some(Ok(k)) if !k.trim().is_empty() && k.len() <= 200 => Ok(Some(k.trim().to_owned())),
-        Some(_) => Err(problem(
+        Some(_) => Err(ApiError::from(problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
             "Idempotency-Key must be 1 to 200 visible characters",
             Some("Idempotency-Key"),
-        )),
+        ))),
     }
 }
 
@@ -948,7 +981,7 @@ struct HeaderField<'a> {
 }
 
 /// The header fields of `head`, continuation lines folded into their field.
-fn header_fields(head: &str) -> Result<Vec<HeaderField<'_>>, Response> {
+fn header_fields(head: &str) -> Result<Vec<HeaderField<'_>>, ApiError> {
     let mut fields: Vec<HeaderField<'_>> = Vec::new();
     for line in head.lines() {
         if line.starts_with([' ', '\t']) {
@@ -966,7 +999,7 @@ fn header_fields(head: &str) -> Result<Vec<HeaderField<'_>>, Response> {
             });
             continue;
         }
-        return Err(problem(
+        return Err(ApiError::from(problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
             format!(
@@ -974,7 +1007,7 @@ fn header_fields(head: &str) -> Result<Vec<HeaderField<'_>>, Response> {
                 line.chars().take(60).collect::<String>()
             ),
             None,
-        ));
+        )));
     }
     Ok(fields)
 }
@@ -989,29 +1022,23 @@ async fn send_raw(
     headers: &axum::http::HeaderMap,
     body: &[u8],
     request_hash: &str,
-) -> Response {
-    let key = match idempotency_key(headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(headers)?;
     let text = String::from_utf8_lossy(body);
     let Some(split) = text
         .find("\r\n\r\n")
         .map(|i| (i, 4))
         .or_else(|| text.find("\n\n").map(|i| (i, 2)))
     else {
-        return problem(
+        return Err(ApiError::from(problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
             "the message has no empty line between headers and body",
             None,
-        );
+        )));
     };
     let (head, rest) = (&text[..split.0], &text[split.0..]);
-    let fields = match header_fields(head) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+    let fields = header_fields(head)?;
     let header_name = |name: &str| match name {
         "to" => "To",
         "cc" => "Cc",
@@ -1024,35 +1051,30 @@ async fn send_raw(
         if matches!(f.name.as_str(), "to" | "cc" | "bcc") {
             for a in header_addresses(&f.value) {
                 if envelope.len() == cap {
-                    return invalid(
+                    return Err(invalid(
                         header_name(&f.name),
                         format!(
                             "a message may have at most {cap} recipients (To, Cc and Bcc together)"
                         ),
-                    );
+                    ));
                 }
                 match mailgate_core::EmailAddress::parse(&a) {
                     Ok(e) => envelope.push(e.to_string()),
-                    Err(e) => return invalid(header_name(&f.name), e.to_string()),
+                    Err(e) => return Err(invalid(header_name(&f.name), e.to_string())),
                 }
             }
         }
     }
     if envelope.is_empty() {
-        return problem(
+        return Err(ApiError::from(problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
             "the message has no To, Cc or Bcc recipient",
             Some("to"),
-        );
+        )));
     }
-    let account = match sending_account(state, id).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_raw_from(&account.spec, &fields) {
-        return r;
-    }
+    let account = sending_account(state, id).await?;
+    check_raw_from(&account.spec, &fields)?;
     let mut message_id = fields
         .iter()
         .find(|f| f.name == "message-id")
@@ -1061,7 +1083,10 @@ async fn send_raw(
     // Sized once: a large message is not copied again while the buffer grows.
     let mut out = String::with_capacity(text.len() + 128);
     if message_id.is_empty() {
-        message_id = mailgate_mail::message::new_message_id(account.spec.mailbox.domain());
+        message_id = match mailgate_mail::message::new_message_id(account.spec.mailbox.domain()) {
+            Ok(id) => id,
+            Err(e) => return Err(e.into()),
+        };
         out.push_str(&format!("Message-ID: <{message_id}>\r\n"));
     }
     for f in fields
@@ -1076,7 +1101,7 @@ async fn send_raw(
     out.push_str("\r\n");
     out.push_str(rest.trim_start_matches(['\r', '\n']));
     drop(fields);
-    enqueue(
+    Ok(enqueue(
         state,
         mailgate_store::NewOutboxMessage {
             account: account.id,
@@ -1087,7 +1112,7 @@ async fn send_raw(
             message_id: &message_id,
         },
     )
-    .await
+    .await)
 }
 
 /// A raw message's `From`: exactly one, naming one address that the account owns (its
@@ -1095,7 +1120,7 @@ async fn send_raw(
 fn check_raw_from(
     account: &mailgate_core::account::AccountSpec,
     fields: &[HeaderField<'_>],
-) -> Result<(), Response> {
+) -> Result<(), ApiError> {
     let own: Vec<String> = std::iter::once(&account.mailbox)
         .chain(account.shared_mailbox.as_ref())
         .chain(&account.aliases)
@@ -1129,19 +1154,19 @@ fn check_raw_from(
 async fn sending_account(
     state: &AppState,
     id: i64,
-) -> Result<mailgate_core::MailAccount, Response> {
+) -> Result<mailgate_core::MailAccount, ApiError> {
     let account = state
         .store
         .account(AccountId(id))
         .await
         .map_err(store_problem)?;
     if account.spec.outbound.is_none() {
-        return Err(problem(
+        return Err(ApiError::from(problem(
             StatusCode::CONFLICT,
             "no_outbound",
             "the account has no outbound SMTP",
             None,
-        ));
+        )));
     }
     Ok(account)
 }
@@ -1274,7 +1299,8 @@ mod tests {
     }
 
     /// (status, `field`) of a problem response.
-    async fn status_and_field(r: axum::response::Response) -> (u16, String) {
+    async fn status_and_field(r: impl axum::response::IntoResponse) -> (u16, String) {
+        let r = r.into_response();
         let status = r.status().as_u16();
         let body = axum::body::to_bytes(r.into_body(), usize::MAX)
             .await
@@ -1286,7 +1312,7 @@ mod tests {
     fn parse_field(body: serde_json::Value) -> axum::response::Response {
         match super::parse_send_request(body.to_string().as_bytes()) {
             Ok(_) => panic!("accepted: {body}"),
-            Err(r) => r,
+            Err(r) => axum::response::IntoResponse::into_response(r),
         }
     }
 

@@ -14,6 +14,7 @@
 //! host (that would send their tokens elsewhere).
 
 use crate::AppState;
+use crate::api::ApiError;
 use crate::api::{ApiCaller, account_json, invalid, problem, store_problem};
 use axum::Json;
 use axum::body::Bytes;
@@ -35,7 +36,7 @@ use mailgate_store::StoreError;
 use serde_json::{Map, Value, json};
 use std::fmt::Display;
 
-type Answer = Result<Response, Response>;
+type Answer = Result<Response, ApiError>;
 
 const ENDPOINT_FIELDS: &[&str] = &[
     "authority",
@@ -98,7 +99,7 @@ const ACCOUNT_FIELDS: &[&str] = &[
 const TEST_FIELDS: &[&str] = &["to", "step_timeout", "find_within"];
 
 fn field_problem(e: FieldError) -> Response {
-    invalid(e.field, e.message)
+    invalid(e.field, e.message).into_response()
 }
 
 /// A store error of a write: a taken name or a conflict is 409, the rest as for reads.
@@ -125,18 +126,18 @@ fn with_location(status: StatusCode, location: &str, body: Value) -> Response {
 
 /// Apps are shared: only a token for all accounts may create, change or remove them, or
 /// create accounts.
-fn require_unrestricted(caller: &ApiCaller, what: &str) -> Result<(), Response> {
+fn require_unrestricted(caller: &ApiCaller, what: &str) -> Result<(), ApiError> {
     if caller.token.account_ids.is_empty() {
         Ok(())
     } else {
-        Err(problem(
+        Err(ApiError::from(problem(
             StatusCode::FORBIDDEN,
             "account_restricted",
             format!(
                 "this API token is limited to some accounts, so it cannot {what}; use a token for all accounts"
             ),
             None,
-        ))
+        )))
     }
 }
 
@@ -145,7 +146,7 @@ fn require_unrestricted(caller: &ApiCaller, what: &str) -> Result<(), Response> 
 async fn visible_apps(
     state: &AppState,
     caller: &ApiCaller,
-) -> Result<Option<Vec<AppId>>, Response> {
+) -> Result<Option<Vec<AppId>>, ApiError> {
     if caller.token.account_ids.is_empty() {
         return Ok(None);
     }
@@ -159,14 +160,14 @@ async fn visible_apps(
     ))
 }
 
-fn require_app_visible(visible: &Option<Vec<AppId>>, id: AppId) -> Result<(), Response> {
+fn require_app_visible(visible: &Option<Vec<AppId>>, id: AppId) -> Result<(), ApiError> {
     match visible {
-        Some(ids) if !ids.contains(&id) => Err(problem(
+        Some(ids) if !ids.contains(&id) => Err(ApiError::from(problem(
             StatusCode::FORBIDDEN,
             "app_not_allowed",
             format!("this API token is limited to accounts that do not use app {id}"),
             None,
-        )),
+        ))),
         _ => Ok(()),
     }
 }
@@ -214,7 +215,7 @@ impl Body {
         bytes: &Bytes,
         allowed: &[&[&str]],
         may_be_empty: bool,
-    ) -> Result<Body, Response> {
+    ) -> Result<Body, ApiError> {
         if may_be_empty && bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Body(Map::new()));
         }
@@ -231,12 +232,12 @@ impl Body {
         if mime != "application/json"
             && !(mime.starts_with("application/") && mime.ends_with("+json"))
         {
-            return Err(problem(
+            return Err(ApiError::from(problem(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
                 None,
-            ));
+            )));
         }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             problem(
@@ -247,23 +248,23 @@ impl Body {
             )
         })?;
         let Value::Object(map) = value else {
-            return Err(problem(
+            return Err(ApiError::from(problem(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
                 "the body must be a JSON object",
                 None,
-            ));
+            )));
         };
         let known = |k: &str| allowed.iter().any(|list| list.contains(&k));
         if let Some(k) = map.keys().find(|k| !known(k)) {
             let shown: String = k.chars().take(60).collect();
             let expected: Vec<&str> = allowed.iter().flat_map(|l| l.iter().copied()).collect();
-            return Err(problem(
+            return Err(ApiError::from(problem(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown_field",
                 format!("unknown field {shown:?}; expected: {}", expected.join(", ")),
                 Some(&shown),
-            ));
+            )));
         }
         Ok(Body(map))
     }
@@ -273,7 +274,7 @@ impl Body {
     }
 
     /// A string field; absent or null is `None`.
-    fn text(&self, k: &str) -> Result<Option<&str>, Response> {
+    fn text(&self, k: &str) -> Result<Option<&str>, ApiError> {
         match self.0.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -285,7 +286,7 @@ impl Body {
         &self,
         k: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Result<Option<T>, Response> {
+    ) -> Result<Option<T>, ApiError> {
         self.text(k)?
             .map(|s| parse(s).map_err(|e| invalid(k, e.to_string())))
             .transpose()
@@ -295,12 +296,12 @@ impl Body {
         &self,
         k: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Result<T, Response> {
+    ) -> Result<T, ApiError> {
         self.parsed(k, parse)?
             .ok_or_else(|| invalid(k, format!("{k} is required")))
     }
 
-    fn flag(&self, k: &str) -> Result<Option<bool>, Response> {
+    fn flag(&self, k: &str) -> Result<Option<bool>, ApiError> {
         match self.0.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -313,7 +314,7 @@ impl Body {
         &self,
         k: &str,
         range: std::ops::RangeInclusive<u64>,
-    ) -> Result<Option<u64>, Response> {
+    ) -> Result<Option<u64>, ApiError> {
         let n = match self.0.get(k) {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::Number(n)) => n.as_u64(),
@@ -333,7 +334,7 @@ impl Body {
         }
     }
 
-    fn port(&self, k: &str) -> Result<Option<Port>, Response> {
+    fn port(&self, k: &str) -> Result<Option<Port>, ApiError> {
         self.number(k, 1..=65535)?
             .map(|n| {
                 u16::try_from(n)
@@ -349,7 +350,7 @@ impl Body {
         &self,
         k: &str,
         parse: impl Fn(&str) -> Result<T, E>,
-    ) -> Result<Option<Vec<T>>, Response> {
+    ) -> Result<Option<Vec<T>>, ApiError> {
         match self.0.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Array(items)) => items
@@ -365,7 +366,7 @@ impl Body {
     }
 
     /// Scopes as one string (space- or comma-separated, like the CLI) or a list.
-    fn scopes(&self) -> Result<Option<Scopes>, Response> {
+    fn scopes(&self) -> Result<Option<Scopes>, ApiError> {
         let joined = match self.0.get("scopes") {
             Some(Value::Array(_)) => self
                 .list("scopes", |s| Ok::<_, String>(s.to_owned()))?
@@ -378,7 +379,7 @@ impl Body {
     }
 
     /// Extra authorize parameters as an object of strings, `{"domain_hint": "contoso.com"}`.
-    fn extra_params(&self) -> Result<Vec<(String, String)>, Response> {
+    fn extra_params(&self) -> Result<Vec<(String, String)>, ApiError> {
         const K: &str = "extra_params";
         match self.0.get(K) {
             None | Some(Value::Null) => Ok(Vec::new()),
@@ -395,7 +396,7 @@ impl Body {
     }
 
     /// The service-account key: the JSON key itself, or its text.
-    fn service_account_key(&self) -> Result<Option<Secret>, Response> {
+    fn service_account_key(&self) -> Result<Option<Secret>, ApiError> {
         const K: &str = "service_account_key";
         let text = match self.0.get(K) {
             None | Some(Value::Null) => return Ok(None),
@@ -413,7 +414,7 @@ impl Body {
             .map_err(|e| invalid(K, e.to_string()))
     }
 
-    fn endpoint_input(&self) -> Result<EndpointInput, Response> {
+    fn endpoint_input(&self) -> Result<EndpointInput, ApiError> {
         Ok(EndpointInput {
             authority: self.parsed("authority", HttpUrl::parse)?,
             authorize_url: self.parsed("authorize_url", HttpUrl::parse)?,
@@ -428,7 +429,7 @@ impl Body {
         })
     }
 
-    fn settings_input(&self) -> Result<AccountSettingsInput, Response> {
+    fn settings_input(&self) -> Result<AccountSettingsInput, ApiError> {
         Ok(AccountSettingsInput {
             description: self.text("description")?.map(str::to_owned),
             shared_mailbox: self.parsed("shared_mailbox", EmailAddress::parse)?,
@@ -622,7 +623,7 @@ pub async fn delete_app(
 // ----- accounts ---------------------------------------------------------------------------
 
 /// The app an account is to use: `app` is its id (a number) or its name.
-async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, Response> {
+async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, ApiError> {
     let key = match b.0.get("app") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.to_string(),
@@ -632,7 +633,7 @@ async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, Respo
     match state.store.find_app(&key).await {
         Ok(app) => Ok(Some(app)),
         Err(e @ StoreError::NotFound { .. }) => Err(invalid("app", e.to_string())),
-        Err(e) => Err(store_problem(e)),
+        Err(e) => Err(ApiError::from(store_problem(e))),
     }
 }
 
@@ -771,7 +772,7 @@ pub async fn start_test(
         .account(AccountId(id))
         .await
         .map_err(store_problem)?;
-    let run = crate::test_runs::start(&state, account, opts);
+    let run = crate::test_runs::start(&state, account, opts).map_err(crate::api::random_problem)?;
     let body = state
         .tests
         .get(&run)
@@ -792,12 +793,12 @@ pub async fn test_status(
 ) -> Answer {
     caller.require(TokenScope::AccountsRead)?;
     let Some(r) = state.tests.get(&run) else {
-        return Err(problem(
+        return Err(ApiError::from(problem(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such test run (runs are kept in memory, the last 50, until a restart); start the test again",
             None,
-        ));
+        )));
     };
     caller.require_account(AccountId(r.account_id))?;
     Ok(Json(r.to_json(&run)).into_response())

@@ -2,6 +2,7 @@
 //! subscriptions, read their delivery log and redeliver.
 
 use crate::AppState;
+use crate::api::ApiError;
 use crate::api::{ApiCaller, invalid, parse_json, problem, store_problem};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -36,7 +37,7 @@ async fn reading_account(
     state: &AppState,
     caller: &ApiCaller,
     id: i64,
-) -> Result<mailgate_core::MailAccount, Response> {
+) -> Result<mailgate_core::MailAccount, ApiError> {
     caller.require(TokenScope::MessagesRead)?;
     caller.require_account(AccountId(id))?;
     let account = state
@@ -45,7 +46,7 @@ async fn reading_account(
         .await
         .map_err(store_problem)?;
     if account.spec.inbound.is_none() {
-        return Err(problem(
+        return Err(ApiError::from(problem(
             StatusCode::CONFLICT,
             "no_inbound",
             format!(
@@ -53,7 +54,7 @@ async fn reading_account(
                 account.spec.name
             ),
             None,
-        ));
+        )));
     }
     Ok(account)
 }
@@ -71,27 +72,24 @@ pub async fn list_messages(
     caller: ApiCaller,
     Path(id): Path<i64>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Query(q) = match query {
         Ok(q) => q,
         Err(e) => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
                 format!("{e}; expected limit=1..200 and before=<uid>"),
                 None,
-            );
+            )));
         }
     };
     let limit = match q.limit.as_deref().map(str::parse::<usize>) {
         None => 50,
         Some(Ok(n)) if (1..=200).contains(&n) => n,
-        Some(_) => return invalid("limit", "limit must be a number from 1 to 200"),
+        Some(_) => return Err(invalid("limit", "limit must be a number from 1 to 200")),
     };
-    let account = match reading_account(&state, &caller, id).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let account = reading_account(&state, &caller, id).await?;
     match mailgate_mail::inbox::list(
         &state.engine,
         &state.tls,
@@ -106,9 +104,9 @@ pub async fn list_messages(
             let next = (list.len() == limit)
                 .then(|| list.last().map(|m| m.uid.clone()))
                 .flatten();
-            Json(json!({ "messages": list, "next_before": next })).into_response()
+            Ok(Json(json!({ "messages": list, "next_before": next })).into_response())
         }
-        Err(e) => mail_problem(&e),
+        Err(e) => Err(ApiError::from(mail_problem(&e))),
     }
 }
 
@@ -126,16 +124,16 @@ pub async fn get_message(
     Path((id, uid)): Path<(i64, String)>,
     headers: axum::http::HeaderMap,
     query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Query(q) = match query {
         Ok(q) => q,
         Err(e) => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
                 format!("{e}; expected raw=true or raw=false"),
                 None,
-            );
+            )));
         }
     };
     let raw = match q.raw.as_deref() {
@@ -144,30 +142,27 @@ pub async fn get_message(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.to_ascii_lowercase().contains("message/rfc822")),
         Some("true") => true,
-        Some(_) => return invalid("raw", "raw must be true or false"),
+        Some(_) => return Err(invalid("raw", "raw must be true or false")),
     };
-    let account = match reading_account(&state, &caller, id).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let account = reading_account(&state, &caller, id).await?;
     match mailgate_mail::inbox::fetch(&state.engine, &state.tls, &account, &uid, MAIL_TIMEOUT).await
     {
         Ok(Some(bytes)) if raw => {
-            ([(header::CONTENT_TYPE, "message/rfc822")], bytes).into_response()
+            Ok(([(header::CONTENT_TYPE, "message/rfc822")], bytes).into_response())
         }
         Ok(Some(bytes)) => {
             let parsed = mailgate_mail::parse::parse(&bytes, BODY_LIMIT);
             let mut body = serde_json::to_value(&parsed).unwrap_or(Value::Null);
             body["uid"] = Value::String(uid);
-            Json(body).into_response()
+            Ok(Json(body).into_response())
         }
-        Ok(None) => problem(
+        Ok(None) => Err(ApiError::from(problem(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no message {uid:?} in the inbox of {}", account.spec.name),
             None,
-        ),
-        Err(e) => mail_problem(&e),
+        ))),
+        Err(e) => Err(ApiError::from(mail_problem(&e))),
     }
 }
 
@@ -180,7 +175,7 @@ pub(crate) async fn create_subscription(
     state: &AppState,
     new: &NewWebhook,
 ) -> Result<(Webhook, Secret), mailgate_store::StoreError> {
-    let secret = new_signing_secret();
+    let secret = new_signing_secret()?;
     let hook = state
         .store
         .create_webhook(
@@ -197,8 +192,11 @@ pub(crate) async fn create_subscription(
 }
 
 /// A subscription's HMAC key: `whsec_` and 24 random bytes.
-fn new_signing_secret() -> Secret {
-    Secret::new(format!("whsec_{}", mailgate_oauth::random::token(24)))
+fn new_signing_secret() -> Result<Secret, mailgate_core::random::RandomFailed> {
+    Ok(Secret::new(format!(
+        "whsec_{}",
+        mailgate_oauth::random::token(24)?
+    )))
 }
 
 /// Replaces subscription `id`'s signing secret; the new one comes back for the one
@@ -207,7 +205,7 @@ pub(crate) async fn rotate_subscription_secret(
     state: &AppState,
     id: i64,
 ) -> Result<Secret, mailgate_store::StoreError> {
-    let secret = new_signing_secret();
+    let secret = new_signing_secret()?;
     state
         .store
         .rotate_webhook_secret(id, &secret, state.clock.now())
@@ -241,7 +239,7 @@ pub(crate) async fn save_subscription(
 }
 
 /// The problem for a subscription that does not parse: the first field at fault.
-fn subscription_problem(errors: &[WebhookFieldError]) -> Response {
+fn subscription_problem(errors: &[WebhookFieldError]) -> ApiError {
     match errors.first() {
         Some(e) => invalid(&e.path(), e.message.clone()),
         None => invalid("url", "the subscription does not parse"),
@@ -276,14 +274,9 @@ pub async fn create_webhook(
     State(state): State<AppState>,
     caller: ApiCaller,
     body: axum::body::Bytes,
-) -> Response {
-    if let Err(r) = caller.require(TokenScope::WebhooksWrite) {
-        return r;
-    }
-    let req: NewWebhookBody = match parse_json(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    caller.require(TokenScope::WebhooksWrite)?;
+    let req: NewWebhookBody = parse_json(&body)?;
     let new = match NewWebhook::parse(
         &req.url,
         &req.events,
@@ -292,21 +285,19 @@ pub async fn create_webhook(
         state.webhook_allow_private,
     ) {
         Ok(n) => n,
-        Err(errors) => return subscription_problem(&errors),
+        Err(errors) => return Err(subscription_problem(&errors)),
     };
     match new.account_id {
         Some(a) => {
-            if let Err(r) = caller.require_account(a) {
-                return r;
-            }
+            caller.require_account(a)?;
         }
         None if !caller.token.account_ids.is_empty() => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::FORBIDDEN,
                 "account_not_allowed",
                 "this API token is limited to some accounts; give account_id for one of them (a subscription for every account needs an unrestricted token)",
                 Some("account_id"),
-            );
+            )));
         }
         None => {}
     }
@@ -319,12 +310,12 @@ pub async fn create_webhook(
             if let Ok(v) = format!("/api/v1/webhooks/{}", hook.id).parse() {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            resp
+            Ok(resp)
         }
         Err(mailgate_store::StoreError::NotFound { what, key }) => {
-            invalid("account_id", format!("no {what} {key}"))
+            Err(invalid("account_id", format!("no {what} {key}")))
         }
-        Err(e) => store_problem(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -345,15 +336,9 @@ pub async fn update_webhook(
     caller: ApiCaller,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
-) -> Response {
-    let hook = match visible_hook(&state, &caller, id).await {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    let req: WebhookChanges = match parse_json(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let hook = visible_hook(&state, &caller, id).await?;
+    let req: WebhookChanges = parse_json(&body)?;
     let url = req.url.unwrap_or_else(|| hook.url.to_string());
     let events = req
         .events
@@ -367,11 +352,11 @@ pub async fn update_webhook(
         state.webhook_allow_private,
     ) {
         Ok(n) => n,
-        Err(errors) => return subscription_problem(&errors),
+        Err(errors) => return Err(subscription_problem(&errors)),
     };
     match save_subscription(&state, id, &parsed, req.enabled.unwrap_or(hook.enabled)).await {
-        Ok(h) => Json(hook_json(&h)).into_response(),
-        Err(e) => store_problem(e),
+        Ok(h) => Ok(Json(hook_json(&h)).into_response()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -381,26 +366,24 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-) -> Response {
-    let hook = match visible_hook(&state, &caller, id).await {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let hook = visible_hook(&state, &caller, id).await?;
     match rotate_subscription_secret(&state, id).await {
         Ok(secret) => {
             let mut body = hook_json(&hook);
             body["secret"] = Value::String(secret.expose().to_owned());
-            Json(body).into_response()
+            Ok(Json(body).into_response())
         }
-        Err(e) => store_problem(e),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// `GET /api/v1/webhooks`: the subscriptions this token may see.
-pub async fn list_webhooks(State(state): State<AppState>, caller: ApiCaller) -> Response {
-    if let Err(r) = caller.require(TokenScope::WebhooksWrite) {
-        return r;
-    }
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+) -> Result<Response, ApiError> {
+    caller.require(TokenScope::WebhooksWrite)?;
     match state.store.webhooks().await {
         Ok(hooks) => {
             let list: Vec<Value> = hooks
@@ -408,22 +391,22 @@ pub async fn list_webhooks(State(state): State<AppState>, caller: ApiCaller) -> 
                 .filter(|h| may_see(&caller, h))
                 .map(hook_json)
                 .collect();
-            Json(json!({ "webhooks": list })).into_response()
+            Ok(Json(json!({ "webhooks": list })).into_response())
         }
-        Err(e) => store_problem(e),
+        Err(e) => Err(e.into()),
     }
 }
 
-async fn visible_hook(state: &AppState, caller: &ApiCaller, id: i64) -> Result<Webhook, Response> {
+async fn visible_hook(state: &AppState, caller: &ApiCaller, id: i64) -> Result<Webhook, ApiError> {
     caller.require(TokenScope::WebhooksWrite)?;
     let hook = state.store.webhook(id).await.map_err(store_problem)?;
     if !may_see(caller, &hook) {
-        return Err(problem(
+        return Err(ApiError::from(problem(
             StatusCode::FORBIDDEN,
             "account_not_allowed",
             format!("webhook {id} belongs to an account this API token may not touch"),
             None,
-        ));
+        )));
     }
     Ok(hook)
 }
@@ -432,10 +415,10 @@ pub async fn get_webhook(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-) -> Response {
+) -> Result<Response, ApiError> {
     match visible_hook(&state, &caller, id).await {
-        Ok(h) => Json(hook_json(&h)).into_response(),
-        Err(r) => r,
+        Ok(h) => Ok(Json(hook_json(&h)).into_response()),
+        Err(r) => Err(r),
     }
 }
 
@@ -443,16 +426,14 @@ pub async fn delete_webhook(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = visible_hook(&state, &caller, id).await {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    visible_hook(&state, &caller, id).await?;
     match state.store.delete_webhook(id, state.clock.now()).await {
         Ok(()) => {
             state.watchers.notify_one();
-            StatusCode::NO_CONTENT.into_response()
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Err(e) => store_problem(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -469,25 +450,23 @@ pub async fn deliveries(
     caller: ApiCaller,
     Path(id): Path<i64>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let limit = match query.map(|Query(q)| q.limit) {
         Ok(None) => 50,
         Ok(Some(l)) => match l.parse::<i64>() {
             Ok(n) if (1..=500).contains(&n) => n,
-            _ => return invalid("limit", "limit must be a number from 1 to 500"),
+            _ => return Err(invalid("limit", "limit must be a number from 1 to 500")),
         },
         Err(e) => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
                 format!("{e}; expected limit=1..500"),
                 None,
-            );
+            )));
         }
     };
-    if let Err(r) = visible_hook(&state, &caller, id).await {
-        return r;
-    }
+    visible_hook(&state, &caller, id).await?;
     match state.store.deliveries(id, limit).await {
         Ok(list) => {
             let list: Vec<Value> = list
@@ -498,9 +477,9 @@ pub async fn deliveries(
                     v
                 })
                 .collect();
-            Json(json!({ "deliveries": list })).into_response()
+            Ok(Json(json!({ "deliveries": list })).into_response())
         }
-        Err(e) => store_problem(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -510,34 +489,35 @@ pub async fn redeliver(
     State(state): State<AppState>,
     caller: ApiCaller,
     Path((id, delivery)): Path<(i64, i64)>,
-) -> Response {
-    if let Err(r) = visible_hook(&state, &caller, id).await {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    visible_hook(&state, &caller, id).await?;
     match state.store.delivery(delivery).await {
         Ok((d, _)) if d.webhook_id == id => {}
         Ok(_) => {
-            return problem(
+            return Err(ApiError::from(problem(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("webhook {id} has no delivery {delivery}"),
                 None,
-            );
+            )));
         }
-        Err(e) => return store_problem(e),
+        Err(e) => return Err(e.into()),
     }
     match state.store.redeliver(delivery, state.clock.now()).await {
         Ok(d) => {
             state.deliveries.notify_one();
-            (
+            Ok((
                 StatusCode::ACCEPTED,
                 Json(serde_json::to_value(&d).unwrap_or(Value::Null)),
             )
-                .into_response()
+                .into_response())
         }
-        Err(mailgate_store::StoreError::InUse(msg)) => {
-            problem(StatusCode::CONFLICT, "in_progress", msg, None)
-        }
-        Err(e) => store_problem(e),
+        Err(mailgate_store::StoreError::InUse(msg)) => Err(ApiError::from(problem(
+            StatusCode::CONFLICT,
+            "in_progress",
+            msg,
+            None,
+        ))),
+        Err(e) => Err(e.into()),
     }
 }

@@ -13,6 +13,10 @@
 //! * The first administrator is created through a one-time setup link printed by `serve`;
 //!   it expires after `setup_link_secs` (24 h), and its token is checked before any hashing.
 
+// The session checks refuse with the page or redirect to send (`Result<_, Response>`), used by
+// every admin page; they keep that shape until the pages get an error type of their own.
+#![allow(clippy::result_large_err)]
+
 use crate::AppState;
 use crate::html::{escape, page};
 use axum::extract::{ConnectInfo, Form, FromRequestParts, Query, State};
@@ -144,8 +148,8 @@ impl FromRequestParts<AppState> for Session {
 }
 
 async fn start_session(state: &AppState, user: &User) -> Result<String, Response> {
-    let value = random::token(32);
-    let csrf = random::token(32);
+    let value = random::token(32).map_err(crate::html::random_failed)?;
+    let csrf = random::token(32).map_err(crate::html::random_failed)?;
     let now = state.clock.now();
     state
         .store
@@ -188,7 +192,10 @@ fn login_page(status: StatusCode, token: &str, username: &str, error: Option<&st
 }
 
 pub async fn login_form(State(state): State<AppState>) -> Response {
-    let token = random::token(24);
+    let token = match random::token(24) {
+        Ok(t) => t,
+        Err(e) => return crate::html::random_failed(e),
+    };
     let mut resp = login_page(StatusCode::OK, &token, "", None);
     if let Ok(v) = cookie(&state, LOGIN_COOKIE, &token, 3600).parse() {
         resp.headers_mut().append(header::SET_COOKIE, v);
@@ -212,7 +219,10 @@ pub async fn login(
     let username = f.username.trim().to_owned();
     let cookie_token = read_cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     let form_token = f.login_token.unwrap_or_default();
-    let fresh = random::token(24);
+    let fresh = match random::token(24) {
+        Ok(t) => t,
+        Err(e) => return crate::html::random_failed(e),
+    };
     let retry = |status: StatusCode, msg: &str| {
         let mut r = login_page(status, &fresh, &username, Some(msg));
         if let Ok(v) = cookie(&state, LOGIN_COOKIE, &fresh, 3600).parse() {

@@ -4,6 +4,7 @@
 //! all values kept, and nothing is saved unless the whole form is valid.
 
 use crate::auth::Session;
+use crate::html::unavailable;
 use crate::html::{escape, page};
 use crate::{AppState, redirect_uri};
 use axum::extract::{Form, Path, State};
@@ -156,15 +157,6 @@ pub(crate) fn form_page(session: &Session, title: &str, body: &str, errs: &Error
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     r
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "admin form: store error");
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "<h1 class=\"bad\">The database is unavailable</h1><p>Nothing was saved. Try again shortly.</p>",
-    )
 }
 
 // ----- apps -------------------------------------------------------------------------------
@@ -1031,7 +1023,10 @@ pub async fn test_account(
         Ok(a) => a,
         Err(e) => return unavailable(e),
     };
-    let run = crate::test_runs::start(&state, acc, Default::default());
+    let run = match crate::test_runs::start(&state, acc, Default::default()) {
+        Ok(run) => run,
+        Err(e) => return crate::html::random_failed(e),
+    };
     Redirect::to(&format!("/admin/accounts/{id}/tests/{run}")).into_response()
 }
 

@@ -18,6 +18,28 @@ pub fn problem_summary(problem: Option<&mailgate_core::account::Problem>) -> Str
         .unwrap_or_default()
 }
 
+/// The one answer of the admin pages when the store fails: the error goes to the log, not
+/// to the page (it may name a file or a query), and nothing was changed.
+pub fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "admin page: store error");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "<h1 class=\"bad\">The database is unavailable</h1><p>Nothing was changed. Try again shortly.</p>",
+    )
+}
+
+/// The answer when the operating system's random generator fails: nothing was done,
+/// because every secret, id and session value needs it.
+pub fn random_failed(e: mailgate_core::random::RandomFailed) -> Response {
+    tracing::error!(error = %e, "admin page: no randomness");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "<h1 class=\"bad\">The server's random number generator failed</h1><p>Nothing was changed. Try again shortly.</p>",
+    )
+}
+
 /// A page whose `body` is already-escaped HTML.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(

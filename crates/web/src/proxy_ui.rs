@@ -4,6 +4,7 @@
 
 use crate::AppState;
 use crate::auth::Session;
+use crate::html::unavailable;
 use crate::html::{escape, page};
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
@@ -35,7 +36,10 @@ pub async fn generate(
         Err(e) => return unavailable(e),
     };
     // 24 random bytes: 192 bits, as `mailgate account proxy-password` makes.
-    let password = mailgate_oauth::random::token(24);
+    let password = match mailgate_oauth::random::token(24) {
+        Ok(p) => p,
+        Err(e) => return crate::html::random_failed(e),
+    };
     if let Err(e) = state
         .store
         .set_proxy_password(
@@ -60,13 +64,4 @@ pub async fn generate(
         password = escape(&password),
     );
     crate::admin::layout(&session, "Proxy password", &body)
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "proxy password: store error");
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "<h1 class=\"bad\">The database is unavailable</h1><p>Nothing was changed. Try again shortly.</p>",
-    )
 }

@@ -88,8 +88,12 @@ impl TestRuns {
 }
 
 /// Starts "Test configuration" for `account` in the background; returns the run id.
-pub fn start(state: &AppState, account: MailAccount, opts: CheckOptions) -> String {
-    let run_id = mailgate_oauth::random::token(12);
+pub fn start(
+    state: &AppState,
+    account: MailAccount,
+    opts: CheckOptions,
+) -> Result<String, mailgate_core::random::RandomFailed> {
+    let run_id = mailgate_oauth::random::token(12)?;
     state.tests.insert(
         &run_id,
         TestRun {
@@ -120,5 +124,5 @@ pub fn start(state: &AppState, account: MailAccount, opts: CheckOptions) -> Stri
             r.report = Some(report);
         });
     });
-    run_id
+    Ok(run_id)
 }

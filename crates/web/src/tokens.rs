@@ -11,12 +11,13 @@
 use crate::AppState;
 use crate::auth::Session;
 use crate::forms::{Errors, form_page};
+use crate::html::unavailable;
 use crate::html::{escape, page};
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::MailAccount;
-use mailgate_core::user::{ApiToken, NewApiToken, TokenScope, api_token_value};
+use mailgate_core::user::{ApiToken, NewApiToken, TokenScope};
 use mailgate_store::StoreError;
 
 /// The submitted form. Scopes (checkboxes) and accounts (a multi-select) repeat their key,
@@ -55,15 +56,6 @@ fn scope_meaning(scope: TokenScope) -> &'static str {
         TokenScope::TokensRead => "fetch an account's OAuth access token (for IMAP/SMTP clients)",
         TokenScope::WebhooksWrite => "manage webhooks",
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "API tokens page: store error");
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "<h1 class=\"bad\">The database is unavailable</h1><p>Nothing was changed. Try again shortly.</p>",
-    )
 }
 
 fn account_label(accounts: &[MailAccount], id: mailgate_core::AccountId) -> String {
@@ -238,26 +230,15 @@ pub async fn create(
                 errs.add(e.field, e.message);
             }
         }
-        Ok(new) => {
-            let token = api_token_value(&mailgate_oauth::random::token(32));
-            match state
-                .store
-                .issue_api_token(
-                    &new,
-                    &mailgate_oauth::random::sha256_hex(token.expose()),
-                    state.clock.now(),
-                )
-                .await
-            {
-                Ok(created) => {
-                    tracing::info!(token = %created.name, id = created.id, user = %session.user.username, "API token created");
-                    return shown_once(&state, &session, &created, token.expose()).await;
-                }
-                Err(e @ StoreError::NotFound { .. }) => errs.add("account", e.to_string()),
-                Err(e @ StoreError::Duplicate { .. }) => errs.add("name", e.to_string()),
-                Err(e) => return unavailable(e),
+        Ok(new) => match state.store.issue_api_token(&new, state.clock.now()).await {
+            Ok((token, created)) => {
+                tracing::info!(token = %created.name, id = created.id, user = %session.user.username, "API token created");
+                return shown_once(&state, &session, &created, token.expose()).await;
             }
-        }
+            Err(e @ StoreError::NotFound { .. }) => errs.add("account", e.to_string()),
+            Err(e @ StoreError::Duplicate { .. }) => errs.add("name", e.to_string()),
+            Err(e) => return unavailable(e),
+        },
     }
     tokens_page(&state, &session, &sub, &errs).await
 }

@@ -11,6 +11,7 @@
 use crate::AppState;
 use crate::auth::Session;
 use crate::forms::{Errors, form_page};
+use crate::html::unavailable;
 use crate::html::{escape, page};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
@@ -20,15 +21,6 @@ use mailgate_core::user::{
 };
 use mailgate_store::{StoreError, passwords};
 use serde::Deserialize;
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "users page: store error");
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "<h1 class=\"bad\">The database is unavailable</h1><p>Nothing was changed. Try again shortly.</p>",
-    )
-}
 
 fn no_such_user() -> Response {
     page(

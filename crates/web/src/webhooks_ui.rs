@@ -11,6 +11,7 @@
 use crate::AppState;
 use crate::auth::Session;
 use crate::forms::{Errors, form_page};
+use crate::html::unavailable;
 use crate::html::{escape, page};
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
@@ -66,15 +67,6 @@ fn event_meaning(event: WebhookEvent) -> &'static str {
             "an OAuth app's client secret expires soon (only subscriptions for all accounts)"
         }
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "webhooks page: store error");
-    page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "<h1 class=\"bad\">The database is unavailable</h1><p>Nothing was changed. Try again shortly.</p>",
-    )
 }
 
 fn not_found(what: &str) -> Response {

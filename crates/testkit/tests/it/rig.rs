@@ -790,6 +790,7 @@ fn skip_or_fail(error: anyhow::Error) -> anyhow::Result<()> {
     Err(error.context("the mail rig did not start (see docs/testing.md)"))
 }
 
+#[allow(clippy::disallowed_methods)] // test-only: a failure here fails the test, as it should
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     ring::rand::SystemRandom::new()
