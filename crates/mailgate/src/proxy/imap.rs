@@ -186,20 +186,10 @@ where
             }
             Err(refusal) => refusal,
         };
-        let reply = match &refusal {
-            Refusal::BadCredentials => format!(
-                "{tag} NO [AUTHENTICATIONFAILED] wrong login or proxy password (code: wrong_proxy_password)"
-            ),
-            Refusal::NeedsAdmin { code } => format!(
-                "{tag} NO [AUTHENTICATIONFAILED] the account needs an administrator in mailgate (code: {code})"
-            ),
-            Refusal::UpstreamRefused { code } => format!(
-                "{tag} NO [AUTHENTICATIONFAILED] the mail server refused mailgate's token (code: {code})"
-            ),
-            Refusal::Unavailable { code } => format!(
-                "{tag} NO [UNAVAILABLE] the mail server cannot be reached now; try again later (code: {code})"
-            ),
-        };
+        let reply = refusal.reply(
+            &format!("{tag} NO [AUTHENTICATIONFAILED]"),
+            &format!("{tag} NO [UNAVAILABLE]"),
+        );
         send(&mut client, &reply).await.map_err(io)?;
         if matches!(refusal, Refusal::BadCredentials) {
             failures += 1;
@@ -226,17 +216,15 @@ async fn log_in<'a>(
         .as_ref()
         .is_some_and(|inbound| inbound.protocol == InboundProtocol::Imap);
     if !is_imap {
-        ctx.refused(
-            Some(&account),
-            &format!(
-                "IMAP proxy login from {} refused: the account has no IMAP server",
-                peer.ip()
-            ),
-        )
-        .await;
-        return Err(Refusal::NeedsAdmin {
-            code: "no_imap_server".into(),
-        });
+        return Err(ctx
+            .no_server(
+                "IMAP",
+                &account,
+                peer,
+                "the account has no IMAP server",
+                "no_imap_server",
+            )
+            .await);
     }
     let opened =
         mailgate_mail::inbox::open_imap(&ctx.engine, &ctx.tls, &account, UPSTREAM_TIMEOUT).await;

@@ -159,6 +159,29 @@ pub(crate) enum Refusal {
     Unavailable { code: String },
 }
 
+impl Refusal {
+    /// The refusal's words after the protocol's own prefix: `refused` for a login that will
+    /// not succeed as it is (IMAP `NO [AUTHENTICATIONFAILED]`, POP3 `-ERR [AUTH]`, SMTP
+    /// `535 5.7.8`), `temporary` for passing trouble (`NO [UNAVAILABLE]`, `-ERR [SYS/TEMP]`,
+    /// `454 4.7.0`). The sentence and its code are the same in every protocol.
+    pub(crate) fn reply(&self, refused: &str, temporary: &str) -> String {
+        match self {
+            Refusal::BadCredentials => {
+                format!("{refused} wrong login or proxy password (code: wrong_proxy_password)")
+            }
+            Refusal::NeedsAdmin { code } => {
+                format!("{refused} the account needs an administrator in mailgate (code: {code})")
+            }
+            Refusal::UpstreamRefused { code } => {
+                format!("{refused} the mail server refused mailgate's token (code: {code})")
+            }
+            Refusal::Unavailable { code } => format!(
+                "{temporary} the mail server cannot be reached now; try again later (code: {code})"
+            ),
+        }
+    }
+}
+
 impl ProxyContext {
     /// Checks a login (mailbox address or account name, and the proxy password) and whether
     /// the account can be used now. A refused login is recorded as an event.
@@ -351,6 +374,24 @@ impl ProxyContext {
                 }
             }
         }
+    }
+
+    /// A login for an account that has no server of this proxy's protocol: recorded, and
+    /// refused with `code` (e.g. `no_imap_server`) for an administrator to act on.
+    pub(crate) async fn no_server(
+        &self,
+        protocol: &str,
+        account: &MailAccount,
+        peer: SocketAddr,
+        lacks: &str,
+        code: &str,
+    ) -> Refusal {
+        self.refused(
+            Some(account),
+            &format!("{protocol} proxy login from {} refused: {lacks}", peer.ip()),
+        )
+        .await;
+        Refusal::NeedsAdmin { code: code.into() }
     }
 
     async fn refused(&self, account: Option<&MailAccount>, message: &str) {

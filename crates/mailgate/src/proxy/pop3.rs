@@ -163,20 +163,7 @@ where
             Err(refusal) => refusal,
         };
         // RFC 3206 response codes: [AUTH] for credentials, [SYS/TEMP] for passing trouble.
-        let text = match &refusal {
-            Refusal::BadCredentials => {
-                "-ERR [AUTH] wrong login or proxy password (code: wrong_proxy_password)".to_owned()
-            }
-            Refusal::NeedsAdmin { code } => {
-                format!("-ERR [AUTH] the account needs an administrator in mailgate (code: {code})")
-            }
-            Refusal::UpstreamRefused { code } => {
-                format!("-ERR [AUTH] the mail server refused mailgate's token (code: {code})")
-            }
-            Refusal::Unavailable { code } => format!(
-                "-ERR [SYS/TEMP] the mail server cannot be reached now; try again later (code: {code})"
-            ),
-        };
+        let text = refusal.reply("-ERR [AUTH]", "-ERR [SYS/TEMP]");
         send(&mut client, &text).await.map_err(io)?;
         if matches!(refusal, Refusal::BadCredentials) {
             failures += 1;
@@ -201,17 +188,15 @@ async fn log_in<'a>(
         .as_ref()
         .is_some_and(|inbound| inbound.protocol == InboundProtocol::Pop3);
     if !is_pop3 {
-        ctx.refused(
-            Some(&account),
-            &format!(
-                "POP3 proxy login from {} refused: the account's inbound server is not POP3",
-                peer.ip()
-            ),
-        )
-        .await;
-        return Err(Refusal::NeedsAdmin {
-            code: "no_pop3_server".into(),
-        });
+        return Err(ctx
+            .no_server(
+                "POP3",
+                &account,
+                peer,
+                "the account's inbound server is not POP3",
+                "no_pop3_server",
+            )
+            .await);
     }
     let opened =
         mailgate_mail::inbox::open_pop3(&ctx.engine, &ctx.tls, &account, UPSTREAM_TIMEOUT).await;

@@ -205,20 +205,7 @@ where
             }
             Err(refusal) => refusal,
         };
-        let text = match &refusal {
-            Refusal::BadCredentials => {
-                "535 5.7.8 wrong login or proxy password (code: wrong_proxy_password)".to_owned()
-            }
-            Refusal::NeedsAdmin { code } => {
-                format!("535 5.7.8 the account needs an administrator in mailgate (code: {code})")
-            }
-            Refusal::UpstreamRefused { code } => {
-                format!("535 5.7.8 the mail server refused mailgate's token (code: {code})")
-            }
-            Refusal::Unavailable { code } => format!(
-                "454 4.7.0 the mail server cannot be reached now; try again later (code: {code})"
-            ),
-        };
+        let text = refusal.reply("535 5.7.8", "454 4.7.0");
         send(&mut client, &text).await.map_err(io)?;
         if matches!(refusal, Refusal::BadCredentials) {
             failures += 1;
@@ -239,17 +226,15 @@ async fn log_in<'a>(
 ) -> Result<(LiveGuard<'a>, Box<dyn mailgate_mail::net::Io>), Refusal> {
     let (account, live) = ctx.check_login("SMTP", peer, login, password).await?;
     if account.spec.outbound.is_none() {
-        ctx.refused(
-            Some(&account),
-            &format!(
-                "SMTP proxy login from {} refused: the account has no SMTP server",
-                peer.ip()
-            ),
-        )
-        .await;
-        return Err(Refusal::NeedsAdmin {
-            code: "no_smtp_server".into(),
-        });
+        return Err(ctx
+            .no_server(
+                "SMTP",
+                &account,
+                peer,
+                "the account has no SMTP server",
+                "no_smtp_server",
+            )
+            .await);
     }
     let opened =
         mailgate_mail::send::open_submission(&ctx.engine, &ctx.tls, &account, UPSTREAM_TIMEOUT)
