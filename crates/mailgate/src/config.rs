@@ -197,12 +197,49 @@ pub fn load(
             .map(|v| (env_key.to_owned(), v))
             .or_else(|| file_val.map(|v| (file_key(name), v)))
     };
+    // A switch: `Some((where it was set, value))`, or None when it is not set.
+    let flag = |env_key: &str,
+                file_val: Option<bool>,
+                name: &str|
+     -> Result<Option<(String, bool)>, ConfigError> {
+        match pick(env_key, file_val.map(|b| b.to_string()), name) {
+            Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(Some((key, true))),
+                "false" | "0" | "no" => Ok(Some((key, false))),
+                _ => Err(err(key, format!("{v:?} is not true or false"))),
+            },
+            None => Ok(None),
+        }
+    };
+    // An address to listen on, with an example of the form in the error.
+    let address = |env_key: &str,
+                   file_val: Option<String>,
+                   name: &str,
+                   example: &str|
+     -> Result<Option<SocketAddr>, ConfigError> {
+        match pick(env_key, file_val, name) {
+            Some((key, v)) => v.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
+                err(
+                    key,
+                    format!(
+                        "{v:?} is not an address to listen on; expected IP:PORT like {example}"
+                    ),
+                )
+            }),
+            None => Ok(None),
+        }
+    };
 
-    let listen = match pick("MAILGATE_LISTEN", file.listen, "listen") {
-        Some((key, v)) => v.trim().parse::<SocketAddr>().map_err(|_| {
-            err(key, format!("{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:8080 or [::1]:8080"))
-        })?,
-        None => DEFAULT_LISTEN.parse().map_err(|_| err("MAILGATE_LISTEN", "bad default"))?,
+    let listen = match address(
+        "MAILGATE_LISTEN",
+        file.listen,
+        "listen",
+        "127.0.0.1:8080 or [::1]:8080",
+    )? {
+        Some(addr) => addr,
+        None => DEFAULT_LISTEN
+            .parse()
+            .map_err(|_| err("MAILGATE_LISTEN", "bad default"))?,
     };
     let data_dir = match env("MAILGATE_DATA_DIR")
         .map(PathBuf::from)
@@ -372,30 +409,18 @@ pub fn load(
         120,
         3600,
     )?;
-    let webhook_allow_private = match pick(
+    let webhook_allow_private = flag(
         "MAILGATE_WEBHOOK_ALLOW_PRIVATE",
-        file.webhook_allow_private.map(|b| b.to_string()),
+        file.webhook_allow_private,
         "webhook_allow_private",
-    ) {
-        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => return Err(err(key, format!("{v:?} is not true or false"))),
-        },
-        None => false,
-    };
-    let idp_allow_private = match pick(
+    )?
+    .is_some_and(|(_, on)| on);
+    let idp_allow_private = flag(
         "MAILGATE_IDP_ALLOW_PRIVATE",
-        file.idp_allow_private.map(|b| b.to_string()),
+        file.idp_allow_private,
         "idp_allow_private",
-    ) {
-        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => return Err(err(key, format!("{v:?} is not true or false"))),
-        },
-        None => false,
-    };
+    )?
+    .is_some_and(|(_, on)| on);
     let http_header_timeout_secs = seconds(
         "MAILGATE_HTTP_HEADER_TIMEOUT_SECS",
         file.http_header_timeout_secs,
@@ -474,63 +499,30 @@ pub fn load(
         100,
         "SMTP sessions",
     )?;
-    let proxy_imap_listen = match pick(
+    let proxy_imap_listen = address(
         "MAILGATE_PROXY_IMAP_LISTEN",
         file.proxy_imap_listen,
         "proxy_imap_listen",
-    ) {
-        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
-            err(
-                key,
-                format!(
-                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1143"
-                ),
-            )
-        })?),
-        None => None,
-    };
-    let proxy_allow_plain = match pick(
+        "127.0.0.1:1143",
+    )?;
+    let proxy_allow_plain = flag(
         "MAILGATE_PROXY_ALLOW_PLAIN",
-        file.proxy_allow_plain.map(|b| b.to_string()),
+        file.proxy_allow_plain,
         "proxy_allow_plain",
-    ) {
-        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => return Err(err(key, format!("{v:?} is not true or false"))),
-        },
-        None => false,
-    };
-    let proxy_smtp_listen = match pick(
+    )?
+    .is_some_and(|(_, on)| on);
+    let proxy_smtp_listen = address(
         "MAILGATE_PROXY_SMTP_LISTEN",
         file.proxy_smtp_listen,
         "proxy_smtp_listen",
-    ) {
-        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
-            err(
-                key,
-                format!(
-                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1587"
-                ),
-            )
-        })?),
-        None => None,
-    };
-    let proxy_pop3_listen = match pick(
+        "127.0.0.1:1587",
+    )?;
+    let proxy_pop3_listen = address(
         "MAILGATE_PROXY_POP3_LISTEN",
         file.proxy_pop3_listen,
         "proxy_pop3_listen",
-    ) {
-        Some((key, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
-            err(
-                key,
-                format!(
-                    "{v:?} is not an address to listen on; expected IP:PORT like 127.0.0.1:1110"
-                ),
-            )
-        })?),
-        None => None,
-    };
+        "127.0.0.1:1110",
+    )?;
     // Checked now, so a mistyped path fails at start naming its key, not at the first TLS client.
     let pem_file =
         |env_key: &str, file_val: Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
@@ -558,24 +550,14 @@ pub fn load(
             "is missing; the proxy's TLS needs both a certificate file and a key file",
         ));
     }
-    let starttls = |env_key: &str, file_val: Option<bool>, file_key: &str| match pick(
-        env_key,
-        file_val.map(|b| b.to_string()),
-        file_key,
-    ) {
-        Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => {
-                if proxy_tls_cert_file.is_none() {
-                    return Err(err(
-                        key,
-                        "needs proxy_tls_cert_file and proxy_tls_key_file: STARTTLS upgrades to the proxy's certificate",
-                    ));
-                }
-                Ok(true)
-            }
-            "false" | "0" | "no" => Ok(false),
-            _ => Err(err(key, format!("{v:?} is not true or false"))),
-        },
+    let starttls = |env_key: &str, file_val: Option<bool>, name: &str| match flag(
+        env_key, file_val, name,
+    )? {
+        Some((key, true)) if proxy_tls_cert_file.is_none() => Err(err(
+            key,
+            "needs proxy_tls_cert_file and proxy_tls_key_file: STARTTLS upgrades to the proxy's certificate",
+        )),
+        Some((_, on)) => Ok(on),
         None => Ok(false),
     };
     let proxy_imap_starttls = starttls(
