@@ -28,6 +28,7 @@ mod secret_destinations;
 mod serve;
 mod shared_mailbox_sign_in;
 mod shared_mailboxes;
+mod suite_gaps;
 mod support;
 mod token_cache;
 mod tokens_ui;

@@ -307,7 +307,6 @@ async fn the_wrong_user_is_refused_and_nothing_is_stored() {
         .add_user(UserSpec::new(&intruder, PASSWORD))
         .await
         .unwrap();
-    let before = f.env.dump_db().await;
     let url = f.authorize_url("support");
     let (status, page) = f.sign_in_and_callback(&url, &intruder).await;
     assert_eq!(status, 403, "{page}");
@@ -329,7 +328,15 @@ async fn the_wrong_user_is_refused_and_nothing_is_stored() {
         grants.contains("== grants\n== "),
         "no grant row may exist: {grants}"
     );
-    assert_ne!(before, grants, "the failure is recorded as an event");
+    let events = f.env.ok(&["events", "--account", "support"], None);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("account.authorization_failed")
+                && l.contains(&format!("You signed in as {intruder}"))
+                && l.contains("[wrong_user]")),
+        "the failure is recorded as an event naming who signed in: {events}"
+    );
     let out = f.token();
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -350,7 +357,13 @@ async fn replayed_foreign_and_expired_states_are_refused() {
     let replay = f.http.get(callback.as_str()).send().await.unwrap();
     assert_eq!(replay.status(), 400);
     assert!(replay.text().await.unwrap().contains("already used"));
-    // A state mailgate never issued.
+    // A state mailgate never issued, while a genuine authorization is pending: it changes
+    // neither the account, its grant, nor the pending authorization, which still completes.
+    let pending = f.authorize_url("support");
+    let genuine = sign_in(&f.http, &pending, &f.mailbox, PASSWORD)
+        .await
+        .unwrap();
+    let before = (f.state("support"), authorization_rows(&f).await);
     let foreign = f
         .http
         .get(format!(
@@ -361,6 +374,17 @@ async fn replayed_foreign_and_expired_states_are_refused() {
         .await
         .unwrap();
     assert_eq!(foreign.status(), 400);
+    assert!(
+        foreign.text().await.unwrap().contains("unknown"),
+        "the page says the state is unknown"
+    );
+    assert_eq!(
+        (f.state("support"), authorization_rows(&f).await),
+        before,
+        "a forged state changed the account, its grant or the pending authorization"
+    );
+    let completed = f.http.get(genuine.as_str()).send().await.unwrap();
+    assert_eq!(completed.status(), 200);
     // An expired request (older than ten minutes).
     let url = f.authorize_url("support");
     f.sql("UPDATE oauth_states SET expires_at = 1000").await;
@@ -375,6 +399,16 @@ async fn replayed_foreign_and_expired_states_are_refused() {
         .await
         .unwrap();
     assert_eq!(none.status(), 400);
+}
+
+/// The grant and pending-authorization tables of the database dump.
+async fn authorization_rows(f: &Fixture) -> String {
+    f.env
+        .dump_db()
+        .await
+        .split("== ")
+        .filter(|table| table.starts_with("grants\n") || table.starts_with("oauth_states\n"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
