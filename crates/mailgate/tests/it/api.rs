@@ -1,7 +1,7 @@
 //! `/api/v1` through the real server: bearer tokens, scopes, account restriction, problem
 //! documents, and the token endpoint.
 
-use crate::oauth::Fixture;
+use crate::fixtures::{Fixture, create_token};
 use crate::support::{db_contains, text};
 use reqwest::StatusCode;
 
@@ -26,21 +26,6 @@ async fn state_of_record(f: &Fixture) -> String {
 
 fn http_method(m: &str) -> reqwest::Method {
     reqwest::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap()
-}
-
-fn create_token(f: &Fixture, name: &str, scopes: &[&str], accounts: &[&str]) -> String {
-    let mut args = vec!["api-token", "create", "--name", name];
-    for s in scopes {
-        args.extend(["--scope", s]);
-    }
-    for a in accounts {
-        args.extend(["--account", a]);
-    }
-    let out = f.env.run(&args, None);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let token = text(&out.stdout).trim().to_owned();
-    assert!(token.starts_with("mgt_") && token.len() > 40, "{token}");
-    token
 }
 
 async fn get(f: &Fixture, path: &str, token: Option<&str>) -> (StatusCode, String, Option<String>) {

@@ -1,8 +1,8 @@
 //! Sending through the API: the durable outbox, idempotency keys, retries while SMTP is
 //! down, and delivery into the rig's real mailbox (checked over raw IMAP).
 
+use crate::fixtures::Fixture;
 use crate::mailtest::on_rig_with;
-use crate::oauth::Fixture;
 use mailgate_testkit::raw::RawClient;
 use mailgate_testkit::rig::MailRig;
 use reqwest::StatusCode;

@@ -2,7 +2,7 @@
 //! callback's alias rule, and a raw message's Idempotency-Key. (The store's binding of a
 //! sealed value to its row and column is `mailgate-store`'s `sealed_binding` test.)
 
-use crate::oauth::{Fixture, PASSWORD};
+use crate::fixtures::{Fixture, PASSWORD};
 use crate::support::text;
 use mailgate_testkit::idp::UserSpec;
 use reqwest::StatusCode;
