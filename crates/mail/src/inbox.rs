@@ -33,7 +33,7 @@ pub(crate) fn token_error(e: &TokenUnavailable, detail: String) -> MailError {
 /// A mail server refused `refused`, a token mailgate handed out as valid: the provider may
 /// have revoked the grant while the cached token still looks unexpired, or the token was
 /// replaced meanwhile. Forces one refresh (single-flight, and at most once a minute per
-/// account, by the tokens). `Ok(Some(token))`: try once more with it. `Ok(None)`: no new
+/// account, by the engine). `Ok(Some(token))`: try once more with it. `Ok(None)`: no new
 /// token (the limit was reached); report the refusal itself. `Err`: the refresh failed — a
 /// permanent refusal has already moved the account to `reauth_required`, and the error
 /// carries that remediation.

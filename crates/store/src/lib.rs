@@ -8,6 +8,11 @@
 //! Secrets are sealed by [`crypto::Keyring`] before they reach SQL and opened after; no
 //! plaintext secret is ever bound into a statement. Every write that changes state records
 //! its event in the same transaction.
+//!
+//! One module per entity (`apps`, `accounts`, `grants`, `events`, `keys`, `authz`, `users`,
+//! `outbox`, `webhooks`, `inbound`, `proxy`), each an `impl Store` block; this file keeps
+//! what they share: opening the pool, write health, and the lookup helpers
+//! (`fetch_or_not_found`, `ensure_name_free`).
 
 mod accounts;
 mod apps;
