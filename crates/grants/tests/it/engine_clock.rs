@@ -1,7 +1,8 @@
 //! The engine's refresh rules with time as a parameter: an `Engine` over a temporary store
-//! and a `ManualClock`, refreshing at the identity-provider emulator (in process, on
-//! loopback). Time moves by `clock.advance`, never by sleeping, and nothing edits SQL: a
-//! grant comes from a real authorization, and a token is "old" because the clock says so.
+//! and a `ManualClock`, refreshing at the identity-provider emulator on loopback (the shared
+//! one named by `MAILGATE_IDP`, as under `scripts/test`, else one in process). Time moves by
+//! `clock.advance`, never by sleeping, and nothing edits SQL: a grant comes from a real
+//! authorization, and a token is "old" because the clock says so.
 
 use mailgate_core::account::{AccountSpec, InboundProtocol, OnReceived};
 use mailgate_core::app::{AppKind, AppSpec, OAuthFlow};
@@ -23,9 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const PASSWORD: &str = "correct horse battery staple";
-const CLIENT_ID: &str = "00000000-0000-4000-8000-0000000e1001";
 const CLIENT_SECRET: &str = "CANARY~engine-clock.client-secret";
-const MAILBOX: &str = "support@example.test";
 /// Never fetched: `sign_in` stops at the redirect to it.
 const REDIRECT_URI: &str = "http://127.0.0.1:9/oauth/callback";
 /// The emulator's default access-token lifetime.
@@ -35,30 +34,57 @@ struct Bench {
     engine: Engine,
     clock: Arc<ManualClock>,
     idp: IdpAdmin,
+    /// This test's own client at the emulator (a GUID, as Microsoft's are).
+    client_id: String,
     account: AccountId,
-    _own_idp: Idp,
+    _own_idp: Option<Idp>,
     _dir: tempfile::TempDir,
+}
+
+/// The shared emulator when `MAILGATE_IDP` names one, else one of this test's own; tests
+/// register clients and users of their own, so they never see each other's.
+fn emulator() -> (IdpAdmin, String, Option<Idp>) {
+    match std::env::var("MAILGATE_IDP") {
+        Ok(base) if !base.is_empty() => (IdpAdmin::new(base.clone()), base, None),
+        _ => {
+            let own = Idp::start(IdpConfig::default()).unwrap();
+            (own.admin(), own.base_url(), Some(own))
+        }
+    }
 }
 
 impl Bench {
     /// An authorized account. `access_token_secs`: the emulator's token lifetime for this
     /// client, set before the first token is issued.
     async fn authorized(access_token_secs: Option<u64>) -> Bench {
-        let own = Idp::start(IdpConfig::default()).unwrap();
-        let idp = own.admin();
+        let (idp, base_url, own) = emulator();
+        let hex: String = mailgate_core::random::bytes::<16>()
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let client_id = format!(
+            "{}-{}-4{}-8{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[13..16],
+            &hex[17..20],
+            &hex[20..32]
+        );
+        let mailbox = format!("support-{}@example.test", &hex[..8]);
         idp.add_client(ClientSpec::confidential(
-            CLIENT_ID,
+            &client_id,
             CLIENT_SECRET,
             REDIRECT_URI,
         ))
         .await
         .unwrap();
-        idp.add_user(UserSpec::new(MAILBOX, PASSWORD))
+        idp.add_user(UserSpec::new(&mailbox, PASSWORD))
             .await
             .unwrap();
         if access_token_secs.is_some() {
             idp.set_lifetimes(LifetimeSpec {
-                client_id: Some(CLIENT_ID.into()),
+                client_id: Some(client_id.clone()),
                 access_token_secs,
                 ..Default::default()
             })
@@ -78,7 +104,7 @@ impl Bench {
         // Today, so that the id_token's iat/exp (the emulator's wall clock) check out.
         let clock = Arc::new(ManualClock::at(SystemClock.now().0));
         let tenant = TenantId::parse(mailgate_testkit::idp::DEFAULT_TENANT_ID).unwrap();
-        let authority = HttpUrl::parse(&own.base_url()).unwrap();
+        let authority = HttpUrl::parse(&base_url).unwrap();
         let app = store
             .create_app(
                 &AppSpec {
@@ -92,7 +118,7 @@ impl Bench {
                     .unwrap()
                     .unwrap(),
                     tenant: Some(tenant),
-                    client_id: ClientId::parse(CLIENT_ID).unwrap(),
+                    client_id: ClientId::parse(&client_id).unwrap(),
                     client_secret: Some(Secret::new(CLIENT_SECRET)),
                     secret_expires: None,
                     service_account_key: None,
@@ -111,7 +137,7 @@ impl Bench {
                     name: Name::parse("support").unwrap(),
                     description: String::new(),
                     enabled: true,
-                    mailbox: EmailAddress::parse(MAILBOX).unwrap(),
+                    mailbox: EmailAddress::parse(&mailbox).unwrap(),
                     shared_mailbox: None,
                     aliases: vec![],
                     app_id: app.id,
@@ -146,7 +172,7 @@ impl Bench {
             .await
             .unwrap();
         let http = reqwest::Client::new();
-        let callback = sign_in(&http, started.url.as_str(), MAILBOX, PASSWORD)
+        let callback = sign_in(&http, started.url.as_str(), &mailbox, PASSWORD)
             .await
             .unwrap();
         let query = |name: &str| {
@@ -165,6 +191,7 @@ impl Bench {
             engine,
             clock,
             idp,
+            client_id,
             account: account.id,
             _own_idp: own,
             _dir: dir,
@@ -173,7 +200,7 @@ impl Bench {
 
     /// Refresh requests the emulator has answered for this client.
     async fn refreshes(&self) -> u64 {
-        let counters = self.idp.counters(Some(CLIENT_ID)).await.unwrap();
+        let counters = self.idp.counters(Some(&self.client_id)).await.unwrap();
         counters.get("token:refresh_token").copied().unwrap_or(0)
     }
 
@@ -268,7 +295,7 @@ async fn transient_failures_keep_the_grant_and_permanent_ones_require_reauthoriz
     let refresh_token = b.stored_refresh_token().await;
     b.until_expiry(issued, LIFETIME, 0);
 
-    let mut unavailable = FaultSpec::token(CLIENT_ID, Fault::HttpStatus { status: 503 });
+    let mut unavailable = FaultSpec::token(&b.client_id, Fault::HttpStatus { status: 503 });
     unavailable.grant_type = Some("refresh_token".into());
     b.idp.inject_fault(unavailable).await.unwrap();
     match b.engine.access_token(b.account).await {
@@ -287,7 +314,7 @@ async fn transient_failures_keep_the_grant_and_permanent_ones_require_reauthoriz
 
     b.clock.advance(LIFETIME);
     let mut refused = FaultSpec::token(
-        CLIENT_ID,
+        &b.client_id,
         Fault::OauthError {
             error: "invalid_grant".into(),
             description: None,
