@@ -20,6 +20,7 @@ pub mod preset;
 pub mod random;
 pub mod secret;
 pub mod state;
+pub mod token_source;
 pub mod user;
 pub mod values;
 pub mod webhook;

@@ -44,6 +44,7 @@ mod authorize;
 mod cache;
 mod problem;
 pub mod secrets;
+mod token_source;
 mod tokens;
 
 pub use authorize::{AuthorizationStarted, Completed};

@@ -8,8 +8,8 @@ use crate::pop3::Pop3Client;
 use crate::remedy::MailRemedy;
 use crate::smtp::SmtpClient;
 use mailgate_core::account::{InboundProtocol, MailAccount, ServerEndpoint};
+use mailgate_core::token_source::{TokenSource, TokenUnavailable};
 use mailgate_core::{Clock, TlsMode};
-use mailgate_grants::{Engine, EngineError};
 use mailgate_proto::sasl::Mechanism;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -181,27 +181,27 @@ impl Recorder<'_> {
 }
 
 /// A fresh token for this account, fetched once per run.
-struct TokenSource<'a> {
-    engine: &'a Engine,
+struct RunToken<'a> {
+    tokens: &'a dyn TokenSource,
     account: &'a MailAccount,
     cached: Option<Result<String, MailError>>,
 }
 
-impl TokenSource<'_> {
+impl RunToken<'_> {
     /// A refused IMAP/POP3 login of a delegated or app-only account names the missing
     /// permission; an SMTP login is the delegate's own and keeps its cause.
     async fn login_refusal(&self, protocol: &str, e: MailError) -> MailError {
         if protocol == "smtp" {
             e
         } else {
-            crate::inbox::login_refusal(self.engine, self.account, e).await
+            crate::inbox::login_refusal(self.tokens, self.account, e).await
         }
     }
 
     async fn get(&mut self) -> Result<String, MailError> {
         if self.cached.is_none() {
-            let r = match self.engine.access_token(self.account.id).await {
-                Ok(t) => Ok(t.access_token.expose().to_owned()),
+            let r = match self.tokens.access_token(self.account.id).await {
+                Ok(t) => Ok(t.token.expose().to_owned()),
                 Err(e) => Err(token_error(&e)),
             };
             self.cached = Some(r);
@@ -212,12 +212,12 @@ impl TokenSource<'_> {
     }
 }
 
-impl TokenSource<'_> {
+impl RunToken<'_> {
     /// The server refused `refused`: one forced refresh (see `inbox::refresh_refused`).
     /// `Ok(Some(token))`: the new token, now also the cached one. `Ok(None)`: no new token
     /// (rate-limited). `Err`: the refresh failed; later steps get that error too.
     async fn after_refusal(&mut self, refused: &str) -> Result<Option<String>, MailError> {
-        match crate::inbox::refresh_refused(self.engine, self.account, refused).await {
+        match crate::inbox::refresh_refused(self.tokens, self.account, refused).await {
             Ok(Some((token, _))) => {
                 self.cached = Some(Ok(token.clone()));
                 Ok(Some(token))
@@ -299,9 +299,11 @@ macro_rules! authenticate_step {
     }};
 }
 
-fn token_error(e: &EngineError) -> MailError {
+fn token_error(e: &TokenUnavailable) -> MailError {
     let detail = match e {
-        EngineError::OAuth(f) => format!("getting a fresh token failed at the {}", f.step),
+        TokenUnavailable::Provider { step, .. } => {
+            format!("getting a fresh token failed at the {step}")
+        }
         other => other.to_string(),
     };
     crate::inbox::token_error(e, detail)
@@ -373,18 +375,18 @@ pub fn check_token_for(protocol: &str, token: &str, now: i64) -> Result<String, 
 
 /// Runs the whole test for one account.
 pub async fn run(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     clock: &dyn Clock,
     tls: &TlsSettings,
     account: &MailAccount,
     opts: &CheckOptions,
 ) -> Report {
-    run_with_progress(engine, clock, tls, account, opts, &|_| {}).await
+    run_with_progress(tokens, clock, tls, account, opts, &|_| {}).await
 }
 
 /// [`run`], reporting each step to `progress` as it finishes.
 pub async fn run_with_progress(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     clock: &dyn Clock,
     tls: &TlsSettings,
     account: &MailAccount,
@@ -403,8 +405,8 @@ pub async fn run_with_progress(
         let e = MailError::new(MailRemedy::Disabled, "the account is disabled");
         r.fail("account", Instant::now(), &e);
     } else {
-        let mut tokens = TokenSource {
-            engine,
+        let mut tokens = RunToken {
+            tokens,
             account,
             cached: None,
         };
@@ -487,13 +489,13 @@ pub async fn run_with_progress(
         message_id,
         steps: r.steps,
     };
-    record_outcome(engine, clock, account, &report).await;
+    record_outcome(tokens, clock, account, &report).await;
     report
 }
 
 /// Every run is an event, so the dashboard can show accounts whose last test failed.
 async fn record_outcome(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     clock: &dyn Clock,
     account: &MailAccount,
     report: &Report,
@@ -517,8 +519,7 @@ async fn record_outcome(
             ),
         ),
     };
-    if let Err(e) = engine
-        .store()
+    tokens
         .record_event(
             clock.now(),
             kind,
@@ -526,10 +527,7 @@ async fn record_outcome(
             Some(account.id),
             &message,
         )
-        .await
-    {
-        tracing::warn!(error = %e, "could not record the test outcome");
-    }
+        .await;
 }
 
 enum Inbound {
@@ -616,7 +614,7 @@ async fn connect(
 #[allow(clippy::too_many_arguments)]
 async fn open_inbound(
     r: &mut Recorder<'_>,
-    tokens: &mut TokenSource<'_>,
+    tokens: &mut RunToken<'_>,
     tls: &TlsSettings,
     protocol: InboundProtocol,
     server: &ServerEndpoint,
@@ -761,7 +759,7 @@ fn capabilities_step(
 async fn token_step(
     r: &mut Recorder<'_>,
     p: &str,
-    tokens: &mut TokenSource<'_>,
+    tokens: &mut RunToken<'_>,
     clock: &dyn Clock,
 ) -> Option<String> {
     let started = Instant::now();
@@ -788,7 +786,7 @@ async fn token_step(
 #[allow(clippy::too_many_arguments)]
 async fn send_test(
     r: &mut Recorder<'_>,
-    tokens: &mut TokenSource<'_>,
+    tokens: &mut RunToken<'_>,
     tls: &TlsSettings,
     account: &MailAccount,
     server: &ServerEndpoint,
@@ -903,7 +901,7 @@ async fn send_test(
 #[allow(clippy::too_many_arguments)]
 async fn find_message(
     r: &mut Recorder<'_>,
-    tokens: &mut TokenSource<'_>,
+    tokens: &mut RunToken<'_>,
     tls: &TlsSettings,
     protocol: InboundProtocol,
     server: &ServerEndpoint,
@@ -974,7 +972,7 @@ async fn find_message(
 }
 
 async fn pop3_contains(
-    tokens: &mut TokenSource<'_>,
+    tokens: &mut RunToken<'_>,
     tls: &TlsSettings,
     server: &ServerEndpoint,
     user: &str,

@@ -230,7 +230,7 @@ impl ImapClient {
         token: &str,
         port: u16,
     ) -> Result<(), MailError> {
-        let ir = initial_response(mech, user, self.conn.host(), port, token);
+        let ir = sasl::initial_response(mech, user, self.conn.host(), port, token);
         let tag = self.tag();
         if self.has("SASL-IR") {
             self.conn
@@ -539,14 +539,6 @@ impl ImapClient {
 
     pub async fn logout(mut self) {
         let _ = self.command("LOGOUT").await;
-    }
-}
-
-/// The SASL initial response for `mech`.
-pub fn initial_response(mech: Mechanism, user: &str, host: &str, port: u16, token: &str) -> String {
-    match mech {
-        Mechanism::XOAuth2 => sasl::xoauth2_initial_response(user, token),
-        Mechanism::OAuthBearer => sasl::oauthbearer_initial_response(user, host, port, token),
     }
 }
 

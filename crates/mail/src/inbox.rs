@@ -7,19 +7,24 @@ use crate::parse::{self, Envelope};
 use crate::pop3::Pop3Client;
 use crate::remedy::MailRemedy;
 use mailgate_core::account::{InboundProtocol, MailAccount, ServerEndpoint};
+use mailgate_core::token_source::{TokenSource, TokenUnavailable};
 use mailgate_core::{Timestamp, TlsMode};
-use mailgate_grants::{Engine, EngineError};
 use serde::Serialize;
 use std::time::Duration;
 
 /// A token problem as a mail error, keeping the provider's words and the remediation.
-pub(crate) fn token_error(e: &EngineError, detail: String) -> MailError {
+pub(crate) fn token_error(e: &TokenUnavailable, detail: String) -> MailError {
     match e {
-        EngineError::OAuth(f) => MailError {
+        TokenUnavailable::Provider {
+            code,
+            sentence,
+            provider_says,
+            ..
+        } => MailError {
             remedy: MailRemedy::TokenUnavailable,
             detail,
-            server_says: f.provider_says.clone(),
-            oauth: Some((f.remediation.code(), f.remediation.sentence())),
+            server_says: provider_says.clone(),
+            oauth: Some((code, sentence)),
         },
         other => MailError::new(MailRemedy::TokenUnavailable, other.to_string()),
     }
@@ -33,16 +38,16 @@ pub(crate) fn token_error(e: &EngineError, detail: String) -> MailError {
 /// permanent refusal has already moved the account to `reauth_required`, and the error
 /// carries that remediation.
 pub(crate) async fn refresh_refused(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     account: &MailAccount,
     refused: &str,
 ) -> Result<Option<(String, Option<Timestamp>)>, MailError> {
-    match engine.force_refresh(account.id, Some(refused)).await {
-        Ok(t) if t.access_token.expose() != refused => {
-            Ok(Some((t.access_token.expose().to_owned(), t.expires_at)))
+    match tokens.force_refresh(account.id, Some(refused)).await {
+        Ok(t) if t.token.expose() != refused => {
+            Ok(Some((t.token.expose().to_owned(), t.expires_at)))
         }
         Ok(_) => Ok(None),
-        Err(EngineError::ForcedRefreshLimited { .. }) => Ok(None),
+        Err(TokenUnavailable::ForcedRefreshLimited(_)) => Ok(None),
         Err(e) => Err(token_error(
             &e,
             format!("the server refused the token, and refreshing it failed: {e}"),
@@ -53,7 +58,7 @@ pub(crate) async fn refresh_refused(
 /// Runs `login` with a fresh token (and its expiry); if the server refuses that token,
 /// once more with a token refreshed by [`refresh_refused`].
 pub(crate) async fn with_refused_token_retry<T, F, Fut>(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     account: &MailAccount,
     mut login: F,
 ) -> Result<T, MailError>
@@ -61,10 +66,10 @@ where
     F: FnMut(String, Option<Timestamp>) -> Fut,
     Fut: std::future::Future<Output = Result<T, MailError>>,
 {
-    let (token, expires_at) = token(engine, account).await?;
+    let (token, expires_at) = token(tokens, account).await?;
     match login(token.clone(), expires_at).await {
         Err(e) if e.remedy == MailRemedy::AuthFailed => {
-            match refresh_refused(engine, account, &token).await? {
+            match refresh_refused(tokens, account, &token).await? {
                 Some((new, expires_at)) => login(new, expires_at).await,
                 None => Err(e),
             }
@@ -78,18 +83,15 @@ where
 /// login refused) means the delegate lacks FullAccess; an app-only token refused means the
 /// app was not granted the mailbox. Each says so, with the PowerShell line that grants it.
 pub(crate) async fn login_refusal(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     account: &MailAccount,
     e: MailError,
 ) -> MailError {
     let refused = matches!(e.remedy, MailRemedy::AuthFailed | MailRemedy::NotConnected);
     if refused
         && account.spec.delegate.is_none()
-        && engine
-            .store()
-            .app(account.spec.app_id)
-            .await
-            .is_ok_and(|app| app.spec.flow == mailgate_core::app::OAuthFlow::ClientCredentials)
+        && tokens.app_flow(account.spec.app_id).await
+            == Some(mailgate_core::app::OAuthFlow::ClientCredentials)
     {
         return MailError {
             remedy: MailRemedy::AppMailboxNotGranted,
@@ -134,27 +136,27 @@ fn inbound(account: &MailAccount) -> Result<(InboundProtocol, &ServerEndpoint), 
 }
 
 async fn token(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     account: &MailAccount,
 ) -> Result<(String, Option<Timestamp>), MailError> {
-    let t = engine
+    let t = tokens
         .access_token(account.id)
         .await
         .map_err(|e| token_error(&e, format!("no fresh token: {e}")))?;
-    Ok((t.access_token.expose().to_owned(), t.expires_at))
+    Ok((t.token.expose().to_owned(), t.expires_at))
 }
 
 /// An authenticated IMAP session and when its token expires (the session must be
 /// re-opened before then: Exchange ends it at that moment).
 pub async fn open_imap(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     tls: &TlsSettings,
     account: &MailAccount,
     timeout: Duration,
 ) -> Result<(ImapClient, Option<Timestamp>), MailError> {
     let (_, server) = inbound(account)?;
     let user = account.spec.sasl_user().to_string();
-    let opened = with_refused_token_retry(engine, account, |token, expires_at| {
+    let opened = with_refused_token_retry(tokens, account, |token, expires_at| {
         let user = &user;
         async move {
             let c = imap_login(server, tls, user, &token, timeout).await?;
@@ -164,7 +166,7 @@ pub async fn open_imap(
     .await;
     match opened {
         Ok(opened) => Ok(opened),
-        Err(e) => Err(login_refusal(engine, account, e).await),
+        Err(e) => Err(login_refusal(tokens, account, e).await),
     }
 }
 
@@ -195,21 +197,21 @@ async fn imap_login(
 
 /// An authenticated POP3 session.
 pub async fn open_pop3(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     tls: &TlsSettings,
     account: &MailAccount,
     timeout: Duration,
 ) -> Result<Pop3Client, MailError> {
     let (_, server) = inbound(account)?;
     let user = account.spec.sasl_user().to_string();
-    let opened = with_refused_token_retry(engine, account, |token, _| {
+    let opened = with_refused_token_retry(tokens, account, |token, _| {
         let user = &user;
         async move { pop3_login(server, tls, user, &token, timeout).await }
     })
     .await;
     match opened {
         Ok(c) => Ok(c),
-        Err(e) => Err(login_refusal(engine, account, e).await),
+        Err(e) => Err(login_refusal(tokens, account, e).await),
     }
 }
 
@@ -254,7 +256,7 @@ pub struct Summary {
 /// The newest `limit` messages of the inbox, newest first; with `before`, only those older
 /// than that uid (IMAP: numerically smaller; POP3: listed before it).
 pub async fn list(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     tls: &TlsSettings,
     account: &MailAccount,
     limit: usize,
@@ -263,7 +265,7 @@ pub async fn list(
 ) -> Result<Vec<Summary>, MailError> {
     match inbound(account)?.0 {
         InboundProtocol::Imap => {
-            let (mut c, _) = open_imap(engine, tls, account, timeout).await?;
+            let (mut c, _) = open_imap(tokens, tls, account, timeout).await?;
             c.select_info("INBOX", true)
                 .await
                 .map_err(|e| shared_mailbox_refusal(account, e))?;
@@ -288,7 +290,7 @@ pub async fn list(
                 .collect())
         }
         InboundProtocol::Pop3 => {
-            let mut c = open_pop3(engine, tls, account, timeout).await?;
+            let mut c = open_pop3(tokens, tls, account, timeout).await?;
             let uidls = c.uidl().await?;
             let sizes = c.list().await?;
             let mut numbers: Vec<(u32, String)> = uidls;
@@ -318,7 +320,7 @@ pub async fn list(
 /// The raw bytes of the message `uid` (IMAP UID or POP3 UIDL), read without marking it
 /// seen; `None` if the inbox has no such message.
 pub async fn fetch(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     tls: &TlsSettings,
     account: &MailAccount,
     uid: &str,
@@ -329,7 +331,7 @@ pub async fn fetch(
             let Ok(n) = uid.parse::<u32>() else {
                 return Ok(None);
             };
-            let (mut c, _) = open_imap(engine, tls, account, timeout).await?;
+            let (mut c, _) = open_imap(tokens, tls, account, timeout).await?;
             c.select_info("INBOX", true)
                 .await
                 .map_err(|e| shared_mailbox_refusal(account, e))?;
@@ -338,7 +340,7 @@ pub async fn fetch(
             Ok(raw)
         }
         InboundProtocol::Pop3 => {
-            let mut c = open_pop3(engine, tls, account, timeout).await?;
+            let mut c = open_pop3(tokens, tls, account, timeout).await?;
             let found = c.uidl().await?.into_iter().find(|(_, u)| u == uid);
             let raw = match found {
                 Some((n, _)) => Some(join_lines(c.retr(n).await?)),

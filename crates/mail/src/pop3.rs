@@ -1,6 +1,5 @@
 //! A small POP3 client (RFC 1939, SASL per RFC 5034).
 
-use crate::imap::initial_response;
 use crate::net::{Conn, MailError, TlsSettings};
 use crate::remedy::MailRemedy;
 use mailgate_proto::pop3::{self, Reader, Status};
@@ -157,7 +156,7 @@ impl Pop3Client {
                 ));
             }
         }
-        let ir = initial_response(mech, user, self.conn.host(), port, token);
+        let ir = sasl::initial_response(mech, user, self.conn.host(), port, token);
         self.conn.send_line(&ir).await?;
         let mut challenge = None;
         loop {

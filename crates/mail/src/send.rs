@@ -5,8 +5,8 @@ use crate::net::{self, MailError, TlsSettings};
 use crate::remedy::MailRemedy;
 use crate::smtp::SmtpClient;
 use mailgate_core::account::MailAccount;
+use mailgate_core::token_source::TokenSource;
 use mailgate_core::{Timestamp, TlsMode};
-use mailgate_grants::Engine;
 use std::time::Duration;
 
 /// A message the server accepted (DATA's 250), with the session still open. The caller
@@ -27,7 +27,7 @@ impl Sent {
 
 /// Sends `message` to `recipients`; returns once DATA's 250 has arrived, without QUIT.
 pub async fn send(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     tls: &TlsSettings,
     account: &MailAccount,
     recipients: &[String],
@@ -38,7 +38,7 @@ pub async fn send(
         MailError::new(MailRemedy::SendRejected, "the account has no outbound SMTP")
     })?;
     let server = &out.server;
-    let mut c = crate::inbox::with_refused_token_retry(engine, account, |token, _| {
+    let mut c = crate::inbox::with_refused_token_retry(tokens, account, |token, _| {
         smtp_login(server, tls, account, token, timeout)
     })
     .await?;
@@ -51,7 +51,7 @@ pub async fn send(
 /// An authenticated submission session on the account's SMTP server, for the proxy: a
 /// fresh token, and once more with a refreshed one if the server refuses it.
 pub async fn open_submission(
-    engine: &Engine,
+    tokens: &dyn TokenSource,
     tls: &TlsSettings,
     account: &MailAccount,
     timeout: Duration,
@@ -60,7 +60,7 @@ pub async fn open_submission(
         MailError::new(MailRemedy::SendRejected, "the account has no outbound SMTP")
     })?;
     let server = &out.server;
-    crate::inbox::with_refused_token_retry(engine, account, |token, _| {
+    crate::inbox::with_refused_token_retry(tokens, account, |token, _| {
         smtp_login(server, tls, account, token, timeout)
     })
     .await
@@ -119,7 +119,7 @@ impl Session {
     /// Connects and authenticates with a fresh token (once more with a refreshed token if
     /// the server refuses it, as [`send`] does).
     pub async fn open(
-        engine: &Engine,
+        tokens: &dyn TokenSource,
         tls: &TlsSettings,
         account: &MailAccount,
         timeout: Duration,
@@ -129,7 +129,7 @@ impl Session {
         })?;
         let server = &out.server;
         crate::inbox::with_refused_token_retry(
-            engine,
+            tokens,
             account,
             |token, token_expires_at| async move {
                 let client = smtp_login(server, tls, account, token, timeout).await?;

@@ -1,6 +1,5 @@
 //! A small SMTP submission client (RFC 5321, AUTH per RFC 4954, STARTTLS per RFC 3207).
 
-use crate::imap::initial_response;
 use crate::net::{Conn, MailError, TlsSettings};
 use crate::remedy::MailRemedy;
 use mailgate_proto::sasl::{self, Mechanism};
@@ -139,7 +138,7 @@ impl SmtpClient {
         if reply.code != 334 {
             return Err(auth_error(&reply));
         }
-        let ir = initial_response(mech, user, self.conn.host(), port, token);
+        let ir = sasl::initial_response(mech, user, self.conn.host(), port, token);
         let mut reply = self.command(&ir).await?;
         let mut challenge = None;
         if reply.code == 334 {

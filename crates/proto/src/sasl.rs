@@ -72,6 +72,16 @@ impl Mechanism {
     }
 }
 
+/// The initial response for `mech`: what the client sends with `AUTHENTICATE`/`AUTH`
+/// (IMAP, POP3 and SMTP alike). `host` and `port` are the server's, which only OAUTHBEARER
+/// names.
+pub fn initial_response(mech: Mechanism, user: &str, host: &str, port: u16, token: &str) -> String {
+    match mech {
+        Mechanism::XOAuth2 => xoauth2_initial_response(user, token),
+        Mechanism::OAuthBearer => oauthbearer_initial_response(user, host, port, token),
+    }
+}
+
 /// The XOAUTH2 initial response: base64 of `user={user}\x01auth=Bearer {token}\x01\x01`.
 pub fn xoauth2_initial_response(user: &str, token: &str) -> String {
     STANDARD.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
@@ -164,6 +174,18 @@ mod tests {
             response,
             "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52\
              YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+        );
+    }
+
+    #[test]
+    fn initial_response_picks_the_mechanisms_layout() {
+        assert_eq!(
+            initial_response(Mechanism::XOAuth2, "alice@example.test", "mx", 993, "t"),
+            xoauth2_initial_response("alice@example.test", "t")
+        );
+        assert_eq!(
+            initial_response(Mechanism::OAuthBearer, "alice@example.test", "mx", 993, "t"),
+            oauthbearer_initial_response("alice@example.test", "mx", 993, "t")
         );
     }
 

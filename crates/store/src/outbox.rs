@@ -249,14 +249,13 @@ impl Store {
     }
 
     pub async fn outbox_item(&self, id: i64) -> Result<OutboxItem> {
-        let r = sqlx::query(&format!("SELECT {COLUMNS} FROM outbox WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "message",
-                key: id.to_string(),
-            })?;
+        let r = crate::fetch_or_not_found(
+            sqlx::query(&format!("SELECT {COLUMNS} FROM outbox WHERE id = $1")).bind(id),
+            &self.pool,
+            "message",
+            id,
+        )
+        .await?;
         item(&r)
     }
 

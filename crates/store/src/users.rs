@@ -101,14 +101,13 @@ fn last_admin(name: &str) -> StoreError {
 }
 
 async fn user_in_tx(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: i64) -> Result<User> {
-    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "user",
-            key: id.to_string(),
-        })?;
+    let row = crate::fetch_or_not_found(
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")).bind(id),
+        &mut **tx,
+        "user",
+        id,
+    )
+    .await?;
     user_from(&row)
 }
 
@@ -181,16 +180,16 @@ impl Store {
 
     /// The user with this exact name (`NotFound` otherwise).
     pub async fn user_by_name(&self, username: &str) -> Result<User> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
-        ))
-        .bind(username.trim().to_owned())
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "user",
-            key: username.trim().to_owned(),
-        })?;
+        let row = crate::fetch_or_not_found(
+            sqlx::query(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+            ))
+            .bind(username.trim().to_owned()),
+            &self.pool,
+            "user",
+            username.trim(),
+        )
+        .await?;
         user_from(&row)
     }
 

@@ -314,16 +314,16 @@ impl Store {
     }
 
     pub async fn webhook(&self, id: i64) -> Result<Webhook> {
-        let r = sqlx::query(&format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "webhook",
-            key: id.to_string(),
-        })?;
+        let r = crate::fetch_or_not_found(
+            sqlx::query(&format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1"
+            ))
+            .bind(id),
+            &self.pool,
+            "webhook",
+            id,
+        )
+        .await?;
         webhook(&r)
     }
 
@@ -340,14 +340,13 @@ impl Store {
 
     /// The signing secret, for the deliverer only.
     pub async fn webhook_secret(&self, id: i64) -> Result<Secret> {
-        let r = sqlx::query("SELECT secret FROM webhooks WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "webhook",
-                key: id.to_string(),
-            })?;
+        let r = crate::fetch_or_not_found(
+            sqlx::query("SELECT secret FROM webhooks WHERE id = $1").bind(id),
+            &self.pool,
+            "webhook",
+            id,
+        )
+        .await?;
         let stored: Option<String> = r.try_get("secret")?;
         let stored =
             stored.ok_or_else(|| StoreError::Corrupt("webhooks.secret is empty".into()))?;
@@ -367,20 +366,14 @@ impl Store {
     ) -> Result<Webhook> {
         let mut tx = self.begin_write().await?;
         let names: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
-        let row = sqlx::query(
+        let row = crate::fetch_or_not_found(sqlx::query(
             "UPDATE webhooks SET url = $1, events = $2, description = $3, enabled = $4 WHERE id = $5 RETURNING account_id",
         )
         .bind(url.as_str().to_owned())
         .bind(serde_json::to_string(&names).map_err(|e| StoreError::Corrupt(e.to_string()))?)
         .bind(description.to_owned())
         .bind(i64::from(enabled))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "webhook",
-            key: id.to_string(),
-        })?;
+        .bind(id), &mut *tx, "webhook", id).await?;
         let account = row.try_get::<Option<i64>, _>("account_id")?.map(AccountId);
         let state = if enabled { "enabled" } else { "disabled" };
         record(
@@ -427,14 +420,13 @@ impl Store {
     /// Removes a subscription and its deliveries.
     pub async fn delete_webhook(&self, id: i64, now: Timestamp) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let gone = sqlx::query("DELETE FROM webhooks WHERE id = $1 RETURNING account_id, url")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "webhook",
-                key: id.to_string(),
-            })?;
+        let gone = crate::fetch_or_not_found(
+            sqlx::query("DELETE FROM webhooks WHERE id = $1 RETURNING account_id, url").bind(id),
+            &mut *tx,
+            "webhook",
+            id,
+        )
+        .await?;
         let account = gone.try_get::<Option<i64>, _>("account_id")?.map(AccountId);
         let url: String = gone.try_get("url")?;
         record(
@@ -605,16 +597,16 @@ impl Store {
 
     /// One delivery with its attempts and payload.
     pub async fn delivery(&self, id: i64) -> Result<(Delivery, Vec<Attempt>)> {
-        let r = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "delivery",
-            key: id.to_string(),
-        })?;
+        let r = crate::fetch_or_not_found(
+            sqlx::query(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"
+            ))
+            .bind(id),
+            &self.pool,
+            "delivery",
+            id,
+        )
+        .await?;
         let d = delivery(&r)?;
         let attempts = self.attempts(d.id).await?;
         Ok((d, attempts))

@@ -1,4 +1,5 @@
-//! Minimal server-rendered pages until the admin UI's templates arrive.
+//! The admin pages' shared pieces, written as HTML strings: the page frame, the store-error
+//! page (`unavailable`) and the problem summary; every value goes through `escape`.
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};

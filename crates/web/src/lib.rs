@@ -277,8 +277,6 @@ async fn limit_sends(
     next.run(req).await
 }
 
-/// 200 with the version and database status, or 503 when the database does not answer, so
-/// a load balancer takes the instance out of rotation.
 /// Prometheus text format: how many accounts are in each state (alert on
 /// `mailgate_accounts{state="reauth_required"} > 0`), outbox messages and webhook
 /// deliveries by status. Counts only, no names; like `/healthz`, it needs no token.
@@ -329,6 +327,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// 200 with the version and schema version, or 503 when the database does not answer or
+/// cannot store writes (`"store": "degraded"`), so a load balancer takes the instance out of
+/// rotation.
 async fn healthz(State(state): State<AppState>) -> Response {
     let version = env!("CARGO_PKG_VERSION");
     // A full disk still answers reads: a small real write (at most every 10 s while

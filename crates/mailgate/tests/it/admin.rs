@@ -1,22 +1,20 @@
 //! The admin UI over HTTP: first-run setup, sessions, CSRF, lock-out, roles, and no secret
 //! in any page.
 
-use crate::support::{CANARY_SECRET, Server, TestEnv};
+use crate::fixtures::AdminUi;
+use crate::support::CANARY_SECRET;
 use reqwest::StatusCode;
 
 const ADMIN_PASSWORD: &str = "a long enough admin passphrase";
 
-struct Ui {
-    env: TestEnv,
-    server: Server,
-    http: reqwest::Client,
-}
+/// The shared admin-UI fixture; this module's tests run the setup link themselves.
+struct Ui(AdminUi);
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+impl std::ops::Deref for Ui {
+    type Target = AdminUi;
+    fn deref(&self) -> &AdminUi {
+        &self.0
+    }
 }
 
 /// The value of cookie `name` in a response's Set-Cookie headers, with its attributes.
@@ -33,88 +31,18 @@ fn cookie_value(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
-}
-
 impl Ui {
     async fn start() -> Ui {
         Self::start_with(&[]).await
     }
 
     async fn start_with(vars: &[(&str, &str)]) -> Ui {
-        let env = TestEnv::new();
-        for (k, v) in vars {
-            env.set_var(k, v);
-        }
-        let server = Server::start(&env);
-        Ui {
-            env,
-            server,
-            http: client(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.base)
+        Ui(AdminUi::start_with(vars))
     }
 
     /// Runs the setup link; returns the session cookie (`mg_session=…`).
     async fn setup_admin(&self) -> String {
-        let link = self.server.setup_link();
-        let token = link.split("token=").nth(1).unwrap();
-        let resp = self
-            .http
-            .post(self.url("/setup"))
-            .form(&[
-                ("token", token),
-                ("username", "admin"),
-                ("password", ADMIN_PASSWORD),
-                ("confirm", ADMIN_PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-        cookie_value(&set_cookie(&resp, "mg_session").unwrap())
-    }
-
-    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.text().await.unwrap())
-    }
-
-    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
-        let form = self.http.get(self.url("/login")).send().await.unwrap();
-        let pre = cookie_value(&set_cookie(&form, "mg_login").unwrap());
-        let token = hidden(&form.text().await.unwrap(), "login_token");
-        self.http
-            .post(self.url("/login"))
-            .header("cookie", pre)
-            .form(&[
-                ("username", user),
-                ("password", password),
-                ("login_token", &token),
-            ])
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn csrf(&self, cookie: &str) -> String {
-        let (_, html) = self.get("/admin", cookie).await;
-        hidden(&html, "csrf")
+        self.setup_admin_with(ADMIN_PASSWORD).await
     }
 }
 

@@ -2,26 +2,13 @@
 //! removed; bad input refused with a problem naming the field and nothing stored; the
 //! account restriction of tokens; "Test configuration" started and polled on the mail rig.
 
-use crate::oauth::Fixture;
-use crate::support::{CANARY_SECRET, TestEnv, db_contains, text};
+use crate::fixtures::{Fixture, create_token};
+use crate::support::{CANARY_SECRET, TestEnv, db_contains};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const GUID: &str = "11111111-2222-4333-8444-555555555555";
-
-fn create_token(f: &Fixture, name: &str, scopes: &[&str], accounts: &[&str]) -> String {
-    let mut args = vec!["api-token", "create", "--name", name];
-    for s in scopes {
-        args.extend(["--scope", s]);
-    }
-    for a in accounts {
-        args.extend(["--account", a]);
-    }
-    let out = f.env.run(&args, None);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout).trim().to_owned()
-}
 
 /// One answer: status, Location, Content-Type and the body (JSON when there is one).
 struct Answer {

@@ -3,7 +3,7 @@
 //! active → Test configuration all green → the test mail is in the rig's mailbox. And the
 //! wrong user: the mismatch page, nothing stored.
 
-use crate::oauth::PASSWORD;
+use crate::fixtures::PASSWORD;
 use crate::support::{Server, TestEnv};
 use mailgate_testkit::browser::{Browser, screenshot_dir};
 use mailgate_testkit::idp::{ClientSpec, Idp, IdpAdmin, IdpConfig, UserSpec};

@@ -3,7 +3,7 @@
 //! records it, and `token` on an account that needs authorizing again is a runtime failure
 //! (exit 1) with the remediation, not bad input.
 
-use crate::oauth::{Fixture, PASSWORD};
+use crate::fixtures::{Fixture, PASSWORD};
 use crate::support::text;
 use mailgate_testkit::idp::{Fault, FaultSpec, UserSpec, sign_in};
 use std::io::BufRead;

@@ -2,8 +2,8 @@
 //! concurrent sends arrive. No 202 for a message that was not stored, nothing sent twice, no
 //! refresh storm, the grant kept; when space returns every accepted message arrives once.
 
+use crate::fixtures::{Fixture, create_token};
 use crate::mailtest::point_at_rig;
-use crate::oauth::Fixture;
 use mailgate_testkit::idp::{Endpoint, Fault, FaultSpec, LifetimeSpec};
 use mailgate_testkit::tmpfs::Tmpfs;
 use reqwest::StatusCode;
@@ -19,20 +19,7 @@ const BODY_BYTES: usize = 8 * 1024;
 const TOKEN_SECS: u64 = 30;
 
 fn api_token(f: &Fixture) -> String {
-    f.env
-        .ok(
-            &[
-                "api-token",
-                "create",
-                "--name",
-                "disk-full",
-                "--scope",
-                "messages:send",
-            ],
-            None,
-        )
-        .trim()
-        .to_owned()
+    create_token(f, "disk-full", &["messages:send"], &[])
 }
 
 /// One send: (status, Retry-After, body).
@@ -77,6 +64,21 @@ fn assert_refused_with_retry(
     assert!(v["detail"].as_str().unwrap().contains("not queued"), "{v}");
 }
 
+/// Access tokens living `secs`, and the strictest provider: a rotated refresh token
+/// presented again revokes the whole grant (npm oidc-provider's behaviour).
+async fn strict_short_tokens(f: &Fixture, secs: u64) {
+    f.idp
+        .set_lifetimes(LifetimeSpec {
+            client_id: Some(f.client_id.clone()),
+            access_token_secs: Some(secs),
+            refresh_reuse_grace_secs: Some(0),
+            revoke_grant_on_refresh_reuse: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 async fn healthz(base: &str) -> (StatusCode, serde_json::Value) {
     let resp = reqwest::get(format!("{base}/healthz")).await.unwrap();
     (resp.status(), resp.json().await.unwrap())
@@ -94,18 +96,7 @@ async fn disk_full_loses_nothing_sends_nothing_twice_and_keeps_the_grant() {
     ])
     .await;
     point_at_rig(&f, &rig);
-    // Short-lived access tokens, and the strictest provider: a rotated refresh token
-    // presented again revokes the whole grant (npm oidc-provider's behaviour).
-    f.idp
-        .set_lifetimes(LifetimeSpec {
-            client_id: Some(f.client_id.clone()),
-            access_token_secs: Some(TOKEN_SECS),
-            refresh_reuse_grace_secs: Some(0),
-            revoke_grant_on_refresh_reuse: Some(true),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    strict_short_tokens(&f, TOKEN_SECS).await;
     f.authorize().await;
     let authorized = Instant::now();
     let token = api_token(&f);
@@ -311,16 +302,7 @@ async fn disk_full_a_refresh_that_cannot_be_stored_is_kept_and_the_grant_survive
         ("MAILGATE_REFRESH_INTERVAL_SECS", "1"),
     ])
     .await;
-    f.idp
-        .set_lifetimes(LifetimeSpec {
-            client_id: Some(f.client_id.clone()),
-            access_token_secs: Some(SHORT_TOKEN_SECS),
-            refresh_reuse_grace_secs: Some(0),
-            revoke_grant_on_refresh_reuse: Some(true),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    strict_short_tokens(&f, SHORT_TOKEN_SECS).await;
     f.idp
         .inject_fault(FaultSpec {
             client_id: Some(f.client_id.clone()),
@@ -395,16 +377,7 @@ async fn disk_full_a_message_whose_sent_cannot_be_recorded_is_not_sent_again() {
     ])
     .await;
     point_at_rig(&f, &rig);
-    f.idp
-        .set_lifetimes(LifetimeSpec {
-            client_id: Some(f.client_id.clone()),
-            access_token_secs: Some(SHORT_TOKEN_SECS),
-            refresh_reuse_grace_secs: Some(0),
-            revoke_grant_on_refresh_reuse: Some(true),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    strict_short_tokens(&f, SHORT_TOKEN_SECS).await;
     f.authorize().await;
     let authorized = Instant::now();
     let token = api_token(&f);

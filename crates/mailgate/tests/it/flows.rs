@@ -1,7 +1,7 @@
 //! Device code, client credentials and service account: each ends with a token the rig's
 //! real Dovecot accepts.
 
-use crate::oauth::{Fixture, PASSWORD};
+use crate::fixtures::{Fixture, PASSWORD};
 use crate::support::text;
 use mailgate_testkit::idp::{LifetimeSpec, ServiceAccountSpec, approve_device_code};
 use mailgate_testkit::raw::{RawClient, imap_status_is};

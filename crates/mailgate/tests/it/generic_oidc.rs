@@ -5,7 +5,7 @@
 //! parameters unless the app adds some. The emulator's Google-shaped endpoints stand in
 //! for the provider: its discovery document lives at `<base>/.well-known/…`.
 
-use crate::oauth::{CLIENT_SECRET, Fixture};
+use crate::fixtures::{CLIENT_SECRET, Fixture};
 use crate::support::{Browser, text};
 use mailgate_testkit::idp::{Fault, FaultSpec};
 use reqwest::StatusCode;

@@ -316,7 +316,7 @@ fn a_huge_provider_reply_is_abandoned_at_the_limit() {
 /// endpoint answers with an internal page names the status, not the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callback_page_never_echoes_a_reply_that_is_not_an_oauth_error() {
-    use crate::oauth::{CLIENT_SECRET, Fixture};
+    use crate::fixtures::{CLIENT_SECRET, Fixture};
     let endpoint = Endpoint::start(Reply::InternalPage);
     let f = Fixture::start().await;
     // The secret is given again with the new endpoint (as a change of where it is sent

@@ -1,7 +1,7 @@
 //! `mailgate test` against the rig's real Dovecot and Postfix: the round trips, and each
 //! failure caught at the right step with the right remediation code.
 
-use crate::oauth::Fixture;
+use crate::fixtures::Fixture;
 use crate::support::text;
 use mailgate_testkit::idp::{Fault, FaultSpec};
 use mailgate_testkit::raw::{RawClient, imap_status_is};

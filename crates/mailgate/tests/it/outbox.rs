@@ -1,8 +1,8 @@
 //! Sending through the API: the durable outbox, idempotency keys, retries while SMTP is
 //! down, and delivery into the rig's real mailbox (checked over raw IMAP).
 
+use crate::fixtures::Fixture;
 use crate::mailtest::on_rig_with;
-use crate::oauth::Fixture;
 use mailgate_testkit::raw::RawClient;
 use mailgate_testkit::rig::MailRig;
 use reqwest::StatusCode;
@@ -549,8 +549,44 @@ async fn a_permanent_refusal_fails_at_once_with_the_servers_words() {
             && error.ends_with(&format!("(server said: {reply})")),
         "what happened, the remediation and the same words: {v}"
     );
-    // It stays failed: no retry is scheduled for it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // It stays failed: no retry is scheduled for it. A message of an account not yet
+    // authorized fails for want of a token, transiently, and is retried one and then two
+    // seconds later. By its third attempt, a retry of the first message (due one second
+    // after its failure, and claimed first: it has the lower id) would have run.
+    let waiting = format!("waiting-{}", f.mailbox);
+    f.env.ok(
+        &[
+            "account", "add", "--name", "waiting", "--app", "Contoso", "--email", &waiting,
+        ],
+        None,
+    );
+    let waiting_id = f.state("waiting")["id"].as_i64().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/accounts/{waiting_id}/messages",
+            f.server.base
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": [f.mailbox], "subject": "waits", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let retried = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = wait_for_status(&f, &token, retried, "queued", Duration::from_secs(1)).await;
+        if v["attempts"].as_i64().unwrap() >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never retried twice: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let again = wait_for_status(&f, &token, id, "failed", Duration::from_secs(1)).await;
     assert_eq!(again["attempts"], 1, "{again}");
     let events = f

@@ -3,8 +3,8 @@
 //! DATA's 250 before QUIT, restart recovery of an instance's own claims, and a temporary
 //! AUTH failure (the mail server cannot check the token) that keeps messages queued.
 
+use crate::fixtures::Fixture;
 use crate::mailtest::on_rig_with;
-use crate::oauth::Fixture;
 use crate::support::{AfterData, SmtpProxy};
 use crate::webhooks::{api, api_token};
 use mailgate_testkit::idp::{Endpoint, Fault, FaultSpec};

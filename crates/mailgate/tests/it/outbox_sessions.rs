@@ -2,8 +2,8 @@
 //! consecutive messages (RSET between them), reconnects when the server drops it — each
 //! message still sent exactly once — and sends several accounts' messages in parallel.
 
+use crate::fixtures::Fixture;
 use crate::mailtest::on_rig_with;
-use crate::oauth::Fixture;
 use crate::outbox_hardening::{
     maildir_messages, send_json, sender_token, smtp_at, wait_for_status,
 };
@@ -186,7 +186,7 @@ async fn two_accounts_send_in_parallel() {
     f.authorize().await;
     let other = format!("billing-{}@example.test", &f.client_id[..8]);
     f.idp
-        .add_user(UserSpec::new(&other, crate::oauth::PASSWORD))
+        .add_user(UserSpec::new(&other, crate::fixtures::PASSWORD))
         .await
         .unwrap();
     f.env.ok(

@@ -1,8 +1,8 @@
 //! The legacy proxy: proxy passwords, and password-only clients (Python's imaplib) logging
 //! in to mailgate's IMAP listener and reaching the rig's real Dovecot through it.
 
+use crate::fixtures::Fixture;
 use crate::mailtest::point_at_rig;
-use crate::oauth::Fixture;
 use crate::support::{TestEnv, db_contains, folder_subjects, text};
 use mailgate_testkit::raw::{RawClient, imap_status_is};
 use mailgate_testkit::rig::MailRig;
@@ -189,22 +189,11 @@ fn imaplib(addr: &str, login: &str, password: &str, mech: &str, subject: &str) -
     imaplib_with(addr, login, password, mech, subject, "")
 }
 
-pub(crate) fn imaplib_with(
-    addr: &str,
-    login: &str,
-    password: &str,
-    mech: &str,
-    subject: &str,
-    tls_ca: &str,
-) -> String {
+/// Runs a Python client script with `env`; it must succeed. Its stdout.
+fn python(script: &str, env: &[(&str, &str)]) -> String {
     let out = Command::new("python3")
-        .args(["-c", IMAPLIB])
-        .env("TLS_CA", tls_ca)
-        .env("PROXY", addr)
-        .env("LOGIN", login)
-        .env("PW", password)
-        .env("MECH", mech)
-        .env("SUBJECT", subject)
+        .args(["-c", script])
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -214,6 +203,27 @@ pub(crate) fn imaplib_with(
         text(&out.stderr)
     );
     text(&out.stdout)
+}
+
+pub(crate) fn imaplib_with(
+    addr: &str,
+    login: &str,
+    password: &str,
+    mech: &str,
+    subject: &str,
+    tls_ca: &str,
+) -> String {
+    python(
+        IMAPLIB,
+        &[
+            ("TLS_CA", tls_ca),
+            ("PROXY", addr),
+            ("LOGIN", login),
+            ("PW", password),
+            ("MECH", mech),
+            ("SUBJECT", subject),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,23 +381,17 @@ print("SENT")
 "#;
 
 fn smtplib(addr: &str, login: &str, password: &str, mech: &str, to: &str, subject: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", SMTPLIB])
-        .env("PROXY", addr)
-        .env("LOGIN", login)
-        .env("PW", password)
-        .env("MECH", mech)
-        .env("TO", to)
-        .env("SUBJECT", subject)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    python(
+        SMTPLIB,
+        &[
+            ("PROXY", addr),
+            ("LOGIN", login),
+            ("PW", password),
+            ("MECH", mech),
+            ("TO", to),
+            ("SUBJECT", subject),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,28 +488,19 @@ print("QUIT")
 "#;
 
 fn poplib(addr: &str, login: &str, password: &str, mech: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", POPLIB])
-        .env("PROXY", addr)
-        .env("LOGIN", login)
-        .env("PW", password)
-        .env("MECH", mech)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    python(
+        POPLIB,
+        &[
+            ("PROXY", addr),
+            ("LOGIN", login),
+            ("PW", password),
+            ("MECH", mech),
+        ],
+    )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poplib_reads_real_mail_through_the_proxy() {
-    let (f, rig) =
-        Fixture::start_on_rig_with(&[("MAILGATE_PROXY_POP3_LISTEN", "127.0.0.1:0")]).await;
-    point_at_rig(&f, &rig);
+/// The fixture's account reads the rig's POP3 (implicit TLS) instead of IMAP.
+pub(crate) fn inbound_pop3_on_rig(f: &Fixture, rig: &MailRig) {
     let pop3s = rig.pop3s_port().to_string();
     f.env.ok(
         &[
@@ -523,6 +518,14 @@ async fn poplib_reads_real_mail_through_the_proxy() {
         ],
         None,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poplib_reads_real_mail_through_the_proxy() {
+    let (f, rig) =
+        Fixture::start_on_rig_with(&[("MAILGATE_PROXY_POP3_LISTEN", "127.0.0.1:0")]).await;
+    point_at_rig(&f, &rig);
+    inbound_pop3_on_rig(&f, &rig);
     f.authorize().await;
     let addr = proxy_addr(&f, "POP3");
     let password = f

@@ -3,7 +3,7 @@
 //! FETCH closing the client cleanly (no hang, bounded).
 
 use crate::mailtest::point_at_rig;
-use crate::proxy::{deliver, proxied};
+use crate::proxy::{deliver, inbound_pop3_on_rig, proxied};
 use mailgate_testkit::raw::{RawClient, imap_status_is};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -147,7 +147,7 @@ async fn an_upstream_cut_in_the_middle_of_a_large_fetch_closes_the_client() {
 /// The fixture's account on the rig with the IMAP proxy on a loopback port offering
 /// STARTTLS with the rig's certificate; returns the proxy's address and the password.
 async fn starttls_proxied() -> (
-    crate::oauth::Fixture,
+    crate::fixtures::Fixture,
     mailgate_testkit::rig::MailRig,
     String,
     String,
@@ -157,7 +157,7 @@ async fn starttls_proxied() -> (
         .expect("the tests run with a shared rig");
     let chain = shared.dir().join("tls/server-chain.pem");
     let key = shared.dir().join("tls/server.key");
-    let (f, rig) = crate::oauth::Fixture::start_on_rig_with(&[
+    let (f, rig) = crate::fixtures::Fixture::start_on_rig_with(&[
         ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
         ("MAILGATE_PROXY_TLS_CERT_FILE", chain.to_str().unwrap()),
         ("MAILGATE_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
@@ -365,7 +365,7 @@ async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
         .expect("the tests run with a shared rig");
     let chain = shared.dir().join("tls/server-chain.pem");
     let key = shared.dir().join("tls/server.key");
-    let (f, rig) = crate::oauth::Fixture::start_on_rig_with(&[
+    let (f, rig) = crate::fixtures::Fixture::start_on_rig_with(&[
         ("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:0"),
         ("MAILGATE_PROXY_POP3_LISTEN", "127.0.0.1:0"),
         ("MAILGATE_PROXY_TLS_CERT_FILE", chain.to_str().unwrap()),
@@ -375,23 +375,7 @@ async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
     ])
     .await;
     point_at_rig(&f, &rig);
-    let pop3s = rig.pop3s_port().to_string();
-    f.env.ok(
-        &[
-            "account",
-            "update",
-            "support",
-            "--inbound",
-            "pop3",
-            "--inbound-host",
-            "localhost",
-            "--inbound-port",
-            &pop3s,
-            "--inbound-tls",
-            "implicit",
-        ],
-        None,
-    );
+    inbound_pop3_on_rig(&f, &rig);
     f.authorize().await;
     // serve prints the SMTP listener before the POP3 one.
     let smtp_addr = crate::proxy::proxy_addr(&f, "SMTP");

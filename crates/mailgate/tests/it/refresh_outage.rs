@@ -5,7 +5,7 @@
 //! dropped. Each `mailgate token` below is a process of its own, so the in-doubt state that
 //! stops a second request must live in the database, not in memory.
 
-use crate::oauth::Fixture;
+use crate::fixtures::Fixture;
 use crate::support::text;
 use mailgate_testkit::idp::{Endpoint, Fault, FaultSpec, LifetimeSpec};
 use std::time::{Duration, Instant};

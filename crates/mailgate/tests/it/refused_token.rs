@@ -3,8 +3,8 @@
 //! unexpired. mailgate forces one refresh, rate-limited per account, and then knows: a
 //! refused refresh means `reauth_required` now; a new token is tried once more.
 
+use crate::fixtures::Fixture;
 use crate::mailtest::on_rig_with;
-use crate::oauth::Fixture;
 use crate::support::text;
 use reqwest::StatusCode;
 use serde_json::Value;

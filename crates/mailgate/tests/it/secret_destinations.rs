@@ -7,7 +7,7 @@
 //! reaches the new endpoint: a capture listener stands in for the attacker's server and
 //! must receive nothing. Operators change no app and no account (form GET and POST).
 
-use crate::oauth::{CLIENT_SECRET, Fixture};
+use crate::fixtures::{CLIENT_SECRET, Fixture};
 use crate::support::{Browser, text};
 use reqwest::StatusCode;
 use std::sync::{Arc, Mutex};

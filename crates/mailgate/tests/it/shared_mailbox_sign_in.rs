@@ -4,7 +4,7 @@
 //! `shared_mailbox_sign_in_blocked`, with the delegate as the way out, at sign-in and when the
 //! refusal comes later, at a refresh.
 
-use crate::oauth::Fixture;
+use crate::fixtures::Fixture;
 use crate::support::text;
 use mailgate_testkit::idp::{Endpoint, Fault, FaultSpec};
 

@@ -3,8 +3,8 @@
 //! Dovecot opens a shared mailbox for a delegate only with FullAccess, and submission refuses
 //! an envelope sender the delegate may not send as (SendAs), both granted at the emulator.
 
+use crate::fixtures::{Fixture, PASSWORD};
 use crate::mailtest::on_rig_with;
-use crate::oauth::{Fixture, PASSWORD};
 use crate::support::text;
 use mailgate_testkit::idp::UserSpec;
 use mailgate_testkit::rig::MailRig;

@@ -275,7 +275,7 @@ impl Drop for Server {
 /// A raw IMAP session (not mailgate's client) on the fixture's mailbox, logged in with the
 /// token `mailgate token` prints, with `folder` selected.
 pub async fn raw_imap(
-    f: &crate::oauth::Fixture,
+    f: &crate::fixtures::Fixture,
     rig: &mailgate_testkit::rig::MailRig,
     folder: &str,
 ) -> mailgate_testkit::raw::RawClient {
@@ -304,7 +304,7 @@ pub async fn raw_imap(
 
 /// Subjects of the messages in `folder`, over raw IMAP.
 pub async fn folder_subjects(
-    f: &crate::oauth::Fixture,
+    f: &crate::fixtures::Fixture,
     rig: &mailgate_testkit::rig::MailRig,
     folder: &str,
 ) -> Vec<String> {
@@ -323,7 +323,7 @@ pub async fn folder_subjects(
 /// message the submission server accepted reaches the mailbox through Postfix and LMTP a
 /// moment later, more so on a loaded machine. Polls for at most `within`.
 pub async fn arrivals(
-    f: &crate::oauth::Fixture,
+    f: &crate::fixtures::Fixture,
     rig: &mailgate_testkit::rig::MailRig,
     folder: &str,
     subject: &str,

@@ -2,7 +2,7 @@
 //! (issue 15). These tests warm those caches first, then change the database from another
 //! process or through another path, and check the very next request sees the change.
 
-use crate::oauth::Fixture;
+use crate::fixtures::Fixture;
 use crate::support::{Browser, text};
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -2,18 +2,21 @@
 //! works within its scopes and accounts; it appears nowhere afterwards (pages, database,
 //! log); revoking stops it; operators, forged forms and bad input change nothing.
 
-use crate::support::{Browser, Server, TestEnv, db_contains, input_value, session_cookie, text};
+use crate::fixtures::AdminUi;
+use crate::support::{db_contains, input_value, text};
 use reqwest::StatusCode;
 
 const ADMIN_PASSWORD: &str = "a long enough admin passphrase";
 const OPERATOR_PASSWORD: &str = "operator passphrase 123";
 
-struct Ui {
-    env: TestEnv,
-    server: Server,
-    http: reqwest::Client,
-    /// The administrator's session cookie (`mg_session=…`).
-    admin: String,
+/// The shared admin-UI fixture, with this module's helpers.
+struct Ui(AdminUi);
+
+impl std::ops::Deref for Ui {
+    type Target = AdminUi;
+    fn deref(&self) -> &AdminUi {
+        &self.0
+    }
 }
 
 /// The first row of the token list.
@@ -27,61 +30,12 @@ fn first_row(html: &str) -> &str {
 }
 
 impl Ui {
-    fn browser(&self) -> Browser<'_> {
-        Browser {
-            http: &self.http,
-            base: &self.server.base,
-        }
-    }
-
-    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
-        self.browser().get(path, cookie).await
-    }
-
-    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.browser().post(path, cookie, form).await
-    }
-
-    async fn csrf(&self, cookie: &str) -> String {
-        self.browser().csrf(cookie).await
-    }
-
     /// A server with an administrator, the app Contoso and the account `support`.
     async fn start() -> Ui {
-        let env = TestEnv::new();
-        let server = Server::start(&env);
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let link = server.setup_link();
-        let token = link.split("token=").nth(1).unwrap().to_owned();
-        let resp = http
-            .post(format!("{}/setup", server.base))
-            .form(&[
-                ("token", token.as_str()),
-                ("username", "admin"),
-                ("password", ADMIN_PASSWORD),
-                ("confirm", ADMIN_PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-        let admin = session_cookie(&resp, "mg_session");
-        env.add_microsoft_app("Contoso");
-        let ui = Ui {
-            env,
-            server,
-            http,
-            admin,
-        };
+        let ui = Ui(AdminUi::with_admin(ADMIN_PASSWORD).await);
+        ui.env.add_microsoft_app("Contoso");
         ui.add_account("support", "support@contoso.com");
         ui
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.base)
     }
 
     fn add_account(&self, name: &str, email: &str) {
@@ -150,10 +104,6 @@ impl Ui {
             Some(OPERATOR_PASSWORD),
         );
         self.browser().sign_in("olga", OPERATOR_PASSWORD).await
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.env.dir.path().join("serve.log")).unwrap()
     }
 }
 

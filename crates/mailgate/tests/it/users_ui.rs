@@ -4,8 +4,8 @@
 //! nothing; the last administrator stays; removing, demoting or re-passwording a user ends
 //! their sessions at once; operators and forged forms change nothing; the CLI says the same.
 
-use crate::support::{Browser, session_cookie};
-use crate::support::{Server, TestEnv, db_contains, text};
+use crate::fixtures::AdminUi;
+use crate::support::{db_contains, text};
 use reqwest::StatusCode;
 
 const ADMIN_PASSWORD: &str = "admin CANARY passphrase 01";
@@ -13,75 +13,20 @@ const OLGA_PASSWORD: &str = "olga CANARY passphrase 02";
 const ADA_PASSWORD: &str = "ada CANARY passphrase 03";
 const NEW_PASSWORD: &str = "fresh CANARY passphrase 04";
 
-struct Ui {
-    env: TestEnv,
-    server: Server,
-    http: reqwest::Client,
-    /// The first administrator's (`admin`) session cookie.
-    admin: String,
+/// The shared admin-UI fixture, with this module's helpers.
+struct Ui(AdminUi);
+
+impl std::ops::Deref for Ui {
+    type Target = AdminUi;
+    fn deref(&self) -> &AdminUi {
+        &self.0
+    }
 }
 
 impl Ui {
-    fn browser(&self) -> Browser<'_> {
-        Browser {
-            http: &self.http,
-            base: &self.server.base,
-        }
-    }
-
-    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, String) {
-        self.browser().get(path, cookie).await
-    }
-
-    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.browser().post(path, cookie, form).await
-    }
-
-    async fn csrf(&self, cookie: &str) -> String {
-        self.browser().csrf(cookie).await
-    }
-
-    async fn login(&self, user: &str, password: &str) -> reqwest::Response {
-        self.browser().login(user, password).await
-    }
-
-    async fn sign_in(&self, user: &str, password: &str) -> String {
-        self.browser().sign_in(user, password).await
-    }
-
     /// A server whose first administrator `admin` came from the setup link, signed in.
     async fn start() -> Ui {
-        let env = TestEnv::new();
-        let server = Server::start(&env);
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let link = server.setup_link();
-        let token = link.split("token=").nth(1).unwrap().to_owned();
-        let resp = http
-            .post(format!("{}/setup", server.base))
-            .form(&[
-                ("token", token.as_str()),
-                ("username", "admin"),
-                ("password", ADMIN_PASSWORD),
-                ("confirm", ADMIN_PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-        let admin = session_cookie(&resp, "mg_session");
-        Ui {
-            env,
-            server,
-            http,
-            admin,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.base)
+        Ui(AdminUi::with_admin(ADMIN_PASSWORD).await)
     }
 
     /// Posts `fields` with the session's CSRF token.
@@ -127,10 +72,6 @@ impl Ui {
             }
             s => panic!("unexpected {s}"),
         }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.env.dir.path().join("serve.log")).unwrap()
     }
 
     /// Every event's kind (as `mailgate events` names it) and message, oldest first.

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Waits (bounded) until the account has an event of `kind` whose message contains `words`.
-async fn wait_for_event(f: &crate::oauth::Fixture, kind: &str, words: &str, within: Duration) {
+async fn wait_for_event(f: &crate::fixtures::Fixture, kind: &str, words: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let events = f.env.json(&["events", "--account", "support", "--json"]);

@@ -3,8 +3,10 @@
 //! polling), retries keep the delivery id across a restart, the delivery log and
 //! redelivery, the inbox API, and the refusals.
 
+use crate::fixtures::Fixture;
+/// Other modules (`webhooks_ui`) take it from here.
+pub(crate) use crate::fixtures::create_token as api_token;
 use crate::mailtest::on_rig_with;
-use crate::oauth::Fixture;
 use crate::support::db_contains;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -128,17 +130,6 @@ pub(crate) fn verify_signature(hit: &Hit, secret: &str) {
     let mut tampered = signed.clone();
     tampered.push(b' ');
     assert!(ring::hmac::verify(&key, &tampered, &hex::decode(v1).unwrap()).is_err());
-}
-
-pub(crate) fn api_token(f: &Fixture, name: &str, scopes: &[&str], accounts: &[&str]) -> String {
-    let mut args = vec!["api-token", "create", "--name", name];
-    for s in scopes {
-        args.extend(["--scope", s]);
-    }
-    for a in accounts {
-        args.extend(["--account", a]);
-    }
-    f.env.ok(&args, None).trim().to_owned()
 }
 
 pub(crate) async fn api(

@@ -4,7 +4,7 @@
 //! change; forged forms are refused; the delivery log shows every attempt with the
 //! receiver's status code, and Redeliver sends the same delivery again.
 
-use crate::oauth::Fixture;
+use crate::fixtures::Fixture;
 use crate::support::db_contains;
 use crate::support::{Browser, input_value};
 use crate::webhooks::{Receiver, api, api_token, verify_signature};

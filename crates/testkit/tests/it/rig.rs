@@ -36,9 +36,7 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// user, and that user's POP3 (implicit TLS) with OAUTHBEARER in Exchange's two-line form.
 #[tokio::test]
 async fn authorized_tokens_open_imap_submission_and_pop3() -> anyhow::Result<()> {
-    let Some(world) = World::new(RigOptions::default()).await? else {
-        return Ok(());
-    };
+    let world = World::new(RigOptions::default()).await?;
     let rig = &world.rig;
     let tls = rig.tls_config()?;
     let alice = world.user("alice").await?;
@@ -208,9 +206,7 @@ async fn authorized_tokens_open_imap_submission_and_pop3() -> anyhow::Result<()>
 /// (status 401), answered with an empty line, then `NO`.
 #[tokio::test]
 async fn expired_token_is_refused_by_imap_after_a_401_challenge() -> anyhow::Result<()> {
-    let Some(world) = World::new(RigOptions::default()).await? else {
-        return Ok(());
-    };
+    let world = World::new(RigOptions::default()).await?;
     let alice = world.user("alice").await?;
     let token = world.authorize(&alice, MICROSOFT_MAIL_SCOPES).await?;
     world.admin.expire_tokens(&alice.email).await?;
@@ -238,9 +234,7 @@ async fn expired_token_is_refused_by_imap_after_a_401_challenge() -> anyhow::Res
 /// it for success — and after `AQ==` the server says `-ERR`.
 #[tokio::test]
 async fn revoked_grant_is_refused_by_pop3_after_an_invalid_token_challenge() -> anyhow::Result<()> {
-    let Some(world) = World::new(RigOptions::default()).await? else {
-        return Ok(());
-    };
+    let world = World::new(RigOptions::default()).await?;
     let rig = &world.rig;
     let alice = world.user("alice").await?;
     let token = world.authorize(&alice, MICROSOFT_MAIL_SCOPES).await?;
@@ -273,9 +267,7 @@ async fn revoked_grant_is_refused_by_pop3_after_an_invalid_token_challenge() -> 
 /// (`334`, status 401), empty answer, `535`.
 #[tokio::test]
 async fn alices_token_presented_as_bob_is_refused_by_submission() -> anyhow::Result<()> {
-    let Some(world) = World::new(RigOptions::default()).await? else {
-        return Ok(());
-    };
+    let world = World::new(RigOptions::default()).await?;
     let rig = &world.rig;
     let alice = world.user("alice").await?;
     let bob = world.user("bob").await?;
@@ -315,9 +307,7 @@ async fn alices_token_presented_as_bob_is_refused_by_submission() -> anyhow::Res
 /// IMAP refuses it after an OAUTHBEARER challenge, POP3 and submission after XOAUTH2's.
 #[tokio::test]
 async fn token_without_the_mail_scope_is_refused_everywhere() -> anyhow::Result<()> {
-    let Some(world) = World::new(RigOptions::default()).await? else {
-        return Ok(());
-    };
+    let world = World::new(RigOptions::default()).await?;
     let rig = &world.rig;
     let alice = world.user("alice").await?;
     let token = world
@@ -358,9 +348,7 @@ async fn token_without_the_mail_scope_is_refused_everywhere() -> anyhow::Result<
 /// leaves the scope check to the emulator, so it serves both providers' tokens.
 #[tokio::test]
 async fn google_shaped_token_opens_imap_and_pop3() -> anyhow::Result<()> {
-    let Some(world) = World::new(RigOptions::default()).await? else {
-        return Ok(());
-    };
+    let world = World::new(RigOptions::default()).await?;
     let rig = &world.rig;
     let alice = world.user("alice").await?;
     let token = world
@@ -398,9 +386,7 @@ async fn microsoft_scope_check_demands_each_protocols_own_scope() -> anyhow::Res
         ..RigOptions::default()
     };
     // Always a rig of its own: the shared one leaves scopes to the emulator.
-    let Some(world) = World::new_own(options).await? else {
-        return Ok(());
-    };
+    let world = World::new_own(options).await?;
     let rig = &world.rig;
     let alice = world.user("alice").await?;
     let token = world
@@ -448,9 +434,7 @@ async fn microsoft_scope_check_demands_each_protocols_own_scope() -> anyhow::Res
 /// (up to 8 KiB). An SMTP client must therefore send long initial responses on their own line.
 #[tokio::test]
 async fn submission_takes_a_long_initial_response_only_on_its_own_line() -> anyhow::Result<()> {
-    let Some(world) = World::new(RigOptions::default()).await? else {
-        return Ok(());
-    };
+    let world = World::new(RigOptions::default()).await?;
     let rig = &world.rig;
     let alice = world.user("alice").await?;
     let token = world.authorize(&alice, MICROSOFT_MAIL_SCOPES).await?;
@@ -491,7 +475,7 @@ async fn submission_takes_a_long_initial_response_only_on_its_own_line() -> anyh
 async fn no_oauth_rig_offers_plain_but_no_oauth_mechanism() -> anyhow::Result<()> {
     let rig = match MailRig::start_temp("http://127.0.0.1:9/introspect", no_oauth()).await {
         Ok(rig) => rig,
-        Err(e) => return skip_or_fail(e),
+        Err(e) => return Err(rig_did_not_start(e)),
     };
     let (user, password) = rig
         .plain_credentials()
@@ -541,8 +525,7 @@ struct TestUser {
 
 impl World {
     /// The shared rig and emulator when `MAILGATE_RIG` names them, else ones of this test.
-    /// Never `None` in practice: a rig that cannot start is an error.
-    async fn new(options: RigOptions) -> anyhow::Result<Option<Self>> {
+    async fn new(options: RigOptions) -> anyhow::Result<Self> {
         match MailRig::from_env()? {
             Some(rig) => {
                 let base_url = rig
@@ -550,22 +533,22 @@ impl World {
                     .context("the shared rig has no introspect_url")?
                     .to_owned();
                 let admin = IdpAdmin::new(base_url.clone());
-                Self::with(rig, admin, base_url, None).await.map(Some)
+                Self::with(rig, admin, base_url, None).await
             }
             None => Self::new_own(options).await,
         }
     }
 
     /// An emulator and a rig of this test's own, whatever the environment says.
-    async fn new_own(options: RigOptions) -> anyhow::Result<Option<Self>> {
+    async fn new_own(options: RigOptions) -> anyhow::Result<Self> {
         let idp = Idp::start(IdpConfig::default())?;
         let base_url = idp.base_url();
         let rig = match MailRig::start_temp(&format!("{base_url}/introspect"), options).await {
             Ok(rig) => rig,
-            Err(e) => return skip_or_fail(e).map(|()| None),
+            Err(e) => return Err(rig_did_not_start(e)),
         };
         let admin = idp.admin();
-        Self::with(rig, admin, base_url, Some(idp)).await.map(Some)
+        Self::with(rig, admin, base_url, Some(idp)).await
     }
 
     async fn with(
@@ -782,12 +765,10 @@ fn no_oauth() -> RigOptions {
     }
 }
 
-/// Outside CI a rig that cannot start (no root, no apt) skips the test, saying so; under
-/// `CI=true` it fails it.
 /// A rig that cannot start fails the test, in CI and everywhere else: `scripts/mail-rig`
-/// installs what it needs, so a failure here is a real problem, never a reason to skip.
-fn skip_or_fail(error: anyhow::Error) -> anyhow::Result<()> {
-    Err(error.context("the mail rig did not start (see docs/testing.md)"))
+/// installs what it needs, so a failure here is a real problem.
+fn rig_did_not_start(error: anyhow::Error) -> anyhow::Error {
+    error.context("the mail rig did not start (see docs/testing.md)")
 }
 
 #[allow(clippy::disallowed_methods)] // test-only: a failure here fails the test, as it should
