@@ -15,6 +15,7 @@ mod cmd_keys;
 mod cmd_user;
 mod config;
 mod instance;
+mod metrics;
 mod outbox;
 mod proxy;
 mod retry;

@@ -15,6 +15,7 @@ mod http_edge;
 mod idp_egress;
 mod key_file;
 mod mailtest;
+mod metrics;
 mod oauth;
 mod ops_docs;
 mod outbox;
