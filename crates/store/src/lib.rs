@@ -206,7 +206,14 @@ fn mtime(source: &KeySource) -> Option<SystemTime> {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn open(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 8).await
+        Self::open_with_connections(url, ring, source, 8, true).await
+    }
+
+    /// One connection to an existing database, its schema left as it is: for `mailgate
+    /// doctor`, which reports a schema behind (or ahead of) this binary instead of
+    /// migrating it under a running `serve`.
+    pub async fn open_unmigrated(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
+        Self::open_with_connections(url, ring, source, 1, false).await
     }
 
     /// [`Store::open`] over one connection, for a short command (`token`, `events`, …):
@@ -220,7 +227,7 @@ impl Store {
         ring: Keyring,
         source: KeySource,
     ) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 1).await
+        Self::open_with_connections(url, ring, source, 1, true).await
     }
 
     async fn open_with_connections(
@@ -228,6 +235,7 @@ impl Store {
         ring: Keyring,
         source: KeySource,
         connections: u32,
+        migrate: bool,
     ) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let url = normalise_url(url)?;
@@ -239,7 +247,9 @@ impl Store {
             .before_acquire(|conn, _meta| Box::pin(async move { Ok(fit_for_reuse(conn)) }))
             .connect(&url)
             .await?;
-        migrate::run(&pool).await?;
+        if migrate {
+            migrate::run(&pool).await?;
+        }
         let file_mtime = mtime(&source);
         Ok(Store {
             pool,

@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod cli_authorize;
 mod disk_full;
+mod doctor;
 mod flows;
 mod generic_oidc;
 mod http_edge;
