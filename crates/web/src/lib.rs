@@ -307,10 +307,10 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
     let read = async {
         let counts = state.store.metric_counts().await?;
         let oldest = state.store.oldest_waiting_outbox().await?;
-        let apps = state.store.list_apps().await?;
-        Ok::<_, mailgate_store::StoreError>((counts, oldest, apps))
+        let expiries = state.store.secret_expiry_dates().await?;
+        Ok::<_, mailgate_store::StoreError>((counts, oldest, expiries))
     };
-    let (counts, oldest, apps) = match read.await {
+    let (counts, oldest, expiries) = match read.await {
         Ok(read) => read,
         Err(e) => {
             tracing::warn!(error = %e, "metrics: database unavailable");
@@ -323,12 +323,9 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
         oldest_queued_secs: oldest.map_or(0, |t| (now.0 - t.0).max(0)),
         // A secret is taken to expire at the start of its expiry date (UTC): the earlier
         // reading, so an alert fires in time.
-        secret_expiry: apps
+        secret_expiry: expiries
             .iter()
-            .filter_map(|app| {
-                let expires = app.spec.secret_expires?.midnight().assume_utc();
-                Some((app.id.0, expires.unix_timestamp() - now.0))
-            })
+            .map(|(app, date)| (app.0, date.midnight().assume_utc().unix_timestamp() - now.0))
             .collect(),
     };
     (
