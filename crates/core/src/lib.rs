@@ -16,6 +16,7 @@ pub mod html;
 pub mod input;
 pub mod invalid;
 pub mod log_limit;
+pub mod metrics;
 pub mod preset;
 pub mod random;
 pub mod secret;

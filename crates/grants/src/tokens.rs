@@ -5,6 +5,7 @@ use mailgate_core::account::MailAccount;
 use mailgate_core::app::{OAuthApp, OAuthFlow};
 use mailgate_core::event::EventKind;
 use mailgate_core::grant::refresh_margin_secs;
+use mailgate_core::metrics;
 use mailgate_core::{AccountEvent, AccountId, Grant, Scopes, Secret, Timestamp};
 use mailgate_oauth::client::TokenResponse;
 use mailgate_oauth::{Failure, Remediation};
@@ -258,6 +259,7 @@ impl Engine {
         if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
         }
+        let started = std::time::Instant::now();
         let result = match app.spec.flow {
             OAuthFlow::ClientCredentials | OAuthFlow::ServiceAccount => {
                 self.app_only_token(account, app).await
@@ -267,6 +269,11 @@ impl Engine {
                 None => Err(Failure::new("refresh", Remediation::NoRefreshToken)),
             },
         };
+        metrics::token_request(
+            app.spec.kind.as_str(),
+            token_outcome(&result),
+            started.elapsed(),
+        );
         let now = self.clock.now();
         match result {
             Ok(tokens) => {
@@ -463,6 +470,20 @@ impl Engine {
             }
         }
         Ok(refreshed)
+    }
+}
+
+/// How a token request ended, in the words of `/metrics`: the same split as the match in
+/// `refresh_holding_lease` (transient failures keep the grant, the rest reject it).
+fn token_outcome(
+    result: &std::result::Result<TokenResponse, Failure>,
+) -> metrics::TokenOutcome<'static> {
+    match result {
+        Ok(_) => metrics::TokenOutcome::Ok,
+        Err(f) if f.remediation == Remediation::RefreshInDoubt || f.is_transient() => {
+            metrics::TokenOutcome::Transient(f.remediation.code())
+        }
+        Err(f) => metrics::TokenOutcome::Permanent(f.remediation.code()),
     }
 }
 

@@ -111,6 +111,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the configuration and this machine as the running instance depends on them
+    /// (public URL, clock, permissions, database, secrets, accounts, listeners) and print
+    /// what to fix; exit code 1 when something needs fixing.
+    Doctor {
+        /// One JSON object: {"ok", "problems", "checks": [{"check", "ok", "detail", "fix"}]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions to standard output, e.g.
     /// `mailgate completions bash > /usr/share/bash-completion/completions/mailgate`.
     #[command(hide = true)]

@@ -95,6 +95,8 @@ pub struct Config {
     pub proxy_pop3_starttls: bool,
     /// The same for the SMTP proxy listener (as on port 587).
     pub proxy_smtp_starttls: bool,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
+    pub metrics_token: Option<Secret>,
 }
 
 /// A configuration value that does not parse; exit code 2.
@@ -155,6 +157,7 @@ struct FileConfig {
     proxy_imap_starttls: Option<bool>,
     proxy_pop3_starttls: Option<bool>,
     proxy_smtp_starttls: Option<bool>,
+    metrics_token: Option<String>,
 }
 
 /// Where the values come from; `env` is a parameter so tests need not touch the process
@@ -600,6 +603,24 @@ pub fn load(
         10_000,
         "sessions",
     )?;
+    // Compared with what a scraper sends; a short or blank one would be guessable or a typo.
+    let metrics_token = match pick(
+        "MAILGATE_METRICS_TOKEN",
+        file.metrics_token,
+        "metrics_token",
+    ) {
+        Some((key, v)) => {
+            let v = v.trim();
+            if v.len() < 16 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(err(
+                    key,
+                    "must be at least 16 characters without spaces; e.g. the output of `openssl rand -hex 32`",
+                ));
+            }
+            Some(Secret::new(v))
+        }
+        None => None,
+    };
     Ok(Config {
         listen,
         data_dir,
@@ -640,6 +661,7 @@ pub fn load(
         proxy_imap_starttls,
         proxy_pop3_starttls,
         proxy_smtp_starttls,
+        metrics_token,
     })
 }
 
@@ -902,6 +924,11 @@ pub const SETTINGS: &[Setting] = &[
         "proxy_smtp_starttls",
         "false",
         "The SMTP proxy starts in plain text and offers STARTTLS (as on port 587)\ninstead of implicit TLS.",
+    ),
+    example(
+        "metrics_token",
+        "\"replace-with-the-output-of-openssl-rand-hex-32\"",
+        "Unset: /metrics is open, like /healthz. Set: it answers only\n`Authorization: Bearer <this>` (at least 16 characters). Prefer\nMAILGATE_METRICS_TOKEN from a secret store to writing it into this file.",
     ),
 ];
 
@@ -1544,5 +1571,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("MAILGATE_PROXY_ALLOW_PLAIN: "), "{e}");
+    }
+
+    #[test]
+    fn metrics_token_is_optional_and_must_be_long() {
+        assert!(load(None, &env_of(&[])).unwrap().metrics_token.is_none());
+        let c = load(
+            None,
+            &env_of(&[("MAILGATE_METRICS_TOKEN", " 0123456789abcdef0123 ")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics_token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef0123")
+        );
+        // Never echoed, not even in the Debug form.
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
+        for bad in ["short", "has a space in it here", ""] {
+            let e = load(None, &env_of(&[("MAILGATE_METRICS_TOKEN", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("MAILGATE_METRICS_TOKEN: "), "{e}");
+            assert!(bad.is_empty() || !e.contains(bad), "{e}");
+        }
     }
 }

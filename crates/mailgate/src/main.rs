@@ -11,10 +11,12 @@ mod cmd_account;
 mod cmd_app;
 mod cmd_auth;
 mod cmd_backup;
+mod cmd_doctor;
 mod cmd_keys;
 mod cmd_user;
 mod config;
 mod instance;
+mod metrics;
 mod outbox;
 mod proxy;
 mod retry;
@@ -217,6 +219,7 @@ async fn run(cli: Cli) -> CmdResult {
         }
         // Opens the restored database itself, after the checks.
         Command::Restore { file, force } => cmd_backup::restore(&config, &file, force).await,
+        Command::Doctor { json } => cmd_doctor::doctor(&config, json).await,
         // Answered in `main` before any configuration is read.
         Command::Completions { .. } | Command::Man | Command::SampleConfig => Ok(()),
         Command::Token { account, json } => {

@@ -404,6 +404,7 @@ impl Worker {
         now: Timestamp,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) {
+        crate::metrics::send_recorded(status);
         let mut wait = STORE_RETRY_FIRST;
         let mut stop = stop.clone();
         loop {

@@ -52,6 +52,7 @@ pub async fn serve(config: Config) -> CmdResult {
                 .map(crate::proxy::ProxyListener::describe)
                 .collect(),
         ),
+        metrics_token: config.metrics_token.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // One name for this process in every lease it takes: the instance id, then this run.
@@ -153,7 +154,7 @@ pub async fn serve(config: Config) -> CmdResult {
     };
     serve_http(
         listener,
-        mailgate_web::router(state),
+        crate::metrics::count_http_requests(mailgate_web::router(state)),
         limits,
         shutdown_signal(),
     )

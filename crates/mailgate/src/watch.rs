@@ -19,6 +19,7 @@
 
 use mailgate_core::account::{InboundProtocol, MailAccount, OnReceived};
 use mailgate_core::event::EventKind;
+use mailgate_core::metrics::{WatcherGauge, WatcherState};
 use mailgate_core::webhook::WebhookEvent;
 use mailgate_core::{AccountId, Clock, SystemClock, Timestamp};
 use mailgate_grants::Engine;
@@ -255,6 +256,7 @@ impl Watchers {
         // Whether the last session worked; the next working one after a failure (or the
         // first) records `account.inbound_watching`.
         let mut healthy = false;
+        let mut gauge = WatcherGauge::default();
         loop {
             if *stop.borrow() {
                 break;
@@ -267,11 +269,13 @@ impl Watchers {
             if !got {
                 // Another instance watches this mailbox; look again when its lease may
                 // have run out.
+                gauge.set(WatcherState::Standby);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(LEASE_SECS as u64 / 2)) => continue,
                     _ = stop.changed() => break,
                 }
             }
+            gauge.set(WatcherState::Connected);
             let result = tokio::select! {
                 r = self.session(&account, !healthy) => r,
                 lost = self.heartbeat(&lease) => Err(lost),
@@ -303,6 +307,7 @@ impl Watchers {
                 last_error = Some(error);
             }
             // 2, 4, 8 … seconds, at most 5 minutes, before trying again.
+            gauge.set(WatcherState::Retrying);
             let delay = Duration::from_secs((1u64 << failures.min(8)).min(300));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

@@ -128,11 +128,12 @@ impl Deliverer {
                 retry_at: retry(now),
             },
         };
-        match self
+        let recorded = self
             .store
             .finish_delivery(d.id, &self.holder, &outcome, now)
-            .await
-        {
+            .await;
+        crate::metrics::webhook_recorded(&recorded, started.elapsed());
+        match recorded {
             Ok(DeliveryStatus::Delivered) => {
                 tracing::info!(delivery = %d.delivery_id, event = %d.event, attempts = d.attempts, "webhook delivered");
             }

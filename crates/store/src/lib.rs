@@ -196,7 +196,14 @@ fn mtime(source: &KeySource) -> Option<SystemTime> {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn open(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 8).await
+        Self::open_with_connections(url, ring, source, 8, true).await
+    }
+
+    /// One connection to an existing database, its schema left as it is: for `mailgate
+    /// doctor`, which reports a schema behind (or ahead of) this binary instead of
+    /// migrating it under a running `serve`.
+    pub async fn open_unmigrated(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
+        Self::open_with_connections(url, ring, source, 1, false).await
     }
 
     /// [`Store::open`] over one connection, for a short command (`token`, `events`, …):
@@ -210,7 +217,7 @@ impl Store {
         ring: Keyring,
         source: KeySource,
     ) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 1).await
+        Self::open_with_connections(url, ring, source, 1, true).await
     }
 
     async fn open_with_connections(
@@ -218,6 +225,7 @@ impl Store {
         ring: Keyring,
         source: KeySource,
         connections: u32,
+        migrate: bool,
     ) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let url = normalise_url(url)?;
@@ -229,7 +237,9 @@ impl Store {
             .before_acquire(|conn, _meta| Box::pin(async move { Ok(fit_for_reuse(conn)) }))
             .connect(&url)
             .await?;
-        migrate::run(&pool).await?;
+        if migrate {
+            migrate::run(&pool).await?;
+        }
         let file_mtime = mtime(&source);
         Ok(Store {
             pool,
@@ -391,6 +401,17 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Each app's client-secret expiry date, for `/metrics`: read without opening any sealed
+    /// value (a scrape decrypts nothing, and works while a key is missing).
+    pub async fn secret_expiry_dates(&self) -> Result<Vec<(AppId, time::Date)>> {
+        let rows = sqlx::query(
+            "SELECT id, secret_expires FROM apps WHERE secret_expires IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::secret_expiry).collect()
     }
 
     /// A trivial query, for `/healthz`.

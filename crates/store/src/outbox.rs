@@ -466,4 +466,15 @@ impl Store {
             .await?;
         Ok(row.try_get::<Option<i64>, _>("t")?.map(Timestamp))
     }
+
+    /// When the oldest message still waiting (queued or being sent) was accepted, for the
+    /// `/metrics` gauge an alert watches ("outbox older than 15 minutes").
+    pub async fn oldest_waiting_outbox(&self) -> Result<Option<Timestamp>> {
+        let row = sqlx::query(
+            "SELECT MIN(created_at) AS t FROM outbox WHERE status IN ('queued', 'sending')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("t")?.map(Timestamp))
+    }
 }

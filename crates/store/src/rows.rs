@@ -276,3 +276,9 @@ pub(crate) fn event(row: &AnyRow) -> Result<Event> {
         message: get(row, "message")?,
     })
 }
+
+/// (app id, secret expiry date) of a row holding both.
+pub(crate) fn secret_expiry(row: &AnyRow) -> Result<(AppId, time::Date)> {
+    let date = parse(row, "secret_expires", |s| time::Date::parse(s, DATE))?;
+    Ok((AppId(get(row, "id")?), date))
+}

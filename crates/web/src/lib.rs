@@ -64,6 +64,8 @@ pub struct AppState {
     /// The legacy proxy's listeners, as the dashboard shows them ("IMAP on 127.0.0.1:1143
     /// (TLS)"); empty when the proxy is off.
     pub proxy_listeners: Arc<Vec<String>>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>` (`metrics_token`).
+    pub metrics_token: Option<mailgate_core::Secret>,
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
@@ -277,54 +279,69 @@ async fn limit_sends(
     next.run(req).await
 }
 
-/// Prometheus text format: how many accounts are in each state (alert on
-/// `mailgate_accounts{state="reauth_required"} > 0`), outbox messages and webhook
-/// deliveries by status. Counts only, no names; like `/healthz`, it needs no token.
-async fn metrics(State(state): State<AppState>) -> Response {
-    let counts = match state.store.metric_counts().await {
-        Ok(c) => c,
+/// Prometheus text format (`mailgate_core::metrics`): accounts by state (alert on
+/// `mailgate_accounts{state="reauth_required"} > 0`), outbox and webhook deliveries by
+/// status, the outbox's oldest waiting message, seconds until each app's secret expires,
+/// and this process's counters. Counts and ids only, no names or secrets. Open like
+/// `/healthz` unless `metrics_token` is set; then it wants `Authorization: Bearer <token>`.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(given.trim().as_bytes(), expected.expose().as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"metrics\"",
+                )],
+                "/metrics wants Authorization: Bearer <metrics_token>\n",
+            )
+                .into_response();
+        }
+    }
+    let now = state.clock.now();
+    let read = async {
+        let counts = state.store.metric_counts().await?;
+        let oldest = state.store.oldest_waiting_outbox().await?;
+        let expiries = state.store.secret_expiry_dates().await?;
+        Ok::<_, mailgate_store::StoreError>((counts, oldest, expiries))
+    };
+    let (counts, oldest, expiries) = match read.await {
+        Ok(read) => read,
         Err(e) => {
             tracing::warn!(error = %e, "metrics: database unavailable");
             return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response();
         }
     };
-    let help = [
-        ("accounts", "Mail accounts by state."),
-        ("outbox", "Messages in the outbox by status."),
-        ("webhook_deliveries", "Webhook deliveries by status."),
-    ];
-    let mut text = String::new();
-    for (metric, what) in help {
-        let label = if metric == "accounts" {
-            "state"
-        } else {
-            "status"
-        };
-        text.push_str(&format!(
-            "# HELP mailgate_{metric} {what}\n# TYPE mailgate_{metric} gauge\n"
-        ));
-        for (m, key, n) in counts.iter().filter(|(m, _, _)| *m == metric) {
-            let key: String = key
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            text.push_str(&format!("mailgate_{m}{{{label}=\"{key}\"}} {n}\n"));
-        }
-    }
-    // A counter, not a gauge: a sign-in refused by the lock-out, or a setup POST with a bad
-    // token, must not move it (argon2 is the expensive part an attacker wants us to run).
-    text.push_str(&format!(
-        "# HELP mailgate_password_hashes_total argon2 hashes and verifications run since start.\n# TYPE mailgate_password_hashes_total counter\nmailgate_password_hashes_total {}\n",
-        mailgate_store::passwords::argon2_runs()
-    ));
+    let snapshot = mailgate_core::metrics::Snapshot {
+        counts,
+        password_hashes: mailgate_store::passwords::argon2_runs(),
+        oldest_queued_secs: oldest.map_or(0, |t| (now.0 - t.0).max(0)),
+        // A secret is taken to expire at the start of its expiry date (UTC): the earlier
+        // reading, so an alert fires in time.
+        secret_expiry: expiries
+            .iter()
+            .map(|(app, date)| (app.0, date.midnight().assume_utc().unix_timestamp() - now.0))
+            .collect(),
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            mailgate_core::metrics::CONTENT_TYPE,
         )],
-        text,
+        mailgate_core::metrics::render(&snapshot),
     )
         .into_response()
+}
+
+/// Compares without stopping at the first difference, so the time taken tells nothing
+/// about how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// 200 with the version and schema version, or 503 when the database does not answer or

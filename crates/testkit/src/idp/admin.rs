@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::crypto::{KeyPair, random_digits};
 use super::spec::{
-    ClientSpec, ClockAdvance, FaultSpec, LifetimeSpec, ServiceAccountSpec, UserSpec,
+    ClientSpec, ClockAdvance, DateSkew, FaultSpec, LifetimeSpec, ServiceAccountSpec, UserSpec,
 };
 use super::state::{AppState, ServiceAccount};
 
@@ -150,6 +150,14 @@ pub(crate) async fn advance_clock(
     AdminJson(advance): AdminJson<ClockAdvance>,
 ) -> Response {
     app.lock().advance_clock(advance.seconds);
+    ok()
+}
+
+pub(crate) async fn set_date_skew(
+    State(app): State<AppState>,
+    AdminJson(skew): AdminJson<DateSkew>,
+) -> Response {
+    app.lock().date_skew_secs = skew.seconds;
     ok()
 }
 

@@ -14,7 +14,7 @@ use url::Url;
 
 use super::pages::{CONSENT_PATH, SIGNIN_PATH};
 use super::spec::{
-    ClientSpec, ClockAdvance, FaultSpec, LifetimeSpec, ServiceAccountSpec, User, UserSpec,
+    ClientSpec, ClockAdvance, DateSkew, FaultSpec, LifetimeSpec, ServiceAccountSpec, User, UserSpec,
 };
 
 /// A client of the emulator's admin API.
@@ -143,6 +143,14 @@ impl IdpAdmin {
     pub async fn advance_clock(&self, seconds: u64) -> anyhow::Result<()> {
         let _: Value = self
             .post(&["admin", "clock", "advance"], &ClockAdvance { seconds })
+            .await?;
+        Ok(())
+    }
+
+    /// Makes every response's `Date` header `seconds` off the wall clock (0: true again).
+    pub async fn set_date_skew(&self, seconds: i64) -> anyhow::Result<()> {
+        let _: Value = self
+            .post(&["admin", "clock", "date-skew"], &DateSkew { seconds })
             .await?;
         Ok(())
     }

@@ -47,8 +47,8 @@ pub use client::{IdpAdmin, approve_device_code, decline_device_code, sign_in};
 pub use crypto::pkce_s256;
 pub use errors::MALFORMED_JSON_BODY;
 pub use spec::{
-    ClientSpec, ClockAdvance, Endpoint, Fault, FaultSpec, LifetimeSpec, ServiceAccountSpec, User,
-    UserSpec,
+    ClientSpec, ClockAdvance, DateSkew, Endpoint, Fault, FaultSpec, LifetimeSpec,
+    ServiceAccountSpec, User, UserSpec,
 };
 
 use state::{AppState, Shared};
@@ -226,6 +226,7 @@ fn router(shared: AppState) -> Router {
         .route("/counters", get(admin::counters))
         .route("/service-accounts", post(admin::add_service_account))
         .route("/clock/advance", post(admin::advance_clock))
+        .route("/clock/date-skew", post(admin::set_date_skew))
         .route("/reset", post(admin::reset))
         .layer(axum::middleware::from_fn(admin::loopback_only));
     Router::new()
@@ -266,7 +267,40 @@ fn router(shared: AppState) -> Router {
         .route("/error", get(resources::error_info))
         .nest("/admin", admin)
         .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::map_response_with_state(
+            shared.clone(),
+            skew_date_header,
+        ))
         .with_state(shared)
+}
+
+/// Writes the `Date` header itself when a skew is set (hyper writes the true one only when
+/// the response has none).
+async fn skew_date_header(
+    axum::extract::State(shared): axum::extract::State<AppState>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let skew = shared.lock().date_skew_secs;
+    if skew != 0 {
+        let at = std::time::UNIX_EPOCH
+            .elapsed()
+            .unwrap_or_default()
+            .as_secs() as i64
+            + skew;
+        let format = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        if let Some(value) = time::OffsetDateTime::from_unix_timestamp(at)
+            .ok()
+            .and_then(|t| t.format(&format).ok())
+            .and_then(|v| axum::http::HeaderValue::from_str(&v).ok())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::DATE, value);
+        }
+    }
+    response
 }
 
 /// One debug line per request: method, path (never the query, which may carry codes) and status.

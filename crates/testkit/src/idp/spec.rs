@@ -200,6 +200,13 @@ pub struct ServiceAccountSpec {
     pub client_email: Option<String>,
 }
 
+/// `POST /admin/clock/date-skew`: every response's `Date` header is this many seconds off
+/// the wall clock (negative: behind); 0 restores it. For `mailgate doctor`'s clock check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DateSkew {
+    pub seconds: i64,
+}
+
 /// `POST /admin/clock/advance`: moves the emulator's clock forward (never back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClockAdvance {

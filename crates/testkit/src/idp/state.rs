@@ -302,6 +302,9 @@ pub(crate) enum Tenant {
 #[derive(Default)]
 pub(crate) struct Inner {
     clock_offset: Duration,
+    /// Seconds added to the `Date` header of every response (a provider whose clock, or
+    /// ours, is off): `POST /admin/clock/date-skew`. Token times are not affected.
+    pub(crate) date_skew_secs: i64,
     pub(crate) clients: HashMap<String, ClientSpec>,
     /// Keyed by lower-cased email.
     pub(crate) users: HashMap<String, UserRecord>,
