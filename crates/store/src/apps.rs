@@ -8,6 +8,17 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 impl Store {
+    /// Each app's client-secret expiry date, for `/metrics`: read without opening any sealed
+    /// value (a scrape decrypts nothing, and works while a key is missing).
+    pub async fn secret_expiry_dates(&self) -> Result<Vec<(AppId, time::Date)>> {
+        let rows = sqlx::query(
+            "SELECT id, secret_expires FROM apps WHERE secret_expires IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::secret_expiry).collect()
+    }
+
     pub async fn create_app(&self, spec: &AppSpec, now: Timestamp) -> Result<OAuthApp> {
         let mut tx = self.begin_write().await?;
         ensure_name_free(&mut tx, "apps", "app", spec.name.as_str(), None).await?;

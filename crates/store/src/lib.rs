@@ -403,17 +403,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Each app's client-secret expiry date, for `/metrics`: read without opening any sealed
-    /// value (a scrape decrypts nothing, and works while a key is missing).
-    pub async fn secret_expiry_dates(&self) -> Result<Vec<(AppId, time::Date)>> {
-        let rows = sqlx::query(
-            "SELECT id, secret_expires FROM apps WHERE secret_expires IS NOT NULL ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(rows::secret_expiry).collect()
-    }
-
     /// A trivial query, for `/healthz`.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
