@@ -11,6 +11,7 @@
 
 mod authz;
 pub mod backup;
+mod callback_lookup;
 mod changes;
 pub mod crypto;
 pub mod inbound;

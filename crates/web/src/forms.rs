@@ -351,7 +351,7 @@ async fn discover(
 }
 
 pub async fn new_app_form(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Err(r) = session.require_admin_page() {
         return r;
     }
     let mut f = Fields::new();
@@ -442,7 +442,7 @@ pub async fn edit_app_form(
     session: Session,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Err(r) = session.require_admin_page() {
         return r;
     }
     match state.store.app(AppId(id)).await {
@@ -698,7 +698,7 @@ fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
 /// Accounts are created, changed and removed by administrators only (README: operators
 /// authorize and test): an account's app and hosts decide where its tokens are sent.
 pub async fn new_account_form(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Err(r) = session.require_admin_page() {
         return r;
     }
     let mut f = Fields::new();
@@ -820,7 +820,7 @@ pub async fn edit_account_form(
     session: Session,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Err(r) = session.require_admin_page() {
         return r;
     }
     match state.store.account(AccountId(id)).await {
@@ -987,7 +987,7 @@ pub async fn authorize(
     Path(id): Path<i64>,
     Form(f): Form<Fields>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(f.get("csrf").map(String::as_str)) {
+    if let Err(r) = session.check_csrf_page(f.get("csrf").map(String::as_str)) {
         return r;
     }
     let redirect = redirect_uri(&state.public_url);
@@ -1016,7 +1016,7 @@ pub async fn test_account(
     Path(id): Path<i64>,
     Form(f): Form<Fields>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(f.get("csrf").map(String::as_str)) {
+    if let Err(r) = session.check_csrf_page(f.get("csrf").map(String::as_str)) {
         return r;
     }
     let acc = match state.store.account(AccountId(id)).await {

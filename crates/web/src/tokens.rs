@@ -208,7 +208,7 @@ async fn tokens_page(
 }
 
 pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Err(r) = session.require_admin_page() {
         return r;
     }
     tokens_page(&state, &session, &Submitted::default(), &Errors::default()).await

@@ -152,7 +152,7 @@ async fn users_page(state: &AppState, session: &Session, f: &AddForm, errs: &Err
 }
 
 pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Err(r) = session.require_admin_page() {
         return r;
     }
     users_page(&state, &session, &AddForm::default(), &Errors::default()).await
@@ -271,7 +271,7 @@ pub async fn user_page(
     Path(id): Path<i64>,
     Query(q): Query<Done>,
 ) -> Response {
-    if let Err(r) = session.require_admin() {
+    if let Err(r) = session.require_admin_page() {
         return r;
     }
     // Only fixed sentences: nothing from the URL is echoed into the page.
