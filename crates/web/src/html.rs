@@ -390,16 +390,3 @@ pub fn unavailable(e: impl std::fmt::Display) -> Response {
 pub fn random_failed(e: mailgate_core::random::RandomFailed) -> Response {
     PageError::from(e).into_response()
 }
-
-/// An account's last problem: the remediation and its code, escaped; empty for none.
-pub fn problem_summary(problem: Option<&mailgate_core::account::Problem>) -> String {
-    problem
-        .map(|p| {
-            format!(
-                "{} <code>{}</code>",
-                escape(&p.remediation),
-                escape(&p.code)
-            )
-        })
-        .unwrap_or_default()
-}
