@@ -413,8 +413,3 @@ pub async fn remove_app(
         Err(e) => Err(e.into()),
     }
 }
-
-/// Transitional: a page whose `body` is already-escaped HTML, in the signed-in frame.
-pub(crate) fn layout(session: &crate::auth::Session, title: &str, body: &str) -> Response {
-    crate::html::page_in(session.frame(Nav::None), StatusCode::OK, title, body)
-}

@@ -88,32 +88,6 @@ impl Session {
         }
     }
 
-    // Transitional, for the pages not yet on the extractors below.
-    #[allow(clippy::result_large_err)]
-    pub fn check_csrf_page(&self, form_token: Option<&str>) -> Result<(), Response> {
-        self.check_csrf(form_token)
-            .map_err(IntoResponse::into_response)
-    }
-
-    #[allow(clippy::result_large_err)]
-    pub fn require_admin_page(&self) -> Result<(), Response> {
-        self.require_admin().map_err(IntoResponse::into_response)
-    }
-
-    #[allow(clippy::result_large_err)]
-    pub fn admin_form(&self, form_token: Option<&str>) -> Result<(), Response> {
-        self.check_csrf(form_token)
-            .and_then(|()| self.require_admin())
-            .map_err(IntoResponse::into_response)
-    }
-
-    pub fn csrf_field(&self) -> String {
-        format!(
-            "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-            crate::html::escape(&self.csrf)
-        )
-    }
-
     pub fn is_admin(&self) -> bool {
         self.user.role == Role::Admin
     }

@@ -59,40 +59,6 @@ impl Errors {
             StatusCode::UNPROCESSABLE_ENTITY
         }
     }
-
-    // Transitional, for the pages not yet on templates.
-    pub(crate) fn for_field(&self, field: &str) -> String {
-        use crate::html::escape;
-        self.messages(field)
-            .iter()
-            .map(|m| {
-                format!(
-                    "<span class=\"bad field-error\" data-field=\"{}\">{}</span>",
-                    escape(field),
-                    escape(m)
-                )
-            })
-            .collect()
-    }
-    pub(crate) fn summary(&self) -> String {
-        use crate::html::escape;
-        if self.0.is_empty() {
-            return String::new();
-        }
-        let items: String = self
-            .all()
-            .iter()
-            .map(|(f, m)| format!("<li><strong>{}</strong>: {}</li>", escape(f), escape(m)))
-            .collect();
-        format!(
-            "<div class=\"bad\" role=\"alert\"><p>Nothing was saved. Please correct:</p><ul>{items}</ul></div>"
-        )
-    }
-}
-
-/// Transitional: a legacy form page, 422 when it comes back with errors.
-pub(crate) fn form_page(session: &Session, title: &str, body: &str, errs: &Errors) -> Response {
-    crate::html::page_in(session.frame(Nav::None), errs.status(), title, body)
 }
 
 /// One form field as the `field` macro draws it: label, control, errors beside it, help

@@ -106,6 +106,20 @@ pub async fn help(OperatorSession(session): OperatorSession) -> Result<Response,
     ))
 }
 
+/// docs/webhooks.md as the webhooks page links it: the bodies and how to verify their
+/// signatures, compiled into the binary like the troubleshooting guide.
+pub async fn webhooks_doc(OperatorSession(_session): OperatorSession) -> Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        include_str!("../../../docs/webhooks.md"),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

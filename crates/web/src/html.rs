@@ -3,7 +3,7 @@
 //! ([`PageError`]), and the static files the pages load (stylesheet, script, favicon).
 //!
 //! Pages are askama templates under `crates/web/templates/`, so every value is escaped by
-//! construction; [`escape`] remains only for the few non-template strings (none in HTML).
+//! construction: no handler builds HTML with `format!`.
 
 use askama::Template;
 use axum::http::{StatusCode, header};
@@ -358,35 +358,4 @@ pub fn state_badge(
             ("warn", state.as_str().replace('_', " "))
         }
     }
-}
-
-// ----- transitional: pages not yet on templates -------------------------------------------
-
-pub use mailgate_core::html::escape;
-
-#[derive(Template)]
-#[template(path = "legacy.html")]
-struct LegacyPage<'a> {
-    frame: Frame,
-    title: &'a str,
-    body: &'a str,
-}
-
-/// A page whose `body` is already-escaped HTML, in the shared frame.
-pub fn page_in(frame: Frame, status: StatusCode, title: &str, body: &str) -> Response {
-    render(status, &LegacyPage { frame, title, body })
-}
-
-/// A page whose `body` is already-escaped HTML, without navigation.
-pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    page_in(Frame::public(), status, title, body)
-}
-
-pub fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "admin page: store error");
-    PageError::Unavailable.into_response()
-}
-
-pub fn random_failed(e: mailgate_core::random::RandomFailed) -> Response {
-    PageError::from(e).into_response()
 }

@@ -211,6 +211,7 @@ pub fn router(state: AppState) -> Router {
             post(webhooks_ui::redeliver),
         )
         .route("/admin/help", get(help::help))
+        .route("/admin/docs/webhooks.md", get(help::webhooks_doc))
         .route("/static/mailgate.css", get(html::stylesheet))
         .route("/static/mailgate.js", get(html::script))
         .route("/static/favicon.svg", get(html::favicon))
