@@ -320,6 +320,34 @@ struct AccountRow {
     mailbox: String,
     token_until: String,
     problem: Option<mailgate_core::account::Problem>,
+    /// The newest "Test configuration" failed, or the inbound watcher's newest news is a
+    /// failure: what it said. Shown as the last problem when the account has no other.
+    recent_failure: Option<String>,
+}
+
+/// Per account, the newest failure among test runs and inbound watching that no later
+/// success has cleared (events are newest first).
+fn recent_failures(
+    events: &[Event],
+) -> std::collections::HashMap<mailgate_core::AccountId, String> {
+    let mut seen_test = std::collections::HashSet::new();
+    let mut seen_inbound = std::collections::HashSet::new();
+    let mut out = std::collections::HashMap::new();
+    for e in events {
+        let Some(id) = e.account_id else { continue };
+        let (seen, failed, what) = match e.kind {
+            EventKind::TestPassed => (&mut seen_test, false, ""),
+            EventKind::TestFailed => (&mut seen_test, true, "last test failed"),
+            EventKind::InboundWatching => (&mut seen_inbound, false, ""),
+            EventKind::InboundFailed => (&mut seen_inbound, true, "inbound failed"),
+            _ => continue,
+        };
+        if seen.insert(id) && failed {
+            out.entry(id)
+                .or_insert_with(|| format!("{what}: {}", e.message));
+        }
+    }
+    out
 }
 
 #[derive(Template)]
@@ -329,19 +357,41 @@ struct AccountsPage {
     title: &'static str,
     is_admin: bool,
     rows: Vec<AccountRow>,
+    removed: bool,
 }
 
 pub async fn accounts(
     State(state): State<AppState>,
     OperatorSession(session): OperatorSession,
+    axum::extract::Query(done): axum::extract::Query<crate::forms::Done>,
 ) -> Result<Response, PageError> {
     let accounts = state.store.list_accounts().await?;
     let expiries = state.store.token_expiries().await?;
+    let failures = recent_failures(
+        &state
+            .store
+            .events_of_kinds(
+                &[
+                    EventKind::TestPassed,
+                    EventKind::TestFailed,
+                    EventKind::InboundWatching,
+                    EventKind::InboundFailed,
+                ],
+                1000,
+            )
+            .await?,
+    );
     let rows = accounts
         .into_iter()
         .map(|a| {
-            let (badge_class, badge) = state_badge(a.state, a.last_problem.as_ref());
+            let recent_failure = failures.get(&a.id).cloned();
+            let (mut badge_class, mut badge) = state_badge(a.state, a.last_problem.as_ref());
+            // A failed test or inbound watch is trouble too: not a green "active".
+            if recent_failure.is_some() && badge_class == "ok" {
+                (badge_class, badge) = ("bad", "failing".into());
+            }
             AccountRow {
+                recent_failure,
                 id: a.id.0,
                 name: a.spec.name.to_string(),
                 badge_class,
@@ -364,6 +414,7 @@ pub async fn accounts(
             title: "Mail accounts",
             is_admin: session.is_admin(),
             rows,
+            removed: done.is("removed"),
         },
     ))
 }
@@ -389,6 +440,39 @@ pub async fn events(
             events,
         },
     ))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RemoveAccountForm {
+    /// The box "Yes, remove it" ticked: the removal asks first even without the script.
+    confirm: Option<String>,
+}
+
+/// Removes an account and its grant (administrators only), once confirmed.
+pub async fn remove_account(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    AdminForm(session, f): AdminForm<RemoveAccountForm>,
+) -> Result<Response, PageError> {
+    let account = state.store.account(mailgate_core::AccountId(id)).await?;
+    if f.confirm.as_deref() != Some("yes") {
+        return Err(PageError::Other {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            title: "Not removed".into(),
+            message: format!(
+                "Tick \"Yes, remove {}\" to confirm. Nothing was changed.",
+                account.spec.name
+            ),
+        });
+    }
+    state
+        .store
+        .remove_account(account.id, state.clock.now())
+        .await?;
+    // A watcher may be running for it.
+    state.watchers.notify_one();
+    tracing::info!(account = %account.spec.name.as_str(), user = %session.user.username, "account removed");
+    Ok(Redirect::to("/admin/accounts?done=removed").into_response())
 }
 
 /// Removes an app (administrators only; refused while accounts use it).

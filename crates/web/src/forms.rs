@@ -550,9 +550,16 @@ fn app_fields(app: &mailgate_core::OAuthApp) -> Fields {
     f
 }
 
+/// `?done=…`: what the page confirms it just did (only fixed words are shown).
 #[derive(serde::Deserialize, Default)]
 pub struct Done {
     done: Option<String>,
+}
+
+impl Done {
+    pub(crate) fn is(&self, what: &str) -> bool {
+        self.done.as_deref() == Some(what)
+    }
 }
 
 pub async fn edit_app_form(

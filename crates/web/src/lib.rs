@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
             get(forms::edit_account_form).post(forms::update_account),
         )
         .route("/admin/accounts/{id}/authorize", post(forms::authorize))
+        .route("/admin/accounts/{id}/remove", post(admin::remove_account))
         .route("/admin/accounts/{id}/test", post(forms::test_account))
         .route(
             "/admin/accounts/{id}/proxy-password",
