@@ -1268,7 +1268,8 @@ pub async fn test_account(
         },
     }
     let run = crate::test_runs::start(&state, acc, opts)?;
-    Ok(Redirect::to(&format!("/admin/accounts/{id}/tests/{run}")).into_response())
+    // `#test-steps`: the browser scrolls to the steps as they fill in.
+    Ok(Redirect::to(&format!("/admin/accounts/{id}/tests/{run}#test-steps")).into_response())
 }
 
 /// The account page with the run's steps, refreshed in place until it finishes.
