@@ -20,6 +20,7 @@ mod outbox;
 pub mod passwords;
 mod proxy;
 mod rows;
+pub mod test_results;
 mod users;
 pub mod webhooks;
 

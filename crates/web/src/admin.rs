@@ -325,26 +325,22 @@ struct AccountRow {
     recent_failure: Option<String>,
 }
 
-/// Per account, the newest failure among test runs and inbound watching that no later
-/// success has cleared (events are newest first).
-fn recent_failures(
+/// Per account, the newest inbound-watch failure that no later "watching" has cleared
+/// (events are newest first).
+fn inbound_failures(
     events: &[Event],
 ) -> std::collections::HashMap<mailgate_core::AccountId, String> {
-    let mut seen_test = std::collections::HashSet::new();
-    let mut seen_inbound = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
     let mut out = std::collections::HashMap::new();
     for e in events {
         let Some(id) = e.account_id else { continue };
-        let (seen, failed, what) = match e.kind {
-            EventKind::TestPassed => (&mut seen_test, false, ""),
-            EventKind::TestFailed => (&mut seen_test, true, "last test failed"),
-            EventKind::InboundWatching => (&mut seen_inbound, false, ""),
-            EventKind::InboundFailed => (&mut seen_inbound, true, "inbound failed"),
+        let failed = match e.kind {
+            EventKind::InboundWatching => false,
+            EventKind::InboundFailed => true,
             _ => continue,
         };
         if seen.insert(id) && failed {
-            out.entry(id)
-                .or_insert_with(|| format!("{what}: {}", e.message));
+            out.insert(id, format!("inbound failed: {}", e.message));
         }
     }
     out
@@ -367,24 +363,35 @@ pub async fn accounts(
 ) -> Result<Response, PageError> {
     let accounts = state.store.list_accounts().await?;
     let expiries = state.store.token_expiries().await?;
-    let failures = recent_failures(
+    let inbound = inbound_failures(
         &state
             .store
             .events_of_kinds(
-                &[
-                    EventKind::TestPassed,
-                    EventKind::TestFailed,
-                    EventKind::InboundWatching,
-                    EventKind::InboundFailed,
-                ],
+                &[EventKind::InboundWatching, EventKind::InboundFailed],
                 1000,
             )
             .await?,
     );
+    let tests = state.store.test_results().await?;
     let rows = accounts
         .into_iter()
         .map(|a| {
-            let recent_failure = failures.get(&a.id).cloned();
+            // The last test failed (as stored), or the inbound watch's newest news is a
+            // failure.
+            let recent_failure = tests
+                .get(&a.id)
+                .filter(|t| !t.passed)
+                .map(|t| {
+                    format!(
+                        "last test failed at \"{}\"{}",
+                        t.failed_step.as_deref().unwrap_or("?"),
+                        t.code
+                            .as_deref()
+                            .map(|c| format!(" [{c}]"))
+                            .unwrap_or_default()
+                    )
+                })
+                .or_else(|| inbound.get(&a.id).cloned());
             let (mut badge_class, mut badge) = state_badge(a.state, a.last_problem.as_ref());
             // A failed test or inbound watch is trouble too: not a green "active".
             if recent_failure.is_some() && badge_class == "ok" {

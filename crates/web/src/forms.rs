@@ -1123,8 +1123,8 @@ struct AccountPage {
     /// A run in progress or just finished.
     test: Option<StepsView>,
     test_gone: bool,
-    /// The last stored test outcome: (time, passed, what it said).
-    last_test: Option<(String, bool, String)>,
+    /// The account's last test, as stored (migration 0014).
+    last_test: Option<mailgate_store::test_results::TestResult>,
 }
 
 pub async fn account_page(
@@ -1153,25 +1153,7 @@ async fn account_page_with(
     let acc = state.store.account(AccountId(id)).await?;
     let s = &acc.spec;
     let (badge_class, badge) = crate::html::state_badge(acc.state, acc.last_problem.as_ref());
-    let last_test = state
-        .store
-        .events_of_kinds(
-            &[
-                mailgate_core::event::EventKind::TestPassed,
-                mailgate_core::event::EventKind::TestFailed,
-            ],
-            500,
-        )
-        .await?
-        .into_iter()
-        .find(|e| e.account_id == Some(acc.id))
-        .map(|e| {
-            (
-                e.at.to_string(),
-                e.kind == mailgate_core::event::EventKind::TestPassed,
-                e.message,
-            )
-        });
+    let last_test = state.store.test_results().await?.remove(&acc.id);
     Ok(AccountPage {
         frame: session.frame(Nav::Accounts),
         title: format!("Mail account {}", s.name),

@@ -14,6 +14,7 @@ use mailgate_store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 
 mod refresh_in_doubt;
+mod test_results;
 mod watch_leases;
 
 const NOW: Timestamp = Timestamp(1_790_000_000);
