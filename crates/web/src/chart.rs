@@ -113,3 +113,48 @@ impl Chart {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, at: i64) -> Event {
+        Event {
+            id: 0,
+            at: Timestamp(at),
+            kind,
+            app_id: None,
+            account_id: None,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn counts_the_last_24_hours_per_series_and_hour() {
+        let now = Timestamp(1_790_000_000);
+        let events = [
+            event(EventKind::MessageSent, now.0 - 60),
+            event(EventKind::MessageSent, now.0 - 120),
+            event(EventKind::TokenRefreshed, now.0 - 5 * 3600),
+            event(EventKind::MessageFailed, now.0 - 23 * 3600),
+            event(EventKind::TestFailed, now.0 - 10),
+            // Outside the window, or not charted.
+            event(EventKind::MessageSent, now.0 - 25 * 3600),
+            event(EventKind::AccountCreated, now.0 - 10),
+        ];
+        let chart = Chart::last_24h(&events, now);
+        assert_eq!((chart.sends, chart.refreshes, chart.failures), (2, 1, 2));
+        // One bar per (hour, series) with events: sends and failures in the last hour,
+        // a refresh 5 h ago, a failure 23 h ago.
+        assert_eq!(chart.bars.len(), 4);
+        let tallest = chart.bars.iter().map(|b| b.height).max().unwrap();
+        let sends = chart.bars.iter().find(|b| b.class == "sends").unwrap();
+        assert_eq!(sends.height, tallest, "the busiest bar is full height");
+        assert!(
+            chart
+                .bars
+                .iter()
+                .all(|b| b.x + b.width <= WIDTH && b.y >= 0)
+        );
+    }
+}
