@@ -635,7 +635,11 @@ pub async fn update_app(
                 .update_app(current.id, &spec, false, state.clock.now())
                 .await
             {
-                Ok(_) => return Ok(Redirect::to("/admin/apps").into_response()),
+                Ok(_) => {
+                    return Ok(
+                        Redirect::to(&format!("/admin/apps/{id}?done=saved")).into_response()
+                    );
+                }
                 Err(mailgate_store::StoreError::Duplicate { .. }) => {
                     errs.add("name", "an app with this name already exists")
                 }
