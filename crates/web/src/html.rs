@@ -222,7 +222,7 @@ impl IntoResponse for PageError {
                     "Form expired",
                     "This form cannot be accepted".into(),
                     "It expired or came from another site (the CSRF check failed). Go back, reload the page and try again.".into(),
-                    None,
+                    Some(("/admin", "Back to the dashboard")),
                 ),
                 PageError::AdminsOnly => (
                     StatusCode::FORBIDDEN,
@@ -250,21 +250,21 @@ impl IntoResponse for PageError {
                     "Cannot do that",
                     title.clone(),
                     message.clone(),
-                    Some(("javascript:history.back()", "Back")),
+                    Some(("/admin", "Back to the dashboard")),
                 ),
                 PageError::Unavailable => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Unavailable",
                     "The database is unavailable".into(),
                     "Nothing was changed. Try again shortly.".into(),
-                    None,
+                    Some(("/admin", "Back to the dashboard")),
                 ),
                 PageError::RandomFailed => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Unavailable",
                     "The server's random number generator failed".into(),
                     "Nothing was changed. Try again shortly.".into(),
-                    None,
+                    Some(("/admin", "Back to the dashboard")),
                 ),
                 PageError::SetupLink(problem) => {
                     let page = ErrorPage {
@@ -288,7 +288,13 @@ impl IntoResponse for PageError {
                     status,
                     title,
                     message,
-                } => (*status, "Not done", title.clone(), message.clone(), None),
+                } => (
+                    *status,
+                    "Not done",
+                    title.clone(),
+                    message.clone(),
+                    Some(("/admin", "Back to the dashboard")),
+                ),
             };
         render(
             status,

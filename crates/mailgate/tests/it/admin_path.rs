@@ -303,6 +303,19 @@ async fn the_app_form_follows_the_provider_and_catches_bad_secrets() {
     kind.select_option("microsoft").await.unwrap();
     assert!(!w.shown("issuer").await);
 
+    // Where the clipboard API is unavailable (plain http on a LAN address), Copy selects
+    // the text instead.
+    w.js("Object.defineProperty(navigator, 'clipboard', { value: undefined });")
+        .await;
+    w.click("#copy-redirect").await;
+    assert!(w.text_of("#copy-redirect").await.starts_with("Selected"));
+    let selected = w
+        .js("var e = document.activeElement; return [e.id, e.selectionStart, e.selectionEnd, e.value.length];")
+        .await;
+    assert_eq!(selected[0], "redirect-uri");
+    assert_eq!(selected[1], 0);
+    assert_eq!(selected[2], selected[3], "the whole URI is selected");
+
     // A pasted Secret ID (a GUID) and a date already passed are refused beside their
     // fields; nothing is saved.
     w.fill("#name", "Contoso").await;
