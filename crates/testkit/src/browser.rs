@@ -341,6 +341,23 @@ impl Browser {
         Ok(())
     }
 
+    /// Makes pages see `prefers-color-scheme: dark` (or light), through chromedriver's
+    /// DevTools passthrough (`Emulation.setEmulatedMedia`); reload to see its effect.
+    pub async fn prefer_dark(&self, dark: bool) -> anyhow::Result<()> {
+        let scheme = if dark { "dark" } else { "light" };
+        self.session
+            .post(
+                "/goog/cdp/execute",
+                json!({
+                    "cmd": "Emulation.setEmulatedMedia",
+                    "params": { "features": [{ "name": "prefers-color-scheme", "value": scheme }] },
+                }),
+                "emulate prefers-color-scheme",
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Answers the open `confirm()`/`alert()` dialog: accept (OK) or dismiss (Cancel).
     /// Returns the dialog's text.
     pub async fn answer_dialog(&self, accept: bool) -> anyhow::Result<String> {

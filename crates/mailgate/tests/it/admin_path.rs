@@ -452,7 +452,7 @@ async fn a_failed_test_is_shown_as_trouble_not_as_active() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_and_webhook_pages_say_what_things_mean() {
+async fn token_scopes_the_webhook_form_and_dark_mode() {
     let w = world("words").await;
     w.create_admin().await;
     w.add_app().await;
@@ -484,6 +484,26 @@ async fn tokens_and_webhook_pages_say_what_things_mean() {
             .await
             .starts_with("required"),
     );
+    // The pages follow the system's dark mode.
+    let background = "return getComputedStyle(document.documentElement).backgroundColor;";
+    let light = w.js(background).await;
+    w.browser.prefer_dark(true).await.unwrap();
+    w.goto("/admin/webhooks").await;
+    let dark = w.js(background).await;
+    let brightness = |c: &serde_json::Value| -> u32 {
+        c.as_str()
+            .unwrap()
+            .trim_start_matches("rgb(")
+            .trim_end_matches(')')
+            .split(',')
+            .map(|n| n.trim().parse::<u32>().unwrap())
+            .sum()
+    };
+    assert!(
+        brightness(&light) > 600 && brightness(&dark) < 150,
+        "light {light}, dark {dark}"
+    );
+    w.browser.prefer_dark(false).await.unwrap();
     w.click("#webhooks-doc").await;
     w.browser
         .wait_for_text("X-Mailgate-Signature", WAIT)
