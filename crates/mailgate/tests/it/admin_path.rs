@@ -418,6 +418,16 @@ async fn a_failed_test_is_shown_as_trouble_not_as_active() {
         .wait_for_text("State: active", WAIT)
         .await
         .unwrap();
+    // The test message's destination is a field of its own, checked like any address.
+    w.fill("#to", "not an address").await;
+    // Past the browser's own check of an email field, to reach mailgate's.
+    w.js("document.getElementById('to').form.noValidate = true;")
+        .await;
+    w.click("#test-configuration").await;
+    w.browser
+        .wait_for_text("Send the test message to:", WAIT)
+        .await
+        .unwrap();
     w.goto("/admin/accounts").await;
     let badge = w.text_of("td .badge").await;
     assert_eq!(badge, "active");
