@@ -136,6 +136,13 @@ pub async fn test(
         .map_err(|e| Failure::BadInput(format!("MAILGATE_EXTRA_CA_FILE: {e}")))?;
     let report =
         mailgate_mail::check::run(engine, &mailgate_core::SystemClock, &tls, &acc, opts).await;
+    mailgate_web::test_runs::keep_result(
+        engine.store(),
+        &acc,
+        &report,
+        mailgate_core::Clock::now(&mailgate_core::SystemClock),
+    )
+    .await;
     if json {
         views::print_json(&report)?;
     } else {

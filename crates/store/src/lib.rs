@@ -18,6 +18,7 @@ mod accounts;
 mod apps;
 mod authz;
 pub mod backup;
+mod callback_lookup;
 mod changes;
 pub mod crypto;
 mod events;
@@ -29,6 +30,7 @@ mod outbox;
 pub mod passwords;
 mod proxy;
 mod rows;
+pub mod test_results;
 mod users;
 pub mod webhooks;
 

@@ -72,6 +72,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "proxy_passwords",
         include_str!("../migrations/sqlite/0012_proxy_passwords.sql"),
     ),
+    (
+        14,
+        "test_results",
+        include_str!("../migrations/sqlite/0014_test_results.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

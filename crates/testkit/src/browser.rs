@@ -327,6 +327,58 @@ impl Browser {
         }
     }
 
+    /// Resizes the window (W3C "Set Window Rect"), e.g. to a phone's 390 px width. Headless
+    /// Chromium keeps room for toolbars in the height, not the width: `innerWidth` is
+    /// `width`.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.session
+            .post(
+                "/window/rect",
+                json!({ "width": width, "height": height }),
+                "set window rect",
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Makes pages see `prefers-color-scheme: dark` (or light), through chromedriver's
+    /// DevTools passthrough (`Emulation.setEmulatedMedia`); reload to see its effect.
+    pub async fn prefer_dark(&self, dark: bool) -> anyhow::Result<()> {
+        let scheme = if dark { "dark" } else { "light" };
+        self.session
+            .post(
+                "/goog/cdp/execute",
+                json!({
+                    "cmd": "Emulation.setEmulatedMedia",
+                    "params": { "features": [{ "name": "prefers-color-scheme", "value": scheme }] },
+                }),
+                "emulate prefers-color-scheme",
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Answers the open `confirm()`/`alert()` dialog: accept (OK) or dismiss (Cancel).
+    /// Returns the dialog's text.
+    pub async fn answer_dialog(&self, accept: bool) -> anyhow::Result<String> {
+        // The dialog opens right after the click that caused it: wait for it, bounded.
+        let deadline = Instant::now() + FIND_TIMEOUT;
+        let text = loop {
+            match self.session.get("/alert/text", "get dialog text").await {
+                Ok(v) => break string(v, "dialog text")?,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(POLL_INTERVAL).await,
+                Err(e) => return Err(e.context("no dialog opened")),
+            }
+        };
+        let path = if accept {
+            "/alert/accept"
+        } else {
+            "/alert/dismiss"
+        };
+        self.session.post(path, json!({}), "answer dialog").await?;
+        Ok(text)
+    }
+
     /// Runs `script` as the body of a function (`arguments[i]` are `args`) and returns its
     /// result.
     pub async fn execute(&self, script: &str, args: Vec<Value>) -> anyhow::Result<Value> {

@@ -1,64 +1,37 @@
-//! The admin screens (server-rendered). This first slice: dashboard, apps, accounts,
-//! events, and removing an app; the forms arrive with the rest of the admin UI.
+//! The admin screens that list things: dashboard, apps, accounts, events, and removing an
+//! app. The forms are in `forms.rs`; the page kit in `html.rs`.
 
-use crate::auth::Session;
-use crate::html::unavailable;
-use crate::html::{escape, page, problem_summary};
+use crate::auth::{AdminForm, NoFields, OperatorSession};
+use crate::html::{Frame, Nav, PageError, render, state_badge};
 use crate::{AppState, redirect_uri};
-use axum::extract::{Form, Path, State};
+use askama::Template;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::AccountState;
-use serde::Deserialize;
-
-/// The frame every admin page shares: navigation and the sign-out form.
-pub(crate) fn layout(session: &Session, title: &str, body: &str) -> Response {
-    let nav = format!(
-        "<nav><a href=\"/admin\">Dashboard</a> · <a href=\"/admin/apps\">OAuth apps</a> · <a href=\"/admin/accounts\">Mail accounts</a> · <a href=\"/admin/events\">Events</a> · <a href=\"/admin/webhooks\">Webhooks</a>{tokens}\
-<form method=\"post\" action=\"/logout\" style=\"display:inline;float:right\">{csrf}<span>{user} ({role})</span> <button type=\"submit\">Sign out</button></form></nav><hr>",
-        // Only administrators may manage API tokens and users; operators are not shown the
-        // way there.
-        tokens = if session.user.role == mailgate_core::user::Role::Admin {
-            " · <a href=\"/admin/api-tokens\">API tokens</a> · <a href=\"/admin/users\">Users</a>"
-        } else {
-            ""
-        },
-        csrf = session.csrf_field(),
-        user = escape(&session.user.username),
-        role = session.user.role
-    );
-    page(StatusCode::OK, title, &format!("{nav}{body}"))
-}
-
-fn badge(state: AccountState) -> String {
-    let class = match state {
-        AccountState::Active | AccountState::Refreshing => "ok",
-        AccountState::ReauthRequired => "bad",
-        AccountState::Unauthorized | AccountState::Disabled => "warn",
-    };
-    format!(
-        "<span class=\"badge {class}\">{}</span>",
-        state.as_str().replace('_', " ")
-    )
-}
+use mailgate_core::event::{Event, EventKind};
 
 /// The seeds' "base URL must match the redirect" pitfall, caught where the administrator
 /// looks: a warning when the public URL is plain http on a non-loopback host, or differs
 /// from the address the browser used.
-pub(crate) fn public_url_warnings(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+pub(crate) struct PublicUrlWarnings {
+    /// The public URL, when it is plain http on a non-local host.
+    pub insecure: Option<String>,
+    /// (the address the browser used, the public URL) when they differ.
+    pub mismatch: Option<(String, String)>,
+}
+
+pub(crate) fn public_url_warnings(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> PublicUrlWarnings {
     let url = state.public_url.url();
     let host = url.host_str().unwrap_or_default();
     let loopback = host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    let mut out = String::new();
-    if url.scheme() == "http" && !loopback {
-        out.push_str(&format!(
-            "<p class=\"warn\" id=\"public-url-warning\">The public URL {} is plain http on a non-local host: providers refuse http redirect URIs except for localhost, and cookies travel unencrypted. Set MAILGATE_PUBLIC_URL to an https URL.</p>",
-            escape(state.public_url.as_str())
-        ));
-    }
+    let insecure = (url.scheme() == "http" && !loopback).then(|| state.public_url.to_string());
     let seen = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -67,41 +40,62 @@ pub(crate) fn public_url_warnings(state: &AppState, headers: &axum::http::Header
         Some(p) => format!("{host}:{p}"),
         None => host.to_owned(),
     };
-    if !seen.is_empty() && !seen.eq_ignore_ascii_case(&expected) {
-        out.push_str(&format!(
-            "<p class=\"warn\" id=\"public-url-mismatch\">You reached mailgate at {} but its public URL is {}. The redirect URI uses the public URL, so the provider will send the browser there; set MAILGATE_PUBLIC_URL to the address people use.</p>",
-            escape(seen),
-            escape(state.public_url.as_str())
-        ));
-    }
-    out
+    let mismatch = (!seen.is_empty() && !seen.eq_ignore_ascii_case(&expected))
+        .then(|| (seen.to_owned(), state.public_url.to_string()));
+    PublicUrlWarnings { insecure, mismatch }
+}
+
+/// One line of the dashboard's "Needs attention".
+pub(crate) struct Attention {
+    pub badge_class: &'static str,
+    pub badge: String,
+    /// The account's page, when the line is about an account.
+    pub link: Option<String>,
+    pub subject: String,
+    pub detail: String,
+    /// The remediation code, linked to its help entry.
+    pub code: Option<String>,
+}
+
+/// An at-a-glance number of the dashboard.
+pub(crate) struct Card {
+    pub label: &'static str,
+    pub value: usize,
+    pub class: &'static str,
+    pub href: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    frame: Frame,
+    title: &'static str,
+    warnings: PublicUrlWarnings,
+    public_url: String,
+    redirect_uri: String,
+    proxy_listeners: Vec<String>,
+    cards: Vec<Card>,
+    chart: crate::chart::Chart,
+    next_steps: Vec<(&'static str, &'static str, bool)>,
+    attention: Vec<Attention>,
+    recent: Vec<Event>,
 }
 
 pub async fn dashboard(
     State(state): State<AppState>,
-    session: Session,
+    OperatorSession(session): OperatorSession,
     headers: axum::http::HeaderMap,
-) -> Response {
-    let (accounts, apps, events) = match tokio_join(&state).await {
-        Ok(x) => x,
-        Err(e) => return unavailable(e),
-    };
-    let today = state.clock.now().date();
-    let test_outcomes = match state
+) -> Result<Response, PageError> {
+    let accounts = state.store.list_accounts().await?;
+    let apps = state.store.list_apps().await?;
+    let recent = state.store.events(None, 20).await?;
+    let now = state.clock.now();
+    let today = now.date();
+    let test_outcomes = state
         .store
-        .events_of_kinds(
-            &[
-                mailgate_core::event::EventKind::TestPassed,
-                mailgate_core::event::EventKind::TestFailed,
-            ],
-            500,
-        )
-        .await
-    {
-        Ok(e) => e,
-        Err(e) => return unavailable(e),
-    };
-    let mut attention = String::new();
+        .events_of_kinds(&[EventKind::TestPassed, EventKind::TestFailed], 500)
+        .await?;
+    let mut attention = Vec::new();
     let mut sorted = accounts.clone();
     // Accounts needing attention first: re-authorization, then never authorized, then problems.
     sorted.sort_by_key(|a| match a.state {
@@ -114,251 +108,399 @@ pub async fn dashboard(
         .iter()
         .filter(|a| a.state != AccountState::Active || a.last_problem.is_some())
     {
-        let problem = problem_summary(a.last_problem.as_ref());
-        attention.push_str(&format!(
-            "<li>{} <strong>{}</strong> ({}) {problem}</li>",
-            badge(a.state),
-            escape(a.spec.name.as_str()),
-            escape(a.spec.mailbox.as_str())
-        ));
+        let (badge_class, badge) = state_badge(a.state, a.last_problem.as_ref());
+        attention.push(Attention {
+            badge_class,
+            badge,
+            link: Some(format!("/admin/accounts/{}", a.id)),
+            subject: a.spec.name.to_string(),
+            detail: match &a.last_problem {
+                Some(p) => format!("({}) {}", a.spec.mailbox, p.remediation),
+                None => format!("({})", a.spec.mailbox),
+            },
+            code: a.last_problem.as_ref().map(|p| p.code.clone()),
+        });
     }
     // Accounts whose latest "Test configuration" failed (events are newest first).
     for a in &accounts {
         let last_test = test_outcomes.iter().find(|e| e.account_id == Some(a.id));
-        if let Some(e) = last_test.filter(|e| e.kind == mailgate_core::event::EventKind::TestFailed)
-        {
-            attention.push_str(&format!(
-                "<li><span class=\"badge bad\">last test failed</span> <a href=\"/admin/accounts/{}\">{}</a>: {}</li>",
-                a.id,
-                escape(a.spec.name.as_str()),
-                escape(&e.message)
-            ));
+        if let Some(e) = last_test.filter(|e| e.kind == EventKind::TestFailed) {
+            attention.push(Attention {
+                badge_class: "bad",
+                badge: "last test failed".into(),
+                link: Some(format!("/admin/accounts/{}", a.id)),
+                subject: a.spec.name.to_string(),
+                detail: format!(": {}", e.message),
+                code: None,
+            });
         }
     }
+    let mut expiring = 0;
     for app in &apps {
         if let (Some(exp), Some(today)) = (app.spec.secret_expires, today) {
             let days = (exp - today).whole_days();
             if days <= 30 {
-                attention.push_str(&format!(
-                    "<li><span class=\"badge {}\">secret {}</span> app <strong>{}</strong>: the client secret {} on {exp}</li>",
-                    if days < 0 { "bad" } else { "warn" },
-                    if days < 0 { "expired" } else { "expiring" },
-                    escape(app.spec.name.as_str()),
-                    if days < 0 { "expired" } else { "expires" }
-                ));
+                expiring += 1;
+                let expired = days < 0;
+                attention.push(Attention {
+                    badge_class: if expired { "bad" } else { "warn" },
+                    badge: if expired {
+                        "secret expired"
+                    } else {
+                        "secret expiring"
+                    }
+                    .into(),
+                    link: None,
+                    subject: format!("app {}", app.spec.name),
+                    detail: format!(
+                        ": the client secret {} on {exp}",
+                        if expired { "expired" } else { "expires" }
+                    ),
+                    code: None,
+                });
             }
         }
     }
-    if attention.is_empty() {
-        attention = "<li>Nothing needs attention.</li>".into();
-    }
-    let recent: String = events
+    let count =
+        |f: &dyn Fn(&mailgate_core::MailAccount) -> bool| accounts.iter().filter(|a| f(a)).count();
+    let metric = state.store.metric_counts().await?;
+    let metric_of = |m: &str, key: &str| {
+        metric
+            .iter()
+            .filter(|(mm, k, _)| *mm == m && k == key)
+            .map(|(_, _, n)| *n as usize)
+            .sum::<usize>()
+    };
+    let cards = vec![
+        Card {
+            label: "accounts active",
+            value: count(&|a| a.state == AccountState::Active && a.last_problem.is_none()),
+            class: "ok",
+            href: "/admin/accounts",
+        },
+        Card {
+            label: "accounts needing attention",
+            value: count(&|a| a.state != AccountState::Active || a.last_problem.is_some()),
+            class: "bad",
+            href: "/admin/accounts",
+        },
+        Card {
+            label: "client secrets expiring",
+            value: expiring,
+            class: "warn",
+            href: "/admin/apps",
+        },
+        Card {
+            label: "outbox queued",
+            value: metric_of("outbox", "queued"),
+            class: "",
+            href: "/admin/events",
+        },
+        Card {
+            label: "outbox failed",
+            value: metric_of("outbox", "failed"),
+            class: "bad",
+            href: "/admin/events",
+        },
+        Card {
+            label: "webhook deliveries failed",
+            value: metric_of("webhook_deliveries", "failed"),
+            class: "bad",
+            href: "/admin/webhooks",
+        },
+    ];
+    let day_events = state.store.events(None, 5000).await?;
+    let chart = crate::chart::Chart::last_24h(&day_events, now);
+    // The guided first run: what comes next, done steps ticked.
+    let authorized = accounts
         .iter()
-        .map(|e| {
-            format!(
-                "<li><code>{}</code> {} {}</li>",
-                e.at,
-                escape(e.kind.as_str()),
-                escape(&e.message)
-            )
-        })
-        .collect();
-    layout(
-        &session,
-        "Dashboard",
-        &format!(
-            "<h1>Dashboard</h1>{}<p>Public URL: <code>{}</code> — redirect URI <code>{}</code></p>{}<h2>Needs attention</h2><ul>{attention}</ul><h2>Recent events</h2><ul>{recent}</ul>",
-            public_url_warnings(&state, &headers),
-            escape(state.public_url.as_str()),
-            escape(&redirect_uri(&state.public_url)),
-            proxy_line(&state)
-        ),
-    )
-}
-
-/// Which legacy-proxy listeners are on, and where (docs/proxy.md).
-fn proxy_line(state: &AppState) -> String {
-    if state.proxy_listeners.is_empty() {
-        return "<p id=\"proxy-listeners\">Legacy proxy: off (no <code>proxy_*_listen</code> set).</p>".into();
-    }
-    let listeners: Vec<String> = state
-        .proxy_listeners
+        .any(|a| matches!(a.state, AccountState::Active | AccountState::Refreshing));
+    let tested = test_outcomes
         .iter()
-        .map(|l| format!("<code>{}</code>", escape(l)))
-        .collect();
-    format!(
-        "<p id=\"proxy-listeners\">Legacy proxy: {}.</p>",
-        listeners.join(", ")
-    )
-}
-
-async fn tokio_join(
-    state: &AppState,
-) -> Result<
-    (
-        Vec<mailgate_core::MailAccount>,
-        Vec<mailgate_core::OAuthApp>,
-        Vec<mailgate_core::event::Event>,
-    ),
-    mailgate_store::StoreError,
-> {
-    Ok((
-        state.store.list_accounts().await?,
-        state.store.list_apps().await?,
-        state.store.events(None, 20).await?,
+        .any(|e| e.kind == EventKind::TestPassed);
+    let next_steps = if tested && authorized {
+        Vec::new()
+    } else {
+        vec![
+            ("Add an OAuth app", "/admin/apps", !apps.is_empty()),
+            (
+                "Add a mail account",
+                "/admin/accounts",
+                !accounts.is_empty(),
+            ),
+            ("Authorize the account", "/admin/accounts", authorized),
+            ("Test its configuration", "/admin/accounts", tested),
+        ]
+    };
+    Ok(render(
+        StatusCode::OK,
+        &DashboardPage {
+            frame: session.frame(Nav::Dashboard),
+            title: "Dashboard",
+            warnings: public_url_warnings(&state, &headers),
+            public_url: state.public_url.to_string(),
+            redirect_uri: redirect_uri(&state.public_url),
+            proxy_listeners: state.proxy_listeners.to_vec(),
+            cards,
+            chart,
+            next_steps,
+            attention,
+            recent,
+        },
     ))
 }
 
-pub async fn apps(State(state): State<AppState>, session: Session) -> Response {
-    let apps = match state.store.list_apps().await {
-        Ok(a) => a,
-        Err(e) => return unavailable(e),
-    };
-    let redirect = redirect_uri(&state.public_url);
-    let mut rows = String::new();
-    let is_admin = session.user.role == mailgate_core::user::Role::Admin;
-    for app in &apps {
-        let s = &app.spec;
-        // Operators see the apps but change none of them: no edit link, no remove button.
-        let name = if is_admin {
-            format!(
-                "<a href=\"/admin/apps/{}\">{}</a>",
-                app.id,
-                escape(s.name.as_str())
-            )
-        } else {
-            escape(s.name.as_str())
+/// One row of the apps list.
+struct AppRow {
+    id: i64,
+    name: String,
+    kind: String,
+    client_id: String,
+    secret: String,
+    expires: String,
+    /// "expired" when the secret's date has passed: the list says so in red.
+    expired: bool,
+}
+
+#[derive(Template)]
+#[template(path = "apps.html")]
+struct AppsPage {
+    frame: Frame,
+    title: &'static str,
+    redirect_uri: String,
+    is_admin: bool,
+    csrf: String,
+    rows: Vec<AppRow>,
+}
+
+pub async fn apps(
+    State(state): State<AppState>,
+    OperatorSession(session): OperatorSession,
+) -> Result<Response, PageError> {
+    let apps = state.store.list_apps().await?;
+    let today = state.clock.now().date();
+    let rows = apps
+        .iter()
+        .map(|app| {
+            let s = &app.spec;
+            AppRow {
+                id: app.id.0,
+                name: s.name.to_string(),
+                kind: s.kind.to_string(),
+                client_id: s.client_id.to_string(),
+                secret: s
+                    .client_secret
+                    .as_ref()
+                    .map(|x| x.hint())
+                    .unwrap_or_else(|| "not set".into()),
+                expires: s.secret_expires.map(|d| d.to_string()).unwrap_or_default(),
+                expired: matches!((s.secret_expires, today), (Some(e), Some(t)) if e < t),
+            }
+        })
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &AppsPage {
+            frame: session.frame(Nav::Apps),
+            title: "OAuth apps",
+            redirect_uri: redirect_uri(&state.public_url),
+            is_admin: session.is_admin(),
+            csrf: session.csrf.clone(),
+            rows,
+        },
+    ))
+}
+
+/// One row of the accounts list.
+struct AccountRow {
+    id: i64,
+    name: String,
+    badge_class: &'static str,
+    badge: String,
+    mailbox: String,
+    token_until: String,
+    problem: Option<mailgate_core::account::Problem>,
+    /// The newest "Test configuration" failed, or the inbound watcher's newest news is a
+    /// failure: what it said. Shown as the last problem when the account has no other.
+    recent_failure: Option<String>,
+}
+
+/// Per account, the newest inbound-watch failure that no later "watching" has cleared
+/// (events are newest first).
+fn inbound_failures(
+    events: &[Event],
+) -> std::collections::HashMap<mailgate_core::AccountId, String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = std::collections::HashMap::new();
+    for e in events {
+        let Some(id) = e.account_id else { continue };
+        let failed = match e.kind {
+            EventKind::InboundWatching => false,
+            EventKind::InboundFailed => true,
+            _ => continue,
         };
-        let remove = if is_admin {
-            format!(
-                "<form method=\"post\" action=\"/admin/apps/{}/remove\">{}<button type=\"submit\">Remove</button></form>",
-                app.id,
-                session.csrf_field()
-            )
-        } else {
-            String::new()
-        };
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{name}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{remove}</td></tr>",
-            app.id,
-            s.kind,
-            escape(s.client_id.as_str()),
-            s.client_secret.as_ref().map(|x| escape(&x.hint())).unwrap_or_else(|| "not set".into()),
-            s.secret_expires.map(|d| d.to_string()).unwrap_or_default(),
-        ));
+        if seen.insert(id) && failed {
+            out.insert(id, format!("inbound failed: {}", e.message));
+        }
     }
-    layout(
-        &session,
-        "OAuth apps",
-        &format!(
-            "<h1>OAuth apps</h1><p>Redirect URI to register at the provider (platform \"Web\"): <input id=\"redirect-uri\" readonly size=\"50\" value=\"{r}\"> \
-<button type=\"button\" onclick=\"navigator.clipboard.writeText(document.getElementById('redirect-uri').value)\">Copy</button></p>\
-{new_app}<table><tr><th>id</th><th>name</th><th>kind</th><th>client id</th><th>client secret</th><th>secret expires</th><th></th></tr>{rows}</table>",
-            r = escape(&redirect),
-            new_app = if is_admin {
-                "<p><a href=\"/admin/apps/new\" id=\"new-app\">New OAuth app</a></p>"
-            } else {
-                ""
-            },
-        ),
-    )
+    out
 }
 
-pub async fn accounts(State(state): State<AppState>, session: Session) -> Response {
-    let accounts = match state.store.list_accounts().await {
-        Ok(a) => a,
-        Err(e) => return unavailable(e),
-    };
-    let expiries = match state.store.token_expiries().await {
-        Ok(e) => e,
-        Err(e) => return unavailable(e),
-    };
-    let new_account = if session.user.role == mailgate_core::user::Role::Admin {
-        "<p><a href=\"/admin/accounts/new\" id=\"new-account\">New mail account</a></p>"
-    } else {
-        ""
-    };
-    let rows: String = accounts
-        .iter()
+#[derive(Template)]
+#[template(path = "accounts.html")]
+struct AccountsPage {
+    frame: Frame,
+    title: &'static str,
+    is_admin: bool,
+    rows: Vec<AccountRow>,
+    removed: bool,
+}
+
+pub async fn accounts(
+    State(state): State<AppState>,
+    OperatorSession(session): OperatorSession,
+    axum::extract::Query(done): axum::extract::Query<crate::forms::Done>,
+) -> Result<Response, PageError> {
+    let accounts = state.store.list_accounts().await?;
+    let expiries = state.store.token_expiries().await?;
+    let inbound = inbound_failures(
+        &state
+            .store
+            .events_of_kinds(
+                &[EventKind::InboundWatching, EventKind::InboundFailed],
+                1000,
+            )
+            .await?,
+    );
+    let tests = state.store.test_results().await?;
+    let rows = accounts
+        .into_iter()
         .map(|a| {
-            format!(
-                "<tr><td>{}</td><td><a href=\"/admin/accounts/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                a.id,
-                a.id,
-                escape(a.spec.name.as_str()),
-                badge(a.state),
-                escape(a.spec.mailbox.as_str()),
-                expiries.get(&a.id).copied().flatten().map(|t| t.to_string()).unwrap_or_else(|| "—".into()),
-                problem_summary(a.last_problem.as_ref())
-            )
+            // The last test failed (as stored), or the inbound watch's newest news is a
+            // failure.
+            let recent_failure = tests
+                .get(&a.id)
+                .filter(|t| !t.passed)
+                .map(|t| {
+                    format!(
+                        "last test failed at \"{}\"{}",
+                        t.failed_step.as_deref().unwrap_or("?"),
+                        t.code
+                            .as_deref()
+                            .map(|c| format!(" [{c}]"))
+                            .unwrap_or_default()
+                    )
+                })
+                .or_else(|| inbound.get(&a.id).cloned());
+            let (mut badge_class, mut badge) = state_badge(a.state, a.last_problem.as_ref());
+            // A failed test or inbound watch is trouble too: not a green "active".
+            if recent_failure.is_some() && badge_class == "ok" {
+                (badge_class, badge) = ("bad", "failing".into());
+            }
+            AccountRow {
+                recent_failure,
+                id: a.id.0,
+                name: a.spec.name.to_string(),
+                badge_class,
+                badge,
+                mailbox: a.spec.mailbox.to_string(),
+                token_until: expiries
+                    .get(&a.id)
+                    .copied()
+                    .flatten()
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "—".into()),
+                problem: a.last_problem,
+            }
         })
         .collect();
-    layout(
-        &session,
-        "Mail accounts",
-        &format!(
-            "<h1>Mail accounts</h1>{new_account}<table><tr><th>id</th><th>name</th><th>state</th><th>mailbox</th><th>token valid until</th><th>last problem</th></tr>{rows}</table>"
-        ),
-    )
+    Ok(render(
+        StatusCode::OK,
+        &AccountsPage {
+            frame: session.frame(Nav::Accounts),
+            title: "Mail accounts",
+            is_admin: session.is_admin(),
+            rows,
+            removed: done.is("removed"),
+        },
+    ))
 }
 
-pub async fn events(State(state): State<AppState>, session: Session) -> Response {
-    let events = match state.store.events(None, 200).await {
-        Ok(e) => e,
-        Err(e) => return unavailable(e),
-    };
-    let rows: String = events
-        .iter()
-        .map(|e| {
-            format!(
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                e.at,
-                escape(e.kind.as_str()),
-                escape(&e.message)
-            )
-        })
-        .collect();
-    layout(
-        &session,
-        "Events",
-        &format!(
-            "<h1>Events</h1><table><tr><th>when (UTC)</th><th>event</th><th>what</th></tr>{rows}</table>"
-        ),
-    )
+#[derive(Template)]
+#[template(path = "events.html")]
+struct EventsPage {
+    frame: Frame,
+    title: &'static str,
+    events: Vec<Event>,
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: Option<String>,
+pub async fn events(
+    State(state): State<AppState>,
+    OperatorSession(session): OperatorSession,
+) -> Result<Response, PageError> {
+    let events = state.store.events(None, 200).await?;
+    Ok(render(
+        StatusCode::OK,
+        &EventsPage {
+            frame: session.frame(Nav::Events),
+            title: "Events",
+            events,
+        },
+    ))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RemoveAccountForm {
+    /// The box "Yes, remove it" ticked: the removal asks first even without the script.
+    confirm: Option<String>,
+}
+
+/// Removes an account and its grant (administrators only), once confirmed.
+pub async fn remove_account(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    AdminForm(session, f): AdminForm<RemoveAccountForm>,
+) -> Result<Response, PageError> {
+    let account = state.store.account(mailgate_core::AccountId(id)).await?;
+    if f.confirm.as_deref() != Some("yes") {
+        return Err(PageError::Other {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            title: "Not removed".into(),
+            message: format!(
+                "Tick \"Yes, remove {}\" to confirm. Nothing was changed.",
+                account.spec.name
+            ),
+        });
+    }
+    state
+        .store
+        .remove_account(account.id, state.clock.now())
+        .await?;
+    // A watcher may be running for it.
+    state.watchers.notify_one();
+    tracing::info!(account = %account.spec.name.as_str(), user = %session.user.username, "account removed");
+    Ok(Redirect::to("/admin/accounts?done=removed").into_response())
 }
 
 /// Removes an app (administrators only; refused while accounts use it).
 pub async fn remove_app(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<CsrfOnly>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
-        return r;
-    }
+    AdminForm(_session, NoFields {}): AdminForm<NoFields>,
+) -> Result<Response, PageError> {
     match state
         .store
         .remove_app(mailgate_core::AppId(id), state.clock.now())
         .await
     {
-        Ok(()) => Redirect::to("/admin/apps").into_response(),
+        Ok(()) => Ok(Redirect::to("/admin/apps").into_response()),
         Err(
             e
             @ (mailgate_store::StoreError::InUse(_) | mailgate_store::StoreError::NotFound { .. }),
-        ) => page(
-            StatusCode::CONFLICT,
-            "Cannot remove",
-            &format!(
-                "<h1 class=\"bad\">Cannot remove the app</h1><p>{}</p><p><a href=\"/admin/apps\">Back</a></p>",
-                escape(&e.to_string())
-            ),
-        ),
-        Err(e) => unavailable(e),
+        ) => Err(PageError::Conflict {
+            title: "Cannot remove the app".into(),
+            message: e.to_string(),
+        }),
+        Err(e) => Err(e.into()),
     }
 }

@@ -13,13 +13,13 @@
 //! * The first administrator is created through a one-time setup link printed by `serve`;
 //!   it expires after `setup_link_secs` (24 h), and its token is checked before any hashing.
 
-// The session checks refuse with the page or redirect to send (`Result<_, Response>`), used by
-// every admin page; they keep that shape until the pages get an error type of their own.
-#![allow(clippy::result_large_err)]
-
 use crate::AppState;
-use crate::html::{escape, page};
-use axum::extract::{ConnectInfo, Form, FromRequestParts, Query, State};
+use crate::html::{Frame, FrameUser, Nav, PageError, SetupProblem, render};
+use askama::Template;
+use axum::extract::{
+    ConnectInfo, Form, FromRequest, FromRequestParts, OptionalFromRequestParts, Query, Request,
+    State,
+};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::Secret;
@@ -64,7 +64,8 @@ pub fn same_token(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// A signed-in user, or a redirect to the login page.
+/// A signed-in user, or a redirect to the login page. Handlers take one of the extractors
+/// below rather than this, so the role and the CSRF token are checked before they run.
 pub struct Session {
     pub user: User,
     pub csrf: String,
@@ -72,34 +73,23 @@ pub struct Session {
 }
 
 impl Session {
-    /// Refuses a form whose CSRF token is missing or wrong.
-    pub fn check_csrf(&self, form_token: Option<&str>) -> Result<(), Response> {
+    fn check_csrf(&self, form_token: Option<&str>) -> Result<(), PageError> {
         match form_token {
             Some(t) if same_token(t, &self.csrf) => Ok(()),
-            _ => Err(page(
-                StatusCode::FORBIDDEN,
-                "Form expired",
-                "<h1 class=\"bad\">This form cannot be accepted</h1><p>It expired or came from another site (the CSRF check failed). Go back, reload the page and try again.</p>",
-            )),
+            _ => Err(PageError::FormExpired),
         }
     }
 
-    pub fn require_admin(&self) -> Result<(), Response> {
+    fn require_admin(&self) -> Result<(), PageError> {
         if self.user.role == Role::Admin {
             Ok(())
         } else {
-            Err(page(
-                StatusCode::FORBIDDEN,
-                "Administrators only",
-                "<h1 class=\"bad\">Administrators only</h1><p>Operators may authorize and test accounts, but only an administrator can change OAuth apps, mail accounts, users and API tokens.</p>",
-            ))
+            Err(PageError::AdminsOnly)
         }
     }
 
-    /// An administrator's form: the CSRF token checked first, then the role.
-    pub fn admin_form(&self, form_token: Option<&str>) -> Result<(), Response> {
-        self.check_csrf(form_token)
-            .and_then(|()| self.require_admin())
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin
     }
 
     /// Binds an authorization to this browser session (the callback must come back to it).
@@ -107,25 +97,28 @@ impl Session {
         format!("session:{}", self.id_hash)
     }
 
-    /// A hidden CSRF input for forms.
-    pub fn csrf_field(&self) -> String {
-        format!(
-            "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-            escape(&self.csrf)
-        )
+    /// The frame of a page this user sees, with `current` marked in the navigation.
+    pub fn frame(&self, current: Nav) -> Frame {
+        Frame {
+            user: Some(FrameUser {
+                username: self.user.username.to_string(),
+                role: self.user.role,
+                csrf: self.csrf.clone(),
+            }),
+            current,
+        }
     }
 }
 
 impl FromRequestParts<AppState> for Session {
-    type Rejection = Response;
+    type Rejection = PageError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let to_login = || Redirect::to("/login").into_response();
         let Some(value) = read_cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(to_login());
+            return Err(PageError::SignIn);
         };
         let id_hash = random::sha256_hex(value);
         match state.store.session(&id_hash, state.clock.now()).await {
@@ -134,22 +127,128 @@ impl FromRequestParts<AppState> for Session {
                 csrf: s.csrf,
                 id_hash,
             }),
-            Ok(None) => Err(to_login()),
+            Ok(None) => Err(PageError::SignIn),
             Err(e) => {
                 tracing::error!(error = %e, "session lookup failed");
-                Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the database is unavailable",
-                )
-                    .into_response())
+                Err(PageError::Unavailable)
             }
         }
     }
 }
 
-async fn start_session(state: &AppState, user: &User) -> Result<String, Response> {
-    let value = random::token(32).map_err(crate::html::random_failed)?;
-    let csrf = random::token(32).map_err(crate::html::random_failed)?;
+/// A session if the browser has a valid one, none otherwise (the callback page, reached
+/// with or without one).
+impl OptionalFromRequestParts<AppState> for Session {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match <Session as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
+            Ok(s) => Ok(Some(s)),
+            Err(PageError::SignIn) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Any signed-in user (operator or administrator): the pages everyone may see.
+pub struct OperatorSession(pub Session);
+
+impl FromRequestParts<AppState> for OperatorSession {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        <Session as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(OperatorSession)
+    }
+}
+
+/// A signed-in administrator; an operator gets the "Administrators only" page.
+pub struct AdminSession(pub Session);
+
+impl FromRequestParts<AppState> for AdminSession {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        let session =
+            <Session as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        session.require_admin()?;
+        Ok(AdminSession(session))
+    }
+}
+
+/// The body of a form, read once: its CSRF token (field `csrf`) and the form itself,
+/// parsed as `T` by axum's form reader.
+async fn read_form<T: serde::de::DeserializeOwned>(
+    req: Request,
+    state: &AppState,
+) -> Result<(Session, Option<String>, T), PageError> {
+    let (mut parts, body) = req.into_parts();
+    let session =
+        <Session as FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await?;
+    let bytes = axum::body::to_bytes(body, FORM_BODY_LIMIT)
+        .await
+        .map_err(|_| bad_form("the form is too large or was cut off"))?;
+    let csrf = url::form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned());
+    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    let Form(form) = Form::<T>::from_request(request, state)
+        .await
+        .map_err(|e| bad_form(&e.body_text()))?;
+    Ok((session, csrf, form))
+}
+
+/// Forms are small; a body past this is refused before it is parsed.
+const FORM_BODY_LIMIT: usize = 256 * 1024;
+
+fn bad_form(why: &str) -> PageError {
+    PageError::Other {
+        status: StatusCode::BAD_REQUEST,
+        title: "The form could not be read".into(),
+        message: format!("{why}. Nothing was saved."),
+    }
+}
+
+/// An administrator's form: the session, then the CSRF token, then the role, then the
+/// form parsed as `T`. A handler taking it cannot forget one of the checks.
+pub struct AdminForm<T>(pub Session, pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for AdminForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
+        let (session, csrf, form) = read_form::<T>(req, state).await?;
+        session.check_csrf(csrf.as_deref())?;
+        session.require_admin()?;
+        Ok(AdminForm(session, form))
+    }
+}
+
+/// A form any signed-in user may send (authorize, test, sign out): the session and the
+/// CSRF token checked, the form parsed as `T`.
+pub struct OperatorForm<T>(pub Session, pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for OperatorForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
+        let (session, csrf, form) = read_form::<T>(req, state).await?;
+        session.check_csrf(csrf.as_deref())?;
+        Ok(OperatorForm(session, form))
+    }
+}
+
+/// A form with nothing but its CSRF token.
+#[derive(serde::Deserialize)]
+pub struct NoFields {}
+
+async fn start_session(state: &AppState, user: &User) -> Result<String, PageError> {
+    let value = random::token(32)?;
+    let csrf = random::token(32)?;
     let now = state.clock.now();
     state
         .store
@@ -160,47 +259,40 @@ async fn start_session(state: &AppState, user: &User) -> Result<String, Response
             now,
             now.plus_secs(SESSION_SECS),
         )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot create a session");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable",
-            )
-                .into_response()
-        })?;
+        .await?;
     Ok(cookie(state, SESSION_COOKIE, &value, SESSION_SECS))
 }
 
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    frame: Frame,
+    title: &'a str,
+    token: &'a str,
+    username: &'a str,
+    error: Option<&'a str>,
+}
+
 fn login_page(status: StatusCode, token: &str, username: &str, error: Option<&str>) -> Response {
-    let err = error
-        .map(|e| format!("<p class=\"bad\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    page(
+    render(
         status,
-        "Sign in",
-        &format!(
-            "<h1>Sign in to mailgate</h1>{err}<form method=\"post\" action=\"/login\">\
-<input type=\"hidden\" name=\"login_token\" value=\"{t}\">\
-<p><label>User name<br><input name=\"username\" value=\"{u}\" autocomplete=\"username\" required autofocus></label></p>\
-<p><label>Password<br><input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label></p>\
-<p><button type=\"submit\">Sign in</button></p></form>",
-            t = escape(token),
-            u = escape(username)
-        ),
+        &LoginPage {
+            frame: Frame::public(),
+            title: "Sign in",
+            token,
+            username,
+            error,
+        },
     )
 }
 
-pub async fn login_form(State(state): State<AppState>) -> Response {
-    let token = match random::token(24) {
-        Ok(t) => t,
-        Err(e) => return crate::html::random_failed(e),
-    };
+pub async fn login_form(State(state): State<AppState>) -> Result<Response, PageError> {
+    let token = random::token(24)?;
     let mut resp = login_page(StatusCode::OK, &token, "", None);
     if let Ok(v) = cookie(&state, LOGIN_COOKIE, &token, 3600).parse() {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
-    resp
+    Ok(resp)
 }
 
 #[derive(Deserialize)]
@@ -215,20 +307,17 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
-) -> Response {
+) -> Result<Response, PageError> {
     let username = f.username.trim().to_owned();
     let cookie_token = read_cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     let form_token = f.login_token.unwrap_or_default();
-    let fresh = match random::token(24) {
-        Ok(t) => t,
-        Err(e) => return crate::html::random_failed(e),
-    };
+    let fresh = random::token(24)?;
     let retry = |status: StatusCode, msg: &str| {
         let mut r = login_page(status, &fresh, &username, Some(msg));
         if let Ok(v) = cookie(&state, LOGIN_COOKIE, &fresh, 3600).parse() {
             r.headers_mut().append(header::SET_COOKIE, v);
         }
-        r
+        Ok(r)
     };
     if cookie_token.is_empty() || !same_token(cookie_token, &form_token) {
         return retry(
@@ -275,10 +364,8 @@ pub async fn login(
         (true, Some((user, _))) => {
             let _ = state.store.clear_login_failures(&key).await;
             tracing::info!(user = %user.username, "signed in");
-            match start_session(&state, &user).await {
-                Ok(c) => ([(header::SET_COOKIE, c)], Redirect::to("/admin")).into_response(),
-                Err(r) => r,
-            }
+            let c = start_session(&state, &user).await?;
+            Ok(([(header::SET_COOKIE, c)], Redirect::to("/admin")).into_response())
         }
         _ => {
             tracing::warn!(%username, %source, "failed sign-in");
@@ -324,19 +411,10 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet
     client
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: Option<String>,
-}
-
 pub async fn logout(
     State(state): State<AppState>,
-    session: Session,
-    Form(f): Form<CsrfForm>,
+    OperatorForm(session, NoFields {}): OperatorForm<NoFields>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(f.csrf.as_deref()) {
-        return r;
-    }
     let _ = state.store.delete_session(&session.id_hash).await;
     (
         [(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0))],
@@ -350,36 +428,36 @@ pub struct SetupQuery {
     token: Option<String>,
 }
 
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage<'a> {
+    frame: Frame,
+    title: &'a str,
+    token: &'a str,
+    username: &'a str,
+    error: Option<&'a str>,
+    min_chars: usize,
+}
+
 fn setup_page(status: StatusCode, token: &str, username: &str, error: Option<&str>) -> Response {
-    let err = error
-        .map(|e| format!("<p class=\"bad\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    page(
+    render(
         status,
-        "Set up mailgate",
-        &format!(
-            "<h1>Create the first administrator</h1>{err}<form method=\"post\" action=\"/setup\">\
-<input type=\"hidden\" name=\"token\" value=\"{t}\">\
-<p><label>User name<br><input name=\"username\" value=\"{u}\" autocomplete=\"username\" required autofocus></label></p>\
-<p><label>Password (at least {min} characters)<br><input name=\"password\" type=\"password\" autocomplete=\"new-password\" required></label></p>\
-<p><label>Password again<br><input name=\"confirm\" type=\"password\" autocomplete=\"new-password\" required></label></p>\
-<p><button type=\"submit\">Create administrator</button></p></form>",
-            t = escape(token),
-            u = escape(username),
-            min = passwords::MIN_PASSWORD_CHARS
-        ),
+        &SetupPage {
+            frame: Frame::public(),
+            title: "Set up mailgate",
+            token,
+            username,
+            error,
+            min_chars: passwords::MIN_PASSWORD_CHARS,
+        },
     )
 }
 
-const SETUP_USED: &str = "<h1 class=\"bad\">This setup link is not valid</h1><p>It was already used, or mailgate was restarted and printed a new one. If no administrator exists yet, use the link printed by <code>mailgate serve</code>; otherwise sign in at <a href=\"/login\">/login</a>.</p>";
-
-const SETUP_EXPIRED: &str = "<h1 class=\"bad\">This setup link has expired</h1><p>A setup link is valid for a limited time (<code>setup_link_secs</code>, 24 hours by default). Restart <code>mailgate serve</code>: while no administrator exists it prints a new link. Or create the administrator on the server with <code>mailgate user add NAME --role admin --password-stdin</code>.</p>";
-
 /// Whether `token` opens the setup page: the current token, not expired. Checked before
 /// anything else (and before any hashing), so a stale or guessed link costs almost nothing.
-async fn check_setup_token(state: &AppState, token: &str) -> Result<(), Response> {
+async fn check_setup_token(state: &AppState, token: &str) -> Result<(), PageError> {
     if token.is_empty() {
-        return Err(page(StatusCode::NOT_FOUND, "Setup", SETUP_USED));
+        return Err(PageError::SetupLink(SetupProblem::Used));
     }
     let issued_after = state.clock.now().plus_secs(-state.setup_link_secs);
     match state
@@ -388,25 +466,22 @@ async fn check_setup_token(state: &AppState, token: &str) -> Result<(), Response
         .await
     {
         Ok(SetupLink::Valid) => Ok(()),
-        Ok(SetupLink::Expired) => Err(page(StatusCode::GONE, "Setup", SETUP_EXPIRED)),
-        Ok(SetupLink::Unknown) => Err(page(StatusCode::NOT_FOUND, "Setup", SETUP_USED)),
+        Ok(SetupLink::Expired) => Err(PageError::SetupLink(SetupProblem::Expired)),
+        Ok(SetupLink::Unknown) => Err(PageError::SetupLink(SetupProblem::Used)),
         Err(e) => {
             tracing::error!(error = %e, "setup token lookup failed");
-            Err(page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Setup",
-                "<h1 class=\"bad\">The database is unavailable</h1><p>Try again shortly.</p>",
-            ))
+            Err(PageError::Unavailable)
         }
     }
 }
 
-pub async fn setup_form(State(state): State<AppState>, Query(q): Query<SetupQuery>) -> Response {
+pub async fn setup_form(
+    State(state): State<AppState>,
+    Query(q): Query<SetupQuery>,
+) -> Result<Response, PageError> {
     let token = q.token.unwrap_or_default();
-    match check_setup_token(&state, &token).await {
-        Ok(()) => setup_page(StatusCode::OK, &token, "", None),
-        Err(r) => r,
-    }
+    check_setup_token(&state, &token).await?;
+    Ok(setup_page(StatusCode::OK, &token, "", None))
 }
 
 #[derive(Deserialize)]
@@ -417,18 +492,19 @@ pub struct SetupForm {
     confirm: String,
 }
 
-pub async fn setup(State(state): State<AppState>, Form(f): Form<SetupForm>) -> Response {
-    if let Err(r) = check_setup_token(&state, &f.token).await {
-        return r;
-    }
+pub async fn setup(
+    State(state): State<AppState>,
+    Form(f): Form<SetupForm>,
+) -> Result<Response, PageError> {
+    check_setup_token(&state, &f.token).await?;
     let username = f.username.trim().to_owned();
     let bad = |msg: &str| {
-        setup_page(
+        Ok(setup_page(
             StatusCode::UNPROCESSABLE_ENTITY,
             &f.token,
             &username,
             Some(msg),
-        )
+        ))
     };
     // The rules of the users page and `mailgate user add`.
     if let Err(e) = Username::parse(&username) {
@@ -460,12 +536,10 @@ pub async fn setup(State(state): State<AppState>, Form(f): Form<SetupForm>) -> R
     {
         Ok(Some(user)) => {
             tracing::info!(user = %user.username, "first administrator created");
-            match start_session(&state, &user).await {
-                Ok(c) => ([(header::SET_COOKIE, c)], Redirect::to("/admin")).into_response(),
-                Err(r) => r,
-            }
+            let c = start_session(&state, &user).await?;
+            Ok(([(header::SET_COOKIE, c)], Redirect::to("/admin")).into_response())
         }
-        Ok(None) => page(StatusCode::NOT_FOUND, "Setup", SETUP_USED),
+        Ok(None) => Err(PageError::SetupLink(SetupProblem::Used)),
         Err(e) => {
             tracing::error!(error = %e, "creating the first administrator failed");
             bad("The database is unavailable; try again.")

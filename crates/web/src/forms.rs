@@ -1,13 +1,15 @@
 //! The app and account forms, the account page with Authorize and Test configuration.
 //!
 //! Every field is parsed into its core type; every failure comes back beside its field with
-//! all values kept, and nothing is saved unless the whole form is valid.
+//! all values kept, and nothing is saved unless the whole form is valid. The pages are the
+//! templates `app_form.html`, `account_form.html`, `account.html` and `test_steps.html`;
+//! a field is drawn by the `field` macro of `macros.html` from a [`Field`].
 
-use crate::auth::Session;
-use crate::html::unavailable;
-use crate::html::{escape, page};
+use crate::auth::{AdminForm, AdminSession, OperatorForm, OperatorSession, Session};
+use crate::html::{Frame, Nav, PageError, render};
 use crate::{AppState, redirect_uri};
-use axum::extract::{Form, Path, State};
+use askama::Template;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::app::{AppKind, FieldError, OAuthFlow};
@@ -16,12 +18,12 @@ use mailgate_core::input::{
     NewApp,
 };
 use mailgate_core::{
-    AccountId, AppId, ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, Secret, TenantId,
-    TlsMode, account::InboundProtocol, account::OnReceived,
+    AccountId, AppId, ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, TenantId, TlsMode,
+    account::InboundProtocol, account::OnReceived,
 };
 use std::collections::HashMap;
 
-type Fields = HashMap<String, String>;
+pub(crate) type Fields = HashMap<String, String>;
 
 /// Field errors of one submission, by field name.
 #[derive(Default)]
@@ -31,45 +33,115 @@ impl Errors {
     pub(crate) fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0.push((field.to_owned(), message.into()));
     }
-    pub(crate) fn for_field(&self, field: &str) -> String {
-        self.0
-            .iter()
-            .filter(|(f, _)| f == field)
-            .map(|(_, m)| {
-                format!(
-                    "<span class=\"bad field-error\" data-field=\"{}\">{}</span>",
-                    escape(field),
-                    escape(m)
-                )
-            })
-            .collect()
-    }
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub(crate) fn summary(&self) -> String {
-        if self.0.is_empty() {
-            return String::new();
-        }
-        let items: String = self
-            .0
+    /// The messages for one field.
+    pub(crate) fn messages(&self, field: &str) -> Vec<String> {
+        self.0
             .iter()
-            .map(|(f, m)| {
-                format!(
-                    "<li><strong>{}</strong>: {}</li>",
-                    escape(&f.replace('_', " ")),
-                    escape(m)
-                )
-            })
-            .collect();
-        format!(
-            "<div class=\"bad\" role=\"alert\"><p>Nothing was saved. Please correct:</p><ul>{items}</ul></div>"
-        )
+            .filter(|(f, _)| f == field)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+    /// Every error, with the field's name in words, for the summary above a form.
+    pub(crate) fn all(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(f, m)| (f.replace('_', " "), m.clone()))
+            .collect()
+    }
+    /// 422 when a form comes back with errors, so scripts and tests can tell.
+    pub(crate) fn status(&self) -> StatusCode {
+        if self.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
+}
+
+/// One form field as the `field` macro draws it: label, control, errors beside it, help
+/// text under it.
+pub(crate) struct Field {
+    pub name: &'static str,
+    pub label: &'static str,
+    /// `text`, `email`, `url`, `date`, `number`, `password`, `select` or `textarea`.
+    pub kind: &'static str,
+    pub value: String,
+    pub options: Vec<(String, String)>,
+    pub errors: Vec<String>,
+    pub help: String,
+    /// CSS classes of the field's paragraph (`only-microsoft`, …).
+    pub class: &'static str,
+}
+
+impl Field {
+    pub(crate) fn is_selected(&self, value: &str) -> bool {
+        self.value == value
     }
 }
 
 fn get<'a>(f: &'a Fields, k: &str) -> &'a str {
     f.get(k).map(|s| s.trim()).unwrap_or("")
+}
+
+/// Builds the fields of one form from the submitted (or stored) values and the errors.
+pub(crate) struct FormView<'a> {
+    pub values: &'a Fields,
+    pub errs: &'a Errors,
+}
+
+impl FormView<'_> {
+    pub(crate) fn field(
+        &self,
+        name: &'static str,
+        label: &'static str,
+        kind: &'static str,
+        help: &str,
+    ) -> Field {
+        Field {
+            name,
+            label,
+            kind,
+            // A secret never goes back into the page.
+            value: if kind == "password" {
+                String::new()
+            } else if kind == "textarea" {
+                self.values.get(name).cloned().unwrap_or_default()
+            } else {
+                get(self.values, name).to_owned()
+            },
+            options: Vec::new(),
+            errors: self.errs.messages(name),
+            help: help.to_owned(),
+            class: "",
+        }
+    }
+
+    pub(crate) fn select(
+        &self,
+        name: &'static str,
+        label: &'static str,
+        options: &[(&str, &str)],
+        help: &str,
+    ) -> Field {
+        let mut f = self.field(name, label, "select", help);
+        f.options = options
+            .iter()
+            .map(|(v, t)| ((*v).to_owned(), (*t).to_owned()))
+            .collect();
+        f
+    }
+
+    pub(crate) fn checked(&self, name: &str) -> bool {
+        get(self.values, name) == "on"
+    }
+}
+
+fn with_class(mut f: Field, class: &'static str) -> Field {
+    f.class = class;
+    f
 }
 
 /// Parses an optional field: empty is None; a bad value is recorded.
@@ -115,51 +187,71 @@ fn field_error(errs: &mut Errors, e: FieldError) {
     errs.add(e.field, e.message);
 }
 
-fn input(f: &Fields, errs: &Errors, name: &str, label: &str, kind: &str, hint: &str) -> String {
-    let value = if kind == "password" {
-        String::new()
-    } else {
-        escape(get(f, name))
-    };
-    let hint = if hint.is_empty() {
-        String::new()
-    } else {
-        format!("<br><small>{hint}</small>")
-    };
-    format!(
-        "<p><label for=\"{name}\">{label}</label><br><input id=\"{name}\" name=\"{name}\" type=\"{kind}\" value=\"{value}\" size=\"50\"> {}{hint}</p>",
-        errs.for_field(name)
-    )
-}
-
-fn select(f: &Fields, errs: &Errors, name: &str, label: &str, options: &[(&str, &str)]) -> String {
-    let current = get(f, name);
-    let opts: String = options
-        .iter()
-        .map(|(v, text)| {
+/// A secret's expiry date: a date already passed is refused, unless the administrator
+/// ticked "save it anyway" (the apps list then shows it as expired).
+fn secret_expiry(state: &AppState, f: &Fields, errs: &mut Errors) -> Option<time::Date> {
+    let date = opt(f, errs, "secret_expires", parse_date)?;
+    let today = state.clock.now().date()?;
+    if date < today && get(f, "expired_ok") != "on" {
+        errs.add(
+            "secret_expires",
             format!(
-                "<option value=\"{v}\"{}>{}</option>",
-                if *v == current { " selected" } else { "" },
-                escape(text)
-            )
-        })
-        .collect();
-    format!(
-        "<p><label for=\"{name}\">{label}</label><br><select id=\"{name}\" name=\"{name}\">{opts}</select> {}</p>",
-        errs.for_field(name)
-    )
-}
-
-/// A form page: 422 when it comes back with errors, so scripts and tests can tell.
-pub(crate) fn form_page(session: &Session, title: &str, body: &str, errs: &Errors) -> Response {
-    let mut r = crate::admin::layout(session, title, body);
-    if !errs.is_empty() {
-        *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                "{date} has passed: this secret has expired and sign-ins with it will fail. Create a new secret at the provider, or tick \"Save it anyway\" to record it as expired"
+            ),
+        );
     }
-    r
+    Some(date)
 }
 
 // ----- apps -------------------------------------------------------------------------------
+
+/// What is in effect for a stored app: the endpoints and scopes mailgate uses.
+pub(crate) struct Effective {
+    pub authorize: String,
+    pub token: String,
+    pub jwks: String,
+    pub issuer: String,
+    pub scopes: String,
+    pub sign_out: Option<(String, &'static str)>,
+}
+
+#[derive(Template)]
+#[template(path = "app_form.html")]
+struct AppFormPage {
+    frame: Frame,
+    title: String,
+    action: String,
+    csrf: String,
+    redirect_uri: String,
+    /// The fixed kind when editing; the kind chooser when creating.
+    fixed_kind: Option<String>,
+    errors: Vec<(String, String)>,
+    kind: Field,
+    name: Field,
+    tenant: Field,
+    client_id: Field,
+    client_secret: Field,
+    stored_secret: Option<String>,
+    secret_expires: Field,
+    expired_ok: bool,
+    flow: Field,
+    advanced: Vec<Field>,
+    effective: Option<Effective>,
+    saved: bool,
+}
+
+fn effective(app: &mailgate_core::OAuthApp) -> Effective {
+    let e = &app.spec.endpoints;
+    let or_none = |u: Option<&HttpUrl>| u.map(|u| u.to_string()).unwrap_or_else(|| "—".into());
+    Effective {
+        authorize: or_none(e.authorize.as_ref()),
+        token: e.token.to_string(),
+        jwks: or_none(e.jwks.as_ref()),
+        issuer: e.issuer.clone().unwrap_or_else(|| "—".into()),
+        scopes: app.spec.scopes.to_string(),
+        sign_out: crate::callback::sign_out_link(app),
+    }
+}
 
 /// `editing`: the stored app, whose secret is shown only as its hint.
 fn app_form(
@@ -169,18 +261,22 @@ fn app_form(
     f: &Fields,
     errs: &Errors,
     editing: Option<&mailgate_core::OAuthApp>,
+    saved: bool,
 ) -> Response {
-    let redirect = escape(&redirect_uri(&state.public_url));
-    let kind = if editing.is_some() {
-        format!(
-            "<p>Kind: <strong>{}</strong><input type=\"hidden\" name=\"kind\" value=\"{}\"></p>",
-            escape(get(f, "kind")),
-            escape(get(f, "kind"))
-        )
-    } else {
-        select(
-            f,
-            errs,
+    let v = FormView { values: f, errs };
+    let kind_help = "Choose the provider first: the form shows its steps.";
+    let page = AppFormPage {
+        frame: session.frame(Nav::Apps),
+        title: match editing {
+            Some(app) => format!("Edit OAuth app {}", app.spec.name),
+            None => "New OAuth app".into(),
+        },
+        action: action.to_owned(),
+        csrf: session.csrf.clone(),
+        redirect_uri: redirect_uri(&state.public_url),
+        fixed_kind: editing.map(|a| a.spec.kind.as_str().to_owned()),
+        errors: errs.all(),
+        kind: v.select(
             "kind",
             "Provider",
             &[
@@ -188,71 +284,48 @@ fn app_form(
                 ("google", "Google Workspace / Gmail"),
                 ("generic", "Other OAuth2 provider"),
             ],
-        )
-    };
-    let secret_hint = match editing {
-        Some(app) => format!(
-            "Stored: <strong id=\"secret-state\">{}</strong>. Write-only: leave empty to keep it.",
-            escape(
-                &app.spec
-                    .client_secret
-                    .as_ref()
-                    .map(|s| s.hint())
-                    .unwrap_or_else(|| "not set".into())
-            )
+            kind_help,
         ),
-        None => "Microsoft: the secret's <em>Value</em>, not its Secret ID.".to_owned(),
-    };
-    let body = format!(
-        "<h1>{title}</h1>{summary}\
-<div class=\"instructions\"><p><strong>Redirect URI</strong> — register exactly this at the provider (Microsoft Entra → App registrations → Authentication → platform <em>Web</em>; Google → Credentials → OAuth client → Authorized redirect URIs):</p>\
-<p><input id=\"redirect-uri\" readonly size=\"60\" value=\"{redirect}\"> <button type=\"button\" id=\"copy-redirect\" onclick=\"navigator.clipboard.writeText(document.getElementById('redirect-uri').value).then(()=>this.textContent='Copied')\">Copy</button></p>\
-<p><small>Microsoft delegated permissions to add: Office 365 Exchange Online → IMAP.AccessAsUser.All, POP.AccessAsUser.All, SMTP.Send, and offline_access.</small></p></div>\
-<form method=\"post\" action=\"{action}\">{csrf}{kind}{name}{tenant}{client_id}{secret}{expires}{flow}<details><summary>Advanced</summary>{authority}{scopes}</details>\
-<p><button type=\"submit\" id=\"save\">Save</button></p></form>",
-        title = if editing.is_some() {
-            "Edit OAuth app"
-        } else {
-            "New OAuth app"
-        },
-        summary = errs.summary(),
-        csrf = session.csrf_field(),
-        name = input(f, errs, "name", "Name", "text", ""),
-        tenant = input(
-            f,
-            errs,
-            "tenant",
-            "Tenant (Microsoft)",
-            "text",
-            "Directory (tenant) ID, a verified domain, or common / organizations / consumers."
+        name: v.field("name", "Name", "text", "How mailgate lists it, e.g. Contoso."),
+        tenant: with_class(
+            v.field(
+                "tenant",
+                "Tenant (Microsoft)",
+                "text",
+                "Directory (tenant) ID, a verified domain, or common / organizations / consumers.",
+            ),
+            "only-microsoft",
         ),
-        client_id = input(
-            f,
-            errs,
+        client_id: v.field(
             "client_id",
             "Client ID",
             "text",
-            "Microsoft: Application (client) ID."
+            "Microsoft: Application (client) ID. Google: the OAuth client ID. Other: the client id the provider gave you.",
         ),
-        secret = input(
-            f,
-            errs,
+        client_secret: v.field(
             "client_secret",
             "Client secret",
             "password",
-            &secret_hint
+            match editing {
+                Some(_) => "Write-only: leave empty to keep it.",
+                None => "Microsoft: the secret's Value, not its Secret ID.",
+            },
         ),
-        expires = input(
-            f,
-            errs,
+        stored_secret: editing.map(|app| {
+            app.spec
+                .client_secret
+                .as_ref()
+                .map(|s| s.hint())
+                .unwrap_or_else(|| "not set".into())
+        }),
+        secret_expires: v.field(
             "secret_expires",
             "Secret expires",
             "date",
-            "mailgate warns 30, 14, 7 and 1 day(s) before."
+            "mailgate warns 30, 14, 7 and 1 day(s) before.",
         ),
-        flow = select(
-            f,
-            errs,
+        expired_ok: v.checked("expired_ok"),
+        flow: v.select(
             "flow",
             "Flow",
             &[
@@ -260,63 +333,74 @@ fn app_form(
                 ("device_code", "Device code"),
                 (
                     "client_credentials",
-                    "Microsoft app-only (client credentials)"
-                )
-            ]
+                    "Microsoft app-only (client credentials)",
+                ),
+            ],
+            "",
         ),
-        authority = input(
-            f,
-            errs,
-            "authority",
-            "Sign-in host (authority)",
-            "url",
-            "Only for sovereign clouds or a test identity provider, e.g. https://login.microsoftonline.us."
-        ) + &input(
-            f,
-            errs,
-            "authorize_url",
-            "Authorize URL",
-            "url",
-            "Other OAuth2 providers: from their documentation. Empty: the preset."
-        ) + &input(
-            f,
-            errs,
-            "token_url",
-            "Token URL",
-            "url",
-            "Other OAuth2 providers: from their documentation. Empty: the preset."
-        ) + &input(
-            f,
-            errs,
-            "issuer",
-            "Issuer",
-            "url",
-            "Other OpenID Connect providers: the issuer alone is enough; mailgate reads the other endpoints from its discovery document."
-        ) + &input(
-            f,
-            errs,
-            "jwks_url",
-            "JWKS URL",
-            "url",
-            "Other providers without discovery: the signing keys that vouch for who signed in."
-        ) + &input(
-            f,
-            errs,
-            "userinfo_url",
-            "Userinfo URL",
-            "url",
-            "Other providers without discovery: used when no id_token comes back."
-        ),
-        scopes = input(
-            f,
-            errs,
-            "scopes",
-            "Scopes",
-            "text",
-            "Leave empty for the provider's preset."
-        ),
-    );
-    form_page(session, "OAuth app", &body, errs)
+        advanced: vec![
+            v.field(
+                "authority",
+                "Sign-in host (authority)",
+                "url",
+                "Only for sovereign clouds or a test identity provider, e.g. https://login.microsoftonline.us. Empty: the provider's own.",
+            ),
+            with_class(
+                v.field(
+                    "authorize_url",
+                    "Authorize URL",
+                    "url",
+                    "Other OAuth2 providers: from their documentation. Empty: the preset.",
+                ),
+                "only-generic",
+            ),
+            with_class(
+                v.field(
+                    "token_url",
+                    "Token URL",
+                    "url",
+                    "Other OAuth2 providers: from their documentation. Empty: the preset.",
+                ),
+                "only-generic",
+            ),
+            with_class(
+                v.field(
+                    "issuer",
+                    "Issuer",
+                    "url",
+                    "Other OpenID Connect providers: the issuer alone is enough; mailgate reads the other endpoints from its discovery document.",
+                ),
+                "only-generic",
+            ),
+            with_class(
+                v.field(
+                    "jwks_url",
+                    "JWKS URL",
+                    "url",
+                    "Other providers without discovery: the signing keys that vouch for who signed in.",
+                ),
+                "only-generic",
+            ),
+            with_class(
+                v.field(
+                    "userinfo_url",
+                    "Userinfo URL",
+                    "url",
+                    "Other providers without discovery: used when no id_token comes back.",
+                ),
+                "only-generic",
+            ),
+            v.field(
+                "scopes",
+                "Scopes",
+                "text",
+                "Leave empty for the provider's preset.",
+            ),
+        ],
+        effective: editing.map(effective),
+        saved,
+    };
+    render(errs.status(), &page)
 }
 
 fn endpoint_input(f: &Fields, errs: &mut Errors) -> EndpointInput {
@@ -350,10 +434,10 @@ async fn discover(
     }
 }
 
-pub async fn new_app_form(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(r) = session.require_admin() {
-        return r;
-    }
+pub async fn new_app_form(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+) -> Response {
     let mut f = Fields::new();
     f.insert("kind".into(), "microsoft".into());
     f.insert("tenant".into(), "organizations".into());
@@ -364,27 +448,27 @@ pub async fn new_app_form(State(state): State<AppState>, session: Session) -> Re
         &f,
         &Errors::default(),
         None,
+        false,
     )
 }
 
 pub async fn create_app(
     State(state): State<AppState>,
-    session: Session,
-    Form(f): Form<Fields>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.get("csrf").map(String::as_str)) {
-        return r;
-    }
+    AdminForm(session, f): AdminForm<Fields>,
+) -> Result<Response, PageError> {
     let mut errs = Errors::default();
     let kind = req(&f, &mut errs, "kind", AppKind::parse);
     let name = req(&f, &mut errs, "name", Name::parse);
     let tenant =
         opt(&f, &mut errs, "tenant", TenantId::parse).filter(|_| kind == Some(AppKind::Microsoft));
     let client_id = req(&f, &mut errs, "client_id", ClientId::parse);
-    let secret = opt(&f, &mut errs, "client_secret", |s| {
-        Secret::parse("client secret", s)
-    });
-    let expires = opt(&f, &mut errs, "secret_expires", parse_date);
+    let secret = opt(
+        &f,
+        &mut errs,
+        "client_secret",
+        mailgate_core::input::client_secret,
+    );
+    let expires = secret_expiry(&state, &f, &mut errs);
     let flow = opt(&f, &mut errs, "flow", OAuthFlow::parse).unwrap_or(OAuthFlow::AuthorizationCode);
     let mut endpoints = endpoint_input(&f, &mut errs);
     if let (true, Some(kind)) = (errs.is_empty(), kind) {
@@ -406,16 +490,28 @@ pub async fn create_app(
         };
         match new.into_spec() {
             Ok(spec) => match state.store.create_app(&spec, state.clock.now()).await {
-                Ok(app) => return Redirect::to(&format!("/admin/apps/{}", app.id)).into_response(),
+                Ok(app) => {
+                    return Ok(
+                        Redirect::to(&format!("/admin/apps/{}?done=saved", app.id)).into_response()
+                    );
+                }
                 Err(mailgate_store::StoreError::Duplicate { .. }) => {
                     errs.add("name", "an app with this name already exists")
                 }
-                Err(e) => return unavailable(e),
+                Err(e) => return Err(e.into()),
             },
             Err(e) => field_error(&mut errs, e),
         }
     }
-    app_form(&state, &session, "/admin/apps/new", &f, &errs, None)
+    Ok(app_form(
+        &state,
+        &session,
+        "/admin/apps/new",
+        &f,
+        &errs,
+        None,
+        false,
+    ))
 }
 
 fn app_fields(app: &mailgate_core::OAuthApp) -> Fields {
@@ -434,60 +530,100 @@ fn app_fields(app: &mailgate_core::OAuthApp) -> Fields {
     );
     f.insert("flow".into(), s.flow.as_str().into());
     f.insert("scopes".into(), s.scopes.to_string());
+    // The stored sign-in host, so the form shows what is in effect (Microsoft: the
+    // authorize URL before `/{tenant}/oauth2/…`; Google: the authorize URL's origin).
+    if let Some(authorize) = &s.endpoints.authorize {
+        let url = authorize.url();
+        let origin = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => Some(format!("{}://{h}:{p}", url.scheme())),
+            (Some(h), None) => Some(format!("{}://{h}", url.scheme())),
+            _ => None,
+        };
+        if let (Some(origin), AppKind::Microsoft | AppKind::Google) = (origin, s.kind) {
+            f.insert("authority".into(), origin);
+        }
+    }
+    if s.secret_expires.is_some() {
+        // A stored date was accepted once; saving other changes must not trip over it.
+        f.insert("expired_ok".into(), "on".into());
+    }
     f
+}
+
+/// `?done=…`: what the page confirms it just did (only fixed words are shown).
+#[derive(serde::Deserialize, Default)]
+pub struct Done {
+    done: Option<String>,
+}
+
+impl Done {
+    pub(crate) fn is(&self, what: &str) -> bool {
+        self.done.as_deref() == Some(what)
+    }
 }
 
 pub async fn edit_app_form(
     State(state): State<AppState>,
-    session: Session,
+    AdminSession(session): AdminSession,
     Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = session.require_admin() {
-        return r;
-    }
-    match state.store.app(AppId(id)).await {
-        Ok(app) => app_form(
-            &state,
-            &session,
-            &format!("/admin/apps/{id}"),
-            &app_fields(&app),
-            &Errors::default(),
-            Some(&app),
-        ),
-        Err(mailgate_store::StoreError::NotFound { .. }) => {
-            page(StatusCode::NOT_FOUND, "Not found", "<h1>No such app</h1>")
-        }
-        Err(e) => unavailable(e),
-    }
+    Query(done): Query<Done>,
+) -> Result<Response, PageError> {
+    let app = state.store.app(AppId(id)).await?;
+    Ok(app_form(
+        &state,
+        &session,
+        &format!("/admin/apps/{id}"),
+        &app_fields(&app),
+        &Errors::default(),
+        Some(&app),
+        done.done.as_deref() == Some("saved"),
+    ))
 }
 
 pub async fn update_app(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<Fields>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.get("csrf").map(String::as_str)) {
-        return r;
-    }
-    let current = match state.store.app(AppId(id)).await {
-        Ok(a) => a,
-        Err(e) => return unavailable(e),
-    };
+    AdminForm(session, f): AdminForm<Fields>,
+) -> Result<Response, PageError> {
+    let current = state.store.app(AppId(id)).await?;
     let mut errs = Errors::default();
     let mut endpoints = endpoint_input(&f, &mut errs);
+    // The authority shown is the stored one: unchanged, it changes nothing.
+    if endpoints.authority.as_ref().map(|a| a.to_string())
+        == app_fields(&current)
+            .get("authority")
+            .and_then(|a| HttpUrl::parse(a).ok())
+            .map(|a| a.to_string())
+    {
+        endpoints.authority = None;
+    }
     if errs.is_empty() {
         discover(&state, current.spec.kind, &mut endpoints, &mut errs).await;
     }
+    let secret_expires = if get(&f, "secret_expires")
+        == current
+            .spec
+            .secret_expires
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+    {
+        // Unchanged: accepted when it was saved.
+        opt(&f, &mut errs, "secret_expires", parse_date)
+    } else {
+        secret_expiry(&state, &f, &mut errs)
+    };
     let changes = AppChanges {
         name: req(&f, &mut errs, "name", Name::parse),
         tenant: opt(&f, &mut errs, "tenant", TenantId::parse)
             .filter(|_| current.spec.kind == AppKind::Microsoft),
         client_id: req(&f, &mut errs, "client_id", ClientId::parse),
-        client_secret: opt(&f, &mut errs, "client_secret", |s| {
-            Secret::parse("client secret", s)
-        }),
-        secret_expires: opt(&f, &mut errs, "secret_expires", parse_date),
+        client_secret: opt(
+            &f,
+            &mut errs,
+            "client_secret",
+            mailgate_core::input::client_secret,
+        ),
+        secret_expires,
         flow: opt(&f, &mut errs, "flow", OAuthFlow::parse),
         endpoints,
         ..Default::default()
@@ -499,26 +635,55 @@ pub async fn update_app(
                 .update_app(current.id, &spec, false, state.clock.now())
                 .await
             {
-                Ok(_) => return Redirect::to("/admin/apps").into_response(),
+                Ok(_) => {
+                    return Ok(
+                        Redirect::to(&format!("/admin/apps/{id}?done=saved")).into_response()
+                    );
+                }
                 Err(mailgate_store::StoreError::Duplicate { .. }) => {
                     errs.add("name", "an app with this name already exists")
                 }
-                Err(e) => return unavailable(e),
+                Err(e) => return Err(e.into()),
             },
             Err(e) => field_error(&mut errs, e),
         }
     }
-    app_form(
+    Ok(app_form(
         &state,
         &session,
         &format!("/admin/apps/{id}"),
         &f,
         &errs,
         Some(&current),
-    )
+        false,
+    ))
 }
 
 // ----- accounts ---------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "account_form.html")]
+struct AccountFormPage {
+    frame: Frame,
+    title: String,
+    action: String,
+    csrf: String,
+    errors: Vec<(String, String)>,
+    no_apps: bool,
+    name: Field,
+    app: Field,
+    email: Field,
+    delegate: Field,
+    send_on_behalf: bool,
+    enabled: bool,
+    inbound: Vec<Field>,
+    outbound: Vec<Field>,
+    from_name: Field,
+    reply_to: Field,
+    signature: Field,
+    on_received: Field,
+    move_folder: Field,
+}
 
 async fn account_form(
     state: &AppState,
@@ -527,11 +692,8 @@ async fn account_form(
     f: &Fields,
     errs: &Errors,
     editing: bool,
-) -> Response {
-    let apps = match state.store.list_apps().await {
-        Ok(a) => a,
-        Err(e) => return unavailable(e),
-    };
+) -> Result<Response, PageError> {
+    let apps = state.store.list_apps().await?;
     let app_options: Vec<(String, String)> = apps
         .iter()
         .map(|a| {
@@ -545,117 +707,118 @@ async fn account_form(
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let enabled = if get(f, "enabled") == "on" || (!editing && f.get("enabled").is_none()) {
-        " checked"
-    } else {
-        ""
+    let v = FormView { values: f, errs };
+    let tls = [
+        ("", "preset"),
+        ("implicit", "implicit TLS"),
+        ("starttls", "STARTTLS"),
+    ];
+    // "On email received" is a choice; `move:FOLDER` takes its folder from a field of its own.
+    let on_received_value = get(f, "on_received");
+    let (choice, folder) = match on_received_value.strip_prefix("move:") {
+        Some(folder) => ("move", folder.to_owned()),
+        None => (on_received_value, get(f, "move_folder").to_owned()),
     };
-    let body = format!(
-        "<h1>{title}</h1>{summary}<form method=\"post\" action=\"{action}\">{csrf}{name}{app}{email}{delegate}\
-<p><label><input type=\"checkbox\" name=\"send_on_behalf\"{on_behalf}> Send on behalf (Sender: the delegate)</label></p>\
-<p><label><input type=\"checkbox\" name=\"enabled\"{enabled}> Enabled</label></p>\
-<fieldset><legend>Inbound</legend>{inbound}{ihost}{iport}{itls}</fieldset>\
-<fieldset><legend>Outbound</legend>{outbound}{shost}{sport}{stls}</fieldset>\
-{from}{reply}<p><label for=\"signature\">Signature</label><br><textarea id=\"signature\" name=\"signature\" rows=\"3\" cols=\"50\">{sig}</textarea> {sigerr}</p>{onrecv}\
-<p><button type=\"submit\" id=\"save\">Save</button></p></form>",
-        title = if editing {
-            "Edit mail account"
+    let mut on_received = v.select(
+        "on_received",
+        "On email received",
+        &[
+            ("none", "Do nothing (leave it in the inbox)"),
+            ("webhook", "Send it to the webhooks only"),
+            ("mark_seen", "Mark it as read"),
+            ("delete", "Delete it"),
+            ("move", "Move it to a folder"),
+        ],
+        "What mailgate does with a message once the webhooks have it.",
+    );
+    on_received.value = if choice.is_empty() {
+        "none".into()
+    } else {
+        choice.to_owned()
+    };
+    let mut move_folder = v.field(
+        "move_folder",
+        "Folder to move it to",
+        "text",
+        "Only for \"Move it to a folder\", e.g. Archive.",
+    );
+    move_folder.value = folder;
+    let page = AccountFormPage {
+        frame: session.frame(Nav::Accounts),
+        title: if editing {
+            format!("Edit mail account {}", get(f, "name"))
         } else {
-            "New mail account"
+            "New mail account".into()
         },
-        summary = errs.summary(),
-        csrf = session.csrf_field(),
-        name = input(f, errs, "name", "Name", "text", ""),
-        app = select(f, errs, "app", "OAuth app", &app_refs),
-        email = input(
-            f,
-            errs,
+        action: action.to_owned(),
+        csrf: session.csrf.clone(),
+        errors: errs.all(),
+        no_apps: apps.is_empty(),
+        name: v.field(
+            "name",
+            "Name",
+            "text",
+            "How mailgate and the API name it, e.g. support.",
+        ),
+        app: v.select(
+            "app",
+            "OAuth app",
+            &app_refs,
+            "The app whose sign-in this account uses.",
+        ),
+        email: v.field(
             "email",
             "Mailbox address",
             "email",
-            "The user who authorizes must sign in as this address, unless a delegate is named."
+            "The user who authorizes must sign in as this address, unless a delegate is named.",
         ),
-        delegate = input(
-            f,
-            errs,
+        delegate: v.field(
             "delegate",
             "Delegate",
             "email",
-            "For a shared mailbox: the user with FullAccess and SendAs on it who signs in."
+            "For a shared mailbox: the user with FullAccess and SendAs on it who signs in.",
         ),
-        on_behalf = if get(f, "send_on_behalf") == "on" {
-            " checked"
-        } else {
-            ""
-        },
-        inbound = select(
-            f,
-            errs,
-            "inbound",
-            "Protocol",
-            &[("imap", "IMAP"), ("pop3", "POP3"), ("none", "none")]
+        send_on_behalf: v.checked("send_on_behalf"),
+        enabled: v.checked("enabled") || (!editing && !f.contains_key("enabled")),
+        inbound: vec![
+            v.select(
+                "inbound",
+                "Protocol",
+                &[("imap", "IMAP"), ("pop3", "POP3"), ("none", "none")],
+                "",
+            ),
+            v.field(
+                "inbound_host",
+                "Host",
+                "text",
+                "Empty: the provider's preset.",
+            ),
+            v.field("inbound_port", "Port", "number", ""),
+            v.select("inbound_tls", "TLS", &tls, ""),
+        ],
+        outbound: vec![
+            v.select(
+                "outbound",
+                "Protocol",
+                &[("smtp", "SMTP"), ("none", "none")],
+                "",
+            ),
+            v.field("smtp_host", "Host", "text", "Empty: the provider's preset."),
+            v.field("smtp_port", "Port", "number", ""),
+            v.select("smtp_tls", "TLS", &tls, ""),
+        ],
+        from_name: v.field("from_name", "From name", "text", ""),
+        reply_to: v.field("reply_to", "Reply-To", "email", ""),
+        signature: v.field(
+            "signature",
+            "Signature",
+            "textarea",
+            "Added below every message sent through the outbox.",
         ),
-        ihost = input(
-            f,
-            errs,
-            "inbound_host",
-            "Host",
-            "text",
-            "Empty: the provider's preset."
-        ),
-        iport = input(f, errs, "inbound_port", "Port", "number", ""),
-        itls = select(
-            f,
-            errs,
-            "inbound_tls",
-            "TLS",
-            &[
-                ("", "preset"),
-                ("implicit", "implicit TLS"),
-                ("starttls", "STARTTLS")
-            ]
-        ),
-        outbound = select(
-            f,
-            errs,
-            "outbound",
-            "Protocol",
-            &[("smtp", "SMTP"), ("none", "none")]
-        ),
-        shost = input(
-            f,
-            errs,
-            "smtp_host",
-            "Host",
-            "text",
-            "Empty: the provider's preset."
-        ),
-        sport = input(f, errs, "smtp_port", "Port", "number", ""),
-        stls = select(
-            f,
-            errs,
-            "smtp_tls",
-            "TLS",
-            &[
-                ("", "preset"),
-                ("implicit", "implicit TLS"),
-                ("starttls", "STARTTLS")
-            ]
-        ),
-        from = input(f, errs, "from_name", "From name", "text", ""),
-        reply = input(f, errs, "reply_to", "Reply-To", "email", ""),
-        sig = escape(get(f, "signature")),
-        sigerr = errs.for_field("signature"),
-        onrecv = input(
-            f,
-            errs,
-            "on_received",
-            "On email received",
-            "text",
-            "none, webhook, mark_seen, delete or move:FOLDER"
-        ),
-    );
-    form_page(session, "Mail account", &body, errs)
+        on_received,
+        move_folder,
+    };
+    Ok(render(errs.status(), &page))
 }
 
 fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
@@ -668,6 +831,23 @@ fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
                 .map_err(|e| e.to_string())
         }
     });
+    // The choice and its folder make the stored keyword (`move:Archive`).
+    let on_received = match get(f, "on_received") {
+        "move" if get(f, "move_folder").is_empty() => {
+            errs.add("move_folder", "required: the folder to move messages to");
+            None
+        }
+        "move" => opt(
+            &HashMap::from([(
+                "on_received".to_owned(),
+                format!("move:{}", get(f, "move_folder")),
+            )]),
+            errs,
+            "on_received",
+            OnReceived::parse,
+        ),
+        _ => opt(f, errs, "on_received", OnReceived::parse),
+    };
     AccountSettingsInput {
         description: None,
         shared_mailbox: None,
@@ -687,7 +867,7 @@ fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
         from_name: Some(get(f, "from_name").to_owned()),
         reply_to: opt(f, errs, "reply_to", EmailAddress::parse),
         signature: Some(f.get("signature").cloned().unwrap_or_default()),
-        on_received: opt(f, errs, "on_received", OnReceived::parse),
+        on_received,
         delegate: opt(f, errs, "delegate", EmailAddress::parse),
         send_on_behalf: Some(get(f, "send_on_behalf") == "on"),
         // The edit form shows the current delegate: a field left empty means none.
@@ -697,10 +877,10 @@ fn settings_input(f: &Fields, errs: &mut Errors) -> AccountSettingsInput {
 
 /// Accounts are created, changed and removed by administrators only (README: operators
 /// authorize and test): an account's app and hosts decide where its tokens are sent.
-pub async fn new_account_form(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(r) = session.require_admin() {
-        return r;
-    }
+pub async fn new_account_form(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+) -> Result<Response, PageError> {
     let mut f = Fields::new();
     f.insert("inbound".into(), "imap".into());
     f.insert("outbound".into(), "smtp".into());
@@ -718,12 +898,8 @@ pub async fn new_account_form(State(state): State<AppState>, session: Session) -
 
 pub async fn create_account(
     State(state): State<AppState>,
-    session: Session,
-    Form(f): Form<Fields>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.get("csrf").map(String::as_str)) {
-        return r;
-    }
+    AdminForm(session, f): AdminForm<Fields>,
+) -> Result<Response, PageError> {
     let mut errs = Errors::default();
     let name = req(&f, &mut errs, "name", Name::parse);
     let email = req(&f, &mut errs, "email", EmailAddress::parse);
@@ -738,7 +914,7 @@ pub async fn create_account(
                 errs.add("app", "no such app");
                 None
             }
-            Err(e) => return unavailable(e),
+            Err(e) => return Err(e.into()),
         };
         if let Some(app) = app {
             let new = NewAccount {
@@ -750,13 +926,16 @@ pub async fn create_account(
             match new.into_spec(&app) {
                 Ok(spec) => match state.store.create_account(&spec, state.clock.now()).await {
                     Ok(acc) => {
-                        return Redirect::to(&format!("/admin/accounts/{}", acc.id))
-                            .into_response();
+                        return Ok(Redirect::to(&format!(
+                            "/admin/accounts/{}?done=created",
+                            acc.id
+                        ))
+                        .into_response());
                     }
                     Err(mailgate_store::StoreError::Duplicate { .. }) => {
                         errs.add("name", "an account with this name already exists")
                     }
-                    Err(e) => return unavailable(e),
+                    Err(e) => return Err(e.into()),
                 },
                 Err(e) => field_error(&mut errs, e),
             }
@@ -817,46 +996,27 @@ fn account_fields(a: &mailgate_core::MailAccount) -> Fields {
 
 pub async fn edit_account_form(
     State(state): State<AppState>,
-    session: Session,
+    AdminSession(session): AdminSession,
     Path(id): Path<i64>,
-) -> Response {
-    if let Err(r) = session.require_admin() {
-        return r;
-    }
-    match state.store.account(AccountId(id)).await {
-        Ok(a) => {
-            account_form(
-                &state,
-                &session,
-                &format!("/admin/accounts/{id}/edit"),
-                &account_fields(&a),
-                &Errors::default(),
-                true,
-            )
-            .await
-        }
-        Err(mailgate_store::StoreError::NotFound { .. }) => page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "<h1>No such account</h1>",
-        ),
-        Err(e) => unavailable(e),
-    }
+) -> Result<Response, PageError> {
+    let a = state.store.account(AccountId(id)).await?;
+    account_form(
+        &state,
+        &session,
+        &format!("/admin/accounts/{id}/edit"),
+        &account_fields(&a),
+        &Errors::default(),
+        true,
+    )
+    .await
 }
 
 pub async fn update_account(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<Fields>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.get("csrf").map(String::as_str)) {
-        return r;
-    }
-    let current = match state.store.account(AccountId(id)).await {
-        Ok(a) => a,
-        Err(e) => return unavailable(e),
-    };
+    AdminForm(session, f): AdminForm<Fields>,
+) -> Result<Response, PageError> {
+    let current = state.store.account(AccountId(id)).await?;
     let mut errs = Errors::default();
     let name = req(&f, &mut errs, "name", Name::parse);
     let email = req(&f, &mut errs, "email", EmailAddress::parse);
@@ -880,12 +1040,13 @@ pub async fn update_account(
                         .await
                     {
                         Ok(_) => {
-                            return Redirect::to(&format!("/admin/accounts/{id}")).into_response();
+                            return Ok(Redirect::to(&format!("/admin/accounts/{id}?done=saved"))
+                                .into_response());
                         }
                         Err(mailgate_store::StoreError::Duplicate { .. }) => {
                             errs.add("name", "an account with this name already exists")
                         }
-                        Err(e) => return unavailable(e),
+                        Err(e) => return Err(e.into()),
                     },
                     Err(e) => field_error(&mut errs, e),
                 }
@@ -904,197 +1065,226 @@ pub async fn update_account(
     .await
 }
 
-pub async fn account_page(
-    State(state): State<AppState>,
-    session: Session,
-    Path(id): Path<i64>,
-) -> Response {
-    account_page_with(&state, &session, id, "").await
+/// The outcome of one run of "Test configuration", as the account page and the live step
+/// list draw it.
+pub(crate) struct StepsView {
+    pub run: Option<String>,
+    pub verdict: Option<bool>,
+    pub steps: Vec<mailgate_mail::check::Step>,
 }
 
-async fn account_page_with(state: &AppState, session: &Session, id: i64, extra: &str) -> Response {
-    let acc = match state.store.account(AccountId(id)).await {
-        Ok(a) => a,
-        Err(mailgate_store::StoreError::NotFound { .. }) => {
-            return page(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                "<h1>No such account</h1>",
-            );
+impl StepsView {
+    fn of(run_id: &str, run: &crate::test_runs::TestRun) -> StepsView {
+        StepsView {
+            run: Some(run_id.to_owned()),
+            verdict: run.finished(),
+            steps: run.steps.clone(),
         }
-        Err(e) => return unavailable(e),
+    }
+
+    pub(crate) fn status_of(step: &mailgate_mail::check::Step) -> (&'static str, &'static str) {
+        use mailgate_mail::check::StepStatus;
+        match step.status {
+            StepStatus::Ok => ("ok", "ok"),
+            StepStatus::Failed => ("bad", "failed"),
+            StepStatus::Skipped => ("", "skipped"),
+            StepStatus::Warning => ("warn", "warning"),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "test_steps.html")]
+struct StepsFragment<'a> {
+    steps: &'a StepsView,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    frame: Frame,
+    title: String,
+    csrf: String,
+    is_admin: bool,
+    id: i64,
+    name: String,
+    state: String,
+    badge_class: &'static str,
+    badge: String,
+    authorized: bool,
+    problem: Option<mailgate_core::account::Problem>,
+    access: String,
+    sign_in: String,
+    inbound: String,
+    outbound: String,
+    mailbox: String,
+    authorize_label: &'static str,
+    /// What the page says it just did ("Saved.", "Authorized.").
+    done: Option<&'static str>,
+    /// A refusal to show above the actions (authorization could not start).
+    alert: Option<String>,
+    alert_code: Option<String>,
+    /// A run in progress or just finished.
+    test: Option<StepsView>,
+    test_gone: bool,
+    /// The account's last test, as stored (migration 0014).
+    last_test: Option<mailgate_store::test_results::TestResult>,
+}
+
+pub async fn account_page(
+    State(state): State<AppState>,
+    OperatorSession(session): OperatorSession,
+    Path(id): Path<i64>,
+    Query(done): Query<Done>,
+) -> Result<Response, PageError> {
+    let mut page = account_page_with(&state, &session, id).await?;
+    page.done = match done.done.as_deref() {
+        Some("saved") => Some("Saved."),
+        Some("created") => Some("Account created. Next: authorize it, then test it."),
+        Some("authorized") => Some(
+            "Authorized: mailgate keeps its tokens fresh from here on. Next: test the configuration.",
+        ),
+        _ => None,
     };
+    Ok(render(StatusCode::OK, &page))
+}
+
+async fn account_page_with(
+    state: &AppState,
+    session: &Session,
+    id: i64,
+) -> Result<AccountPage, PageError> {
+    let acc = state.store.account(AccountId(id)).await?;
     let s = &acc.spec;
-    let problem = acc
-        .last_problem
-        .as_ref()
-        .map(|p| {
-            format!(
-                "<p class=\"bad\">Last problem: {}{}</p>",
-                crate::html::problem_summary(Some(p)),
-                p.detail
-                    .as_ref()
-                    .map(|d| format!("<br><small>The provider said: {}</small>", escape(d)))
-                    .unwrap_or_default()
-            )
-        })
-        .unwrap_or_default();
-    let authorize_label = if acc.state == mailgate_core::AccountState::Unauthorized {
-        "Authorize"
-    } else {
-        "Re-authorize"
-    };
-    let body = format!(
-        "<h1>Account {name}</h1><p>State: <strong id=\"account-state\">{state}</strong></p>{problem}\
-<p>Mailbox: <span id=\"account-access\">{access}</span></p><p>Inbound: {inbound}</p><p>Outbound: {outbound}</p>\
-{edit}\
-<form method=\"post\" action=\"/admin/accounts/{id}/authorize\">{csrf}<p>You will be asked to sign in as <strong>{sign_in}</strong>. If your browser is signed in to the provider as someone else, sign out first or use a private window.</p>\
-<button type=\"submit\" id=\"authorize\">{authorize_label}</button></form>\
-<form method=\"post\" action=\"/admin/accounts/{id}/test\">{csrf}<p><button type=\"submit\" id=\"test-configuration\">Test configuration</button></p></form>{extra}",
-        name = escape(s.name.as_str()),
-        state = acc.state,
-        access = escape(&s.access_summary()),
-        sign_in = escape(s.sign_in_user().as_str()),
-        inbound = s
+    let (badge_class, badge) = crate::html::state_badge(acc.state, acc.last_problem.as_ref());
+    let last_test = state.store.test_results().await?.remove(&acc.id);
+    Ok(AccountPage {
+        frame: session.frame(Nav::Accounts),
+        title: format!("Mail account {}", s.name),
+        csrf: session.csrf.clone(),
+        is_admin: session.is_admin(),
+        id,
+        name: s.name.to_string(),
+        state: acc.state.to_string(),
+        badge_class,
+        badge,
+        authorized: matches!(
+            acc.state,
+            mailgate_core::AccountState::Active | mailgate_core::AccountState::Refreshing
+        ),
+        problem: acc.last_problem.clone(),
+        access: s.access_summary(),
+        sign_in: s.sign_in_user().to_string(),
+        inbound: s
             .inbound
             .as_ref()
-            .map(|i| format!("{} {}", i.protocol, escape(&i.server.to_string())))
+            .map(|i| format!("{} {}", i.protocol, i.server))
             .unwrap_or_else(|| "none".into()),
-        outbound = s
+        outbound: s
             .outbound
             .as_ref()
-            .map(|o| format!("smtp {}", escape(&o.server.to_string())))
+            .map(|o| format!("smtp {}", o.server))
             .unwrap_or_else(|| "none".into()),
-        csrf = session.csrf_field(),
-        edit = if session.user.role == mailgate_core::user::Role::Admin {
-            format!(
-                "<p><a href=\"/admin/accounts/{id}/edit\">Edit</a></p>\
-<form method=\"post\" action=\"/admin/accounts/{id}/proxy-password\">{csrf}<p><button type=\"submit\" id=\"proxy-password\">Generate proxy password</button> for password-only IMAP/POP3/SMTP clients; replaces the current one.</p></form>",
-                csrf = session.csrf_field()
-            )
+        mailbox: s.mailbox.to_string(),
+        authorize_label: if acc.state == mailgate_core::AccountState::Unauthorized {
+            "Authorize"
         } else {
-            String::new()
+            "Re-authorize"
         },
-    );
-    crate::admin::layout(session, "Mail account", &body)
+        done: None,
+        alert: None,
+        alert_code: None,
+        test: None,
+        test_gone: false,
+        last_test,
+    })
 }
 
 /// Starts the browser authorization, bound to this session, and sends the browser to the
 /// provider.
 pub async fn authorize(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<Fields>,
-) -> Response {
-    if let Err(r) = session.check_csrf(f.get("csrf").map(String::as_str)) {
-        return r;
-    }
+    OperatorForm(session, _): OperatorForm<Fields>,
+) -> Result<Response, PageError> {
     let redirect = redirect_uri(&state.public_url);
     match state
         .engine
         .start_authorization(AccountId(id), &session.initiator(), &redirect)
         .await
     {
-        Ok(started) => Redirect::to(started.url.as_str()).into_response(),
+        Ok(started) => Ok(Redirect::to(started.url.as_str()).into_response()),
         Err(e) => {
-            let note = format!(
-                "<p class=\"bad\" role=\"alert\">Cannot start the authorization: {} <code>{}</code></p>",
-                escape(&e.to_string()),
-                e.code()
-            );
-            account_page_with(&state, &session, id, &note).await
+            let mut page = account_page_with(&state, &session, id).await?;
+            page.alert = Some(format!("Cannot start the authorization: {e}"));
+            page.alert_code = Some(e.code().to_owned());
+            Ok(render(StatusCode::OK, &page))
         }
     }
 }
 
 /// Starts "Test configuration" in the background and shows its page, which fills in step
-/// by step.
+/// by step. An account that was never authorized is told to authorize first, rather than
+/// failing at a later step.
 pub async fn test_account(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<Fields>,
-) -> Response {
-    if let Err(r) = session.check_csrf(f.get("csrf").map(String::as_str)) {
-        return r;
+    OperatorForm(session, f): OperatorForm<Fields>,
+) -> Result<Response, PageError> {
+    let acc = state.store.account(AccountId(id)).await?;
+    if acc.state == mailgate_core::AccountState::Unauthorized {
+        let mut page = account_page_with(&state, &session, id).await?;
+        page.alert = Some(
+            "Authorize first: this account has no token yet, so the test cannot sign in. Use Authorize above, then test again."
+                .into(),
+        );
+        page.alert_code = Some("token_unavailable".into());
+        return Ok(render(StatusCode::CONFLICT, &page));
     }
-    let acc = match state.store.account(AccountId(id)).await {
-        Ok(a) => a,
-        Err(e) => return unavailable(e),
-    };
-    let run = match crate::test_runs::start(&state, acc, Default::default()) {
-        Ok(run) => run,
-        Err(e) => return crate::html::random_failed(e),
-    };
-    Redirect::to(&format!("/admin/accounts/{id}/tests/{run}")).into_response()
-}
-
-fn steps_fragment(run: &crate::test_runs::TestRun) -> String {
-    use mailgate_mail::check::StepStatus;
-    let rows: String = run
-        .steps
-        .iter()
-        .map(|s| {
-            let (class, mark) = match s.status {
-                StepStatus::Ok => ("ok", "ok"),
-                StepStatus::Failed => ("bad", "failed"),
-                StepStatus::Skipped => ("", "skipped"),
-                StepStatus::Warning => ("warn", "warning"),
-            };
-            let says = s.server_says.as_ref().map(|x| format!("<br><small>Server said: <code>{}</code></small>", escape(x))).unwrap_or_default();
-            let fix = s.remediation.as_ref().map(|r| format!("<br><strong>What to do</strong> <code>{}</code>: {}", escape(&r.code), escape(&r.text))).unwrap_or_default();
-            format!("<tr class=\"step\"><td>{}</td><td class=\"{class}\">{mark}</td><td>{} ms</td><td>{}{says}{fix}</td></tr>", escape(&s.name), s.duration_ms, escape(&s.detail))
-        })
-        .collect();
-    let verdict = match run.finished() {
-        Some(true) => "<p class=\"ok\" id=\"test-result\" data-done>All steps passed.</p>",
-        Some(false) => "<p class=\"bad\" id=\"test-result\" data-done>The test failed.</p>",
-        None => "<p id=\"test-running\">Running…</p>",
-    };
-    format!(
-        "{verdict}<table><tr><th>step</th><th>status</th><th>time</th><th>detail</th></tr>{rows}</table>"
-    )
+    let mut opts = mailgate_mail::check::CheckOptions::default();
+    match get(&f, "to") {
+        "" => {}
+        to => match EmailAddress::parse(to) {
+            Ok(to) => opts.to = Some(to.to_string()),
+            Err(e) => {
+                let mut page = account_page_with(&state, &session, id).await?;
+                page.alert = Some(format!("Send the test message to: {e}"));
+                return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
+            }
+        },
+    }
+    let run = crate::test_runs::start(&state, acc, opts)?;
+    // `#test-steps`: the browser scrolls to the steps as they fill in.
+    Ok(Redirect::to(&format!("/admin/accounts/{id}/tests/{run}#test-steps")).into_response())
 }
 
 /// The account page with the run's steps, refreshed in place until it finishes.
 pub async fn test_page(
     State(state): State<AppState>,
-    session: Session,
+    OperatorSession(session): OperatorSession,
     Path((id, run)): Path<(i64, String)>,
-) -> Response {
-    let Some(r) = state.tests.get(&run).filter(|r| r.account_id == id) else {
-        return account_page_with(
-            &state,
-            &session,
-            id,
-            "<p class=\"warn\">That test run is no longer kept; run the test again.</p>",
-        )
-        .await;
-    };
-    let poll = if r.finished().is_none() {
-        format!(
-            "<script>(function poll(){{fetch('/admin/tests/{run}').then(function(r){{return r.text()}}).then(function(h){{var d=document.getElementById('test-steps');d.innerHTML=h;if(!d.querySelector('[data-done]'))setTimeout(poll,400)}})}})();</script>\
-<noscript><p><a href=\"/admin/accounts/{id}/tests/{run}\">Refresh</a> to see more steps.</p></noscript>"
-        )
-    } else {
-        String::new()
-    };
-    let extra = format!(
-        "<h2>Test configuration</h2><div id=\"test-steps\">{}</div>{poll}",
-        steps_fragment(&r)
-    );
-    account_page_with(&state, &session, id, &extra).await
+) -> Result<Response, PageError> {
+    let mut page = account_page_with(&state, &session, id).await?;
+    match state.tests.get(&run).filter(|r| r.account_id == id) {
+        Some(r) => page.test = Some(StepsView::of(&run, &r)),
+        None => page.test_gone = true,
+    }
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// The steps so far, as an HTML fragment for the polling page.
 pub async fn test_steps(
     State(state): State<AppState>,
-    _session: Session,
+    OperatorSession(_session): OperatorSession,
     Path(run): Path<String>,
 ) -> Response {
     match state.tests.get(&run) {
-        Some(r) => axum::response::Html(steps_fragment(&r)).into_response(),
+        Some(r) => render(
+            StatusCode::OK,
+            &StepsFragment {
+                steps: &StepsView::of(&run, &r),
+            },
+        ),
         None => (StatusCode::NOT_FOUND, "no such test run").into_response(),
     }
 }

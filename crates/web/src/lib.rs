@@ -3,7 +3,8 @@
 //! longer than a request.
 
 // API handlers refuse with `api::ApiError` (boxed, so their `Result`s stay small); the admin
-// pages still return the refusal page itself (`Result<_, Response>`, see `auth.rs`).
+// pages refuse with `html::PageError`, and take their session through the extractors of
+// `auth.rs` (`OperatorSession`, `AdminSession`, `AdminForm<T>`, `OperatorForm<T>`).
 
 mod admin;
 pub mod api;
@@ -11,7 +12,9 @@ mod api_admin;
 mod api_inbound;
 pub mod auth;
 mod callback;
+mod chart;
 pub mod forms;
+mod help;
 mod html;
 pub mod openapi;
 mod proxy_ui;
@@ -107,6 +110,7 @@ pub fn router(state: AppState) -> Router {
             get(forms::edit_account_form).post(forms::update_account),
         )
         .route("/admin/accounts/{id}/authorize", post(forms::authorize))
+        .route("/admin/accounts/{id}/remove", post(admin::remove_account))
         .route("/admin/accounts/{id}/test", post(forms::test_account))
         .route(
             "/admin/accounts/{id}/proxy-password",
@@ -209,6 +213,13 @@ pub fn router(state: AppState) -> Router {
             "/admin/webhooks/{id}/deliveries/{delivery}/redeliver",
             post(webhooks_ui::redeliver),
         )
+        .route("/admin/help", get(help::help))
+        .route("/admin/docs/webhooks.md", get(help::webhooks_doc))
+        .route("/static/mailgate.css", get(html::stylesheet))
+        .route("/static/mailgate.js", get(html::script))
+        .route("/static/favicon.svg", get(html::favicon))
+        .route("/favicon.ico", get(html::favicon))
+        .route("/admin/{*rest}", axum::routing::any(html::admin_not_found))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

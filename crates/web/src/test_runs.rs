@@ -119,10 +119,34 @@ pub fn start(
         let report =
             check::run_with_progress(&engine, clock.as_ref(), &tls, &account, &opts, &progress)
                 .await;
+        keep_result(engine.store(), &account, &report, clock.now()).await;
         tests.update(&id, |r| {
             r.steps = report.steps.clone();
             r.report = Some(report);
         });
     });
     Ok(run_id)
+}
+
+/// Keeps a finished run as the account's last test (the account page and the accounts list
+/// show it), whoever ran it: the admin UI, the API or `mailgate test`. A failure to keep it
+/// is logged; the run itself stands.
+pub async fn keep_result(
+    store: &mailgate_store::Store,
+    account: &MailAccount,
+    report: &Report,
+    now: mailgate_core::Timestamp,
+) {
+    let failed = report.first_failure();
+    let result = mailgate_store::test_results::TestResult {
+        account_id: account.id,
+        finished_at: now,
+        passed: failed.is_none(),
+        failed_step: failed.map(|s| s.name.clone()),
+        code: failed.and_then(|s| s.remediation.as_ref().map(|r| r.code.clone())),
+        detail: failed.map(|s| s.detail.clone()),
+    };
+    if let Err(e) = store.record_test_result(&result).await {
+        tracing::warn!(error = %e, "could not keep the test result");
+    }
 }

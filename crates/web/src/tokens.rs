@@ -9,11 +9,11 @@
 //! stored unless the whole form is valid.
 
 use crate::AppState;
-use crate::auth::Session;
-use crate::forms::{Errors, form_page};
-use crate::html::unavailable;
-use crate::html::{escape, page};
-use axum::extract::{Form, Path, State};
+use crate::auth::{AdminForm, AdminSession, NoFields, Session};
+use crate::forms::Errors;
+use crate::html::{Frame, Nav, PageError, render};
+use askama::Template;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::MailAccount;
@@ -24,7 +24,6 @@ use mailgate_store::StoreError;
 /// which a struct cannot hold, hence the list of pairs.
 #[derive(Default)]
 struct Submitted {
-    csrf: Option<String>,
     name: String,
     scopes: Vec<String>,
     accounts: Vec<String>,
@@ -35,7 +34,6 @@ impl Submitted {
         let mut s = Submitted::default();
         for (key, value) in pairs {
             match key.as_str() {
-                "csrf" => s.csrf = Some(value),
                 "name" => s.name = value,
                 "scope" => s.scopes.push(value),
                 "account" => s.accounts.push(value),
@@ -46,15 +44,19 @@ impl Submitted {
     }
 }
 
-/// What each scope opens, for the checkboxes.
+/// What each scope opens, in the words of the README's API section.
 fn scope_meaning(scope: TokenScope) -> &'static str {
     match scope {
-        TokenScope::AccountsRead => "list apps and accounts, read an account and its events",
-        TokenScope::AccountsWrite => "start an account's authorization",
+        TokenScope::AccountsRead => "list and read apps and accounts, and their events",
+        TokenScope::AccountsWrite => {
+            "create, change and remove apps and accounts; start an authorization or a test configuration"
+        }
         TokenScope::MessagesSend => "send mail through the outbox and see its status",
-        TokenScope::MessagesRead => "see the status of sent messages",
-        TokenScope::TokensRead => "fetch an account's OAuth access token (for IMAP/SMTP clients)",
-        TokenScope::WebhooksWrite => "manage webhooks",
+        TokenScope::MessagesRead => "read an account's inbox (reading never marks a message seen)",
+        TokenScope::TokensRead => {
+            "fetch a fresh OAuth access token for an account (for IMAP/SMTP clients)"
+        }
+        TokenScope::WebhooksWrite => "create, change and delete webhook subscriptions",
     }
 }
 
@@ -62,127 +64,43 @@ fn account_label(accounts: &[MailAccount], id: mailgate_core::AccountId) -> Stri
     accounts
         .iter()
         .find(|a| a.id == id)
-        .map(|a| escape(a.spec.name.as_str()))
+        .map(|a| a.spec.name.to_string())
         .unwrap_or_else(|| format!("account {id} (removed)"))
 }
 
-fn token_rows(session: &Session, tokens: &[ApiToken], accounts: &[MailAccount]) -> String {
-    if tokens.is_empty() {
-        return "<p id=\"no-tokens\">No API tokens yet.</p>".to_owned();
+/// Which accounts a token reaches, for the list and the shown-once page.
+fn reach(accounts: &[MailAccount], token: &ApiToken, all: &str) -> String {
+    if token.account_ids.is_empty() {
+        all.to_owned()
+    } else {
+        token
+            .account_ids
+            .iter()
+            .map(|id| account_label(accounts, *id))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
-    let rows: String = tokens
-        .iter()
-        .map(|t| {
-            let scopes: Vec<String> = t
-                .scopes
-                .iter()
-                .map(|s| format!("<code>{s}</code>"))
-                .collect();
-            let reach = if t.account_ids.is_empty() {
-                "all accounts".to_owned()
-            } else {
-                t.account_ids
-                    .iter()
-                    .map(|id| account_label(accounts, *id))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let (status, action) = match t.revoked_at {
-                Some(at) => (
-                    format!("<span class=\"badge bad\">revoked</span> {at}"),
-                    String::new(),
-                ),
-                None => (
-                    "<span class=\"badge ok\">active</span>".to_owned(),
-                    format!(
-                        "<form method=\"post\" action=\"/admin/api-tokens/{}/revoke\">{}<button type=\"submit\">Revoke</button></form>",
-                        t.id,
-                        session.csrf_field()
-                    ),
-                ),
-            };
-            format!(
-                "<tr id=\"token-{id}\"><td>{name}</td><td>{scopes}</td><td>{reach}</td><td>{created}</td><td>{used}</td><td>{status}</td><td>{action}</td></tr>",
-                id = t.id,
-                name = escape(&t.name),
-                scopes = scopes.join(" "),
-                created = t.created_at,
-                used = t
-                    .last_used_at
-                    .map(|at| at.to_string())
-                    .unwrap_or_else(|| "never".into()),
-            )
-        })
-        .collect();
-    format!(
-        "<table><tr><th>name</th><th>scopes</th><th>accounts</th><th>created (UTC)</th><th>last used (UTC)</th><th>status</th><th></th></tr>{rows}</table>"
-    )
 }
 
-fn create_form(
-    session: &Session,
-    accounts: &[MailAccount],
-    sub: &Submitted,
-    errs: &Errors,
-) -> String {
-    let checkboxes: String = TokenScope::ALL
-        .iter()
-        .map(|s| {
-            let checked = if sub
-                .scopes
-                .iter()
-                .any(|v| TokenScope::parse(v).ok() == Some(*s))
-            {
-                " checked"
-            } else {
-                ""
-            };
-            format!(
-                "<label><input type=\"checkbox\" name=\"scope\" value=\"{s}\"{checked}> <code>{s}</code> — {}</label><br>",
-                scope_meaning(*s)
-            )
-        })
-        .collect();
-    let options: String = accounts
-        .iter()
-        .map(|a| {
-            let id = a.id.to_string();
-            let selected = if sub
-                .accounts
-                .iter()
-                .any(|v| v.trim() == id || v.trim() == a.spec.name.as_str())
-            {
-                " selected"
-            } else {
-                ""
-            };
-            format!(
-                "<option value=\"{id}\"{selected}>{} ({})</option>",
-                escape(a.spec.name.as_str()),
-                escape(a.spec.mailbox.as_str())
-            )
-        })
-        .collect();
-    let account_field = if accounts.is_empty() {
-        "<p>No mail accounts yet: the token will reach every account added later.</p>".to_owned()
-    } else {
-        format!(
-            "<p><label for=\"account\">Limit to accounts</label><br><select id=\"account\" name=\"account\" multiple size=\"{size}\">{options}</select> {err}<br><small>None selected: every account, including ones added later. Ctrl- or Cmd-click to choose several.</small></p>",
-            size = accounts.len().clamp(2, 8),
-            err = errs.for_field("account")
-        )
-    };
-    format!(
-        "<h2 id=\"new-token\">New API token</h2>{summary}<form method=\"post\" action=\"/admin/api-tokens\">{csrf}\
-<p><label for=\"name\">Name</label><br><input id=\"name\" name=\"name\" value=\"{name}\" size=\"40\"> {name_err}<br><small>How you will recognise it, e.g. the application that uses it.</small></p>\
-<fieldset><legend>Scopes</legend>{checkboxes}{scope_err}</fieldset>{account_field}\
-<p><button type=\"submit\" id=\"create-token\">Create token</button></p></form>",
-        summary = errs.summary(),
-        csrf = session.csrf_field(),
-        name = escape(sub.name.trim()),
-        name_err = errs.for_field("name"),
-        scope_err = errs.for_field("scope"),
-    )
+/// One row of the token list.
+struct TokenRow {
+    token: ApiToken,
+    reach: String,
+}
+
+#[derive(Template)]
+#[template(path = "api_tokens.html")]
+struct TokensPage<'a> {
+    frame: Frame,
+    title: &'static str,
+    csrf: &'a str,
+    rows: Vec<TokenRow>,
+    scopes: Vec<(TokenScope, &'static str, bool)>,
+    accounts: Vec<(String, String, String, bool)>,
+    account_box_size: usize,
+    name: &'a str,
+    errs: &'a Errors,
+    errors: Vec<(String, String)>,
 }
 
 /// The list and the form below it; 422 when the form comes back with errors.
@@ -191,38 +109,71 @@ async fn tokens_page(
     session: &Session,
     sub: &Submitted,
     errs: &Errors,
-) -> Response {
-    let (tokens, accounts) = match (
-        state.store.list_api_tokens().await,
-        state.store.list_accounts().await,
-    ) {
-        (Ok(t), Ok(a)) => (t, a),
-        (Err(e), _) | (_, Err(e)) => return unavailable(e),
-    };
-    let body = format!(
-        "<h1>API tokens</h1><p>Applications call <code>/api/v1</code> with <code>Authorization: Bearer &lt;token&gt;</code>. A token is shown once, when it is created; mailgate keeps only its hash. Revoking one stops it at once.</p>{list}{form}",
-        list = token_rows(session, &tokens, &accounts),
-        form = create_form(session, &accounts, sub, errs),
-    );
-    form_page(session, "API tokens", &body, errs)
+) -> Result<Response, PageError> {
+    let tokens = state.store.list_api_tokens().await?;
+    let accounts = state.store.list_accounts().await?;
+    let rows = tokens
+        .into_iter()
+        .map(|t| TokenRow {
+            reach: reach(&accounts, &t, "all accounts"),
+            token: t,
+        })
+        .collect();
+    Ok(render(
+        errs.status(),
+        &TokensPage {
+            frame: session.frame(Nav::ApiTokens),
+            title: "API tokens",
+            csrf: &session.csrf,
+            rows,
+            scopes: TokenScope::ALL
+                .iter()
+                .map(|s| {
+                    (
+                        *s,
+                        scope_meaning(*s),
+                        sub.scopes
+                            .iter()
+                            .any(|v| TokenScope::parse(v).ok() == Some(*s)),
+                    )
+                })
+                .collect(),
+            account_box_size: accounts.len().clamp(2, 8),
+            accounts: accounts
+                .iter()
+                .map(|a| {
+                    let id = a.id.to_string();
+                    let selected = sub
+                        .accounts
+                        .iter()
+                        .any(|v| v.trim() == id || v.trim() == a.spec.name.as_str());
+                    (
+                        id,
+                        a.spec.name.to_string(),
+                        a.spec.mailbox.to_string(),
+                        selected,
+                    )
+                })
+                .collect(),
+            name: sub.name.trim(),
+            errs,
+            errors: errs.all(),
+        },
+    ))
 }
 
-pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(r) = session.require_admin() {
-        return r;
-    }
+pub async fn list(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+) -> Result<Response, PageError> {
     tokens_page(&state, &session, &Submitted::default(), &Errors::default()).await
 }
 
 pub async fn create(
     State(state): State<AppState>,
-    session: Session,
-    Form(pairs): Form<Vec<(String, String)>>,
-) -> Response {
+    AdminForm(session, pairs): AdminForm<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
     let sub = Submitted::from_pairs(pairs);
-    if let Err(r) = session.admin_form(sub.csrf.as_deref()) {
-        return r;
-    }
     let mut errs = Errors::default();
     match NewApiToken::parse(&sub.name, &sub.scopes, &sub.accounts) {
         Err(errors) => {
@@ -233,14 +184,24 @@ pub async fn create(
         Ok(new) => match state.store.issue_api_token(&new, state.clock.now()).await {
             Ok((token, created)) => {
                 tracing::info!(token = %created.name, id = created.id, user = %session.user.username, "API token created");
-                return shown_once(&state, &session, &created, token.expose()).await;
+                return Ok(shown_once(&state, &session, &created, token.expose()).await);
             }
             Err(e @ StoreError::NotFound { .. }) => errs.add("account", e.to_string()),
             Err(e @ StoreError::Duplicate { .. }) => errs.add("name", e.to_string()),
-            Err(e) => return unavailable(e),
+            Err(e) => return Err(e.into()),
         },
     }
     tokens_page(&state, &session, &sub, &errs).await
+}
+
+#[derive(Template)]
+#[template(path = "api_token_created.html")]
+struct CreatedPage<'a> {
+    frame: Frame,
+    title: &'static str,
+    created: &'a ApiToken,
+    reach: String,
+    token: &'a str,
 }
 
 /// The one page that ever shows the token.
@@ -253,63 +214,31 @@ async fn shown_once(
     // The token exists now and this is the only chance to show it: a failed lookup only
     // costs the account names.
     let accounts = state.store.list_accounts().await.unwrap_or_default();
-    let reach = if created.account_ids.is_empty() {
-        "every account".to_owned()
-    } else {
-        created
-            .account_ids
-            .iter()
-            .map(|id| account_label(&accounts, *id))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let scopes: Vec<String> = created
-        .scopes
-        .iter()
-        .map(|s| format!("<code>{s}</code>"))
-        .collect();
-    let body = format!(
-        "<h1>API token created</h1><p>The token <strong id=\"created-name\">{name}</strong> may use {scopes} on {reach}.</p>\
-<p class=\"warn\" id=\"shown-once\"><strong>Copy it now: you will not see it again.</strong> mailgate keeps only a hash of it, so nobody can show it to you later. If it is lost, revoke it and create another.</p>\
-<p><input id=\"api-token\" readonly size=\"60\" autocomplete=\"off\" spellcheck=\"false\" value=\"{token}\"> \
-<button type=\"button\" id=\"copy-token\" onclick=\"navigator.clipboard.writeText(document.getElementById('api-token').value).then(()=>this.textContent='Copied')\">Copy</button></p>\
-<p>Applications send it as <code>Authorization: Bearer &lt;token&gt;</code>.</p>\
-<p><a href=\"/admin/api-tokens\">Back to API tokens</a></p>",
-        name = escape(&created.name),
-        scopes = scopes.join(" "),
-        token = escape(token),
-    );
-    crate::admin::layout(session, "API token created", &body)
-}
-
-#[derive(serde::Deserialize)]
-pub struct CsrfOnly {
-    csrf: Option<String>,
+    render(
+        StatusCode::OK,
+        &CreatedPage {
+            frame: session.frame(Nav::ApiTokens),
+            title: "API token created",
+            created,
+            reach: reach(&accounts, created, "every account"),
+            token,
+        },
+    )
 }
 
 pub async fn revoke(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<CsrfOnly>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
-        return r;
-    }
-    match state
+    AdminForm(session, NoFields {}): AdminForm<NoFields>,
+) -> Result<Response, PageError> {
+    if state
         .store
         .revoke_api_token(&id.to_string(), state.clock.now())
-        .await
+        .await?
     {
-        Ok(true) => {
-            tracing::info!(id, user = %session.user.username, "API token revoked");
-            Redirect::to("/admin/api-tokens").into_response()
-        }
-        Ok(false) => page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "<h1>No such API token</h1><p>It does not exist or was revoked already.</p><p><a href=\"/admin/api-tokens\">Back to API tokens</a></p>",
-        ),
-        Err(e) => unavailable(e),
+        tracing::info!(id, user = %session.user.username, "API token revoked");
+        Ok(Redirect::to("/admin/api-tokens").into_response())
+    } else {
+        Err(PageError::NotFound("API token"))
     }
 }

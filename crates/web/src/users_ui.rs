@@ -9,11 +9,11 @@
 //! once. Every change is an event naming who made it, never the password.
 
 use crate::AppState;
-use crate::auth::Session;
-use crate::forms::{Errors, form_page};
-use crate::html::unavailable;
-use crate::html::{escape, page};
-use axum::extract::{Form, Path, Query, State};
+use crate::auth::{AdminForm, AdminSession, Session};
+use crate::forms::Errors;
+use crate::html::{Frame, Nav, PageError, render};
+use askama::Template;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::user::{
@@ -22,14 +22,6 @@ use mailgate_core::user::{
 use mailgate_store::{StoreError, passwords};
 use serde::Deserialize;
 
-fn no_such_user() -> Response {
-    page(
-        StatusCode::NOT_FOUND,
-        "Not found",
-        "<h1>No such user</h1><p>They may have been removed meanwhile.</p><p><a href=\"/admin/users\">Back to users</a></p>",
-    )
-}
-
 /// Who the events say made a change.
 fn by(session: &Session) -> String {
     format!("{:?}", session.user.username)
@@ -37,43 +29,31 @@ fn by(session: &Session) -> String {
 
 /// Hashes a parsed password on the blocking pool (argon2 would stall an async worker); a
 /// failure (the system's random source) is reported, not stored.
-async fn hash(password: &mailgate_core::Secret) -> Result<String, Response> {
-    passwords::hash_off_thread(password.clone()).await.map_err(|e| {
-        tracing::error!(error = %e, "password hashing failed");
-        page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Error",
-            "<h1 class=\"bad\">The password could not be stored</h1><p>Nothing was changed. Try again.</p>",
-        )
-    })
+async fn hash(password: &mailgate_core::Secret) -> Result<String, PageError> {
+    passwords::hash_off_thread(password.clone())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "password hashing failed");
+            PageError::Other {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                title: "The password could not be stored".into(),
+                message: "Nothing was changed. Try again.".into(),
+            }
+        })
 }
 
-fn role_options(current: &str) -> String {
+/// The role choices, with what each may do, and whether each is the one chosen.
+fn role_options(current: &str) -> Vec<(Role, &'static str, bool)> {
     Role::ALL
         .iter()
         .map(|r| {
-            let selected = if parse_role(current).ok() == Some(*r) {
-                " selected"
-            } else {
-                ""
-            };
             let meaning = match r {
                 Role::Admin => "administrator: everything, including apps, users and API tokens",
                 Role::Operator => "operator: authorize and test accounts; no settings",
             };
-            format!("<option value=\"{r}\"{selected}>{meaning}</option>")
+            (*r, meaning, parse_role(current).ok() == Some(*r))
         })
         .collect()
-}
-
-fn password_fields(errs: &Errors, label: &str) -> String {
-    // Never a value attribute: a password is not written back into a page.
-    format!(
-        "<p><label for=\"password\">{label} (at least {MIN_PASSWORD_CHARS} characters)</label><br><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" size=\"40\"> {pw_err}</p>\
-<p><label for=\"password_repeat\">Password again</label><br><input id=\"password_repeat\" name=\"password_repeat\" type=\"password\" autocomplete=\"new-password\" size=\"40\"> {repeat_err}</p>",
-        pw_err = errs.for_field("password"),
-        repeat_err = errs.for_field("password_repeat"),
-    )
 }
 
 fn last_sign_in(u: &User) -> String {
@@ -82,90 +62,77 @@ fn last_sign_in(u: &User) -> String {
         .unwrap_or_else(|| "never".into())
 }
 
-fn user_rows(session: &Session, users: &[User]) -> String {
-    let rows: String = users
-        .iter()
-        .map(|u| {
-            let you = if u.id == session.user.id {
-                " <span class=\"badge ok\" id=\"you\">you</span>"
-            } else {
-                ""
-            };
-            format!(
-                "<tr id=\"user-{id}\"><td><a href=\"/admin/users/{id}\">{name}</a>{you}</td><td>{role}</td><td>{created}</td><td>{last}</td></tr>",
-                id = u.id,
-                name = escape(&u.username),
-                role = u.role,
-                created = u.created_at,
-                last = last_sign_in(u),
-            )
-        })
-        .collect();
-    format!(
-        "<table><tr><th>user name</th><th>role</th><th>added (UTC)</th><th>last sign-in (UTC)</th></tr>{rows}</table>"
-    )
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct AddForm {
-    csrf: Option<String>,
     username: String,
     role: String,
     password: String,
     password_repeat: String,
 }
 
-fn add_form(session: &Session, f: &AddForm, errs: &Errors) -> String {
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage<'a> {
+    frame: Frame,
+    title: &'static str,
+    csrf: &'a str,
+    me: i64,
+    users: Vec<User>,
+    username: &'a str,
+    roles: Vec<(Role, &'static str, bool)>,
+    errs: &'a Errors,
+    errors: Vec<(String, String)>,
+    min_chars: usize,
+}
+
+impl UsersPage<'_> {
+    fn last_sign_in(&self, u: &User) -> String {
+        last_sign_in(u)
+    }
+}
+
+/// The list and the add form; 422 when the form comes back with errors.
+async fn users_page(
+    state: &AppState,
+    session: &Session,
+    f: &AddForm,
+    errs: &Errors,
+) -> Result<Response, PageError> {
+    let users = state.store.list_users().await?;
     let role = if f.role.is_empty() {
         "operator"
     } else {
         &f.role
     };
-    format!(
-        "<h2 id=\"new-user\">Add a user</h2>{summary}<form method=\"post\" action=\"/admin/users\">{csrf}\
-<p><label for=\"username\">User name</label><br><input id=\"username\" name=\"username\" value=\"{name}\" size=\"40\" autocomplete=\"off\"> {name_err}<br><small>What they type to sign in: 1 to 64 characters without spaces.</small></p>\
-<p><label for=\"role\">Role</label><br><select id=\"role\" name=\"role\">{options}</select> {role_err}</p>\
-{passwords}<p><button type=\"submit\" id=\"add-user\">Add user</button></p></form>",
-        summary = errs.summary(),
-        csrf = session.csrf_field(),
-        name = escape(f.username.trim()),
-        name_err = errs.for_field("username"),
-        options = role_options(role),
-        role_err = errs.for_field("role"),
-        passwords = password_fields(errs, "Password"),
-    )
+    Ok(render(
+        errs.status(),
+        &UsersPage {
+            frame: session.frame(Nav::Users),
+            title: "Users",
+            csrf: &session.csrf,
+            me: session.user.id,
+            users,
+            username: f.username.trim(),
+            roles: role_options(role),
+            errs,
+            errors: errs.all(),
+            min_chars: MIN_PASSWORD_CHARS,
+        },
+    ))
 }
 
-/// The list and the add form; 422 when the form comes back with errors.
-async fn users_page(state: &AppState, session: &Session, f: &AddForm, errs: &Errors) -> Response {
-    let users = match state.store.list_users().await {
-        Ok(u) => u,
-        Err(e) => return unavailable(e),
-    };
-    let body = format!(
-        "<h1>Users</h1><p>The people who sign in here. Administrators change everything; operators authorize and test accounts. Open a user to change their role, set a new password or remove them: each ends their sessions at once. The last administrator always stays.</p>{list}{form}",
-        list = user_rows(session, &users),
-        form = add_form(session, f, errs),
-    );
-    form_page(session, "Users", &body, errs)
-}
-
-pub async fn list(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(r) = session.require_admin() {
-        return r;
-    }
+pub async fn list(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+) -> Result<Response, PageError> {
     users_page(&state, &session, &AddForm::default(), &Errors::default()).await
 }
 
 pub async fn create(
     State(state): State<AppState>,
-    session: Session,
-    Form(f): Form<AddForm>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
-        return r;
-    }
+    AdminForm(session, f): AdminForm<AddForm>,
+) -> Result<Response, PageError> {
     let mut errs = Errors::default();
     match NewUser::parse(&f.username, &f.role, &f.password, Some(&f.password_repeat)) {
         Err(errors) => {
@@ -174,10 +141,7 @@ pub async fn create(
             }
         }
         Ok(new) => {
-            let hash = match hash(&new.password).await {
-                Ok(h) => h,
-                Err(r) => return r,
-            };
+            let hash = hash(&new.password).await?;
             match state
                 .store
                 .create_user(
@@ -191,10 +155,10 @@ pub async fn create(
             {
                 Ok(created) => {
                     tracing::info!(user = %created.username, role = %created.role, by = %session.user.username, "user added");
-                    return Redirect::to("/admin/users").into_response();
+                    return Ok(Redirect::to("/admin/users").into_response());
                 }
                 Err(e @ StoreError::Duplicate { .. }) => errs.add("username", e.to_string()),
-                Err(e) => return unavailable(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -207,73 +171,60 @@ pub struct Done {
     done: String,
 }
 
+#[derive(Template)]
+#[template(path = "user.html")]
+struct UserPage<'a> {
+    frame: Frame,
+    title: String,
+    csrf: &'a str,
+    user: &'a User,
+    yourself: bool,
+    notice: &'static str,
+    last: String,
+    roles: Vec<(Role, &'static str, bool)>,
+    errs: &'a Errors,
+    errors: Vec<(String, String)>,
+    min_chars: usize,
+}
+
 /// One user: role, new password, remove; each form's errors beside its field.
 async fn one_user_page(
     state: &AppState,
     session: &Session,
     id: i64,
-    notice: &str,
+    notice: &'static str,
     role_kept: Option<&str>,
     errs: &Errors,
-) -> Response {
-    let users = match state.store.list_users().await {
-        Ok(u) => u,
-        Err(e) => return unavailable(e),
-    };
-    let Some(user) = users.iter().find(|u| u.id == id) else {
-        return no_such_user();
-    };
-    let yourself = user.id == session.user.id;
-    let notice = if notice.is_empty() {
-        String::new()
-    } else {
-        format!("<p class=\"ok\" id=\"notice\" role=\"status\">{notice}</p>")
-    };
-    let remove = if yourself {
-        format!(
-            "<p id=\"remove-self\">You cannot remove yourself; another administrator can. {}</p>",
-            errs.for_field("remove")
-        )
-    } else {
-        format!(
-            "<form method=\"post\" action=\"/admin/users/{id}/remove\" onsubmit=\"return confirm('Remove this user? Their sessions end at once.')\">{csrf}<button type=\"submit\" id=\"remove-user\">Remove user</button> {err}</form>",
-            csrf = session.csrf_field(),
-            err = errs.for_field("remove"),
-        )
-    };
-    let own = if yourself {
-        " This is you: your own sessions end too, and you sign in again."
-    } else {
-        ""
-    };
-    let body = format!(
-        "<h1>User <span id=\"username\">{name}</span></h1>{notice}{summary}\
-<p>Role <strong id=\"role-now\">{role}</strong>; added {created} (UTC); last sign-in {last}.</p>\
-<h2>Role</h2><form method=\"post\" action=\"/admin/users/{id}/role\">{csrf}<p><select id=\"role\" name=\"role\">{options}</select> <button type=\"submit\" id=\"change-role\">Change role</button> {role_err}<br><small>Someone who is no longer an administrator is signed out at once.{own}</small></p></form>\
-<h2>New password</h2><form method=\"post\" action=\"/admin/users/{id}/password\">{csrf}{passwords}<p><button type=\"submit\" id=\"reset-password\">Set password</button><br><small>Their sessions end at once.{own}</small></p></form>\
-<h2>Remove</h2>{remove}<p><a href=\"/admin/users\">Back to users</a></p>",
-        name = escape(&user.username),
-        summary = errs.summary(),
-        role = user.role,
-        created = user.created_at,
-        last = last_sign_in(user),
-        csrf = session.csrf_field(),
-        options = role_options(role_kept.unwrap_or(user.role.as_str())),
-        role_err = errs.for_field("role"),
-        passwords = password_fields(errs, "New password"),
-    );
-    form_page(session, "User", &body, errs)
+) -> Result<Response, PageError> {
+    let users = state.store.list_users().await?;
+    let user = users
+        .iter()
+        .find(|u| u.id == id)
+        .ok_or(PageError::NotFound("user"))?;
+    Ok(render(
+        errs.status(),
+        &UserPage {
+            frame: session.frame(Nav::Users),
+            title: format!("User {}", user.username),
+            csrf: &session.csrf,
+            user,
+            yourself: user.id == session.user.id,
+            notice,
+            last: last_sign_in(user),
+            roles: role_options(role_kept.unwrap_or(user.role.as_str())),
+            errs,
+            errors: errs.all(),
+            min_chars: MIN_PASSWORD_CHARS,
+        },
+    ))
 }
 
 pub async fn user_page(
     State(state): State<AppState>,
-    session: Session,
+    AdminSession(session): AdminSession,
     Path(id): Path<i64>,
     Query(q): Query<Done>,
-) -> Response {
-    if let Err(r) = session.require_admin() {
-        return r;
-    }
+) -> Result<Response, PageError> {
     // Only fixed sentences: nothing from the URL is echoed into the page.
     let notice = match q.done.as_str() {
         "role" => "Role changed.",
@@ -286,19 +237,14 @@ pub async fn user_page(
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct RoleForm {
-    csrf: Option<String>,
     role: String,
 }
 
 pub async fn set_role(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<RoleForm>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
-        return r;
-    }
+    AdminForm(session, f): AdminForm<RoleForm>,
+) -> Result<Response, PageError> {
     let mut errs = Errors::default();
     match parse_role(&f.role) {
         Err(e) => errs.add(e.field, e.message),
@@ -309,11 +255,11 @@ pub async fn set_role(
         {
             Ok(user) => {
                 tracing::info!(user = %user.username, role = %user.role, by = %session.user.username, "user role set");
-                return Redirect::to(&format!("/admin/users/{id}?done=role")).into_response();
+                return Ok(Redirect::to(&format!("/admin/users/{id}?done=role")).into_response());
             }
-            Err(StoreError::NotFound { .. }) => return no_such_user(),
+            Err(StoreError::NotFound { .. }) => return Err(PageError::NotFound("user")),
             Err(e @ StoreError::InUse(_)) => errs.add("role", e.to_string()),
-            Err(e) => return unavailable(e),
+            Err(e) => return Err(e.into()),
         },
     }
     one_user_page(&state, &session, id, "", Some(&f.role), &errs).await
@@ -322,28 +268,20 @@ pub async fn set_role(
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct PasswordForm {
-    csrf: Option<String>,
     password: String,
     password_repeat: String,
 }
 
 pub async fn reset_password(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<PasswordForm>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
-        return r;
-    }
+    AdminForm(session, f): AdminForm<PasswordForm>,
+) -> Result<Response, PageError> {
     let mut errs = Errors::default();
     match parse_new_password(&f.password, Some(&f.password_repeat)) {
         Err(e) => errs.add(e.field, e.message),
         Ok(password) => {
-            let hash = match hash(&password).await {
-                Ok(h) => h,
-                Err(r) => return r,
-            };
+            let hash = hash(&password).await?;
             match state
                 .store
                 .reset_user_password(id, &hash, &by(&session), state.clock.now())
@@ -351,32 +289,23 @@ pub async fn reset_password(
             {
                 Ok(user) => {
                     tracing::info!(user = %user.username, by = %session.user.username, "user password reset");
-                    return Redirect::to(&format!("/admin/users/{id}?done=password"))
-                        .into_response();
+                    return Ok(
+                        Redirect::to(&format!("/admin/users/{id}?done=password")).into_response()
+                    );
                 }
-                Err(StoreError::NotFound { .. }) => return no_such_user(),
-                Err(e) => return unavailable(e),
+                Err(StoreError::NotFound { .. }) => return Err(PageError::NotFound("user")),
+                Err(e) => return Err(e.into()),
             }
         }
     }
     one_user_page(&state, &session, id, "", None, &errs).await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct CsrfOnly {
-    csrf: Option<String>,
-}
-
 pub async fn remove(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<i64>,
-    Form(f): Form<CsrfOnly>,
-) -> Response {
-    if let Err(r) = session.admin_form(f.csrf.as_deref()) {
-        return r;
-    }
+    AdminForm(session, crate::auth::NoFields {}): AdminForm<crate::auth::NoFields>,
+) -> Result<Response, PageError> {
     let mut errs = Errors::default();
     if id == session.user.id {
         errs.add(
@@ -391,11 +320,11 @@ pub async fn remove(
         {
             Ok(user) => {
                 tracing::info!(user = %user.username, by = %session.user.username, "user removed");
-                return Redirect::to("/admin/users").into_response();
+                return Ok(Redirect::to("/admin/users").into_response());
             }
-            Err(StoreError::NotFound { .. }) => return no_such_user(),
+            Err(StoreError::NotFound { .. }) => return Err(PageError::NotFound("user")),
             Err(e @ StoreError::InUse(_)) => errs.add("remove", e.to_string()),
-            Err(e) => return unavailable(e),
+            Err(e) => return Err(e.into()),
         }
     }
     one_user_page(&state, &session, id, "", None, &errs).await

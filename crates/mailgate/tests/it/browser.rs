@@ -11,22 +11,22 @@ use mailgate_testkit::raw::{RawClient, imap_status_is};
 use mailgate_testkit::rig::{MailRig, RigOptions};
 use std::time::Duration;
 
-const ADMIN_PASSWORD: &str = "browser test admin passphrase";
+pub(crate) const ADMIN_PASSWORD: &str = "browser test admin passphrase";
 const CLIENT_SECRET: &str = "CANARY-browser-client-secret-9c1e";
 
-struct World {
-    env: TestEnv,
-    server: Server,
-    idp: IdpAdmin,
+pub(crate) struct World {
+    pub(crate) env: TestEnv,
+    pub(crate) server: Server,
+    pub(crate) idp: IdpAdmin,
     _own_idp: Option<Idp>,
-    rig: MailRig,
-    client_id: String,
-    mailbox: String,
-    browser: Browser,
-    shots: std::path::PathBuf,
+    pub(crate) rig: MailRig,
+    pub(crate) client_id: String,
+    pub(crate) mailbox: String,
+    pub(crate) browser: Browser,
+    pub(crate) shots: std::path::PathBuf,
 }
 
-async fn world(tag: &str) -> World {
+pub(crate) async fn world(tag: &str) -> World {
     let (rig, own) = match MailRig::from_env().unwrap() {
         Some(rig) => (rig, None),
         None => {
@@ -81,21 +81,21 @@ async fn world(tag: &str) -> World {
 }
 
 impl World {
-    async fn shot(&self, name: &str) {
+    pub(crate) async fn shot(&self, name: &str) {
         self.browser
             .save_screenshot(&self.shots, name)
             .await
             .unwrap();
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let e = self.browser.find(css).await.unwrap();
         e.clear().await.unwrap();
         e.type_text(text).await.unwrap();
     }
 
     /// Setup link → first administrator → dashboard.
-    async fn create_admin(&self) {
+    pub(crate) async fn create_admin(&self) {
         let link = self.server.setup_link();
         self.browser.goto(&link).await.unwrap();
         self.fill("input[name=username]", "admin").await;
@@ -117,7 +117,7 @@ impl World {
     }
 
     /// The app form: Microsoft, emulator authority; returns the redirect URI shown.
-    async fn add_app(&self) -> String {
+    pub(crate) async fn add_app(&self) -> String {
         self.browser
             .goto(&format!("{}/admin/apps", self.server.base))
             .await
@@ -170,7 +170,7 @@ impl World {
         redirect
     }
 
-    async fn add_account(&self) {
+    pub(crate) async fn add_account(&self) {
         self.browser
             .goto(&format!("{}/admin/accounts", self.server.base))
             .await
@@ -221,7 +221,7 @@ impl World {
     }
 
     /// Authorize → the emulator's sign-in and consent pages → back at mailgate.
-    async fn sign_in_as(&self, email: &str) {
+    pub(crate) async fn sign_in_as(&self, email: &str) {
         self.browser
             .find("#authorize")
             .await

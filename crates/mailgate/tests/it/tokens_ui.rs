@@ -395,7 +395,7 @@ async fn bad_token_input_comes_back_beside_its_field_and_stores_nothing() {
                 .split("</span>")
                 .next()
                 .unwrap()
-                .contains(&says.replace('"', "&quot;")),
+                .contains(&says.replace('"', "&#34;")),
             "{field} says {says:?}: {html}"
         );
         for k in kept {

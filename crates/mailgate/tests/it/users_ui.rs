@@ -223,7 +223,7 @@ async fn refused_beside_the_field(ui: &Ui, path: &str, cases: &[BadInput<'_>]) {
         );
         let html = resp.text().await.unwrap();
         assert!(
-            beside(&html, c.field).contains(&c.says.replace('"', "&quot;")),
+            beside(&html, c.field).contains(&c.says.replace('"', "&#34;")),
             "{} says {:?}: {html}",
             c.field,
             c.says
@@ -424,7 +424,7 @@ async fn the_last_administrator_can_be_neither_removed_nor_demoted() {
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = resp.text().await.unwrap();
     assert!(
-        beside(&html, "role").contains("&quot;admin&quot; is the last administrator"),
+        beside(&html, "role").contains("&#34;admin&#34; is the last administrator"),
         "{html}"
     );
     assert!(html.contains("value=\"operator\" selected"), "choice kept");

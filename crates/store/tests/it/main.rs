@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 mod refresh_in_doubt;
 mod sealed_binding;
+mod test_results;
 mod watch_leases;
 
 const NOW: Timestamp = Timestamp(1_790_000_000);
