@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod idp;
+pub mod postgres;
 pub mod raw;
 pub mod rig;
 pub mod tmpfs;

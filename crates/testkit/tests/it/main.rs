@@ -2,4 +2,5 @@
 
 mod browser;
 mod idp;
+mod postgres;
 mod rig;
