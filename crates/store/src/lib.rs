@@ -71,6 +71,10 @@ pub enum StoreError {
         "the database URL {0:?} is not supported: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
     )]
     UnsupportedUrl(String),
+    #[error(
+        "the database's schema is version {found}, newer than this mailgate knows ({known}): a newer mailgate has used it; run that version (or newer), never an older one, against this database"
+    )]
+    SchemaNewer { found: i64, known: i64 },
 }
 
 impl From<mailgate_core::random::RandomFailed> for StoreError {
@@ -138,6 +142,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The migrations this store applied when it was opened, for `mailgate migrate`.
+    migrated: Vec<(i64, &'static str)>,
     keys: RwLock<LoadedKeys>,
     source: KeySource,
     writes: WriteHealth,
@@ -238,11 +244,12 @@ impl Store {
             .before_acquire(|conn, _meta| Box::pin(async move { Ok(fit_for_reuse(conn)) }))
             .connect(&url.url)
             .await?;
-        migrate::run(&pool, backend).await?;
+        let migrated = migrate::run(&pool, backend).await?;
         let file_mtime = mtime(&source);
         Ok(Store {
             pool,
             backend,
+            migrated,
             keys: RwLock::new(LoadedKeys { ring, file_mtime }),
             source,
             writes: WriteHealth::default(),
@@ -361,6 +368,12 @@ impl Store {
     /// The database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The (version, name) of each migration applied when this store was opened: empty
+    /// when the schema was already current.
+    pub fn migrations_applied_at_open(&self) -> &[(i64, &'static str)] {
+        &self.migrated
     }
 
     /// Runs a write with `RETURNING` outside a transaction and returns its first row.

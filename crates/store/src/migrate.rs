@@ -144,7 +144,8 @@ const POSTGRES: &[(i64, &str, &str)] = &[
 const SQLITE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)";
 const POSTGRES_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
 
-pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
+/// Applies what is missing; returns the (version, name) of each migration this call applied.
+pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<Vec<(i64, &'static str)>> {
     // All on one connection: the store may have only one (`open_single_connection`).
     let mut conn = pool.acquire().await?;
     match backend {
@@ -162,18 +163,18 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
                 .bind(MIGRATION_LOCK)
                 .execute(&mut *conn)
                 .await;
-            result?;
+            let applied = result?;
             unlocked?;
-            Ok(())
+            Ok(applied)
         }
     }
 }
 
 async fn apply(
     conn: &mut sqlx::AnyConnection,
-    migrations: &[(i64, &str, &str)],
+    migrations: &[(i64, &'static str, &'static str)],
     ledger: &'static str,
-) -> Result<()> {
+) -> Result<Vec<(i64, &'static str)>> {
     sqlx::raw_sql(ledger).execute(&mut *conn).await?;
     // One query for what is applied, not one per migration: every command opens the store,
     // and each query is a round trip to the database thread.
@@ -183,6 +184,13 @@ async fn apply(
         .iter()
         .map(|r| r.try_get::<i64, _>("version"))
         .collect::<std::result::Result<std::collections::HashSet<i64>, _>>()?;
+    // A newer mailgate migrated this database: its tables may mean things this build does
+    // not know (a column it would leave unset, a state it would misread), so it stops here.
+    let known = migrations.last().map_or(0, |m| m.0);
+    if let Some(&found) = applied.iter().filter(|v| **v > known).max() {
+        return Err(crate::StoreError::SchemaNewer { found, known });
+    }
+    let mut done = Vec::new();
     for (version, name, sql) in migrations {
         if applied.contains(version) {
             continue;
@@ -199,8 +207,9 @@ async fn apply(
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
         tracing::info!(version, name, "applied database migration");
         tx.commit().await?;
+        done.push((*version, *name));
     }
-    Ok(())
+    Ok(done)
 }
 
 /// The newest applied version, for `/healthz`.
