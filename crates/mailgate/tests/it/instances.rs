@@ -156,7 +156,19 @@ async fn instances_migrating_an_empty_postgres_at_once_apply_each_migration_once
 /// A second and third `serve` beside the fixture's, on the same PostgreSQL and key, behind
 /// the same public URL (as behind a load balancer).
 fn another_instance(f: &Fixture, url: &str, ca: &str) -> (TestEnv, Server) {
+    another_instance_with(f, url, ca, &[])
+}
+
+fn another_instance_with(
+    f: &Fixture,
+    url: &str,
+    ca: &str,
+    vars: &[(&str, &str)],
+) -> (TestEnv, Server) {
     let env = TestEnv::new();
+    for (k, v) in vars {
+        env.set_var(k, v);
+    }
     std::fs::create_dir_all(env.data_dir()).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
@@ -358,4 +370,215 @@ async fn three_instances_on_one_postgres_do_each_job_once() {
         "three instances: {MESSAGES} messages sent in {sent_after:?}, {TOKEN_REQUESTS} token requests, one refresh"
     );
     drop((b, c));
+}
+
+/// Who holds the live `watch:` leases: holder → account ids.
+fn watch_holders(pg: &PgCluster) -> HashMap<String, Vec<i64>> {
+    let now = std::time::UNIX_EPOCH.elapsed().unwrap().as_secs();
+    let rows = pg
+        .psql(
+            "mailgate",
+            &format!(
+                "SELECT holder || ' ' || substr(name, 7) FROM leases WHERE substr(name, 1, 6) = 'watch:' AND expires_at >= {now}"
+            ),
+        )
+        .unwrap();
+    let mut by_holder: HashMap<String, Vec<i64>> = HashMap::new();
+    for line in rows.lines().filter(|l| !l.is_empty()) {
+        let (holder, account) = line.rsplit_once(' ').unwrap();
+        by_holder
+            .entry(holder.to_owned())
+            .or_default()
+            .push(account.parse().unwrap());
+    }
+    by_holder
+}
+
+/// The holder name of the `serve` with process id `pid` (`<instance id>/<pid>-<random>`).
+fn holder_of(holders: &HashMap<String, Vec<i64>>, pid: u32) -> Option<String> {
+    holders
+        .keys()
+        .find(|h| h.contains(&format!("/{pid}-")))
+        .cloned()
+}
+
+/// 20 watched mailboxes on three instances: they spread (no instance over its share of
+/// ⌈20/3⌉ = 7), and when one instance is killed (`kill -9`, no goodbye) the others take its
+/// mailboxes within the stated bound. A message delivered to one of them during the
+/// takeover is webhooked exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_spread_over_instances_and_move_when_one_dies() {
+    use crate::webhooks::{Receiver, api_token, deliver, subscribe};
+    const MAILBOXES: usize = 20;
+    const LEASE_SECS: u64 = 6;
+    // The stated bound (watch.rs): watch_lease_secs for the dead one's leases to run out,
+    // a third of it for the survivors' heartbeat to grow their share (which wakes their
+    // waiting watchers), half of it for a watcher that looked too early to look again:
+    // 2 × the lease, and 5 s for a loaded machine.
+    let bound = Duration::from_secs(LEASE_SECS * 2 + 5);
+    let pg = cluster();
+    let url = pg.create_database("mailgate").unwrap();
+    let lease = LEASE_SECS.to_string();
+    let vars = [
+        ("MAILGATE_WATCH_LEASE_SECS", lease.as_str()),
+        ("MAILGATE_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("MAILGATE_WEBHOOK_RETRY_SECS", "1"),
+    ];
+    let mut a_vars = vec![("MAILGATE_DATABASE_URL", url.as_str())];
+    a_vars.extend(vars);
+    let (f, rig) = Fixture::start_on_rig_with(&a_vars).await;
+    crate::mailtest::point_at_rig(&f, &rig);
+    let ca = rig.ca_cert().to_str().unwrap().to_owned();
+
+    // Twenty mailboxes: the fixture's and 19 more, each authorized as itself.
+    let imaps = rig.imaps_port().to_string();
+    let mut mailboxes = vec![("support".to_owned(), f.mailbox.clone())];
+    for n in 1..MAILBOXES {
+        let name = format!("watched{n}");
+        let mailbox = format!("w{n}-{}", f.mailbox);
+        f.idp
+            .add_user(mailgate_testkit::idp::UserSpec::new(
+                &mailbox,
+                crate::oauth::PASSWORD,
+            ))
+            .await
+            .unwrap();
+        f.env.ok(
+            &[
+                "account", "add", "--name", &name, "--app", "Contoso", "--email", &mailbox,
+            ],
+            None,
+        );
+        f.env.ok(
+            &[
+                "account",
+                "update",
+                &name,
+                "--inbound-host",
+                "localhost",
+                "--inbound-port",
+                &imaps,
+                "--inbound-tls",
+                "implicit",
+            ],
+            None,
+        );
+        mailboxes.push((name, mailbox));
+    }
+    for (name, mailbox) in &mailboxes {
+        f.authorize_as(name, mailbox).await;
+    }
+    let token = api_token(&f, "app", &["webhooks:write", "accounts:read"], &[]);
+    let rx = Receiver::start(&[]).await;
+    subscribe(&f, &token, &rx.url, &["message.received"], None).await;
+
+    let (_b_env, mut b) = another_instance_with(&f, &url, &ca, &vars);
+    let (_c_env, c) = another_instance_with(&f, &url, &ca, &vars);
+    let pids = [f.server.child.id(), b.child.id(), c.child.id()];
+
+    // Spread: every mailbox watched, by all three, none over its share.
+    let share = MAILBOXES.div_ceil(3);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let spread = loop {
+        let holders = watch_holders(&pg);
+        let total: usize = holders.values().map(Vec::len).sum();
+        let ours = pids
+            .iter()
+            .filter(|p| holder_of(&holders, **p).is_some())
+            .count();
+        if total == MAILBOXES && ours == 3 && holders.values().all(|a| a.len() <= share) {
+            break holders;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watchers did not spread within 120 s: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let b_holder = holder_of(&spread, pids[1]).unwrap();
+    let b_accounts = spread[&b_holder].clone();
+    eprintln!(
+        "spread: {:?}",
+        spread.values().map(Vec::len).collect::<Vec<_>>()
+    );
+
+    // B dies without releasing anything; mail arrives for one of its mailboxes meanwhile.
+    let killed = Instant::now();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pids[1].to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    b.child.wait().unwrap();
+    let orphan = b_accounts[0];
+    let orphan_mailbox = &mailboxes[(orphan - 1) as usize].1;
+    let subject = format!("during the takeover {}", &f.client_id[..8]);
+    deliver(&rig, orphan_mailbox, &subject, "sent while nobody watched").await;
+
+    // Every mailbox watched again, by A and C only, within the bound.
+    let taken_over = loop {
+        let holders = watch_holders(&pg);
+        let total: usize = holders.values().map(Vec::len).sum();
+        if total == MAILBOXES && !holders.contains_key(&b_holder) {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < bound,
+            "B's mailboxes were not taken over within {bound:?}: {holders:?}\n{}\n{}\n{}",
+            pg.psql("mailgate", "SELECT pid || ' ' || coalesce(state,'') || ' ' || coalesce(wait_event_type,'') || ' ' || left(query, 100) FROM pg_stat_activity WHERE datname = 'mailgate'").unwrap(),
+            pg.psql("mailgate", "SELECT name || ' ' || holder || ' ' || expires_at FROM leases ORDER BY name").unwrap(),
+            [&f.env, &_c_env]
+                .iter()
+                .map(|e| std::fs::read_to_string(e.dir.path().join("serve.log"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("watch"))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("takeover after kill -9: {taken_over:?} (bound {bound:?})");
+
+    // The message is webhooked once: a second one to the same mailbox comes after it, and
+    // by then there is still exactly one of the first.
+    let with_subject = |hits: &[crate::webhooks::Hit], s: &str| {
+        hits.iter()
+            .filter(|h| h.json()["data"]["message"]["subject"] == s)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while with_subject(&rx.hits(), &subject) == 0 {
+        assert!(Instant::now() < deadline, "the message was never webhooked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = format!("after the takeover {}", &f.client_id[..8]);
+    deliver(
+        &rig,
+        orphan_mailbox,
+        &after,
+        "sent once the mailbox was watched again",
+    )
+    .await;
+    while with_subject(&rx.hits(), &after) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the second message was never webhooked"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hits = rx.hits();
+    assert_eq!(with_subject(&hits, &subject), 1, "exactly once, not twice");
+    assert_eq!(with_subject(&hits, &after), 1);
+    for hit in hits
+        .iter()
+        .filter(|h| h.json()["data"]["message"]["subject"] == subject.as_str())
+    {
+        assert_eq!(hit.json()["account"]["id"], orphan);
+    }
+    drop(c);
 }
