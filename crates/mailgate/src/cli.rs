@@ -61,6 +61,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Bring the database's schema up to date and say what was applied. `serve` and every
+    /// command also migrate when they open the database; run this first to upgrade under
+    /// control (several instances on one PostgreSQL: migrate once, then start them).
+    /// A database migrated by a newer mailgate is refused.
+    Migrate {
+        #[arg(long)]
+        json: bool,
+    },
     /// Restore a backup into the configured database. Refused while a `serve` of this data
     /// directory runs, over an existing database unless --force, and when the key file lacks
     /// a key the backup's secrets were sealed with.

@@ -72,6 +72,14 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
 }
 
 pub async fn backup(store: &Store, file: &Path, force: bool) -> CmdResult {
+    if store.backend() == mailgate_store::Backend::Postgres {
+        return Err(Failure::BadInput(
+            "database_url: backup copies a SQLite database; this one is PostgreSQL: back it up with \
+             PostgreSQL's own tools (pg_dump, or your provider's snapshots), or copy mailgate's data \
+             to a file with `mailgate export FILE`"
+                .into(),
+        ));
+    }
     if file.exists() && !force {
         return Err(Failure::BadInput(format!(
             "FILE: {} already exists; choose another name or pass --force to replace it",
@@ -185,7 +193,7 @@ pub async fn restore(config: &Config, file: &Path, force: bool) -> CmdResult {
     let (ring, keys_from) = configured_keys(config)?;
     check_restorable(&info, &ring, &keys_from)?;
     let database = mailgate_store::sqlite_path(&config.database_url).ok_or_else(|| {
-        Failure::BadInput("database_url: restore writes a SQLite database file; set database_url to sqlite://PATH".into())
+        Failure::BadInput("database_url: restore writes a SQLite database file; set database_url to sqlite://PATH (for PostgreSQL, restore with its own tools, or load a `mailgate export` file with `mailgate import`)".into())
     })?;
     let data_dir = &config.data_dir;
     if !data_dir.exists() {

@@ -36,6 +36,10 @@ pub struct Config {
     pub poll_interval_secs: u64,
     /// The longest IMAP IDLE round before it is re-issued (Exchange drops IDLE at 30 min).
     pub idle_secs: u64,
+    /// How long a watcher's claim on a mailbox lasts without renewal: the bound on how
+    /// soon another instance takes over the mailboxes of one that died (renewed every
+    /// third of it; waiting instances look every half of it).
+    pub watch_lease_secs: u64,
     /// Bytes of messages one account may have waiting (queued or sending); beyond: 429.
     pub outbox_account_quota_bytes: u64,
     /// Bytes of messages all accounts together may have waiting; beyond: 507.
@@ -131,6 +135,7 @@ struct FileConfig {
     webhook_allow_private: Option<bool>,
     poll_interval_secs: Option<u64>,
     idle_secs: Option<u64>,
+    watch_lease_secs: Option<u64>,
     outbox_account_quota_bytes: Option<u64>,
     outbox_total_quota_bytes: Option<u64>,
     max_recipients: Option<u64>,
@@ -378,6 +383,21 @@ pub fn load(
         25 * 60,
         29 * 60,
     )?;
+    let watch_lease_secs = seconds(
+        "MAILGATE_WATCH_LEASE_SECS",
+        file.watch_lease_secs,
+        "watch_lease_secs",
+        60,
+        600,
+    )?;
+    if watch_lease_secs < 3 {
+        return Err(err(
+            "MAILGATE_WATCH_LEASE_SECS",
+            format!(
+                "{watch_lease_secs} is too short; expected at least 3 seconds (renewed every third of it)"
+            ),
+        ));
+    }
     // Counts, not seconds: the same parse with its own words.
     // 16 MiB requests make at most ~14 MB messages: the defaults hold about 14 of those per
     // account and 70 in all, bounding the database (and what the worker reads back).
@@ -635,6 +655,7 @@ pub fn load(
         webhook_allow_private,
         poll_interval_secs,
         idle_secs,
+        watch_lease_secs,
         outbox_account_quota_bytes,
         outbox_total_quota_bytes,
         max_recipients,
@@ -794,6 +815,11 @@ pub const SETTINGS: &[Setting] = &[
         "idle_secs",
         "1500",
         "Longest IMAP IDLE round before it is re-issued (at most 1740: Exchange drops IDLE at 30 min).",
+    ),
+    setting(
+        "watch_lease_secs",
+        "60",
+        "How long a mailbox watcher's claim lasts unrenewed: another instance takes over a dead one's mailboxes within this plus half of it.",
     ),
     setting(
         "outbox_account_quota_bytes",

@@ -52,7 +52,8 @@ impl From<StoreError> for Failure {
             StoreError::NotFound { .. }
             | StoreError::Duplicate { .. }
             | StoreError::InUse(_)
-            | StoreError::UnsupportedUrl(_) => Failure::BadInput(e.to_string()),
+            | StoreError::UnsupportedUrl(_)
+            | StoreError::SchemaNewer { .. } => Failure::BadInput(e.to_string()),
             _ => Failure::Runtime(e.to_string()),
         }
     }
@@ -216,6 +217,35 @@ async fn run(cli: Cli) -> CmdResult {
             let r = cmd_backup::backup(&store, &file, force).await;
             store.close().await;
             r
+        }
+        Command::Migrate { json } => {
+            let store = open_command_store(&config).await?;
+            let applied = store.migrations_applied_at_open().to_vec();
+            let version = store.schema_version().await;
+            store.close().await;
+            let version = version?;
+            if json {
+                let applied: Vec<_> = applied
+                    .iter()
+                    .map(|(v, name)| serde_json::json!({ "version": v, "name": name }))
+                    .collect();
+                write_out(format_args!(
+                    "{}",
+                    serde_json::json!({ "schema_version": version, "applied": applied })
+                ));
+            } else if applied.is_empty() {
+                write_out(format_args!(
+                    "the database schema is current (version {version}); nothing to apply"
+                ));
+            } else {
+                for (v, name) in &applied {
+                    write_out(format_args!("applied migration {v} ({name})"));
+                }
+                write_out(format_args!(
+                    "the database schema is now at version {version}"
+                ));
+            }
+            Ok(())
         }
         // Opens the restored database itself, after the checks.
         Command::Restore { file, force } => cmd_backup::restore(&config, &file, force).await,

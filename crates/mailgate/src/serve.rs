@@ -100,6 +100,8 @@ pub async fn serve(config: Config) -> CmdResult {
         wake: state.watchers.clone(),
         deliveries: state.deliveries.clone(),
         leases: Default::default(),
+        lease_secs: config.watch_lease_secs as i64,
+        share: Default::default(),
     };
     let watchers = tokio::spawn(watchers.run(stop_rx.clone()));
     let proxy_addrs: Vec<_> = proxy_listeners

@@ -10,7 +10,18 @@
 //! it runs, so two instances never watch the same mailbox; a crashed instance's lease
 //! expires and another takes over. One task renews all the leases of the instance in one
 //! write per heartbeat (`Store::renew_watch_leases`) and ends the session of a watcher
-//! whose lease another instance took. Each session is re-opened with a fresh token before
+//! whose lease another instance took.
+//!
+//! Several instances share the mailboxes: each renews an `instance:<holder>` lease, and
+//! holds at most its share, ⌈watched mailboxes ÷ live instances⌉. A watcher takes a
+//! lease only while the instance is under its share; when an instance joins, the others
+//! are over theirs and hand the extra mailboxes back (release the lease at once), and the
+//! newcomer's waiting watchers take them. When an instance dies, its leases (and its
+//! `instance:` lease) run out after `watch_lease_secs`; the survivors recompute their
+//! share at their next heartbeat (every third of it), and their waiting watchers, woken
+//! when the share grows, take the mailboxes over (one whose lease had not yet run out
+//! is looked at again every half lease): within 2 × `watch_lease_secs` (2 minutes by
+//! default). Each session is re-opened with a fresh token before
 //! the old token expires (Exchange ends the session at that moment).
 //!
 //! Processing one message is one transaction (position + webhook deliveries), then the
@@ -33,8 +44,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-const LEASE_SECS: i64 = 60;
-const HEARTBEAT: Duration = Duration::from_secs(20);
+/// What a watcher is told when its instance holds more than its share: hand the mailbox
+/// to another instance (not a failure).
+const HAND_OVER: &str = "handing the mailbox to another instance";
 /// How often the supervisor checks whether accounts or subscriptions may have changed in
 /// another process (the CLI); changes made by this process wake it at once. A check reads
 /// the commit marker (no SQL) and, only after a commit, the newest event id.
@@ -59,6 +71,68 @@ pub struct Watchers {
     pub deliveries: Arc<tokio::sync::Notify>,
     /// The leases the running watchers hold, renewed together.
     pub leases: Arc<HeldLeases>,
+    /// How long a lease lasts without renewal (`watch_lease_secs`).
+    pub lease_secs: i64,
+    /// How many mailboxes this instance may watch, and how many it does.
+    pub share: Arc<Share>,
+}
+
+/// This instance's share of the mailboxes (see the module comment).
+pub struct Share {
+    most: std::sync::atomic::AtomicUsize,
+    held: std::sync::atomic::AtomicUsize,
+    /// How many mailboxes want a watcher, across all instances (the supervisor's count).
+    watched: std::sync::atomic::AtomicUsize,
+    /// Woken when the share grows, so that waiting watchers look at once.
+    grown: tokio::sync::Notify,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Share {
+            most: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            held: std::sync::atomic::AtomicUsize::new(0),
+            watched: std::sync::atomic::AtomicUsize::new(0),
+            grown: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl Share {
+    /// A place under the share, if there is one; given back when the slot drops.
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        let most = self.most.load(Ordering::Acquire);
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+
+    fn is_full(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.held.load(Ordering::Acquire) >= self.most.load(Ordering::Acquire)
+    }
+
+    fn over_by(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        self.held
+            .load(Ordering::Acquire)
+            .saturating_sub(self.most.load(Ordering::Acquire))
+    }
+}
+
+/// One watched mailbox counted against the share.
+struct Slot(Arc<Share>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .held
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Each held `watch:` lease with the channel that tells its watcher the lease is lost.
@@ -136,6 +210,11 @@ impl Watchers {
             match listed {
                 Ok(None) => {}
                 Ok(Some(wanted)) => {
+                    // The share first, so that new watchers start within it.
+                    self.share
+                        .watched
+                        .store(wanted.len(), std::sync::atomic::Ordering::Release);
+                    self.rebalance().await;
                     // Stop what is no longer wanted or has changed (or has ended).
                     running.retain(|id, r| {
                         let keep = !r.task.is_finished()
@@ -181,21 +260,75 @@ impl Watchers {
         let _ = renewer.await;
     }
 
+    /// Sets this instance's share from the live instances, and hands mailboxes over while
+    /// it holds more than that.
+    async fn rebalance(&self) {
+        let watched = self
+            .share
+            .watched
+            .load(std::sync::atomic::Ordering::Acquire);
+        let now = SystemClock.now();
+        let _ = self
+            .store
+            .try_lease(&self.instance_lease(), &self.holder, self.lease_secs, now)
+            .await;
+        let live = match self.store.live_instances(now).await {
+            Ok(n) => n.max(1) as usize,
+            // Unknown: keep the share as it is.
+            Err(_) => return,
+        };
+        let most = watched.div_ceil(live).max(1);
+        let before = self
+            .share
+            .most
+            .swap(most, std::sync::atomic::Ordering::AcqRel);
+        if most > before {
+            self.share.grown.notify_waiters();
+        }
+        let over = self.share.over_by();
+        if over == 0 {
+            return;
+        }
+        let Ok(mut map) = self.leases.0.lock() else {
+            return;
+        };
+        let handed: Vec<String> = map.keys().take(over).cloned().collect();
+        for name in handed {
+            if let Some(tell) = map.remove(&name) {
+                tracing::info!(lease = %name, live, "watchers: over this instance's share, handing a mailbox over");
+                let _ = tell.send(HAND_OVER.to_owned());
+            }
+        }
+    }
+
+    fn instance_lease(&self) -> String {
+        format!("instance:{}", self.holder)
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        Duration::from_secs((self.lease_secs / 3).max(1) as u64)
+    }
+
     /// Every heartbeat, renews the leases of all running watchers in one write, and tells
     /// each watcher whose lease is gone (or every one, when the write fails).
     async fn renew_leases(self, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(HEARTBEAT) => {}
-                _ = stop.changed() => break,
+                _ = tokio::time::sleep(self.heartbeat_every()) => {}
+                _ = stop.changed() => {
+                    let _ = self.store.release_lease(&self.instance_lease(), &self.holder).await;
+                    break;
+                }
             }
+            // Also renews this instance's `instance:` lease.
+            self.rebalance().await;
             let held_any = self.leases.0.lock().is_ok_and(|m| !m.is_empty());
             if !held_any {
                 continue;
             }
             let renewed = self
                 .store
-                .renew_watch_leases(&self.holder, LEASE_SECS, SystemClock.now())
+                .renew_watch_leases(&self.holder, self.lease_secs, SystemClock.now())
                 .await;
             let Ok(mut map) = self.leases.0.lock() else {
                 continue;
@@ -261,9 +394,18 @@ impl Watchers {
             if *stop.borrow() {
                 break;
             }
+            let look_again = Duration::from_secs((self.lease_secs as u64 / 2).max(1));
+            // This instance at its share: another one watches this mailbox, or will.
+            if self.share.is_full() {
+                tokio::select! {
+                    _ = tokio::time::sleep(look_again) => continue,
+                    _ = self.share.grown.notified() => continue,
+                    _ = stop.changed() => break,
+                }
+            }
             let got = self
                 .store
-                .try_lease(&lease, &self.holder, LEASE_SECS, SystemClock.now())
+                .try_lease(&lease, &self.holder, self.lease_secs, SystemClock.now())
                 .await
                 .unwrap_or(false);
             if !got {
@@ -271,16 +413,33 @@ impl Watchers {
                 // have run out.
                 gauge.set(WatcherState::Standby);
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(LEASE_SECS as u64 / 2)) => continue,
+                    _ = tokio::time::sleep(look_again) => continue,
                     _ = stop.changed() => break,
                 }
             }
+            // Counted once the lease is ours (a place is not held while merely trying, or
+            // the watchers of other instances' mailboxes would crowd out the orphans);
+            // another watcher of this instance may have filled the share meanwhile.
+            let Some(slot) = self.share.take() else {
+                let _ = self.store.release_lease(&lease, &self.holder).await;
+                continue;
+            };
             gauge.set(WatcherState::Connected);
             let result = tokio::select! {
                 r = self.session(&account, !healthy) => r,
                 lost = self.heartbeat(&lease) => Err(lost),
                 _ = stop.changed() => break,
             };
+            if matches!(&result, Err(why) if why == HAND_OVER) {
+                // Not a failure: give the lease up now, so that an instance under its
+                // share takes the mailbox without waiting for the lease to run out.
+                let _ = self.store.release_lease(&lease, &self.holder).await;
+                drop(slot);
+                tokio::select! {
+                    _ = tokio::time::sleep(look_again) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
             let error = match result {
                 Ok(()) => {
                     failures = 0;

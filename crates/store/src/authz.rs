@@ -423,6 +423,18 @@ impl Store {
     /// watcher's), and returns their names: a lease missing from the answer was taken over
     /// by another instance. One write per instance per interval, however many mailboxes it
     /// watches.
+    /// How many instances hold a live `instance:` lease (watchers share the mailboxes
+    /// among them).
+    pub async fn live_instances(&self, now: Timestamp) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM leases WHERE substr(name, 1, 9) = 'instance:' AND expires_at >= $1",
+        )
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     pub async fn renew_watch_leases(
         &self,
         holder: &str,

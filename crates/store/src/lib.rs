@@ -17,6 +17,7 @@
 mod accounts;
 mod apps;
 mod authz;
+mod backend;
 pub mod backup;
 mod callback_lookup;
 mod changes;
@@ -36,6 +37,8 @@ pub mod webhooks;
 
 pub(crate) use accounts::apply_in_tx;
 pub use authz::{PendingAuthorization, RefreshInDoubt};
+pub use backend::Backend;
+use backend::DatabaseUrl;
 pub use changes::CommitMarker;
 use crypto::{CryptoError, KeySource, Keyring};
 pub(crate) use events::{record, record_with};
@@ -72,9 +75,13 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error(
-        "the database URL {0:?} is not supported: use sqlite://PATH (PostgreSQL support is planned)"
+        "the database URL {0:?} is not supported: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
     )]
     UnsupportedUrl(String),
+    #[error(
+        "the database's schema is version {found}, newer than this mailgate knows ({known}): a newer mailgate has used it; run that version (or newer), never an older one, against this database"
+    )]
+    SchemaNewer { found: i64, known: i64 },
 }
 
 impl From<mailgate_core::random::RandomFailed> for StoreError {
@@ -141,6 +148,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 pub struct Store {
     pool: AnyPool,
+    backend: Backend,
+    /// The migrations this store applied when it was opened, for `mailgate migrate`.
+    migrated: Vec<(i64, &'static str)>,
     keys: RwLock<LoadedKeys>,
     source: KeySource,
     writes: WriteHealth,
@@ -230,25 +240,39 @@ impl Store {
         migrate: bool,
     ) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        let url = normalise_url(url)?;
-        make_database_files_private(&url)?;
+        let url = DatabaseUrl::parse(url)?;
+        if let Some(file) = url.sqlite_file() {
+            make_database_files_private(file)?;
+        }
+        let backend = url.backend;
         let pool = AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(30))
-            .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn)))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    match backend {
+                        Backend::Sqlite => sqlite_pragmas(conn).await,
+                        Backend::Postgres => Ok(()),
+                    }
+                })
+            })
             .before_acquire(|conn, _meta| Box::pin(async move { Ok(fit_for_reuse(conn)) }))
-            .connect(&url)
+            .connect(&url.url)
             .await?;
-        if migrate {
-            migrate::run(&pool).await?;
-        }
+        let migrated = if migrate {
+            migrate::run(&pool, backend).await?
+        } else {
+            Vec::new()
+        };
         let file_mtime = mtime(&source);
         Ok(Store {
             pool,
+            backend,
+            migrated,
             keys: RwLock::new(LoadedKeys { ring, file_mtime }),
             source,
             writes: WriteHealth::default(),
-            shm: database_file(&url).map(changes::shm_path),
+            shm: url.sqlite_file().map(changes::shm_path),
             api_tokens: Mutex::new(std::collections::HashMap::new()),
             api_token_fill: tokio::sync::Mutex::new(()),
         })
@@ -357,7 +381,18 @@ impl Store {
     pub(crate) async fn begin_write(
         &self,
     ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        backend::begin_write(&self.pool, self.backend).await
+    }
+
+    /// The database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The (version, name) of each migration applied when this store was opened: empty
+    /// when the schema was already current.
+    pub fn migrations_applied_at_open(&self) -> &[(i64, &'static str)] {
+        &self.migrated
     }
 
     /// Runs a write with `RETURNING` outside a transaction and returns its first row.
@@ -368,13 +403,29 @@ impl Store {
     /// disk the row came back, the commit failed, and the caller believed a write that was
     /// never stored (the API answered 202 for lost messages, all with the same id).
     /// `fetch_all` steps to the end, where the commit's error is reported.
+    ///
+    /// On PostgreSQL the statement runs inside [`Store::begin_write`]'s lock: these are the
+    /// claims (`UPDATE … WHERE id = (SELECT … LIMIT 1)`) and the quota-checked insert, whose
+    /// subquery reads a snapshot that a concurrent instance could change before the row is
+    /// written — two instances would claim the same message. Under the lock they run one at
+    /// a time, as on SQLite.
     pub(crate) async fn write_returning<'q>(
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<Option<AnyRow>> {
-        let result = query
-            .fetch_all(&self.pool)
-            .await
+        let result = match self.backend {
+            Backend::Sqlite => query.fetch_all(&self.pool).await,
+            Backend::Postgres => {
+                async {
+                    let mut tx = self.begin_write().await?;
+                    let rows = query.fetch_all(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(rows)
+                }
+                .await
+            }
+        };
+        let result = result
             .map(|rows| rows.into_iter().next())
             .map_err(StoreError::from);
         self.track_write(result)
@@ -479,50 +530,14 @@ async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Accepts `sqlite://PATH`, `sqlite:PATH` or a bare path; creates the file if missing.
-fn normalise_url(url: &str) -> Result<String> {
-    let u = url.trim();
-    if u.starts_with("postgres://") || u.starts_with("postgresql://") {
-        return Err(StoreError::UnsupportedUrl(redact_url(u)));
-    }
-    let path = u
-        .strip_prefix("sqlite://")
-        .or_else(|| u.strip_prefix("sqlite:"))
-        .unwrap_or(u);
-    if path.contains("://") || path.is_empty() {
-        return Err(StoreError::UnsupportedUrl(redact_url(u)));
-    }
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let mut out = format!("sqlite://{path}?mode=rwc");
-    if !query.is_empty() && !query.contains("mode=") {
-        out.push('&');
-        out.push_str(query);
-    }
-    Ok(out)
-}
-
-/// The database file of a [`normalise_url`] output, if it has one of its own.
-fn database_file(url: &str) -> Option<&std::path::Path> {
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    if path.is_empty() || path.starts_with(':') || path.starts_with("file:") {
-        return None;
-    }
-    Some(std::path::Path::new(path))
-}
-
 /// Creates the SQLite database file 0600 before SQLite does (SQLite would use the umask,
 /// typically 0644) and tightens an existing one and its `-wal`/`-shm` files: they hold the
 /// sealed secrets and the account list. SQLite gives the `-wal` and `-shm` files it creates
-/// the database file's mode, so they follow. `url` is [`normalise_url`]'s output.
-fn make_database_files_private(url: &str) -> Result<()> {
+/// the database file's mode, so they follow.
+fn make_database_files_private(path: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    // In-memory databases (`:memory:`) and URI forms have no file of their own to protect.
-    if path.is_empty() || path.starts_with(':') || path.starts_with("file:") {
-        return Ok(());
-    }
+    let path = path.to_string_lossy();
+    let path = path.as_ref();
     let io_error = |file: &str, e: std::io::Error| {
         StoreError::Database(sqlx::Error::Io(std::io::Error::new(
             e.kind(),

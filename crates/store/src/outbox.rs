@@ -142,9 +142,9 @@ pub struct ReleasedClaims {
     pub watch_leases: u64,
 }
 
-/// Bytes waiting (queued or being sent), of one account or of all.
-const USED_SQL: &str =
-    "SELECT COALESCE(SUM(size), 0) AS used FROM outbox WHERE status IN ('queued', 'sending')";
+/// Bytes waiting (queued or being sent), of one account or of all. (The cast: PostgreSQL's
+/// SUM of a BIGINT is a NUMERIC, which sqlx's Any driver cannot read.)
+const USED_SQL: &str = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM outbox WHERE status IN ('queued', 'sending')";
 
 impl Store {
     /// Queues a message, in one statement that also checks both quotas, so concurrent sends

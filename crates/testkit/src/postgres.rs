@@ -171,6 +171,30 @@ impl PgCluster {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// Every row of `database` as SQL text (`pg_dump --data-only`), for a test to look for
+    /// a value that must never be stored in the clear.
+    pub fn dump(&self, database: &str) -> anyhow::Result<String> {
+        let out = Command::new(self.bin.join("pg_dump"))
+            .args([
+                "--data-only",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+            ])
+            .args(["-U", ROLE, "-d", database])
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_dump")?;
+        if !out.status.success() {
+            bail!(
+                "pg_dump {database} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Runs one of the package's programs as the cluster's owner. Output goes to a pipe that
     /// is read to the end (`output()`), never inherited: a daemon holding the test's stderr
     /// would keep the test runner waiting (RIG-NOTES, "the stderr hang").

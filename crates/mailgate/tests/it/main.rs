@@ -16,6 +16,7 @@ mod flows;
 mod generic_oidc;
 mod http_edge;
 mod idp_egress;
+mod instances;
 mod key_file;
 mod mailtest;
 mod metrics;

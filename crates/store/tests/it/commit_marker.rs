@@ -62,7 +62,6 @@ except OSError:\n    print('held')\n";
     );
 }
 
-#[tokio::test]
 async fn a_cached_api_token_revoked_by_another_store_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (server, _) = open(dir.path()).await;
@@ -120,3 +119,5 @@ async fn every_pragma_of_the_one_setup_string_applies() {
         assert_eq!(value, expected, "{pragma}");
     }
 }
+
+crate::on_both_databases!(a_cached_api_token_revoked_by_another_store_is_refused_at_once,);

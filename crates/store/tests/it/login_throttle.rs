@@ -10,7 +10,6 @@ fn at(secs: i64) -> Timestamp {
     NOW.plus_secs(secs)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_reservations_admit_exactly_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -37,7 +36,6 @@ async fn parallel_reservations_admit_exactly_the_limit() {
     );
 }
 
-#[tokio::test]
 async fn locks_double_and_a_quiet_window_forgives() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -132,3 +130,8 @@ async fn locks_double_and_a_quiet_window_forgives() {
         }
     );
 }
+
+crate::on_both_databases!(
+    parallel_reservations_admit_exactly_the_limit,
+    locks_double_and_a_quiet_window_forgives,
+);

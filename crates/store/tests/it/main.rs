@@ -11,7 +11,10 @@ use mailgate_core::{
 };
 use mailgate_store::crypto::{KeySource, MasterKey, load_or_create_key_file};
 use mailgate_store::{Store, StoreError};
+use mailgate_testkit::postgres::PgCluster;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 mod refresh_in_doubt;
 mod sealed_binding;
@@ -25,18 +28,108 @@ const CANARY_REFRESH: &str = "CANARY-refresh-token-51d0e2";
 /// Over one connection, as the CLI opens it: every test here then also shows that no
 /// method needs a second connection while it holds one (it would wait for the pool's
 /// acquire timeout and fail).
-async fn open(dir: &Path) -> (Store, PathBuf) {
+///
+/// SQLite in `dir`, unless the test runs as the PostgreSQL half of
+/// [`on_both_databases!`]: then a database of that test's cluster, one per `dir`, so that
+/// opening the same `dir` twice opens the same database (as two processes would).
+async fn open(dir: &Path) -> (Store, Db) {
     let key = dir.join("master.key");
     let ring = load_or_create_key_file(&key).unwrap();
-    let db = dir.join("mailgate.db");
-    let store = Store::open_single_connection(
-        &format!("sqlite://{}", db.display()),
-        ring,
-        KeySource::File(key),
-    )
-    .await
-    .unwrap();
+    let db = match POSTGRES.try_with(Arc::clone) {
+        Ok(pg) => {
+            let name = pg.database_for(dir);
+            Db::Postgres { pg, name }
+        }
+        Err(_) => Db::Sqlite(dir.join("mailgate.db")),
+    };
+    let store = Store::open_single_connection(&db.url(), ring, KeySource::File(key))
+        .await
+        .unwrap();
     (store, db)
+}
+
+tokio::task_local! {
+    /// The cluster of a test running on PostgreSQL (see [`on_both_databases!`]).
+    static POSTGRES: Arc<PgTarget>;
+}
+
+struct PgTarget {
+    cluster: PgCluster,
+    /// The database made for each directory a test opened.
+    databases: Mutex<HashMap<PathBuf, String>>,
+}
+
+impl PgTarget {
+    fn database_for(&self, dir: &Path) -> String {
+        let mut databases = self.databases.lock().unwrap();
+        let next = databases.len();
+        databases
+            .entry(dir.to_owned())
+            .or_insert_with(|| {
+                let name = format!("store_test_{next}");
+                self.cluster.create_database(&name).unwrap();
+                name
+            })
+            .clone()
+    }
+}
+
+/// Runs a store test on a throwaway PostgreSQL cluster of its own.
+async fn on_postgres(test: impl std::future::Future<Output = ()>) {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL is needed for the store tests (scripts/test installs it)");
+    let target = Arc::new(PgTarget {
+        cluster,
+        databases: Mutex::new(HashMap::new()),
+    });
+    POSTGRES.scope(target, test).await;
+}
+
+/// Runs each named test twice, as `on_sqlite::NAME` and `on_postgres::NAME`: the store
+/// suite holds for both databases. Two worker threads, so that tests of concurrent callers
+/// run them in parallel.
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() { super::$test().await }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() { crate::on_postgres(super::$test()).await }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_databases;
+
+/// The database a test opened, to look into it the way an attacker with a copy would.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres { pg: Arc<PgTarget>, name: String },
+}
+
+impl Db {
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Db::Postgres { pg, name } => pg.cluster.url(name),
+        }
+    }
+
+    /// Whether `needle` appears anywhere in the stored data: the SQLite file with its WAL,
+    /// or every row of the PostgreSQL database.
+    fn contains(&self, needle: &str) -> bool {
+        match self {
+            Db::Sqlite(path) => file_contains(path, needle),
+            Db::Postgres { pg, name } => pg.cluster.dump(name).unwrap().contains(needle),
+        }
+    }
 }
 
 fn ms_app(name: &str) -> AppSpec {
@@ -104,7 +197,6 @@ fn file_contains(path: &Path, needle: &str) -> bool {
     all.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-#[tokio::test]
 async fn apps_round_trip_with_sealed_secret() {
     let dir = tempfile::tempdir().unwrap();
     let (store, db) = open(dir.path()).await;
@@ -122,7 +214,7 @@ async fn apps_round_trip_with_sealed_secret() {
         "Contoso"
     );
     assert!(
-        !file_contains(&db, CANARY_SECRET),
+        !db.contains(CANARY_SECRET),
         "client secret stored in plaintext"
     );
 
@@ -150,7 +242,6 @@ async fn apps_round_trip_with_sealed_secret() {
     assert!(store.events(None, 10).await.unwrap().len() >= 4);
 }
 
-#[tokio::test]
 async fn accounts_and_grants() {
     let dir = tempfile::tempdir().unwrap();
     let (store, db) = open(dir.path()).await;
@@ -166,7 +257,7 @@ async fn accounts_and_grants() {
 
     store.put_grant(&grant(acc.id), Some(NOW)).await.unwrap();
     assert_eq!(store.grant(acc.id).await.unwrap().unwrap(), grant(acc.id));
-    assert!(!file_contains(&db, CANARY_REFRESH));
+    assert!(!db.contains(CANARY_REFRESH));
 
     let mut off = account("support", &app);
     off.enabled = false;
@@ -186,7 +277,6 @@ async fn accounts_and_grants() {
     store.remove_app(app.id, NOW).await.unwrap();
 }
 
-#[tokio::test]
 async fn rotation_keeps_every_secret_readable_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let key_path = dir.path().join("master.key");
@@ -236,7 +326,6 @@ async fn rotation_keeps_every_secret_readable_and_survives_reopen() {
     assert_eq!(store.grant(acc.id).await.unwrap().unwrap(), grant(acc.id));
 }
 
-#[tokio::test]
 async fn a_running_store_follows_a_rotation_done_by_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let (server, _) = open(dir.path()).await;
@@ -269,7 +358,6 @@ async fn a_running_store_follows_a_rotation_done_by_another_process() {
     );
 }
 
-#[tokio::test]
 async fn a_wrong_key_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -281,7 +369,6 @@ async fn a_wrong_key_is_a_clear_error() {
     assert!(err.to_string().contains("not in the keyring"), "{err}");
 }
 
-#[tokio::test]
 async fn concurrent_openers_migrate_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_owned();
@@ -296,7 +383,6 @@ async fn concurrent_openers_migrate_once() {
     );
 }
 
-#[tokio::test]
 async fn oauth_state_is_one_time_and_sealed() {
     let dir = tempfile::tempdir().unwrap();
     let (store, db) = open(dir.path()).await;
@@ -315,7 +401,7 @@ async fn oauth_state_is_one_time_and_sealed() {
         expires_at: NOW.plus_secs(600),
     };
     store.put_oauth_state("hash-1", &pending).await.unwrap();
-    assert!(!file_contains(&db, "CANARY-pkce-verifier"));
+    assert!(!db.contains("CANARY-pkce-verifier"));
     assert_eq!(store.pending_authorizations(acc.id, NOW).await.unwrap(), 1);
     let taken = store.take_oauth_state("hash-1").await.unwrap().unwrap();
     assert_eq!(taken.verifier.expose(), "CANARY-pkce-verifier-abcdef");
@@ -326,7 +412,6 @@ async fn oauth_state_is_one_time_and_sealed() {
     );
 }
 
-#[tokio::test]
 async fn authorization_refresh_versions_and_leases() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -440,7 +525,6 @@ async fn authorization_refresh_versions_and_leases() {
     );
 }
 
-#[tokio::test]
 async fn each_secret_expiry_warning_is_raised_once() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -495,7 +579,6 @@ async fn each_secret_expiry_warning_is_raised_once() {
     );
 }
 
-#[tokio::test]
 async fn an_outbox_claim_is_renewed_only_by_its_holder_and_expires_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -550,7 +633,6 @@ async fn an_outbox_claim_is_renewed_only_by_its_holder_and_expires_otherwise() {
     );
 }
 
-#[tokio::test]
 async fn webhook_deliveries_fan_out_with_their_event_and_retry_within_a_day() {
     use mailgate_core::event::EventKind;
     use mailgate_core::webhook::WebhookEvent;
@@ -579,10 +661,7 @@ async fn webhook_deliveries_fan_out_with_their_event_and_retry_within_a_day() {
         )
         .await
         .unwrap();
-    assert!(
-        !file_contains(&db, "CANARY-webhook-secret"),
-        "sealed at rest"
-    );
+    assert!(!db.contains("CANARY-webhook-secret"), "sealed at rest");
     assert_eq!(
         store.webhook_secret(hook.id).await.unwrap().expose(),
         secret.expose()
@@ -660,7 +739,6 @@ async fn webhook_deliveries_fan_out_with_their_event_and_retry_within_a_day() {
     assert!(redo.retry_until.0 > late.0);
 }
 
-#[tokio::test]
 async fn received_messages_advance_the_position_with_their_webhooks() {
     use mailgate_core::webhook::WebhookEvent;
     use mailgate_store::inbound::{ImapPosition, Progress};
@@ -747,7 +825,6 @@ fn new_message<'a>(
 
 /// Quotas count queued and sending bytes per account and in all; an idempotency key stands
 /// for the request that first used it; a full quota or a reused key stores nothing.
-#[tokio::test]
 async fn the_outbox_quota_and_idempotency_hash_are_checked_in_the_insert() {
     use mailgate_store::{Enqueued, OutboxQuota, OutboxStatus};
     let dir = tempfile::tempdir().unwrap();
@@ -822,7 +899,6 @@ async fn the_outbox_quota_and_idempotency_hash_are_checked_in_the_insert() {
 }
 
 /// A restarted instance releases what its earlier run held (by holder prefix), and only that.
-#[tokio::test]
 async fn claims_of_an_earlier_run_are_released_by_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -902,3 +978,20 @@ async fn claims_of_an_earlier_run_are_released_by_prefix() {
     );
 }
 mod disk_full;
+
+on_both_databases!(
+    apps_round_trip_with_sealed_secret,
+    accounts_and_grants,
+    rotation_keeps_every_secret_readable_and_survives_reopen,
+    a_running_store_follows_a_rotation_done_by_another_process,
+    a_wrong_key_is_a_clear_error,
+    concurrent_openers_migrate_once,
+    oauth_state_is_one_time_and_sealed,
+    authorization_refresh_versions_and_leases,
+    each_secret_expiry_warning_is_raised_once,
+    an_outbox_claim_is_renewed_only_by_its_holder_and_expires_otherwise,
+    webhook_deliveries_fan_out_with_their_event_and_retry_within_a_day,
+    received_messages_advance_the_position_with_their_webhooks,
+    the_outbox_quota_and_idempotency_hash_are_checked_in_the_insert,
+    claims_of_an_earlier_run_are_released_by_prefix,
+);

@@ -8,7 +8,6 @@ async fn doubt(store: &Store, id: AccountId) -> RefreshInDoubt {
     store.refresh_in_doubt(id).await.unwrap().unwrap()
 }
 
-#[tokio::test]
 async fn a_refresh_stays_in_doubt_until_answered_or_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -84,3 +83,5 @@ async fn a_refresh_stays_in_doubt_until_answered_or_stored() {
         .unwrap();
     assert_eq!(doubt(&store, acc.id).await, RefreshInDoubt::default());
 }
+
+crate::on_both_databases!(a_refresh_stays_in_doubt_until_answered_or_stored,);

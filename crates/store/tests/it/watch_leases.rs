@@ -2,7 +2,6 @@
 
 use crate::{NOW, open};
 
-#[tokio::test]
 async fn one_write_renews_every_watch_lease_of_the_holder_and_names_them() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -54,3 +53,5 @@ async fn one_write_renews_every_watch_lease_of_the_holder_and_names_them() {
             .unwrap()
     );
 }
+
+crate::on_both_databases!(one_write_renews_every_watch_lease_of_the_holder_and_names_them,);
