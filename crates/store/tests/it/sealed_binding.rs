@@ -2,18 +2,15 @@
 //! copied into another row or column by someone with write access to the database file is
 //! refused when read, not opened as that row's secret.
 
-use crate::{NOW, account, grant, ms_app, open};
+use crate::{Db, NOW, account, grant, ms_app, open};
 use mailgate_store::StoreError;
 use mailgate_store::crypto::CryptoError;
-use std::path::Path;
 
-/// Edits the database file behind the store's back, as an attacker with the file would.
-async fn tamper(db: &Path, statement: &str) {
+/// Edits the database behind the store's back, as an attacker with write access would.
+async fn tamper(db: &Db, statement: &str) {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let mut conn = sqlx::AnyConnection::connect(&db.url()).await.unwrap();
     let done = sqlx::query(statement).execute(&mut conn).await.unwrap();
     assert_eq!(done.rows_affected(), 1, "{statement}");
     conn.close().await.unwrap();
@@ -26,7 +23,6 @@ fn assert_tampered<T: std::fmt::Debug>(read: Result<T, StoreError>, context: &st
     }
 }
 
-#[tokio::test]
 async fn a_sealed_value_moved_to_another_row_or_column_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (store, db) = open(dir.path()).await;
@@ -87,3 +83,5 @@ async fn a_sealed_value_moved_to_another_row_or_column_is_refused() {
         &format!("grants.access_token:{}", acc.id.0),
     );
 }
+
+crate::on_both_databases!(a_sealed_value_moved_to_another_row_or_column_is_refused,);

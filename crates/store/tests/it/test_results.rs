@@ -4,7 +4,6 @@
 use crate::{NOW, account, ms_app, open};
 use mailgate_store::test_results::TestResult;
 
-#[tokio::test]
 async fn the_last_test_of_an_account_replaces_the_one_before_and_goes_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path()).await;
@@ -39,3 +38,5 @@ async fn the_last_test_of_an_account_replaces_the_one_before_and_goes_with_it() 
     store.remove_account(acc.id, NOW).await.unwrap();
     assert!(store.test_results().await.unwrap().is_empty());
 }
+
+crate::on_both_databases!(the_last_test_of_an_account_replaces_the_one_before_and_goes_with_it,);
