@@ -11,10 +11,10 @@ use mailgate_core::account::{InboundProtocol, MailAccount, ServerEndpoint};
 use mailgate_core::token_source::{TokenSource, TokenUnavailable};
 use mailgate_core::{Clock, TlsMode};
 use mailgate_proto::sasl::Mechanism;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Ok,
@@ -23,13 +23,13 @@ pub enum StepStatus {
     Warning,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Remediation {
     pub code: String,
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     pub name: String,
     pub status: StepStatus,
@@ -40,7 +40,7 @@ pub struct Step {
     pub remediation: Option<Remediation>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub account: String,
     pub ok: bool,

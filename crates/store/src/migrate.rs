@@ -78,6 +78,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "test_results",
         include_str!("../migrations/sqlite/0014_test_results.sql"),
     ),
+    (
+        15,
+        "test_runs",
+        include_str!("../migrations/sqlite/0015_test_runs.sql"),
+    ),
 ];
 
 /// The same migrations for PostgreSQL, version for version (`migrations/postgres/`; the
@@ -147,6 +152,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         14,
         "test_results",
         include_str!("../migrations/postgres/0014_test_results.sql"),
+    ),
+    (
+        15,
+        "test_runs",
+        include_str!("../migrations/postgres/0015_test_runs.sql"),
     ),
 ];
 

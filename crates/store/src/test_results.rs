@@ -65,3 +65,46 @@ impl Store {
         Ok(out)
     }
 }
+
+/// How long a run's progress stays readable after its last step.
+const RUN_KEPT_SECS: i64 = 24 * 3600;
+
+impl Store {
+    /// Stores the state of a "Test configuration" run in progress (the JSON the web layer
+    /// makes of it), so that any instance can answer a poll for it, not only the one that
+    /// runs it. Runs older than a day are dropped on the way.
+    pub async fn put_test_run(
+        &self,
+        run_id: &str,
+        account: AccountId,
+        run: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM test_runs WHERE updated_at < $1")
+            .bind(now.0 - RUN_KEPT_SECS)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO test_runs (id, account_id, run, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET run = excluded.run, updated_at = excluded.updated_at",
+        )
+        .bind(run_id.to_owned())
+        .bind(account.0)
+        .bind(run.to_owned())
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A stored run's state, as [`Store::put_test_run`] last stored it.
+    pub async fn test_run(&self, run_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT run FROM test_runs WHERE id = $1")
+            .bind(run_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("run")).transpose()?)
+    }
+}

@@ -772,10 +772,11 @@ pub async fn start_test(
         .account(AccountId(id))
         .await
         .map_err(store_problem)?;
-    let run = crate::test_runs::start(&state, account, opts).map_err(crate::api::random_problem)?;
-    let body = state
-        .tests
-        .get(&run)
+    let run = crate::test_runs::start(&state, account, opts)
+        .await
+        .map_err(crate::api::random_problem)?;
+    let body = crate::test_runs::get(&state, &run)
+        .await
         .map(|r| r.to_json(&run))
         .unwrap_or_else(|| json!({ "id": run, "status": "running" }));
     Ok(with_location(
@@ -792,11 +793,11 @@ pub async fn test_status(
     Path(run): Path<String>,
 ) -> Answer {
     caller.require(TokenScope::AccountsRead)?;
-    let Some(r) = state.tests.get(&run) else {
+    let Some(r) = crate::test_runs::get(&state, &run).await else {
         return Err(ApiError::from(problem(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no such test run (runs are kept in memory, the last 50, until a restart); start the test again",
+            "no such test run (runs are kept for a day); start the test again",
             None,
         )));
     };

@@ -1253,7 +1253,7 @@ pub async fn test_account(
             }
         },
     }
-    let run = crate::test_runs::start(&state, acc, opts)?;
+    let run = crate::test_runs::start(&state, acc, opts).await?;
     // `#test-steps`: the browser scrolls to the steps as they fill in.
     Ok(Redirect::to(&format!("/admin/accounts/{id}/tests/{run}#test-steps")).into_response())
 }
@@ -1265,7 +1265,10 @@ pub async fn test_page(
     Path((id, run)): Path<(i64, String)>,
 ) -> Result<Response, PageError> {
     let mut page = account_page_with(&state, &session, id).await?;
-    match state.tests.get(&run).filter(|r| r.account_id == id) {
+    match crate::test_runs::get(&state, &run)
+        .await
+        .filter(|r| r.account_id == id)
+    {
         Some(r) => page.test = Some(StepsView::of(&run, &r)),
         None => page.test_gone = true,
     }
@@ -1278,7 +1281,7 @@ pub async fn test_steps(
     OperatorSession(_session): OperatorSession,
     Path(run): Path<String>,
 ) -> Response {
-    match state.tests.get(&run) {
+    match crate::test_runs::get(&state, &run).await {
         Some(r) => render(
             StatusCode::OK,
             &StepsFragment {

@@ -1,6 +1,7 @@
 //! "Test configuration" runs in the background, shared by the admin page (which fills in step
-//! by step) and `/api/v1/tests/{run}` (which a caller polls). Runs live in memory only: a
-//! restart forgets them, and at most [`KEPT_RUNS`] are kept.
+//! by step) and `/api/v1/tests/{run}` (which a caller polls). The instance running a test
+//! keeps its last [`KEPT_RUNS`] runs in memory and writes each step to the database, so a
+//! poll that a load balancer sends to another instance finds the run there (kept a day).
 
 use crate::AppState;
 use mailgate_core::MailAccount;
@@ -17,7 +18,7 @@ pub struct TestRuns {
 }
 
 /// One run: the steps so far and, once finished, the whole report.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct TestRun {
     pub account_id: i64,
     pub account_name: String,
@@ -82,28 +83,74 @@ impl TestRuns {
         });
     }
 
-    pub fn get(&self, id: &str) -> Option<TestRun> {
+    fn get_here(&self, id: &str) -> Option<TestRun> {
         self.with(|runs| runs.iter().find(|(k, _)| k == id).map(|(_, r)| r.clone()))
     }
 }
 
-/// Starts "Test configuration" for `account` in the background; returns the run id.
-pub fn start(
+/// A run by id: this instance's own, or one another instance runs (from the database).
+pub async fn get(state: &AppState, id: &str) -> Option<TestRun> {
+    if let Some(run) = state.tests.get_here(id) {
+        return Some(run);
+    }
+    match state.store.test_run(id).await {
+        Ok(Some(json)) => serde_json::from_str(&json)
+            .inspect_err(|e| tracing::warn!(error = %e, "a stored test run cannot be read"))
+            .ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a stored test run");
+            None
+        }
+    }
+}
+
+/// Starts "Test configuration" for `account` in the background; returns the run id once the
+/// run is stored, so that a poll on any instance finds it.
+pub async fn start(
     state: &AppState,
     account: MailAccount,
     opts: CheckOptions,
 ) -> Result<String, mailgate_core::random::RandomFailed> {
     let run_id = mailgate_oauth::random::token(12)?;
-    state.tests.insert(
-        &run_id,
-        TestRun {
-            account_id: account.id.0,
-            account_name: account.spec.name.to_string(),
-            started_at: state.clock.now().rfc3339(),
-            steps: Vec::new(),
-            report: None,
-        },
-    );
+    let run = TestRun {
+        account_id: account.id.0,
+        account_name: account.spec.name.to_string(),
+        started_at: state.clock.now().rfc3339(),
+        steps: Vec::new(),
+        report: None,
+    };
+    state.tests.insert(&run_id, run.clone());
+    if let Ok(json) = serde_json::to_string(&run)
+        && let Err(e) = state
+            .store
+            .put_test_run(&run_id, account.id, &json, state.clock.now())
+            .await
+    {
+        // The run goes on; only a poll on another instance will not find it.
+        tracing::warn!(error = %e, "cannot store a test run");
+    }
+    // Each later state of the run goes to the database in order, from one task: a poll on
+    // another instance sees the steps as they finish.
+    let (saves, mut to_save) = tokio::sync::mpsc::unbounded_channel::<TestRun>();
+    {
+        let (store, clock, id, account) = (
+            state.store.clone(),
+            state.clock.clone(),
+            run_id.clone(),
+            account.id,
+        );
+        tokio::spawn(async move {
+            while let Some(run) = to_save.recv().await {
+                let Ok(json) = serde_json::to_string(&run) else {
+                    continue;
+                };
+                if let Err(e) = store.put_test_run(&id, account, &json, clock.now()).await {
+                    tracing::warn!(error = %e, "cannot store a test run's progress");
+                }
+            }
+        });
+    }
     let (engine, clock, tls, tests, id) = (
         state.engine.clone(),
         state.clock.clone(),
@@ -114,8 +161,13 @@ pub fn start(
     tokio::spawn(async move {
         let progress_runs = tests.clone();
         let progress_id = id.clone();
-        let progress =
-            move |step: &Step| progress_runs.update(&progress_id, |r| r.steps.push(step.clone()));
+        let progress_saves = saves.clone();
+        let progress = move |step: &Step| {
+            progress_runs.update(&progress_id, |r| {
+                r.steps.push(step.clone());
+                let _ = progress_saves.send(r.clone());
+            })
+        };
         let report =
             check::run_with_progress(&engine, clock.as_ref(), &tls, &account, &opts, &progress)
                 .await;
@@ -123,6 +175,7 @@ pub fn start(
         tests.update(&id, |r| {
             r.steps = report.steps.clone();
             r.report = Some(report);
+            let _ = saves.send(r.clone());
         });
     });
     Ok(run_id)

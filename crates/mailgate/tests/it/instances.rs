@@ -249,6 +249,10 @@ async fn three_instances_on_one_postgres_do_each_job_once() {
                 "messages:send",
                 "--scope",
                 "messages:read",
+                "--scope",
+                "accounts:read",
+                "--scope",
+                "accounts:write",
             ],
             None,
         )
@@ -374,6 +378,49 @@ async fn three_instances_on_one_postgres_do_each_job_once() {
         );
     }
     assert_eq!(headers.len(), MESSAGES, "nothing else and nothing twice");
+
+    // A test run started on C is followed on B while it runs and once it ended.
+    let started: serde_json::Value = client
+        .post(format!("{}/api/v1/accounts/1/tests", bases[2]))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = started["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let on_b = loop {
+        let resp = client
+            .get(format!("{}/api/v1/tests/{run}", bases[1]))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "B finds the run C started");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        if v["status"] != "running" {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the test run did not finish: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(on_b["status"], "passed", "{on_b}");
+    let on_c: serde_json::Value = client
+        .get(format!("{}/api/v1/tests/{run}", bases[2]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(on_b, on_c, "the same run on both instances");
     eprintln!(
         "three instances: {MESSAGES} messages sent in {sent_after:?}, {TOKEN_REQUESTS} token requests, one refresh"
     );

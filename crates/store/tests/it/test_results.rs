@@ -39,4 +39,38 @@ async fn the_last_test_of_an_account_replaces_the_one_before_and_goes_with_it() 
     assert!(store.test_results().await.unwrap().is_empty());
 }
 
-crate::on_both_databases!(the_last_test_of_an_account_replaces_the_one_before_and_goes_with_it,);
+/// A run's progress is readable by any store on the database (another instance), the
+/// newest state wins, and it goes with its account.
+async fn a_test_run_in_progress_is_readable_from_another_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = open(dir.path()).await;
+    let (b, _) = open(dir.path()).await;
+    let app = a.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let acc = a
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    assert_eq!(b.test_run("run1").await.unwrap(), None);
+    a.put_test_run("run1", acc.id, r#"{"steps":[1]}"#, NOW)
+        .await
+        .unwrap();
+    a.put_test_run("run1", acc.id, r#"{"steps":[1,2]}"#, NOW.plus_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.test_run("run1").await.unwrap().as_deref(),
+        Some(r#"{"steps":[1,2]}"#)
+    );
+    // A day later, the next run's write drops it.
+    a.put_test_run("run2", acc.id, "{}", NOW.plus_secs(24 * 3600 + 2))
+        .await
+        .unwrap();
+    assert_eq!(b.test_run("run1").await.unwrap(), None);
+    a.remove_account(acc.id, NOW).await.unwrap();
+    assert_eq!(b.test_run("run2").await.unwrap(), None);
+}
+
+crate::on_both_databases!(
+    the_last_test_of_an_account_replaces_the_one_before_and_goes_with_it,
+    a_test_run_in_progress_is_readable_from_another_store,
+);
