@@ -70,6 +70,61 @@ impl From<mailgate_core::random::RandomFailed> for ApiError {
     }
 }
 
+impl From<mailgate_core::app::FieldError> for ApiError {
+    /// A field the caller gave is at fault: 422 naming it.
+    fn from(e: mailgate_core::app::FieldError) -> Self {
+        invalid(e.field, e.message)
+    }
+}
+
+impl From<mailgate_mail::MailError> for ApiError {
+    /// The mail server refused or failed: 502 with the remedy's code and sentence.
+    fn from(e: mailgate_mail::MailError) -> Self {
+        let mut detail = e.to_string();
+        if let Some(says) = &e.server_says {
+            detail.push_str(&format!(" (server: {says})"));
+        }
+        problem(
+            StatusCode::BAD_GATEWAY,
+            e.remedy.code(),
+            format!("{detail}. {}", e.remedy.sentence()),
+            None,
+        )
+        .into()
+    }
+}
+
+impl From<mailgate_grants::EngineError> for ApiError {
+    /// A token could not be had: not authorized (409), asked too often (429 with
+    /// `Retry-After`), the provider unreachable for now (503) or refusing (502).
+    fn from(e: mailgate_grants::EngineError) -> Self {
+        use mailgate_grants::EngineError;
+        match e {
+            EngineError::Store(e) => e.into(),
+            e @ EngineError::NotUsable { .. } => {
+                problem(StatusCode::CONFLICT, "not_authorized", e.to_string(), None).into()
+            }
+            e @ EngineError::ForcedRefreshLimited {
+                retry_after_secs, ..
+            } => {
+                let mut r = problem(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string(), None);
+                if let Ok(v) = retry_after_secs.to_string().parse() {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r.into()
+            }
+            e if matches!(&e, EngineError::OAuth(f) if f.is_transient()) => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                e.to_string(),
+                None,
+            )
+            .into(),
+            e => problem(StatusCode::BAD_GATEWAY, e.code(), e.to_string(), None).into(),
+        }
+    }
+}
+
 /// The operating system's random generator failed: nothing was done (503, retry later).
 pub(crate) fn random_problem(e: mailgate_core::random::RandomFailed) -> Response {
     tracing::error!(error = %e, "API: no randomness");
@@ -101,18 +156,15 @@ pub(crate) fn store_problem(e: mailgate_store::StoreError) -> Response {
     }
 }
 
-/// The application calling, by its API token.
+/// The application calling, by its API token. Handlers never take it directly: they take
+/// `ApiAuth<S>`, which also checks the scope, so no handler can forget one.
 pub struct ApiCaller {
     pub token: ApiToken,
 }
 
-impl FromRequestParts<AppState> for ApiCaller {
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+impl ApiCaller {
+    /// 401 unless the request carries a known, unrevoked API token.
+    pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -123,12 +175,12 @@ impl FromRequestParts<AppState> for ApiCaller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
         else {
-            return Err(problem(
+            return Err(ApiError::from(problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "send an API token as Authorization: Bearer <token> (create one with `mailgate api-token create`)",
                 None,
-            ));
+            )));
         };
         match state
             .store
@@ -136,34 +188,92 @@ impl FromRequestParts<AppState> for ApiCaller {
                 &mailgate_oauth::random::sha256_hex(token),
                 state.clock.now(),
             )
-            .await
+            .await?
         {
-            Ok(Some(token)) => Ok(ApiCaller { token }),
-            Ok(None) => Err(problem(
+            Some(token) => Ok(ApiCaller { token }),
+            None => Err(ApiError::from(problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "the API token is unknown or was revoked",
                 None,
-            )),
-            Err(e) => Err(store_problem(e)),
+            ))),
         }
     }
 }
 
-impl ApiCaller {
-    pub(crate) fn require(&self, scope: TokenScope) -> Result<(), ApiError> {
-        if self.token.scopes.contains(&scope) {
-            Ok(())
-        } else {
-            Err(ApiError::from(problem(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!("this API token lacks the scope {scope}"),
-                None,
-            )))
-        }
+/// The scope a route demands, as a type, so that the handler's signature states it and the
+/// extractor checks it before the handler runs.
+pub trait RequiredScope: Send + Sync + 'static {
+    /// A token holding any one of these may pass.
+    const ANY_OF: &'static [TokenScope];
+}
+
+/// The scopes as types for `ApiAuth<S>`.
+pub mod scope {
+    use super::RequiredScope;
+    use mailgate_core::user::TokenScope;
+
+    macro_rules! scopes {
+        ($($(#[$doc:meta])* $name:ident => [$($scope:ident),+];)*) => {$(
+            $(#[$doc])*
+            pub struct $name;
+            impl RequiredScope for $name {
+                const ANY_OF: &'static [TokenScope] = &[$(TokenScope::$scope),+];
+            }
+        )*};
     }
 
+    scopes! {
+        AccountsRead => [AccountsRead];
+        AccountsWrite => [AccountsWrite];
+        MessagesSend => [MessagesSend];
+        MessagesRead => [MessagesRead];
+        TokensRead => [TokensRead];
+        WebhooksWrite => [WebhooksWrite];
+        /// Reading the outbox: `messages:send` (the sender's own queue) or `messages:read`.
+        OutboxRead => [MessagesSend, MessagesRead];
+    }
+}
+
+/// An authenticated API caller whose token holds the scope `S`: 401 without a valid token,
+/// 403 `insufficient_scope` without the scope. Derefs to the `ApiCaller`.
+pub struct ApiAuth<S: RequiredScope> {
+    caller: ApiCaller,
+    scope: std::marker::PhantomData<S>,
+}
+
+impl<S: RequiredScope> std::ops::Deref for ApiAuth<S> {
+    type Target = ApiCaller;
+    fn deref(&self) -> &ApiCaller {
+        &self.caller
+    }
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for ApiAuth<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = ApiCaller::authenticate(parts, state).await?;
+        if S::ANY_OF.iter().any(|s| caller.token.scopes.contains(s)) {
+            return Ok(ApiAuth {
+                caller,
+                scope: std::marker::PhantomData,
+            });
+        }
+        let names: Vec<&str> = S::ANY_OF.iter().map(|s| s.as_str()).collect();
+        Err(ApiError::from(problem(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this API token lacks the scope {}", names.join(" or ")),
+            None,
+        )))
+    }
+}
+
+impl ApiCaller {
     pub(crate) fn may_touch(&self, account: AccountId) -> bool {
         self.token.account_ids.is_empty() || self.token.account_ids.contains(&account)
     }
@@ -193,48 +303,35 @@ pub(crate) fn account_json(a: &mailgate_core::MailAccount) -> Value {
 
 pub async fn list_accounts(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
 ) -> Result<Response, ApiError> {
-    caller.require(TokenScope::AccountsRead)?;
-    match state.store.list_accounts().await {
-        Ok(accounts) => Ok(Json(
-            accounts
-                .iter()
-                .filter(|a| caller.may_touch(a.id))
-                .map(account_json)
-                .collect::<Vec<_>>(),
-        )
-        .into_response()),
-        Err(e) => Err(e.into()),
-    }
+    let accounts = state.store.list_accounts().await?;
+    let visible: Vec<Value> = accounts
+        .iter()
+        .filter(|a| caller.may_touch(a.id))
+        .map(account_json)
+        .collect();
+    Ok(Json(visible).into_response())
 }
 
 pub async fn get_account(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::AccountsRead)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
-    match state.store.account(AccountId(id)).await {
-        Ok(a) => Ok(Json(account_json(&a)).into_response()),
-        Err(e) => Err(e.into()),
-    }
+    caller.require_account(AccountId(id))?;
+    let account = state.store.account(AccountId(id)).await?;
+    Ok(Json(account_json(&account)).into_response())
 }
 
 pub async fn account_events(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::AccountsRead)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
-    match state.store.events(Some(AccountId(id)), 200).await {
-        Ok(e) => Ok(Json(e).into_response()),
-        Err(e) => Err(e.into()),
-    }
+    caller.require_account(AccountId(id))?;
+    let events = state.store.events(Some(AccountId(id)), 200).await?;
+    Ok(Json(events).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -248,13 +345,11 @@ pub struct TokenQuery {
 /// refused it), at most once a minute per account (429 with `Retry-After` otherwise).
 pub async fn account_token(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::TokensRead>,
     Path(id): Path<i64>,
     query: Result<axum::extract::Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::TokensRead)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
+    caller.require_account(AccountId(id))?;
     let force = match query.map(|q| q.0.force_refresh) {
         Ok(None) => false,
         Ok(Some(v)) => match v.as_str() {
@@ -292,50 +387,17 @@ pub async fn account_token(
             );
             Ok(r)
         }
-        Err(mailgate_grants::EngineError::Store(e)) => Err(e.into()),
-        Err(e @ mailgate_grants::EngineError::NotUsable { .. }) => Err(ApiError::from(problem(
-            StatusCode::CONFLICT,
-            "not_authorized",
-            e.to_string(),
-            None,
-        ))),
-        Err(
-            e @ mailgate_grants::EngineError::ForcedRefreshLimited {
-                retry_after_secs, ..
-            },
-        ) => {
-            let mut r = problem(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string(), None);
-            if let Ok(v) = retry_after_secs.to_string().parse() {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            Ok(r)
-        }
-        Err(e) if matches!(&e, mailgate_grants::EngineError::OAuth(f) if f.is_transient()) => {
-            Err(ApiError::from(problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                e.code(),
-                e.to_string(),
-                None,
-            )))
-        }
-        Err(e) => Err(ApiError::from(problem(
-            StatusCode::BAD_GATEWAY,
-            e.code(),
-            e.to_string(),
-            None,
-        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Starts a browser authorization; the caller sends a person to `url`.
 pub async fn start_authorization(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::AccountsWrite)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
+    caller.require_account(AccountId(id))?;
     let initiator = format!("api-token:{}", caller.token.name);
     match state.engine.start_authorization(AccountId(id), &initiator, &crate::redirect_uri(&state.public_url)).await {
         Ok(s) => Ok((StatusCode::CREATED, Json(json!({ "url": s.url.as_str(), "expires_at": s.expires_at.rfc3339(), "sign_in_as": s.sign_in_as }))).into_response()),
@@ -625,14 +687,12 @@ fn send_body_kind(headers: &axum::http::HeaderMap) -> Result<SendBody, ApiError>
 /// check runs before the outbox row is written: bad input writes nothing.
 pub async fn send_message(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::MessagesSend>,
     Path(id): Path<i64>,
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::MessagesSend)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
+    caller.require_account(AccountId(id))?;
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -787,34 +847,15 @@ pub async fn send_message(
     .await)
 }
 
-impl ApiCaller {
-    /// Reading the outbox: `messages:send` (the sender's own queue) or `messages:read`.
-    fn require_outbox_read(&self) -> Result<(), ApiError> {
-        if self.token.scopes.contains(&TokenScope::MessagesSend)
-            || self.token.scopes.contains(&TokenScope::MessagesRead)
-        {
-            Ok(())
-        } else {
-            Err(ApiError::from(problem(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                "this API token lacks the scope messages:send or messages:read",
-                None,
-            )))
-        }
-    }
-}
-
 fn outbox_json(item: &mailgate_store::OutboxItem) -> Value {
     serde_json::to_value(item).unwrap_or(Value::Null)
 }
 
 pub async fn message_status(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::OutboxRead>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller.require_outbox_read()?;
     match state.store.outbox_item(id).await {
         Ok(item) => match caller.require_account(item.account_id) {
             Ok(()) => Ok(Json(outbox_json(&item)).into_response()),
@@ -837,10 +878,9 @@ pub struct OutboxQuery {
 /// `?status=failed` finds what needs attention.
 pub async fn list_outbox(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::OutboxRead>,
     query: Result<axum::extract::Query<OutboxQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require_outbox_read()?;
     let q = match query {
         Ok(axum::extract::Query(q)) => q,
         Err(e) => {
@@ -872,19 +912,14 @@ pub async fn list_outbox(
             )),
         }
     };
-    let (account, before, limit) = match (
-        number("account_id", q.account_id.as_deref(), i64::MAX),
-        number("before", q.before.as_deref(), i64::MAX),
-        number("limit", q.limit.as_deref(), 500),
-    ) {
-        (Ok(a), Ok(b), Ok(l)) => (a.map(AccountId), b, l.unwrap_or(50)),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Err(r),
-    };
+    let account = number("account_id", q.account_id.as_deref(), i64::MAX)?.map(AccountId);
+    let before = number("before", q.before.as_deref(), i64::MAX)?;
+    let limit = number("limit", q.limit.as_deref(), 500)?.unwrap_or(50);
     let accounts: Vec<AccountId> = match account {
-        Some(a) => match caller.require_account(a) {
-            Ok(()) => vec![a],
-            Err(r) => return Err(r),
-        },
+        Some(a) => {
+            caller.require_account(a)?;
+            vec![a]
+        }
         None => caller.token.account_ids.clone(),
     };
     match state
@@ -907,10 +942,9 @@ pub async fn list_outbox(
 /// fixed), attempts counted afresh. 409 for a message that is not failed.
 pub async fn retry_message(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::MessagesSend>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller.require(TokenScope::MessagesSend)?;
     let item = match state.store.outbox_item(id).await {
         Ok(i) => i,
         Err(e) => return Err(e.into()),
@@ -1155,11 +1189,7 @@ async fn sending_account(
     state: &AppState,
     id: i64,
 ) -> Result<mailgate_core::MailAccount, ApiError> {
-    let account = state
-        .store
-        .account(AccountId(id))
-        .await
-        .map_err(store_problem)?;
+    let account = state.store.account(AccountId(id)).await?;
     if account.spec.outbound.is_none() {
         return Err(ApiError::from(problem(
             StatusCode::CONFLICT,

@@ -15,19 +15,18 @@
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::{ApiCaller, account_json, invalid, problem, store_problem};
+use crate::api::{ApiAuth, ApiCaller, account_json, invalid, problem, scope, store_problem};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailgate_core::account::{InboundProtocol, OnReceived};
-use mailgate_core::app::{AppKind, FieldError, OAuthFlow, parse_extra_param};
+use mailgate_core::app::{AppKind, OAuthFlow, parse_extra_param};
 use mailgate_core::input::{
     self, AccountChanges, AccountSettingsInput, AppChanges, EndpointInput, InboundChoice,
     NewAccount, NewApp,
 };
-use mailgate_core::user::TokenScope;
 use mailgate_core::{
     AccountId, AppId, ClientId, EmailAddress, Host, HttpUrl, Name, OAuthApp, Port, Scopes, Secret,
     TenantId, TlsMode,
@@ -98,10 +97,6 @@ const ACCOUNT_FIELDS: &[&str] = &[
 ];
 const TEST_FIELDS: &[&str] = &["to", "step_timeout", "find_within"];
 
-fn field_problem(e: FieldError) -> Response {
-    invalid(e.field, e.message).into_response()
-}
-
 /// A store error of a write: a taken name or a conflict is 409, the rest as for reads.
 fn write_problem(e: StoreError, conflict_code: &str) -> Response {
     match e {
@@ -150,7 +145,7 @@ async fn visible_apps(
     if caller.token.account_ids.is_empty() {
         return Ok(None);
     }
-    let accounts = state.store.list_accounts().await.map_err(store_problem)?;
+    let accounts = state.store.list_accounts().await?;
     Ok(Some(
         accounts
             .iter()
@@ -478,10 +473,12 @@ fn parse_date(s: &str) -> Result<time::Date, String> {
 
 // ----- apps -------------------------------------------------------------------------------
 
-pub async fn list_apps(State(state): State<AppState>, caller: ApiCaller) -> Answer {
-    caller.require(TokenScope::AccountsRead)?;
+pub async fn list_apps(
+    State(state): State<AppState>,
+    caller: ApiAuth<scope::AccountsRead>,
+) -> Answer {
     let visible = visible_apps(&state, &caller).await?;
-    let apps = state.store.list_apps().await.map_err(store_problem)?;
+    let apps = state.store.list_apps().await?;
     let list: Vec<Value> = apps
         .iter()
         .filter(|a| visible.as_ref().is_none_or(|ids| ids.contains(&a.id)))
@@ -492,22 +489,20 @@ pub async fn list_apps(State(state): State<AppState>, caller: ApiCaller) -> Answ
 
 pub async fn get_app(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
     Path(id): Path<i64>,
 ) -> Answer {
-    caller.require(TokenScope::AccountsRead)?;
     require_app_visible(&visible_apps(&state, &caller).await?, AppId(id))?;
-    let app = state.store.app(AppId(id)).await.map_err(store_problem)?;
+    let app = state.store.app(AppId(id)).await?;
     Ok(Json(app_json(&state, &app)).into_response())
 }
 
 pub async fn create_app(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     require_unrestricted(&caller, "create apps")?;
     let b = Body::read(&headers, &bytes, &[NEW_APP_FIELDS, ENDPOINT_FIELDS], false)?;
     let kind = b.required("kind", AppKind::parse)?;
@@ -517,8 +512,7 @@ pub async fn create_app(
         kind,
         &mut endpoints,
     )
-    .await
-    .map_err(field_problem)?;
+    .await?;
     let new = NewApp {
         name: b.required("name", Name::parse)?,
         kind,
@@ -532,7 +526,7 @@ pub async fn create_app(
         service_account_key: b.service_account_key()?,
         endpoints,
     };
-    let spec = new.into_spec().map_err(field_problem)?;
+    let spec = new.into_spec()?;
     let app = state
         .store
         .create_app(&spec, state.clock.now())
@@ -547,12 +541,11 @@ pub async fn create_app(
 
 pub async fn update_app(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     require_unrestricted(&caller, "change apps")?;
     let b = Body::read(
         &headers,
@@ -560,7 +553,7 @@ pub async fn update_app(
         &[APP_CHANGE_FIELDS, ENDPOINT_FIELDS],
         false,
     )?;
-    let current = state.store.app(AppId(id)).await.map_err(store_problem)?;
+    let current = state.store.app(AppId(id)).await?;
     if let Some(kind) = b.parsed("kind", AppKind::parse)?
         && kind != current.spec.kind
     {
@@ -582,8 +575,7 @@ pub async fn update_app(
         current.spec.kind,
         &mut endpoints,
     )
-    .await
-    .map_err(field_problem)?;
+    .await?;
     let changes = AppChanges {
         name: b.parsed("name", Name::parse)?,
         tenant: b.parsed("tenant", TenantId::parse)?,
@@ -596,7 +588,7 @@ pub async fn update_app(
         reset_endpoints: b.flag("reset_endpoints")?.unwrap_or(false),
         endpoints,
     };
-    let spec = changes.apply(current.spec).map_err(field_problem)?;
+    let spec = changes.apply(current.spec)?;
     let app = state
         .store
         .update_app(current.id, &spec, clear_secret, state.clock.now())
@@ -607,10 +599,9 @@ pub async fn update_app(
 
 pub async fn delete_app(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     require_unrestricted(&caller, "remove apps")?;
     state
         .store
@@ -633,17 +624,16 @@ async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, ApiEr
     match state.store.find_app(&key).await {
         Ok(app) => Ok(Some(app)),
         Err(e @ StoreError::NotFound { .. }) => Err(invalid("app", e.to_string())),
-        Err(e) => Err(ApiError::from(store_problem(e))),
+        Err(e) => Err(e.into()),
     }
 }
 
 pub async fn create_account(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     require_unrestricted(&caller, "create accounts")?;
     let b = Body::read(&headers, &bytes, &[ACCOUNT_FIELDS], false)?;
     let name = b.required("name", Name::parse)?;
@@ -659,7 +649,7 @@ pub async fn create_account(
         enabled,
         settings,
     };
-    let spec = new.into_spec(&app).map_err(field_problem)?;
+    let spec = new.into_spec(&app)?;
     let account = state
         .store
         .create_account(&spec, state.clock.now())
@@ -674,19 +664,14 @@ pub async fn create_account(
 
 pub async fn update_account(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     caller.require_account(AccountId(id))?;
     let b = Body::read(&headers, &bytes, &[ACCOUNT_FIELDS], false)?;
-    let current = state
-        .store
-        .account(AccountId(id))
-        .await
-        .map_err(store_problem)?;
+    let current = state.store.account(AccountId(id)).await?;
     let changes = AccountChanges {
         name: b.parsed("name", Name::parse)?,
         email: b.parsed("email", EmailAddress::parse)?,
@@ -699,15 +684,9 @@ pub async fn update_account(
             require_app_visible(&visible_apps(&state, &caller).await?, app.id)?;
             app
         }
-        None => state
-            .store
-            .app(current.spec.app_id)
-            .await
-            .map_err(store_problem)?,
+        None => state.store.app(current.spec.app_id).await?,
     };
-    let spec = changes
-        .apply(current.spec.clone(), &app)
-        .map_err(field_problem)?;
+    let spec = changes.apply(current.spec.clone(), &app)?;
     let moved = current.spec.changed_destinations(&spec);
     if !moved.is_empty() {
         // Where the account's tokens go is the administrator's decision, like the apps.
@@ -729,10 +708,9 @@ pub async fn update_account(
 
 pub async fn delete_account(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     caller.require_account(AccountId(id))?;
     state
         .store
@@ -748,12 +726,11 @@ pub async fn delete_account(
 /// polled until `status` is no longer `running`.
 pub async fn start_test(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     caller.require_account(AccountId(id))?;
     let b = Body::read(&headers, &bytes, &[TEST_FIELDS], true)?;
     let mut opts = mailgate_mail::check::CheckOptions {
@@ -767,11 +744,7 @@ pub async fn start_test(
     if let Some(secs) = b.number("find_within", 1..=600)? {
         opts.find_within = std::time::Duration::from_secs(secs);
     }
-    let account = state
-        .store
-        .account(AccountId(id))
-        .await
-        .map_err(store_problem)?;
+    let account = state.store.account(AccountId(id)).await?;
     let run = crate::test_runs::start(&state, account, opts).map_err(crate::api::random_problem)?;
     let body = state
         .tests
@@ -788,10 +761,9 @@ pub async fn start_test(
 /// A run's steps so far and its status (`running`, `passed`, `failed`).
 pub async fn test_status(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
     Path(run): Path<String>,
 ) -> Answer {
-    caller.require(TokenScope::AccountsRead)?;
     let Some(r) = state.tests.get(&run) else {
         return Err(ApiError::from(problem(
             StatusCode::NOT_FOUND,

@@ -244,13 +244,12 @@ async fn limit_sends(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    use axum::extract::FromRequestParts;
     if req.method() != axum::http::Method::POST {
         return next.run(req).await;
     }
-    let (mut parts, body) = req.into_parts();
-    if let Err(refused) = api::ApiCaller::from_request_parts(&mut parts, &state).await {
-        return refused;
+    let (parts, body) = req.into_parts();
+    if let Err(refused) = api::ApiCaller::authenticate(&parts, &state).await {
+        return refused.into_response();
     }
     let req = axum::extract::Request::from_parts(parts, body);
     let slot = tokio::time::timeout(
