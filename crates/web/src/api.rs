@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use mailgate_core::AccountId;
 use mailgate_core::user::{ApiToken, TokenScope};
+use mailgate_usecase::AccountView;
 use serde_json::{Value, json};
 
 /// An RFC 9457 problem response. `code` becomes the stable `type` URN.
@@ -292,13 +293,13 @@ impl ApiCaller {
     }
 }
 
-pub(crate) fn account_json(a: &mailgate_core::MailAccount) -> Value {
-    // Accounts hold no secrets; their serialisation is safe as it is.
-    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("access".into(), a.spec.access_summary().into());
-    }
-    v
+/// An account as the API shows it: the one view the CLI's `--json` shows too.
+pub(crate) async fn account_view(
+    state: &AppState,
+    account: &mailgate_core::MailAccount,
+) -> Result<AccountView, ApiError> {
+    let app = state.store.app(account.spec.app_id).await?;
+    Ok(AccountView::new(account, app.spec.name.as_str()))
 }
 
 pub async fn list_accounts(
@@ -306,10 +307,17 @@ pub async fn list_accounts(
     caller: ApiAuth<scope::AccountsRead>,
 ) -> Result<Response, ApiError> {
     let accounts = state.store.list_accounts().await?;
-    let visible: Vec<Value> = accounts
+    let apps = state.store.list_apps().await?;
+    let app_name = |id| {
+        apps.iter()
+            .find(|app| app.id == id)
+            .map(|app| app.spec.name.as_str())
+            .unwrap_or_default()
+    };
+    let visible: Vec<AccountView> = accounts
         .iter()
         .filter(|a| caller.may_touch(a.id))
-        .map(account_json)
+        .map(|a| AccountView::new(a, app_name(a.spec.app_id)))
         .collect();
     Ok(Json(visible).into_response())
 }
@@ -321,7 +329,7 @@ pub async fn get_account(
 ) -> Result<Response, ApiError> {
     caller.require_account(AccountId(id))?;
     let account = state.store.account(AccountId(id)).await?;
-    Ok(Json(account_json(&account)).into_response())
+    Ok(Json(account_view(&state, &account).await?).into_response())
 }
 
 pub async fn account_events(

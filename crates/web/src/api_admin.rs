@@ -15,7 +15,7 @@
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::{ApiAuth, ApiCaller, account_json, invalid, problem, scope, store_problem};
+use crate::api::{ApiAuth, ApiCaller, account_view, invalid, problem, scope, store_problem};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -32,6 +32,7 @@ use mailgate_core::{
     TenantId, TlsMode,
 };
 use mailgate_store::StoreError;
+use mailgate_usecase::AppView;
 use serde_json::{Map, Value, json};
 use std::fmt::Display;
 
@@ -111,7 +112,7 @@ fn write_problem(e: StoreError, conflict_code: &str) -> Response {
     }
 }
 
-fn with_location(status: StatusCode, location: &str, body: Value) -> Response {
+fn with_location(status: StatusCode, location: &str, body: impl serde::Serialize) -> Response {
     let mut r = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -167,33 +168,9 @@ fn require_app_visible(visible: &Option<Vec<AppId>>, id: AppId) -> Result<(), Ap
     }
 }
 
-/// An app as the API shows it, built by hand so that a secret can only appear as its hint
-/// (the same fields as `mailgate app show --json`).
-fn app_json(state: &AppState, app: &OAuthApp) -> Value {
-    let s = &app.spec;
-    let e = &s.endpoints;
-    let today = state.clock.now().date();
-    json!({
-        "id": app.id,
-        "name": s.name,
-        "kind": s.kind,
-        "tenant": s.tenant,
-        "client_id": s.client_id,
-        "client_secret": s.client_secret.as_ref().map(Secret::hint),
-        "service_account_key": s.service_account_key.as_ref().map(Secret::hint),
-        "secret_expires": s.secret_expires.map(|d| d.to_string()),
-        "secret_expires_in_days": s.secret_expires.zip(today).map(|(d, t)| (d - t).whole_days()),
-        "flow": s.flow,
-        "redirect_uri": crate::redirect_uri(&state.public_url),
-        "endpoints": {
-            "authorize": e.authorize, "token": e.token, "device": e.device, "jwks": e.jwks,
-            "userinfo": e.userinfo, "revoke": e.revoke, "issuer": e.issuer,
-        },
-        "scopes": s.scopes.iter().collect::<Vec<_>>(),
-        "extra_params": s.extra_params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<_, _>>(),
-        "created_at": app.created_at.rfc3339(),
-        "updated_at": app.updated_at.rfc3339(),
-    })
+/// An app as the API shows it: the one view the CLI's `--json` shows too.
+fn app_json(state: &AppState, app: &OAuthApp) -> AppView {
+    AppView::new(app, &state.public_url, state.clock.now().date())
 }
 
 // ----- request bodies ---------------------------------------------------------------------
@@ -479,7 +456,7 @@ pub async fn list_apps(
 ) -> Answer {
     let visible = visible_apps(&state, &caller).await?;
     let apps = state.store.list_apps().await?;
-    let list: Vec<Value> = apps
+    let list: Vec<AppView> = apps
         .iter()
         .filter(|a| visible.as_ref().is_none_or(|ids| ids.contains(&a.id)))
         .map(|a| app_json(&state, a))
@@ -658,7 +635,7 @@ pub async fn create_account(
     Ok(with_location(
         StatusCode::CREATED,
         &format!("/api/v1/accounts/{}", account.id),
-        account_json(&account),
+        account_view(&state, &account).await?,
     ))
 }
 
@@ -703,7 +680,7 @@ pub async fn update_account(
         .update_account(current.id, &spec, state.clock.now())
         .await
         .map_err(|e| write_problem(e, "conflict"))?;
-    Ok(Json(account_json(&account)).into_response())
+    Ok(Json(account_view(&state, &account).await?).into_response())
 }
 
 pub async fn delete_account(

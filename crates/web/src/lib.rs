@@ -67,9 +67,7 @@ pub struct AppState {
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
-pub fn redirect_uri(public_url: &HttpUrl) -> String {
-    public_url.join_path("/oauth/callback").to_string()
-}
+pub use mailgate_usecase::views::redirect_uri;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

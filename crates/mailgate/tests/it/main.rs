@@ -31,6 +31,7 @@ mod shared_mailboxes;
 mod support;
 mod token_cache;
 mod tokens_ui;
+mod usecases;
 mod users_ui;
 mod watch_leases;
 mod webhooks;

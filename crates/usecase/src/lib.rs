@@ -1,0 +1,13 @@
+//! The use-case layer: what an administrator can do with apps and accounts, written once
+//! and called by the CLI (`crates/mailgate`), the admin forms and the API (`crates/web`).
+//!
+//! `views` holds the one JSON view of each resource (`AppView`, `AccountView`): the CLI's
+//! `--json`, the API's answers and the OpenAPI schemas all come from these types, so a field
+//! cannot be spelt or counted differently in two places.
+//!
+//! **Does not**: parse requests (that is `core::input` for the rules, the edges for their
+//! formats), render HTML, or print.
+
+pub mod views;
+
+pub use views::{AccountView, AppView};
