@@ -9,6 +9,7 @@
 //! plaintext secret is ever bound into a statement. Every write that changes state records
 //! its event in the same transaction.
 
+pub mod audit;
 mod authz;
 pub mod backup;
 mod changes;
@@ -22,6 +23,7 @@ mod rows;
 mod users;
 pub mod webhooks;
 
+pub use audit::{Actor, EventFilter};
 pub use authz::{PendingAuthorization, RefreshInDoubt};
 pub use changes::CommitMarker;
 use crypto::{CryptoError, KeySource, Keyring, MasterKey};
@@ -1603,14 +1605,18 @@ pub(crate) async fn record_with(
         data["description"] = serde_json::Value::String(message.to_owned());
         webhooks::fan_out(tx, hook, app, account, data, now).await?;
     }
+    // Who asked for this change, when a CLI command or an HTTP request is running it.
+    let actor = audit::current();
     sqlx::query(
-        "INSERT INTO events (at, kind, app_id, account_id, message) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO events (at, kind, app_id, account_id, message, actor, source) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(now.0)
     .bind(kind.as_str())
     .bind(app.map(|a| a.0))
     .bind(account.map(|a| a.0))
     .bind(message.to_owned())
+    .bind(actor.as_ref().map(|a| a.name.clone()))
+    .bind(actor.and_then(|a| a.source))
     .execute(&mut **tx)
     .await?;
     Ok(())

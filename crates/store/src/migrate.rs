@@ -72,6 +72,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "proxy_passwords",
         include_str!("../migrations/sqlite/0012_proxy_passwords.sql"),
     ),
+    (
+        13,
+        "audit",
+        include_str!("../migrations/sqlite/0013_audit.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

@@ -258,6 +258,8 @@ impl<S: RequiredScope> FromRequestParts<AppState> for ApiAuth<S> {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = ApiCaller::authenticate(parts, state).await?;
+        // The audit trail: this request's changes are this token's.
+        mailgate_store::audit::identify(format!("api-token:{}", caller.token.name));
         if S::ANY_OF.iter().any(|s| caller.token.scopes.contains(s)) {
             return Ok(ApiAuth {
                 caller,

@@ -205,8 +205,29 @@ pub fn router(state: AppState) -> Router {
             "/admin/webhooks/{id}/deliveries/{delivery}/redeliver",
             post(webhooks_ui::redeliver),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_scope,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Runs each request in an audit scope holding its client address, so every change it
+/// makes is recorded with where it came from; the session and API-token extractors add
+/// who (`mailgate_store::audit`).
+async fn audit_scope(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|peer| {
+            auth::client_address(peer.0.ip(), req.headers(), &state.trusted_proxies).to_string()
+        });
+    mailgate_store::audit::within(None, source, next.run(req)).await
 }
 
 /// Headers every response carries: no framing (clickjacking of the admin forms), no MIME

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod api_crud;
+mod audit;
 mod backup;
 mod browser;
 mod cli;
