@@ -29,6 +29,12 @@ pub async fn oauth_callback(
     // A browser session, if the authorization was started from the admin UI.
     let session = crate::auth::read_cookie(&headers, crate::auth::SESSION_COOKIE)
         .map(mailgate_oauth::random::sha256_hex);
+    // The audit trail: an authorization completed in an admin's browser is that admin's.
+    if let Some(hash) = &session
+        && let Ok(Some(signed_in)) = app.store.session(hash, app.clock.now()).await
+    {
+        mailgate_store::audit::identify(signed_in.user.username.to_string());
+    }
     let Some(state) = p.state.as_deref().filter(|s| !s.is_empty()) else {
         return page(
             StatusCode::BAD_REQUEST,

@@ -285,3 +285,49 @@ async fn audit_each_change_through_cli_ui_and_api_records_its_actor_and_no_secre
     let text = env.ok(&["events", "--actor", "admin"], None);
     assert!(text.contains("(by admin from 127.0.0.1)"), "{text}");
 }
+
+/// An authorization is its initiator's change: the CLI's, or the API token's that started
+/// it, though the callback comes from the signed-in person's browser.
+#[tokio::test]
+async fn audit_an_authorization_records_who_started_it() {
+    let f = crate::oauth::Fixture::start().await;
+    // Started by the CLI.
+    f.authorize().await;
+    let events = f.env.json(&["events", "--json", "--limit", "1000"]);
+    let by_cli = event(events.as_array().unwrap(), "account_authorized", "");
+    assert_eq!(by_cli["actor"], "cli", "{by_cli}");
+
+    // Started by an API token, again.
+    let out = f.env.ok(
+        &[
+            "api-token",
+            "create",
+            "--name",
+            "portal",
+            "--scope",
+            "accounts:write",
+        ],
+        None,
+    );
+    let token = out.trim();
+    let id = f.state("support")["id"].as_i64().unwrap();
+    let (status, v) = api(
+        &f.http,
+        &f.server,
+        token,
+        "POST",
+        &format!("/api/v1/accounts/{id}/authorize"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, page) = f
+        .sign_in_and_callback(v["url"].as_str().unwrap(), &f.mailbox)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let events = f
+        .env
+        .json(&["events", "--json", "--actor", "api-token:portal"]);
+    let by_token = event(events.as_array().unwrap(), "account_authorized", "");
+    assert_eq!(by_token["source"], "127.0.0.1", "{by_token}");
+}
