@@ -1321,6 +1321,73 @@ fn not_queued(e: mailgate_store::StoreError) -> Response {
     resp
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    actor: Option<String>,
+    since: Option<String>,
+    account_id: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/events`: the event log with who made each change (the audit trail), newest
+/// first, filtered by `actor` (exactly, or `cli` / `api-token` for every one of that kind),
+/// `since` (a date or RFC 3339 time), `account_id` and `limit`. A token limited to some
+/// accounts reads only their events, so it names one of them.
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: ApiAuth<scope::AccountsRead>,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = match query {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => {
+            return Err(ApiError::from(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{e}; expected actor, since, account_id and limit"),
+                None,
+            )));
+        }
+    };
+    let since = q
+        .since
+        .as_deref()
+        .map(mailgate_core::event::parse_since)
+        .transpose()
+        .map_err(|e| invalid("since", e))?;
+    let account = match q.account_id.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(AccountId(n)),
+        Some(_) => return Err(invalid("account_id", "account_id must be an account's id")),
+    };
+    let limit = match q.limit.as_deref().map(str::parse::<i64>) {
+        None => 50,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return Err(invalid("limit", "limit must be a number from 1 to 1000")),
+    };
+    match account {
+        Some(a) => caller.require_account(a)?,
+        None if !caller.token.account_ids.is_empty() => {
+            return Err(ApiError::from(problem(
+                StatusCode::FORBIDDEN,
+                "account_not_allowed",
+                "this API token is limited to some accounts; give account_id for one of them",
+                Some("account_id"),
+            )));
+        }
+        None => {}
+    }
+    let filter = mailgate_store::EventFilter {
+        actor: q.actor.filter(|a| !a.trim().is_empty()),
+        since,
+        account,
+        limit,
+    };
+    let events = state.store.audit_events(&filter).await?;
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -178,6 +178,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver",
             post(api_inbound::redeliver),
         )
+        .route("/api/v1/events", get(api::list_events))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/admin/events", get(admin::events))
         .route("/admin/api-tokens", get(tokens::list).post(tokens::create))

@@ -281,6 +281,46 @@ async fn audit_each_change_through_cli_ui_and_api_records_its_actor_and_no_secre
         "{}",
         crate::support::text(&out.stderr)
     );
+    // The API filters the same way.
+    let (status, v) = api(
+        &http,
+        &server,
+        &ui_token,
+        "GET",
+        "/api/v1/events?actor=api-token:erp&since=2000-01-01",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        &v["events"],
+        &Value::Array(by_erp.clone()),
+        "the CLI's list"
+    );
+    let (status, v) = api(
+        &http,
+        &server,
+        &ui_token,
+        "GET",
+        "/api/v1/events?since=2999-01-01",
+        None,
+    )
+    .await;
+    assert_eq!((status, &v["events"]), (StatusCode::OK, &json!([])));
+    let (status, v) = api(
+        &http,
+        &server,
+        &ui_token,
+        "GET",
+        "/api/v1/events?since=soon",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &v["field"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("since"))
+    );
+
     // The text listing says who, too.
     let text = env.ok(&["events", "--actor", "admin"], None);
     assert!(text.contains("(by admin from 127.0.0.1)"), "{text}");
