@@ -5,7 +5,7 @@ use crate::auth::Session;
 use crate::html::unavailable;
 use crate::html::{escape, page, problem_summary};
 use crate::{AppState, redirect_uri};
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::AccountState;
@@ -302,19 +302,68 @@ pub async fn accounts(State(state): State<AppState>, session: Session) -> Respon
     )
 }
 
-pub async fn events(State(state): State<AppState>, session: Session) -> Response {
-    let events = match state.store.events(None, 200).await {
+/// The events page's filter (the audit trail): `?actor=` (a user name, `api-token:NAME`,
+/// `cli:USER`, or `cli` / `api-token` for every one of that kind) and `?since=`.
+#[derive(Deserialize)]
+pub struct EventsFilter {
+    actor: Option<String>,
+    since: Option<String>,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    session: Session,
+    Query(q): Query<EventsFilter>,
+) -> Response {
+    let actor = q.actor.filter(|a| !a.trim().is_empty());
+    let since_text = q.since.filter(|s| !s.trim().is_empty());
+    let since = since_text
+        .as_deref()
+        .map(mailgate_core::event::parse_since)
+        .transpose();
+    let form = format!(
+        "<form method=\"get\" action=\"/admin/events\"><label>Who <input name=\"actor\" value=\"{}\" placeholder=\"admin, api-token, cli\"></label> <label>Since <input name=\"since\" value=\"{}\" placeholder=\"YYYY-MM-DD\"></label> <button>Filter</button></form>",
+        escape(actor.as_deref().unwrap_or_default()),
+        escape(since_text.as_deref().unwrap_or_default()),
+    );
+    let since = match since {
+        Ok(s) => s,
+        Err(e) => {
+            let body = format!(
+                "<h1>Events</h1>{form}<p class=\"bad\">Since: {}</p>",
+                escape(&e)
+            );
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                layout(&session, "Events", &body),
+            )
+                .into_response();
+        }
+    };
+    let filter = mailgate_store::EventFilter {
+        actor,
+        since,
+        account: None,
+        limit: 200,
+    };
+    let events = match state.store.audit_events(&filter).await {
         Ok(e) => e,
         Err(e) => return unavailable(e),
     };
     let rows: String = events
         .iter()
         .map(|e| {
+            let who = match (&e.actor, &e.source) {
+                (Some(a), Some(s)) => format!("{a} from {s}"),
+                (Some(a), None) => a.clone(),
+                _ => String::new(),
+            };
             format!(
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 e.at,
                 escape(e.kind.as_str()),
-                escape(&e.message)
+                escape(&e.message),
+                escape(&who)
             )
         })
         .collect();
@@ -322,7 +371,7 @@ pub async fn events(State(state): State<AppState>, session: Session) -> Response
         &session,
         "Events",
         &format!(
-            "<h1>Events</h1><table><tr><th>when (UTC)</th><th>event</th><th>what</th></tr>{rows}</table>"
+            "<h1>Events</h1>{form}<table><tr><th>when (UTC)</th><th>event</th><th>what</th><th>who</th></tr>{rows}</table>"
         ),
     )
 }

@@ -321,6 +321,32 @@ async fn audit_each_change_through_cli_ui_and_api_records_its_actor_and_no_secre
         (StatusCode::UNPROCESSABLE_ENTITY, &json!("since"))
     );
 
+    // So does the admin UI's events page, with a small filter form.
+    let (status, html) = browser
+        .get(
+            "/admin/events?actor=api-token%3Aerp&since=2000-01-01",
+            &admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("name=\"actor\" value=\"api-token:erp\""),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("<td>api-token:erp from 127.0.0.1</td>")
+            .count(),
+        3,
+        "{html}"
+    );
+    assert!(!html.contains("cli:auditor"), "only that actor's: {html}");
+    let (status, html) = browser.get("/admin/events?since=soon", &admin).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.contains("Since: ") && html.contains("YYYY-MM-DD"),
+        "{html}"
+    );
+
     // The text listing says who, too.
     let text = env.ok(&["events", "--actor", "admin"], None);
     assert!(text.contains("(by admin from 127.0.0.1)"), "{text}");
