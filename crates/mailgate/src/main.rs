@@ -56,6 +56,20 @@ impl From<StoreError> for Failure {
     }
 }
 
+impl From<mailgate_usecase::ChangeError> for Failure {
+    fn from(e: mailgate_usecase::ChangeError) -> Self {
+        match e {
+            mailgate_usecase::ChangeError::Field(e) => e.into(),
+            mailgate_usecase::ChangeError::Store(e) => e.into(),
+            // The CLI acts for an administrator, who may move an account (`may_move`).
+            mailgate_usecase::ChangeError::MovesDestinations(moved) => Failure::BadInput(format!(
+                "this change moves the account's servers ({})",
+                moved.join(", ")
+            )),
+        }
+    }
+}
+
 impl From<config::ConfigError> for Failure {
     fn from(e: config::ConfigError) -> Self {
         Failure::BadInput(e.to_string())

@@ -5,9 +5,14 @@
 //! `--json`, the API's answers and the OpenAPI schemas all come from these types, so a field
 //! cannot be spelt or counted differently in two places.
 //!
+//! `changes` holds the changes to apps and accounts (create, update, remove): discovery,
+//! the rules of `core::input`, and the store, in that order, for every edge.
+//!
 //! **Does not**: parse requests (that is `core::input` for the rules, the edges for their
 //! formats), render HTML, or print.
 
+pub mod changes;
 pub mod views;
 
+pub use changes::ChangeError;
 pub use views::{AccountView, AppView};

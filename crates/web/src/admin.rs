@@ -391,16 +391,14 @@ pub async fn remove_app(
     if let Err(r) = session.admin_form(f.csrf.as_deref()) {
         return r;
     }
-    match state
-        .store
-        .remove_app(mailgate_core::AppId(id), state.clock.now())
-        .await
-    {
+    use mailgate_usecase::{ChangeError, changes};
+    let removed = changes::remove_app(&state.store, mailgate_core::AppId(id), state.clock.now());
+    match removed.await {
         Ok(()) => Redirect::to("/admin/apps").into_response(),
-        Err(
+        Err(ChangeError::Store(
             e
             @ (mailgate_store::StoreError::InUse(_) | mailgate_store::StoreError::NotFound { .. }),
-        ) => page(
+        )) => page(
             StatusCode::CONFLICT,
             "Cannot remove",
             &format!(

@@ -32,7 +32,7 @@ use mailgate_core::{
     TenantId, TlsMode,
 };
 use mailgate_store::StoreError;
-use mailgate_usecase::AppView;
+use mailgate_usecase::{AppView, ChangeError, changes};
 use serde_json::{Map, Value, json};
 use std::fmt::Display;
 
@@ -112,6 +112,19 @@ fn write_problem(e: StoreError, conflict_code: &str) -> Response {
     }
 }
 
+/// A change refused or failed: a field at fault is 422, the store's refusals as for
+/// writes, a move of the account's servers by a limited token 403.
+fn change_problem(e: ChangeError, conflict_code: &str) -> ApiError {
+    match e {
+        ChangeError::Field(e) => e.into(),
+        ChangeError::Store(e) => write_problem(e, conflict_code).into(),
+        ChangeError::MovesDestinations(moved) => refuse_restricted(&format!(
+            "change where the account's token is sent ({})",
+            moved.join(", ")
+        )),
+    }
+}
+
 fn with_location(status: StatusCode, location: &str, body: impl serde::Serialize) -> Response {
     let mut r = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
@@ -126,15 +139,20 @@ fn require_unrestricted(caller: &ApiCaller, what: &str) -> Result<(), ApiError> 
     if caller.token.account_ids.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::from(problem(
-            StatusCode::FORBIDDEN,
-            "account_restricted",
-            format!(
-                "this API token is limited to some accounts, so it cannot {what}; use a token for all accounts"
-            ),
-            None,
-        )))
+        Err(refuse_restricted(what))
     }
+}
+
+fn refuse_restricted(what: &str) -> ApiError {
+    problem(
+        StatusCode::FORBIDDEN,
+        "account_restricted",
+        format!(
+            "this API token is limited to some accounts, so it cannot {what}; use a token for all accounts"
+        ),
+        None,
+    )
+    .into()
 }
 
 /// The apps a token may read: `None` for all (an unrestricted token), otherwise those its
@@ -482,17 +500,10 @@ pub async fn create_app(
 ) -> Answer {
     require_unrestricted(&caller, "create apps")?;
     let b = Body::read(&headers, &bytes, &[NEW_APP_FIELDS, ENDPOINT_FIELDS], false)?;
-    let kind = b.required("kind", AppKind::parse)?;
-    let mut endpoints = b.endpoint_input()?;
-    mailgate_oauth::discovery::complete_endpoints(
-        state.engine.oauth_client(),
-        kind,
-        &mut endpoints,
-    )
-    .await?;
     let new = NewApp {
+        kind: b.required("kind", AppKind::parse)?,
+        endpoints: b.endpoint_input()?,
         name: b.required("name", Name::parse)?,
-        kind,
         tenant: b.parsed("tenant", TenantId::parse)?,
         client_id: b.required("client_id", ClientId::parse)?,
         client_secret: b.parsed("client_secret", input::client_secret)?,
@@ -501,14 +512,10 @@ pub async fn create_app(
             .parsed("flow", OAuthFlow::parse)?
             .unwrap_or(OAuthFlow::AuthorizationCode),
         service_account_key: b.service_account_key()?,
-        endpoints,
     };
-    let spec = new.into_spec()?;
-    let app = state
-        .store
-        .create_app(&spec, state.clock.now())
+    let app = changes::create_app(&state.engine, new, state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+        .map_err(|e| change_problem(e, "conflict"))?;
     Ok(with_location(
         StatusCode::CREATED,
         &format!("/api/v1/apps/{}", app.id),
@@ -546,13 +553,6 @@ pub async fn update_app(
             "give either a new client_secret or clear_secret, not both",
         ));
     }
-    let mut endpoints = b.endpoint_input()?;
-    mailgate_oauth::discovery::complete_endpoints(
-        state.engine.oauth_client(),
-        current.spec.kind,
-        &mut endpoints,
-    )
-    .await?;
     let changes = AppChanges {
         name: b.parsed("name", Name::parse)?,
         tenant: b.parsed("tenant", TenantId::parse)?,
@@ -563,14 +563,11 @@ pub async fn update_app(
         flow: b.parsed("flow", OAuthFlow::parse)?,
         service_account_key: b.service_account_key()?,
         reset_endpoints: b.flag("reset_endpoints")?.unwrap_or(false),
-        endpoints,
+        endpoints: b.endpoint_input()?,
     };
-    let spec = changes.apply(current.spec)?;
-    let app = state
-        .store
-        .update_app(current.id, &spec, clear_secret, state.clock.now())
+    let app = changes::update_app(&state.engine, current, changes, state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+        .map_err(|e| change_problem(e, "conflict"))?;
     Ok(Json(app_json(&state, &app)).into_response())
 }
 
@@ -580,11 +577,9 @@ pub async fn delete_app(
     Path(id): Path<i64>,
 ) -> Answer {
     require_unrestricted(&caller, "remove apps")?;
-    state
-        .store
-        .remove_app(AppId(id), state.clock.now())
+    changes::remove_app(&state.store, AppId(id), state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "app_in_use"))?;
+        .map_err(|e| change_problem(e, "app_in_use"))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -626,12 +621,9 @@ pub async fn create_account(
         enabled,
         settings,
     };
-    let spec = new.into_spec(&app)?;
-    let account = state
-        .store
-        .create_account(&spec, state.clock.now())
+    let account = changes::create_account(&state.store, new, &app, state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+        .map_err(|e| change_problem(e, "conflict"))?;
     Ok(with_location(
         StatusCode::CREATED,
         &format!("/api/v1/accounts/{}", account.id),
@@ -663,23 +655,18 @@ pub async fn update_account(
         }
         None => state.store.app(current.spec.app_id).await?,
     };
-    let spec = changes.apply(current.spec.clone(), &app)?;
-    let moved = current.spec.changed_destinations(&spec);
-    if !moved.is_empty() {
-        // Where the account's tokens go is the administrator's decision, like the apps.
-        require_unrestricted(
-            &caller,
-            &format!(
-                "change where the account's token is sent ({})",
-                moved.join(", ")
-            ),
-        )?;
-    }
-    let account = state
-        .store
-        .update_account(current.id, &spec, state.clock.now())
-        .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+    // Where the account's tokens go is the administrator's decision, like the apps.
+    let may_move = caller.token.account_ids.is_empty();
+    let account = changes::update_account(
+        &state.store,
+        &current,
+        changes,
+        &app,
+        may_move,
+        state.clock.now(),
+    )
+    .await
+    .map_err(|e| change_problem(e, "conflict"))?;
     Ok(Json(account_view(&state, &account).await?).into_response())
 }
 
@@ -689,11 +676,9 @@ pub async fn delete_account(
     Path(id): Path<i64>,
 ) -> Answer {
     caller.require_account(AccountId(id))?;
-    state
-        .store
-        .remove_account(AccountId(id), state.clock.now())
+    changes::remove_account(&state.store, AccountId(id), state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+        .map_err(|e| change_problem(e, "conflict"))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -19,6 +19,7 @@ use mailgate_core::{
     AccountId, AppId, ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, Secret, TenantId,
     TlsMode, account::InboundProtocol, account::OnReceived,
 };
+use mailgate_usecase::{ChangeError, changes};
 use std::collections::HashMap;
 
 type Fields = HashMap<String, String>;
@@ -334,20 +335,17 @@ fn endpoint_input(f: &Fields, errs: &mut Errors) -> EndpointInput {
     }
 }
 
-/// A generic app's missing endpoints from its issuer's discovery document; a failure is
-/// shown beside the issuer field.
-async fn discover(
-    state: &AppState,
-    kind: AppKind,
-    endpoints: &mut EndpointInput,
-    errs: &mut Errors,
-) {
-    if let Err(e) =
-        mailgate_oauth::discovery::complete_endpoints(state.engine.oauth_client(), kind, endpoints)
-            .await
-    {
-        field_error(errs, e);
+/// A use-case's refusal shown on its form: beside the field at fault, or beside the name
+/// when it is taken; a store failure is the "unavailable" page.
+fn change_refused(errs: &mut Errors, e: ChangeError, taken: &str) -> Option<Response> {
+    match e {
+        ChangeError::Field(e) => field_error(errs, e),
+        ChangeError::Store(mailgate_store::StoreError::Duplicate { .. }) => errs.add("name", taken),
+        ChangeError::Store(e) => return Some(unavailable(e)),
+        // The forms act for an administrator, who may move an account (`may_move`).
+        ChangeError::MovesDestinations(_) => {}
     }
+    None
 }
 
 pub async fn new_app_form(State(state): State<AppState>, session: Session) -> Response {
@@ -386,10 +384,7 @@ pub async fn create_app(
     });
     let expires = opt(&f, &mut errs, "secret_expires", parse_date);
     let flow = opt(&f, &mut errs, "flow", OAuthFlow::parse).unwrap_or(OAuthFlow::AuthorizationCode);
-    let mut endpoints = endpoint_input(&f, &mut errs);
-    if let (true, Some(kind)) = (errs.is_empty(), kind) {
-        discover(&state, kind, &mut endpoints, &mut errs).await;
-    }
+    let endpoints = endpoint_input(&f, &mut errs);
     if let (true, Some(kind), Some(name), Some(client_id)) =
         (errs.is_empty(), kind, name, client_id)
     {
@@ -404,15 +399,15 @@ pub async fn create_app(
             service_account_key: None,
             endpoints,
         };
-        match new.into_spec() {
-            Ok(spec) => match state.store.create_app(&spec, state.clock.now()).await {
-                Ok(app) => return Redirect::to(&format!("/admin/apps/{}", app.id)).into_response(),
-                Err(mailgate_store::StoreError::Duplicate { .. }) => {
-                    errs.add("name", "an app with this name already exists")
+        match changes::create_app(&state.engine, new, state.clock.now()).await {
+            Ok(app) => return Redirect::to(&format!("/admin/apps/{}", app.id)).into_response(),
+            Err(e) => {
+                if let Some(r) =
+                    change_refused(&mut errs, e, "an app with this name already exists")
+                {
+                    return r;
                 }
-                Err(e) => return unavailable(e),
-            },
-            Err(e) => field_error(&mut errs, e),
+            }
         }
     }
     app_form(&state, &session, "/admin/apps/new", &f, &errs, None)
@@ -475,10 +470,7 @@ pub async fn update_app(
         Err(e) => return unavailable(e),
     };
     let mut errs = Errors::default();
-    let mut endpoints = endpoint_input(&f, &mut errs);
-    if errs.is_empty() {
-        discover(&state, current.spec.kind, &mut endpoints, &mut errs).await;
-    }
+    let endpoints = endpoint_input(&f, &mut errs);
     let changes = AppChanges {
         name: req(&f, &mut errs, "name", Name::parse),
         tenant: opt(&f, &mut errs, "tenant", TenantId::parse)
@@ -493,19 +485,16 @@ pub async fn update_app(
         ..Default::default()
     };
     if errs.is_empty() {
-        match changes.apply(current.spec.clone()) {
-            Ok(spec) => match state
-                .store
-                .update_app(current.id, &spec, false, state.clock.now())
-                .await
-            {
-                Ok(_) => return Redirect::to("/admin/apps").into_response(),
-                Err(mailgate_store::StoreError::Duplicate { .. }) => {
-                    errs.add("name", "an app with this name already exists")
+        match changes::update_app(&state.engine, current.clone(), changes, state.clock.now()).await
+        {
+            Ok(_) => return Redirect::to("/admin/apps").into_response(),
+            Err(e) => {
+                if let Some(r) =
+                    change_refused(&mut errs, e, "an app with this name already exists")
+                {
+                    return r;
                 }
-                Err(e) => return unavailable(e),
-            },
-            Err(e) => field_error(&mut errs, e),
+            }
         }
     }
     app_form(
@@ -747,18 +736,17 @@ pub async fn create_account(
                 enabled: get(&f, "enabled") == "on",
                 settings,
             };
-            match new.into_spec(&app) {
-                Ok(spec) => match state.store.create_account(&spec, state.clock.now()).await {
-                    Ok(acc) => {
-                        return Redirect::to(&format!("/admin/accounts/{}", acc.id))
-                            .into_response();
+            match changes::create_account(&state.store, new, &app, state.clock.now()).await {
+                Ok(acc) => {
+                    return Redirect::to(&format!("/admin/accounts/{}", acc.id)).into_response();
+                }
+                Err(e) => {
+                    if let Some(r) =
+                        change_refused(&mut errs, e, "an account with this name already exists")
+                    {
+                        return r;
                     }
-                    Err(mailgate_store::StoreError::Duplicate { .. }) => {
-                        errs.add("name", "an account with this name already exists")
-                    }
-                    Err(e) => return unavailable(e),
-                },
-                Err(e) => field_error(&mut errs, e),
+                }
             }
         }
     }
@@ -873,21 +861,20 @@ pub async fn update_account(
                     enabled: Some(get(&f, "enabled") == "on"),
                     settings,
                 };
-                match changes.apply(current.spec.clone(), &app) {
-                    Ok(spec) => match state
-                        .store
-                        .update_account(current.id, &spec, state.clock.now())
-                        .await
-                    {
-                        Ok(_) => {
-                            return Redirect::to(&format!("/admin/accounts/{id}")).into_response();
+                let now = state.clock.now();
+                match changes::update_account(&state.store, &current, changes, &app, true, now)
+                    .await
+                {
+                    Ok(_) => {
+                        return Redirect::to(&format!("/admin/accounts/{id}")).into_response();
+                    }
+                    Err(e) => {
+                        if let Some(r) =
+                            change_refused(&mut errs, e, "an account with this name already exists")
+                        {
+                            return r;
                         }
-                        Err(mailgate_store::StoreError::Duplicate { .. }) => {
-                            errs.add("name", "an account with this name already exists")
-                        }
-                        Err(e) => return unavailable(e),
-                    },
-                    Err(e) => field_error(&mut errs, e),
+                    }
                 }
             }
             Err(_) => errs.add("app", "no such app"),

@@ -205,6 +205,8 @@ async fn moving_an_apps_endpoints_through_the_api_needs_the_secret_and_drops_the
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let limited = text(&out.stdout).trim().to_owned();
+    // Creating the token is itself a recorded change (its api_token.created event).
+    let before = rows(&f).await;
     let port: u16 = capture.url.rsplit(':').next().unwrap().parse().unwrap();
     for body in [
         serde_json::json!({ "inbound_host": "127.0.0.1", "inbound_port": port }),
