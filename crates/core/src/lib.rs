@@ -19,6 +19,7 @@ pub mod log_limit;
 pub mod preset;
 pub mod random;
 pub mod secret;
+pub mod send;
 pub mod state;
 pub mod user;
 pub mod values;

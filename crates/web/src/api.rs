@@ -126,6 +126,24 @@ impl From<mailgate_grants::EngineError> for ApiError {
     }
 }
 
+impl From<mailgate_core::send::SendRefused> for ApiError {
+    /// A send rule refused: 422 naming the field, 413 for attachments over the total size.
+    fn from(e: mailgate_core::send::SendRefused) -> Self {
+        match e {
+            mailgate_core::send::SendRefused::Invalid { field, message } => {
+                invalid(&field, message)
+            }
+            mailgate_core::send::SendRefused::TooLarge { field, message } => problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                message,
+                Some(field),
+            )
+            .into(),
+        }
+    }
+}
+
 /// The operating system's random generator failed: nothing was done (503, retry later).
 pub(crate) fn random_problem(e: mailgate_core::random::RandomFailed) -> Response {
     tracing::error!(error = %e, "API: no randomness");
@@ -416,9 +434,11 @@ pub async fn start_authorization(
     }
 }
 
-/// Decoded attachments together may not exceed this. Base64 in the message makes it about
-/// 13.7 MB, under what Gmail (25 MB) and Exchange Online (35 MB) accept by default.
-pub const MAX_ATTACHMENT_BYTES: usize = 10 * 1024 * 1024;
+pub use mailgate_core::send::MAX_ATTACHMENT_BYTES;
+use mailgate_core::send::SendRequest;
+#[cfg(test)]
+use mailgate_core::send::{AttachmentRequest, check_attachments};
+
 /// The largest send request body: the attachments in base64 (4/3 of their size), the text
 /// and the html.
 pub const SEND_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -437,43 +457,6 @@ pub struct SendLimits {
 const ACCOUNT_QUOTA_RETRY_AFTER_SECS: u64 = 30;
 const TOTAL_QUOTA_RETRY_AFTER_SECS: u64 = 120;
 
-/// The JSON body of a send. Unknown fields are refused, so a misspelt `htm` is an error
-/// rather than a message sent without its html.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendRequest {
-    #[serde(default)]
-    to: Vec<String>,
-    #[serde(default)]
-    cc: Vec<String>,
-    #[serde(default)]
-    bcc: Vec<String>,
-    subject: String,
-    text: Option<String>,
-    html: Option<String>,
-    /// Replaces the account's reply-to for this message.
-    reply_to: Option<String>,
-    #[serde(default)]
-    attachments: Vec<AttachmentRequest>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AttachmentRequest {
-    filename: String,
-    content_type: String,
-    content_base64: String,
-    content_id: Option<String>,
-}
-
-/// An attachment after its checks: decoded, with a media type and names safe in headers.
-struct Attachment {
-    filename: String,
-    content_type: String,
-    content: Vec<u8>,
-    content_id: Option<String>,
-}
-
 /// A 422 problem naming the field at fault.
 pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
     problem(
@@ -483,15 +466,6 @@ pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
         Some(field),
     )
     .into()
-}
-
-fn parse_addresses(
-    field: &'static str,
-    list: &[String],
-) -> Result<Vec<mailgate_core::EmailAddress>, ApiError> {
-    list.iter()
-        .map(|a| mailgate_core::EmailAddress::parse(a).map_err(|e| invalid(field, e.to_string())))
-        .collect()
 }
 
 fn parse_send_request(body: &[u8]) -> Result<SendRequest, ApiError> {
@@ -529,134 +503,6 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
     })?;
     de.end().map_err(|e| refuse(e.to_string(), None))?;
     Ok(req)
-}
-
-/// RFC 2045 token characters: what a media type's type and subtype may hold.
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)
-}
-
-/// Characters that change how a name is shown without being seen: the bidirectional
-/// controls (U+202E makes `invoice\u{202E}fdp.exe` read as `invoiceexe.pdf`), zero-width and
-/// line/paragraph separators, the byte-order mark.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c,
-        // Not U+200C/U+200D (ZWNJ/ZWJ): Persian and Indic names and emoji need them.
-        '\u{061C}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{2028}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
-}
-
-/// Decodes and checks every attachment; the problem names `attachments[i].<field>`.
-fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, ApiError> {
-    use base64::Engine;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    // Padding optional: some encoders leave it off.
-    const BASE64: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let mut out: Vec<Attachment> = Vec::with_capacity(list.len());
-    let mut total = 0usize;
-    for (i, a) in list.iter().enumerate() {
-        let field = |name: &str| format!("attachments[{i}].{name}");
-        if a.filename.trim().is_empty() {
-            return Err(invalid(&field("filename"), "the file name is empty"));
-        }
-        if a.filename.len() > 255
-            || a.filename
-                .chars()
-                .any(|c| c.is_control() || is_invisible_format(c) || c == '/' || c == '\\')
-        {
-            return Err(invalid(
-                &field("filename"),
-                "a file name of at most 255 bytes, without control characters (such as line breaks or bidirectional controls like U+202E), / or \\",
-            ));
-        }
-        let content_type = a.content_type.trim().to_ascii_lowercase();
-        let well_formed = content_type.len() <= 127
-            && content_type.split_once('/').is_some_and(|(t, s)| {
-                !t.is_empty()
-                    && !s.is_empty()
-                    && t.chars().all(is_token_char)
-                    && s.chars().all(is_token_char)
-                    && t != "multipart"
-                    && t != "message"
-            });
-        if !well_formed {
-            return Err(invalid(
-                &field("content_type"),
-                "a media type such as application/pdf or image/png (type/subtype, no parameters; not multipart/* or message/*)",
-            ));
-        }
-        let content_id = match &a.content_id {
-            None => None,
-            Some(cid) => {
-                let bare = cid.trim();
-                let bare = bare
-                    .strip_prefix('<')
-                    .and_then(|b| b.strip_suffix('>'))
-                    .unwrap_or(bare);
-                if bare.is_empty()
-                    || bare.len() > 250
-                    || !bare
-                        .chars()
-                        .all(|c| c.is_ascii_graphic() && !"<>()[]\\\",;:".contains(c))
-                {
-                    return Err(invalid(
-                        &field("content_id"),
-                        "a Content-ID such as logo@example.com: 1 to 250 visible ASCII characters without <>()[]\\\",;:",
-                    ));
-                }
-                if out.iter().any(|o| {
-                    o.content_id
-                        .as_deref()
-                        .is_some_and(|c| c.eq_ignore_ascii_case(bare))
-                }) {
-                    return Err(invalid(
-                        &field("content_id"),
-                        format!("the Content-ID {bare} is used by an earlier attachment"),
-                    ));
-                }
-                Some(bare.to_owned())
-            }
-        };
-        // A copy without line breaks only when there are any: a large attachment is
-        // otherwise held once more for nothing.
-        let raw = a.content_base64.as_bytes();
-        let compact: std::borrow::Cow<'_, [u8]> = if raw.iter().any(u8::is_ascii_whitespace) {
-            raw.iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect::<Vec<u8>>()
-                .into()
-        } else {
-            raw.into()
-        };
-        let content = BASE64.decode(&compact).map_err(|e| {
-            invalid(
-                &field("content_base64"),
-                format!("the content is not valid base64 (standard alphabet): {e}"),
-            )
-        })?;
-        total += content.len();
-        if total > MAX_ATTACHMENT_BYTES {
-            return Err(ApiError::from(problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "the attachments come to more than {MAX_ATTACHMENT_BYTES} bytes (decoded); send less or link to the files"
-                ),
-                Some("attachments"),
-            )));
-        }
-        out.push(Attachment {
-            filename: a.filename.clone(),
-            content_type,
-            content,
-            content_id,
-        });
-    }
-    Ok(out)
 }
 
 /// What a send request's `Content-Type` asks for.
@@ -736,80 +582,29 @@ pub async fn send_message(
         SendBody::Raw => return send_raw(&state, id, &headers, &body, &request_hash).await,
         SendBody::Json => {}
     }
-    let mut req = parse_send_request(&body)?;
+    let req = parse_send_request(&body)?;
     // The request's bytes are in `req` now; let them go before the message is built.
     drop(body);
     let key = idempotency_key(&headers)?;
-    // Counted before any address is parsed: a huge list costs nothing to refuse.
-    let cap = state.send_limits.max_recipients;
-    let mut counted = 0usize;
-    for (field, list) in [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)] {
-        counted += list.len();
-        if counted > cap {
-            return Err(invalid(
-                field,
-                format!("a message may have at most {cap} recipients (to, cc and bcc together)"),
-            ));
-        }
-    }
-    let (to, cc, bcc) = match (
-        parse_addresses("to", &req.to),
-        parse_addresses("cc", &req.cc),
-        parse_addresses("bcc", &req.bcc),
-    ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Err(r),
-    };
-    if to.is_empty() && cc.is_empty() && bcc.is_empty() {
-        return Err(invalid(
-            "to",
-            "at least one recipient is needed (to, cc or bcc)",
-        ));
-    }
-    if req.subject.chars().any(|c| c == '\r' || c == '\n') || req.subject.len() > 998 {
-        return Err(invalid(
-            "subject",
-            "the subject must be one line of at most 998 bytes",
-        ));
-    }
-    if req.text.is_none() && req.html.is_none() {
-        return Err(invalid(
-            "text",
-            "the message needs a body: give text, html or both (html alone is sent as text/html)",
-        ));
-    }
-    for (field, value) in [("text", &req.text), ("html", &req.html)] {
-        if value.as_deref().is_some_and(|v| v.contains('\0')) {
-            return Err(invalid(
-                field,
-                "the body contains a NUL character, which mail cannot carry",
-            ));
-        }
-    }
-    let reply_to = match req
-        .reply_to
-        .as_deref()
-        .map(mailgate_core::EmailAddress::parse)
-    {
-        None => None,
-        Some(Ok(a)) => Some(a.to_string()),
-        Some(Err(e)) => return Err(invalid("reply_to", e.to_string())),
-    };
-    let attachments = check_attachments(&req.attachments)?;
-    // Decoded now: the base64 text is not needed again.
-    req.attachments = Vec::new();
+    let checked = req.parse(state.send_limits.max_recipients)?;
     let account = sending_account(&state, id).await?;
     let strings = |list: &[mailgate_core::EmailAddress]| -> Vec<String> {
         list.iter().map(|a| a.to_string()).collect()
     };
-    let (to, cc, bcc) = (strings(&to), strings(&cc), strings(&bcc));
+    let (to, cc, bcc) = (
+        strings(&checked.to),
+        strings(&checked.cc),
+        strings(&checked.bcc),
+    );
+    let reply_to = checked.reply_to.as_ref().map(|a| a.to_string());
     // Bcc is in the envelope only: the message's headers never name it.
     let envelope: Vec<String> = to.iter().chain(&cc).chain(&bcc).cloned().collect();
     let message_id = match mailgate_mail::message::new_message_id(account.spec.mailbox.domain()) {
         Ok(id) => id,
         Err(e) => return Err(e.into()),
     };
-    let parts: Vec<mailgate_mail::message::Attachment<'_>> = attachments
+    let parts: Vec<mailgate_mail::message::Attachment<'_>> = checked
+        .attachments
         .iter()
         .map(|a| mailgate_mail::message::Attachment {
             filename: &a.filename,
@@ -824,9 +619,9 @@ pub async fn send_message(
             to: &to,
             cc: &cc,
             reply_to: reply_to.as_deref(),
-            subject: &req.subject,
-            text: req.text.as_deref(),
-            html: req.html.as_deref(),
+            subject: &checked.subject,
+            text: checked.text.as_deref(),
+            html: checked.html.as_deref(),
             attachments: &parts,
             message_id: &message_id,
             date: state.clock.now(),
@@ -842,7 +637,7 @@ pub async fn send_message(
             )));
         }
     };
-    drop(attachments);
+    drop(checked);
     Ok(enqueue(
         &state,
         mailgate_store::NewOutboxMessage {
@@ -1584,7 +1379,10 @@ mod tests {
             let r = super::check_attachments(&[ok(), bad])
                 .map(|_| ())
                 .unwrap_err();
-            assert_eq!(status_and_field(r).await, (422, field.to_owned()));
+            assert_eq!(
+                status_and_field(super::ApiError::from(r)).await,
+                (422, field.to_owned())
+            );
         }
         // The same Content-ID twice; <> around it are optional.
         let cid = |c: &str| super::AttachmentRequest {
@@ -1595,7 +1393,7 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert_eq!(
-            status_and_field(r).await,
+            status_and_field(super::ApiError::from(r)).await,
             (422, "attachments[1].content_id".to_owned())
         );
         // Over the total size: 413, naming the attachments.
@@ -1613,6 +1411,9 @@ mod tests {
         let r = super::check_attachments(&[half, second])
             .map(|_| ())
             .unwrap_err();
-        assert_eq!(status_and_field(r).await, (413, "attachments".to_owned()));
+        assert_eq!(
+            status_and_field(super::ApiError::from(r)).await,
+            (413, "attachments".to_owned())
+        );
     }
 }
