@@ -164,6 +164,22 @@ async fn audit_each_change_through_cli_ui_and_api_records_its_actor_and_no_secre
     assert_eq!(resp.status(), StatusCode::OK);
     let ui_token = input_value(&resp.text().await.unwrap(), "id", "api-token");
 
+    // Proxy passwords: one from the CLI, a new one from the admin page.
+    let cli_proxy_password = env
+        .ok(&["account", "proxy-password", "support"], None)
+        .trim()
+        .to_owned();
+    let support_id = env.json(&["account", "show", "support", "--json"])["id"].to_string();
+    let resp = browser
+        .post(
+            &format!("/admin/accounts/{support_id}/proxy-password"),
+            &admin,
+            &[("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ui_proxy_password = input_value(&resp.text().await.unwrap(), "id", "proxy-password-value");
+
     // --- the API, as the token `erp` ---
     let (status, v) = api(
         &http,
@@ -244,6 +260,14 @@ async fn audit_each_change_through_cli_ui_and_api_records_its_actor_and_no_secre
     ] {
         assert_by(event(events, kind, about), actor.unwrap(), source);
     }
+    // The newest proxy password is the admin's, the one before the CLI's.
+    let proxy: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "proxy_password_set")
+        .collect();
+    assert_eq!(proxy.len(), 2, "{proxy:#?}");
+    assert_by(proxy[0], "admin", Some("127.0.0.1"));
+    assert_by(proxy[1], "cli:auditor", None);
 
     // No secret in any event: client secrets, the tokens, the webhook's signing secret,
     // passwords.
@@ -256,6 +280,8 @@ async fn audit_each_change_through_cli_ui_and_api_records_its_actor_and_no_secre
         webhook_secret.as_str(),
         USER_PASSWORD,
         ADMIN_PASSWORD,
+        cli_proxy_password.as_str(),
+        ui_proxy_password.as_str(),
     ] {
         assert!(!dump.contains(secret), "a secret in the events: {dump}");
     }
