@@ -358,7 +358,13 @@ pub async fn account_events(
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     caller.require_account(AccountId(id))?;
-    let events = state.store.events(Some(AccountId(id)), 200).await?;
+    // With who made each change (the audit trail), as `GET /api/v1/events` shows them.
+    let filter = mailgate_store::EventFilter {
+        account: Some(AccountId(id)),
+        limit: 200,
+        ..Default::default()
+    };
+    let events = state.store.audit_events(&filter).await?;
     Ok(Json(events).into_response())
 }
 

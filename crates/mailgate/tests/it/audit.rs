@@ -347,6 +347,20 @@ async fn audit_each_change_through_cli_ui_and_api_records_its_actor_and_no_secre
         (StatusCode::UNPROCESSABLE_ENTITY, &json!("since"))
     );
 
+    // An account's own events say who, too.
+    let (status, v) = api(
+        &http,
+        &server,
+        &ui_token,
+        "GET",
+        &format!("/api/v1/accounts/{support_id}/events"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let updated = event(v.as_array().unwrap(), "account_updated", "support");
+    assert_by(updated, "api-token:erp", Some("127.0.0.1"));
+
     // So does the admin UI's events page, with a small filter form.
     let (status, html) = browser
         .get(
