@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod preset;
 pub mod random;
 pub mod secret;
+pub mod send;
 pub mod state;
 pub mod token_source;
 pub mod user;

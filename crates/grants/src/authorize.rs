@@ -129,6 +129,12 @@ impl Engine {
                 "this authorization was started in another browser session; start it again here",
             ));
         }
+        // The audit trail: the callback comes from the signed-in person's browser, but the
+        // authorization is its initiator's (an API token, the CLI); a session's user is named
+        // by the callback itself.
+        if !pending.initiator.starts_with("session:") {
+            mailgate_store::audit::identify(pending.initiator.clone());
+        }
         let id = pending.account_id;
         let result = self.finish_code_flow(pending, code, provider_error).await;
         if let Err(e) = &result {

@@ -45,6 +45,13 @@ pub enum Command {
         /// Only this account's events.
         #[arg(long)]
         account: Option<String>,
+        /// Only changes made by this actor: a user name, `api-token:NAME`, `cli:USER`, or
+        /// `cli` / `api-token` for every one of that kind.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only events at or after this date (YYYY-MM-DD, UTC) or RFC 3339 time.
+        #[arg(long, value_name = "WHEN", value_parser = mailgate_core::event::parse_since)]
+        since: Option<mailgate_core::Timestamp>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[arg(long)]

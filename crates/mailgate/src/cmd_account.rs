@@ -2,10 +2,10 @@
 
 use crate::cli::{AccountAdd, AccountCommand, AccountSettings, AccountUpdate};
 use crate::{CmdResult, Failure, views};
-use mailgate_core::account::AccountSpec;
+use mailgate_core::Clock;
 use mailgate_core::input::{AccountChanges, AccountSettingsInput, NewAccount};
-use mailgate_core::{Clock, OAuthApp};
 use mailgate_store::Store;
+use mailgate_usecase::changes;
 
 pub async fn run(cmd: AccountCommand, store: &Store, clock: &dyn Clock) -> CmdResult {
     match cmd {
@@ -14,8 +14,7 @@ pub async fn run(cmd: AccountCommand, store: &Store, clock: &dyn Clock) -> CmdRe
                 .find_app(&args.app)
                 .await
                 .map_err(|e| Failure::BadInput(format!("--app: {e}")))?;
-            let spec = spec_from_add(args, &app)?;
-            let acc = store.create_account(&spec, clock.now()).await?;
+            let acc = changes::create_account(store, new_account(args)?, &app, clock.now()).await?;
             views::print_account(&acc, app.spec.name.as_str());
             out!("\nNext: authorize it, signing in as {}.", acc.spec.mailbox);
             Ok(())
@@ -71,14 +70,21 @@ pub async fn run(cmd: AccountCommand, store: &Store, clock: &dyn Clock) -> CmdRe
                     .map_err(|e| Failure::BadInput(format!("--app: {e}")))?,
                 None => store.app(current.spec.app_id).await?,
             };
-            let spec = spec_from_update(current.spec.clone(), args, &app)?;
-            let acc = store.update_account(current.id, &spec, clock.now()).await?;
+            let acc = changes::update_account(
+                store,
+                &current,
+                account_changes(args)?,
+                &app,
+                true,
+                clock.now(),
+            )
+            .await?;
             views::print_account(&acc, app.spec.name.as_str());
             Ok(())
         }
         AccountCommand::Remove { account } => {
             let acc = store.find_account(&account).await?;
-            store.remove_account(acc.id, clock.now()).await?;
+            changes::remove_account(store, acc.id, clock.now()).await?;
             out!(
                 "Removed account {:?} (id {}) and its grant.",
                 acc.spec.name.as_str(),
@@ -154,21 +160,16 @@ fn settings_input(s: AccountSettings) -> Result<AccountSettingsInput, Failure> {
     })
 }
 
-fn spec_from_add(a: AccountAdd, app: &OAuthApp) -> Result<AccountSpec, Failure> {
-    let new = NewAccount {
+fn new_account(a: AccountAdd) -> Result<NewAccount, Failure> {
+    Ok(NewAccount {
         name: a.name,
         email: a.email,
         enabled: !a.disabled,
         settings: settings_input(a.settings)?,
-    };
-    Ok(new.into_spec(app)?)
+    })
 }
 
-fn spec_from_update(
-    current: AccountSpec,
-    u: AccountUpdate,
-    app: &OAuthApp,
-) -> Result<AccountSpec, Failure> {
+fn account_changes(u: AccountUpdate) -> Result<AccountChanges, Failure> {
     let enabled = if u.enable {
         Some(true)
     } else if u.disable {
@@ -176,11 +177,10 @@ fn spec_from_update(
     } else {
         None
     };
-    let changes = AccountChanges {
+    Ok(AccountChanges {
         name: u.name,
         email: u.email,
         enabled,
         settings: settings_input(u.settings)?,
-    };
-    Ok(changes.apply(current, app)?)
+    })
 }

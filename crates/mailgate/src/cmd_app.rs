@@ -3,10 +3,11 @@
 use crate::cli::{AppAdd, AppCommand, AppUpdate, EndpointOverrides, SecretInput};
 use crate::config::Config;
 use crate::{CmdResult, Failure, views};
-use mailgate_core::app::{AppKind, AppSpec};
+use mailgate_core::app::AppKind;
 use mailgate_core::input::{AppChanges, EndpointInput, NewApp};
 use mailgate_core::{Clock, Secret};
 use mailgate_grants::Engine;
+use mailgate_usecase::{ChangeError, changes};
 use std::io::{IsTerminal, Read};
 
 pub async fn run(
@@ -19,8 +20,7 @@ pub async fn run(
     let public_url = config.public_url_for(config.listen);
     match cmd {
         AppCommand::Add(args) => {
-            let spec = spec_from_add(engine, args).await?;
-            let app = store.create_app(&spec, clock.now()).await?;
+            let app = changes::create_app(engine, new_app(args)?, clock.now()).await?;
             if app.spec.client_secret.is_none() && app.spec.kind == AppKind::Microsoft {
                 eprintln!(
                     "note: no client secret stored; this only works if the app registration allows public client flows"
@@ -70,16 +70,24 @@ pub async fn run(
         }
         AppCommand::Update(args) => {
             let current = store.find_app(&args.app).await?;
-            let (spec, clear_secret) = spec_from_update(engine, current.spec.clone(), args).await?;
-            let app = store
-                .update_app(current.id, &spec, clear_secret, clock.now())
-                .await?;
+            let app = changes::update_app(engine, current, app_changes(args)?, clock.now())
+                .await
+                .map_err(|e| match e {
+                    // The secret is never a flag's value: name the two ways to give it.
+                    ChangeError::Field(e) if e.field == "client_secret" => {
+                        Failure::BadInput(format!(
+                            "--client-secret-stdin or --client-secret-file: {}",
+                            e.message
+                        ))
+                    }
+                    other => Failure::from(other),
+                })?;
             views::print_app(&app, &public_url, clock);
             Ok(())
         }
         AppCommand::Remove { app } => {
             let found = store.find_app(&app).await?;
-            store.remove_app(found.id, clock.now()).await?;
+            changes::remove_app(store, found.id, clock.now()).await?;
             out!(
                 "Removed app {:?} (id {}).",
                 found.spec.name.as_str(),
@@ -150,15 +158,9 @@ fn endpoint_input(o: EndpointOverrides) -> EndpointInput {
     }
 }
 
-/// A generic app's missing endpoints from its issuer's discovery document.
-async fn discover(engine: &Engine, kind: AppKind, input: &mut EndpointInput) -> CmdResult {
-    Ok(mailgate_oauth::discovery::complete_endpoints(engine.oauth_client(), kind, input).await?)
-}
-
-async fn spec_from_add(engine: &Engine, a: AppAdd) -> Result<AppSpec, Failure> {
-    let mut endpoints = endpoint_input(a.endpoints);
-    discover(engine, a.kind, &mut endpoints).await?;
-    let new = NewApp {
+/// The app asked for; `changes::create_app` discovers a generic app's endpoints and checks it.
+fn new_app(a: AppAdd) -> Result<NewApp, Failure> {
+    Ok(NewApp {
         client_secret: read_secret(&a.secret)?,
         service_account_key: a
             .service_account_key_file
@@ -171,20 +173,12 @@ async fn spec_from_add(engine: &Engine, a: AppAdd) -> Result<AppSpec, Failure> {
         client_id: a.client_id,
         secret_expires: a.secret_expires,
         flow: a.flow,
-        endpoints,
-    };
-    Ok(new.into_spec()?)
+        endpoints: endpoint_input(a.endpoints),
+    })
 }
 
-async fn spec_from_update(
-    engine: &Engine,
-    current: AppSpec,
-    u: AppUpdate,
-) -> Result<(AppSpec, bool), Failure> {
-    let clear_secret = u.clear_secret;
-    let mut endpoints = endpoint_input(u.endpoints);
-    discover(engine, current.kind, &mut endpoints).await?;
-    let changes = AppChanges {
+fn app_changes(u: AppUpdate) -> Result<AppChanges, Failure> {
+    Ok(AppChanges {
         client_secret: read_secret(&u.secret)?,
         service_account_key: u
             .service_account_key_file
@@ -194,19 +188,10 @@ async fn spec_from_update(
         name: u.name,
         tenant: u.tenant,
         client_id: u.client_id,
-        clear_secret,
+        clear_secret: u.clear_secret,
         secret_expires: u.secret_expires,
         flow: u.flow,
         reset_endpoints: u.reset_endpoints,
-        endpoints,
-    };
-    let spec = changes.apply(current).map_err(|e| match e.field {
-        // The secret is never a flag's value: name the two ways to give it.
-        "client_secret" => Failure::BadInput(format!(
-            "--client-secret-stdin or --client-secret-file: {}",
-            e.message
-        )),
-        _ => Failure::from(e),
-    })?;
-    Ok((spec, clear_secret))
+        endpoints: endpoint_input(u.endpoints),
+    })
 }

@@ -59,6 +59,20 @@ impl From<StoreError> for Failure {
     }
 }
 
+impl From<mailgate_usecase::ChangeError> for Failure {
+    fn from(e: mailgate_usecase::ChangeError) -> Self {
+        match e {
+            mailgate_usecase::ChangeError::Field(e) => e.into(),
+            mailgate_usecase::ChangeError::Store(e) => e.into(),
+            // The CLI acts for an administrator, who may move an account (`may_move`).
+            mailgate_usecase::ChangeError::MovesDestinations(moved) => Failure::BadInput(format!(
+                "this change moves the account's servers ({})",
+                moved.join(", ")
+            )),
+        }
+    }
+}
+
 impl From<config::ConfigError> for Failure {
     fn from(e: config::ConfigError) -> Self {
         Failure::BadInput(e.to_string())
@@ -97,7 +111,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    // A command's changes are recorded as the OS user's (the audit trail); `serve` acts
+    // for its HTTP callers, who name themselves per request.
+    let outcome = if matches!(cli.command, Command::Serve) {
+        runtime.block_on(run(cli))
+    } else {
+        let actor = format!("cli:{}", os_user());
+        runtime.block_on(mailgate_store::audit::within(Some(actor), None, run(cli)))
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput(msg)) => {
             eprintln!("error: {msg}");
@@ -108,6 +130,17 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The name of the user running a CLI command, for the audit trail: `$USER` (or
+/// `$LOGNAME`), else the numeric uid.
+fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty() && v.len() <= 64 && !v.chars().any(char::is_control))
+        .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()))
 }
 
 fn print_completions(shell: clap_complete::Shell) -> ExitCode {
@@ -261,18 +294,27 @@ async fn run(cli: Cli) -> CmdResult {
         }
         Command::Events {
             account,
+            actor,
+            since,
             limit,
             json,
         } => {
             let store = open_command_store(&config).await?;
-            let r = events(&store, account, limit, json).await;
+            let r = events(&store, account, actor, since, limit, json).await;
             store.close().await;
             r
         }
     }
 }
 
-async fn events(store: &Store, account: Option<String>, limit: i64, json: bool) -> CmdResult {
+async fn events(
+    store: &Store,
+    account: Option<String>,
+    actor: Option<String>,
+    since: Option<mailgate_core::Timestamp>,
+    limit: i64,
+    json: bool,
+) -> CmdResult {
     if !(1..=10_000).contains(&limit) {
         return Err(Failure::BadInput(
             "--limit: expected a number from 1 to 10000".into(),
@@ -282,12 +324,23 @@ async fn events(store: &Store, account: Option<String>, limit: i64, json: bool) 
         Some(a) => Some(store.find_account(&a).await?.id),
         None => None,
     };
-    let events = store.events(account_id, limit).await?;
+    let filter = mailgate_store::EventFilter {
+        actor,
+        since,
+        account: account_id,
+        limit,
+    };
+    let events = store.audit_events(&filter).await?;
     if json {
         views::print_json(&events)
     } else {
         for e in events.iter().rev() {
-            out!("{}  {:<24} {}", e.at, e.kind.as_str(), e.message);
+            let by = match (&e.actor, &e.source) {
+                (Some(a), Some(s)) => format!("  (by {a} from {s})"),
+                (Some(a), None) => format!("  (by {a})"),
+                _ => String::new(),
+            };
+            out!("{}  {:<24} {}{by}", e.at, e.kind.as_str(), e.message);
         }
         Ok(())
     }

@@ -1,11 +1,12 @@
 //! What the CLI prints. Built by hand from the domain types so that a secret can only
-//! appear as its hint ("set (…4f2a)"): nothing here serialises a `Secret`.
+//! appear as its hint ("set (…4f2a)"): nothing here serialises a `Secret`. `--json` prints
+//! the views of `mailgate-usecase`, the same as the API's answers.
 
 use crate::{CmdResult, Failure};
 use mailgate_core::account::MailAccount;
 use mailgate_core::{Clock, HttpUrl, OAuthApp};
+use mailgate_usecase::{AccountView, AppView};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> CmdResult {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Runtime(e.to_string()))?;
@@ -13,33 +14,11 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> CmdResult {
     Ok(())
 }
 
-pub fn redirect_uri(public_url: &HttpUrl) -> String {
-    public_url.join_path("/oauth/callback").to_string()
-}
+pub use mailgate_usecase::views::redirect_uri;
 
-pub fn app_json(app: &OAuthApp, public_url: &HttpUrl, clock: &dyn Clock) -> Value {
-    let s = &app.spec;
-    let e = &s.endpoints;
-    json!({
-        "id": app.id,
-        "name": s.name,
-        "kind": s.kind,
-        "tenant": s.tenant,
-        "client_id": s.client_id,
-        "client_secret": s.client_secret.as_ref().map(|x| x.hint()),
-        "secret_expires": s.secret_expires.map(|d| d.to_string()),
-        "secret_expires_in_days": s.secret_expires.map(|d| crate::days_until(clock, d)),
-        "flow": s.flow,
-        "redirect_uri": redirect_uri(public_url),
-        "endpoints": {
-            "authorize": e.authorize, "token": e.token, "device": e.device, "jwks": e.jwks,
-            "userinfo": e.userinfo, "revoke": e.revoke, "issuer": e.issuer,
-        },
-        "scopes": s.scopes.iter().collect::<Vec<_>>(),
-        "extra_params": s.extra_params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-        "created_at": app.created_at.rfc3339(),
-        "updated_at": app.updated_at.rfc3339(),
-    })
+/// The app as `--json` shows it: the same view as the API's.
+pub fn app_json(app: &OAuthApp, public_url: &HttpUrl, clock: &dyn Clock) -> AppView {
+    AppView::new(app, public_url, clock.now().date())
 }
 
 fn expiry_note(days: i64) -> String {
@@ -103,31 +82,9 @@ pub fn print_app(app: &OAuthApp, public_url: &HttpUrl, clock: &dyn Clock) {
     }
 }
 
-pub fn account_json(acc: &MailAccount, app_name: &str) -> Value {
-    let s = &acc.spec;
-    json!({
-        "id": acc.id,
-        "name": s.name,
-        "description": s.description,
-        "enabled": s.enabled,
-        "state": acc.state,
-        "mailbox": s.mailbox,
-        "shared_mailbox": s.shared_mailbox,
-        "aliases": s.aliases,
-        "app": { "id": s.app_id, "name": app_name },
-        "inbound": s.inbound.as_ref().map(|i| json!({"protocol": i.protocol, "host": i.server.host, "port": i.server.port, "tls": i.server.tls})),
-        "outbound": s.outbound.as_ref().map(|o| json!({"protocol": "smtp", "host": o.server.host, "port": o.server.port, "tls": o.server.tls})),
-        "from_name": s.from_name,
-        "reply_to": s.reply_to,
-        "signature": s.signature,
-        "on_received": s.on_received.to_string(),
-        "delegate": s.delegate,
-        "send_on_behalf": s.send_on_behalf,
-        "access": s.access_summary(),
-        "last_problem": acc.last_problem,
-        "created_at": acc.created_at.rfc3339(),
-        "updated_at": acc.updated_at.rfc3339(),
-    })
+/// The account as `--json` shows it: the same view as the API's.
+pub fn account_json(acc: &MailAccount, app_name: &str) -> AccountView {
+    AccountView::new(acc, app_name)
 }
 
 pub fn print_account(acc: &MailAccount, app_name: &str) {

@@ -96,14 +96,18 @@ pub(crate) async fn record_with(
         data["description"] = serde_json::Value::String(message.to_owned());
         webhooks::fan_out(tx, hook, app, account, data, now).await?;
     }
+    // Who asked for this change, when a CLI command or an HTTP request is running it.
+    let actor = crate::audit::current();
     sqlx::query(
-        "INSERT INTO events (at, kind, app_id, account_id, message) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO events (at, kind, app_id, account_id, message, actor, source) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(now.0)
     .bind(kind.as_str())
     .bind(app.map(|a| a.0))
     .bind(account.map(|a| a.0))
     .bind(message.to_owned())
+    .bind(actor.as_ref().map(|a| a.name.clone()))
+    .bind(actor.and_then(|a| a.source))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -16,6 +16,7 @@
 
 mod accounts;
 mod apps;
+pub mod audit;
 mod authz;
 mod backend;
 pub mod backup;
@@ -36,6 +37,7 @@ mod users;
 pub mod webhooks;
 
 pub(crate) use accounts::apply_in_tx;
+pub use audit::{Actor, EventFilter};
 pub use authz::{PendingAuthorization, RefreshInDoubt};
 pub use backend::Backend;
 use backend::DatabaseUrl;

@@ -74,6 +74,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0012_proxy_passwords.sql"),
     ),
     (
+        13,
+        "audit",
+        include_str!("../migrations/sqlite/0013_audit.sql"),
+    ),
+    (
         14,
         "test_results",
         include_str!("../migrations/sqlite/0014_test_results.sql"),
@@ -147,6 +152,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         12,
         "proxy_passwords",
         include_str!("../migrations/postgres/0012_proxy_passwords.sql"),
+    ),
+    (
+        13,
+        "audit",
+        include_str!("../migrations/postgres/0013_audit.sql"),
     ),
     (
         14,

@@ -274,6 +274,9 @@ pub(crate) fn event(row: &AnyRow) -> Result<Event> {
         app_id: get::<Option<i64>>(row, "app_id")?.map(AppId),
         account_id: get::<Option<i64>>(row, "account_id")?.map(AccountId),
         message: get(row, "message")?,
+        // Only the audit queries (`audit.rs`) select these two.
+        actor: row.try_get::<Option<String>, _>("actor").ok().flatten(),
+        source: row.try_get::<Option<String>, _>("source").ok().flatten(),
     })
 }
 

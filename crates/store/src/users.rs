@@ -589,19 +589,43 @@ impl Store {
             .join(" ");
         let account_text = serde_json::to_string(&accounts.iter().map(|a| a.0).collect::<Vec<_>>())
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let row = sqlx::query("INSERT INTO api_tokens (name, token_hash, scopes, account_ids, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
-            .bind(name.to_owned())
-            .bind(token_hash.to_owned())
-            .bind(scope_text)
-            .bind(account_text)
-            .bind(now.0)
-            // Stepped to the end, not `fetch_one`: see `Store::write_returning`.
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| crate::unique(e, "API token", name))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::Corrupt("INSERT … RETURNING gave no row".into()))?;
+        let message = format!(
+            "API token {name:?} created (scopes {scope_text}; {})",
+            if accounts.is_empty() {
+                "every account".to_owned()
+            } else {
+                format!("accounts {account_text}")
+            }
+        );
+        let result = async {
+            let mut tx = self.begin_write().await?;
+            let row = sqlx::query("INSERT INTO api_tokens (name, token_hash, scopes, account_ids, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+                .bind(name.to_owned())
+                .bind(token_hash.to_owned())
+                .bind(scope_text)
+                .bind(account_text)
+                .bind(now.0)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| crate::unique(e, "API token", name))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::Corrupt("INSERT … RETURNING gave no row".into()))?;
+            crate::record_with(
+                &mut tx,
+                now,
+                mailgate_core::event::EventKind::ApiTokenCreated,
+                None,
+                None,
+                &message,
+                None,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(row)
+        }
+        .await;
+        let row = self.track_write(result)?;
         Ok(mailgate_core::user::ApiToken {
             id: row.try_get("id")?,
             name: name.to_owned(),
@@ -733,12 +757,32 @@ impl Store {
     /// Revokes a live token by name or id; false if there is no live one (unknown, or
     /// revoked already). The row stays, so its name stays taken.
     pub async fn revoke_api_token(&self, key: &str, now: Timestamp) -> Result<bool> {
-        let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE (name = $2 OR CAST(id AS TEXT) = $2) AND revoked_at IS NULL")
-            .bind(now.0)
-            .bind(key.trim().to_owned())
-            .execute(&self.pool)
+        let result = async {
+            let mut tx = self.begin_write().await?;
+            let revoked = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE (name = $2 OR CAST(id AS TEXT) = $2) AND revoked_at IS NULL RETURNING name")
+                .bind(now.0)
+                .bind(key.trim().to_owned())
+                .fetch_all(&mut *tx)
+                .await?;
+            let Some(row) = revoked.first() else {
+                return Ok(false);
+            };
+            let name: String = row.try_get("name")?;
+            crate::record_with(
+                &mut tx,
+                now,
+                mailgate_core::event::EventKind::ApiTokenRevoked,
+                None,
+                None,
+                &format!("API token {name:?} revoked"),
+                None,
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await;
+        self.track_write(result)
     }
 }
 

@@ -432,21 +432,55 @@ struct EventsPage {
     frame: Frame,
     title: &'static str,
     events: Vec<Event>,
+    /// The filter as given, shown back in its form.
+    actor: String,
+    since: String,
+    /// What is wrong with `since`, if anything.
+    since_error: Option<String>,
+}
+
+/// The events page's filter (the audit trail): `?actor=` (a user name, `api-token:NAME`,
+/// `cli:USER`, or `cli` / `api-token` for every one of that kind) and `?since=`.
+#[derive(serde::Deserialize)]
+pub struct EventsFilter {
+    actor: Option<String>,
+    since: Option<String>,
 }
 
 pub async fn events(
     State(state): State<AppState>,
     OperatorSession(session): OperatorSession,
+    axum::extract::Query(q): axum::extract::Query<EventsFilter>,
 ) -> Result<Response, PageError> {
-    let events = state.store.events(None, 200).await?;
-    Ok(render(
-        StatusCode::OK,
-        &EventsPage {
-            frame: session.frame(Nav::Events),
-            title: "Events",
-            events,
-        },
-    ))
+    let actor = q.actor.filter(|a| !a.trim().is_empty());
+    let since_text = q.since.filter(|s| !s.trim().is_empty());
+    let mut page = EventsPage {
+        frame: session.frame(Nav::Events),
+        title: "Events",
+        events: Vec::new(),
+        actor: actor.clone().unwrap_or_default(),
+        since: since_text.clone().unwrap_or_default(),
+        since_error: None,
+    };
+    let since = match since_text
+        .as_deref()
+        .map(mailgate_core::event::parse_since)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            page.since_error = Some(e);
+            return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page));
+        }
+    };
+    let filter = mailgate_store::EventFilter {
+        actor,
+        since,
+        account: None,
+        limit: 200,
+    };
+    page.events = state.store.audit_events(&filter).await?;
+    Ok(render(StatusCode::OK, &page))
 }
 
 #[derive(serde::Deserialize)]
@@ -472,10 +506,7 @@ pub async fn remove_account(
             ),
         });
     }
-    state
-        .store
-        .remove_account(account.id, state.clock.now())
-        .await?;
+    mailgate_usecase::changes::remove_account(&state.store, account.id, state.clock.now()).await?;
     // A watcher may be running for it.
     state.watchers.notify_one();
     tracing::info!(account = %account.spec.name.as_str(), user = %session.user.username, "account removed");
@@ -488,19 +519,20 @@ pub async fn remove_app(
     Path(id): Path<i64>,
     AdminForm(_session, NoFields {}): AdminForm<NoFields>,
 ) -> Result<Response, PageError> {
-    match state
-        .store
-        .remove_app(mailgate_core::AppId(id), state.clock.now())
-        .await
-    {
+    use mailgate_usecase::{ChangeError, changes};
+    match changes::remove_app(&state.store, mailgate_core::AppId(id), state.clock.now()).await {
         Ok(()) => Ok(Redirect::to("/admin/apps").into_response()),
-        Err(
+        Err(ChangeError::Store(
             e
             @ (mailgate_store::StoreError::InUse(_) | mailgate_store::StoreError::NotFound { .. }),
-        ) => Err(PageError::Conflict {
+        )) => Err(PageError::Conflict {
             title: "Cannot remove the app".into(),
             message: e.to_string(),
         }),
-        Err(e) => Err(e.into()),
+        Err(ChangeError::Store(e)) => Err(e.into()),
+        Err(other) => Err(PageError::Conflict {
+            title: "Cannot remove the app".into(),
+            message: other.to_string(),
+        }),
     }
 }

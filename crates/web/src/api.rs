@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use mailgate_core::AccountId;
 use mailgate_core::user::{ApiToken, TokenScope};
+use mailgate_usecase::AccountView;
 use serde_json::{Value, json};
 
 /// An RFC 9457 problem response. `code` becomes the stable `type` URN.
@@ -70,6 +71,79 @@ impl From<mailgate_core::random::RandomFailed> for ApiError {
     }
 }
 
+impl From<mailgate_core::app::FieldError> for ApiError {
+    /// A field the caller gave is at fault: 422 naming it.
+    fn from(e: mailgate_core::app::FieldError) -> Self {
+        invalid(e.field, e.message)
+    }
+}
+
+impl From<mailgate_mail::MailError> for ApiError {
+    /// The mail server refused or failed: 502 with the remedy's code and sentence.
+    fn from(e: mailgate_mail::MailError) -> Self {
+        let mut detail = e.to_string();
+        if let Some(says) = &e.server_says {
+            detail.push_str(&format!(" (server: {says})"));
+        }
+        problem(
+            StatusCode::BAD_GATEWAY,
+            e.remedy.code(),
+            format!("{detail}. {}", e.remedy.sentence()),
+            None,
+        )
+        .into()
+    }
+}
+
+impl From<mailgate_grants::EngineError> for ApiError {
+    /// A token could not be had: not authorized (409), asked too often (429 with
+    /// `Retry-After`), the provider unreachable for now (503) or refusing (502).
+    fn from(e: mailgate_grants::EngineError) -> Self {
+        use mailgate_grants::EngineError;
+        match e {
+            EngineError::Store(e) => e.into(),
+            e @ EngineError::NotUsable { .. } => {
+                problem(StatusCode::CONFLICT, "not_authorized", e.to_string(), None).into()
+            }
+            e @ EngineError::ForcedRefreshLimited {
+                retry_after_secs, ..
+            } => {
+                let mut r = problem(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string(), None);
+                if let Ok(v) = retry_after_secs.to_string().parse() {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r.into()
+            }
+            e if matches!(&e, EngineError::OAuth(f) if f.is_transient()) => problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                e.to_string(),
+                None,
+            )
+            .into(),
+            e => problem(StatusCode::BAD_GATEWAY, e.code(), e.to_string(), None).into(),
+        }
+    }
+}
+
+impl From<mailgate_core::send::SendRefused> for ApiError {
+    /// A send rule refused: 422 naming the field, 413 for attachments over the total size.
+    fn from(e: mailgate_core::send::SendRefused) -> Self {
+        match e {
+            mailgate_core::send::SendRefused::Invalid { field, message } => {
+                invalid(&field, message)
+            }
+            mailgate_core::send::SendRefused::TooLarge { field, message } => problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                message,
+                Some(field),
+            )
+            .into(),
+        }
+    }
+}
+
 /// The operating system's random generator failed: nothing was done (503, retry later).
 pub(crate) fn random_problem(e: mailgate_core::random::RandomFailed) -> Response {
     tracing::error!(error = %e, "API: no randomness");
@@ -101,18 +175,15 @@ pub(crate) fn store_problem(e: mailgate_store::StoreError) -> Response {
     }
 }
 
-/// The application calling, by its API token.
+/// The application calling, by its API token. Handlers never take it directly: they take
+/// `ApiAuth<S>`, which also checks the scope, so no handler can forget one.
 pub struct ApiCaller {
     pub token: ApiToken,
 }
 
-impl FromRequestParts<AppState> for ApiCaller {
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+impl ApiCaller {
+    /// 401 unless the request carries a known, unrevoked API token.
+    pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -123,12 +194,12 @@ impl FromRequestParts<AppState> for ApiCaller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
         else {
-            return Err(problem(
+            return Err(ApiError::from(problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "send an API token as Authorization: Bearer <token> (create one with `mailgate api-token create`)",
                 None,
-            ));
+            )));
         };
         match state
             .store
@@ -136,34 +207,94 @@ impl FromRequestParts<AppState> for ApiCaller {
                 &mailgate_oauth::random::sha256_hex(token),
                 state.clock.now(),
             )
-            .await
+            .await?
         {
-            Ok(Some(token)) => Ok(ApiCaller { token }),
-            Ok(None) => Err(problem(
+            Some(token) => Ok(ApiCaller { token }),
+            None => Err(ApiError::from(problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "the API token is unknown or was revoked",
                 None,
-            )),
-            Err(e) => Err(store_problem(e)),
+            ))),
         }
     }
 }
 
-impl ApiCaller {
-    pub(crate) fn require(&self, scope: TokenScope) -> Result<(), ApiError> {
-        if self.token.scopes.contains(&scope) {
-            Ok(())
-        } else {
-            Err(ApiError::from(problem(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!("this API token lacks the scope {scope}"),
-                None,
-            )))
-        }
+/// The scope a route demands, as a type, so that the handler's signature states it and the
+/// extractor checks it before the handler runs.
+pub trait RequiredScope: Send + Sync + 'static {
+    /// A token holding any one of these may pass.
+    const ANY_OF: &'static [TokenScope];
+}
+
+/// The scopes as types for `ApiAuth<S>`.
+pub mod scope {
+    use super::RequiredScope;
+    use mailgate_core::user::TokenScope;
+
+    macro_rules! scopes {
+        ($($(#[$doc:meta])* $name:ident => [$($scope:ident),+];)*) => {$(
+            $(#[$doc])*
+            pub struct $name;
+            impl RequiredScope for $name {
+                const ANY_OF: &'static [TokenScope] = &[$(TokenScope::$scope),+];
+            }
+        )*};
     }
 
+    scopes! {
+        AccountsRead => [AccountsRead];
+        AccountsWrite => [AccountsWrite];
+        MessagesSend => [MessagesSend];
+        MessagesRead => [MessagesRead];
+        TokensRead => [TokensRead];
+        WebhooksWrite => [WebhooksWrite];
+        /// Reading the outbox: `messages:send` (the sender's own queue) or `messages:read`.
+        OutboxRead => [MessagesSend, MessagesRead];
+    }
+}
+
+/// An authenticated API caller whose token holds the scope `S`: 401 without a valid token,
+/// 403 `insufficient_scope` without the scope. Derefs to the `ApiCaller`.
+pub struct ApiAuth<S: RequiredScope> {
+    caller: ApiCaller,
+    scope: std::marker::PhantomData<S>,
+}
+
+impl<S: RequiredScope> std::ops::Deref for ApiAuth<S> {
+    type Target = ApiCaller;
+    fn deref(&self) -> &ApiCaller {
+        &self.caller
+    }
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for ApiAuth<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = ApiCaller::authenticate(parts, state).await?;
+        // The audit trail: this request's changes are this token's.
+        mailgate_store::audit::identify(format!("api-token:{}", caller.token.name));
+        if S::ANY_OF.iter().any(|s| caller.token.scopes.contains(s)) {
+            return Ok(ApiAuth {
+                caller,
+                scope: std::marker::PhantomData,
+            });
+        }
+        let names: Vec<&str> = S::ANY_OF.iter().map(|s| s.as_str()).collect();
+        Err(ApiError::from(problem(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this API token lacks the scope {}", names.join(" or ")),
+            None,
+        )))
+    }
+}
+
+impl ApiCaller {
     pub(crate) fn may_touch(&self, account: AccountId) -> bool {
         self.token.account_ids.is_empty() || self.token.account_ids.contains(&account)
     }
@@ -182,59 +313,59 @@ impl ApiCaller {
     }
 }
 
-pub(crate) fn account_json(a: &mailgate_core::MailAccount) -> Value {
-    // Accounts hold no secrets; their serialisation is safe as it is.
-    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("access".into(), a.spec.access_summary().into());
-    }
-    v
+/// An account as the API shows it: the one view the CLI's `--json` shows too.
+pub(crate) async fn account_view(
+    state: &AppState,
+    account: &mailgate_core::MailAccount,
+) -> Result<AccountView, ApiError> {
+    let app = state.store.app(account.spec.app_id).await?;
+    Ok(AccountView::new(account, app.spec.name.as_str()))
 }
 
 pub async fn list_accounts(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
 ) -> Result<Response, ApiError> {
-    caller.require(TokenScope::AccountsRead)?;
-    match state.store.list_accounts().await {
-        Ok(accounts) => Ok(Json(
-            accounts
-                .iter()
-                .filter(|a| caller.may_touch(a.id))
-                .map(account_json)
-                .collect::<Vec<_>>(),
-        )
-        .into_response()),
-        Err(e) => Err(e.into()),
-    }
+    let accounts = state.store.list_accounts().await?;
+    let apps = state.store.list_apps().await?;
+    let app_name = |id| {
+        apps.iter()
+            .find(|app| app.id == id)
+            .map(|app| app.spec.name.as_str())
+            .unwrap_or_default()
+    };
+    let visible: Vec<AccountView> = accounts
+        .iter()
+        .filter(|a| caller.may_touch(a.id))
+        .map(|a| AccountView::new(a, app_name(a.spec.app_id)))
+        .collect();
+    Ok(Json(visible).into_response())
 }
 
 pub async fn get_account(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::AccountsRead)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
-    match state.store.account(AccountId(id)).await {
-        Ok(a) => Ok(Json(account_json(&a)).into_response()),
-        Err(e) => Err(e.into()),
-    }
+    caller.require_account(AccountId(id))?;
+    let account = state.store.account(AccountId(id)).await?;
+    Ok(Json(account_view(&state, &account).await?).into_response())
 }
 
 pub async fn account_events(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::AccountsRead)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
-    match state.store.events(Some(AccountId(id)), 200).await {
-        Ok(e) => Ok(Json(e).into_response()),
-        Err(e) => Err(e.into()),
-    }
+    caller.require_account(AccountId(id))?;
+    // With who made each change (the audit trail), as `GET /api/v1/events` shows them.
+    let filter = mailgate_store::EventFilter {
+        account: Some(AccountId(id)),
+        limit: 200,
+        ..Default::default()
+    };
+    let events = state.store.audit_events(&filter).await?;
+    Ok(Json(events).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -248,13 +379,11 @@ pub struct TokenQuery {
 /// refused it), at most once a minute per account (429 with `Retry-After` otherwise).
 pub async fn account_token(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::TokensRead>,
     Path(id): Path<i64>,
     query: Result<axum::extract::Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::TokensRead)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
+    caller.require_account(AccountId(id))?;
     let force = match query.map(|q| q.0.force_refresh) {
         Ok(None) => false,
         Ok(Some(v)) => match v.as_str() {
@@ -292,50 +421,17 @@ pub async fn account_token(
             );
             Ok(r)
         }
-        Err(mailgate_grants::EngineError::Store(e)) => Err(e.into()),
-        Err(e @ mailgate_grants::EngineError::NotUsable { .. }) => Err(ApiError::from(problem(
-            StatusCode::CONFLICT,
-            "not_authorized",
-            e.to_string(),
-            None,
-        ))),
-        Err(
-            e @ mailgate_grants::EngineError::ForcedRefreshLimited {
-                retry_after_secs, ..
-            },
-        ) => {
-            let mut r = problem(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string(), None);
-            if let Ok(v) = retry_after_secs.to_string().parse() {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            Ok(r)
-        }
-        Err(e) if matches!(&e, mailgate_grants::EngineError::OAuth(f) if f.is_transient()) => {
-            Err(ApiError::from(problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                e.code(),
-                e.to_string(),
-                None,
-            )))
-        }
-        Err(e) => Err(ApiError::from(problem(
-            StatusCode::BAD_GATEWAY,
-            e.code(),
-            e.to_string(),
-            None,
-        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Starts a browser authorization; the caller sends a person to `url`.
 pub async fn start_authorization(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::AccountsWrite)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
+    caller.require_account(AccountId(id))?;
     let initiator = format!("api-token:{}", caller.token.name);
     match state.engine.start_authorization(AccountId(id), &initiator, &crate::redirect_uri(&state.public_url)).await {
         Ok(s) => Ok((StatusCode::CREATED, Json(json!({ "url": s.url.as_str(), "expires_at": s.expires_at.rfc3339(), "sign_in_as": s.sign_in_as }))).into_response()),
@@ -344,9 +440,11 @@ pub async fn start_authorization(
     }
 }
 
-/// Decoded attachments together may not exceed this. Base64 in the message makes it about
-/// 13.7 MB, under what Gmail (25 MB) and Exchange Online (35 MB) accept by default.
-pub const MAX_ATTACHMENT_BYTES: usize = 10 * 1024 * 1024;
+pub use mailgate_core::send::MAX_ATTACHMENT_BYTES;
+use mailgate_core::send::SendRequest;
+#[cfg(test)]
+use mailgate_core::send::{AttachmentRequest, check_attachments};
+
 /// The largest send request body: the attachments in base64 (4/3 of their size), the text
 /// and the html.
 pub const SEND_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -365,43 +463,6 @@ pub struct SendLimits {
 const ACCOUNT_QUOTA_RETRY_AFTER_SECS: u64 = 30;
 const TOTAL_QUOTA_RETRY_AFTER_SECS: u64 = 120;
 
-/// The JSON body of a send. Unknown fields are refused, so a misspelt `htm` is an error
-/// rather than a message sent without its html.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendRequest {
-    #[serde(default)]
-    to: Vec<String>,
-    #[serde(default)]
-    cc: Vec<String>,
-    #[serde(default)]
-    bcc: Vec<String>,
-    subject: String,
-    text: Option<String>,
-    html: Option<String>,
-    /// Replaces the account's reply-to for this message.
-    reply_to: Option<String>,
-    #[serde(default)]
-    attachments: Vec<AttachmentRequest>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AttachmentRequest {
-    filename: String,
-    content_type: String,
-    content_base64: String,
-    content_id: Option<String>,
-}
-
-/// An attachment after its checks: decoded, with a media type and names safe in headers.
-struct Attachment {
-    filename: String,
-    content_type: String,
-    content: Vec<u8>,
-    content_id: Option<String>,
-}
-
 /// A 422 problem naming the field at fault.
 pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
     problem(
@@ -411,15 +472,6 @@ pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> ApiError {
         Some(field),
     )
     .into()
-}
-
-fn parse_addresses(
-    field: &'static str,
-    list: &[String],
-) -> Result<Vec<mailgate_core::EmailAddress>, ApiError> {
-    list.iter()
-        .map(|a| mailgate_core::EmailAddress::parse(a).map_err(|e| invalid(field, e.to_string())))
-        .collect()
 }
 
 fn parse_send_request(body: &[u8]) -> Result<SendRequest, ApiError> {
@@ -457,134 +509,6 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
     })?;
     de.end().map_err(|e| refuse(e.to_string(), None))?;
     Ok(req)
-}
-
-/// RFC 2045 token characters: what a media type's type and subtype may hold.
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)
-}
-
-/// Characters that change how a name is shown without being seen: the bidirectional
-/// controls (U+202E makes `invoice\u{202E}fdp.exe` read as `invoiceexe.pdf`), zero-width and
-/// line/paragraph separators, the byte-order mark.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c,
-        // Not U+200C/U+200D (ZWNJ/ZWJ): Persian and Indic names and emoji need them.
-        '\u{061C}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{2028}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
-}
-
-/// Decodes and checks every attachment; the problem names `attachments[i].<field>`.
-fn check_attachments(list: &[AttachmentRequest]) -> Result<Vec<Attachment>, ApiError> {
-    use base64::Engine;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    // Padding optional: some encoders leave it off.
-    const BASE64: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let mut out: Vec<Attachment> = Vec::with_capacity(list.len());
-    let mut total = 0usize;
-    for (i, a) in list.iter().enumerate() {
-        let field = |name: &str| format!("attachments[{i}].{name}");
-        if a.filename.trim().is_empty() {
-            return Err(invalid(&field("filename"), "the file name is empty"));
-        }
-        if a.filename.len() > 255
-            || a.filename
-                .chars()
-                .any(|c| c.is_control() || is_invisible_format(c) || c == '/' || c == '\\')
-        {
-            return Err(invalid(
-                &field("filename"),
-                "a file name of at most 255 bytes, without control characters (such as line breaks or bidirectional controls like U+202E), / or \\",
-            ));
-        }
-        let content_type = a.content_type.trim().to_ascii_lowercase();
-        let well_formed = content_type.len() <= 127
-            && content_type.split_once('/').is_some_and(|(t, s)| {
-                !t.is_empty()
-                    && !s.is_empty()
-                    && t.chars().all(is_token_char)
-                    && s.chars().all(is_token_char)
-                    && t != "multipart"
-                    && t != "message"
-            });
-        if !well_formed {
-            return Err(invalid(
-                &field("content_type"),
-                "a media type such as application/pdf or image/png (type/subtype, no parameters; not multipart/* or message/*)",
-            ));
-        }
-        let content_id = match &a.content_id {
-            None => None,
-            Some(cid) => {
-                let bare = cid.trim();
-                let bare = bare
-                    .strip_prefix('<')
-                    .and_then(|b| b.strip_suffix('>'))
-                    .unwrap_or(bare);
-                if bare.is_empty()
-                    || bare.len() > 250
-                    || !bare
-                        .chars()
-                        .all(|c| c.is_ascii_graphic() && !"<>()[]\\\",;:".contains(c))
-                {
-                    return Err(invalid(
-                        &field("content_id"),
-                        "a Content-ID such as logo@example.com: 1 to 250 visible ASCII characters without <>()[]\\\",;:",
-                    ));
-                }
-                if out.iter().any(|o| {
-                    o.content_id
-                        .as_deref()
-                        .is_some_and(|c| c.eq_ignore_ascii_case(bare))
-                }) {
-                    return Err(invalid(
-                        &field("content_id"),
-                        format!("the Content-ID {bare} is used by an earlier attachment"),
-                    ));
-                }
-                Some(bare.to_owned())
-            }
-        };
-        // A copy without line breaks only when there are any: a large attachment is
-        // otherwise held once more for nothing.
-        let raw = a.content_base64.as_bytes();
-        let compact: std::borrow::Cow<'_, [u8]> = if raw.iter().any(u8::is_ascii_whitespace) {
-            raw.iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect::<Vec<u8>>()
-                .into()
-        } else {
-            raw.into()
-        };
-        let content = BASE64.decode(&compact).map_err(|e| {
-            invalid(
-                &field("content_base64"),
-                format!("the content is not valid base64 (standard alphabet): {e}"),
-            )
-        })?;
-        total += content.len();
-        if total > MAX_ATTACHMENT_BYTES {
-            return Err(ApiError::from(problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "the attachments come to more than {MAX_ATTACHMENT_BYTES} bytes (decoded); send less or link to the files"
-                ),
-                Some("attachments"),
-            )));
-        }
-        out.push(Attachment {
-            filename: a.filename.clone(),
-            content_type,
-            content,
-            content_id,
-        });
-    }
-    Ok(out)
 }
 
 /// What a send request's `Content-Type` asks for.
@@ -625,14 +549,12 @@ fn send_body_kind(headers: &axum::http::HeaderMap) -> Result<SendBody, ApiError>
 /// check runs before the outbox row is written: bad input writes nothing.
 pub async fn send_message(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::MessagesSend>,
     Path(id): Path<i64>,
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller
-        .require(TokenScope::MessagesSend)
-        .and_then(|()| caller.require_account(AccountId(id)))?;
+    caller.require_account(AccountId(id))?;
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -666,80 +588,29 @@ pub async fn send_message(
         SendBody::Raw => return send_raw(&state, id, &headers, &body, &request_hash).await,
         SendBody::Json => {}
     }
-    let mut req = parse_send_request(&body)?;
+    let req = parse_send_request(&body)?;
     // The request's bytes are in `req` now; let them go before the message is built.
     drop(body);
     let key = idempotency_key(&headers)?;
-    // Counted before any address is parsed: a huge list costs nothing to refuse.
-    let cap = state.send_limits.max_recipients;
-    let mut counted = 0usize;
-    for (field, list) in [("to", &req.to), ("cc", &req.cc), ("bcc", &req.bcc)] {
-        counted += list.len();
-        if counted > cap {
-            return Err(invalid(
-                field,
-                format!("a message may have at most {cap} recipients (to, cc and bcc together)"),
-            ));
-        }
-    }
-    let (to, cc, bcc) = match (
-        parse_addresses("to", &req.to),
-        parse_addresses("cc", &req.cc),
-        parse_addresses("bcc", &req.bcc),
-    ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Err(r),
-    };
-    if to.is_empty() && cc.is_empty() && bcc.is_empty() {
-        return Err(invalid(
-            "to",
-            "at least one recipient is needed (to, cc or bcc)",
-        ));
-    }
-    if req.subject.chars().any(|c| c == '\r' || c == '\n') || req.subject.len() > 998 {
-        return Err(invalid(
-            "subject",
-            "the subject must be one line of at most 998 bytes",
-        ));
-    }
-    if req.text.is_none() && req.html.is_none() {
-        return Err(invalid(
-            "text",
-            "the message needs a body: give text, html or both (html alone is sent as text/html)",
-        ));
-    }
-    for (field, value) in [("text", &req.text), ("html", &req.html)] {
-        if value.as_deref().is_some_and(|v| v.contains('\0')) {
-            return Err(invalid(
-                field,
-                "the body contains a NUL character, which mail cannot carry",
-            ));
-        }
-    }
-    let reply_to = match req
-        .reply_to
-        .as_deref()
-        .map(mailgate_core::EmailAddress::parse)
-    {
-        None => None,
-        Some(Ok(a)) => Some(a.to_string()),
-        Some(Err(e)) => return Err(invalid("reply_to", e.to_string())),
-    };
-    let attachments = check_attachments(&req.attachments)?;
-    // Decoded now: the base64 text is not needed again.
-    req.attachments = Vec::new();
+    let checked = req.parse(state.send_limits.max_recipients)?;
     let account = sending_account(&state, id).await?;
     let strings = |list: &[mailgate_core::EmailAddress]| -> Vec<String> {
         list.iter().map(|a| a.to_string()).collect()
     };
-    let (to, cc, bcc) = (strings(&to), strings(&cc), strings(&bcc));
+    let (to, cc, bcc) = (
+        strings(&checked.to),
+        strings(&checked.cc),
+        strings(&checked.bcc),
+    );
+    let reply_to = checked.reply_to.as_ref().map(|a| a.to_string());
     // Bcc is in the envelope only: the message's headers never name it.
     let envelope: Vec<String> = to.iter().chain(&cc).chain(&bcc).cloned().collect();
     let message_id = match mailgate_mail::message::new_message_id(account.spec.mailbox.domain()) {
         Ok(id) => id,
         Err(e) => return Err(e.into()),
     };
-    let parts: Vec<mailgate_mail::message::Attachment<'_>> = attachments
+    let parts: Vec<mailgate_mail::message::Attachment<'_>> = checked
+        .attachments
         .iter()
         .map(|a| mailgate_mail::message::Attachment {
             filename: &a.filename,
@@ -754,9 +625,9 @@ pub async fn send_message(
             to: &to,
             cc: &cc,
             reply_to: reply_to.as_deref(),
-            subject: &req.subject,
-            text: req.text.as_deref(),
-            html: req.html.as_deref(),
+            subject: &checked.subject,
+            text: checked.text.as_deref(),
+            html: checked.html.as_deref(),
             attachments: &parts,
             message_id: &message_id,
             date: state.clock.now(),
@@ -772,7 +643,7 @@ pub async fn send_message(
             )));
         }
     };
-    drop(attachments);
+    drop(checked);
     Ok(enqueue(
         &state,
         mailgate_store::NewOutboxMessage {
@@ -787,34 +658,15 @@ pub async fn send_message(
     .await)
 }
 
-impl ApiCaller {
-    /// Reading the outbox: `messages:send` (the sender's own queue) or `messages:read`.
-    fn require_outbox_read(&self) -> Result<(), ApiError> {
-        if self.token.scopes.contains(&TokenScope::MessagesSend)
-            || self.token.scopes.contains(&TokenScope::MessagesRead)
-        {
-            Ok(())
-        } else {
-            Err(ApiError::from(problem(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                "this API token lacks the scope messages:send or messages:read",
-                None,
-            )))
-        }
-    }
-}
-
 fn outbox_json(item: &mailgate_store::OutboxItem) -> Value {
     serde_json::to_value(item).unwrap_or(Value::Null)
 }
 
 pub async fn message_status(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::OutboxRead>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller.require_outbox_read()?;
     match state.store.outbox_item(id).await {
         Ok(item) => match caller.require_account(item.account_id) {
             Ok(()) => Ok(Json(outbox_json(&item)).into_response()),
@@ -837,10 +689,9 @@ pub struct OutboxQuery {
 /// `?status=failed` finds what needs attention.
 pub async fn list_outbox(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::OutboxRead>,
     query: Result<axum::extract::Query<OutboxQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require_outbox_read()?;
     let q = match query {
         Ok(axum::extract::Query(q)) => q,
         Err(e) => {
@@ -872,19 +723,14 @@ pub async fn list_outbox(
             )),
         }
     };
-    let (account, before, limit) = match (
-        number("account_id", q.account_id.as_deref(), i64::MAX),
-        number("before", q.before.as_deref(), i64::MAX),
-        number("limit", q.limit.as_deref(), 500),
-    ) {
-        (Ok(a), Ok(b), Ok(l)) => (a.map(AccountId), b, l.unwrap_or(50)),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Err(r),
-    };
+    let account = number("account_id", q.account_id.as_deref(), i64::MAX)?.map(AccountId);
+    let before = number("before", q.before.as_deref(), i64::MAX)?;
+    let limit = number("limit", q.limit.as_deref(), 500)?.unwrap_or(50);
     let accounts: Vec<AccountId> = match account {
-        Some(a) => match caller.require_account(a) {
-            Ok(()) => vec![a],
-            Err(r) => return Err(r),
-        },
+        Some(a) => {
+            caller.require_account(a)?;
+            vec![a]
+        }
         None => caller.token.account_ids.clone(),
     };
     match state
@@ -907,10 +753,9 @@ pub async fn list_outbox(
 /// fixed), attempts counted afresh. 409 for a message that is not failed.
 pub async fn retry_message(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::MessagesSend>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    caller.require(TokenScope::MessagesSend)?;
     let item = match state.store.outbox_item(id).await {
         Ok(i) => i,
         Err(e) => return Err(e.into()),
@@ -1155,11 +1000,7 @@ async fn sending_account(
     state: &AppState,
     id: i64,
 ) -> Result<mailgate_core::MailAccount, ApiError> {
-    let account = state
-        .store
-        .account(AccountId(id))
-        .await
-        .map_err(store_problem)?;
+    let account = state.store.account(AccountId(id)).await?;
     if account.spec.outbound.is_none() {
         return Err(ApiError::from(problem(
             StatusCode::CONFLICT,
@@ -1279,6 +1120,73 @@ fn not_queued(e: mailgate_store::StoreError) -> Response {
         axum::http::HeaderValue::from_static("30"),
     );
     resp
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    actor: Option<String>,
+    since: Option<String>,
+    account_id: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/events`: the event log with who made each change (the audit trail), newest
+/// first, filtered by `actor` (exactly, or `cli` / `api-token` for every one of that kind),
+/// `since` (a date or RFC 3339 time), `account_id` and `limit`. A token limited to some
+/// accounts reads only their events, so it names one of them.
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: ApiAuth<scope::AccountsRead>,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = match query {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => {
+            return Err(ApiError::from(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{e}; expected actor, since, account_id and limit"),
+                None,
+            )));
+        }
+    };
+    let since = q
+        .since
+        .as_deref()
+        .map(mailgate_core::event::parse_since)
+        .transpose()
+        .map_err(|e| invalid("since", e))?;
+    let account = match q.account_id.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(AccountId(n)),
+        Some(_) => return Err(invalid("account_id", "account_id must be an account's id")),
+    };
+    let limit = match q.limit.as_deref().map(str::parse::<i64>) {
+        None => 50,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return Err(invalid("limit", "limit must be a number from 1 to 1000")),
+    };
+    match account {
+        Some(a) => caller.require_account(a)?,
+        None if !caller.token.account_ids.is_empty() => {
+            return Err(ApiError::from(problem(
+                StatusCode::FORBIDDEN,
+                "account_not_allowed",
+                "this API token is limited to some accounts; give account_id for one of them",
+                Some("account_id"),
+            )));
+        }
+        None => {}
+    }
+    let filter = mailgate_store::EventFilter {
+        actor: q.actor.filter(|a| !a.trim().is_empty()),
+        since,
+        account,
+        limit,
+    };
+    let events = state.store.audit_events(&filter).await?;
+    Ok(Json(json!({ "events": events })).into_response())
 }
 
 #[cfg(test)]
@@ -1477,7 +1385,10 @@ mod tests {
             let r = super::check_attachments(&[ok(), bad])
                 .map(|_| ())
                 .unwrap_err();
-            assert_eq!(status_and_field(r).await, (422, field.to_owned()));
+            assert_eq!(
+                status_and_field(super::ApiError::from(r)).await,
+                (422, field.to_owned())
+            );
         }
         // The same Content-ID twice; <> around it are optional.
         let cid = |c: &str| super::AttachmentRequest {
@@ -1488,7 +1399,7 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert_eq!(
-            status_and_field(r).await,
+            status_and_field(super::ApiError::from(r)).await,
             (422, "attachments[1].content_id".to_owned())
         );
         // Over the total size: 413, naming the attachments.
@@ -1506,6 +1417,9 @@ mod tests {
         let r = super::check_attachments(&[half, second])
             .map(|_| ())
             .unwrap_err();
-        assert_eq!(status_and_field(r).await, (413, "attachments".to_owned()));
+        assert_eq!(
+            status_and_field(super::ApiError::from(r)).await,
+            (413, "attachments".to_owned())
+        );
     }
 }

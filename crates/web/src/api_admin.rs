@@ -15,24 +15,24 @@
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::{ApiCaller, account_json, invalid, problem, store_problem};
+use crate::api::{ApiAuth, ApiCaller, account_view, invalid, problem, scope, store_problem};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailgate_core::account::{InboundProtocol, OnReceived};
-use mailgate_core::app::{AppKind, FieldError, OAuthFlow, parse_extra_param};
+use mailgate_core::app::{AppKind, OAuthFlow, parse_extra_param};
 use mailgate_core::input::{
     self, AccountChanges, AccountSettingsInput, AppChanges, EndpointInput, InboundChoice,
     NewAccount, NewApp,
 };
-use mailgate_core::user::TokenScope;
 use mailgate_core::{
     AccountId, AppId, ClientId, EmailAddress, Host, HttpUrl, Name, OAuthApp, Port, Scopes, Secret,
     TenantId, TlsMode,
 };
 use mailgate_store::StoreError;
+use mailgate_usecase::{AppView, ChangeError, changes};
 use serde_json::{Map, Value, json};
 use std::fmt::Display;
 
@@ -98,10 +98,6 @@ const ACCOUNT_FIELDS: &[&str] = &[
 ];
 const TEST_FIELDS: &[&str] = &["to", "step_timeout", "find_within"];
 
-fn field_problem(e: FieldError) -> Response {
-    invalid(e.field, e.message).into_response()
-}
-
 /// A store error of a write: a taken name or a conflict is 409, the rest as for reads.
 fn write_problem(e: StoreError, conflict_code: &str) -> Response {
     match e {
@@ -116,7 +112,20 @@ fn write_problem(e: StoreError, conflict_code: &str) -> Response {
     }
 }
 
-fn with_location(status: StatusCode, location: &str, body: Value) -> Response {
+/// A change refused or failed: a field at fault is 422, the store's refusals as for
+/// writes, a move of the account's servers by a limited token 403.
+fn change_problem(e: ChangeError, conflict_code: &str) -> ApiError {
+    match e {
+        ChangeError::Field(e) => e.into(),
+        ChangeError::Store(e) => write_problem(e, conflict_code).into(),
+        ChangeError::MovesDestinations(moved) => refuse_restricted(&format!(
+            "change where the account's token is sent ({})",
+            moved.join(", ")
+        )),
+    }
+}
+
+fn with_location(status: StatusCode, location: &str, body: impl serde::Serialize) -> Response {
     let mut r = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -130,15 +139,20 @@ fn require_unrestricted(caller: &ApiCaller, what: &str) -> Result<(), ApiError> 
     if caller.token.account_ids.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::from(problem(
-            StatusCode::FORBIDDEN,
-            "account_restricted",
-            format!(
-                "this API token is limited to some accounts, so it cannot {what}; use a token for all accounts"
-            ),
-            None,
-        )))
+        Err(refuse_restricted(what))
     }
+}
+
+fn refuse_restricted(what: &str) -> ApiError {
+    problem(
+        StatusCode::FORBIDDEN,
+        "account_restricted",
+        format!(
+            "this API token is limited to some accounts, so it cannot {what}; use a token for all accounts"
+        ),
+        None,
+    )
+    .into()
 }
 
 /// The apps a token may read: `None` for all (an unrestricted token), otherwise those its
@@ -150,7 +164,7 @@ async fn visible_apps(
     if caller.token.account_ids.is_empty() {
         return Ok(None);
     }
-    let accounts = state.store.list_accounts().await.map_err(store_problem)?;
+    let accounts = state.store.list_accounts().await?;
     Ok(Some(
         accounts
             .iter()
@@ -172,33 +186,9 @@ fn require_app_visible(visible: &Option<Vec<AppId>>, id: AppId) -> Result<(), Ap
     }
 }
 
-/// An app as the API shows it, built by hand so that a secret can only appear as its hint
-/// (the same fields as `mailgate app show --json`).
-fn app_json(state: &AppState, app: &OAuthApp) -> Value {
-    let s = &app.spec;
-    let e = &s.endpoints;
-    let today = state.clock.now().date();
-    json!({
-        "id": app.id,
-        "name": s.name,
-        "kind": s.kind,
-        "tenant": s.tenant,
-        "client_id": s.client_id,
-        "client_secret": s.client_secret.as_ref().map(Secret::hint),
-        "service_account_key": s.service_account_key.as_ref().map(Secret::hint),
-        "secret_expires": s.secret_expires.map(|d| d.to_string()),
-        "secret_expires_in_days": s.secret_expires.zip(today).map(|(d, t)| (d - t).whole_days()),
-        "flow": s.flow,
-        "redirect_uri": crate::redirect_uri(&state.public_url),
-        "endpoints": {
-            "authorize": e.authorize, "token": e.token, "device": e.device, "jwks": e.jwks,
-            "userinfo": e.userinfo, "revoke": e.revoke, "issuer": e.issuer,
-        },
-        "scopes": s.scopes.iter().collect::<Vec<_>>(),
-        "extra_params": s.extra_params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<_, _>>(),
-        "created_at": app.created_at.rfc3339(),
-        "updated_at": app.updated_at.rfc3339(),
-    })
+/// An app as the API shows it: the one view the CLI's `--json` shows too.
+fn app_json(state: &AppState, app: &OAuthApp) -> AppView {
+    AppView::new(app, &state.public_url, state.clock.now().date())
 }
 
 // ----- request bodies ---------------------------------------------------------------------
@@ -478,11 +468,13 @@ fn parse_date(s: &str) -> Result<time::Date, String> {
 
 // ----- apps -------------------------------------------------------------------------------
 
-pub async fn list_apps(State(state): State<AppState>, caller: ApiCaller) -> Answer {
-    caller.require(TokenScope::AccountsRead)?;
+pub async fn list_apps(
+    State(state): State<AppState>,
+    caller: ApiAuth<scope::AccountsRead>,
+) -> Answer {
     let visible = visible_apps(&state, &caller).await?;
-    let apps = state.store.list_apps().await.map_err(store_problem)?;
-    let list: Vec<Value> = apps
+    let apps = state.store.list_apps().await?;
+    let list: Vec<AppView> = apps
         .iter()
         .filter(|a| visible.as_ref().is_none_or(|ids| ids.contains(&a.id)))
         .map(|a| app_json(&state, a))
@@ -492,36 +484,26 @@ pub async fn list_apps(State(state): State<AppState>, caller: ApiCaller) -> Answ
 
 pub async fn get_app(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
     Path(id): Path<i64>,
 ) -> Answer {
-    caller.require(TokenScope::AccountsRead)?;
     require_app_visible(&visible_apps(&state, &caller).await?, AppId(id))?;
-    let app = state.store.app(AppId(id)).await.map_err(store_problem)?;
+    let app = state.store.app(AppId(id)).await?;
     Ok(Json(app_json(&state, &app)).into_response())
 }
 
 pub async fn create_app(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     require_unrestricted(&caller, "create apps")?;
     let b = Body::read(&headers, &bytes, &[NEW_APP_FIELDS, ENDPOINT_FIELDS], false)?;
-    let kind = b.required("kind", AppKind::parse)?;
-    let mut endpoints = b.endpoint_input()?;
-    mailgate_oauth::discovery::complete_endpoints(
-        state.engine.oauth_client(),
-        kind,
-        &mut endpoints,
-    )
-    .await
-    .map_err(field_problem)?;
     let new = NewApp {
+        kind: b.required("kind", AppKind::parse)?,
+        endpoints: b.endpoint_input()?,
         name: b.required("name", Name::parse)?,
-        kind,
         tenant: b.parsed("tenant", TenantId::parse)?,
         client_id: b.required("client_id", ClientId::parse)?,
         client_secret: b.parsed("client_secret", input::client_secret)?,
@@ -530,14 +512,10 @@ pub async fn create_app(
             .parsed("flow", OAuthFlow::parse)?
             .unwrap_or(OAuthFlow::AuthorizationCode),
         service_account_key: b.service_account_key()?,
-        endpoints,
     };
-    let spec = new.into_spec().map_err(field_problem)?;
-    let app = state
-        .store
-        .create_app(&spec, state.clock.now())
+    let app = changes::create_app(&state.engine, new, state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+        .map_err(|e| change_problem(e, "conflict"))?;
     Ok(with_location(
         StatusCode::CREATED,
         &format!("/api/v1/apps/{}", app.id),
@@ -547,12 +525,11 @@ pub async fn create_app(
 
 pub async fn update_app(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     require_unrestricted(&caller, "change apps")?;
     let b = Body::read(
         &headers,
@@ -560,7 +537,7 @@ pub async fn update_app(
         &[APP_CHANGE_FIELDS, ENDPOINT_FIELDS],
         false,
     )?;
-    let current = state.store.app(AppId(id)).await.map_err(store_problem)?;
+    let current = state.store.app(AppId(id)).await?;
     if let Some(kind) = b.parsed("kind", AppKind::parse)?
         && kind != current.spec.kind
     {
@@ -576,14 +553,6 @@ pub async fn update_app(
             "give either a new client_secret or clear_secret, not both",
         ));
     }
-    let mut endpoints = b.endpoint_input()?;
-    mailgate_oauth::discovery::complete_endpoints(
-        state.engine.oauth_client(),
-        current.spec.kind,
-        &mut endpoints,
-    )
-    .await
-    .map_err(field_problem)?;
     let changes = AppChanges {
         name: b.parsed("name", Name::parse)?,
         tenant: b.parsed("tenant", TenantId::parse)?,
@@ -594,29 +563,23 @@ pub async fn update_app(
         flow: b.parsed("flow", OAuthFlow::parse)?,
         service_account_key: b.service_account_key()?,
         reset_endpoints: b.flag("reset_endpoints")?.unwrap_or(false),
-        endpoints,
+        endpoints: b.endpoint_input()?,
     };
-    let spec = changes.apply(current.spec).map_err(field_problem)?;
-    let app = state
-        .store
-        .update_app(current.id, &spec, clear_secret, state.clock.now())
+    let app = changes::update_app(&state.engine, current, changes, state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+        .map_err(|e| change_problem(e, "conflict"))?;
     Ok(Json(app_json(&state, &app)).into_response())
 }
 
 pub async fn delete_app(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     require_unrestricted(&caller, "remove apps")?;
-    state
-        .store
-        .remove_app(AppId(id), state.clock.now())
+    changes::remove_app(&state.store, AppId(id), state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "app_in_use"))?;
+        .map_err(|e| change_problem(e, "app_in_use"))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -633,17 +596,16 @@ async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, ApiEr
     match state.store.find_app(&key).await {
         Ok(app) => Ok(Some(app)),
         Err(e @ StoreError::NotFound { .. }) => Err(invalid("app", e.to_string())),
-        Err(e) => Err(ApiError::from(store_problem(e))),
+        Err(e) => Err(e.into()),
     }
 }
 
 pub async fn create_account(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     require_unrestricted(&caller, "create accounts")?;
     let b = Body::read(&headers, &bytes, &[ACCOUNT_FIELDS], false)?;
     let name = b.required("name", Name::parse)?;
@@ -659,34 +621,26 @@ pub async fn create_account(
         enabled,
         settings,
     };
-    let spec = new.into_spec(&app).map_err(field_problem)?;
-    let account = state
-        .store
-        .create_account(&spec, state.clock.now())
+    let account = changes::create_account(&state.store, new, &app, state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+        .map_err(|e| change_problem(e, "conflict"))?;
     Ok(with_location(
         StatusCode::CREATED,
         &format!("/api/v1/accounts/{}", account.id),
-        account_json(&account),
+        account_view(&state, &account).await?,
     ))
 }
 
 pub async fn update_account(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     caller.require_account(AccountId(id))?;
     let b = Body::read(&headers, &bytes, &[ACCOUNT_FIELDS], false)?;
-    let current = state
-        .store
-        .account(AccountId(id))
-        .await
-        .map_err(store_problem)?;
+    let current = state.store.account(AccountId(id)).await?;
     let changes = AccountChanges {
         name: b.parsed("name", Name::parse)?,
         email: b.parsed("email", EmailAddress::parse)?,
@@ -699,46 +653,32 @@ pub async fn update_account(
             require_app_visible(&visible_apps(&state, &caller).await?, app.id)?;
             app
         }
-        None => state
-            .store
-            .app(current.spec.app_id)
-            .await
-            .map_err(store_problem)?,
+        None => state.store.app(current.spec.app_id).await?,
     };
-    let spec = changes
-        .apply(current.spec.clone(), &app)
-        .map_err(field_problem)?;
-    let moved = current.spec.changed_destinations(&spec);
-    if !moved.is_empty() {
-        // Where the account's tokens go is the administrator's decision, like the apps.
-        require_unrestricted(
-            &caller,
-            &format!(
-                "change where the account's token is sent ({})",
-                moved.join(", ")
-            ),
-        )?;
-    }
-    let account = state
-        .store
-        .update_account(current.id, &spec, state.clock.now())
-        .await
-        .map_err(|e| write_problem(e, "conflict"))?;
-    Ok(Json(account_json(&account)).into_response())
+    // Where the account's tokens go is the administrator's decision, like the apps.
+    let may_move = caller.token.account_ids.is_empty();
+    let account = changes::update_account(
+        &state.store,
+        &current,
+        changes,
+        &app,
+        may_move,
+        state.clock.now(),
+    )
+    .await
+    .map_err(|e| change_problem(e, "conflict"))?;
+    Ok(Json(account_view(&state, &account).await?).into_response())
 }
 
 pub async fn delete_account(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     caller.require_account(AccountId(id))?;
-    state
-        .store
-        .remove_account(AccountId(id), state.clock.now())
+    changes::remove_account(&state.store, AccountId(id), state.clock.now())
         .await
-        .map_err(|e| write_problem(e, "conflict"))?;
+        .map_err(|e| change_problem(e, "conflict"))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -748,12 +688,11 @@ pub async fn delete_account(
 /// polled until `status` is no longer `running`.
 pub async fn start_test(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsWrite>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer {
-    caller.require(TokenScope::AccountsWrite)?;
     caller.require_account(AccountId(id))?;
     let b = Body::read(&headers, &bytes, &[TEST_FIELDS], true)?;
     let mut opts = mailgate_mail::check::CheckOptions {
@@ -767,11 +706,7 @@ pub async fn start_test(
     if let Some(secs) = b.number("find_within", 1..=600)? {
         opts.find_within = std::time::Duration::from_secs(secs);
     }
-    let account = state
-        .store
-        .account(AccountId(id))
-        .await
-        .map_err(store_problem)?;
+    let account = state.store.account(AccountId(id)).await?;
     let run = crate::test_runs::start(&state, account, opts)
         .await
         .map_err(crate::api::random_problem)?;
@@ -789,10 +724,9 @@ pub async fn start_test(
 /// A run's steps so far and its status (`running`, `passed`, `failed`).
 pub async fn test_status(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::AccountsRead>,
     Path(run): Path<String>,
 ) -> Answer {
-    caller.require(TokenScope::AccountsRead)?;
     let Some(r) = crate::test_runs::get(&state, &run).await else {
         return Err(ApiError::from(problem(
             StatusCode::NOT_FOUND,

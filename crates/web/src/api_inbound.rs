@@ -3,12 +3,11 @@
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::{ApiCaller, invalid, parse_json, problem, store_problem};
+use crate::api::{ApiAuth, ApiCaller, invalid, parse_json, problem, scope};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mailgate_core::user::TokenScope;
 use mailgate_core::webhook::{NewWebhook, Webhook, WebhookFieldError};
 use mailgate_core::{AccountId, Secret};
 use serde::Deserialize;
@@ -19,32 +18,14 @@ const MAIL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bodies in `GET …/messages/{uid}` are cut at this size each; `?raw=true` has it all.
 const BODY_LIMIT: usize = 1024 * 1024;
 
-fn mail_problem(e: &mailgate_mail::MailError) -> Response {
-    let mut detail = e.to_string();
-    if let Some(says) = &e.server_says {
-        detail.push_str(&format!(" (server: {says})"));
-    }
-    problem(
-        StatusCode::BAD_GATEWAY,
-        e.remedy.code(),
-        format!("{detail}. {}", e.remedy.sentence()),
-        None,
-    )
-}
-
 /// The account, checked for scope, restriction and an inbound server.
 async fn reading_account(
     state: &AppState,
     caller: &ApiCaller,
     id: i64,
 ) -> Result<mailgate_core::MailAccount, ApiError> {
-    caller.require(TokenScope::MessagesRead)?;
     caller.require_account(AccountId(id))?;
-    let account = state
-        .store
-        .account(AccountId(id))
-        .await
-        .map_err(store_problem)?;
+    let account = state.store.account(AccountId(id)).await?;
     if account.spec.inbound.is_none() {
         return Err(ApiError::from(problem(
             StatusCode::CONFLICT,
@@ -69,7 +50,7 @@ pub struct ListQuery {
 /// `GET /api/v1/accounts/{id}/messages`: the newest messages of the inbox, newest first.
 pub async fn list_messages(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::MessagesRead>,
     Path(id): Path<i64>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -106,7 +87,7 @@ pub async fn list_messages(
                 .flatten();
             Ok(Json(json!({ "messages": list, "next_before": next })).into_response())
         }
-        Err(e) => Err(ApiError::from(mail_problem(&e))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -120,7 +101,7 @@ pub struct FetchQuery {
 /// (`?raw=true` or `Accept: message/rfc822`). Reading does not mark it seen.
 pub async fn get_message(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::MessagesRead>,
     Path((id, uid)): Path<(i64, String)>,
     headers: axum::http::HeaderMap,
     query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
@@ -162,7 +143,7 @@ pub async fn get_message(
             format!("no message {uid:?} in the inbox of {}", account.spec.name),
             None,
         ))),
-        Err(e) => Err(ApiError::from(mail_problem(&e))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -272,10 +253,9 @@ fn hook_json(h: &Webhook) -> Value {
 /// `POST /api/v1/webhooks`: 201 with the subscription and its signing secret, shown once.
 pub async fn create_webhook(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::WebhooksWrite>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require(TokenScope::WebhooksWrite)?;
     let req: NewWebhookBody = parse_json(&body)?;
     let new = match NewWebhook::parse(
         &req.url,
@@ -333,7 +313,7 @@ pub struct WebhookChanges {
 /// (`"enabled": false`) and resume a subscription. Checked by the same rules as creating.
 pub async fn update_webhook(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::WebhooksWrite>,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -364,7 +344,7 @@ pub async fn update_webhook(
 /// the old one stops signing at once.
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::WebhooksWrite>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     let hook = visible_hook(&state, &caller, id).await?;
@@ -381,9 +361,8 @@ pub async fn rotate_secret(
 /// `GET /api/v1/webhooks`: the subscriptions this token may see.
 pub async fn list_webhooks(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::WebhooksWrite>,
 ) -> Result<Response, ApiError> {
-    caller.require(TokenScope::WebhooksWrite)?;
     match state.store.webhooks().await {
         Ok(hooks) => {
             let list: Vec<Value> = hooks
@@ -398,8 +377,7 @@ pub async fn list_webhooks(
 }
 
 async fn visible_hook(state: &AppState, caller: &ApiCaller, id: i64) -> Result<Webhook, ApiError> {
-    caller.require(TokenScope::WebhooksWrite)?;
-    let hook = state.store.webhook(id).await.map_err(store_problem)?;
+    let hook = state.store.webhook(id).await?;
     if !may_see(caller, &hook) {
         return Err(ApiError::from(problem(
             StatusCode::FORBIDDEN,
@@ -413,18 +391,16 @@ async fn visible_hook(state: &AppState, caller: &ApiCaller, id: i64) -> Result<W
 
 pub async fn get_webhook(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::WebhooksWrite>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
-    match visible_hook(&state, &caller, id).await {
-        Ok(h) => Ok(Json(hook_json(&h)).into_response()),
-        Err(r) => Err(r),
-    }
+    let hook = visible_hook(&state, &caller, id).await?;
+    Ok(Json(hook_json(&hook)).into_response())
 }
 
 pub async fn delete_webhook(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::WebhooksWrite>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     visible_hook(&state, &caller, id).await?;
@@ -447,7 +423,7 @@ pub struct LogQuery {
 /// attempts and the receiver's status codes.
 pub async fn deliveries(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::WebhooksWrite>,
     Path(id): Path<i64>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -487,7 +463,7 @@ pub async fn deliveries(
 /// delivery id and body) again, with a fresh 24-hour retry window.
 pub async fn redeliver(
     State(state): State<AppState>,
-    caller: ApiCaller,
+    caller: ApiAuth<scope::WebhooksWrite>,
     Path((id, delivery)): Path<(i64, i64)>,
 ) -> Result<Response, ApiError> {
     visible_hook(&state, &caller, id).await?;

@@ -122,11 +122,15 @@ impl FromRequestParts<AppState> for Session {
         };
         let id_hash = random::sha256_hex(value);
         match state.store.session(&id_hash, state.clock.now()).await {
-            Ok(Some(s)) => Ok(Session {
-                user: s.user,
-                csrf: s.csrf,
-                id_hash,
-            }),
+            Ok(Some(s)) => {
+                // The audit trail: this request's changes are this user's.
+                mailgate_store::audit::identify(s.user.username.to_string());
+                Ok(Session {
+                    user: s.user,
+                    csrf: s.csrf,
+                    id_hash,
+                })
+            }
             Ok(None) => Err(PageError::SignIn),
             Err(e) => {
                 tracing::error!(error = %e, "session lookup failed");

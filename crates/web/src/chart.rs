@@ -126,6 +126,8 @@ mod tests {
             app_id: None,
             account_id: None,
             message: String::new(),
+            actor: None,
+            source: None,
         }
     }
 

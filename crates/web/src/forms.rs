@@ -21,6 +21,7 @@ use mailgate_core::{
     AccountId, AppId, ClientId, EmailAddress, Host, HttpUrl, Name, Port, Scopes, TenantId, TlsMode,
     account::InboundProtocol, account::OnReceived,
 };
+use mailgate_usecase::{ChangeError, changes};
 use std::collections::HashMap;
 
 pub(crate) type Fields = HashMap<String, String>;
@@ -418,20 +419,17 @@ fn endpoint_input(f: &Fields, errs: &mut Errors) -> EndpointInput {
     }
 }
 
-/// A generic app's missing endpoints from its issuer's discovery document; a failure is
-/// shown beside the issuer field.
-async fn discover(
-    state: &AppState,
-    kind: AppKind,
-    endpoints: &mut EndpointInput,
-    errs: &mut Errors,
-) {
-    if let Err(e) =
-        mailgate_oauth::discovery::complete_endpoints(state.engine.oauth_client(), kind, endpoints)
-            .await
-    {
-        field_error(errs, e);
+/// A use-case's refusal shown on its form: beside the field at fault, or beside the name
+/// when it is taken; a store failure is the error page.
+fn change_refused(errs: &mut Errors, e: ChangeError, taken: &str) -> Option<PageError> {
+    match e {
+        ChangeError::Field(e) => field_error(errs, e),
+        ChangeError::Store(mailgate_store::StoreError::Duplicate { .. }) => errs.add("name", taken),
+        ChangeError::Store(e) => return Some(e.into()),
+        // The forms act for an administrator, who may move an account (`may_move`).
+        ChangeError::MovesDestinations(_) => {}
     }
+    None
 }
 
 pub async fn new_app_form(
@@ -470,10 +468,7 @@ pub async fn create_app(
     );
     let expires = secret_expiry(&state, &f, &mut errs);
     let flow = opt(&f, &mut errs, "flow", OAuthFlow::parse).unwrap_or(OAuthFlow::AuthorizationCode);
-    let mut endpoints = endpoint_input(&f, &mut errs);
-    if let (true, Some(kind)) = (errs.is_empty(), kind) {
-        discover(&state, kind, &mut endpoints, &mut errs).await;
-    }
+    let endpoints = endpoint_input(&f, &mut errs);
     if let (true, Some(kind), Some(name), Some(client_id)) =
         (errs.is_empty(), kind, name, client_id)
     {
@@ -488,19 +483,19 @@ pub async fn create_app(
             service_account_key: None,
             endpoints,
         };
-        match new.into_spec() {
-            Ok(spec) => match state.store.create_app(&spec, state.clock.now()).await {
-                Ok(app) => {
-                    return Ok(
-                        Redirect::to(&format!("/admin/apps/{}?done=saved", app.id)).into_response()
-                    );
+        match changes::create_app(&state.engine, new, state.clock.now()).await {
+            Ok(app) => {
+                return Ok(
+                    Redirect::to(&format!("/admin/apps/{}?done=saved", app.id)).into_response()
+                );
+            }
+            Err(e) => {
+                if let Some(p) =
+                    change_refused(&mut errs, e, "an app with this name already exists")
+                {
+                    return Err(p);
                 }
-                Err(mailgate_store::StoreError::Duplicate { .. }) => {
-                    errs.add("name", "an app with this name already exists")
-                }
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => field_error(&mut errs, e),
+            }
         }
     }
     Ok(app_form(
@@ -597,9 +592,6 @@ pub async fn update_app(
     {
         endpoints.authority = None;
     }
-    if errs.is_empty() {
-        discover(&state, current.spec.kind, &mut endpoints, &mut errs).await;
-    }
     let secret_expires = if get(&f, "secret_expires")
         == current
             .spec
@@ -629,23 +621,18 @@ pub async fn update_app(
         ..Default::default()
     };
     if errs.is_empty() {
-        match changes.apply(current.spec.clone()) {
-            Ok(spec) => match state
-                .store
-                .update_app(current.id, &spec, false, state.clock.now())
-                .await
-            {
-                Ok(_) => {
-                    return Ok(
-                        Redirect::to(&format!("/admin/apps/{id}?done=saved")).into_response()
-                    );
+        match changes::update_app(&state.engine, current.clone(), changes, state.clock.now()).await
+        {
+            Ok(_) => {
+                return Ok(Redirect::to(&format!("/admin/apps/{id}?done=saved")).into_response());
+            }
+            Err(e) => {
+                if let Some(p) =
+                    change_refused(&mut errs, e, "an app with this name already exists")
+                {
+                    return Err(p);
                 }
-                Err(mailgate_store::StoreError::Duplicate { .. }) => {
-                    errs.add("name", "an app with this name already exists")
-                }
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => field_error(&mut errs, e),
+            }
         }
     }
     Ok(app_form(
@@ -923,21 +910,20 @@ pub async fn create_account(
                 enabled: get(&f, "enabled") == "on",
                 settings,
             };
-            match new.into_spec(&app) {
-                Ok(spec) => match state.store.create_account(&spec, state.clock.now()).await {
-                    Ok(acc) => {
-                        return Ok(Redirect::to(&format!(
-                            "/admin/accounts/{}?done=created",
-                            acc.id
-                        ))
-                        .into_response());
+            match changes::create_account(&state.store, new, &app, state.clock.now()).await {
+                Ok(acc) => {
+                    return Ok(
+                        Redirect::to(&format!("/admin/accounts/{}?done=created", acc.id))
+                            .into_response(),
+                    );
+                }
+                Err(e) => {
+                    if let Some(p) =
+                        change_refused(&mut errs, e, "an account with this name already exists")
+                    {
+                        return Err(p);
                     }
-                    Err(mailgate_store::StoreError::Duplicate { .. }) => {
-                        errs.add("name", "an account with this name already exists")
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-                Err(e) => field_error(&mut errs, e),
+                }
             }
         }
     }
@@ -1033,22 +1019,21 @@ pub async fn update_account(
                     enabled: Some(get(&f, "enabled") == "on"),
                     settings,
                 };
-                match changes.apply(current.spec.clone(), &app) {
-                    Ok(spec) => match state
-                        .store
-                        .update_account(current.id, &spec, state.clock.now())
-                        .await
-                    {
-                        Ok(_) => {
-                            return Ok(Redirect::to(&format!("/admin/accounts/{id}?done=saved"))
-                                .into_response());
+                let now = state.clock.now();
+                match changes::update_account(&state.store, &current, changes, &app, true, now)
+                    .await
+                {
+                    Ok(_) => {
+                        return Ok(Redirect::to(&format!("/admin/accounts/{id}?done=saved"))
+                            .into_response());
+                    }
+                    Err(e) => {
+                        if let Some(p) =
+                            change_refused(&mut errs, e, "an account with this name already exists")
+                        {
+                            return Err(p);
                         }
-                        Err(mailgate_store::StoreError::Duplicate { .. }) => {
-                            errs.add("name", "an account with this name already exists")
-                        }
-                        Err(e) => return Err(e.into()),
-                    },
-                    Err(e) => field_error(&mut errs, e),
+                    }
                 }
             }
             Err(_) => errs.add("app", "no such app"),

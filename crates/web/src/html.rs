@@ -180,6 +180,21 @@ impl From<mailgate_store::StoreError> for PageError {
     }
 }
 
+/// A use case's refusal on a page without a form to show it beside (a removal): the
+/// store's refusals as usual, anything else as a page with the reason.
+impl From<mailgate_usecase::ChangeError> for PageError {
+    fn from(e: mailgate_usecase::ChangeError) -> Self {
+        match e {
+            mailgate_usecase::ChangeError::Store(e) => e.into(),
+            other => PageError::Other {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                title: "Not changed".into(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<mailgate_core::random::RandomFailed> for PageError {
     fn from(e: mailgate_core::random::RandomFailed) -> Self {
         tracing::error!(error = %e, "admin page: no randomness");

@@ -72,9 +72,7 @@ pub struct AppState {
 }
 
 /// The one redirect URI: `<public_url>/oauth/callback`.
-pub fn redirect_uri(public_url: &HttpUrl) -> String {
-    public_url.join_path("/oauth/callback").to_string()
-}
+pub use mailgate_usecase::views::redirect_uri;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -186,6 +184,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver",
             post(api_inbound::redeliver),
         )
+        .route("/api/v1/events", get(api::list_events))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/admin/events", get(admin::events))
         .route("/admin/api-tokens", get(tokens::list).post(tokens::create))
@@ -220,8 +219,29 @@ pub fn router(state: AppState) -> Router {
         .route("/static/favicon.svg", get(html::favicon))
         .route("/favicon.ico", get(html::favicon))
         .route("/admin/{*rest}", axum::routing::any(html::admin_not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_scope,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Runs each request in an audit scope holding its client address, so every change it
+/// makes is recorded with where it came from; the session and API-token extractors add
+/// who (`mailgate_store::audit`).
+async fn audit_scope(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|peer| {
+            auth::client_address(peer.0.ip(), req.headers(), &state.trusted_proxies).to_string()
+        });
+    mailgate_store::audit::within(None, source, next.run(req)).await
 }
 
 /// Headers every response carries: no framing (clickjacking of the admin forms), no MIME
@@ -257,13 +277,12 @@ async fn limit_sends(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    use axum::extract::FromRequestParts;
     if req.method() != axum::http::Method::POST {
         return next.run(req).await;
     }
-    let (mut parts, body) = req.into_parts();
-    if let Err(refused) = api::ApiCaller::from_request_parts(&mut parts, &state).await {
-        return refused;
+    let (parts, body) = req.into_parts();
+    if let Err(refused) = api::ApiCaller::authenticate(&parts, &state).await {
+        return refused.into_response();
     }
     let req = axum::extract::Request::from_parts(parts, body);
     let slot = tokio::time::timeout(

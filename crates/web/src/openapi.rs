@@ -182,6 +182,12 @@ pub const API_ROUTES: &[(&str, &str, &str, &str)] = &[
         "accounts:write",
         "Remove a mail account and its grant",
     ),
+    (
+        "get",
+        "/api/v1/events",
+        "accounts:read",
+        "The event log with who made each change (actor, source), newest first; ?actor=, ?since=, ?account_id=, ?limit=",
+    ),
 ];
 
 /// The `{name}` parameters of a route path, in order.
@@ -363,6 +369,26 @@ pub fn document() -> Value {
             }
             ("get", "/api/v1/webhooks" | "/api/v1/webhooks/{id}") => {
                 op["responses"]["200"] = ok_schema("#/components/schemas/Webhook");
+            }
+            ("get", "/api/v1/events") => {
+                push_params(
+                    &mut op,
+                    &[
+                        json!({ "name": "actor", "in": "query", "required": false, "schema": { "type": "string" }, "description": "A user name, api-token:NAME or cli:USER exactly, or cli / api-token for every actor of that kind" }),
+                        json!({ "name": "since", "in": "query", "required": false, "schema": { "type": "string" }, "description": "YYYY-MM-DD (UTC) or an RFC 3339 time" }),
+                        json!({ "name": "account_id", "in": "query", "required": false, "schema": { "type": "integer" }, "description": "Required for a token limited to some accounts" }),
+                        json!({ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 } }),
+                    ],
+                );
+                op["responses"]["200"] = json!({ "description": "OK", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                    "events": { "type": "array", "items": { "type": "object", "properties": {
+                        "id": { "type": "integer" }, "at": { "type": "integer", "description": "Unix seconds" },
+                        "kind": { "type": "string" }, "app_id": { "type": ["integer", "null"] }, "account_id": { "type": ["integer", "null"] },
+                        "message": { "type": "string" },
+                        "actor": { "type": "string", "description": "Absent for what mailgate did by itself" },
+                        "source": { "type": "string", "description": "The client address of a change over HTTP" } } } } } } } } });
+                op["responses"]["422"] =
+                    problem_response("A query parameter is invalid (see `field`)");
             }
             ("get", "/api/v1/messages") => {
                 push_params(

@@ -165,6 +165,23 @@ async fn patch_app(f: &Fixture, token: &str, body: serde_json::Value) -> (Status
 async fn moving_an_apps_endpoints_through_the_api_needs_the_secret_and_drops_the_grants() {
     let (f, capture) = authorized().await;
     let token = api_token(&f);
+    // A token limited to the account may change it, but not where its token goes (below).
+    // Created before the snapshot: creating a token is itself a recorded change.
+    let out = f.env.run(
+        &[
+            "api-token",
+            "create",
+            "--name",
+            "limited",
+            "--scope",
+            "accounts:write",
+            "--account",
+            "support",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let limited = text(&out.stdout).trim().to_owned();
     let before = rows(&f).await;
     let shown = f.env.json(&["app", "show", "Contoso", "--json"]);
     for body in [
@@ -189,22 +206,6 @@ async fn moving_an_apps_endpoints_through_the_api_needs_the_secret_and_drops_the
             "{problem}"
         );
     }
-    // A token limited to the account may change it, but not where its token goes.
-    let out = f.env.run(
-        &[
-            "api-token",
-            "create",
-            "--name",
-            "limited",
-            "--scope",
-            "accounts:write",
-            "--account",
-            "support",
-        ],
-        None,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let limited = text(&out.stdout).trim().to_owned();
     let port: u16 = capture.url.rsplit(':').next().unwrap().parse().unwrap();
     for body in [
         serde_json::json!({ "inbound_host": "127.0.0.1", "inbound_port": port }),
