@@ -16,7 +16,9 @@
 //! 50 KB; 500 SMTP sends over one session; the RSS each proxy needs per idle IMAP session
 //! (1,000 sessions); and 200 clients logging in at once. The rig's Dovecot is given room for
 //! that many sessions of one user (its defaults allow 10 per user and address). Knobs:
-//! `BENCH_LOGIN_ROUNDS` (100), `BENCH_IDLE_SESSIONS` (1000), `BENCH_BURST` (200).
+//! `BENCH_LOGIN_ROUNDS` (100), `BENCH_IDLE_SESSIONS` (1000), `BENCH_BURST` (200), and
+//! `BENCH_PARTS` (`login,fetch,send,idle,burst`: the measurements to run), `BENCH_IDLE_WAYS`
+//! (`mailgate,emailproxy`: whose idle sessions to measure).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
@@ -625,8 +627,8 @@ async fn send_block(t: &Targets, way: Way, numbers: std::ops::Range<usize>, run_
 }
 
 /// Opens `n` IMAP sessions of `way` (login and SELECT INBOX), [`OPEN_IN_PARALLEL`] at a time,
-/// and returns them open.
-async fn open_idle_sessions(t: &Arc<Targets>, way: Way, n: usize) -> Vec<Conn> {
+/// and returns them open; at the first failure it stops opening more and says what failed.
+async fn open_idle_sessions(t: &Arc<Targets>, way: Way, n: usize) -> (Vec<Conn>, Option<String>) {
     let gate = Arc::new(tokio::sync::Semaphore::new(OPEN_IN_PARALLEL));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
@@ -642,10 +644,19 @@ async fn open_idle_sessions(t: &Arc<Targets>, way: Way, n: usize) -> Vec<Conn> {
     while let Some(joined) = tasks.join_next().await {
         match joined.unwrap() {
             Ok(conn) => open.push(conn),
-            Err(e) => panic!("{way:?}: opening idle session {}: {e}", open.len() + 1),
+            Err(e) => {
+                let failure = format!("session {} failed: {e}", open.len() + 1);
+                tasks.abort_all();
+                while let Some(joined) = tasks.join_next().await {
+                    if let Ok(Ok(conn)) = joined {
+                        open.push(conn);
+                    }
+                }
+                return (open, Some(failure));
+            }
         }
     }
-    open
+    (open, None)
 }
 
 /// What `clients` logins started at the same moment did.
@@ -843,6 +854,8 @@ async fn main() {
     let login_rounds = knob("BENCH_LOGIN_ROUNDS", 100);
     let idle_sessions = knob("BENCH_IDLE_SESSIONS", 1000);
     let burst_clients = knob("BENCH_BURST", 200);
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "login,fetch,send,idle,burst".into());
+    let want = |part: &str| parts.split(',').any(|p| p.trim() == part);
     let exe = mailgate_exe();
     let run_id = std::time::UNIX_EPOCH.elapsed().unwrap().as_millis();
     let idp = Idp::start(IdpConfig::default()).unwrap();
@@ -854,6 +867,15 @@ async fn main() {
     .expect("the mail rig must start (it needs root; see docs/testing.md)");
     make_room_in_dovecot(&rig);
     let dir = tempfile::tempdir().unwrap();
+    // The processes' logs and email-oauth2-proxy's files stay after the run, for a look.
+    let logs = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .join("bench_proxy");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let env = Env {
@@ -939,7 +961,7 @@ async fn main() {
         &format!("127.0.0.1:{port}"),
         mailgate_imap,
         mailgate_smtp,
-        &dir.path().join("serve.log"),
+        &logs.join("serve.log"),
     );
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -957,7 +979,7 @@ async fn main() {
         .to_owned();
     let token = env.ok(&["token", "bench"], None).trim().to_owned();
 
-    let ep = start_emailproxy(&idp, &rig, dir.path(), redirect_port);
+    let ep = start_emailproxy(&idp, &rig, &logs, redirect_port);
     let targets = Arc::new(Targets {
         tls: rig.tls_config().unwrap(),
         imaps_port: rig.imaps_port(),
@@ -979,7 +1001,8 @@ async fn main() {
         t.login_round(way).await.unwrap();
     }
     let mut logins: [Vec<Duration>; 3] = Default::default();
-    for round in 0..login_rounds {
+    let rounds = if want("login") { login_rounds } else { 0 };
+    for round in 0..rounds {
         for way in order(round) {
             let took = t.login_round(way).await.unwrap_or_else(|e| panic!("{way:?}: {e}"));
             logins[way as usize].push(took);
@@ -988,12 +1011,13 @@ async fn main() {
     eprintln!("login rounds done");
 
     // ---- FETCH --------------------------------------------------------------------------
-    for way in WAYS {
-        fetch_all(t, way).await;
+    let fetch_rounds = if want("fetch") { FETCH_ROUNDS } else { 0 };
+    for way in WAYS.iter().filter(|_| fetch_rounds > 0) {
+        fetch_all(t, *way).await;
     }
     let mut fetches: [Vec<Duration>; 3] = Default::default();
     let mut fetched = 0;
-    for round in 0..FETCH_ROUNDS {
+    for round in 0..fetch_rounds {
         for way in order(round) {
             let (took, bytes) = fetch_all(t, way).await;
             fetches[way as usize].push(took);
@@ -1003,12 +1027,13 @@ async fn main() {
     eprintln!("fetch rounds done");
 
     // ---- SMTP ---------------------------------------------------------------------------
-    for way in WAYS {
-        send_block(t, way, 0..1, run_id).await;
+    let send_blocks = if want("send") { SEND_BLOCKS } else { 0 };
+    for way in WAYS.iter().filter(|_| send_blocks > 0) {
+        send_block(t, *way, 0..1, run_id).await;
     }
     let mut sends = [Duration::ZERO; 3];
     let block = SEND_COUNT / SEND_BLOCKS;
-    for b in 0..SEND_BLOCKS {
+    for b in 0..send_blocks {
         for way in order(b) {
             sends[way as usize] += send_block(t, way, b * block..(b + 1) * block, run_id).await;
         }
@@ -1017,29 +1042,45 @@ async fn main() {
 
     // ---- Idle sessions ------------------------------------------------------------------
     let mut idle = Vec::new();
-    for (way, pid) in [
+    let idle_ways = [
         (Way::Mailgate, serve.pid()),
         (Way::EmailProxy, ep.process.pid()),
-    ] {
+    ];
+    let idle_wanted = std::env::var("BENCH_IDLE_WAYS").unwrap_or_else(|_| "mailgate,emailproxy".into());
+    let idle_ways = idle_ways.into_iter().filter(|(way, _)| {
+        let name = if *way == Way::Mailgate { "mailgate" } else { "emailproxy" };
+        want("idle") && idle_wanted.split(',').any(|w| w.trim() == name)
+    });
+    for (way, pid) in idle_ways {
         let before = rss_kib(pid);
         let started = Instant::now();
-        let open = open_idle_sessions(&targets, way, idle_sessions).await;
+        let (mut open, failure) = open_idle_sessions(&targets, way, idle_sessions).await;
         let opened_in = started.elapsed();
         let after = rss_kib(pid);
         let thread_count = threads(pid);
-        // Every session still answers: none was dropped while the others opened.
-        let mut open = open;
-        for (i, conn) in open.iter_mut().enumerate().step_by(100) {
-            conn.imap(&format!("n{i}"), "NOOP").await.unwrap();
+        // Sessions still answer: none was dropped while the others opened.
+        if failure.is_none() {
+            for (i, conn) in open.iter_mut().enumerate().step_by(100) {
+                conn.imap(&format!("n{i}"), "NOOP").await.unwrap();
+            }
         }
+        let figures = IdleFigures {
+            way,
+            opened: open.len(),
+            failure,
+            rss_before: before,
+            rss_after: after,
+            opened_in,
+            threads: thread_count,
+        };
+        eprintln!("{}", figures.line());
         drop(open);
-        idle.push((way, before, after, opened_in, thread_count));
-        eprintln!("{way:?}: {idle_sessions} idle sessions done");
+        idle.push(figures);
     }
 
     // ---- Burst --------------------------------------------------------------------------
     let mut bursts = Vec::new();
-    for way in WAYS {
+    for way in WAYS.into_iter().filter(|_| want("burst")) {
         bursts.push((way, burst(&targets, way, burst_clients).await));
         eprintln!("{way:?}: burst done");
     }
@@ -1049,6 +1090,24 @@ async fn main() {
     drop(rig);
 
     // ---- Report -------------------------------------------------------------------------
+    if want("login") {
+        report_logins(login_rounds, &logins);
+    }
+    if want("fetch") {
+        report_fetches(fetched, &fetches);
+    }
+    if want("send") {
+        report_sends(&sends);
+    }
+    if want("idle") {
+        report_idle(idle_sessions, &idle);
+    }
+    if want("burst") {
+        report_bursts(burst_clients, &bursts);
+    }
+}
+
+fn report_logins(login_rounds: usize, logins: &[Vec<Duration>; 3]) {
     println!(
         "login: connect + login + SELECT INBOX + LOGOUT, {login_rounds} rounds per way, rotating order (release build, 2 cores)"
     );
@@ -1069,6 +1128,9 @@ async fn main() {
         "  email-oauth2-proxy / mailgate (p50): {:.1}x",
         ep_p50.as_secs_f64() / mg.as_secs_f64()
     );
+}
+
+fn report_fetches(fetched: usize, fetches: &[Vec<Duration>; 3]) {
     println!(
         "fetch: FETCH 1:* (BODY.PEEK[]) of {FETCH_MESSAGES} messages of {} KB ({:.1} MB), median of {FETCH_ROUNDS}",
         MESSAGE_BYTES / 1024,
@@ -1085,6 +1147,9 @@ async fn main() {
             100.0 * direct_fetch.as_secs_f64() / took.as_secs_f64()
         );
     }
+}
+
+fn report_sends(sends: &[Duration; 3]) {
     println!(
         "send: {SEND_COUNT} messages over one SMTP session (login not timed), {SEND_BLOCKS} blocks per way"
     );
@@ -1098,20 +1163,50 @@ async fn main() {
             100.0 * sends[0].as_secs_f64() / took.as_secs_f64()
         );
     }
-    println!("idle: {idle_sessions} IMAP sessions logged in and SELECTed, held open");
-    let mut per_session = Vec::new();
-    for (way, before, after, opened_in, thread_count) in &idle {
-        let per = (*after as f64 - *before as f64) / idle_sessions as f64;
-        per_session.push(per);
-        println!(
-            "  {:<32} RSS {:>7.1} -> {:>7.1} MiB  = {:>6.1} KiB per session  ({} threads; opened in {:.1} s)",
-            way.label(),
-            *before as f64 / 1024.0,
-            *after as f64 / 1024.0,
-            per,
-            thread_count,
-            opened_in.as_secs_f64()
+}
+
+/// One proxy's idle sessions.
+struct IdleFigures {
+    way: Way,
+    opened: usize,
+    /// Why opening stopped short, if it did.
+    failure: Option<String>,
+    /// KiB.
+    rss_before: u64,
+    rss_after: u64,
+    opened_in: Duration,
+    threads: u64,
+}
+
+impl IdleFigures {
+    fn per_session_kib(&self) -> f64 {
+        (self.rss_after as f64 - self.rss_before as f64) / self.opened.max(1) as f64
+    }
+
+    fn line(&self) -> String {
+        let mut line = format!(
+            "  {:<32} {:>4} open: RSS {:>7.1} -> {:>7.1} MiB = {:>6.1} KiB per session ({} threads; opened in {:.1} s)",
+            self.way.label(),
+            self.opened,
+            self.rss_before as f64 / 1024.0,
+            self.rss_after as f64 / 1024.0,
+            self.per_session_kib(),
+            self.threads,
+            self.opened_in.as_secs_f64()
         );
+        if let Some(failure) = &self.failure {
+            line += &format!("\n      stopped: {failure}");
+        }
+        line
+    }
+}
+
+fn report_idle(idle_sessions: usize, idle: &[IdleFigures]) {
+    println!("idle: up to {idle_sessions} IMAP sessions logged in and SELECTed, held open");
+    let mut per_session = Vec::new();
+    for figures in idle {
+        per_session.push(figures.per_session_kib());
+        println!("{}", figures.line());
     }
     if let [mg, ep] = per_session[..] {
         println!(
@@ -1120,8 +1215,11 @@ async fn main() {
             ep / mg
         );
     }
+}
+
+fn report_bursts(burst_clients: usize, bursts: &[(Way, Burst)]) {
     println!("burst: {burst_clients} clients log in at once (connect + login + SELECT + LOGOUT)");
-    for (way, b) in &bursts {
+    for (way, b) in bursts {
         let (p50, p99, max) = if b.ok.is_empty() {
             (Duration::ZERO, Duration::ZERO, Duration::ZERO)
         } else {
