@@ -307,7 +307,10 @@ struct Conn {
     line: Vec<u8>,
 }
 
-async fn step<T>(what: &str, f: impl std::future::Future<Output = std::io::Result<T>>) -> Fallible<T> {
+async fn step<T>(
+    what: &str,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Fallible<T> {
     match tokio::time::timeout(STEP_LIMIT, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("{what}: {}", io_kind(&e))),
@@ -582,7 +585,9 @@ async fn fill_inbox(t: &Targets, run_id: u128) {
         }
         for i in 0..BATCH {
             let n = batch * BATCH + i;
-            conn.imap_completion(&format!("p{n}"), "APPEND").await.unwrap();
+            conn.imap_completion(&format!("p{n}"), "APPEND")
+                .await
+                .unwrap();
         }
     }
     conn.imap("p-end", "LOGOUT").await.unwrap();
@@ -606,11 +611,18 @@ async fn fetch_all(t: &Targets, way: Way) -> (Duration, usize) {
 
 /// `count` messages over one SMTP session of `way` (after its login): the time from the
 /// first `MAIL FROM` to the last `250`.
-async fn send_block(t: &Targets, way: Way, numbers: std::ops::Range<usize>, run_id: u128) -> Duration {
+async fn send_block(
+    t: &Targets,
+    way: Way,
+    numbers: std::ops::Range<usize>,
+    run_id: u128,
+) -> Duration {
     let mut conn = t.smtp_login(way).await.unwrap();
     let started = Instant::now();
     for n in numbers {
-        conn.smtp(&format!("MAIL FROM:<{MAILBOX}>"), 250).await.unwrap();
+        conn.smtp(&format!("MAIL FROM:<{MAILBOX}>"), 250)
+            .await
+            .unwrap();
         conn.smtp(&format!("RCPT TO:<{SINK}>"), 250).await.unwrap();
         conn.smtp("DATA", 354).await.unwrap();
         let body = format!(
@@ -709,7 +721,12 @@ fn emailproxy_exe() -> PathBuf {
             .unwrap();
         assert!(status.success(), "python3 -m venv {}", venv.display());
         let status = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", EMAILPROXY])
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                EMAILPROXY,
+            ])
             .status()
             .unwrap();
         assert!(status.success(), "pip install {EMAILPROXY}");
@@ -806,7 +823,10 @@ async fn authorize_emailproxy(t: &Targets, ep: &EmailProxy, http: &reqwest::Clie
     let deadline = Instant::now() + WAIT_LIMIT;
     let url = loop {
         let log = std::fs::read_to_string(&ep.log).unwrap_or_default();
-        if let Some(url) = log.lines().find_map(|l| l.split_once(&marker).map(|(_, u)| u.trim().to_owned())) {
+        if let Some(url) = log
+            .lines()
+            .find_map(|l| l.split_once(&marker).map(|(_, u)| u.trim().to_owned()))
+        {
             break url;
         }
         assert!(
@@ -854,7 +874,8 @@ async fn main() {
     let login_rounds = knob("BENCH_LOGIN_ROUNDS", 100);
     let idle_sessions = knob("BENCH_IDLE_SESSIONS", 1000);
     let burst_clients = knob("BENCH_BURST", 200);
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "login,fetch,send,idle,burst".into());
+    let parts =
+        std::env::var("BENCH_PARTS").unwrap_or_else(|_| "login,fetch,send,idle,burst".into());
     let want = |part: &str| parts.split(',').any(|p| p.trim() == part);
     let exe = mailgate_exe();
     let run_id = std::time::UNIX_EPOCH.elapsed().unwrap().as_millis();
@@ -1004,7 +1025,10 @@ async fn main() {
     let rounds = if want("login") { login_rounds } else { 0 };
     for round in 0..rounds {
         for way in order(round) {
-            let took = t.login_round(way).await.unwrap_or_else(|e| panic!("{way:?}: {e}"));
+            let took = t
+                .login_round(way)
+                .await
+                .unwrap_or_else(|e| panic!("{way:?}: {e}"));
             logins[way as usize].push(took);
         }
     }
@@ -1046,9 +1070,14 @@ async fn main() {
         (Way::Mailgate, serve.pid()),
         (Way::EmailProxy, ep.process.pid()),
     ];
-    let idle_wanted = std::env::var("BENCH_IDLE_WAYS").unwrap_or_else(|_| "mailgate,emailproxy".into());
+    let idle_wanted =
+        std::env::var("BENCH_IDLE_WAYS").unwrap_or_else(|_| "mailgate,emailproxy".into());
     let idle_ways = idle_ways.into_iter().filter(|(way, _)| {
-        let name = if *way == Way::Mailgate { "mailgate" } else { "emailproxy" };
+        let name = if *way == Way::Mailgate {
+            "mailgate"
+        } else {
+            "emailproxy"
+        };
         want("idle") && idle_wanted.split(',').any(|w| w.trim() == name)
     });
     for (way, pid) in idle_ways {

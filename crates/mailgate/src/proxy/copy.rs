@@ -141,7 +141,9 @@ mod tests {
             copy_both_ways(&mut proxy_client_side, &mut proxy_upstream_side).await
         });
         // More than the duplex pipes and one buffer hold, so writes wait on reads.
-        let big: Vec<u8> = (0..3 * BUFFER_BYTES + 17).map(|i| (i % 251) as u8).collect();
+        let big: Vec<u8> = (0..3 * BUFFER_BYTES + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let sent = big.clone();
         let upstream_task = tokio::spawn(async move {
             upstream.write_all(&sent).await.unwrap();

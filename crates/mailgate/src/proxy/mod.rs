@@ -702,7 +702,9 @@ pub(crate) async fn next_line<S: AsyncRead + Unpin>(
     lines: &mut ClientLines,
     deadline: Instant,
 ) -> Result<Option<Vec<u8>>, String> {
-    let mut buf = [0u8; 4096];
+    // On the heap, not in the future: an array here would size every session task for
+    // its whole life, idle relay included.
+    let mut buf = vec![0u8; 4096];
     loop {
         match lines.next_line() {
             Ok(Some(line)) => return Ok(Some(line)),
