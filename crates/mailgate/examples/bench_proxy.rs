@@ -50,7 +50,7 @@ const EMAILPROXY: &str = "emailproxy==2026.7.3";
 
 const FETCH_MESSAGES: usize = 1000;
 const MESSAGE_BYTES: usize = 50 * 1024;
-const FETCH_ROUNDS: usize = 3;
+const FETCH_ROUNDS: usize = 5;
 const SEND_COUNT: usize = 500;
 const SEND_BLOCKS: usize = 2;
 /// Upper bound of any one protocol step (a read, a login, a whole FETCH).
@@ -1064,6 +1064,13 @@ async fn main() {
     }
     eprintln!("sends done");
 
+    // ---- Burst (before the idle sessions: email-oauth2-proxy does not recover from those) --
+    let mut bursts = Vec::new();
+    for way in WAYS.into_iter().filter(|_| want("burst")) {
+        bursts.push((way, burst(&targets, way, burst_clients).await));
+        eprintln!("{way:?}: burst done");
+    }
+
     // ---- Idle sessions ------------------------------------------------------------------
     let mut idle = Vec::new();
     let idle_ways = [
@@ -1105,13 +1112,6 @@ async fn main() {
         eprintln!("{}", figures.line());
         drop(open);
         idle.push(figures);
-    }
-
-    // ---- Burst --------------------------------------------------------------------------
-    let mut bursts = Vec::new();
-    for way in WAYS.into_iter().filter(|_| want("burst")) {
-        bursts.push((way, burst(&targets, way, burst_clients).await));
-        eprintln!("{way:?}: burst done");
     }
 
     drop(ep);
