@@ -12,10 +12,12 @@
 //! ```
 //!
 //! Before login the client's lines are read by `mailgate_proto::proxy` (pure, bounded);
-//! after it nothing is parsed: `copy_bidirectional` streams with fixed 8 KiB buffers, so a
-//! large FETCH is never held whole. The client's password is only hashed and compared: it
+//! after it nothing is parsed: `copy::copy_both_ways` streams through an 8 KiB buffer per
+//! direction, held only while bytes are in flight, so a large FETCH is never held whole and
+//! an idle session holds no buffer. The client's password is only hashed and compared: it
 //! never goes upstream or into a log or event.
 
+mod copy;
 mod imap;
 mod pop3;
 mod smtp;
@@ -700,7 +702,9 @@ pub(crate) async fn next_line<S: AsyncRead + Unpin>(
     lines: &mut ClientLines,
     deadline: Instant,
 ) -> Result<Option<Vec<u8>>, String> {
-    let mut buf = [0u8; 4096];
+    // On the heap, not in the future: an array here would size every session task for
+    // its whole life, idle relay included.
+    let mut buf = vec![0u8; 4096];
     loop {
         match lines.next_line() {
             Ok(Some(line)) => return Ok(Some(line)),
@@ -759,7 +763,7 @@ where
     };
     tokio::select! {
         () = idle_watchdog => Err(format!("no byte moved for {idle:?}: idle timeout")),
-        copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+        copied = copy::copy_both_ways(&mut client, &mut upstream) => {
             copied.map(|_| ()).map_err(|e| e.to_string())
         }
         // Dropping both streams closes them: the client sees the connection end.

@@ -153,7 +153,9 @@ where
                 }
             }
         };
-        let refusal = match log_in(ctx, peer, &login, &password).await {
+        // Boxed: the login (upstream connect, TLS, XOAUTH2) is large and short-lived, and
+        // inline it would size the whole session task, idle relay included.
+        let refusal = match Box::pin(log_in(ctx, peer, &login, &password)).await {
             Ok((live, upstream)) => {
                 send(&mut client, "+OK logged in through mailgate")
                     .await

@@ -84,17 +84,38 @@ async fn proxy_password_is_shown_once_and_stored_only_as_its_hash() {
 /// The fixture's account on the rig, authorized, with the IMAP proxy on a loopback port;
 /// returns the proxy's address and the account's proxy password.
 pub(crate) async fn proxied() -> (Fixture, MailRig, String, String) {
-    let (f, rig) =
-        Fixture::start_on_rig_with(&[("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0")]).await;
+    proxied_with(&[("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0")], "IMAP").await
+}
+
+/// [`proxied`] with `serve`'s settings in `env` (the listeners among them); returns the
+/// address of the `protocol` listener and the account's proxy password.
+pub(crate) async fn proxied_with(
+    env: &[(&str, &str)],
+    protocol: &str,
+) -> (Fixture, MailRig, String, String) {
+    let (f, rig) = Fixture::start_on_rig_with(env).await;
     point_at_rig(&f, &rig);
     f.authorize().await;
-    let addr = proxy_addr(&f, "IMAP");
-    let password = f
-        .env
+    let addr = proxy_addr(&f, protocol);
+    let password = new_proxy_password(&f);
+    (f, rig, addr, password)
+}
+
+/// Generates the fixture account's proxy password (`mailgate account proxy-password`).
+pub(crate) fn new_proxy_password(f: &Fixture) -> String {
+    f.env
         .ok(&["account", "proxy-password", "support"], None)
         .trim()
-        .to_owned();
-    (f, rig, addr, password)
+        .to_owned()
+}
+
+/// The shared rig's certificate chain and key (PEM paths), for the proxy's own TLS.
+pub(crate) fn rig_certificate() -> (String, String) {
+    let shared = MailRig::from_env()
+        .unwrap()
+        .expect("the tests run with a shared rig");
+    let path = |name: &str| shared.dir().join(name).to_str().unwrap().to_owned();
+    (path("tls/server-chain.pem"), path("tls/server.key"))
 }
 
 /// The address `serve` printed for the `protocol` proxy (a later stdout line).
@@ -396,16 +417,8 @@ fn smtplib(addr: &str, login: &str, password: &str, mech: &str, to: &str, subjec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtplib_sends_real_mail_through_the_proxy() {
-    let (f, rig) =
-        Fixture::start_on_rig_with(&[("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:0")]).await;
-    point_at_rig(&f, &rig);
-    f.authorize().await;
-    let addr = proxy_addr(&f, "SMTP");
-    let password = f
-        .env
-        .ok(&["account", "proxy-password", "support"], None)
-        .trim()
-        .to_owned();
+    let (f, rig, addr, password) =
+        proxied_with(&[("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:0")], "SMTP").await;
 
     let out = smtplib(
         &addr,
@@ -528,11 +541,7 @@ async fn poplib_reads_real_mail_through_the_proxy() {
     inbound_pop3_on_rig(&f, &rig);
     f.authorize().await;
     let addr = proxy_addr(&f, "POP3");
-    let password = f
-        .env
-        .ok(&["account", "proxy-password", "support"], None)
-        .trim()
-        .to_owned();
+    let password = new_proxy_password(&f);
     deliver(&f, &rig, "proxy-pop-1", "Hello over POP3.").await;
 
     let out = poplib(&addr, &f.mailbox, &password, "USER");
@@ -675,25 +684,16 @@ async fn an_upstream_that_drops_the_session_closes_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_speak_implicit_tls_with_the_configured_certificate() {
-    let shared = MailRig::from_env()
-        .unwrap()
-        .expect("the tests run with a shared rig");
-    let chain = shared.dir().join("tls/server-chain.pem");
-    let key = shared.dir().join("tls/server.key");
-    let (f, rig) = Fixture::start_on_rig_with(&[
-        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
-        ("MAILGATE_PROXY_TLS_CERT_FILE", chain.to_str().unwrap()),
-        ("MAILGATE_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
-    ])
+    let (chain, key) = rig_certificate();
+    let (f, rig, addr, password) = proxied_with(
+        &[
+            ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+            ("MAILGATE_PROXY_TLS_CERT_FILE", &chain),
+            ("MAILGATE_PROXY_TLS_KEY_FILE", &key),
+        ],
+        "IMAP",
+    )
     .await;
-    point_at_rig(&f, &rig);
-    f.authorize().await;
-    let addr = proxy_addr(&f, "IMAP");
-    let password = f
-        .env
-        .ok(&["account", "proxy-password", "support"], None)
-        .trim()
-        .to_owned();
     deliver(&f, &rig, "proxy-tls-1", "Hello over TLS.").await;
     let ca = rig.ca_cert().to_str().unwrap().to_owned();
     let out = imaplib_with(&addr, &f.mailbox, &password, "LOGIN", "proxy-tls-1", &ca);
@@ -779,20 +779,15 @@ async fn until_closed(client: &mut RawClient, within: Duration) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_clients_are_closed_before_and_after_login() {
-    let (f, rig) = Fixture::start_on_rig_with(&[
-        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
-        ("MAILGATE_PROXY_LOGIN_TIMEOUT_SECS", "1"),
-        ("MAILGATE_PROXY_IDLE_TIMEOUT_SECS", "2"),
-    ])
+    let (f, _rig, addr, password) = proxied_with(
+        &[
+            ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+            ("MAILGATE_PROXY_LOGIN_TIMEOUT_SECS", "1"),
+            ("MAILGATE_PROXY_IDLE_TIMEOUT_SECS", "2"),
+        ],
+        "IMAP",
+    )
     .await;
-    point_at_rig(&f, &rig);
-    f.authorize().await;
-    let addr = proxy_addr(&f, "IMAP");
-    let password = f
-        .env
-        .ok(&["account", "proxy-password", "support"], None)
-        .trim()
-        .to_owned();
     let (host, port) = addr.rsplit_once(':').unwrap();
     let port: u16 = port.parse().unwrap();
 
@@ -860,11 +855,7 @@ async fn curl_reads_and_sends_through_the_proxy() {
     f.authorize().await;
     let imap = proxy_addr(&f, "IMAP");
     let smtp = proxy_addr(&f, "SMTP");
-    let password = f
-        .env
-        .ok(&["account", "proxy-password", "support"], None)
-        .trim()
-        .to_owned();
+    let password = new_proxy_password(&f);
     let user = format!("{}:{password}", f.mailbox);
 
     let message = f.env.dir.path().join("curl-message.eml");
@@ -933,19 +924,14 @@ async fn curl_reads_and_sends_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_has_at_most_its_share_of_sessions() {
-    let (f, rig) = Fixture::start_on_rig_with(&[
-        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
-        ("MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT", "1"),
-    ])
+    let (f, _rig, addr, password) = proxied_with(
+        &[
+            ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+            ("MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT", "1"),
+        ],
+        "IMAP",
+    )
     .await;
-    point_at_rig(&f, &rig);
-    f.authorize().await;
-    let addr = proxy_addr(&f, "IMAP");
-    let password = f
-        .env
-        .ok(&["account", "proxy-password", "support"], None)
-        .trim()
-        .to_owned();
     let (host, port) = addr.rsplit_once(':').unwrap();
     let port: u16 = port.parse().unwrap();
     let login = format!("LOGIN {} \"{password}\"", f.mailbox);

@@ -3,7 +3,9 @@
 //! FETCH closing the client cleanly (no hang, bounded).
 
 use crate::mailtest::point_at_rig;
-use crate::proxy::{deliver, inbound_pop3_on_rig, proxied};
+use crate::proxy::{
+    deliver, inbound_pop3_on_rig, new_proxy_password, proxied, proxied_with, rig_certificate,
+};
 use mailgate_testkit::raw::{RawClient, imap_status_is};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -152,27 +154,17 @@ async fn starttls_proxied() -> (
     String,
     String,
 ) {
-    let shared = mailgate_testkit::rig::MailRig::from_env()
-        .unwrap()
-        .expect("the tests run with a shared rig");
-    let chain = shared.dir().join("tls/server-chain.pem");
-    let key = shared.dir().join("tls/server.key");
-    let (f, rig) = crate::fixtures::Fixture::start_on_rig_with(&[
-        ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
-        ("MAILGATE_PROXY_TLS_CERT_FILE", chain.to_str().unwrap()),
-        ("MAILGATE_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
-        ("MAILGATE_PROXY_IMAP_STARTTLS", "true"),
-    ])
-    .await;
-    point_at_rig(&f, &rig);
-    f.authorize().await;
-    let addr = crate::proxy::proxy_addr(&f, "IMAP");
-    let password = f
-        .env
-        .ok(&["account", "proxy-password", "support"], None)
-        .trim()
-        .to_owned();
-    (f, rig, addr, password)
+    let (chain, key) = rig_certificate();
+    proxied_with(
+        &[
+            ("MAILGATE_PROXY_IMAP_LISTEN", "127.0.0.1:0"),
+            ("MAILGATE_PROXY_TLS_CERT_FILE", &chain),
+            ("MAILGATE_PROXY_TLS_KEY_FILE", &key),
+            ("MAILGATE_PROXY_IMAP_STARTTLS", "true"),
+        ],
+        "IMAP",
+    )
+    .await
 }
 
 /// Python's imaplib, unmodified: `starttls()` with the rig's CA, LOGIN, SELECT, FETCH.
@@ -360,16 +352,12 @@ p.quit()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
-    let shared = mailgate_testkit::rig::MailRig::from_env()
-        .unwrap()
-        .expect("the tests run with a shared rig");
-    let chain = shared.dir().join("tls/server-chain.pem");
-    let key = shared.dir().join("tls/server.key");
+    let (chain, key) = rig_certificate();
     let (f, rig) = crate::fixtures::Fixture::start_on_rig_with(&[
         ("MAILGATE_PROXY_SMTP_LISTEN", "127.0.0.1:0"),
         ("MAILGATE_PROXY_POP3_LISTEN", "127.0.0.1:0"),
-        ("MAILGATE_PROXY_TLS_CERT_FILE", chain.to_str().unwrap()),
-        ("MAILGATE_PROXY_TLS_KEY_FILE", key.to_str().unwrap()),
+        ("MAILGATE_PROXY_TLS_CERT_FILE", &chain),
+        ("MAILGATE_PROXY_TLS_KEY_FILE", &key),
         ("MAILGATE_PROXY_SMTP_STARTTLS", "true"),
         ("MAILGATE_PROXY_POP3_STARTTLS", "true"),
     ])
@@ -380,11 +368,7 @@ async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
     // serve prints the SMTP listener before the POP3 one.
     let smtp_addr = crate::proxy::proxy_addr(&f, "SMTP");
     let pop3_addr = crate::proxy::proxy_addr(&f, "POP3");
-    let password = f
-        .env
-        .ok(&["account", "proxy-password", "support"], None)
-        .trim()
-        .to_owned();
+    let password = new_proxy_password(&f);
     let tls = rig.tls_config().unwrap();
 
     // SMTP before the upgrade: STARTTLS offered, no AUTH, AUTH refused; an AUTH pipelined
