@@ -62,7 +62,7 @@ impl Engine {
     /// refreshing first if needed. Concurrent callers share one refresh. Served from
     /// memory while the database has not changed (module comment).
     pub async fn access_token(&self, id: AccountId) -> crate::Result<FreshToken> {
-        if let Some(token) = self.cached_token(id) {
+        if let Some(token) = self.cached_token(id).await {
             return Ok(token);
         }
         // One task of this process reads the database for the account at a time; those
@@ -72,10 +72,10 @@ impl Engine {
             map.entry(id).or_default().clone()
         };
         let _filling = fill.lock().await;
-        if let Some(token) = self.cached_token(id) {
+        if let Some(token) = self.cached_token(id).await {
             return Ok(token);
         }
-        let seen = self.store.commit_marker();
+        let seen = self.store.commit_marker().await;
         let token = self.access_token_uncached(id).await?;
         // The margin depends on the token's lifetime, which needs the grant's issue time.
         if let Ok(Some((_, issued))) = self.store.grant_version(id).await {
@@ -98,12 +98,16 @@ impl Engine {
         Ok(token)
     }
 
-    fn cached_token(&self, id: AccountId) -> Option<FreshToken> {
-        let cache = self.cached.lock().ok()?;
-        let entry = cache.get(&id)?;
-        let usable = still_fresh(&entry.token, self.clock.now(), entry.min_validity, None)
-            && self.store.unchanged_since(entry.seen);
-        usable.then(|| entry.token.clone())
+    async fn cached_token(&self, id: AccountId) -> Option<FreshToken> {
+        let (seen, token) = {
+            let cache = self.cached.lock().ok()?;
+            let entry = cache.get(&id)?;
+            if !still_fresh(&entry.token, self.clock.now(), entry.min_validity, None) {
+                return None;
+            }
+            (entry.seen, entry.token.clone())
+        };
+        self.store.unchanged_since(seen).await.then_some(token)
     }
 
     /// How many refreshes of this account leaders of this process have published.

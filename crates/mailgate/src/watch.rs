@@ -75,11 +75,11 @@ impl SeenChanges {
     /// Whether an event was recorded since the last call (true the first time, and when
     /// the database cannot say).
     async fn new_events(&mut self, store: &Store) -> bool {
-        if store.unchanged_since(self.marker) {
+        if store.unchanged_since(self.marker).await {
             return false;
         }
         // Read before the query, so a commit after it is seen next time.
-        let marker = store.commit_marker();
+        let marker = store.commit_marker().await;
         match store.newest_event_id().await {
             Ok(id) => {
                 let changed = self.newest_event != Some(id);

@@ -650,16 +650,16 @@ impl Store {
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<mailgate_core::user::ApiToken>> {
-        if let Some(token) = self.cached_api_token(token_hash, now) {
+        if let Some(token) = self.cached_api_token(token_hash, now).await {
             return Ok(Some(token));
         }
         // One lookup reads the database at a time, so a burst after a commit reads it once
         // per token, not once per request; the others find its answer in the cache.
         let _filling = self.api_token_fill.lock().await;
-        if let Some(token) = self.cached_api_token(token_hash, now) {
+        if let Some(token) = self.cached_api_token(token_hash, now).await {
             return Ok(Some(token));
         }
-        let seen = self.commit_marker();
+        let seen = self.commit_marker().await;
         let found = self.api_token_by_hash_uncached(token_hash, now).await?;
         if let Ok(mut cache) = self.api_tokens.lock() {
             match &found {
@@ -680,18 +680,20 @@ impl Store {
         Ok(found)
     }
 
-    fn cached_api_token(
+    async fn cached_api_token(
         &self,
         token_hash: &str,
         now: Timestamp,
     ) -> Option<mailgate_core::user::ApiToken> {
-        let cache = self.api_tokens.lock().ok()?;
-        let cached = cache.get(token_hash)?;
-        let used_recently = cached
-            .token
+        let (seen, token) = {
+            let cache = self.api_tokens.lock().ok()?;
+            let cached = cache.get(token_hash)?;
+            (cached.seen, cached.token.clone())
+        };
+        let used_recently = token
             .last_used_at
             .is_some_and(|t| now.0 - t.0 < LAST_USED_EVERY_SECS);
-        (used_recently && self.unchanged_since(cached.seen)).then(|| cached.token.clone())
+        (used_recently && self.unchanged_since(seen).await).then_some(token)
     }
 
     async fn api_token_by_hash_uncached(
