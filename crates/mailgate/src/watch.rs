@@ -36,7 +36,8 @@ const LEASE_SECS: i64 = 60;
 const HEARTBEAT: Duration = Duration::from_secs(20);
 /// How often the supervisor checks whether accounts or subscriptions may have changed in
 /// another process (the CLI); changes made by this process wake it at once. A check reads
-/// the commit marker (no SQL) and, only after a commit, the newest event id.
+/// the commit signal (one `PRAGMA data_version`) and, only after a commit, the newest
+/// event id.
 const SUPERVISE_EVERY: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-open a session this long before its token expires.
