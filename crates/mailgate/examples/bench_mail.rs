@@ -1148,9 +1148,20 @@ fn clock_ticks_per_sec() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Proportional memory of a process in KiB (`Pss`: shared pages divided among the processes
+/// that map them), so that a thousand processes of one program add up to what they use.
+fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The processes of the rig's Dovecot (its master is a session leader: its group) and their
-/// summed resident memory in KiB.
-fn dovecot_rss(rig: &MailRig) -> (usize, u64) {
+/// summed proportional memory in KiB.
+fn dovecot_memory(rig: &MailRig) -> (usize, u64) {
     let master = std::fs::read_to_string(rig.dir().join("run/dovecot/master.pid"))
         .unwrap_or_default()
         .trim()
@@ -1165,7 +1176,7 @@ fn dovecot_rss(rig: &MailRig) -> (usize, u64) {
         // pgrp is field 5 of stat, the third after `state`.
         if rest.split_whitespace().nth(2) == Some(master.as_str()) {
             count += 1;
-            total += rss_kib(pid);
+            total += pss_kib(pid);
         }
     }
     (count, total)
@@ -1191,7 +1202,7 @@ async fn watchers(b: &Bench<'_>, serve: &Serve, n: usize) {
     use sqlx::Connection;
     let pid = serve.child.id();
     let rss_before = rss_kib(pid);
-    let (_, dovecot_before) = dovecot_rss(b.rig);
+    let (_, dovecot_before) = dovecot_memory(b.rig);
     let imaps = b.rig.imaps_port().to_string();
     let set_up = Instant::now();
     for k in 0..n {
@@ -1286,7 +1297,7 @@ async fn watchers(b: &Bench<'_>, serve: &Serve, n: usize) {
     let measured = window.elapsed().as_secs_f64();
     let cpu_secs = (cpu_ticks(pid) - ticks_before) as f64 / clock_ticks_per_sec();
     let rss_after = rss_kib(pid);
-    let (dovecot_processes, dovecot_after) = dovecot_rss(b.rig);
+    let (dovecot_processes, dovecot_after) = dovecot_memory(b.rig);
 
     println!(
         "watchers: {n} mailboxes watched over IMAP IDLE by one serve (release build, 2 cores)"
@@ -1312,7 +1323,7 @@ async fn watchers(b: &Bench<'_>, serve: &Serve, n: usize) {
         commits as f64 / measured
     );
     println!(
-        "  Dovecot: {dovecot_processes} processes, RSS {:.1} MiB before, {:.1} MiB with the sessions: {:.1} KiB per session (shared pages counted in each process)",
+        "  Dovecot: {dovecot_processes} processes, PSS {:.1} MiB before, {:.1} MiB with the sessions: {:.1} KiB per session",
         dovecot_before as f64 / 1024.0,
         dovecot_after as f64 / 1024.0,
         dovecot_after.saturating_sub(dovecot_before) as f64 / n as f64
