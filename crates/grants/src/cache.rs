@@ -18,17 +18,28 @@
 //!
 //! Refresh waiters: tasks of this process that queued on the account's mutex while another
 //! task refreshed take that leader's token (published under the mutex) instead of reading
-//! the grant again, one after another.
+//! the grant again, one after another. Likewise a task that queued behind a fill which
+//! *began after it asked* takes that fill's answer without checking the commit signal
+//! again: the fill read the database after the task arrived, which is all a check of its
+//! own would prove, and a burst does not queue 1,000 checks one after another.
 
 use crate::Engine;
 use crate::tokens::FreshToken;
 use mailgate_core::grant::refresh_margin_secs;
 use mailgate_core::{AccountId, Timestamp};
 use mailgate_store::CommitMarker;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Fills begun so far, by every engine of the process (only compared for order): the number
+/// a fill takes when it begins, kept with its answer, tells a task that read the counter
+/// earlier whether that fill began after it asked.
+static FILLS_BEGUN: AtomicU64 = AtomicU64::new(0);
 
 /// The last token handed out for one account, as read at `seen`.
 pub(crate) struct CachedToken {
     seen: Option<CommitMarker>,
+    /// The fill's number ([`FILLS_BEGUN`]).
+    fill: u64,
     token: FreshToken,
     /// The margin the token must keep (`Engine::min_validity` when it was read).
     min_validity: i64,
@@ -62,20 +73,25 @@ impl Engine {
     /// refreshing first if needed. Concurrent callers share one refresh. Served from
     /// memory while the database has not changed (module comment).
     pub async fn access_token(&self, id: AccountId) -> crate::Result<FreshToken> {
-        if let Some(token) = self.cached_token(id) {
+        if let Some(token) = self.cached_token(id).await {
             return Ok(token);
         }
         // One task of this process reads the database for the account at a time; those
         // that queued behind it (a burst after a commit) find its answer in the cache.
+        let asked = FILLS_BEGUN.load(Ordering::SeqCst);
         let fill = {
             let mut map = self.fills.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(id).or_default().clone()
         };
         let _filling = fill.lock().await;
-        if let Some(token) = self.cached_token(id) {
+        if let Some(token) = self.token_filled_since(id, asked) {
             return Ok(token);
         }
-        let seen = self.store.commit_marker();
+        if let Some(token) = self.cached_token(id).await {
+            return Ok(token);
+        }
+        let fill_number = FILLS_BEGUN.fetch_add(1, Ordering::SeqCst) + 1;
+        let seen = self.store.commit_marker().await;
         let token = self.access_token_uncached(id).await?;
         // The margin depends on the token's lifetime, which needs the grant's issue time.
         if let Ok(Some((_, issued))) = self.store.grant_version(id).await {
@@ -85,6 +101,7 @@ impl Engine {
             };
             let entry = CachedToken {
                 seen,
+                fill: fill_number,
                 token: FreshToken {
                     refreshed: false,
                     ..token.clone()
@@ -98,12 +115,25 @@ impl Engine {
         Ok(token)
     }
 
-    fn cached_token(&self, id: AccountId) -> Option<FreshToken> {
+    /// The cached token, if a fill that began after `asked` (a [`FILLS_BEGUN`] value)
+    /// stored it and it is still fresh.
+    fn token_filled_since(&self, id: AccountId, asked: u64) -> Option<FreshToken> {
         let cache = self.cached.lock().ok()?;
-        let entry = cache.get(&id)?;
-        let usable = still_fresh(&entry.token, self.clock.now(), entry.min_validity, None)
-            && self.store.unchanged_since(entry.seen);
-        usable.then(|| entry.token.clone())
+        let entry = cache.get(&id).filter(|e| e.fill > asked)?;
+        still_fresh(&entry.token, self.clock.now(), entry.min_validity, None)
+            .then(|| entry.token.clone())
+    }
+
+    async fn cached_token(&self, id: AccountId) -> Option<FreshToken> {
+        let (seen, token) = {
+            let cache = self.cached.lock().ok()?;
+            let entry = cache.get(&id)?;
+            if !still_fresh(&entry.token, self.clock.now(), entry.min_validity, None) {
+                return None;
+            }
+            (entry.seen, entry.token.clone())
+        };
+        self.store.unchanged_since(seen).await.then_some(token)
     }
 
     /// How many refreshes of this account leaders of this process have published.

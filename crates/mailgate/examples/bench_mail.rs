@@ -14,6 +14,11 @@
 //! With `-- --throughput` it measures only the outbox's throughput (issue 15): 500 messages
 //! to one account against one direct session, and 500 over 10 accounts with one session at
 //! a time against the parallel senders.
+//!
+//! With `-- --watchers N` (issue 15's scale run) it watches N mailboxes over IMAP IDLE from
+//! one `serve`, on a rig configured for N sessions (`--max-imap-sessions`), and reports
+//! `serve`'s memory per watcher, its CPU while they sit idle, and the database's commits
+//! per second meanwhile (lease renewals among them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/mod.rs"]
@@ -40,6 +45,18 @@ const MAILBOX: &str = "bench@example.test";
 /// Where sent messages go (delivered by the rig like any local address), so that the
 /// watched inbox only receives the receive rounds.
 const SINK: &str = "bench-sink@example.test";
+/// Where `--throughput` sends: a domain the rig's Postfix discards (`default_transport =
+/// discard`). Submission, Postfix's queue and mailgate work as for any message, but no
+/// mailbox grows by a thousand messages: Dovecot's LMTP delivery into one ever larger
+/// maildir took a quarter of the two cores, competed with both sides, and ran on into the
+/// next block after the direct side's last `250`.
+const DISCARDED: &str = "bench-sink@discarded.test";
+static RECIPIENT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The benchmark messages' recipient: [`SINK`], or [`DISCARDED`] under `--throughput`.
+fn recipient() -> &'static str {
+    RECIPIENT.get().copied().unwrap_or(SINK)
+}
 
 /// Messages per send measurement.
 const SEND_COUNT: usize = 100;
@@ -285,9 +302,9 @@ async fn submit_directly(rig: &MailRig, token: &str, subject: &str, message_id: 
         .encode(format!("user={MAILBOX}\x01auth=Bearer {token}\x01\x01"));
     expect(&mut smtp, &initial, 235).await;
     expect(&mut smtp, &format!("MAIL FROM:<{MAILBOX}>"), 250).await;
-    expect(&mut smtp, &format!("RCPT TO:<{SINK}>"), 250).await;
+    expect(&mut smtp, &format!("RCPT TO:<{}>", recipient()), 250).await;
     expect(&mut smtp, "DATA", 354).await;
-    let body = message(MAILBOX, SINK, subject, message_id);
+    let body = message(MAILBOX, recipient(), subject, message_id);
     smtp.send_raw(format!("{body}.\r\n").as_bytes())
         .await
         .unwrap();
@@ -427,7 +444,7 @@ async fn post_message(
     let resp = http
         .post(format!("{base}/api/v1/accounts/{account}/messages"))
         .bearer_auth(token)
-        .json(&json!({ "to": [SINK], "subject": subject, "text": "A benchmark message." }))
+        .json(&json!({ "to": [recipient()], "subject": subject, "text": "A benchmark message." }))
         .send()
         .await
         .unwrap();
@@ -551,11 +568,11 @@ async fn send_directly_one_session(
     expect(&mut smtp, &initial, 235).await;
     for n in numbers {
         expect(&mut smtp, &format!("MAIL FROM:<{MAILBOX}>"), 250).await;
-        expect(&mut smtp, &format!("RCPT TO:<{SINK}>"), 250).await;
+        expect(&mut smtp, &format!("RCPT TO:<{}>", recipient()), 250).await;
         expect(&mut smtp, "DATA", 354).await;
         let body = message(
             MAILBOX,
-            SINK,
+            recipient(),
             &format!("session {n}"),
             &format!("session-{n}-{run_id}@bench.test"),
         );
@@ -725,10 +742,15 @@ async fn throughput(b: &Bench<'_>, mut serve: Serve) {
 async fn main() {
     let exe = mailgate_exe();
     let run_id = std::time::UNIX_EPOCH.elapsed().unwrap().as_millis() % 1_000_000;
+    let watcher_count = watchers_argument();
     let idp = Idp::start(IdpConfig::default()).unwrap();
     let rig = MailRig::start_temp(
         &format!("{}/introspect", idp.base_url()),
-        RigOptions::default(),
+        RigOptions {
+            // Room for the watchers and the benchmark's own sessions.
+            max_imap_sessions: watcher_count.map(|n| n as u32 + 20),
+            ..RigOptions::default()
+        },
     )
     .await
     .expect("the mail rig must start (it needs root; see docs/testing.md)");
@@ -842,6 +864,7 @@ async fn main() {
         .to_owned();
     let access_token = env.ok(&["token", "bench"], None).trim().to_owned();
     if std::env::args().any(|a| a == "--throughput") {
+        RECIPIENT.set(DISCARDED).unwrap();
         let bench = Bench {
             env: &env,
             rig: &rig,
@@ -855,6 +878,22 @@ async fn main() {
             run_id,
         };
         throughput(&bench, serve).await;
+        return;
+    }
+    if let Some(n) = watcher_count {
+        let bench = Bench {
+            env: &env,
+            rig: &rig,
+            admin: &admin,
+            http: &http,
+            base: &base,
+            listen: format!("127.0.0.1:{port}"),
+            logs: dir.path(),
+            api_token: &api_token,
+            access_token: &access_token,
+            run_id,
+        };
+        watchers(&bench, &serve, n).await;
         return;
     }
 
@@ -1069,5 +1108,237 @@ async fn main() {
         "    of which mailgate (webhook minus raw IDLE)   {:>8.1} ms            = {:.2}x baseline 2",
         ms(w_med.saturating_sub(i_med)),
         w_med.as_secs_f64() / i_med.as_secs_f64()
+    );
+}
+
+/// `--watchers N`, if given.
+fn watchers_argument() -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--watchers")?;
+    let n = args
+        .get(at + 1)
+        .and_then(|v| v.parse().ok())
+        .expect("--watchers wants a number of mailboxes, e.g. --watchers 1000");
+    Some(n)
+}
+
+/// How long the idle measurement of `--watchers` lasts: three lease heartbeats (20 s).
+const IDLE_WINDOW: Duration = Duration::from_secs(60);
+/// How long all watchers may take to report `account.inbound_watching`.
+const WATCHERS_LIMIT: Duration = Duration::from_secs(600);
+
+/// Resident memory of a process, in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// User plus system CPU time of a process so far, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at `state`.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after `state` (field 3).
+    field(11) + field(12)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0)
+}
+
+/// Proportional memory of a process in KiB (`Pss`: shared pages divided among the processes
+/// that map them), so that a thousand processes of one program add up to what they use.
+fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The processes of the rig's Dovecot (its master is a session leader: its group) and their
+/// summed proportional memory in KiB.
+fn dovecot_memory(rig: &MailRig) -> (usize, u64) {
+    let master = std::fs::read_to_string(rig.dir().join("run/dovecot/master.pid"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let (mut count, mut total) = (0, 0);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        // pgrp is field 5 of stat, the third after `state`.
+        if rest.split_whitespace().nth(2) == Some(master.as_str()) {
+            count += 1;
+            total += pss_kib(pid);
+        }
+    }
+    (count, total)
+}
+
+async fn sql_count(db: &mut sqlx::AnyConnection, sql: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .fetch_one(db)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
+/// `--watchers N`: N more accounts at the rig, each watched over IMAP IDLE (an on-received
+/// action makes an account watched), one `serve`. Then, with every watcher in IDLE and no
+/// mail arriving, `serve`'s CPU over [`IDLE_WINDOW`] and the commits its connections make
+/// meanwhile, counted from a connection of the benchmark's own by `PRAGMA data_version`
+/// (which changes when another connection committed; read every 10 ms, so two commits
+/// within 10 ms count once).
+async fn watchers(b: &Bench<'_>, serve: &Serve, n: usize) {
+    use sqlx::Connection;
+    let pid = serve.child.id();
+    let rss_before = rss_kib(pid);
+    let (_, dovecot_before) = dovecot_memory(b.rig);
+    let imaps = b.rig.imaps_port().to_string();
+    let set_up = Instant::now();
+    for k in 0..n {
+        let (name, mailbox) = (
+            format!("watch{k}"),
+            format!("watch{k}-{}@example.test", b.run_id),
+        );
+        b.admin
+            .add_user(UserSpec::new(&mailbox, PASSWORD))
+            .await
+            .unwrap();
+        b.env.ok(
+            &[
+                "account",
+                "add",
+                "--name",
+                &name,
+                "--app",
+                "Bench",
+                "--email",
+                &mailbox,
+                "--inbound",
+                "imap",
+                "--inbound-host",
+                "localhost",
+                "--inbound-port",
+                &imaps,
+                "--inbound-tls",
+                "implicit",
+                "--outbound",
+                "none",
+                "--on-received",
+                "mark_seen",
+            ],
+            None,
+        );
+        let url = b.env.ok(&["authorize", &name, "--no-wait"], None);
+        let callback = sign_in(b.http, url.trim(), &mailbox, PASSWORD)
+            .await
+            .unwrap();
+        assert_eq!(
+            b.http.get(callback.as_str()).send().await.unwrap().status(),
+            200
+        );
+    }
+    let accounts_added = set_up.elapsed();
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&format!(
+        "sqlite://{}",
+        b.env.data.join("mailgate.db").display()
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WATCHERS_LIMIT;
+    loop {
+        let watching = sql_count(
+            &mut db,
+            "SELECT COUNT(DISTINCT account_id) FROM events WHERE kind = 'account.inbound_watching'",
+        )
+        .await;
+        if watching as usize >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {watching} of {n} mailboxes watched after {WATCHERS_LIMIT:?} (serve's log: {})",
+            b.logs.join("serve.log").display()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let all_watching = set_up.elapsed();
+    // Let the start-up work (first token reads, SELECTs, the first renewals) pass.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let failed = sql_count(
+        &mut db,
+        "SELECT COUNT(*) FROM events WHERE kind = 'account.inbound_failed'",
+    )
+    .await;
+
+    let ticks_before = cpu_ticks(pid);
+    let window = Instant::now();
+    let mut last: Option<i64> = None;
+    let mut commits = 0u64;
+    while window.elapsed() < IDLE_WINDOW {
+        let version = sql_count(&mut db, "PRAGMA data_version").await;
+        if last.is_some_and(|l| l != version) {
+            commits += 1;
+        }
+        last = Some(version);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let measured = window.elapsed().as_secs_f64();
+    let cpu_secs = (cpu_ticks(pid) - ticks_before) as f64 / clock_ticks_per_sec();
+    let rss_after = rss_kib(pid);
+    let (dovecot_processes, dovecot_after) = dovecot_memory(b.rig);
+
+    println!(
+        "watchers: {n} mailboxes watched over IMAP IDLE by one serve (release build, 2 cores)"
+    );
+    println!(
+        "  accounts added and authorized in {:.1} s; all {n} watching after {:.1} s; inbound_failed events: {failed}",
+        accounts_added.as_secs_f64(),
+        all_watching.as_secs_f64()
+    );
+    println!(
+        "  serve RSS {:.1} MiB before, {:.1} MiB with {n} watchers: {:.1} KiB per watcher",
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        rss_after.saturating_sub(rss_before) as f64 / n as f64
+    );
+    println!(
+        "  serve CPU while idle: {:.2} s in {measured:.0} s = {:.2} % of one core",
+        cpu_secs,
+        cpu_secs / measured * 100.0
+    );
+    println!(
+        "  commits to the database while idle: {commits} in {measured:.0} s = {:.2} per second (lease renewals included)",
+        commits as f64 / measured
+    );
+    println!(
+        "  Dovecot: {dovecot_processes} processes, PSS {:.1} MiB before, {:.1} MiB with the sessions: {:.1} KiB per session",
+        dovecot_before as f64 / 1024.0,
+        dovecot_after as f64 / 1024.0,
+        dovecot_after.saturating_sub(dovecot_before) as f64 / n as f64
     );
 }

@@ -101,10 +101,15 @@ fn main() -> ExitCode {
         _ => {}
     }
     init_logging(matches!(cli.command, Command::Serve));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve` runs many jobs at once. A command does one thing at a time, and starting a
+    // multi-thread runtime's worker threads costs it more than its own work (issue 15:
+    // `mailgate token` against bare process start).
+    let mut builder = if matches!(cli.command, Command::Serve) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -49,7 +49,8 @@ use tokio::sync::watch;
 const HAND_OVER: &str = "handing the mailbox to another instance";
 /// How often the supervisor checks whether accounts or subscriptions may have changed in
 /// another process (the CLI); changes made by this process wake it at once. A check reads
-/// the commit marker (no SQL) and, only after a commit, the newest event id.
+/// the commit signal (one `PRAGMA data_version`) and, only after a commit, the newest
+/// event id.
 const SUPERVISE_EVERY: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Re-open a session this long before its token expires.
@@ -150,11 +151,11 @@ impl SeenChanges {
     /// Whether an event was recorded since the last call (true the first time, and when
     /// the database cannot say).
     async fn new_events(&mut self, store: &Store) -> bool {
-        if store.unchanged_since(self.marker) {
+        if store.unchanged_since(self.marker).await {
             return false;
         }
         // Read before the query, so a commit after it is seen next time.
-        let marker = store.commit_marker();
+        let marker = store.commit_marker().await;
         match store.newest_event_id().await {
             Ok(id) => {
                 let changed = self.newest_event != Some(id);

@@ -156,9 +156,8 @@ pub struct Store {
     keys: RwLock<LoadedKeys>,
     source: KeySource,
     writes: WriteHealth,
-    /// The database's wal-index (`changes.rs`), read to know whether a cached value is
-    /// still current; `None` for a database without a file of its own.
-    shm: Option<PathBuf>,
+    /// Tells whether anything was committed since a cached value was read (`changes.rs`).
+    changes: changes::CommitSignal,
     /// Live API tokens by hash, each with the commit marker it was read at
     /// (`api_token_by_hash`): a revocation by any process is a commit, so it is seen at once.
     api_tokens: Mutex<std::collections::HashMap<String, users::CachedApiToken>>,
@@ -226,6 +225,9 @@ impl Store {
     /// connection while it holds one: a transaction runs all its statements on its own
     /// connection (`&mut *tx`), never through the pool (the store's tests run on one
     /// connection to keep it so).
+    ///
+    /// Such a store has no commit signal (`changes.rs`): it keeps nothing in memory for
+    /// long, so its caches always read the database.
     pub async fn open_single_connection(
         url: &str,
         ring: Keyring,
@@ -274,7 +276,12 @@ impl Store {
             keys: RwLock::new(LoadedKeys { ring, file_mtime }),
             source,
             writes: WriteHealth::default(),
-            shm: url.sqlite_file().map(changes::shm_path),
+            // A short command keeps nothing in memory: no connection for the signal. On
+            // PostgreSQL there is no signal yet, so its caches always read the database.
+            changes: match url.sqlite_file() {
+                Some(_) if connections > 1 => changes::CommitSignal::sqlite(&url.url),
+                _ => changes::CommitSignal::Off,
+            },
             api_tokens: Mutex::new(std::collections::HashMap::new()),
             api_token_fill: tokio::sync::Mutex::new(()),
         })
@@ -472,13 +479,13 @@ impl Store {
     /// The state of the newest commit to the database, by any process (`changes.rs`):
     /// read it before reading what a cache keeps, and keep the value only while
     /// [`Store::unchanged_since`] holds.
-    pub fn commit_marker(&self) -> Option<CommitMarker> {
-        self.shm.as_deref().and_then(changes::read_marker)
+    pub async fn commit_marker(&self) -> Option<CommitMarker> {
+        self.changes.marker().await
     }
 
     /// Nothing has been committed since `seen` was taken (false when unknown).
-    pub fn unchanged_since(&self, seen: Option<CommitMarker>) -> bool {
-        changes::unchanged_since(self.shm.as_deref(), seen)
+    pub async fn unchanged_since(&self, seen: Option<CommitMarker>) -> bool {
+        self.changes.unchanged_since(seen).await
     }
 
     /// The id of the newest event in the log (0 when empty). Every write that changes an

@@ -673,16 +673,23 @@ impl Store {
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<mailgate_core::user::ApiToken>> {
-        if let Some(token) = self.cached_api_token(token_hash, now) {
+        if let Some(token) = self.cached_api_token(token_hash, now).await {
             return Ok(Some(token));
         }
         // One lookup reads the database at a time, so a burst after a commit reads it once
-        // per token, not once per request; the others find its answer in the cache.
+        // per token, not once per request; the others find its answer in the cache. One
+        // that queued behind a fill which began after it asked takes that fill's answer
+        // without another check: the fill read the database after this caller arrived.
+        let asked = API_TOKEN_FILLS_BEGUN.load(std::sync::atomic::Ordering::SeqCst);
         let _filling = self.api_token_fill.lock().await;
-        if let Some(token) = self.cached_api_token(token_hash, now) {
+        if let Some(token) = self.api_token_filled_since(token_hash, now, asked) {
             return Ok(Some(token));
         }
-        let seen = self.commit_marker();
+        if let Some(token) = self.cached_api_token(token_hash, now).await {
+            return Ok(Some(token));
+        }
+        let fill = API_TOKEN_FILLS_BEGUN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let seen = self.commit_marker().await;
         let found = self.api_token_by_hash_uncached(token_hash, now).await?;
         if let Ok(mut cache) = self.api_tokens.lock() {
             match &found {
@@ -691,6 +698,7 @@ impl Store {
                         token_hash.to_owned(),
                         CachedApiToken {
                             seen,
+                            fill,
                             token: token.clone(),
                         },
                     );
@@ -703,18 +711,37 @@ impl Store {
         Ok(found)
     }
 
-    fn cached_api_token(
+    /// The cached token, if a fill that began after `asked` stored it and its
+    /// `last_used_at` needs no write.
+    fn api_token_filled_since(
         &self,
         token_hash: &str,
         now: Timestamp,
+        asked: u64,
     ) -> Option<mailgate_core::user::ApiToken> {
         let cache = self.api_tokens.lock().ok()?;
-        let cached = cache.get(token_hash)?;
+        let cached = cache.get(token_hash).filter(|c| c.fill > asked)?;
         let used_recently = cached
             .token
             .last_used_at
             .is_some_and(|t| now.0 - t.0 < LAST_USED_EVERY_SECS);
-        (used_recently && self.unchanged_since(cached.seen)).then(|| cached.token.clone())
+        used_recently.then(|| cached.token.clone())
+    }
+
+    async fn cached_api_token(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Option<mailgate_core::user::ApiToken> {
+        let (seen, token) = {
+            let cache = self.api_tokens.lock().ok()?;
+            let cached = cache.get(token_hash)?;
+            (cached.seen, cached.token.clone())
+        };
+        let used_recently = token
+            .last_used_at
+            .is_some_and(|t| now.0 - t.0 < LAST_USED_EVERY_SECS);
+        (used_recently && self.unchanged_since(seen).await).then_some(token)
     }
 
     async fn api_token_by_hash_uncached(
@@ -786,9 +813,16 @@ impl Store {
     }
 }
 
+/// API-token fills begun so far, by every store of the process (only compared for order):
+/// the number a fill takes when it begins tells a caller that read the counter earlier
+/// whether the fill began after it asked.
+static API_TOKEN_FILLS_BEGUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// An API token as read at `seen` (see `Store::api_token_by_hash`).
 pub(crate) struct CachedApiToken {
     seen: Option<crate::CommitMarker>,
+    /// The fill's number ([`API_TOKEN_FILLS_BEGUN`]).
+    fill: u64,
     token: mailgate_core::user::ApiToken,
 }
 

@@ -37,6 +37,9 @@ pub struct RigOptions {
     pub token_scopes: TokenScopes,
     /// IMAP without IDLE in its capabilities (`--no-idle`): clients must poll.
     pub no_idle: bool,
+    /// Room for this many IMAP sessions (`--max-imap-sessions`, scale runs); Dovecot's
+    /// defaults allow 100.
+    pub max_imap_sessions: Option<u32>,
 }
 
 /// Which scopes Dovecot demands of an introspected token, besides the emulator's verdict.
@@ -143,6 +146,9 @@ impl MailRig {
         }
         if options.no_oauth {
             command.arg("--no-oauth");
+        }
+        if let Some(n) = options.max_imap_sessions {
+            command.arg("--max-imap-sessions").arg(n.to_string());
         }
         let mut child = command
             .spawn()
