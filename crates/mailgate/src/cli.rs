@@ -76,6 +76,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write all of mailgate's data to FILE (JSON lines, 0600), to move it to another
+    /// database (SQLite or PostgreSQL) with `import`. Sealed secrets stay encrypted and the
+    /// key file is not included: the target needs the same key. Stop `serve` first for an
+    /// exact copy.
+    Export {
+        file: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Load an `export` FILE into the configured database (same mailgate version). Refused
+    /// when the database holds data unless --force (which replaces everything in it), and
+    /// when the key file lacks a key the export's secrets are sealed with.
+    Import {
+        file: std::path::PathBuf,
+        /// Replace everything in the database.
+        #[arg(long)]
+        force: bool,
+    },
     /// Restore a backup into the configured database. Refused while a `serve` of this data
     /// directory runs, over an existing database unless --force, and when the key file lacks
     /// a key the backup's secrets were sealed with.

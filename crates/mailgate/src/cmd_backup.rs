@@ -14,19 +14,20 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Progress lines go to stderr only when a person watches it; scripts see nothing extra.
-struct Progress {
+/// Also used by `keys rotate`.
+pub(crate) struct Progress {
     shown: bool,
 }
 
 impl Progress {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Progress {
             shown: std::io::stderr().is_terminal(),
         }
     }
 
     /// Rewrites the current line (`\r`), so a long run shows one moving line, not a log.
-    fn line(&self, text: &str) {
+    pub(crate) fn line(&self, text: &str) {
         if self.shown {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r{text}\x1b[K");
@@ -34,7 +35,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if self.shown {
             eprintln!();
         }
@@ -135,7 +136,7 @@ pub async fn backup(store: &Store, file: &Path, force: bool) -> CmdResult {
 
 /// The keys the restored instance will have: `MAILGATE_MASTER_KEY` or the key file, which
 /// must already exist (a new one could not open anything the backup holds).
-fn configured_keys(config: &Config) -> Result<(Keyring, String), Failure> {
+pub(crate) fn configured_keys(config: &Config) -> Result<(Keyring, String), Failure> {
     if let Some(k) = &config.master_key {
         let ring = Keyring::from_env_value(k.expose())
             .map_err(|e| Failure::BadInput(format!("MAILGATE_MASTER_KEY: {e}")))?;

@@ -28,7 +28,12 @@ pub async fn run(cmd: KeysCommand, store: &Store, clock: &dyn Clock) -> CmdResul
             } else {
                 MasterKey::generate().map_err(|e| Failure::Runtime(e.to_string()))?
             };
-            let r = store.rotate_keys(new_key, clock.now()).await?;
+            // One transaction re-encrypts every sealed value; on a terminal, say so while it runs.
+            let progress = crate::cmd_backup::Progress::new();
+            progress.line("keys rotate: re-encrypting every stored secret under the new key…");
+            let r = store.rotate_keys(new_key, clock.now()).await;
+            progress.finish();
+            let r = r?;
             if json {
                 return views::print_json(&r);
             }

@@ -12,6 +12,7 @@ mod cmd_app;
 mod cmd_auth;
 mod cmd_backup;
 mod cmd_doctor;
+mod cmd_export;
 mod cmd_keys;
 mod cmd_user;
 mod config;
@@ -256,6 +257,14 @@ async fn run(cli: Cli) -> CmdResult {
             store.close().await;
             r
         }
+        Command::Export { file, force } => {
+            let store = open_command_store(&config).await?;
+            let r = cmd_export::export(&store, &file, force).await;
+            store.close().await;
+            r
+        }
+        // Checks the file and the keys before it opens the database.
+        Command::Import { file, force } => cmd_export::import(&config, &file, force).await,
         Command::Migrate { json } => {
             let store = open_command_store(&config).await?;
             let applied = store.migrations_applied_at_open().to_vec();

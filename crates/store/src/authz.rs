@@ -419,10 +419,6 @@ impl Store {
         Ok(())
     }
 
-    /// Renews, in one statement, every `watch:<account>` lease `holder` holds (an inbound
-    /// watcher's), and returns their names: a lease missing from the answer was taken over
-    /// by another instance. One write per instance per interval, however many mailboxes it
-    /// watches.
     /// How many instances hold a live `instance:` lease (watchers share the mailboxes
     /// among them).
     pub async fn live_instances(&self, now: Timestamp) -> Result<i64> {
@@ -435,6 +431,10 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// Renews, in one statement, every `watch:<account>` lease `holder` holds (an inbound
+    /// watcher's), and returns their names: a lease missing from the answer was taken over
+    /// by another instance. One write per instance per interval, however many mailboxes it
+    /// watches.
     pub async fn renew_watch_leases(
         &self,
         holder: &str,

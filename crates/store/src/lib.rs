@@ -24,6 +24,7 @@ mod callback_lookup;
 mod changes;
 pub mod crypto;
 mod events;
+pub mod export;
 mod grants;
 pub mod inbound;
 mod keys;

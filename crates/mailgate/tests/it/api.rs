@@ -354,6 +354,7 @@ const WITH_SCOPE: &[(&str, &str, u16)] = &[
     ("get", "/api/v1/accounts", 200),
     ("get", "/api/v1/accounts/{id}", 200),
     ("get", "/api/v1/accounts/{id}/events", 200),
+    ("get", "/api/v1/events", 200),
     // Not authorized yet.
     ("get", "/api/v1/accounts/{id}/token", 409),
     ("post", "/api/v1/accounts/{id}/authorize", 201),

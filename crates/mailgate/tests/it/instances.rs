@@ -637,3 +637,150 @@ async fn watchers_spread_over_instances_and_move_when_one_dies() {
     }
     drop(c);
 }
+
+/// `mailgate test` of the account `support` in `env`: passes, as the real servers say.
+fn passes_test_configuration(env: &TestEnv) {
+    let out = env.run(
+        &[
+            "test",
+            "support",
+            "--json",
+            "--step-timeout",
+            "5",
+            "--find-within",
+            "30",
+        ],
+        None,
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["ok"], true, "{report:#}");
+}
+
+/// A data directory of its own holding a copy of `from`'s key file, on `database`.
+fn moved_env(from: &TestEnv, database: &str, ca: &str) -> TestEnv {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.data_dir()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(env.data_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::copy(
+        from.data_dir().join("master.key"),
+        env.data_dir().join("master.key"),
+    )
+    .unwrap();
+    env.set_var("MAILGATE_DATABASE_URL", database);
+    env.set_var("MAILGATE_EXTRA_CA_FILE", ca);
+    env
+}
+
+/// SQLite → export → import into PostgreSQL: the account still gives a token and passes
+/// test configuration; and back into a new SQLite, the same. The export holds no secret in
+/// the clear and not the key; an import into a database holding data, or with a key file
+/// that lacks the export's key, is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_import_move_everything_between_sqlite_and_postgres() {
+    let (f, rig) = crate::mailtest::on_rig_with(&[]).await;
+    f.authorize().await;
+    let ca = rig.ca_cert().to_str().unwrap().to_owned();
+    let token_before = f.env.ok(&["token", "support"], None);
+    let export = f.env.dir.path().join("mailgate.export");
+    let said = f.env.ok(&["export", export.to_str().unwrap()], None);
+    assert!(said.contains("Exported"), "{said}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&export).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the export holds sealed secrets: 0600");
+    }
+    let content = std::fs::read_to_string(&export).unwrap();
+    assert!(
+        !content.contains(crate::oauth::CLIENT_SECRET.trim()),
+        "the client secret is sealed"
+    );
+    assert!(
+        !content.contains(token_before.trim()),
+        "the access token is sealed"
+    );
+    let key_text = std::fs::read_to_string(f.env.data_dir().join("master.key")).unwrap();
+    for line in key_text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.len() > 20)
+    {
+        assert!(
+            !content.contains(line.trim()),
+            "the key is not in the export"
+        );
+    }
+    // Refused again over an existing file.
+    let out = f.env.run(&["export", export.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // Into PostgreSQL.
+    let pg = cluster();
+    let pg_url = pg.create_database("mailgate").unwrap();
+    let on_pg = moved_env(&f.env, &pg_url, &ca);
+    let said = on_pg.ok(&["import", export.to_str().unwrap()], None);
+    assert!(said.contains("Imported"), "{said}");
+    assert!(!on_pg.db_path().exists(), "nothing went to a SQLite file");
+    let token = on_pg.ok(&["token", "support"], None);
+    assert!(!token.trim().is_empty());
+    passes_test_configuration(&on_pg);
+
+    // A second import into the now full database is refused and changes nothing.
+    let accounts = on_pg.json(&["account", "list", "--json"]);
+    let out = on_pg.run(&["import", export.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--force"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(on_pg.json(&["account", "list", "--json"]), accounts);
+
+    // A key file without the export's key: refused before anything is opened.
+    let stranger = TestEnv::new();
+    stranger.set_var(
+        "MAILGATE_DATABASE_URL",
+        &pg.create_database("stranger").unwrap(),
+    );
+    stranger.ok(&["keys", "rotate"], None);
+    let out = stranger.run(&["import", export.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("lacks key id"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        pg.psql("stranger", "SELECT COUNT(*) FROM accounts")
+            .unwrap(),
+        "0"
+    );
+
+    // And back: PostgreSQL → export → a new SQLite.
+    let back_file = on_pg.dir.path().join("back.export");
+    on_pg.ok(&["export", back_file.to_str().unwrap()], None);
+    let back = moved_env(&f.env, "", &ca);
+    back.set_var(
+        "MAILGATE_DATABASE_URL",
+        &format!("sqlite://{}", back.db_path().display()),
+    );
+    back.ok(&["import", back_file.to_str().unwrap()], None);
+    assert!(back.db_path().exists());
+    assert!(!back.ok(&["token", "support"], None).trim().is_empty());
+    passes_test_configuration(&back);
+    // The cut file: refused, naming the problem.
+    let cut = on_pg.dir.path().join("cut.export");
+    let full = std::fs::read_to_string(&back_file).unwrap();
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    let fresh = moved_env(&f.env, "", &ca);
+    fresh.set_var(
+        "MAILGATE_DATABASE_URL",
+        &format!("sqlite://{}", fresh.db_path().display()),
+    );
+    let out = fresh.run(&["import", cut.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("line"), "{}", text(&out.stderr));
+}

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod commit_marker;
+mod export;
 mod login_throttle;
 
 use mailgate_core::account::{AccountSpec, InboundProtocol, OnReceived};
