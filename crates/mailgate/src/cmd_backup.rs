@@ -153,6 +153,16 @@ pub(crate) fn configured_keys(config: &Config) -> Result<(Keyring, String), Fail
     }
 }
 
+/// The key ids of `needed` that `ring` lacks (a backup's or an export's sealed values).
+pub(crate) fn keys_missing<'a>(ring: &Keyring, needed: &'a [String]) -> Vec<&'a str> {
+    let have = ring.key_ids();
+    needed
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !have.contains(id))
+        .collect()
+}
+
 /// Everything `restore` refuses, checked before anything is written.
 fn check_restorable(info: &BackupInfo, ring: &Keyring, keys_from: &str) -> CmdResult {
     let known = known_schema_version();
@@ -162,13 +172,8 @@ fn check_restorable(info: &BackupInfo, ring: &Keyring, keys_from: &str) -> CmdRe
             info.schema_version
         )));
     }
+    let missing = keys_missing(ring, &info.key_ids);
     let have = ring.key_ids();
-    let missing: Vec<&str> = info
-        .key_ids
-        .iter()
-        .map(String::as_str)
-        .filter(|id| !have.contains(id))
-        .collect();
     if !missing.is_empty() {
         return Err(Failure::BadInput(format!(
             "key file: {keys_from} lacks key id(s) {} that the backup's secrets are sealed with (it has {}); use the key file kept with this backup's keys. Nothing was changed.",

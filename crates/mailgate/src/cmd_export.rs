@@ -234,13 +234,7 @@ pub async fn import(config: &Config, file: &Path, force: bool) -> CmdResult {
     }
     // The keys first, without creating a key file: one made now could open nothing.
     let (ring, keys_from) = configured_keys(config)?;
-    let have = ring.key_ids();
-    let missing: Vec<&str> = summary
-        .key_ids
-        .iter()
-        .map(String::as_str)
-        .filter(|id| !have.contains(id))
-        .collect();
+    let missing = crate::cmd_backup::keys_missing(&ring, &summary.key_ids);
     if !missing.is_empty() {
         return Err(Failure::BadInput(format!(
             "key file: {keys_from} lacks key id(s) {} that the export's secrets are sealed with; use the source's key file. Nothing was changed.",

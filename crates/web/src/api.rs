@@ -676,6 +676,22 @@ pub async fn message_status(
     }
 }
 
+/// A query string read into `T`, or a 400 problem naming the parameters it may have.
+fn query_or_problem<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    match query {
+        Ok(axum::extract::Query(q)) => Ok(q),
+        Err(e) => Err(ApiError::from(problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{e}; expected {expected}"),
+            None,
+        ))),
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
@@ -692,17 +708,7 @@ pub async fn list_outbox(
     caller: ApiAuth<scope::OutboxRead>,
     query: Result<axum::extract::Query<OutboxQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let q = match query {
-        Ok(axum::extract::Query(q)) => q,
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected status, account_id, before and limit"),
-                None,
-            )));
-        }
-    };
+    let q = query_or_problem(query, "status, account_id, before and limit")?;
     let status = match q.status.as_deref().map(mailgate_store::OutboxStatus::parse) {
         None => None,
         Some(Ok(s)) => Some(s),
@@ -1140,17 +1146,7 @@ pub async fn list_events(
     caller: ApiAuth<scope::AccountsRead>,
     query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let q = match query {
-        Ok(axum::extract::Query(q)) => q,
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected actor, since, account_id and limit"),
-                None,
-            )));
-        }
-    };
+    let q = query_or_problem(query, "actor, since, account_id and limit")?;
     let since = q
         .since
         .as_deref()
