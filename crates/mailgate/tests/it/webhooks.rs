@@ -460,6 +460,13 @@ async fn pop3_polling_tracks_uidls_and_deletes_when_asked() {
     // A message that is already there is old mail: never sent.
     let old = unique("Before watching");
     deliver(&rig, &f.mailbox, &old, "old").await;
+    // Postfix's 250 comes before LMTP delivery: wait until it is in the mailbox, or it could
+    // land after the watcher's first look and count as new.
+    assert_eq!(
+        crate::support::arrivals(&f, &rig, "INBOX", &old, Duration::from_secs(30)).await,
+        1,
+        "the old message arrived"
+    );
     let rx = Receiver::start(&[]).await;
     let (_, secret) = subscribe(&f, &token, &rx.url, &["message.received"], None).await;
     wait_for_event(&f, &token, "inbound_watching", 1).await;
