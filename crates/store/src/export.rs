@@ -117,22 +117,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether any table an export carries holds a row (an import refuses such a database
-    /// unless told to replace it).
-    pub async fn holds_data(&self) -> Result<bool> {
-        for table in TABLES {
-            let sql = format!("SELECT 1 AS one FROM {table} LIMIT 1");
-            if sqlx::query(&sql)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some()
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// Writes `rows` into this database in one transaction: all or nothing. With
     /// `replace`, every exported table is emptied first; without it, a database holding
     /// data is refused. Returns how many rows were written.

@@ -11,164 +11,42 @@ use sqlx::{AnyPool, Row};
 /// The schema version this build expects after migrating: the last entry's.
 pub const SCHEMA_VERSION: i64 = SQLITE[SQLITE.len() - 1].0;
 
-/// (version, name, SQL) for SQLite, in order. Never edit a released entry; add a new one.
-const SQLITE: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "initial",
-        include_str!("../migrations/sqlite/0001_initial.sql"),
-    ),
-    (
-        2,
-        "authorization",
-        include_str!("../migrations/sqlite/0002_authorization.sql"),
-    ),
-    (
-        3,
-        "users",
-        include_str!("../migrations/sqlite/0003_users.sql"),
-    ),
-    (
-        4,
-        "api_tokens",
-        include_str!("../migrations/sqlite/0004_api_tokens.sql"),
-    ),
-    (
-        5,
-        "outbox",
-        include_str!("../migrations/sqlite/0005_outbox.sql"),
-    ),
-    (
-        6,
-        "api_token_revocation",
-        include_str!("../migrations/sqlite/0006_api_token_revocation.sql"),
-    ),
-    (
-        7,
-        "webhooks_inbound",
-        include_str!("../migrations/sqlite/0007_webhooks_inbound.sql"),
-    ),
-    (
-        8,
-        "user_last_login",
-        include_str!("../migrations/sqlite/0008_user_last_login.sql"),
-    ),
-    (
-        9,
-        "refresh_in_doubt",
-        include_str!("../migrations/sqlite/0009_refresh_in_doubt.sql"),
-    ),
-    (
-        10,
-        "outbox_quota_and_request_hash",
-        include_str!("../migrations/sqlite/0010_outbox_quota_and_request_hash.sql"),
-    ),
-    (
-        11,
-        "account_delegate",
-        include_str!("../migrations/sqlite/0011_account_delegate.sql"),
-    ),
-    (
-        12,
-        "proxy_passwords",
-        include_str!("../migrations/sqlite/0012_proxy_passwords.sql"),
-    ),
-    (
-        13,
-        "audit",
-        include_str!("../migrations/sqlite/0013_audit.sql"),
-    ),
-    (
-        14,
-        "test_results",
-        include_str!("../migrations/sqlite/0014_test_results.sql"),
-    ),
-    (
-        15,
-        "test_runs",
-        include_str!("../migrations/sqlite/0015_test_runs.sql"),
-    ),
-];
+/// Defines the two lists, `SQLITE` and `POSTGRES`, of (version, name, SQL) in order, from one
+/// list of (version, name, file): each migration has a file of that name under
+/// `migrations/sqlite/` and its twin under `migrations/postgres/`, so the two cannot drift
+/// apart in version or name. Never edit a released entry; add a new one.
+macro_rules! migrations {
+    ($($version:literal $name:literal $file:literal,)*) => {
+        const SQLITE: &[(i64, &str, &str)] = &[$((
+            $version,
+            $name,
+            include_str!(concat!("../migrations/sqlite/", $file)),
+        )),*];
+        const POSTGRES: &[(i64, &str, &str)] = &[$((
+            $version,
+            $name,
+            include_str!(concat!("../migrations/postgres/", $file)),
+        )),*];
+    };
+}
 
-/// The same migrations for PostgreSQL, version for version (`migrations/postgres/`; the
-/// test below keeps the two lists in step).
-const POSTGRES: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "initial",
-        include_str!("../migrations/postgres/0001_initial.sql"),
-    ),
-    (
-        2,
-        "authorization",
-        include_str!("../migrations/postgres/0002_authorization.sql"),
-    ),
-    (
-        3,
-        "users",
-        include_str!("../migrations/postgres/0003_users.sql"),
-    ),
-    (
-        4,
-        "api_tokens",
-        include_str!("../migrations/postgres/0004_api_tokens.sql"),
-    ),
-    (
-        5,
-        "outbox",
-        include_str!("../migrations/postgres/0005_outbox.sql"),
-    ),
-    (
-        6,
-        "api_token_revocation",
-        include_str!("../migrations/postgres/0006_api_token_revocation.sql"),
-    ),
-    (
-        7,
-        "webhooks_inbound",
-        include_str!("../migrations/postgres/0007_webhooks_inbound.sql"),
-    ),
-    (
-        8,
-        "user_last_login",
-        include_str!("../migrations/postgres/0008_user_last_login.sql"),
-    ),
-    (
-        9,
-        "refresh_in_doubt",
-        include_str!("../migrations/postgres/0009_refresh_in_doubt.sql"),
-    ),
-    (
-        10,
-        "outbox_quota_and_request_hash",
-        include_str!("../migrations/postgres/0010_outbox_quota_and_request_hash.sql"),
-    ),
-    (
-        11,
-        "account_delegate",
-        include_str!("../migrations/postgres/0011_account_delegate.sql"),
-    ),
-    (
-        12,
-        "proxy_passwords",
-        include_str!("../migrations/postgres/0012_proxy_passwords.sql"),
-    ),
-    (
-        13,
-        "audit",
-        include_str!("../migrations/postgres/0013_audit.sql"),
-    ),
-    (
-        14,
-        "test_results",
-        include_str!("../migrations/postgres/0014_test_results.sql"),
-    ),
-    (
-        15,
-        "test_runs",
-        include_str!("../migrations/postgres/0015_test_runs.sql"),
-    ),
-];
+migrations! {
+    1 "initial" "0001_initial.sql",
+    2 "authorization" "0002_authorization.sql",
+    3 "users" "0003_users.sql",
+    4 "api_tokens" "0004_api_tokens.sql",
+    5 "outbox" "0005_outbox.sql",
+    6 "api_token_revocation" "0006_api_token_revocation.sql",
+    7 "webhooks_inbound" "0007_webhooks_inbound.sql",
+    8 "user_last_login" "0008_user_last_login.sql",
+    9 "refresh_in_doubt" "0009_refresh_in_doubt.sql",
+    10 "outbox_quota_and_request_hash" "0010_outbox_quota_and_request_hash.sql",
+    11 "account_delegate" "0011_account_delegate.sql",
+    12 "proxy_passwords" "0012_proxy_passwords.sql",
+    13 "audit" "0013_audit.sql",
+    14 "test_results" "0014_test_results.sql",
+    15 "test_runs" "0015_test_runs.sql",
+}
 
 /// The table of applied versions, in each backend's integer type.
 const SQLITE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)";
