@@ -42,13 +42,13 @@ impl Progress {
     }
 }
 
-fn io_failure(what: &str, path: &Path, e: std::io::Error) -> Failure {
+pub(crate) fn io_failure(what: &str, path: &Path, e: std::io::Error) -> Failure {
     Failure::Runtime(format!("{what} {}: {e}", path.display()))
 }
 
 /// A name next to `file` for writing before the rename that makes it visible, so a failed
 /// or interrupted run never leaves a half-written FILE.
-fn partial_path(file: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn partial_path(file: &Path, suffix: &str) -> PathBuf {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -56,7 +56,7 @@ fn partial_path(file: &Path, suffix: &str) -> PathBuf {
     file.with_file_name(format!(".{name}.{suffix}"))
 }
 
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
@@ -65,7 +65,18 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
+/// Refuses to write over FILE unless --force.
+pub(crate) fn refuse_existing(file: &Path, force: bool) -> CmdResult {
+    if file.exists() && !force {
+        return Err(Failure::BadInput(format!(
+            "FILE: {} already exists; choose another name or pass --force to replace it",
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn remove_if_present(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -81,12 +92,7 @@ pub async fn backup(store: &Store, file: &Path, force: bool) -> CmdResult {
                 .into(),
         ));
     }
-    if file.exists() && !force {
-        return Err(Failure::BadInput(format!(
-            "FILE: {} already exists; choose another name or pass --force to replace it",
-            file.display()
-        )));
-    }
+    refuse_existing(file, force)?;
     let partial = partial_path(file, &format!("partial-{}", std::process::id()));
     // A leftover of an earlier run with the same pid would make create_new fail.
     remove_if_present(&partial).map_err(|e| io_failure("cannot remove", &partial, e))?;

@@ -7,7 +7,10 @@
 //! ids the sealed values need, which also tells a complete file from a cut one. Sealed
 //! values stay sealed; the key file is never inside.
 
-use crate::cmd_backup::{Progress, configured_keys};
+use crate::cmd_backup::{
+    Progress, configured_keys, create_private, io_failure, partial_path, refuse_existing,
+    remove_if_present,
+};
 use crate::config::Config;
 use crate::{CmdResult, Failure};
 use base64::Engine as _;
@@ -20,10 +23,6 @@ use std::path::Path;
 
 const FORMAT: &str = "mailgate-export";
 const FORMAT_VERSION: i64 = 1;
-
-fn io_failure(what: &str, path: &Path, e: std::io::Error) -> Failure {
-    Failure::Runtime(format!("{what} {}: {e}", path.display()))
-}
 
 fn encode(value: &Value) -> Json {
     match value {
@@ -58,29 +57,11 @@ fn sealed_key_id(text: &str) -> Option<&str> {
 }
 
 pub async fn export(store: &Store, file: &Path, force: bool) -> CmdResult {
-    if file.exists() && !force {
-        return Err(Failure::BadInput(format!(
-            "FILE: {} already exists; choose another name or pass --force to replace it",
-            file.display()
-        )));
-    }
-    let partial = file.with_file_name(format!(
-        ".{}.partial-{}",
-        file.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "mailgate-export".into()),
-        std::process::id()
-    ));
-    let out = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&partial)
-            .map_err(|e| io_failure("cannot create", &partial, e))?
-    };
+    refuse_existing(file, force)?;
+    let partial = partial_path(file, &format!("partial-{}", std::process::id()));
+    // A leftover of an earlier run with the same pid would make create_new fail.
+    remove_if_present(&partial).map_err(|e| io_failure("cannot remove", &partial, e))?;
+    let out = create_private(&partial).map_err(|e| io_failure("cannot create", &partial, e))?;
     let mut out = std::io::BufWriter::new(out);
     let schema_version = store.schema_version().await?;
     let progress = Progress::new();
