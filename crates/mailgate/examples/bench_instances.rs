@@ -13,14 +13,14 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::mailgate_exe;
+use common::{Owned, free_port, mailgate_exe, spawn_serve};
 
 use mailgate_testkit::idp::{ClientSpec, Idp, IdpConfig, UserSpec, sign_in};
 use mailgate_testkit::postgres::PgCluster;
 use mailgate_testkit::rig::{MailRig, RigOptions};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "bench-instances-client-secret";
@@ -33,29 +33,10 @@ const MESSAGES: usize = 300;
 const IN_FLIGHT: usize = 16;
 const LIMIT: Duration = Duration::from_secs(300);
 
-/// One `mailgate serve`, ended by its pid when dropped (SIGTERM, then SIGKILL).
+/// One `mailgate serve` (ended when dropped) and where it answers.
 struct Serve {
-    child: Child,
+    _process: Owned,
     base: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// One set-up: its database and its instances.
@@ -105,41 +86,17 @@ fn ok(mut c: Command, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_serve(mut c: Command, port: u16, log: &Path) -> Serve {
-    let mut child = c
-        .env("MAILGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let serve = Serve {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let line = rx
+    c.env("MAILGATE_LISTEN", format!("127.0.0.1:{port}"));
+    let (process, lines) = spawn_serve(c, log);
+    let line = lines
         .recv_timeout(Duration::from_secs(60))
         .expect("mailgate serve printed no listening line");
     assert!(line.contains("listening on"), "{line}");
-    serve
+    Serve {
+        _process: process,
+        base: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 /// Registers a client at the emulator for this set-up's public URL, creates the app and

@@ -23,7 +23,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::mailgate_exe;
+use common::{Owned, mailgate_exe, spawn_serve};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -33,7 +33,7 @@ use mailgate_testkit::raw::{RawClient, imap_status_is};
 use mailgate_testkit::rig::{MailRig, RigOptions};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,59 +126,21 @@ impl Env {
     }
 }
 
-/// The `mailgate serve` this benchmark started: ended by its pid (SIGTERM, then SIGKILL after
-/// ten seconds) when dropped, also when the benchmark panics.
-struct Serve {
-    child: Child,
-}
+/// The `mailgate serve` this benchmark started, ended when dropped (`common::Owned`).
+struct Serve(Owned);
 
 impl Serve {
     fn start(env: &Env, listen: &str, log: &Path, extra: &[(&str, &str)]) -> Serve {
-        let mut child = env
-            .command()
+        let mut command = env.command();
+        command
             .env("MAILGATE_LISTEN", listen)
-            .envs(extra.iter().copied())
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        // Read stdout for as long as the server lives: it prints the listening line, then the
-        // setup link, and a closed pipe would make those writes fail.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let serve = Serve { child };
-        let line = rx
+            .envs(extra.iter().copied());
+        let (serve, lines) = spawn_serve(command, log);
+        let line = lines
             .recv_timeout(WAIT_LIMIT)
             .expect("mailgate serve printed no listening line");
         assert!(line.contains("listening on"), "{line}");
-        serve
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = self.child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        Serve(serve)
     }
 }
 
@@ -1213,7 +1175,7 @@ async fn sql_count(db: &mut sqlx::AnyConnection, sql: &str) -> i64 {
 /// within 10 ms count once).
 async fn watchers(b: &Bench<'_>, serve: &Serve, n: usize) {
     use sqlx::Connection;
-    let pid = serve.child.id();
+    let pid = serve.0.pid();
     let rss_before = rss_kib(pid);
     let (_, dovecot_before) = dovecot_memory(b.rig);
     let imaps = b.rig.imaps_port().to_string();

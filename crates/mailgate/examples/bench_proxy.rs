@@ -23,14 +23,14 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::mailgate_exe;
+use common::{Owned, free_port, mailgate_exe, spawn_serve};
 
 use base64::Engine as _;
 use mailgate_testkit::idp::{ClientSpec, Idp, IdpConfig, UserSpec, sign_in};
 use mailgate_testkit::rig::{MailRig, RigOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -119,63 +119,17 @@ impl Env {
     }
 }
 
-/// A process this benchmark started: ended by its pid (SIGTERM, then SIGKILL after ten
-/// seconds) when dropped, also when the benchmark panics.
-struct Owned {
-    child: Child,
-}
-
-impl Owned {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = self.child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// `mailgate serve` with the IMAP and SMTP proxy listeners on the given loopback ports.
 fn start_serve(env: &Env, listen: &str, imap: SocketAddr, smtp: SocketAddr, log: &Path) -> Owned {
-    let mut child = env
-        .command()
+    let mut command = env.command();
+    command
         .env("MAILGATE_LISTEN", listen)
         .env("MAILGATE_PROXY_IMAP_LISTEN", imap.to_string())
         .env("MAILGATE_PROXY_SMTP_LISTEN", smtp.to_string())
         // One account, many sessions: the default (20, Exchange's own limit) would refuse
         // the idle and burst measurements.
-        .env("MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT", "1000")
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    // Read stdout for as long as the server lives (a closed pipe would fail its writes).
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let serve = Owned { child };
+        .env("MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT", "1000");
+    let (serve, rx) = spawn_serve(command, log);
     let deadline = Instant::now() + WAIT_LIMIT;
     let (mut imap_up, mut smtp_up) = (false, false);
     while !(imap_up && smtp_up) {
@@ -187,15 +141,6 @@ fn start_serve(env: &Env, listen: &str, imap: SocketAddr, smtp: SocketAddr, log:
         smtp_up |= line.starts_with("SMTP proxy listening on");
     }
     serve
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The resident set of a process, in KiB (`VmRSS` of /proc/PID/status).

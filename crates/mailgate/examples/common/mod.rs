@@ -1,4 +1,6 @@
 //! What the benchmarks share (included with `#[path]`; not an example of its own).
+// Each benchmark uses a part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,4 +52,68 @@ fn build_mailgate() -> PathBuf {
 pub fn mailgate_exe() -> PathBuf {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
     EXE.get_or_init(build_mailgate).clone()
+}
+
+/// A process a benchmark started: ended by its pid (SIGTERM, then SIGKILL after ten seconds)
+/// when dropped, also when the benchmark panics.
+pub struct Owned {
+    pub child: std::process::Child,
+}
+
+impl Owned {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        use std::time::{Duration, Instant};
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `command serve` with its log in `log`, and the lines it prints on stdout. Stdout is
+/// read for as long as the server lives: it prints the listening line, then the setup link,
+/// and a closed pipe would make those writes fail.
+pub fn spawn_serve(mut command: Command, log: &Path) -> (Owned, std::sync::mpsc::Receiver<String>) {
+    use std::process::Stdio;
+    let mut child = command
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    (Owned { child }, rx)
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
