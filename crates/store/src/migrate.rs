@@ -46,6 +46,7 @@ migrations! {
     13 "audit" "0013_audit.sql",
     14 "test_results" "0014_test_results.sql",
     15 "test_runs" "0015_test_runs.sql",
+    16 "outbox_pending" "0016_outbox_pending.sql",
 }
 
 /// The table of applied versions, in each backend's integer type.

@@ -144,6 +144,29 @@ pub struct ReleasedClaims {
 
 /// Bytes waiting (queued or being sent), of one account or of all. (The cast: PostgreSQL's
 /// SUM of a BIGINT is a NUMERIC, which sqlx's Any driver cannot read.)
+/// The claim statement: the oldest due message, optionally of one `account` and never of
+/// `skip_accounts`. `status IN ('queued', 'sending')` repeats the condition of the partial
+/// indexes `outbox_pending` / `outbox_pending_account` (migration 0016) so the database
+/// reads only pending rows: sent messages are kept, and without it every claim read the
+/// outbox's whole history (a test checks the plan).
+#[doc(hidden)]
+pub fn claim_sql(account: Option<i64>, skip_accounts: &[i64]) -> String {
+    // Account ids are integers: written into the statement, nothing else is.
+    let mut filter = String::new();
+    if let Some(a) = account {
+        filter.push_str(&format!(" AND account_id = {a}"));
+    }
+    if !skip_accounts.is_empty() {
+        let ids: Vec<String> = skip_accounts.iter().map(i64::to_string).collect();
+        filter.push_str(&format!(" AND account_id NOT IN ({})", ids.join(",")));
+    }
+    format!(
+        "UPDATE outbox SET status = 'sending', lease_holder = $1, lease_until = $2, attempts = attempts + 1
+         WHERE id = (SELECT id FROM outbox WHERE status IN ('queued', 'sending') AND ((status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3)){filter} ORDER BY id LIMIT 1)
+         RETURNING {COLUMNS}"
+    )
+}
+
 const USED_SQL: &str = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM outbox WHERE status IN ('queued', 'sending')";
 
 impl Store {
@@ -267,20 +290,8 @@ impl Store {
         lease_secs: i64,
         now: Timestamp,
     ) -> Result<Option<OutboxItem>> {
-        let sql = format!(
-            "UPDATE outbox SET status = 'sending', lease_holder = $1, lease_until = $2, attempts = attempts + 1
-             WHERE id = (SELECT id FROM outbox WHERE (status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3) ORDER BY id LIMIT 1)
-             RETURNING {COLUMNS}"
-        );
-        let row = self
-            .write_returning(
-                sqlx::query(&sql)
-                    .bind(holder.to_owned())
-                    .bind(now.0 + lease_secs)
-                    .bind(now.0),
-            )
-            .await?;
-        row.as_ref().map(item).transpose()
+        self.claim_outbox_for(holder, lease_secs, now, None, &[])
+            .await
     }
 
     /// Like [`Store::claim_outbox`], narrowed for parallel senders: with `account`, only that
@@ -295,20 +306,7 @@ impl Store {
         account: Option<i64>,
         skip_accounts: &[i64],
     ) -> Result<Option<OutboxItem>> {
-        // Account ids are integers: written into the statement, nothing else is.
-        let mut filter = String::new();
-        if let Some(a) = account {
-            filter.push_str(&format!(" AND account_id = {a}"));
-        }
-        if !skip_accounts.is_empty() {
-            let ids: Vec<String> = skip_accounts.iter().map(i64::to_string).collect();
-            filter.push_str(&format!(" AND account_id NOT IN ({})", ids.join(",")));
-        }
-        let sql = format!(
-            "UPDATE outbox SET status = 'sending', lease_holder = $1, lease_until = $2, attempts = attempts + 1
-             WHERE id = (SELECT id FROM outbox WHERE ((status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3)){filter} ORDER BY id LIMIT 1)
-             RETURNING {COLUMNS}"
-        );
+        let sql = claim_sql(account, skip_accounts);
         let row = self
             .write_returning(
                 sqlx::query(&sql)

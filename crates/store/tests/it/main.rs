@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+mod outbox_index;
 mod refresh_in_doubt;
 mod sealed_binding;
 mod test_results;
