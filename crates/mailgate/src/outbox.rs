@@ -22,7 +22,7 @@ use mailgate_core::event::EventKind;
 use mailgate_core::log_limit::LogLimit;
 use mailgate_core::{Clock, SystemClock, Timestamp};
 use mailgate_grants::Engine;
-use mailgate_store::{OutboxItem, OutboxStatus, Store};
+use mailgate_store::{OutboxEvent, OutboxItem, OutboxOutcome, OutboxStatus, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,15 +243,9 @@ impl Worker {
         let account = match self.store.account(item.account_id).await {
             Ok(a) => a,
             Err(e) => {
-                self.finish(
-                    &item,
-                    OutboxStatus::Failed,
-                    Some(&e.to_string()),
-                    None,
-                    now,
-                    stop,
-                )
-                .await;
+                let error = e.to_string();
+                let outcome = Self::now_final(OutboxStatus::Failed, Some(&error), None, now);
+                self.record(&item, outcome, now, None, stop).await;
                 return None;
             }
         };
@@ -302,58 +296,39 @@ impl Worker {
         match result {
             Ok((reply, session)) => {
                 tracing::info!(message = item.id, account = %account.spec.name, "message sent");
-                self.finish(&item, OutboxStatus::Sent, None, Some(&reply), now, stop)
-                    .await;
-                self.event(
-                    &item,
-                    EventKind::MessageSent,
-                    (OutboxStatus::Sent, None, Some(&reply)),
-                    format!("message {} sent: {reply}", item.id),
-                    now,
-                )
-                .await;
+                let outcome = Self::now_final(OutboxStatus::Sent, None, Some(&reply), now);
+                let said = format!("message {} sent: {reply}", item.id);
+                let event = outcome_event(&item, EventKind::MessageSent, outcome, &said);
+                self.record(&item, outcome, now, Some(event), stop).await;
                 // The session goes on (or QUITs when the sender ends): the server took the
                 // message at DATA's 250, and what happens to the session after changes nothing.
                 Some(session)
             }
             Err(e) if mailgate_mail::send::is_permanent(&e) || item.attempts >= MAX_ATTEMPTS => {
                 tracing::warn!(message = item.id, error = %e, "message failed for good");
-                self.finish(
-                    &item,
+                let error = e.to_string();
+                let outcome = Self::now_final(
                     OutboxStatus::Failed,
-                    Some(&e.to_string()),
+                    Some(&error),
                     e.server_says.as_deref(),
                     now,
-                    stop,
-                )
-                .await;
-                self.event(
-                    &item,
-                    EventKind::MessageFailed,
-                    (
-                        OutboxStatus::Failed,
-                        Some(&e.to_string()),
-                        e.server_says.as_deref(),
-                    ),
-                    format!("message {} failed: {e}", item.id),
-                    now,
-                )
-                .await;
+                );
+                let said = format!("message {} failed: {e}", item.id);
+                let event = outcome_event(&item, EventKind::MessageFailed, outcome, &said);
+                self.record(&item, outcome, now, Some(event), stop).await;
                 None
             }
             Err(e) => {
                 let delay = backoff(self.retry_base_secs, item.attempts, jitter_roll());
                 tracing::warn!(message = item.id, attempt = item.attempts, delay, error = %e, "sending failed; will retry");
-                self.record(
-                    &item,
-                    OutboxStatus::Queued,
-                    Some(&e.to_string()),
-                    e.server_says.as_deref(),
-                    now.plus_secs(delay),
-                    now,
-                    stop,
-                )
-                .await;
+                let error = e.to_string();
+                let outcome = OutboxOutcome {
+                    status: OutboxStatus::Queued,
+                    error: Some(&error),
+                    reply: e.server_says.as_deref(),
+                    next_attempt_at: now.plus_secs(delay),
+                };
+                self.record(&item, outcome, now, None, stop).await;
                 None
             }
         }
@@ -375,53 +350,50 @@ impl Worker {
         }
     }
 
-    async fn finish(
-        &self,
-        item: &OutboxItem,
+    /// An outcome that is final (sent or failed): nothing is due after it.
+    fn now_final<'a>(
         status: OutboxStatus,
-        error: Option<&str>,
-        reply: Option<&str>,
+        error: Option<&'a str>,
+        reply: Option<&'a str>,
         now: Timestamp,
-        stop: &tokio::sync::watch::Receiver<bool>,
-    ) {
-        self.record(item, status, error, reply, now, now, stop)
-            .await;
+    ) -> OutboxOutcome<'a> {
+        OutboxOutcome {
+            status,
+            error,
+            reply,
+            next_attempt_at: now,
+        }
     }
 
-    /// Records a send's outcome. While the database cannot store it, tries again with a
-    /// growing delay and holds this worker meanwhile, so nothing else is claimed: the
-    /// message keeps its claim (no one sends it again) and its outcome is written as soon
-    /// as space returns. Gives up only when the server stops; the claim then expires and
-    /// the message is sent again after a restart.
-    #[allow(clippy::too_many_arguments)]
+    /// Records a send's outcome, with its event (`message.sent` / `message.failed`, which
+    /// also queues their webhooks) in the same transaction. While the database cannot
+    /// store it, tries again with a growing delay and holds this worker meanwhile, so
+    /// nothing else is claimed: the message keeps its claim (no one sends it again) and its
+    /// outcome is written as soon as space returns. Gives up only when the server stops;
+    /// the claim then expires and the message is sent again after a restart.
     async fn record(
         &self,
         item: &OutboxItem,
-        status: OutboxStatus,
-        error: Option<&str>,
-        reply: Option<&str>,
-        next_attempt_at: Timestamp,
+        outcome: OutboxOutcome<'_>,
         now: Timestamp,
+        event: Option<OutboxEvent<'_>>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) {
-        crate::metrics::send_recorded(status);
+        crate::metrics::send_recorded(outcome.status);
         let mut wait = STORE_RETRY_FIRST;
         let mut stop = stop.clone();
         loop {
             let result = self
                 .store
-                .finish_outbox(
-                    item.id,
-                    &self.holder,
-                    status,
-                    error,
-                    reply,
-                    next_attempt_at,
-                    now,
-                )
+                .finish_outbox_with_event(item.id, &self.holder, outcome, now, event.as_ref())
                 .await;
             match result {
-                Ok(_) => return,
+                Ok(_) => {
+                    if event.is_some() {
+                        self.deliveries.notify_one();
+                    }
+                    return;
+                }
                 Err(e) if e.storage_failure().is_some() => {
                     store_warn(
                         "record",
@@ -431,7 +403,7 @@ impl Worker {
                     if *stop.borrow() {
                         tracing::error!(
                             message = item.id,
-                            status = status.as_str(),
+                            status = outcome.status.as_str(),
                             "outbox: stopping with an outcome not recorded; the message will be sent again"
                         );
                         return;
@@ -449,35 +421,33 @@ impl Worker {
             }
         }
     }
+}
 
-    /// Records `message.sent` / `message.failed`, which also queues their webhooks.
-    /// The message's data is the row as [`Worker::finish`] just wrote it (built here rather
-    /// than read back: one query less per message sent).
-    async fn event(
-        &self,
-        item: &OutboxItem,
-        kind: EventKind,
-        outcome: (OutboxStatus, Option<&str>, Option<&str>),
-        message: String,
-        now: Timestamp,
-    ) {
-        let (status, error, reply) = outcome;
-        let data = serde_json::json!({
-            "message": {
-                "id": item.id,
-                "status": status,
-                "message_id": item.message_id,
-                "recipients": item.recipients,
-                "attempts": item.attempts,
-                "server_reply": reply.or(item.server_reply.as_deref()),
-                "error": error,
-            }
-        });
-        let _ = self
-            .store
-            .record_event_with(now, kind, None, Some(item.account_id), &message, Some(data))
-            .await;
-        self.deliveries.notify_one();
+/// The event of a final outcome: the message's data is the row as
+/// [`Worker::record`] writes it (built here rather than read back: one query less per
+/// message sent).
+fn outcome_event<'a>(
+    item: &OutboxItem,
+    kind: EventKind,
+    outcome: OutboxOutcome<'_>,
+    message: &'a str,
+) -> OutboxEvent<'a> {
+    let data = serde_json::json!({
+        "message": {
+            "id": item.id,
+            "status": outcome.status,
+            "message_id": item.message_id,
+            "recipients": item.recipients,
+            "attempts": item.attempts,
+            "server_reply": outcome.reply.or(item.server_reply.as_deref()),
+            "error": outcome.error,
+        }
+    });
+    OutboxEvent {
+        kind,
+        account: item.account_id,
+        message,
+        data,
     }
 }
 

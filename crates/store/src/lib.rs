@@ -52,8 +52,8 @@ pub(crate) use keys::SEALED_COLUMNS;
 use mailgate_core::Timestamp;
 pub use migrate::SCHEMA_VERSION;
 pub use outbox::{
-    Enqueued, NewOutboxMessage, OutboxItem, OutboxQuota, OutboxStatus, ReleasedClaims, claim_sql,
-    request_hash,
+    Enqueued, NewOutboxMessage, OutboxEvent, OutboxItem, OutboxOutcome, OutboxQuota, OutboxStatus,
+    ReleasedClaims, claim_sql, request_hash,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};

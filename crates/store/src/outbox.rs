@@ -144,6 +144,25 @@ pub struct ReleasedClaims {
 
 /// Bytes waiting (queued or being sent), of one account or of all. (The cast: PostgreSQL's
 /// SUM of a BIGINT is a NUMERIC, which sqlx's Any driver cannot read.)
+/// What a send came to, for [`Store::finish_outbox_with_event`].
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxOutcome<'a> {
+    pub status: OutboxStatus,
+    pub error: Option<&'a str>,
+    pub reply: Option<&'a str>,
+    /// When a message put back in the queue is due again.
+    pub next_attempt_at: Timestamp,
+}
+
+/// The event recorded with a send's outcome (`message.sent` / `message.failed`).
+#[derive(Debug)]
+pub struct OutboxEvent<'a> {
+    pub kind: mailgate_core::event::EventKind,
+    pub account: AccountId,
+    pub message: &'a str,
+    pub data: serde_json::Value,
+}
+
 /// The claim statement: the oldest due message, optionally of one `account` and never of
 /// `skip_accounts`. `status IN ('queued', 'sending')` repeats the condition of the partial
 /// indexes `outbox_pending` / `outbox_pending_account` (migration 0016) so the database
@@ -350,20 +369,61 @@ impl Store {
         next_attempt_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = $1, last_error = $2, server_reply = COALESCE($3, server_reply), next_attempt_at = $4, sent_at = $5, lease_holder = NULL, lease_until = NULL WHERE id = $6 AND lease_holder = $7",
-        )
-        .bind(status.as_str())
-        .bind(error.map(str::to_owned))
-        .bind(reply.map(str::to_owned))
-        .bind(next_attempt_at.0)
-        .bind((status == OutboxStatus::Sent).then_some(now.0))
-        .bind(id)
-        .bind(holder.to_owned())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from);
-        Ok(self.track_write(done)?.rows_affected() == 1)
+        let outcome = OutboxOutcome {
+            status,
+            error,
+            reply,
+            next_attempt_at,
+        };
+        self.finish_outbox_with_event(id, holder, outcome, now, None)
+            .await
+    }
+
+    /// Records the outcome of a send and, in the same transaction, its event (with the
+    /// webhook deliveries the event triggers), only if `holder` still holds the lease: a
+    /// crash cannot leave a `sent` message without its `message.sent`, and a sender that
+    /// lost its claim records neither. One commit per message instead of two.
+    pub async fn finish_outbox_with_event(
+        &self,
+        id: i64,
+        holder: &str,
+        outcome: OutboxOutcome<'_>,
+        now: Timestamp,
+        event: Option<&OutboxEvent<'_>>,
+    ) -> Result<bool> {
+        let result = async {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE outbox SET status = $1, last_error = $2, server_reply = COALESCE($3, server_reply), next_attempt_at = $4, sent_at = $5, lease_holder = NULL, lease_until = NULL WHERE id = $6 AND lease_holder = $7",
+            )
+            .bind(outcome.status.as_str())
+            .bind(outcome.error.map(str::to_owned))
+            .bind(outcome.reply.map(str::to_owned))
+            .bind(outcome.next_attempt_at.0)
+            .bind((outcome.status == OutboxStatus::Sent).then_some(now.0))
+            .bind(id)
+            .bind(holder.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if done && let Some(e) = event {
+                crate::events::record_with(
+                    &mut tx,
+                    now,
+                    e.kind,
+                    None,
+                    Some(e.account),
+                    e.message,
+                    Some(e.data.clone()),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(done)
+        }
+        .await;
+        self.track_write(result)
     }
 
     /// Queues a failed message again, now, with its attempts counted from zero (after the
