@@ -491,6 +491,11 @@ async fn send_through_api(
 const THROUGHPUT_COUNT: usize = 500;
 /// Accounts the parallel throughput measurement sends from.
 const THROUGHPUT_ACCOUNTS: usize = 10;
+/// The added delay each way of the "far" parallel measurement: 20 ms of round trip, about
+/// what a client in the same region sees to Exchange Online or Gmail.
+const LATENCY_ONE_WAY: Duration = Duration::from_millis(10);
+/// Messages of the "far" measurement (fewer: one session at a time sends ~10 a second).
+const LATENCY_COUNT: usize = 200;
 
 /// What the throughput measurement works with.
 struct Bench<'a> {
@@ -552,7 +557,7 @@ async fn send_directly_one_session(
 /// same over one direct SMTP session; then 500 messages spread over 10 accounts with the
 /// outbox sending one session at a time (`outbox_concurrency = 1`) against its default
 /// (8 in parallel, one per account). Both in alternating blocks (ABBA).
-async fn throughput(b: &Bench<'_>, mut serve: Serve) {
+async fn throughput(b: &Bench<'_>, serve: Serve) {
     submit_directly(
         b.rig,
         b.access_token,
@@ -627,46 +632,31 @@ async fn throughput(b: &Bench<'_>, mut serve: Serve) {
             serde_json::from_str(&b.env.ok(&["account", "show", &name, "--json"], None)).unwrap();
         accounts.push(shown["id"].as_i64().unwrap());
     }
-    let (mut one_at_a_time, mut parallel) = (Duration::ZERO, Duration::ZERO);
-    for (block, sessions) in ["1", "8", "8", "1"].into_iter().enumerate() {
-        drop(serve);
-        serve = Serve::start(
-            b.env,
-            &b.listen,
-            &b.logs.join(format!("serve-{block}.log")),
-            &[("MAILGATE_OUTBOX_CONCURRENCY", sessions)],
+    let (one_at_a_time, parallel, serve) =
+        one_at_a_time_against_parallel(b, serve, &accounts, THROUGHPUT_COUNT, "").await;
+
+    // The same accounts with their submission 2 × LATENCY_ONE_WAY of round trip away, as a
+    // provider on the internet is: what parallel sessions are for.
+    let relay = common::latency_relay(
+        std::net::SocketAddr::from(([127, 0, 0, 1], b.rig.submission_port())),
+        LATENCY_ONE_WAY,
+    )
+    .await
+    .to_string();
+    for k in 0..THROUGHPUT_ACCOUNTS {
+        b.env.ok(
+            &[
+                "account",
+                "update",
+                &format!("bench{k}"),
+                "--smtp-port",
+                &relay,
+            ],
+            None,
         );
-        // Unmeasured: each account's first message after a start reads its token.
-        let mut warm = Vec::new();
-        for &account in &accounts {
-            warm.push(
-                post_message(b.http, b.base, b.api_token, account, "warm-up")
-                    .await
-                    .0,
-            );
-        }
-        wait_until_sent(
-            b.http,
-            b.base,
-            b.api_token,
-            &warm,
-            Instant::now() + WAIT_LIMIT,
-        )
-        .await;
-        let numbers = if block == 0 || block == 1 {
-            0..half
-        } else {
-            half..THROUGHPUT_COUNT
-        };
-        let took = send_through_api(b.http, b.base, b.api_token, &accounts, numbers)
-            .await
-            .all_sent;
-        if sessions == "1" {
-            one_at_a_time += took;
-        } else {
-            parallel += took;
-        }
     }
+    let (far_one, far_parallel, serve) =
+        one_at_a_time_against_parallel(b, serve, &accounts, LATENCY_COUNT, "-far").await;
     drop(serve);
 
     let per_sec = |d: Duration| THROUGHPUT_COUNT as f64 / d.as_secs_f64();
@@ -698,6 +688,76 @@ async fn throughput(b: &Bench<'_>, mut serve: Serve) {
         per_sec(parallel),
         one_at_a_time.as_secs_f64() / parallel.as_secs_f64()
     );
+    let far_per_sec = |d: Duration| LATENCY_COUNT as f64 / d.as_secs_f64();
+    println!(
+        "throughput: {LATENCY_COUNT} messages over {THROUGHPUT_ACCOUNTS} accounts, submission {} ms of round trip away (a relay), 2 alternating blocks per side",
+        2 * LATENCY_ONE_WAY.as_millis()
+    );
+    println!(
+        "  one session at a time, outbox_concurrency = 1 (baseline) {:>7.2} s  {:>6.1} msg/s",
+        far_one.as_secs_f64(),
+        far_per_sec(far_one)
+    );
+    println!(
+        "  in parallel, outbox_concurrency = 8               {:>7.2} s  {:>6.1} msg/s  = {:.2}x baseline",
+        far_parallel.as_secs_f64(),
+        far_per_sec(far_parallel),
+        far_one.as_secs_f64() / far_parallel.as_secs_f64()
+    );
+}
+
+/// `count` messages over `accounts` through the API, in blocks alternating (ABBA) between
+/// `serve` sending one session at a time (`outbox_concurrency = 1`) and its default (8);
+/// returns the two sums and the `serve` left running.
+async fn one_at_a_time_against_parallel(
+    b: &Bench<'_>,
+    mut serve: Serve,
+    accounts: &[i64],
+    count: usize,
+    tag: &str,
+) -> (Duration, Duration, Serve) {
+    let half = count / 2;
+    let (mut one_at_a_time, mut parallel) = (Duration::ZERO, Duration::ZERO);
+    for (block, sessions) in ["1", "8", "8", "1"].into_iter().enumerate() {
+        drop(serve);
+        serve = Serve::start(
+            b.env,
+            &b.listen,
+            &b.logs.join(format!("serve{tag}-{block}.log")),
+            &[("MAILGATE_OUTBOX_CONCURRENCY", sessions)],
+        );
+        // Unmeasured: each account's first message after a start reads its token.
+        let mut warm = Vec::new();
+        for &account in accounts {
+            warm.push(
+                post_message(b.http, b.base, b.api_token, account, "warm-up")
+                    .await
+                    .0,
+            );
+        }
+        wait_until_sent(
+            b.http,
+            b.base,
+            b.api_token,
+            &warm,
+            Instant::now() + WAIT_LIMIT,
+        )
+        .await;
+        let numbers = if block == 0 || block == 1 {
+            0..half
+        } else {
+            half..count
+        };
+        let took = send_through_api(b.http, b.base, b.api_token, accounts, numbers)
+            .await
+            .all_sent;
+        if sessions == "1" {
+            one_at_a_time += took;
+        } else {
+            parallel += took;
+        }
+    }
+    (one_at_a_time, parallel, serve)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -117,3 +117,66 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A TCP relay on loopback that delivers each chunk `one_way` after it was read, in both
+/// directions: a mail server `2 × one_way` of round trip away, as a provider on the
+/// internet is (this machine's kernel has no `netem`). Bytes pass unchanged, so STARTTLS
+/// and the certificate check work through it. Returns the relay's port; it runs until the
+/// process ends.
+pub async fn latency_relay(upstream: std::net::SocketAddr, one_way: std::time::Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(delayed_copy(client_read, server_write, one_way));
+                tokio::spawn(delayed_copy(server_read, client_write, one_way));
+            });
+        }
+    });
+    port
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read; later chunks are
+/// not held up by earlier ones beyond their own due time (a link's latency, not a
+/// bandwidth limit). Ends when either side closes.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: std::time::Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx
+                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
