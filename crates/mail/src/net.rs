@@ -114,6 +114,8 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
     /// Between taking the plain stream and getting the TLS one back.
     Upgrading,
+    /// Closed on purpose ([`Conn::close`]).
+    Closed,
 }
 
 /// One connection: a stream, a host name for TLS, and the timeout every read and write
@@ -249,6 +251,10 @@ impl Conn {
                 MailRemedy::ConnectionLost,
                 "the connection was lost during the TLS upgrade",
             )),
+            Stream::Closed => Err(MailError::new(
+                MailRemedy::ConnectionLost,
+                "the connection was closed",
+            )),
         }
     }
 
@@ -264,7 +270,21 @@ impl Conn {
                 MailRemedy::ConnectionLost,
                 "the connection was lost during the TLS upgrade",
             )),
+            Stream::Closed => Err(MailError::new(
+                MailRemedy::ConnectionLost,
+                "the connection was closed",
+            )),
         }
+    }
+
+    /// Closes the connection now (TLS close_notify, then FIN), without a protocol goodbye:
+    /// the server abandons whatever transaction is open. Later reads and writes fail.
+    pub async fn close(&mut self) {
+        let timeout = self.timeout;
+        if let Ok(io) = self.io() {
+            let _ = tokio::time::timeout(timeout, io.shutdown()).await;
+        }
+        self.stream = Stream::Closed;
     }
 
     /// Writes a command line (CRLF appended).
