@@ -1,6 +1,6 @@
 //! Authorization state, grants and leases: the storage half of the OAuth engine.
 
-use crate::{Result, Store, StoreError, apply_in_tx, record};
+use crate::{Result, Store, StoreError, apply_in_tx, record, record_for_account};
 use mailgate_core::account::Problem;
 use mailgate_core::event::EventKind;
 use mailgate_core::{
@@ -53,11 +53,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.try_get("id")?;
-        let sealed = self.seal("oauth_states", "verifier", id, &p.verifier)?;
-        sqlx::query("UPDATE oauth_states SET verifier = $1 WHERE id = $2")
-            .bind(sealed)
-            .bind(id)
-            .execute(&mut *tx)
+        self.seal_into(&mut tx, "oauth_states", "verifier", id, &p.verifier)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -125,18 +121,18 @@ impl Store {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-        let name: String = row.try_get("name")?;
-        let app_id: i64 = row.try_get("app_id")?;
-        record(
+        record_for_account(
             &mut tx,
             now,
             EventKind::AccountAuthorized,
-            Some(AppId(app_id)),
-            Some(grant.account_id),
-            &format!(
-                "account {name} authorized as {who} by {}",
-                grant.authorized_by
-            ),
+            grant.account_id,
+            &row,
+            |name| {
+                format!(
+                    "account {name} authorized as {who} by {}",
+                    grant.authorized_by
+                )
+            },
         )
         .await?;
         let state = apply_in_tx(

@@ -44,7 +44,7 @@ pub use backend::Backend;
 use backend::DatabaseUrl;
 pub use changes::CommitMarker;
 use crypto::{CryptoError, KeySource, Keyring};
-pub(crate) use events::{record, record_with};
+pub(crate) use events::{record, record_for_account, record_with};
 pub use grants::GRANT_DROPPED;
 pub(crate) use grants::drop_grant_in_tx;
 pub use keys::Rotation;
@@ -439,6 +439,24 @@ impl Store {
             .map(|rows| rows.into_iter().next())
             .map_err(StoreError::from);
         self.track_write(result)
+    }
+
+    /// Runs a claim: an `UPDATE … RETURNING` whose `$1` is the lease holder, `$2` the
+    /// lease's end and `$3` now (the outbox and the webhook deliveries claim alike).
+    pub(crate) async fn claim_row(
+        &self,
+        sql: &str,
+        holder: &str,
+        lease_secs: i64,
+        now: Timestamp,
+    ) -> Result<Option<AnyRow>> {
+        self.write_returning(
+            sqlx::query(sql)
+                .bind(holder.to_owned())
+                .bind(now.0 + lease_secs)
+                .bind(now.0),
+        )
+        .await
     }
 
     /// Counts for `/metrics`: (metric, label value, count) of accounts by state, outbox

@@ -267,20 +267,8 @@ impl Store {
         lease_secs: i64,
         now: Timestamp,
     ) -> Result<Option<OutboxItem>> {
-        let sql = format!(
-            "UPDATE outbox SET status = 'sending', lease_holder = $1, lease_until = $2, attempts = attempts + 1
-             WHERE id = (SELECT id FROM outbox WHERE (status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3) ORDER BY id LIMIT 1)
-             RETURNING {COLUMNS}"
-        );
-        let row = self
-            .write_returning(
-                sqlx::query(&sql)
-                    .bind(holder.to_owned())
-                    .bind(now.0 + lease_secs)
-                    .bind(now.0),
-            )
-            .await?;
-        row.as_ref().map(item).transpose()
+        self.claim_outbox_for(holder, lease_secs, now, None, &[])
+            .await
     }
 
     /// Like [`Store::claim_outbox`], narrowed for parallel senders: with `account`, only that
@@ -309,14 +297,7 @@ impl Store {
              WHERE id = (SELECT id FROM outbox WHERE ((status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3)){filter} ORDER BY id LIMIT 1)
              RETURNING {COLUMNS}"
         );
-        let row = self
-            .write_returning(
-                sqlx::query(&sql)
-                    .bind(holder.to_owned())
-                    .bind(now.0 + lease_secs)
-                    .bind(now.0),
-            )
-            .await?;
+        let row = self.claim_row(&sql, holder, lease_secs, now).await?;
         row.as_ref().map(item).transpose()
     }
 
