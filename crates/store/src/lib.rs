@@ -441,6 +441,16 @@ impl Store {
         self.track_write(result)
     }
 
+    /// Runs a guarded `UPDATE` (its `WHERE` names the row and the lease holder or version
+    /// that must still match): true if it changed the one row.
+    pub(crate) async fn write_guarded<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<bool> {
+        let done = query.execute(&self.pool).await.map_err(StoreError::from);
+        Ok(self.track_write(done)?.rows_affected() == 1)
+    }
+
     /// Runs a claim: an `UPDATE … RETURNING` whose `$1` is the lease holder, `$2` the
     /// lease's end and `$3` now (the outbox and the webhook deliveries claim alike).
     pub(crate) async fn claim_row(
