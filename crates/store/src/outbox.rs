@@ -297,7 +297,14 @@ impl Store {
              WHERE id = (SELECT id FROM outbox WHERE ((status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3)){filter} ORDER BY id LIMIT 1)
              RETURNING {COLUMNS}"
         );
-        let row = self.claim_row(&sql, holder, lease_secs, now).await?;
+        let row = self
+            .write_returning(
+                sqlx::query(&sql)
+                    .bind(holder.to_owned())
+                    .bind(now.0 + lease_secs)
+                    .bind(now.0),
+            )
+            .await?;
         row.as_ref().map(item).transpose()
     }
 
@@ -332,19 +339,20 @@ impl Store {
         next_attempt_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool> {
-        self.write_guarded(
-            sqlx::query(
-                "UPDATE outbox SET status = $1, last_error = $2, server_reply = COALESCE($3, server_reply), next_attempt_at = $4, sent_at = $5, lease_holder = NULL, lease_until = NULL WHERE id = $6 AND lease_holder = $7",
-            )
-            .bind(status.as_str())
-            .bind(error.map(str::to_owned))
-            .bind(reply.map(str::to_owned))
-            .bind(next_attempt_at.0)
-            .bind((status == OutboxStatus::Sent).then_some(now.0))
-            .bind(id)
-            .bind(holder.to_owned()),
+        let done = sqlx::query(
+            "UPDATE outbox SET status = $1, last_error = $2, server_reply = COALESCE($3, server_reply), next_attempt_at = $4, sent_at = $5, lease_holder = NULL, lease_until = NULL WHERE id = $6 AND lease_holder = $7",
         )
+        .bind(status.as_str())
+        .bind(error.map(str::to_owned))
+        .bind(reply.map(str::to_owned))
+        .bind(next_attempt_at.0)
+        .bind((status == OutboxStatus::Sent).then_some(now.0))
+        .bind(id)
+        .bind(holder.to_owned())
+        .execute(&self.pool)
         .await
+        .map_err(StoreError::from);
+        Ok(self.track_write(done)?.rows_affected() == 1)
     }
 
     /// Queues a failed message again, now, with its attempts counted from zero (after the
