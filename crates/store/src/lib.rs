@@ -452,7 +452,7 @@ impl Store {
     }
 
     /// Runs a claim: an `UPDATE … RETURNING` whose `$1` is the lease holder, `$2` the
-    /// lease's end and `$3` now (the outbox and the webhook deliveries claim alike).
+    /// lease's end and `$3` now (a webhook delivery's claim; the outbox's has the same three).
     pub(crate) async fn claim_row(
         &self,
         sql: &str,
