@@ -1,5 +1,5 @@
-//! Escaping text for HTML, shared by the admin pages and the HTML bodies mailgate builds
-//! (the signature appended to an HTML message).
+//! Escaping text for HTML, shared by the admin pages, the HTML bodies mailgate builds
+//! (the signature appended to an HTML message) and the test emulator's pages (testkit).
 
 /// `s` with `& < > " '` replaced by their entities: safe in element content and in quoted
 /// attribute values.

@@ -64,19 +64,6 @@ pub struct EndpointInput {
     pub params: Vec<(String, String)>,
 }
 
-/// A provider's endpoints as its OpenID Connect discovery document states them (fetched
-/// and checked by `mailgate_oauth::discovery`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderEndpoints {
-    pub issuer: String,
-    pub authorize: Option<HttpUrl>,
-    pub token: HttpUrl,
-    pub device: Option<HttpUrl>,
-    pub jwks: Option<HttpUrl>,
-    pub userinfo: Option<HttpUrl>,
-    pub revoke: Option<HttpUrl>,
-}
-
 impl EndpointInput {
     /// The issuer whose discovery document should fill in this input: a generic app (the
     /// others have presets) given an issuer but not every endpoint it could need.
@@ -92,8 +79,10 @@ impl EndpointInput {
         (kind == AppKind::Generic && incomplete).then(|| issuer.to_owned())
     }
 
-    /// Fills what was not given from the provider's document; what was given wins.
-    pub fn fill_from(&mut self, found: &ProviderEndpoints) {
+    /// Fills what was not given from the endpoints a provider's OpenID Connect discovery
+    /// document states (fetched and checked by `mailgate_oauth::discovery`, which always
+    /// sets the issuer); what was given wins, but the issuer is the document's.
+    pub fn fill_from(&mut self, found: &Endpoints) {
         let fill = |slot: &mut Option<HttpUrl>, v: &Option<HttpUrl>| {
             if slot.is_none() {
                 slot.clone_from(v);
@@ -105,7 +94,9 @@ impl EndpointInput {
         fill(&mut self.jwks_url, &found.jwks);
         fill(&mut self.userinfo_url, &found.userinfo);
         fill(&mut self.revoke_url, &found.revoke);
-        self.issuer = Some(found.issuer.clone());
+        if found.issuer.is_some() {
+            self.issuer.clone_from(&found.issuer);
+        }
     }
 
     /// The preset (or `base`) endpoints with the overrides applied.

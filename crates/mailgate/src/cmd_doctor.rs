@@ -5,6 +5,7 @@
 //! change the database under it). Exit code 1 when something needs fixing.
 
 use crate::config::Config;
+use crate::webhooks::root_cause;
 use crate::{CmdResult, Failure};
 use mailgate_core::account::MailAccount;
 use mailgate_core::{AccountState, Clock, OAuthApp, SystemClock};
@@ -498,14 +499,6 @@ fn accounts_needing_attention(accounts: &[MailAccount]) -> Vec<Finding> {
         ));
     }
     found
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 #[cfg(test)]

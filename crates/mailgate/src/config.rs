@@ -165,6 +165,126 @@ struct FileConfig {
     metrics_token: Option<String>,
 }
 
+/// A setting's TOML key and its value in the file (`None`: not in the file), as
+/// [`value!`] gives them.
+type FileValue<T> = (&'static str, Option<T>);
+
+/// `value!(file.key)`: the [`FileValue`] of `key`, its name spelled once.
+macro_rules! value {
+    ($file:ident . $key:ident) => {
+        (stringify!($key), $file.$key)
+    };
+}
+
+/// The environment variable of a TOML key: `MAILGATE_` and the key in capitals.
+fn env_key(key: &str) -> String {
+    format!("MAILGATE_{}", key.to_ascii_uppercase())
+}
+
+/// Where each value comes from: the environment beats the file, which beats the default;
+/// an error names the variable, or the file and key, that set the value.
+struct Sources<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    path: Option<&'a Path>,
+}
+
+impl Sources<'_> {
+    /// `Some((where it was set, value))`, or None when it is not set.
+    fn pick(&self, (key, file_val): FileValue<String>) -> Option<(String, String)> {
+        let env_key = env_key(key);
+        (self.env)(&env_key)
+            .map(|v| (env_key, v))
+            .or_else(|| file_val.map(|v| (self.file_key(key), v)))
+    }
+
+    fn file_key(&self, key: &str) -> String {
+        match self.path {
+            Some(p) => format!("{} key {key}", p.display()),
+            None => key.to_owned(),
+        }
+    }
+
+    /// A path, as given (its errors name the environment variable).
+    fn path(&self, (key, file_val): FileValue<PathBuf>) -> Option<PathBuf> {
+        (self.env)(&env_key(key)).map(PathBuf::from).or(file_val)
+    }
+
+    /// A switch: `Some((where it was set, value))`, or None when it is not set.
+    fn flag(
+        &self,
+        (key, file_val): FileValue<bool>,
+    ) -> Result<Option<(String, bool)>, ConfigError> {
+        match self.pick((key, file_val.map(|b| b.to_string()))) {
+            Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(Some((key, true))),
+                "false" | "0" | "no" => Ok(Some((key, false))),
+                _ => Err(err(key, format!("{v:?} is not true or false"))),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// A switch that is off unless set.
+    fn switch(&self, value: FileValue<bool>) -> Result<bool, ConfigError> {
+        Ok(self.flag(value)?.is_some_and(|(_, on)| on))
+    }
+
+    /// An address to listen on, with an example of the form in the error.
+    fn address(
+        &self,
+        (key, file_val): FileValue<String>,
+        example: &str,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.pick((key, file_val)) {
+            Some((key, v)) => v.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
+                err(
+                    key,
+                    format!(
+                        "{v:?} is not an address to listen on; expected IP:PORT like {example}"
+                    ),
+                )
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Every count in the configuration: a whole number from 1 to `max`, named in its unit.
+    fn number(
+        &self,
+        (key, file_val): FileValue<u64>,
+        default: u64,
+        max: u64,
+        unit: &str,
+    ) -> Result<u64, ConfigError> {
+        match self.pick((key, file_val.map(|v| v.to_string()))) {
+            Some((key, v)) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(err(
+                    key,
+                    format!("{v:?} is not a number of {unit} from 1 to {max}"),
+                )),
+            },
+            None => Ok(default),
+        }
+    }
+
+    fn seconds(&self, value: FileValue<u64>, default: u64, max: u64) -> Result<u64, ConfigError> {
+        self.number(value, default, max, "seconds")
+    }
+
+    /// A number of things held in memory at once (connections, sessions).
+    fn count(
+        &self,
+        value: FileValue<u64>,
+        default: u64,
+        max: u64,
+        unit: &str,
+    ) -> Result<usize, ConfigError> {
+        self.number(value, default, max, unit)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}
+
 /// Where the values come from; `env` is a parameter so tests need not touch the process
 /// environment.
 pub fn load(
@@ -194,65 +314,18 @@ pub fn load(
         }
         None => FileConfig::default(),
     };
-    let file_key = |k: &str| match &path {
-        Some(p) => format!("{} key {k}", p.display()),
-        None => k.to_owned(),
+    let src = Sources {
+        env,
+        path: path.as_deref(),
     };
 
-    // Each value: environment beats file beats default; the error names where it came from.
-    let pick = |env_key: &str, file_val: Option<String>, name: &str| -> Option<(String, String)> {
-        env(env_key)
-            .map(|v| (env_key.to_owned(), v))
-            .or_else(|| file_val.map(|v| (file_key(name), v)))
-    };
-    // A switch: `Some((where it was set, value))`, or None when it is not set.
-    let flag = |env_key: &str,
-                file_val: Option<bool>,
-                name: &str|
-     -> Result<Option<(String, bool)>, ConfigError> {
-        match pick(env_key, file_val.map(|b| b.to_string()), name) {
-            Some((key, v)) => match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(Some((key, true))),
-                "false" | "0" | "no" => Ok(Some((key, false))),
-                _ => Err(err(key, format!("{v:?} is not true or false"))),
-            },
-            None => Ok(None),
-        }
-    };
-    // An address to listen on, with an example of the form in the error.
-    let address = |env_key: &str,
-                   file_val: Option<String>,
-                   name: &str,
-                   example: &str|
-     -> Result<Option<SocketAddr>, ConfigError> {
-        match pick(env_key, file_val, name) {
-            Some((key, v)) => v.trim().parse::<SocketAddr>().map(Some).map_err(|_| {
-                err(
-                    key,
-                    format!(
-                        "{v:?} is not an address to listen on; expected IP:PORT like {example}"
-                    ),
-                )
-            }),
-            None => Ok(None),
-        }
-    };
-
-    let listen = match address(
-        "MAILGATE_LISTEN",
-        file.listen,
-        "listen",
-        "127.0.0.1:8080 or [::1]:8080",
-    )? {
+    let listen = match src.address(value!(file.listen), "127.0.0.1:8080 or [::1]:8080")? {
         Some(addr) => addr,
         None => DEFAULT_LISTEN
             .parse()
             .map_err(|_| err("MAILGATE_LISTEN", "bad default"))?,
     };
-    let data_dir = match env("MAILGATE_DATA_DIR")
-        .map(PathBuf::from)
-        .or(file.data_dir)
-    {
+    let data_dir = match src.path(value!(file.data_dir)) {
         Some(d) if d.as_os_str().is_empty() => {
             return Err(err(
                 "MAILGATE_DATA_DIR",
@@ -262,7 +335,7 @@ pub fn load(
         Some(d) => d,
         None => PathBuf::from(DEFAULT_DATA_DIR),
     };
-    let public_url = match pick("MAILGATE_PUBLIC_URL", file.public_url, "public_url") {
+    let public_url = match src.pick(value!(file.public_url)) {
         Some((key, v)) => {
             let url = HttpUrl::parse(&v).map_err(|e| err(key.clone(), format!("{e}")))?;
             if url.url().query().is_some() {
@@ -275,7 +348,7 @@ pub fn load(
         }
         None => None,
     };
-    let database_url = match pick("MAILGATE_DATABASE_URL", file.database_url, "database_url") {
+    let database_url = match src.pick(value!(file.database_url)) {
         Some((key, v)) => {
             let v = v.trim().to_owned();
             let ok = v.starts_with("sqlite:")
@@ -294,7 +367,7 @@ pub fn load(
         }
         None => format!("sqlite://{}", data_dir.join("mailgate.db").display()),
     };
-    let master_key = match pick("MAILGATE_MASTER_KEY", file.master_key, "master_key") {
+    let master_key = match src.pick(value!(file.master_key)) {
         Some((key, v)) => {
             // Check the form now so a bad key fails at start with exit code 2, without
             // echoing it.
@@ -304,46 +377,9 @@ pub fn load(
         }
         None => None,
     };
-    // Every count in the configuration: a whole number from 1 to `max`, named in its unit.
-    let number = |env_key: &str,
-                  file_val: Option<u64>,
-                  name: &str,
-                  default: u64,
-                  max: u64,
-                  unit: &str|
-     -> Result<u64, ConfigError> {
-        match pick(env_key, file_val.map(|v| v.to_string()), name) {
-            Some((key, v)) => match v.trim().parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(err(
-                    key,
-                    format!("{v:?} is not a number of {unit} from 1 to {max}"),
-                )),
-            },
-            None => Ok(default),
-        }
-    };
-    let seconds = |env_key: &str, file_val: Option<u64>, name: &str, default: u64, max: u64| {
-        number(env_key, file_val, name, default, max, "seconds")
-    };
-    let oauth_timeout_secs = seconds(
-        "MAILGATE_OAUTH_TIMEOUT_SECS",
-        file.oauth_timeout_secs,
-        "oauth_timeout_secs",
-        20,
-        300,
-    )?;
-    let refresh_interval_secs = seconds(
-        "MAILGATE_REFRESH_INTERVAL_SECS",
-        file.refresh_interval_secs,
-        "refresh_interval_secs",
-        60,
-        3600,
-    )?;
-    let extra_ca_file = match env("MAILGATE_EXTRA_CA_FILE")
-        .map(PathBuf::from)
-        .or(file.extra_ca_file)
-    {
+    let oauth_timeout_secs = src.seconds(value!(file.oauth_timeout_secs), 20, 300)?;
+    let refresh_interval_secs = src.seconds(value!(file.refresh_interval_secs), 60, 3600)?;
+    let extra_ca_file = match src.path(value!(file.extra_ca_file)) {
         Some(p) if !p.is_file() => {
             return Err(err(
                 "MAILGATE_EXTRA_CA_FILE",
@@ -355,41 +391,11 @@ pub fn load(
         }
         other => other,
     };
-    let outbox_retry_secs = seconds(
-        "MAILGATE_OUTBOX_RETRY_SECS",
-        file.outbox_retry_secs,
-        "outbox_retry_secs",
-        30,
-        3600,
-    )?;
-    let webhook_retry_secs = seconds(
-        "MAILGATE_WEBHOOK_RETRY_SECS",
-        file.webhook_retry_secs,
-        "webhook_retry_secs",
-        30,
-        3600,
-    )?;
-    let poll_interval_secs = seconds(
-        "MAILGATE_POLL_INTERVAL_SECS",
-        file.poll_interval_secs,
-        "poll_interval_secs",
-        60,
-        3600,
-    )?;
-    let idle_secs = seconds(
-        "MAILGATE_IDLE_SECS",
-        file.idle_secs,
-        "idle_secs",
-        25 * 60,
-        29 * 60,
-    )?;
-    let watch_lease_secs = seconds(
-        "MAILGATE_WATCH_LEASE_SECS",
-        file.watch_lease_secs,
-        "watch_lease_secs",
-        60,
-        600,
-    )?;
+    let outbox_retry_secs = src.seconds(value!(file.outbox_retry_secs), 30, 3600)?;
+    let webhook_retry_secs = src.seconds(value!(file.webhook_retry_secs), 30, 3600)?;
+    let poll_interval_secs = src.seconds(value!(file.poll_interval_secs), 60, 3600)?;
+    let idle_secs = src.seconds(value!(file.idle_secs), 25 * 60, 29 * 60)?;
+    let watch_lease_secs = src.seconds(value!(file.watch_lease_secs), 60, 600)?;
     if watch_lease_secs < 3 {
         return Err(err(
             "MAILGATE_WATCH_LEASE_SECS",
@@ -401,96 +407,38 @@ pub fn load(
     // Counts, not seconds: the same parse with its own words.
     // 16 MiB requests make at most ~14 MB messages: the defaults hold about 14 of those per
     // account and 70 in all, bounding the database (and what the worker reads back).
-    let outbox_account_quota_bytes = number(
-        "MAILGATE_OUTBOX_ACCOUNT_QUOTA_BYTES",
-        file.outbox_account_quota_bytes,
-        "outbox_account_quota_bytes",
+    let outbox_account_quota_bytes = src.number(
+        value!(file.outbox_account_quota_bytes),
         200 * 1024 * 1024,
         1 << 40,
         "bytes",
     )?;
-    let outbox_total_quota_bytes = number(
-        "MAILGATE_OUTBOX_TOTAL_QUOTA_BYTES",
-        file.outbox_total_quota_bytes,
-        "outbox_total_quota_bytes",
+    let outbox_total_quota_bytes = src.number(
+        value!(file.outbox_total_quota_bytes),
         1024 * 1024 * 1024,
         1 << 40,
         "bytes",
     )?;
-    let max_recipients = number(
-        "MAILGATE_MAX_RECIPIENTS",
-        file.max_recipients,
-        "max_recipients",
-        500,
-        100_000,
-        "recipients",
-    )?;
-    let refresh_in_doubt_backoff_secs = seconds(
-        "MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS",
-        file.refresh_in_doubt_backoff_secs,
-        "refresh_in_doubt_backoff_secs",
-        120,
-        3600,
-    )?;
-    let webhook_allow_private = flag(
-        "MAILGATE_WEBHOOK_ALLOW_PRIVATE",
-        file.webhook_allow_private,
-        "webhook_allow_private",
-    )?
-    .is_some_and(|(_, on)| on);
-    let idp_allow_private = flag(
-        "MAILGATE_IDP_ALLOW_PRIVATE",
-        file.idp_allow_private,
-        "idp_allow_private",
-    )?
-    .is_some_and(|(_, on)| on);
-    let http_header_timeout_secs = seconds(
-        "MAILGATE_HTTP_HEADER_TIMEOUT_SECS",
-        file.http_header_timeout_secs,
-        "http_header_timeout_secs",
-        10,
-        300,
-    )?;
-    let http_idle_timeout_secs = seconds(
-        "MAILGATE_HTTP_IDLE_TIMEOUT_SECS",
-        file.http_idle_timeout_secs,
-        "http_idle_timeout_secs",
-        120,
-        3600,
-    )?;
-    let count =
-        |env_key: &str, file_val: Option<u64>, name: &str, default: u64, max: u64, unit: &str| {
-            number(env_key, file_val, name, default, max, unit)
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-        };
-    let http_max_connections = count(
-        "MAILGATE_HTTP_MAX_CONNECTIONS",
-        file.http_max_connections,
-        "http_max_connections",
+    let max_recipients = src.number(value!(file.max_recipients), 500, 100_000, "recipients")?;
+    let refresh_in_doubt_backoff_secs =
+        src.seconds(value!(file.refresh_in_doubt_backoff_secs), 120, 3600)?;
+    let webhook_allow_private = src.switch(value!(file.webhook_allow_private))?;
+    let idp_allow_private = src.switch(value!(file.idp_allow_private))?;
+    let http_header_timeout_secs = src.seconds(value!(file.http_header_timeout_secs), 10, 300)?;
+    let http_idle_timeout_secs = src.seconds(value!(file.http_idle_timeout_secs), 120, 3600)?;
+    let http_max_connections = src.count(
+        value!(file.http_max_connections),
         1024,
         1_000_000,
         "connections",
     )?;
-    let http_send_concurrency = count(
-        "MAILGATE_HTTP_SEND_CONCURRENCY",
-        file.http_send_concurrency,
-        "http_send_concurrency",
-        16,
-        10_000,
-        "sends",
-    )?;
-    let http_send_wait_secs = seconds(
-        "MAILGATE_HTTP_SEND_WAIT_SECS",
-        file.http_send_wait_secs,
-        "http_send_wait_secs",
-        10,
-        300,
-    )?;
-    let trusted_proxies = match pick(
-        "MAILGATE_TRUSTED_PROXIES",
-        file.trusted_proxies.map(|list| list.join(",")),
+    let http_send_concurrency =
+        src.count(value!(file.http_send_concurrency), 16, 10_000, "sends")?;
+    let http_send_wait_secs = src.seconds(value!(file.http_send_wait_secs), 10, 300)?;
+    let trusted_proxies = match src.pick((
         "trusted_proxies",
-    ) {
+        file.trusted_proxies.map(|list| list.join(",")),
+    )) {
         Some((key, v)) => parse_networks(&v).map_err(|bad| {
             err(
                 key,
@@ -499,69 +447,34 @@ pub fn load(
         })?,
         None => Vec::new(),
     };
-    let setup_link_secs = seconds(
-        "MAILGATE_SETUP_LINK_SECS",
-        file.setup_link_secs,
-        "setup_link_secs",
-        24 * 3600,
-        30 * 24 * 3600,
-    )?;
-    let outbox_concurrency = count(
-        "MAILGATE_OUTBOX_CONCURRENCY",
-        file.outbox_concurrency,
-        "outbox_concurrency",
-        8,
-        1_000,
-        "SMTP sessions",
-    )?;
-    let outbox_per_account_concurrency = count(
-        "MAILGATE_OUTBOX_PER_ACCOUNT_CONCURRENCY",
-        file.outbox_per_account_concurrency,
-        "outbox_per_account_concurrency",
+    let setup_link_secs = src.seconds(value!(file.setup_link_secs), 24 * 3600, 30 * 24 * 3600)?;
+    let outbox_concurrency =
+        src.count(value!(file.outbox_concurrency), 8, 1_000, "SMTP sessions")?;
+    let outbox_per_account_concurrency = src.count(
+        value!(file.outbox_per_account_concurrency),
         1,
         100,
         "SMTP sessions",
     )?;
-    let proxy_imap_listen = address(
-        "MAILGATE_PROXY_IMAP_LISTEN",
-        file.proxy_imap_listen,
-        "proxy_imap_listen",
-        "127.0.0.1:1143",
-    )?;
-    let proxy_allow_plain = flag(
-        "MAILGATE_PROXY_ALLOW_PLAIN",
-        file.proxy_allow_plain,
-        "proxy_allow_plain",
-    )?
-    .is_some_and(|(_, on)| on);
-    let proxy_smtp_listen = address(
-        "MAILGATE_PROXY_SMTP_LISTEN",
-        file.proxy_smtp_listen,
-        "proxy_smtp_listen",
-        "127.0.0.1:1587",
-    )?;
-    let proxy_pop3_listen = address(
-        "MAILGATE_PROXY_POP3_LISTEN",
-        file.proxy_pop3_listen,
-        "proxy_pop3_listen",
-        "127.0.0.1:1110",
-    )?;
+    let proxy_imap_listen = src.address(value!(file.proxy_imap_listen), "127.0.0.1:1143")?;
+    let proxy_allow_plain = src.switch(value!(file.proxy_allow_plain))?;
+    let proxy_smtp_listen = src.address(value!(file.proxy_smtp_listen), "127.0.0.1:1587")?;
+    let proxy_pop3_listen = src.address(value!(file.proxy_pop3_listen), "127.0.0.1:1110")?;
     // Checked now, so a mistyped path fails at start naming its key, not at the first TLS client.
-    let pem_file =
-        |env_key: &str, file_val: Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
-            match env(env_key).map(PathBuf::from).or(file_val) {
-                Some(p) if !p.is_file() => Err(err(
-                    env_key,
-                    format!(
-                        "{} is not a readable file; expected a PEM file",
-                        p.display()
-                    ),
-                )),
-                other => Ok(other),
-            }
-        };
-    let proxy_tls_cert_file = pem_file("MAILGATE_PROXY_TLS_CERT_FILE", file.proxy_tls_cert_file)?;
-    let proxy_tls_key_file = pem_file("MAILGATE_PROXY_TLS_KEY_FILE", file.proxy_tls_key_file)?;
+    let pem_file = |(key, file_val): FileValue<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+        match src.path((key, file_val)) {
+            Some(p) if !p.is_file() => Err(err(
+                env_key(key),
+                format!(
+                    "{} is not a readable file; expected a PEM file",
+                    p.display()
+                ),
+            )),
+            other => Ok(other),
+        }
+    };
+    let proxy_tls_cert_file = pem_file(value!(file.proxy_tls_cert_file))?;
+    let proxy_tls_key_file = pem_file(value!(file.proxy_tls_key_file))?;
     if proxy_tls_cert_file.is_some() != proxy_tls_key_file.is_some() {
         let missing = if proxy_tls_cert_file.is_none() {
             "MAILGATE_PROXY_TLS_CERT_FILE"
@@ -573,9 +486,7 @@ pub fn load(
             "is missing; the proxy's TLS needs both a certificate file and a key file",
         ));
     }
-    let starttls = |env_key: &str, file_val: Option<bool>, name: &str| match flag(
-        env_key, file_val, name,
-    )? {
+    let starttls = |value: FileValue<bool>| match src.flag(value)? {
         Some((key, true)) if proxy_tls_cert_file.is_none() => Err(err(
             key,
             "needs proxy_tls_cert_file and proxy_tls_key_file: STARTTLS upgrades to the proxy's certificate",
@@ -583,52 +494,23 @@ pub fn load(
         Some((_, on)) => Ok(on),
         None => Ok(false),
     };
-    let proxy_imap_starttls = starttls(
-        "MAILGATE_PROXY_IMAP_STARTTLS",
-        file.proxy_imap_starttls,
-        "proxy_imap_starttls",
-    )?;
-    let proxy_pop3_starttls = starttls(
-        "MAILGATE_PROXY_POP3_STARTTLS",
-        file.proxy_pop3_starttls,
-        "proxy_pop3_starttls",
-    )?;
-    let proxy_smtp_starttls = starttls(
-        "MAILGATE_PROXY_SMTP_STARTTLS",
-        file.proxy_smtp_starttls,
-        "proxy_smtp_starttls",
-    )?;
-    let proxy_login_timeout_secs = seconds(
-        "MAILGATE_PROXY_LOGIN_TIMEOUT_SECS",
-        file.proxy_login_timeout_secs,
-        "proxy_login_timeout_secs",
-        60,
-        3600,
-    )?;
+    let proxy_imap_starttls = starttls(value!(file.proxy_imap_starttls))?;
+    let proxy_pop3_starttls = starttls(value!(file.proxy_pop3_starttls))?;
+    let proxy_smtp_starttls = starttls(value!(file.proxy_smtp_starttls))?;
+    let proxy_login_timeout_secs = src.seconds(value!(file.proxy_login_timeout_secs), 60, 3600)?;
     // IMAP IDLE may stay silent for 29 minutes (RFC 2177 asks clients to re-issue it at
     // least that often), so the default leaves it two more.
-    let proxy_idle_timeout_secs = seconds(
-        "MAILGATE_PROXY_IDLE_TIMEOUT_SECS",
-        file.proxy_idle_timeout_secs,
-        "proxy_idle_timeout_secs",
-        31 * 60,
-        24 * 3600,
-    )?;
+    let proxy_idle_timeout_secs =
+        src.seconds(value!(file.proxy_idle_timeout_secs), 31 * 60, 24 * 3600)?;
     // Exchange allows 20 concurrent IMAP connections per mailbox; more would fail there.
-    let proxy_max_sessions_per_account = count(
-        "MAILGATE_PROXY_MAX_SESSIONS_PER_ACCOUNT",
-        file.proxy_max_sessions_per_account,
-        "proxy_max_sessions_per_account",
+    let proxy_max_sessions_per_account = src.count(
+        value!(file.proxy_max_sessions_per_account),
         20,
         10_000,
         "sessions",
     )?;
     // Compared with what a scraper sends; a short or blank one would be guessable or a typo.
-    let metrics_token = match pick(
-        "MAILGATE_METRICS_TOKEN",
-        file.metrics_token,
-        "metrics_token",
-    ) {
+    let metrics_token = match src.pick(value!(file.metrics_token)) {
         Some((key, v)) => {
             let v = v.trim();
             if v.len() < 16 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -1009,6 +891,25 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
+    /// `text` as the configuration file, loaded with `env` as the environment.
+    fn load_file(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(&path, text).unwrap();
+        load(Some(&path), &env_of(env))
+    }
+
+    /// With only `key` set to `value`, loading fails naming `key` and saying `words`.
+    fn assert_refused(key: &str, value: &str, words: &str) {
+        let e = load(None, &env_of(&[(key, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("{key}: ")) && e.contains(words),
+            "{e}"
+        );
+    }
+
     #[test]
     fn defaults_without_any_configuration() {
         let c = load(None, &env_of(&[])).unwrap();
@@ -1024,14 +925,11 @@ mod tests {
 
     #[test]
     fn environment_beats_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mailgate.toml");
-        std::fs::write(
-            &path,
+        let c = load_file(
             "listen = \"127.0.0.1:9000\"\npublic_url = \"https://mail.example.com\"\n",
+            &[("MAILGATE_LISTEN", "0.0.0.0:7000")],
         )
         .unwrap();
-        let c = load(Some(&path), &env_of(&[("MAILGATE_LISTEN", "0.0.0.0:7000")])).unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
         assert_eq!(c.public_url.unwrap().as_str(), "https://mail.example.com/");
     }
@@ -1088,16 +986,9 @@ mod tests {
             !c.webhook_allow_private,
             "private targets are refused by default"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mailgate.toml");
-        std::fs::write(
-            &path,
+        let c = load_file(
             "webhook_allow_private = true\npoll_interval_secs = 15\nidle_secs = 600\n",
-        )
-        .unwrap();
-        let c = load(
-            Some(&path),
-            &env_of(&[("MAILGATE_WEBHOOK_RETRY_SECS", "5")]),
+            &[("MAILGATE_WEBHOOK_RETRY_SECS", "5")],
         )
         .unwrap();
         assert!(c.webhook_allow_private);
@@ -1113,13 +1004,7 @@ mod tests {
             ("MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS", "0", "1 to 3600"),
             ("MAILGATE_IDP_ALLOW_PRIVATE", "perhaps", "true or false"),
         ] {
-            let e = load(None, &env_of(&[(key, value)]))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.starts_with(&format!("{key}: ")) && e.contains(words),
-                "{e}"
-            );
+            assert_refused(key, value, words);
         }
     }
 
@@ -1134,14 +1019,8 @@ mod tests {
             ),
             (200 * 1024 * 1024, 1024 * 1024 * 1024, 500)
         );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mailgate.toml");
-        std::fs::write(
-            &path,
-            "outbox_account_quota_bytes = 1000\noutbox_total_quota_bytes = 5000\nmax_recipients = 50\n",
-        )
-        .unwrap();
-        let c = load(Some(&path), &env_of(&[("MAILGATE_MAX_RECIPIENTS", "20")])).unwrap();
+        let file = "outbox_account_quota_bytes = 1000\noutbox_total_quota_bytes = 5000\nmax_recipients = 50\n";
+        let c = load_file(file, &[("MAILGATE_MAX_RECIPIENTS", "20")]).unwrap();
         assert_eq!(
             (
                 c.outbox_account_quota_bytes,
@@ -1159,13 +1038,7 @@ mod tests {
                 "recipients from 1 to 100000",
             ),
         ] {
-            let e = load(None, &env_of(&[(key, value)]))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.starts_with(&format!("{key}: ")) && e.contains(words),
-                "{e}"
-            );
+            assert_refused(key, value, words);
         }
     }
 
@@ -1173,20 +1046,12 @@ mod tests {
     fn refresh_in_doubt_backoff() {
         let c = load(None, &env_of(&[])).unwrap();
         assert_eq!(c.refresh_in_doubt_backoff_secs, 120);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mailgate.toml");
-        std::fs::write(&path, "refresh_in_doubt_backoff_secs = 300\n").unwrap();
+        let file = "refresh_in_doubt_backoff_secs = 300\n";
         assert_eq!(
-            load(Some(&path), &env_of(&[]))
-                .unwrap()
-                .refresh_in_doubt_backoff_secs,
+            load_file(file, &[]).unwrap().refresh_in_doubt_backoff_secs,
             300
         );
-        let c = load(
-            Some(&path),
-            &env_of(&[("MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS", "7")]),
-        )
-        .unwrap();
+        let c = load_file(file, &[("MAILGATE_REFRESH_IN_DOUBT_BACKOFF_SECS", "7")]).unwrap();
         assert_eq!(c.refresh_in_doubt_backoff_secs, 7);
     }
 
@@ -1195,57 +1060,39 @@ mod tests {
         assert!(!load(None, &env_of(&[])).unwrap().idp_allow_private);
         let c = load(None, &env_of(&[("MAILGATE_IDP_ALLOW_PRIVATE", "true")])).unwrap();
         assert!(c.idp_allow_private);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mailgate.toml");
-        std::fs::write(&path, "idp_allow_private = true\n").unwrap();
-        assert!(load(Some(&path), &env_of(&[])).unwrap().idp_allow_private);
+        assert!(
+            load_file("idp_allow_private = true\n", &[])
+                .unwrap()
+                .idp_allow_private
+        );
     }
 
     #[test]
     fn http_edge_settings() {
-        let c = load(None, &env_of(&[])).unwrap();
-        assert_eq!(
+        let edge = |c: &Config| {
             (
                 c.http_header_timeout_secs,
                 c.http_idle_timeout_secs,
                 c.http_max_connections,
                 c.http_send_concurrency,
                 c.http_send_wait_secs,
-                c.setup_link_secs
-            ),
-            (10, 120, 1024, 16, 10, 86400)
-        );
+                c.setup_link_secs,
+            )
+        };
+        let c = load(None, &env_of(&[])).unwrap();
+        assert_eq!(edge(&c), (10, 120, 1024, 16, 10, 86400));
         assert!(
             c.trusted_proxies.is_empty(),
             "no proxy is trusted by default"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mailgate.toml");
-        std::fs::write(
-            &path,
-            "http_header_timeout_secs = 5\nhttp_max_connections = 64\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nsetup_link_secs = 60\n",
-        )
-        .unwrap();
-        let c = load(
-            Some(&path),
-            &env_of(&[
-                ("MAILGATE_HTTP_SEND_CONCURRENCY", "2"),
-                ("MAILGATE_HTTP_IDLE_TIMEOUT_SECS", "30"),
-                ("MAILGATE_HTTP_SEND_WAIT_SECS", "1"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(
-            (
-                c.http_header_timeout_secs,
-                c.http_idle_timeout_secs,
-                c.http_max_connections,
-                c.http_send_concurrency,
-                c.http_send_wait_secs,
-                c.setup_link_secs
-            ),
-            (5, 30, 64, 2, 1, 60)
-        );
+        let file = "http_header_timeout_secs = 5\nhttp_max_connections = 64\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nsetup_link_secs = 60\n";
+        let env = [
+            ("MAILGATE_HTTP_SEND_CONCURRENCY", "2"),
+            ("MAILGATE_HTTP_IDLE_TIMEOUT_SECS", "30"),
+            ("MAILGATE_HTTP_SEND_WAIT_SECS", "1"),
+        ];
+        let c = load_file(file, &env).unwrap();
+        assert_eq!(edge(&c), (5, 30, 64, 2, 1, 60));
         let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
         assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);
         let c = load(
@@ -1265,13 +1112,7 @@ mod tests {
             ("MAILGATE_HTTP_HEADER_TIMEOUT_SECS", "0", "1 to 300"),
             ("MAILGATE_SETUP_LINK_SECS", "-1", "seconds"),
         ] {
-            let e = load(None, &env_of(&[(key, value)]))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.starts_with(&format!("{key}: ")) && e.contains(words),
-                "{e}"
-            );
+            assert_refused(key, value, words);
         }
     }
 
@@ -1411,16 +1252,9 @@ mod tests {
             (c.outbox_concurrency, c.outbox_per_account_concurrency),
             (8, 1)
         );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mailgate.toml");
-        std::fs::write(
-            &path,
+        let c = load_file(
             "outbox_concurrency = 4\noutbox_per_account_concurrency = 3\n",
-        )
-        .unwrap();
-        let c = load(
-            Some(&path),
-            &env_of(&[("MAILGATE_OUTBOX_CONCURRENCY", "16")]),
+            &[("MAILGATE_OUTBOX_CONCURRENCY", "16")],
         )
         .unwrap();
         assert_eq!(
@@ -1491,14 +1325,11 @@ mod tests {
     fn proxy_listeners_are_off_until_configured() {
         let c = load(None, &env_of(&[])).unwrap();
         assert_eq!((c.proxy_imap_listen, c.proxy_allow_plain), (None, false));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mailgate.toml");
-        std::fs::write(
-            &path,
+        let c = load_file(
             "proxy_imap_listen = \"127.0.0.1:1143\"\nproxy_allow_plain = true\n",
+            &[],
         )
         .unwrap();
-        let c = load(Some(&path), &env_of(&[])).unwrap();
         assert_eq!(c.proxy_imap_listen, Some("127.0.0.1:1143".parse().unwrap()));
         assert!(c.proxy_allow_plain);
         let c = load(

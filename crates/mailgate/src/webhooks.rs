@@ -188,7 +188,10 @@ impl Deliverer {
     }
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost error of a chain: what a failed HTTP request says about the network
+/// (refused, timed out, no such host), without reqwest's wrapping. `doctor` words its
+/// reachability checks with it too.
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -271,7 +271,7 @@ impl OAuthClient {
     pub async fn fetch_discovery(
         &self,
         issuer: &str,
-    ) -> Result<mailgate_core::input::ProviderEndpoints, Failure> {
+    ) -> Result<mailgate_core::app::Endpoints, Failure> {
         let step = crate::discovery::STEP;
         let url = crate::discovery::document_url(issuer)
             .map_err(|e| Failure::config(step, &e.to_string()))?;

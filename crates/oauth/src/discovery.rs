@@ -7,8 +7,8 @@
 //! document from speaking for another provider), and every endpoint must be an http(s) URL.
 
 use crate::failure::{Failure, Remediation};
-use mailgate_core::app::{AppKind, FieldError, field_error};
-use mailgate_core::input::{EndpointInput, ProviderEndpoints};
+use mailgate_core::app::{AppKind, Endpoints, FieldError, field_error};
+use mailgate_core::input::EndpointInput;
 use mailgate_core::{HttpUrl, Invalid};
 
 /// Where the discovery document of `issuer` lives (§4: the path is appended to the issuer,
@@ -29,7 +29,7 @@ fn malformed(why: String) -> Failure {
 pub(crate) const STEP: &str = "discovery";
 
 /// Parses a discovery document for `issuer`, naming the field at fault.
-pub fn parse(issuer: &str, body: &str) -> Result<ProviderEndpoints, Failure> {
+pub fn parse(issuer: &str, body: &str) -> Result<Endpoints, Failure> {
     let doc: serde_json::Value =
         serde_json::from_str(body).map_err(|_| malformed("is not JSON".into()))?;
     let Some(doc) = doc.as_object() else {
@@ -59,8 +59,8 @@ pub fn parse(issuer: &str, body: &str) -> Result<ProviderEndpoints, Failure> {
             issuer.trim()
         )));
     }
-    Ok(ProviderEndpoints {
-        issuer: stated.to_owned(),
+    Ok(Endpoints {
+        issuer: Some(stated.to_owned()),
         authorize: url("authorization_endpoint")?,
         token: url("token_endpoint")?.ok_or_else(|| malformed("has no token_endpoint".into()))?,
         device: url("device_authorization_endpoint")?,

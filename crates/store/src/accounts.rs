@@ -1,8 +1,8 @@
 //! Mail accounts: create, read, change, remove, and state transitions (`apply_in_tx`).
 
 use crate::{
-    Result, Store, StoreError, drop_grant_in_tx, ensure_name_free, exists, record, record_with,
-    rows, unique,
+    Result, Store, StoreError, drop_grant_in_tx, ensure_name_free, exists, record,
+    record_for_account, record_with, rows, unique,
 };
 use mailgate_core::account::{AccountSpec, MailAccount, Problem};
 use mailgate_core::event::EventKind;
@@ -216,16 +216,9 @@ impl Store {
             id,
         )
         .await?;
-        let name: String = row.try_get("name")?;
-        let app_id: i64 = row.try_get("app_id")?;
-        record(
-            &mut tx,
-            now,
-            EventKind::AccountRemoved,
-            Some(AppId(app_id)),
-            Some(id),
-            &format!("account {name} removed"),
-        )
+        record_for_account(&mut tx, now, EventKind::AccountRemoved, id, &row, |name| {
+            format!("account {name} removed")
+        })
         .await?;
         tx.commit().await?;
         Ok(())

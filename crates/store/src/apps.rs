@@ -33,19 +33,11 @@ impl Store {
             .map_err(|e| unique(e, "app", spec.name.as_str()))?;
         let id: i64 = row.try_get("id")?;
         if let Some(secret) = &spec.client_secret {
-            let sealed = self.seal("apps", "client_secret", id, secret)?;
-            sqlx::query("UPDATE apps SET client_secret = $1 WHERE id = $2")
-                .bind(sealed)
-                .bind(id)
-                .execute(&mut *tx)
+            self.seal_into(&mut tx, "apps", "client_secret", id, secret)
                 .await?;
         }
         if let Some(key) = &spec.service_account_key {
-            let sealed = self.seal("apps", "service_account_key", id, key)?;
-            sqlx::query("UPDATE apps SET service_account_key = $1 WHERE id = $2")
-                .bind(sealed)
-                .bind(id)
-                .execute(&mut *tx)
+            self.seal_into(&mut tx, "apps", "service_account_key", id, key)
                 .await?;
         }
         record(
@@ -153,11 +145,7 @@ impl Store {
         }
         match (&spec.client_secret, clear_secret) {
             (Some(secret), _) => {
-                let sealed = self.seal("apps", "client_secret", id.0, secret)?;
-                sqlx::query("UPDATE apps SET client_secret = $1 WHERE id = $2")
-                    .bind(sealed)
-                    .bind(id.0)
-                    .execute(&mut *tx)
+                self.seal_into(&mut tx, "apps", "client_secret", id.0, secret)
                     .await?;
             }
             (None, true) => {
@@ -169,11 +157,7 @@ impl Store {
             (None, false) => {}
         }
         if let Some(key) = &spec.service_account_key {
-            let sealed = self.seal("apps", "service_account_key", id.0, key)?;
-            sqlx::query("UPDATE apps SET service_account_key = $1 WHERE id = $2")
-                .bind(sealed)
-                .bind(id.0)
-                .execute(&mut *tx)
+            self.seal_into(&mut tx, "apps", "service_account_key", id.0, key)
                 .await?;
         }
         record(

@@ -1,12 +1,13 @@
 //! Authorization state, grants and leases: the storage half of the OAuth engine.
 
-use crate::{Result, Store, StoreError, apply_in_tx, record};
+use crate::{Result, Store, apply_in_tx, record, record_for_account};
 use mailgate_core::account::Problem;
 use mailgate_core::event::EventKind;
 use mailgate_core::{
     AccountEvent, AccountId, AccountState, AppId, Grant, Scopes, Secret, Timestamp,
 };
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 /// A started authorization, waiting for its callback. One-time: taking it deletes it.
 #[derive(Debug, Clone)]
@@ -53,11 +54,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.try_get("id")?;
-        let sealed = self.seal("oauth_states", "verifier", id, &p.verifier)?;
-        sqlx::query("UPDATE oauth_states SET verifier = $1 WHERE id = $2")
-            .bind(sealed)
-            .bind(id)
-            .execute(&mut *tx)
+        self.seal_into(&mut tx, "oauth_states", "verifier", id, &p.verifier)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -125,18 +122,18 @@ impl Store {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-        let name: String = row.try_get("name")?;
-        let app_id: i64 = row.try_get("app_id")?;
-        record(
+        record_for_account(
             &mut tx,
             now,
             EventKind::AccountAuthorized,
-            Some(AppId(app_id)),
-            Some(grant.account_id),
-            &format!(
-                "account {name} authorized as {who} by {}",
-                grant.authorized_by
-            ),
+            grant.account_id,
+            &row,
+            |name| {
+                format!(
+                    "account {name} authorized as {who} by {}",
+                    grant.authorized_by
+                )
+            },
         )
         .await?;
         let state = apply_in_tx(
@@ -185,20 +182,19 @@ impl Store {
         let refresh = refresh
             .map(|r| self.seal("grants", "refresh_token", id.0, r))
             .transpose()?;
-        let done = sqlx::query(
-            "UPDATE grants SET access_token = $1, access_expires_at = $2, access_issued_at = $3, refresh_token = COALESCE($4, refresh_token), scopes = COALESCE($5, scopes), version = version + 1, refresh_sent_at = NULL, refresh_unanswered = 0, refresh_not_before = NULL WHERE account_id = $6 AND version = $7",
+        self.write_guarded(
+            sqlx::query(
+                "UPDATE grants SET access_token = $1, access_expires_at = $2, access_issued_at = $3, refresh_token = COALESCE($4, refresh_token), scopes = COALESCE($5, scopes), version = version + 1, refresh_sent_at = NULL, refresh_unanswered = 0, refresh_not_before = NULL WHERE account_id = $6 AND version = $7",
+            )
+            .bind(access)
+            .bind(expires_at.map(|t| t.0))
+            .bind(issued_at.0)
+            .bind(refresh)
+            .bind(scopes.map(|s| s.to_string()))
+            .bind(id.0)
+            .bind(version),
         )
-        .bind(access)
-        .bind(expires_at.map(|t| t.0))
-        .bind(issued_at.0)
-        .bind(refresh)
-        .bind(scopes.map(|s| s.to_string()))
-        .bind(id.0)
-        .bind(version)
-        .execute(&self.pool)
         .await
-        .map_err(StoreError::from);
-        Ok(self.track_write(done)?.rows_affected() == 1)
     }
 
     /// The refresh requests of this grant whose answers never arrived (a timeout, or a
@@ -310,17 +306,12 @@ impl Store {
     pub async fn token_expiries(
         &self,
     ) -> Result<std::collections::HashMap<AccountId, Option<Timestamp>>> {
-        let rows = sqlx::query("SELECT account_id, access_expires_at FROM grants")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT account_id, access_expires_at, access_issued_at FROM grants")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    AccountId(r.try_get("account_id")?),
-                    r.try_get::<Option<i64>, _>("access_expires_at")?
-                        .map(Timestamp),
-                ))
-            })
+            .map(|r| token_times(r).map(|(account, expires, _)| (account, expires)))
             .collect()
     }
 
@@ -337,16 +328,14 @@ impl Store {
         .bind(before.0)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    AccountId(r.try_get("account_id")?),
-                    Timestamp(r.try_get("access_expires_at")?),
-                    r.try_get::<Option<i64>, _>("access_issued_at")?
-                        .map(Timestamp),
-                ))
-            })
-            .collect()
+        let mut due = Vec::with_capacity(rows.len());
+        for r in &rows {
+            // `access_expires_at IS NOT NULL` in the query: every row has one.
+            if let (account, Some(expires), issued) = token_times(r)? {
+                due.push((account, expires, issued));
+            }
+        }
+        Ok(due)
     }
 
     /// Moves every active account of an app to `reauth_required` with `problem` (an
@@ -452,4 +441,16 @@ impl Store {
             .map(|r| Ok(r.try_get::<String, _>("name")?))
             .collect()
     }
+}
+
+/// A `grants` row's account, its access token's expiry and when that token was issued.
+fn token_times(r: &AnyRow) -> Result<(AccountId, Option<Timestamp>, Option<Timestamp>)> {
+    let at = |column: &str| -> Result<Option<Timestamp>> {
+        Ok(r.try_get::<Option<i64>, _>(column)?.map(Timestamp))
+    };
+    Ok((
+        AccountId(r.try_get("account_id")?),
+        at("access_expires_at")?,
+        at("access_issued_at")?,
+    ))
 }

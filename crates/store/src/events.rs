@@ -4,6 +4,8 @@
 use crate::{Result, Store, rows, webhooks};
 use mailgate_core::event::{Event, EventKind};
 use mailgate_core::{AccountId, AppId, Timestamp};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 impl Store {
     pub async fn events(&self, account: Option<AccountId>, limit: i64) -> Result<Vec<Event>> {
@@ -75,6 +77,29 @@ pub(crate) async fn record(
     message: &str,
 ) -> Result<()> {
     record_with(tx, now, kind, app, account, message, None).await
+}
+
+/// Records `kind` about account `id`, whose row `account` holds its `name` and `app_id`,
+/// inside the caller's transaction; `describe` makes the event's sentence from the name.
+pub(crate) async fn record_for_account(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    now: Timestamp,
+    kind: EventKind,
+    id: AccountId,
+    account: &AnyRow,
+    describe: impl FnOnce(&str) -> String,
+) -> Result<()> {
+    let name: String = account.try_get("name")?;
+    let app_id: i64 = account.try_get("app_id")?;
+    record(
+        tx,
+        now,
+        kind,
+        Some(AppId(app_id)),
+        Some(id),
+        &describe(&name),
+    )
+    .await
 }
 
 /// Records an event and, in the same transaction, the webhook deliveries it triggers.

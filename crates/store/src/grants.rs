@@ -1,9 +1,9 @@
 //! Grants: an account's sealed access and refresh tokens, stored and dropped.
 
-use crate::{Result, Store, StoreError, apply_in_tx, record, rows};
+use crate::{Result, Store, StoreError, apply_in_tx, record_for_account, rows};
 use mailgate_core::account::Problem;
 use mailgate_core::event::EventKind;
-use mailgate_core::{AccountId, AccountState, AppId, Grant, Timestamp};
+use mailgate_core::{AccountId, AccountState, Grant, Timestamp};
 use sqlx::Row;
 
 impl Store {
@@ -130,16 +130,9 @@ pub(crate) async fn drop_grant_in_tx(
         .await;
     }
     if dropped > 0 {
-        let name: String = row.try_get("name")?;
-        let app_id: i64 = row.try_get("app_id")?;
-        record(
-            tx,
-            now,
-            EventKind::AccountStateChanged,
-            Some(AppId(app_id)),
-            Some(id),
-            &format!("account {name} is {state}: {why} [{GRANT_DROPPED}]"),
-        )
+        record_for_account(tx, now, EventKind::AccountStateChanged, id, &row, |name| {
+            format!("account {name} is {state}: {why} [{GRANT_DROPPED}]")
+        })
         .await?;
     }
     Ok(state)

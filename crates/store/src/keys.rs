@@ -58,6 +58,26 @@ impl Store {
         Ok(())
     }
 
+    /// Seals `secret` for row `id` of `table.column` and writes it there, inside the
+    /// caller's transaction (a row gets its id first, then its sealed values, since the
+    /// seal is bound to the id). `table` and `column` are names from this crate, never input.
+    pub(crate) async fn seal_into(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        table: &'static str,
+        column: &'static str,
+        id: i64,
+        secret: &Secret,
+    ) -> Result<()> {
+        let sealed = self.seal(table, column, id, secret)?;
+        sqlx::query(&format!("UPDATE {table} SET {column} = $1 WHERE id = $2"))
+            .bind(sealed)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     pub(crate) fn seal(
         &self,
         table: &str,

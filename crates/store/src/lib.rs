@@ -44,7 +44,7 @@ pub use backend::Backend;
 use backend::DatabaseUrl;
 pub use changes::CommitMarker;
 use crypto::{CryptoError, KeySource, Keyring};
-pub(crate) use events::{record, record_with};
+pub(crate) use events::{record, record_for_account, record_with};
 pub use grants::GRANT_DROPPED;
 pub(crate) use grants::drop_grant_in_tx;
 pub use keys::Rotation;
@@ -440,6 +440,34 @@ impl Store {
             .map(|rows| rows.into_iter().next())
             .map_err(StoreError::from);
         self.track_write(result)
+    }
+
+    /// Runs a guarded `UPDATE` (its `WHERE` names the row and the lease holder or version
+    /// that must still match): true if it changed the one row.
+    pub(crate) async fn write_guarded<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<bool> {
+        let done = query.execute(&self.pool).await.map_err(StoreError::from);
+        Ok(self.track_write(done)?.rows_affected() == 1)
+    }
+
+    /// Runs a claim: an `UPDATE … RETURNING` whose `$1` is the lease holder, `$2` the
+    /// lease's end and `$3` now (a webhook delivery's claim; the outbox's has the same three).
+    pub(crate) async fn claim_row(
+        &self,
+        sql: &str,
+        holder: &str,
+        lease_secs: i64,
+        now: Timestamp,
+    ) -> Result<Option<AnyRow>> {
+        self.write_returning(
+            sqlx::query(sql)
+                .bind(holder.to_owned())
+                .bind(now.0 + lease_secs)
+                .bind(now.0),
+        )
+        .await
     }
 
     /// Counts for `/metrics`: (metric, label value, count) of accounts by state, outbox

@@ -345,16 +345,15 @@ impl Store {
         holder: &str,
         until: Timestamp,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND lease_holder = $3 AND status = 'sending'",
+        self.write_guarded(
+            sqlx::query(
+                "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND lease_holder = $3 AND status = 'sending'",
+            )
+            .bind(until.0)
+            .bind(id)
+            .bind(holder.to_owned()),
         )
-        .bind(until.0)
-        .bind(id)
-        .bind(holder.to_owned())
-        .execute(&self.pool)
         .await
-        .map_err(StoreError::from);
-        Ok(self.track_write(done)?.rows_affected() == 1)
     }
 
     /// Records the outcome of a send, only if `holder` still holds the lease.
@@ -488,28 +487,21 @@ impl Store {
     /// than after their lease time (up to two minutes). Only the caller can know that no
     /// live process holds that prefix.
     pub async fn release_claims_of(&self, holder_prefix: &str) -> Result<ReleasedClaims> {
-        // substr, not LIKE: a prefix is compared as it is, without wildcards.
-        let outbox = sqlx::query(
+        // substr, not LIKE: a prefix is compared as it is, without wildcards. `$1`: the prefix.
+        const RELEASES: [&str; 3] = [
             "UPDATE outbox SET lease_until = 0 WHERE status = 'sending' AND substr(lease_holder, 1, length($1)) = $1",
-        )
-        .bind(holder_prefix.to_owned())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let deliveries = sqlx::query(
             "UPDATE webhook_deliveries SET lease_until = 0 WHERE status = 'delivering' AND substr(lease_holder, 1, length($1)) = $1",
-        )
-        .bind(holder_prefix.to_owned())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let watch_leases = sqlx::query(
             "UPDATE leases SET expires_at = 0 WHERE substr(name, 1, 6) = 'watch:' AND substr(holder, 1, length($1)) = $1",
-        )
-        .bind(holder_prefix.to_owned())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        ];
+        let mut released = [0; 3];
+        for (sql, count) in RELEASES.iter().zip(&mut released) {
+            *count = sqlx::query(sql)
+                .bind(holder_prefix.to_owned())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        let [outbox, deliveries, watch_leases] = released;
         Ok(ReleasedClaims {
             outbox,
             deliveries,

@@ -111,6 +111,19 @@ async fn user_in_tx(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: i64) -> 
     user_from(&row)
 }
 
+/// Records a change to users or API tokens (an event about no app or account) and commits
+/// it with the change: how every such change ends.
+async fn commit_with_event(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    now: Timestamp,
+    kind: EventKind,
+    message: &str,
+) -> Result<()> {
+    crate::record(&mut tx, now, kind, None, None, message).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Ends every session of a user: the next request of their browser goes to the login page.
 async fn end_sessions(tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: i64) -> Result<u64> {
     Ok(sqlx::query("DELETE FROM sessions WHERE user_id = $1")
@@ -155,16 +168,13 @@ impl Store {
             created_at: now,
             last_login_at: None,
         };
-        crate::record(
-            &mut tx,
+        commit_with_event(
+            tx,
             now,
             EventKind::UserCreated,
-            None,
-            None,
             &format!("{by} added the {role} {:?}", user.username),
         )
         .await?;
-        tx.commit().await?;
         Ok(user)
     }
 
@@ -224,19 +234,16 @@ impl Store {
             end_sessions(&mut tx, id).await?;
             "; their sessions were ended".to_owned()
         };
-        crate::record(
-            &mut tx,
+        commit_with_event(
+            tx,
             now,
             EventKind::UserUpdated,
-            None,
-            None,
             &format!(
                 "{by} changed the role of {:?} from {} to {role}{ended}",
                 user.username, user.role
             ),
         )
         .await?;
-        tx.commit().await?;
         user.role = role;
         Ok(user)
     }
@@ -262,19 +269,16 @@ impl Store {
             .bind(format!("user:{}", user.username.to_lowercase()))
             .execute(&mut *tx)
             .await?;
-        crate::record(
-            &mut tx,
+        commit_with_event(
+            tx,
             now,
             EventKind::UserUpdated,
-            None,
-            None,
             &format!(
                 "{by} set a new password for {:?}; their sessions were ended",
                 user.username
             ),
         )
         .await?;
-        tx.commit().await?;
         Ok(user)
     }
 
@@ -293,19 +297,16 @@ impl Store {
             // Dropping the transaction rolls back the ended sessions too.
             return Err(last_admin(&user.username));
         }
-        crate::record(
-            &mut tx,
+        commit_with_event(
+            tx,
             now,
             EventKind::UserRemoved,
-            None,
-            None,
             &format!(
                 "{by} removed the {} {:?}; their sessions were ended",
                 user.role, user.username
             ),
         )
         .await?;
-        tx.commit().await?;
         Ok(user)
     }
 
@@ -345,16 +346,13 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let id: i64 = row.try_get("id")?;
-        crate::record(
-            &mut tx,
+        commit_with_event(
+            tx,
             now,
             EventKind::UserCreated,
-            None,
-            None,
             &format!("the setup link created the first administrator {username:?}"),
         )
         .await?;
-        tx.commit().await?;
         Ok(Some(User {
             id,
             username: username.to_owned(),
@@ -611,17 +609,7 @@ impl Store {
                 .into_iter()
                 .next()
                 .ok_or_else(|| StoreError::Corrupt("INSERT … RETURNING gave no row".into()))?;
-            crate::record_with(
-                &mut tx,
-                now,
-                mailgate_core::event::EventKind::ApiTokenCreated,
-                None,
-                None,
-                &message,
-                None,
-            )
-            .await?;
-            tx.commit().await?;
+            commit_with_event(tx, now, EventKind::ApiTokenCreated, &message).await?;
             Ok(row)
         }
         .await;
@@ -795,17 +783,7 @@ impl Store {
                 return Ok(false);
             };
             let name: String = row.try_get("name")?;
-            crate::record_with(
-                &mut tx,
-                now,
-                mailgate_core::event::EventKind::ApiTokenRevoked,
-                None,
-                None,
-                &format!("API token {name:?} revoked"),
-                None,
-            )
-            .await?;
-            tx.commit().await?;
+            commit_with_event(tx, now, EventKind::ApiTokenRevoked, &format!("API token {name:?} revoked")).await?;
             Ok(true)
         }
         .await;

@@ -161,36 +161,37 @@ async fn subject(
     account: Option<AccountId>,
 ) -> Result<(Option<Value>, Option<Value>)> {
     let account_json = match account {
-        Some(id) => sqlx::query("SELECT id, name, mailbox, state FROM accounts WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| -> Result<Value> {
-                Ok(json!({
-                    "id": r.try_get::<i64, _>("id")?,
-                    "name": r.try_get::<String, _>("name")?,
-                    "mailbox": r.try_get::<String, _>("mailbox")?,
-                    "state": r.try_get::<String, _>("state")?,
-                }))
-            })
-            .transpose()?,
+        Some(id) => row_summary(tx, "accounts", &["name", "mailbox", "state"], id.0).await?,
         None => None,
     };
     let app_json = match app {
-        Some(id) => sqlx::query("SELECT id, name FROM apps WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| -> Result<Value> {
-                Ok(json!({
-                    "id": r.try_get::<i64, _>("id")?,
-                    "name": r.try_get::<String, _>("name")?,
-                }))
-            })
-            .transpose()?,
+        Some(id) => row_summary(tx, "apps", &["name"], id.0).await?,
         None => None,
     };
     Ok((app_json, account_json))
+}
+
+/// `{"id": …, "<column>": "…", …}` of row `id` of `table` with the text columns named, or
+/// `None` if the row is gone. `table` and the columns are names from this file, never input.
+async fn row_summary(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &str,
+    text_columns: &[&str],
+    id: i64,
+) -> Result<Option<Value>> {
+    let sql = format!(
+        "SELECT id, {} FROM {table} WHERE id = $1",
+        text_columns.join(", ")
+    );
+    let Some(r) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? else {
+        return Ok(None);
+    };
+    let mut summary = serde_json::Map::new();
+    summary.insert("id".into(), json!(r.try_get::<i64, _>("id")?));
+    for column in text_columns {
+        summary.insert((*column).into(), json!(r.try_get::<String, _>(*column)?));
+    }
+    Ok(Some(Value::Object(summary)))
 }
 
 /// Writes one delivery per enabled subscription that wants `event` for this account (or
@@ -294,11 +295,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.try_get("id")?;
-        let sealed = self.seal("webhooks", "secret", id, secret)?;
-        sqlx::query("UPDATE webhooks SET secret = $1 WHERE id = $2")
-            .bind(sealed)
-            .bind(id)
-            .execute(&mut *tx)
+        self.seal_into(&mut tx, "webhooks", "secret", id, secret)
             .await?;
         record(
             &mut tx,
@@ -397,12 +394,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<()> {
         let hook = self.webhook(id).await?;
-        let sealed = self.seal("webhooks", "secret", id, secret)?;
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE webhooks SET secret = $1 WHERE id = $2")
-            .bind(sealed)
-            .bind(id)
-            .execute(&mut *tx)
+        self.seal_into(&mut tx, "webhooks", "secret", id, secret)
             .await?;
         record(
             &mut tx,
@@ -456,14 +449,7 @@ impl Store {
                          AND webhook_id IN (SELECT id FROM webhooks WHERE enabled = 1) ORDER BY next_attempt_at, id LIMIT 1)
              RETURNING {DELIVERY_COLUMNS}"
         );
-        let row = self
-            .write_returning(
-                sqlx::query(&sql)
-                    .bind(holder.to_owned())
-                    .bind(now.0 + lease_secs)
-                    .bind(now.0),
-            )
-            .await?;
+        let row = self.claim_row(&sql, holder, lease_secs, now).await?;
         let Some(row) = row else { return Ok(None) };
         let d = delivery(&row)?;
         let hook = self.webhook(d.webhook_id).await?;

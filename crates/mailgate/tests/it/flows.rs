@@ -3,7 +3,7 @@
 
 use crate::fixtures::{Fixture, PASSWORD};
 use crate::support::text;
-use mailgate_testkit::idp::{LifetimeSpec, ServiceAccountSpec, approve_device_code};
+use mailgate_testkit::idp::{DeviceConsent, LifetimeSpec, ServiceAccountSpec, answer_device_code};
 use mailgate_testkit::raw::{RawClient, imap_status_is};
 use mailgate_testkit::rig::MailRig;
 use std::process::Stdio;
@@ -77,9 +77,16 @@ async fn device_code_flow() {
         .strip_prefix("Open ")
         .unwrap_or_else(|| panic!("{line}"));
     let (uri, code) = rest.split_once(" and enter the code ").unwrap();
-    approve_device_code(&f.http, uri, code, &f.mailbox, PASSWORD)
-        .await
-        .unwrap();
+    answer_device_code(
+        &f.http,
+        uri,
+        code,
+        &f.mailbox,
+        PASSWORD,
+        DeviceConsent::Accept,
+    )
+    .await
+    .unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();

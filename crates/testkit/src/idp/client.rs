@@ -209,37 +209,28 @@ pub async fn sign_in(
         .context("the consent redirect's Location is not a URL")
 }
 
-/// Approves a device-code sign-in: enters `user_code` at `verification_uri`, signs in and
-/// accepts, as the person at the browser would.
-pub async fn approve_device_code(
-    http: &reqwest::Client,
-    verification_uri: &str,
-    user_code: &str,
-    email: &str,
-    password: &str,
-) -> anyhow::Result<()> {
-    device_login(http, verification_uri, user_code, email, password, "accept").await
+/// What the person at the browser answers on a device-code sign-in's consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceConsent {
+    Accept,
+    /// Presses Cancel: the device's poll then gets `access_denied`.
+    Cancel,
 }
 
-/// Like [`approve_device_code`] but presses Cancel on the consent page.
-pub async fn decline_device_code(
+/// Answers a device-code sign-in: enters `user_code` at `verification_uri`, signs in and
+/// accepts or cancels, as the person at the browser would.
+pub async fn answer_device_code(
     http: &reqwest::Client,
     verification_uri: &str,
     user_code: &str,
     email: &str,
     password: &str,
+    consent: DeviceConsent,
 ) -> anyhow::Result<()> {
-    device_login(http, verification_uri, user_code, email, password, "cancel").await
-}
-
-async fn device_login(
-    http: &reqwest::Client,
-    verification_uri: &str,
-    user_code: &str,
-    email: &str,
-    password: &str,
-    decision: &str,
-) -> anyhow::Result<()> {
+    let decision = match consent {
+        DeviceConsent::Accept => "accept",
+        DeviceConsent::Cancel => "cancel",
+    };
     let page_url = Url::parse(verification_uri).context("parsing verification_uri")?;
     let page = http
         .post(page_url.clone())

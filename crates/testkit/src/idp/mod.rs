@@ -43,7 +43,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-pub use client::{IdpAdmin, approve_device_code, decline_device_code, sign_in};
+pub use client::{DeviceConsent, IdpAdmin, answer_device_code, sign_in};
 pub use crypto::pkce_s256;
 pub use errors::MALFORMED_JSON_BODY;
 pub use spec::{

@@ -15,6 +15,7 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use mailgate_core::html::escape;
 use url::Url;
 
 use super::crypto::{random_guid, random_token};
@@ -554,15 +555,20 @@ pub(crate) async fn device_login_post(
     start_sign_in(&app, pending)
 }
 
-fn device_code_entry_page(error: Option<&str>) -> Response {
-    let error = error
+/// The error shown above a form (the providers' `role="alert"` paragraph), if any.
+fn error_paragraph(error: Option<&str>) -> String {
+    error
         .map(|e| {
             format!(
                 r#"<p class="error" role="alert" id="error">{}</p>"#,
                 escape(e)
             )
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn device_code_entry_page(error: Option<&str>) -> Response {
+    let error = error_paragraph(error);
     page(
         StatusCode::OK,
         "Enter code",
@@ -588,14 +594,7 @@ fn sign_in_page(
         Flavor::Microsoft => "Microsoft",
         Flavor::Google => "Google",
     };
-    let error = error
-        .map(|e| {
-            format!(
-                r#"<p class="error" role="alert" id="error">{}</p>"#,
-                escape(e)
-            )
-        })
-        .unwrap_or_default();
+    let error = error_paragraph(error);
     let accounts = if pending.select_account {
         let mut users: Vec<_> = inner.users.values().collect();
         users.sort_by(|a, b| a.email.cmp(&b.email));
@@ -735,20 +734,4 @@ input{{width:100%;padding:.4em}}.error{{color:#a00}}</style></head>
         title = escape(title)
     );
     (status, Html(html)).into_response()
-}
-
-/// Escapes text for HTML element content and double-quoted attributes.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

@@ -17,7 +17,8 @@ use super::issue::{self, Delegated};
 use super::scopes;
 use super::spec::{ClientSpec, Endpoint, Fault};
 use super::state::{
-    AUTH_CODE_LIFETIME, AppState, DeviceRequest, DeviceStatus, Grant, Inner, Shared, Tenant, secs,
+    AUTH_CODE_LIFETIME, AppState, DeviceRequest, DeviceStatus, Grant, Inner, Shared, Tenant,
+    UserRecord, secs,
 };
 
 pub(crate) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -28,6 +29,61 @@ const MAX_ASSERTION_LIFETIME_SECS: i64 = 3600;
 const ASSERTION_SKEW_SECS: i64 = 300;
 
 pub(crate) type Form = HashMap<String, String>;
+
+/// The form parameter `name`, or the provider's "missing parameter" error.
+fn required<'f>(form: &'f Form, name: &'static str) -> Result<&'f String, Failure> {
+    form.get(name).ok_or(Failure::MissingParameter(name))
+}
+
+/// A token request of a delegated grant (authorization code, refresh, device code) whose
+/// client has authenticated.
+#[derive(Clone, Copy)]
+struct ClientRequest<'a> {
+    app: &'a Shared,
+    flavor: Flavor,
+    client: &'a ClientSpec,
+    form: &'a Form,
+    /// When the request arrived (the emulator's clock).
+    now: time::OffsetDateTime,
+}
+
+/// The handler of one delegated grant type.
+type DelegatedGrant = fn(ClientRequest<'_>, &mut Inner) -> Result<Value, Failure>;
+
+impl ClientRequest<'_> {
+    /// Records a new grant of `scopes` for `grant_user` and issues its first tokens (a
+    /// refresh keeps its grant instead).
+    fn issue_new_grant(
+        &self,
+        inner: &mut Inner,
+        user: &UserRecord,
+        grant_user: String,
+        scopes: &[String],
+        nonce: Option<&str>,
+        issue_refresh_token: bool,
+    ) -> Result<Value, Failure> {
+        let grant_id = inner.new_grant(Grant {
+            flavor: self.flavor,
+            user: grant_user,
+            scopes: scopes.to_vec(),
+            created_at: self.now,
+            revoked: false,
+        });
+        issue::delegated(
+            self.app,
+            inner,
+            &Delegated {
+                flavor: self.flavor,
+                client_id: &self.client.client_id,
+                user,
+                grant_id: Some(grant_id),
+                scopes,
+                nonce,
+                issue_refresh_token,
+            },
+        )
+    }
+}
 
 pub(crate) fn parse_form(body: &[u8]) -> Form {
     url::form_urlencoded::parse(body).into_owned().collect()
@@ -207,22 +263,25 @@ fn grant(
         ),
         None => None,
     };
-    let grant_type = form
-        .get("grant_type")
-        .ok_or(Failure::MissingParameter("grant_type"))?;
+    let grant_type = required(form, "grant_type")?;
+    let delegated: Option<DelegatedGrant> = match grant_type.as_str() {
+        "authorization_code" => Some(authorization_code),
+        "refresh_token" => Some(refresh),
+        DEVICE_CODE_GRANT => Some(device_code),
+        _ => None,
+    };
+    if let Some(delegated) = delegated {
+        let client = authenticate(inner, form, basic, tenant.as_ref())?;
+        let request = ClientRequest {
+            app,
+            flavor,
+            client: &client,
+            form,
+            now: inner.now(),
+        };
+        return delegated(request, inner);
+    }
     match (grant_type.as_str(), flavor) {
-        ("authorization_code", _) => {
-            let client = authenticate(inner, form, basic, tenant.as_ref())?;
-            authorization_code(app, inner, flavor, &client, form)
-        }
-        ("refresh_token", _) => {
-            let client = authenticate(inner, form, basic, tenant.as_ref())?;
-            refresh(app, inner, flavor, &client, form)
-        }
-        (DEVICE_CODE_GRANT, _) => {
-            let client = authenticate(inner, form, basic, tenant.as_ref())?;
-            device_code(app, inner, flavor, &client, form)
-        }
         ("client_credentials", Flavor::Microsoft) => {
             let client = authenticate(inner, form, basic, tenant.as_ref())?;
             if client.client_secret.is_none() {
@@ -232,9 +291,7 @@ fn grant(
             let Some(Tenant::Id(tid)) = tenant else {
                 return Err(Failure::TenantRequired);
             };
-            let scope = form
-                .get("scope")
-                .ok_or(Failure::MissingParameter("scope"))?;
+            let scope = required(form, "scope")?;
             let audience = scopes::ms_app_only_audience(scope)?;
             Ok(issue::ms_app_only(
                 app,
@@ -267,9 +324,7 @@ fn authenticate(
     let (client_id, secret) = match basic {
         Some((id, secret)) => (id, Some(secret)),
         None => (
-            form.get("client_id")
-                .cloned()
-                .ok_or(Failure::MissingParameter("client_id"))?,
+            required(form, "client_id")?.clone(),
             form.get("client_secret").cloned(),
         ),
     };
@@ -287,28 +342,21 @@ fn authenticate(
     }
 }
 
-fn authorization_code(
-    app: &Shared,
-    inner: &mut Inner,
-    flavor: Flavor,
-    client: &ClientSpec,
-    form: &Form,
-) -> Result<Value, Failure> {
-    let now = inner.now();
-    let code = form.get("code").ok_or(Failure::MissingParameter("code"))?;
+fn authorization_code(req: ClientRequest<'_>, inner: &mut Inner) -> Result<Value, Failure> {
+    let code = required(req.form, "code")?;
     let record = inner
         .codes
         .get(code)
-        .filter(|c| c.flavor == flavor)
+        .filter(|c| c.flavor == req.flavor)
         .cloned()
         .ok_or(Failure::CodeUnknown)?;
-    if record.client_id != client.client_id {
+    if record.client_id != req.client.client_id {
         return Err(Failure::CodeOtherClient);
     }
     if record.redeemed {
         return Err(Failure::CodeRedeemed);
     }
-    if now - record.created_at >= AUTH_CODE_LIFETIME {
+    if req.now - record.created_at >= AUTH_CODE_LIFETIME {
         return Err(Failure::CodeExpired);
     }
     let user = inner
@@ -321,71 +369,48 @@ fn authorization_code(
             valid_from: user.tokens_valid_from,
         });
     }
-    let redirect_uri = form
-        .get("redirect_uri")
-        .ok_or(Failure::MissingParameter("redirect_uri"))?;
+    let redirect_uri = required(req.form, "redirect_uri")?;
     if *redirect_uri != record.redirect_uri {
         return Err(Failure::RedirectMismatch {
             sent: redirect_uri.clone(),
             expected: record.redirect_uri,
         });
     }
-    let verifier = form.get("code_verifier").ok_or(Failure::PkceMissing)?;
+    let verifier = req.form.get("code_verifier").ok_or(Failure::PkceMissing)?;
     if pkce_s256(verifier) != record.code_challenge {
         return Err(Failure::PkceMismatch);
     }
     // Validate scopes before burning the code, so a refused exchange can be retried.
-    if flavor == Flavor::Microsoft {
+    if req.flavor == Flavor::Microsoft {
         scopes::ms_delegated(&record.scopes)?;
     }
     if let Some(c) = inner.codes.get_mut(code) {
         c.redeemed = true;
     }
-    let grant_id = inner.new_grant(Grant {
-        flavor,
-        user: record.user.clone(),
-        scopes: record.scopes.clone(),
-        created_at: now,
-        revoked: false,
-    });
-    issue::delegated(
-        app,
+    req.issue_new_grant(
         inner,
-        &Delegated {
-            flavor,
-            client_id: &client.client_id,
-            user: &user,
-            grant_id: Some(grant_id),
-            scopes: &record.scopes,
-            nonce: record.nonce.as_deref(),
-            issue_refresh_token: record.issue_refresh_token,
-        },
+        &user,
+        record.user.clone(),
+        &record.scopes,
+        record.nonce.as_deref(),
+        record.issue_refresh_token,
     )
 }
 
-fn refresh(
-    app: &Shared,
-    inner: &mut Inner,
-    flavor: Flavor,
-    client: &ClientSpec,
-    form: &Form,
-) -> Result<Value, Failure> {
-    let now = inner.now();
-    let presented = form
-        .get("refresh_token")
-        .ok_or(Failure::MissingParameter("refresh_token"))?;
+fn refresh(req: ClientRequest<'_>, inner: &mut Inner) -> Result<Value, Failure> {
+    let presented = required(req.form, "refresh_token")?;
     let token = inner
         .refresh_tokens
         .get(presented)
         .cloned()
         .ok_or(Failure::RefreshUnknown)?;
-    if token.client_id != client.client_id {
+    if token.client_id != req.client.client_id {
         return Err(Failure::RefreshOtherClient);
     }
     let grant = inner
         .grants
         .get(&token.grant_id)
-        .filter(|g| g.flavor == flavor)
+        .filter(|g| g.flavor == req.flavor)
         .cloned()
         .ok_or(Failure::RefreshUnknown)?;
     if inner.live_grant(token.grant_id).is_none() {
@@ -394,14 +419,14 @@ fn refresh(
             valid_from: inner.user(&grant.user).and_then(|u| u.tokens_valid_from),
         });
     }
-    if now >= token.expires_at {
+    if req.now >= token.expires_at {
         return Err(Failure::RefreshExpired {
             issued: token.issued_at,
         });
     }
-    let lifetimes = inner.lifetimes(&client.client_id);
+    let lifetimes = inner.lifetimes(&req.client.client_id);
     if let Some(rotated_at) = token.rotated_at
-        && now >= rotated_at + secs(lifetimes.refresh_reuse_grace_secs)
+        && req.now >= rotated_at + secs(lifetimes.refresh_reuse_grace_secs)
     {
         if lifetimes.revoke_grant_on_refresh_reuse
             && let Some(g) = inner.grants.get_mut(&token.grant_id)
@@ -411,7 +436,7 @@ fn refresh(
         }
         return Err(Failure::RefreshRotated);
     }
-    let requested = match form.get("scope") {
+    let requested = match req.form.get("scope") {
         Some(scope) => {
             let requested = scopes::split(scope);
             if let Some(missing) = requested
@@ -429,11 +454,11 @@ fn refresh(
         .cloned()
         .ok_or(Failure::RefreshUnknown)?;
     let body = issue::delegated(
-        app,
+        req.app,
         inner,
         &Delegated {
-            flavor,
-            client_id: &client.client_id,
+            flavor: req.flavor,
+            client_id: &req.client.client_id,
             user: &user,
             grant_id: Some(token.grant_id),
             scopes: &requested,
@@ -445,28 +470,19 @@ fn refresh(
         && let Some(old) = inner.refresh_tokens.get_mut(presented)
     {
         // Within the grace a replayed token rotates again; its grace still counts from the first rotation.
-        old.rotated_at.get_or_insert(now);
+        old.rotated_at.get_or_insert(req.now);
     }
     Ok(body)
 }
 
-fn device_code(
-    app: &Shared,
-    inner: &mut Inner,
-    flavor: Flavor,
-    client: &ClientSpec,
-    form: &Form,
-) -> Result<Value, Failure> {
-    let now = inner.now();
-    let device_code = form
-        .get("device_code")
-        .ok_or(Failure::MissingParameter("device_code"))?;
+fn device_code(req: ClientRequest<'_>, inner: &mut Inner) -> Result<Value, Failure> {
+    let device_code = required(req.form, "device_code")?;
     let request = inner
         .device_requests
         .get_mut(device_code)
-        .filter(|r| r.client_id == client.client_id && r.flavor == flavor)
+        .filter(|r| r.client_id == req.client.client_id && r.flavor == req.flavor)
         .ok_or(Failure::DeviceCodeUnknown)?;
-    if now >= request.expires_at {
+    if req.now >= request.expires_at {
         return Err(Failure::DeviceExpired);
     }
     let user = match &request.status {
@@ -475,8 +491,8 @@ fn device_code(
         DeviceStatus::Pending => {
             let too_fast = request
                 .last_poll
-                .is_some_and(|last| now - last < secs(request.interval_secs));
-            request.last_poll = Some(now);
+                .is_some_and(|last| req.now - last < secs(request.interval_secs));
+            request.last_poll = Some(req.now);
             return Err(if too_fast {
                 Failure::DeviceSlowDown {
                     interval: request.interval_secs,
@@ -493,35 +509,22 @@ fn device_code(
         .user(&user)
         .cloned()
         .ok_or(Failure::DeviceCodeUnknown)?;
-    let grant_id = inner.new_grant(Grant {
-        flavor,
-        user: user.email.to_lowercase(),
-        scopes: scopes.clone(),
-        created_at: now,
-        revoked: false,
-    });
-    issue::delegated(
-        app,
+    // Google's device flow always returns a refresh token.
+    let issue_refresh_token =
+        req.flavor == Flavor::Google || scopes.iter().any(|s| s == "offline_access");
+    req.issue_new_grant(
         inner,
-        &Delegated {
-            flavor,
-            client_id: &client.client_id,
-            user: &user,
-            grant_id: Some(grant_id),
-            scopes: &scopes,
-            nonce: None,
-            // Google's device flow always returns a refresh token.
-            issue_refresh_token: flavor == Flavor::Google
-                || scopes.iter().any(|s| s == "offline_access"),
-        },
+        &user,
+        user.email.to_lowercase(),
+        &scopes,
+        None,
+        issue_refresh_token,
     )
 }
 
 fn jwt_bearer(app: &Shared, inner: &mut Inner, form: &Form) -> Result<Value, Failure> {
     let now = inner.now().unix_timestamp();
-    let assertion = form
-        .get("assertion")
-        .ok_or(Failure::MissingParameter("assertion"))?;
+    let assertion = required(form, "assertion")?;
     let jwt = UnverifiedJwt::parse(assertion)
         .map_err(|e| Failure::AssertionInvalid(format!("Invalid JWT: {e}")))?;
     let claim_str = |name: &str| jwt.claims.get(name).and_then(Value::as_str);
@@ -632,19 +635,14 @@ fn start_device_flow(
             .ok_or_else(|| Failure::TenantNotFound(tenant.to_owned()))?,
         Flavor::Google => Tenant::Multi,
     };
-    let client_id = form
-        .get("client_id")
-        .ok_or(Failure::MissingParameter("client_id"))?;
+    let client_id = required(form, "client_id")?;
     if !inner.clients.contains_key(client_id) {
         return Err(Failure::UnknownClient {
             client_id: client_id.clone(),
             tenant: directory_name(Some(&resolved)),
         });
     }
-    let scope = scopes::split(
-        form.get("scope")
-            .ok_or(Failure::MissingParameter("scope"))?,
-    );
+    let scope = scopes::split(required(form, "scope")?);
     match flavor {
         Flavor::Microsoft => {
             scopes::ms_delegated(&scope)?;

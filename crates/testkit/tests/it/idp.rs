@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mailgate_testkit::idp::{
-    ClientSpec, Endpoint, Fault, FaultSpec, Idp, IdpAdmin, IdpConfig, LifetimeSpec,
-    MALFORMED_JSON_BODY, ServiceAccountSpec, UserSpec, approve_device_code, decline_device_code,
-    pkce_s256, sign_in,
+    ClientSpec, DeviceConsent, Endpoint, Fault, FaultSpec, Idp, IdpAdmin, IdpConfig, LifetimeSpec,
+    MALFORMED_JSON_BODY, ServiceAccountSpec, UserSpec, answer_device_code, pkce_s256, sign_in,
 };
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
@@ -985,16 +984,24 @@ async fn device_code_pending_slow_down_approved_then_token() {
         .unwrap();
     assert!(page.contains(r#"name="user_code""#));
     let verification_uri = str_of(&start, "verification_uri");
-    let err = approve_device_code(&env.http, verification_uri, "WRONGCODE", ALICE, PASSWORD)
-        .await
-        .unwrap_err();
+    let err = answer_device_code(
+        &env.http,
+        verification_uri,
+        "WRONGCODE",
+        ALICE,
+        PASSWORD,
+        DeviceConsent::Accept,
+    )
+    .await
+    .unwrap_err();
     assert!(format!("{err:#}").contains("didn't work"), "{err:#}");
-    approve_device_code(
+    answer_device_code(
         &env.http,
         verification_uri,
         &user_code.to_lowercase(),
         ALICE,
         PASSWORD,
+        DeviceConsent::Accept,
     )
     .await
     .unwrap();
@@ -1040,12 +1047,13 @@ async fn device_code_expires_and_can_be_declined() {
     };
     let declined = begin().await.1;
     let uri = str_of(&declined, "verification_uri");
-    decline_device_code(
+    answer_device_code(
         &env.http,
         uri,
         str_of(&declined, "user_code"),
         ALICE,
         PASSWORD,
+        DeviceConsent::Cancel,
     )
     .await
     .unwrap();
@@ -1068,12 +1076,13 @@ async fn device_code_expires_and_can_be_declined() {
         "expired_token",
         70019,
     );
-    let err = approve_device_code(
+    let err = answer_device_code(
         &env.http,
         uri,
         str_of(&expiring, "user_code"),
         ALICE,
         PASSWORD,
+        DeviceConsent::Accept,
     )
     .await
     .unwrap_err();
@@ -1110,12 +1119,13 @@ async fn google_device_flow_refuses_gmail_scope_and_works_for_identity_scopes() 
     let (status, body) = device_poll(&env, "/token", str_of(&start, "device_code")).await;
     assert_eq!(status, StatusCode::PRECONDITION_REQUIRED);
     assert_eq!(body["error"], "authorization_pending");
-    approve_device_code(
+    answer_device_code(
         &env.http,
         str_of(&start, "verification_url"),
         user_code,
         ALICE,
         PASSWORD,
+        DeviceConsent::Accept,
     )
     .await
     .unwrap();
