@@ -241,7 +241,7 @@ impl Conn {
     }
 
     /// The stream itself, for the proxy's byte relay after login.
-    pub fn into_stream(self) -> Result<Box<dyn Io>, MailError> {
+    fn into_stream(self) -> Result<Box<dyn Io>, MailError> {
         match self.stream {
             Stream::Plain(s) => Ok(Box::new(s)),
             Stream::Tls(s) => Ok(s),
@@ -250,6 +250,19 @@ impl Conn {
                 "the connection was lost during the TLS upgrade",
             )),
         }
+    }
+
+    /// The stream for the relay once the client's reader holds nothing: `unread` bytes the
+    /// server sent beyond its last reply would be lost, so any is an error (`what` says so).
+    pub fn into_stream_if_drained(
+        self,
+        unread: usize,
+        what: &str,
+    ) -> Result<Box<dyn Io>, MailError> {
+        if unread > 0 {
+            return Err(MailError::new(MailRemedy::WrongProtocol, what));
+        }
+        self.into_stream()
     }
 
     pub fn is_tls(&self) -> bool {
