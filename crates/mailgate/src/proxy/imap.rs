@@ -1,9 +1,10 @@
 //! One IMAP proxy session: the pre-login dialogue mailgate answers itself, then the relay.
 
 use super::{
-    Phase, Protocol, ProxyContext, RefusalWords, SaslLogin, UPSTREAM_TIMEOUT, answer_login, greet,
-    next_command, sasl_plain, send,
+    Phase, Protocol, ProxyContext, RefusalWords, SaslNext, SaslRefusals, UPSTREAM_TIMEOUT,
+    answer_login, answer_sasl, greet, next_command, sasl_plain, send,
 };
+use mailgate_mail::inbox::open_imap;
 use mailgate_proto::proxy::{ImapCommand, ImapInput, parse_imap_command};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -108,35 +109,26 @@ where
             } => {
                 let plain =
                     sasl_plain(&mut client, &mut lines, deadline, initial_response, "+ ").await?;
-                match plain {
-                    SaslLogin::Credentials { login, password } => (login, password),
-                    SaslLogin::Closed => return Ok(None),
-                    SaslLogin::Cancelled => {
-                        send(&mut client, &format!("{tag} BAD authentication cancelled")).await?;
-                        continue;
-                    }
-                    SaslLogin::Malformed => {
-                        send(
-                            &mut client,
-                            &format!("{tag} BAD the PLAIN response is not base64 of NUL login NUL password"),
-                        )
-                        .await?;
-                        continue;
-                    }
+                let refusals = SaslRefusals {
+                    cancelled: &format!("{tag} BAD authentication cancelled"),
+                    malformed: &format!(
+                        "{tag} BAD the PLAIN response is not base64 of NUL login NUL password"
+                    ),
+                };
+                match answer_sasl(&mut client, plain, &refusals).await? {
+                    SaslNext::LogIn { login, password } => (login, password),
+                    SaslNext::NextCommand => continue,
+                    SaslNext::Closed => return Ok(None),
                 }
             }
         };
-        // Boxed: the login (upstream connect, TLS, XOAUTH2) is large and short-lived, and
-        // inline it would size the whole session task, idle relay included.
         let attempt = ctx.log_in(Protocol::Imap, peer, &login, &password, async |account| {
             let (upstream, _expires_at) =
-                mailgate_mail::inbox::open_imap(&ctx.engine, &ctx.tls, account, UPSTREAM_TIMEOUT)
-                    .await?;
+                open_imap(&ctx.engine, &ctx.tls, account, UPSTREAM_TIMEOUT).await?;
             let capabilities = relayed_capabilities(&upstream.capabilities);
             let reply = format!("{tag} OK [CAPABILITY {capabilities}] logged in through mailgate");
             Ok((upstream.into_stream()?, reply))
         });
-        let attempt = Box::pin(attempt).await;
         let words = RefusalWords {
             refused: &format!("{tag} NO [AUTHENTICATIONFAILED]"),
             temporary: &format!("{tag} NO [UNAVAILABLE]"),

@@ -844,6 +844,42 @@ pub(crate) enum SaslLogin {
     Closed,
 }
 
+/// The replies a protocol gives a SASL login that brought no credentials.
+pub(crate) struct SaslRefusals<'w> {
+    pub(crate) cancelled: &'w str,
+    pub(crate) malformed: &'w str,
+}
+
+/// What a session does after a SASL login.
+pub(crate) enum SaslNext {
+    LogIn {
+        login: String,
+        password: String,
+    },
+    /// The refusal was answered: read the next command.
+    NextCommand,
+    /// The client closed the connection.
+    Closed,
+}
+
+/// Answers a SASL login that brought no credentials with the protocol's `refusals`.
+pub(crate) async fn answer_sasl<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    outcome: SaslLogin,
+    refusals: &SaslRefusals<'_>,
+) -> Result<SaslNext, String> {
+    let refusal = match outcome {
+        SaslLogin::Credentials { login, password } => {
+            return Ok(SaslNext::LogIn { login, password });
+        }
+        SaslLogin::Closed => return Ok(SaslNext::Closed),
+        SaslLogin::Cancelled => refusals.cancelled,
+        SaslLogin::Malformed => refusals.malformed,
+    };
+    send(client, refusal).await?;
+    Ok(SaslNext::NextCommand)
+}
+
 /// `AUTHENTICATE PLAIN` / `AUTH PLAIN` (RFC 4616), with or without an initial response.
 pub(crate) async fn sasl_plain<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut S,
@@ -890,17 +926,19 @@ pub(crate) struct RefusalWords<'w> {
 /// `Ok(true)`. A refused one gets its reply; after [`MAX_FAILED_LOGINS`] bad credentials on
 /// this connection the session ends (`Ok(true)`), else the client may try again
 /// (`Ok(false)`).
-pub(crate) async fn answer_login<S>(
+pub(crate) async fn answer_login<'a, S>(
     client: &mut S,
     lines: &mut ClientLines,
-    attempt: Result<LoggedIn<'_>, Refusal>,
+    attempt: impl Future<Output = Result<LoggedIn<'a>, Refusal>>,
     words: &RefusalWords<'_>,
     failures: &mut u32,
 ) -> Result<bool, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let refusal = match attempt {
+    // Boxed: the login (upstream connect, TLS, XOAUTH2) is large and short-lived, and inline
+    // it would size the whole session task, idle relay included.
+    let refusal = match Box::pin(attempt).await {
         Ok(LoggedIn {
             live,
             upstream,

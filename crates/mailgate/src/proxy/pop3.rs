@@ -2,9 +2,10 @@
 //! then the account's POP3 server, already authenticated with XOAUTH2, through the relay.
 
 use super::{
-    Phase, Protocol, ProxyContext, RefusalWords, SaslLogin, UPSTREAM_TIMEOUT, answer_login, greet,
-    next_command, sasl_plain, send,
+    Phase, Protocol, ProxyContext, RefusalWords, SaslNext, SaslRefusals, UPSTREAM_TIMEOUT,
+    answer_login, answer_sasl, greet, next_command, sasl_plain, send,
 };
+use mailgate_mail::inbox::open_pop3;
 use mailgate_proto::proxy::{Pop3Command, parse_pop3_command};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,6 +14,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 const CAPA: &str = "+OK capability list follows\r\nUSER\r\nSASL PLAIN\r\nUIDL\r\nTOP\r\n.";
 /// Before STLS on a listener that requires it: no login mechanism at all (RFC 2595 §4).
 const CAPA_BEFORE_STLS: &str = "+OK capability list follows\r\nSTLS\r\nUIDL\r\nTOP\r\n.";
+
+const LOGGED_IN: &str = "+OK logged in through mailgate";
+/// RFC 3206 response codes: [AUTH] for credentials, [SYS/TEMP] for passing trouble.
+const REFUSALS: RefusalWords<'static> = RefusalWords {
+    refused: "-ERR [AUTH]",
+    temporary: "-ERR [SYS/TEMP]",
+    too_many: None,
+};
+/// AUTH PLAIN cancelled, or not base64 of `NUL login NUL password`.
+const SASL_REFUSALS: SaslRefusals<'static> = SaslRefusals {
+    cancelled: "-ERR authentication cancelled",
+    malformed: "-ERR the PLAIN response is not base64 of NUL login NUL password",
+};
 
 /// Runs a session to its end; `Ok(Some(client))` after an accepted STLS.
 pub(super) async fn session<S>(
@@ -100,43 +114,18 @@ where
             } => {
                 let plain =
                     sasl_plain(&mut client, &mut lines, deadline, initial_response, "+ ").await?;
-                match plain {
-                    SaslLogin::Credentials { login, password } => (login, password),
-                    SaslLogin::Closed => return Ok(None),
-                    SaslLogin::Cancelled => {
-                        send(&mut client, "-ERR authentication cancelled").await?;
-                        continue;
-                    }
-                    SaslLogin::Malformed => {
-                        send(
-                            &mut client,
-                            "-ERR the PLAIN response is not base64 of NUL login NUL password",
-                        )
-                        .await?;
-                        continue;
-                    }
+                match answer_sasl(&mut client, plain, &SASL_REFUSALS).await? {
+                    SaslNext::LogIn { login, password } => (login, password),
+                    SaslNext::NextCommand => continue,
+                    SaslNext::Closed => return Ok(None),
                 }
             }
         };
-        // Boxed: the login (upstream connect, TLS, XOAUTH2) is large and short-lived, and
-        // inline it would size the whole session task, idle relay included.
         let attempt = ctx.log_in(Protocol::Pop3, peer, &login, &password, async |account| {
-            let upstream =
-                mailgate_mail::inbox::open_pop3(&ctx.engine, &ctx.tls, account, UPSTREAM_TIMEOUT)
-                    .await?;
-            Ok((
-                upstream.into_stream()?,
-                "+OK logged in through mailgate".to_owned(),
-            ))
+            let upstream = open_pop3(&ctx.engine, &ctx.tls, account, UPSTREAM_TIMEOUT).await?;
+            Ok((upstream.into_stream()?, LOGGED_IN.to_owned()))
         });
-        let attempt = Box::pin(attempt).await;
-        // RFC 3206 response codes: [AUTH] for credentials, [SYS/TEMP] for passing trouble.
-        let words = RefusalWords {
-            refused: "-ERR [AUTH]",
-            temporary: "-ERR [SYS/TEMP]",
-            too_many: None,
-        };
-        if answer_login(&mut client, &mut lines, attempt, &words, &mut failures).await? {
+        if answer_login(&mut client, &mut lines, attempt, &REFUSALS, &mut failures).await? {
             return Ok(None);
         }
     }

@@ -3,9 +3,11 @@
 //! takes over the conversation (MAIL FROM onwards) through the relay.
 
 use super::{
-    Phase, Protocol, ProxyContext, RefusalWords, SaslLogin, SaslResponse, UPSTREAM_TIMEOUT,
-    answer_login, greet, next_command, sasl_plain, sasl_response, send,
+    Phase, Protocol, ProxyContext, RefusalWords, SaslLogin, SaslNext, SaslRefusals, SaslResponse,
+    UPSTREAM_TIMEOUT, answer_login, answer_sasl, greet, next_command, sasl_plain, sasl_response,
+    send,
 };
+use mailgate_mail::send::open_submission;
 use mailgate_proto::proxy::{ClientLines, SmtpCommand, decode_sasl_line, parse_smtp_command};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -42,6 +44,19 @@ async fn sasl_login<S: AsyncRead + AsyncWrite + Unpin>(
         },
     )
 }
+
+const LOGGED_IN: &str = "235 2.7.0 logged in through mailgate";
+/// RFC 4954 §6: 535 for credentials, 454 for passing trouble.
+const REFUSALS: RefusalWords<'static> = RefusalWords {
+    refused: "535 5.7.8",
+    temporary: "454 4.7.0",
+    too_many: Some("421 4.7.0 too many failed logins"),
+};
+/// AUTH PLAIN or LOGIN cancelled, or not base64 of what the mechanism sends.
+const SASL_REFUSALS: SaslRefusals<'static> = SaslRefusals {
+    cancelled: "501 5.0.0 authentication cancelled",
+    malformed: "501 5.5.2 the response is not valid base64",
+};
 
 /// Runs a session to its end; `Ok(Some(client))` after an accepted STARTTLS.
 pub(super) async fn session<S>(
@@ -146,42 +161,19 @@ where
                         continue;
                     }
                 };
-                match outcome {
-                    SaslLogin::Credentials { login, password } => (login, password),
-                    SaslLogin::Closed => return Err("the client closed the connection".into()),
-                    SaslLogin::Cancelled => {
-                        send(&mut client, "501 5.0.0 authentication cancelled").await?;
-                        continue;
-                    }
-                    SaslLogin::Malformed => {
-                        send(&mut client, "501 5.5.2 the response is not valid base64").await?;
-                        continue;
-                    }
+                match answer_sasl(&mut client, outcome, &SASL_REFUSALS).await? {
+                    SaslNext::LogIn { login, password } => (login, password),
+                    SaslNext::NextCommand => continue,
+                    SaslNext::Closed => return Err("the client closed the connection".into()),
                 }
             }
         };
-        // Boxed: the login (upstream connect, TLS, XOAUTH2) is large and short-lived, and
-        // inline it would size the whole session task, idle relay included.
         let attempt = ctx.log_in(Protocol::Smtp, peer, &login, &password, async |account| {
-            let upstream = mailgate_mail::send::open_submission(
-                &ctx.engine,
-                &ctx.tls,
-                account,
-                UPSTREAM_TIMEOUT,
-            )
-            .await?;
-            Ok((
-                upstream.into_stream()?,
-                "235 2.7.0 logged in through mailgate".to_owned(),
-            ))
+            let upstream =
+                open_submission(&ctx.engine, &ctx.tls, account, UPSTREAM_TIMEOUT).await?;
+            Ok((upstream.into_stream()?, LOGGED_IN.to_owned()))
         });
-        let attempt = Box::pin(attempt).await;
-        let words = RefusalWords {
-            refused: "535 5.7.8",
-            temporary: "454 4.7.0",
-            too_many: Some("421 4.7.0 too many failed logins"),
-        };
-        if answer_login(&mut client, &mut lines, attempt, &words, &mut failures).await? {
+        if answer_login(&mut client, &mut lines, attempt, &REFUSALS, &mut failures).await? {
             return Ok(None);
         }
     }
