@@ -176,10 +176,8 @@ impl ImapClient {
     /// The authenticated connection for the proxy's byte relay. Nothing may be left unread:
     /// bytes the server sent beyond the last tagged reply would be lost.
     pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
-        self.conn.into_stream_if_drained(
-            self.reader.buffered(),
-            "the IMAP server sent more than its reply to CAPABILITY",
-        )
+        self.conn
+            .into_stream_if_drained(self.reader.buffered(), "IMAP", "CAPABILITY")
     }
 
     pub fn has(&self, cap: &str) -> bool {

@@ -253,14 +253,19 @@ impl Conn {
     }
 
     /// The stream for the relay once the client's reader holds nothing: `unread` bytes the
-    /// server sent beyond its last reply would be lost, so any is an error (`what` says so).
+    /// `protocol` server sent beyond its reply to `last_command` would be lost, so any is an
+    /// error.
     pub fn into_stream_if_drained(
         self,
         unread: usize,
-        what: &str,
+        protocol: &str,
+        last_command: &str,
     ) -> Result<Box<dyn Io>, MailError> {
         if unread > 0 {
-            return Err(MailError::new(MailRemedy::WrongProtocol, what));
+            return Err(MailError::new(
+                MailRemedy::WrongProtocol,
+                format!("the {protocol} server sent more than its reply to {last_command}"),
+            ));
         }
         self.into_stream()
     }

@@ -86,10 +86,8 @@ impl Pop3Client {
 
     /// The authenticated connection for the proxy's byte relay; nothing may be left unread.
     pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
-        self.conn.into_stream_if_drained(
-            self.reader.buffered(),
-            "the POP3 server sent more than its reply to AUTH",
-        )
+        self.conn
+            .into_stream_if_drained(self.reader.buffered(), "POP3", "AUTH")
     }
 
     pub fn has(&self, word: &str) -> bool {

@@ -70,10 +70,8 @@ impl SmtpClient {
 
     /// The authenticated connection for the proxy's byte relay; nothing may be left unread.
     pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
-        self.conn.into_stream_if_drained(
-            self.reader.buffered(),
-            "the SMTP server sent more than its reply to AUTH",
-        )
+        self.conn
+            .into_stream_if_drained(self.reader.buffered(), "SMTP", "AUTH")
     }
 
     pub fn has(&self, keyword: &str) -> bool {
