@@ -231,72 +231,113 @@ impl RunToken<'_> {
     }
 }
 
-/// The "authenticate" step. When the server refuses a token mailgate believed valid, the
-/// provider may have revoked the grant: one forced refresh decides. A new token is tried
-/// once on the same connection (the refusal stays as a warning); a refresh the provider
-/// refuses is the failure, with its remediation (the account is `reauth_required` now).
-/// A macro because the three clients share no trait for `authenticate`.
-macro_rules! authenticate_step {
-    ($r:expr, $p:expr, $tokens:expr, $token:ident, $what:expr, $call:expr) => {{
-        let name = format!("{}: authenticate", $p);
-        let started = Instant::now();
-        match $call.await {
-            Ok(_) => {
-                $r.ok(&name, started, $what);
-                Some(())
-            }
-            Err(e) if e.remedy == MailRemedy::AuthFailed => {
-                match $tokens.after_refusal(&$token).await {
-                    Ok(Some(new)) => {
-                        $r.warn(
-                            &format!("{}: authenticate with the stored token", $p),
-                            started,
-                            format!(
-                                "the server refused the stored token ({}); mailgate refreshed it and tries once more",
-                                e.server_says.as_deref().unwrap_or("no reason given")
-                            ),
-                        );
-                        let $token = new;
-                        let started = Instant::now();
-                        match $call.await {
-                            Ok(_) => {
-                                $r.ok(&name, started, $what);
-                                Some(())
-                            }
-                            Err(e) => {
-                                $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
-                                None
-                            }
-                        }
-                    }
-                    Ok(None) => {
-                        $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
-                        None
-                    }
-                    Err(refresh) => {
-                        $r.warn(
-                            &format!("{}: authenticate with the stored token", $p),
-                            started,
-                            format!(
-                                "the server refused the token ({}); mailgate refreshed it to see whether the grant is still valid",
-                                e.server_says.as_deref().unwrap_or("no reason given")
-                            ),
-                        );
-                        $r.fail(
-                            &format!("{}: refresh the refused token", $p),
-                            started,
-                            &refresh,
-                        );
-                        None
-                    }
+/// A client of whichever protocol.
+enum Client<'c> {
+    Imap(&'c mut ImapClient),
+    Pop3(&'c mut Pop3Client),
+    Smtp(&'c mut SmtpClient),
+}
+
+/// A sign-in: the client, the user it signs in as, and the server's port (which OAUTHBEARER
+/// names).
+struct SigningIn<'c> {
+    client: Client<'c>,
+    user: &'c str,
+    port: u16,
+}
+
+impl SigningIn<'_> {
+    fn oauth_mechanism(&self) -> Option<Mechanism> {
+        match &self.client {
+            Client::Imap(c) => c.oauth_mechanism(),
+            Client::Pop3(c) => c.oauth_mechanism(),
+            Client::Smtp(c) => c.oauth_mechanism(),
+        }
+    }
+
+    async fn authenticate(&mut self, mech: Mechanism, token: &str) -> Result<(), MailError> {
+        let (user, port) = (self.user, self.port);
+        match &mut self.client {
+            Client::Imap(c) => c.authenticate(mech, user, token, port).await,
+            Client::Pop3(c) => c.authenticate(mech, user, token, port).await,
+            Client::Smtp(c) => c.authenticate(mech, user, token, port).await,
+        }
+    }
+}
+
+/// The steps that sign in on an open connection: an OAuth mechanism among the server's
+/// capabilities (`caps`), the token, then the login.
+///
+/// When the server refuses a token mailgate believed valid, the provider may have revoked the
+/// grant: one forced refresh decides. A new token is tried once on the same connection (the
+/// refusal stays as a warning); a refresh the provider refuses is the failure, with its
+/// remediation (the account is `reauth_required` now).
+async fn sign_in_steps(
+    r: &mut Recorder<'_>,
+    p: &str,
+    tokens: &mut RunToken<'_>,
+    clock: &dyn Clock,
+    caps: Result<Vec<String>, MailError>,
+    mut sign_in: SigningIn<'_>,
+) -> Option<()> {
+    let mech = capabilities_step(r, p, caps, sign_in.oauth_mechanism())?;
+    let token = token_step(r, p, tokens, clock).await?;
+    let what = format!("{} as {}", mech.name(), sign_in.user);
+    let name = format!("{p}: authenticate");
+    let started = Instant::now();
+    let e = match sign_in.authenticate(mech, &token).await {
+        Ok(()) => {
+            r.ok(&name, started, what);
+            return Some(());
+        }
+        Err(e) => e,
+    };
+    if e.remedy != MailRemedy::AuthFailed {
+        r.fail(&name, started, &tokens.login_refusal(p, e).await);
+        return None;
+    }
+    let refused = e.server_says.as_deref().unwrap_or("no reason given");
+    match tokens.after_refusal(&token).await {
+        Ok(Some(new)) => {
+            r.warn(
+                &format!("{p}: authenticate with the stored token"),
+                started,
+                format!(
+                    "the server refused the stored token ({refused}); mailgate refreshed it and tries once more"
+                ),
+            );
+            let started = Instant::now();
+            match sign_in.authenticate(mech, &new).await {
+                Ok(()) => {
+                    r.ok(&name, started, what);
+                    Some(())
+                }
+                Err(e) => {
+                    r.fail(&name, started, &tokens.login_refusal(p, e).await);
+                    None
                 }
             }
-            Err(e) => {
-                $r.fail(&name, started, &$tokens.login_refusal($p, e).await);
-                None
-            }
         }
-    }};
+        Ok(None) => {
+            r.fail(&name, started, &tokens.login_refusal(p, e).await);
+            None
+        }
+        Err(refresh) => {
+            r.warn(
+                &format!("{p}: authenticate with the stored token"),
+                started,
+                format!(
+                    "the server refused the token ({refused}); mailgate refreshed it to see whether the grant is still valid"
+                ),
+            );
+            r.fail(
+                &format!("{p}: refresh the refused token"),
+                started,
+                &refresh,
+            );
+            None
+        }
+    }
 }
 
 fn token_error(e: &TokenUnavailable) -> MailError {
@@ -645,16 +686,10 @@ async fn open_inbound(
                 )
                 .await?;
             }
-            let mech = capabilities_step(r, p, c.capability().await, || c.oauth_mechanism())?;
-            let token = token_step(r, p, tokens, clock).await?;
-            authenticate_step!(
-                r,
-                p,
-                tokens,
-                token,
-                format!("{} as {user}", mech.name()),
-                c.authenticate(mech, user, &token, port)
-            )?;
+            let caps = c.capability().await;
+            let client = Client::Imap(&mut c);
+            let sign_in = SigningIn { client, user, port };
+            sign_in_steps(r, p, tokens, clock, caps, sign_in).await?;
             // Exchange refuses a delegate without FullAccess here, after a successful login:
             // "User is authenticated but not connected".
             let account = tokens.account;
@@ -695,16 +730,9 @@ async fn open_inbound(
                 .capa()
                 .await
                 .map(|caps| caps.iter().map(|l| l.join(" ")).collect::<Vec<_>>());
-            let mech = capabilities_step(r, p, capa, || c.oauth_mechanism())?;
-            let token = token_step(r, p, tokens, clock).await?;
-            authenticate_step!(
-                r,
-                p,
-                tokens,
-                token,
-                format!("{} as {user}", mech.name()),
-                c.authenticate(mech, user, &token, port)
-            )?;
+            let client = Client::Pop3(&mut c);
+            let sign_in = SigningIn { client, user, port };
+            sign_in_steps(r, p, tokens, clock, capa, sign_in).await?;
             let account = tokens.account;
             let stat = async {
                 c.stat()
@@ -725,7 +753,7 @@ fn capabilities_step(
     r: &mut Recorder<'_>,
     p: &str,
     caps: Result<Vec<String>, MailError>,
-    mech: impl FnOnce() -> Option<Mechanism>,
+    offered: Option<Mechanism>,
 ) -> Option<Mechanism> {
     let started = Instant::now();
     let name = format!("{p}: OAuth offered");
@@ -734,7 +762,7 @@ fn capabilities_step(
             r.fail(&name, started, &e);
             None
         }
-        Ok(caps) => match mech() {
+        Ok(caps) => match offered {
             Some(m) => {
                 r.ok(
                     &name,
@@ -825,18 +853,14 @@ async fn send_test(
             }
         })
         .collect();
-    let mech = capabilities_step(r, p, Ok(exts), || c.oauth_mechanism())?;
-    let token = token_step(r, p, tokens, clock).await?;
     // A delegate authenticates as itself and sends as the mailbox (`user`, the envelope).
     let auth_user = account.spec.smtp_auth_user().as_str();
-    authenticate_step!(
-        r,
-        p,
-        tokens,
-        token,
-        format!("{} as {auth_user}", mech.name()),
-        c.authenticate(mech, auth_user, &token, server.port.get())
-    )?;
+    let sign_in = SigningIn {
+        client: Client::Smtp(&mut c),
+        user: auth_user,
+        port: server.port.get(),
+    };
+    sign_in_steps(r, p, tokens, clock, Ok(exts), sign_in).await?;
     let started = Instant::now();
     let name = format!("{p}: send test message to {to}");
     let id = match message::new_message_id(account.spec.mailbox.domain()) {

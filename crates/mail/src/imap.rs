@@ -35,6 +35,25 @@ impl Completed {
     }
 }
 
+/// The tagged reply that completes the command tagged `tag`, without the untagged responses
+/// before it; any other response is given back.
+fn completion(response: Response, tag: &str) -> Result<Completed, Response> {
+    match response {
+        Response::Tagged {
+            tag: t,
+            status,
+            code,
+            text,
+        } if t == tag => Ok(Completed {
+            untagged: Vec::new(),
+            status,
+            code,
+            text,
+        }),
+        other => Err(other),
+    }
+}
+
 fn status_line(status: Status, code: Option<&str>, text: &str) -> String {
     match code {
         Some(c) => format!("{} [{c}] {text}", status.as_str()),
@@ -124,32 +143,21 @@ impl ImapClient {
     async fn until_tagged(&mut self, tag: &str) -> Result<Completed, MailError> {
         let mut untagged = Vec::new();
         loop {
-            match read_response(&mut self.conn, &mut self.reader).await? {
-                Response::Tagged {
-                    tag: t,
-                    status,
-                    code,
-                    text,
-                } if t == tag => {
-                    return Ok(Completed {
-                        untagged,
-                        status,
-                        code,
-                        text,
-                    });
-                }
-                Response::Untagged {
+            let response = read_response(&mut self.conn, &mut self.reader).await?;
+            match completion(response, tag) {
+                Ok(done) => return Ok(Completed { untagged, ..done }),
+                Err(Response::Untagged {
                     status: Some(Status::Bye),
                     text,
                     ..
-                } => {
+                }) => {
                     return Err(MailError::server(
                         MailRemedy::ConnectionLost,
                         "the server ended the session",
                         format!("* BYE {text}"),
                     ));
                 }
-                r => untagged.push(r),
+                Err(r) => untagged.push(r),
             }
         }
     }
@@ -168,13 +176,8 @@ impl ImapClient {
     /// The authenticated connection for the proxy's byte relay. Nothing may be left unread:
     /// bytes the server sent beyond the last tagged reply would be lost.
     pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
-        if self.reader.buffered() > 0 {
-            return Err(MailError::new(
-                MailRemedy::WrongProtocol,
-                "the IMAP server sent more than its reply to CAPABILITY",
-            ));
-        }
-        self.conn.into_stream()
+        self.conn
+            .into_stream_if_drained(self.reader.buffered(), "IMAP", "CAPABILITY")
     }
 
     pub fn has(&self, cap: &str) -> bool {
@@ -211,13 +214,7 @@ impl ImapClient {
 
     /// The best OAuth mechanism offered: XOAUTH2 first (Exchange offers only it).
     pub fn oauth_mechanism(&self) -> Option<Mechanism> {
-        if self.has("AUTH=XOAUTH2") {
-            Some(Mechanism::XOAuth2)
-        } else if self.has("AUTH=OAUTHBEARER") {
-            Some(Mechanism::OAuthBearer)
-        } else {
-            None
-        }
+        Mechanism::preferred(|name| self.has(&format!("AUTH={name}")))
     }
 
     /// AUTHENTICATE with SASL-IR when offered (RFC 4959), else the continuation form. An
@@ -246,27 +243,17 @@ impl ImapClient {
         }
         let mut challenge = None;
         loop {
-            match read_response(&mut self.conn, &mut self.reader).await? {
-                Response::Continuation { text } => {
+            let response = read_response(&mut self.conn, &mut self.reader).await?;
+            match completion(response, &tag) {
+                Err(Response::Continuation { text }) => {
                     challenge = sasl::decode_error_challenge(&text).ok().map(|c| c.raw);
                     self.conn.send_line(mech.error_challenge_answer()).await?;
                 }
-                Response::Tagged {
-                    tag: t,
-                    status,
-                    code,
-                    text,
-                } if t == tag => {
-                    if status == Status::Ok {
+                Ok(done) => {
+                    if done.status == Status::Ok {
                         self.capabilities.clear();
                         return Ok(());
                     }
-                    let done = Completed {
-                        untagged: vec![],
-                        status,
-                        code,
-                        text,
-                    };
                     let says = match challenge {
                         Some(c) => format!("{} (challenge: {c})", done.says()),
                         None => done.says(),

@@ -243,7 +243,7 @@ impl Conn {
     }
 
     /// The stream itself, for the proxy's byte relay after login.
-    pub fn into_stream(self) -> Result<Box<dyn Io>, MailError> {
+    fn into_stream(self) -> Result<Box<dyn Io>, MailError> {
         match self.stream {
             Stream::Plain(s) => Ok(Box::new(s)),
             Stream::Tls(s) => Ok(s),
@@ -256,6 +256,24 @@ impl Conn {
                 "the connection was closed",
             )),
         }
+    }
+
+    /// The stream for the relay once the client's reader holds nothing: `unread` bytes the
+    /// `protocol` server sent beyond its reply to `last_command` would be lost, so any is an
+    /// error.
+    pub fn into_stream_if_drained(
+        self,
+        unread: usize,
+        protocol: &str,
+        last_command: &str,
+    ) -> Result<Box<dyn Io>, MailError> {
+        if unread > 0 {
+            return Err(MailError::new(
+                MailRemedy::WrongProtocol,
+                format!("the {protocol} server sent more than its reply to {last_command}"),
+            ));
+        }
+        self.into_stream()
     }
 
     pub fn is_tls(&self) -> bool {

@@ -86,13 +86,8 @@ impl Pop3Client {
 
     /// The authenticated connection for the proxy's byte relay; nothing may be left unread.
     pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
-        if self.reader.buffered() > 0 {
-            return Err(MailError::new(
-                MailRemedy::WrongProtocol,
-                "the POP3 server sent more than its reply to AUTH",
-            ));
-        }
-        self.conn.into_stream()
+        self.conn
+            .into_stream_if_drained(self.reader.buffered(), "POP3", "AUTH")
     }
 
     pub fn has(&self, word: &str) -> bool {
@@ -103,13 +98,7 @@ impl Pop3Client {
 
     pub fn oauth_mechanism(&self) -> Option<Mechanism> {
         let sasl = pop3::capa_sasl_mechanisms(&self.capabilities);
-        if sasl.iter().any(|m| m == "XOAUTH2") {
-            Some(Mechanism::XOAuth2)
-        } else if sasl.iter().any(|m| m == "OAUTHBEARER") {
-            Some(Mechanism::OAuthBearer)
-        } else {
-            None
-        }
+        Mechanism::preferred(|name| sasl.iter().any(|m| m == name))
     }
 
     pub async fn stls(&mut self, tls: &TlsSettings) -> Result<crate::TlsInfo, MailError> {

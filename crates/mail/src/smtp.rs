@@ -70,13 +70,8 @@ impl SmtpClient {
 
     /// The authenticated connection for the proxy's byte relay; nothing may be left unread.
     pub fn into_stream(self) -> Result<Box<dyn crate::net::Io>, MailError> {
-        if self.reader.buffered() > 0 {
-            return Err(MailError::new(
-                MailRemedy::WrongProtocol,
-                "the SMTP server sent more than its reply to AUTH",
-            ));
-        }
-        self.conn.into_stream()
+        self.conn
+            .into_stream_if_drained(self.reader.buffered(), "SMTP", "AUTH")
     }
 
     pub fn has(&self, keyword: &str) -> bool {
@@ -90,13 +85,7 @@ impl SmtpClient {
             .filter(|(k, _)| k == "AUTH")
             .flat_map(|(_, v)| v)
             .collect();
-        if auth.iter().any(|m| *m == "XOAUTH2") {
-            Some(Mechanism::XOAuth2)
-        } else if auth.iter().any(|m| *m == "OAUTHBEARER") {
-            Some(Mechanism::OAuthBearer)
-        } else {
-            None
-        }
+        Mechanism::preferred(|name| auth.iter().any(|m| *m == name))
     }
 
     /// STARTTLS, the handshake, and EHLO again (RFC 3207 §4.2: forget what was learnt).

@@ -318,14 +318,10 @@ async fn serve_http(
             () = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: the cap should prevent it, but never spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            // EMFILE and friends: the cap should prevent them.
+            accepted = accept_or_pause(&listener, "a connection") => match accepted {
+                Some(accepted) => accepted,
+                None => continue,
             },
             () = &mut shutdown => break,
         };
@@ -371,6 +367,22 @@ async fn serve_http(
     drop(listener);
     let _ = closing_tx.send(true);
     while connections.join_next().await.is_some() {}
+}
+
+/// The next connection on `listener`; `None` after a failed accept (EMFILE and friends),
+/// logged and followed by a short pause so that an accept loop never spins.
+pub(crate) async fn accept_or_pause(
+    listener: &tokio::net::TcpListener,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            tracing::warn!(error = %e, "accepting {what} failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
 }
 
 /// A connection's stream that fails with `TimedOut` once it has been waiting, reading or

@@ -16,7 +16,7 @@
 //! limit is refused before any of its bytes are read.
 
 use crate::error::ProtoError;
-use crate::line::{LineBuffer, decimal, excerpt, lossy, split_word};
+use crate::line::{Framing, LineBuffer, decimal, excerpt, lossy, split_word};
 
 const PROTOCOL: &str = "IMAP";
 
@@ -109,12 +109,10 @@ struct Partial {
 /// then call [`next`](Reader::next) until it returns `Ok(None)`.
 #[derive(Debug)]
 pub struct Reader {
-    buffer: LineBuffer,
+    /// The response in progress is one whose data line announced a literal.
+    framing: Framing<Option<Partial>>,
     max_line: usize,
     max_literal: usize,
-    partial: Option<Partial>,
-    /// The first error, returned again by every later call: the framing is lost.
-    failure: Option<ProtoError>,
 }
 
 impl Default for Reader {
@@ -133,19 +131,15 @@ impl Reader {
     /// literals); `max_literal` bounds the literals of one response together.
     pub fn with_limits(max_line: usize, max_literal: usize) -> Self {
         Self {
-            buffer: LineBuffer::default(),
+            framing: Framing::default(),
             max_line,
             max_literal,
-            partial: None,
-            failure: None,
         }
     }
 
     /// Appends bytes read from the server. After an error they are dropped unread.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.failure.is_none() {
-            self.buffer.feed(bytes);
-        }
+        self.framing.feed(bytes);
     }
 
     /// The next complete response, `Ok(None)` if more bytes are needed.
@@ -158,83 +152,76 @@ impl Reader {
         reason = "fallible, and None is not the end"
     )]
     pub fn next(&mut self) -> Result<Option<Response>, ProtoError> {
-        if let Some(failure) = &self.failure {
-            return Err(failure.clone());
-        }
-        let result = self.advance();
-        if let Err(failure) = &result {
-            self.failure = Some(failure.clone());
-            self.partial = None;
-            self.buffer.clear();
-        }
-        result
+        let (max_line, max_literal) = (self.max_line, self.max_literal);
+        self.framing
+            .read(|buffer, partial| advance(buffer, partial, max_line, max_literal))
     }
 
     /// Bytes held: received and unparsed, plus the text and literals of a response still
     /// arriving. Bounded by about `max_line + max_literal` plus the last feed.
     pub fn buffered(&self) -> usize {
-        let partial = self.partial.as_ref().map_or(0, |p| {
+        let partial = self.framing.pending().as_ref().map_or(0, |p| {
             p.line.len() + p.literals.iter().map(Vec::len).sum::<usize>()
         });
-        self.buffer.len() + partial
+        self.framing.unread() + partial
     }
+}
 
-    fn advance(&mut self) -> Result<Option<Response>, ProtoError> {
-        let line_too_long = |_| ProtoError::LineTooLong {
-            limit: self.max_line,
-        };
-        let mut partial = match self.partial.take() {
-            Some(partial) => partial,
-            None => {
-                let Some(line) = self
-                    .buffer
-                    .next_line(self.max_line)
-                    .map_err(line_too_long)?
-                else {
-                    return Ok(None);
-                };
-                match parse_first_line(line)? {
-                    FirstLine::Complete(response) => return Ok(Some(response)),
-                    FirstLine::LiteralFollows { line, size } => Partial {
-                        line,
-                        literals: vec![Vec::new()],
-                        announced: check_literal(size, 0, self.max_literal)?,
-                        owed: size,
-                    },
-                }
-            }
-        };
-        loop {
-            if partial.owed > 0 {
-                let chunk = self.buffer.take(partial.owed);
-                partial.owed -= chunk.len();
-                if let Some(literal) = partial.literals.last_mut() {
-                    literal.extend_from_slice(chunk);
-                }
-                if partial.owed > 0 {
-                    self.partial = Some(partial);
-                    return Ok(None);
-                }
-            }
-            let room = self.max_line.saturating_sub(partial.line.len());
-            let Some(segment) = self.buffer.next_line(room).map_err(line_too_long)? else {
-                self.partial = Some(partial);
+/// The next response from `buffer`, going on with the one in `in_progress`.
+fn advance(
+    buffer: &mut LineBuffer,
+    in_progress: &mut Option<Partial>,
+    max_line: usize,
+    max_literal: usize,
+) -> Result<Option<Response>, ProtoError> {
+    let line_too_long = |_| ProtoError::LineTooLong { limit: max_line };
+    let mut partial = match in_progress.take() {
+        Some(partial) => partial,
+        None => {
+            let Some(line) = buffer.next_line(max_line).map_err(line_too_long)? else {
                 return Ok(None);
             };
-            partial.line.extend_from_slice(segment);
-            let Some(size) = announced_literal(segment) else {
-                return Ok(Some(Response::Untagged {
-                    line: lossy(&partial.line),
-                    literals: partial.literals,
-                    status: None,
-                    code: None,
-                    text: String::new(),
-                }));
-            };
-            partial.announced = check_literal(size, partial.announced, self.max_literal)?;
-            partial.literals.push(Vec::new());
-            partial.owed = size;
+            match parse_first_line(line)? {
+                FirstLine::Complete(response) => return Ok(Some(response)),
+                FirstLine::LiteralFollows { line, size } => Partial {
+                    line,
+                    literals: vec![Vec::new()],
+                    announced: check_literal(size, 0, max_literal)?,
+                    owed: size,
+                },
+            }
         }
+    };
+    loop {
+        if partial.owed > 0 {
+            let chunk = buffer.take(partial.owed);
+            partial.owed -= chunk.len();
+            if let Some(literal) = partial.literals.last_mut() {
+                literal.extend_from_slice(chunk);
+            }
+            if partial.owed > 0 {
+                *in_progress = Some(partial);
+                return Ok(None);
+            }
+        }
+        let room = max_line.saturating_sub(partial.line.len());
+        let Some(segment) = buffer.next_line(room).map_err(line_too_long)? else {
+            *in_progress = Some(partial);
+            return Ok(None);
+        };
+        partial.line.extend_from_slice(segment);
+        let Some(size) = announced_literal(segment) else {
+            return Ok(Some(Response::Untagged {
+                line: lossy(&partial.line),
+                literals: partial.literals,
+                status: None,
+                code: None,
+                text: String::new(),
+            }));
+        };
+        partial.announced = check_literal(size, partial.announced, max_literal)?;
+        partial.literals.push(Vec::new());
+        partial.owed = size;
     }
 }
 
@@ -531,7 +518,7 @@ fn after_keyword<'a>(text: &'a str, keyword: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{XorShift, assert_same_for_every_split, mutate};
+    use crate::test_support::{assert_same_for_every_split, fuzz_never_panics_and_ignores_cuts};
 
     type Outcome = (Vec<Response>, Option<ProtoError>);
 
@@ -1143,24 +1130,12 @@ a3 NO [TRYCREATE] Folder not found.\r\n\
 
     #[test]
     fn fuzz_random_and_mutated_input_never_panics_and_ignores_cuts() {
-        let transcripts = [dovecot_transcript(), EXCHANGE_TRANSCRIPT.to_vec()];
-        let mut rng = XorShift::new(0x1A4B_5E3D);
-        for round in 0..20_000 {
-            let input = if round % 2 == 0 {
-                rng.protocol_bytes(b"*+ {}[]()0123456789aAoOkK\r\n", 200)
-            } else {
-                mutate(&mut rng, &transcripts[round % transcripts.len()])
-            };
-            let small = || Reader::with_limits(256, 64);
-            let whole = run_with(small(), &[&input]);
-            let cuts = rng.cuts(input.len(), 4);
-            let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &input[w[0]..w[1]]).collect();
-            assert_eq!(
-                run_with(small(), &chunks),
-                whole,
-                "round {round}: {:?}",
-                String::from_utf8_lossy(&input)
-            );
-        }
+        fuzz_never_panics_and_ignores_cuts(
+            0x1A4B_5E3D,
+            b"*+ {}[]()0123456789aAoOkK\r\n",
+            200,
+            &[dovecot_transcript(), EXCHANGE_TRANSCRIPT.to_vec()],
+            |_, chunks| run_with(Reader::with_limits(256, 64), chunks),
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The byte buffer under the three readers, and the small text helpers they share.
+//! The byte buffer under the three readers, the [`Framing`] that makes their first error final,
+//! and the small text helpers they share.
 //!
 //! The RFCs require CRLF (RFC 3501 §2.2, RFC 1939 §3, RFC 5321 §2.3.8), but some servers and
 //! proxies send a bare LF, and the usual clients accept it (Python's `poplib` and `smtplib`
@@ -8,6 +9,8 @@
 //! Memory is bounded: a line longer than the limit is refused as soon as the buffer holds
 //! more than the limit without an LF, so a server that never sends a newline costs at most
 //! the limit plus one read.
+
+use crate::ProtoError;
 
 /// After a burst (a large literal or message) an emptied buffer gives back its memory down
 /// to this much, so an idle connection does not keep megabytes.
@@ -113,6 +116,53 @@ impl LineBuffer {
             self.scanned -= self.start;
             self.start = 0;
         }
+    }
+}
+
+/// What every reader holds: the line buffer, what it has read of a response still arriving
+/// (`S`, the protocol's own), and its first error. An error is final, as the framing is lost:
+/// the bytes and the partial response are dropped, later feeds are ignored and every later
+/// read returns the same error.
+#[derive(Debug, Default)]
+pub(crate) struct Framing<S> {
+    buffer: LineBuffer,
+    pending: S,
+    failure: Option<ProtoError>,
+}
+
+impl<S: Default> Framing<S> {
+    /// Appends bytes read from the server. After an error they are dropped unread.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        if self.failure.is_none() {
+            self.buffer.feed(bytes);
+        }
+    }
+
+    /// Bytes received and not yet handed out.
+    pub(crate) fn unread(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The response still arriving.
+    pub(crate) fn pending(&self) -> &S {
+        &self.pending
+    }
+
+    /// Runs `read` unless the reader already failed, and remembers its error.
+    pub(crate) fn read<T>(
+        &mut self,
+        read: impl FnOnce(&mut LineBuffer, &mut S) -> Result<Option<T>, ProtoError>,
+    ) -> Result<Option<T>, ProtoError> {
+        if let Some(failure) = &self.failure {
+            return Err(failure.clone());
+        }
+        let result = read(&mut self.buffer, &mut self.pending);
+        if let Err(failure) = &result {
+            self.failure = Some(failure.clone());
+            self.pending = S::default();
+            self.buffer.clear();
+        }
+        result
     }
 }
 
@@ -222,6 +272,40 @@ mod tests {
             vec![Ok(Vec::new()), Ok(b"f".to_vec())]
         );
         assert_eq!(buffer.take(3), b"");
+    }
+
+    #[test]
+    fn framing_drops_everything_at_the_first_error_and_returns_it_again() {
+        // A toy protocol: lines are collected until "end"; "bad" is an error.
+        let read = |buffer: &mut LineBuffer, lines: &mut Vec<Vec<u8>>| {
+            while let Some(line) = buffer
+                .next_line(16)
+                .map_err(|_| ProtoError::LineTooLong { limit: 16 })?
+            {
+                match line {
+                    b"end" => return Ok(Some(std::mem::take(lines))),
+                    b"bad" => {
+                        return Err(ProtoError::Malformed {
+                            protocol: "toy",
+                            detail: "bad".into(),
+                        });
+                    }
+                    line => lines.push(line.to_vec()),
+                }
+            }
+            Ok(None)
+        };
+        let mut framing = Framing::<Vec<Vec<u8>>>::default();
+        framing.feed(b"a\nend\nb\n");
+        assert_eq!(framing.read(read), Ok(Some(vec![b"a".to_vec()])));
+        assert_eq!(framing.read(read), Ok(None));
+        assert_eq!(framing.pending(), &vec![b"b".to_vec()]);
+        framing.feed(b"bad\nrest");
+        let error = framing.read(read).unwrap_err();
+        assert_eq!((framing.unread(), framing.pending().len()), (0, 0));
+        framing.feed(b"end\n");
+        assert_eq!(framing.unread(), 0, "fed after the error: dropped");
+        assert_eq!(framing.read(read), Err(error));
     }
 
     #[test]

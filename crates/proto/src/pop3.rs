@@ -14,7 +14,7 @@
 //! `+`, then the response), so every OAuth login there sees one.
 
 use crate::error::ProtoError;
-use crate::line::{LineBuffer, decimal, excerpt, lossy};
+use crate::line::{Framing, LineBuffer, decimal, excerpt, lossy};
 
 const PROTOCOL: &str = "POP3";
 
@@ -49,12 +49,9 @@ struct Body {
 /// call the `next_*` function for the response the last command expects.
 #[derive(Debug)]
 pub struct Reader {
-    buffer: LineBuffer,
+    framing: Framing<Body>,
     max_line: usize,
     max_multiline: usize,
-    body: Body,
-    /// The first error, returned again by every later call: the framing is lost.
-    failure: Option<ProtoError>,
 }
 
 impl Default for Reader {
@@ -73,32 +70,30 @@ impl Reader {
     /// counting each line with its CRLF.
     pub fn with_limits(max_line: usize, max_multiline: usize) -> Self {
         Self {
-            buffer: LineBuffer::default(),
+            framing: Framing::default(),
             max_line,
             max_multiline,
-            body: Body::default(),
-            failure: None,
         }
     }
 
     /// Appends bytes read from the server. After an error they are dropped unread.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.failure.is_none() {
-            self.buffer.feed(bytes);
-        }
+        self.framing.feed(bytes);
     }
 
     /// Bytes held: received and unread, plus the lines of a body still arriving.
     pub fn buffered(&self) -> usize {
-        self.buffer.len() + self.body.lines.iter().map(Vec::len).sum::<usize>()
+        let body = self.framing.pending();
+        self.framing.unread() + body.lines.iter().map(Vec::len).sum::<usize>()
     }
 
     /// One status line, `Ok(None)` if more bytes are needed.
     ///
     /// After an `Err` the reader is unusable: every later call returns the same error.
     pub fn next_status(&mut self) -> Result<Option<Status>, ProtoError> {
-        self.guarded(|reader| {
-            let Some(line) = next_line(&mut reader.buffer, reader.max_line)? else {
+        let max_line = self.max_line;
+        self.framing.read(|buffer, _| {
+            let Some(line) = next_line(buffer, max_line)? else {
                 return Ok(None);
             };
             parse_status(line).map(Some)
@@ -111,41 +106,24 @@ impl Reader {
     /// needed; the lines read so far are kept for the next call, so keep calling it (not
     /// `next_status`) until it returns the body.
     pub fn next_multiline(&mut self) -> Result<Option<Vec<Vec<u8>>>, ProtoError> {
-        self.guarded(|reader| {
-            while let Some(line) = next_line(&mut reader.buffer, reader.max_line)? {
+        let (max_line, max_multiline) = (self.max_line, self.max_multiline);
+        self.framing.read(|buffer, body| {
+            while let Some(line) = next_line(buffer, max_line)? {
                 if line == b"." {
-                    return Ok(Some(std::mem::take(&mut reader.body).lines));
+                    return Ok(Some(std::mem::take(body).lines));
                 }
-                let size = reader.body.size.saturating_add(line.len() + 2);
-                if size > reader.max_multiline {
+                let size = body.size.saturating_add(line.len() + 2);
+                if size > max_multiline {
                     return Err(malformed(format!(
-                        "multi-line response longer than the {}-byte limit",
-                        reader.max_multiline
+                        "multi-line response longer than the {max_multiline}-byte limit"
                     )));
                 }
                 let unstuffed = line.strip_prefix(b".").unwrap_or(line).to_vec();
-                reader.body.size = size;
-                reader.body.lines.push(unstuffed);
+                body.size = size;
+                body.lines.push(unstuffed);
             }
             Ok(None)
         })
-    }
-
-    /// Runs `read` unless the reader already failed, and remembers its error.
-    fn guarded<T>(
-        &mut self,
-        read: impl FnOnce(&mut Self) -> Result<Option<T>, ProtoError>,
-    ) -> Result<Option<T>, ProtoError> {
-        if let Some(failure) = &self.failure {
-            return Err(failure.clone());
-        }
-        let result = read(self);
-        if let Err(failure) = &result {
-            self.failure = Some(failure.clone());
-            self.body = Body::default();
-            self.buffer.clear();
-        }
-        result
     }
 }
 
@@ -267,7 +245,9 @@ pub fn response_code(text: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{XorShift, assert_same_for_every_split, mutate};
+    use crate::test_support::{
+        FuzzInput, assert_same_for_every_split, fuzz_never_panics_and_ignores_cuts,
+    };
 
     /// What the client expects next, as it would know from the command it sent.
     #[derive(Debug, Clone, Copy)]
@@ -623,36 +603,46 @@ mod tests {
     }
 
     #[test]
+    fn the_error_is_sticky_and_drops_the_body_so_far_and_later_bytes() {
+        let mut reader = Reader::with_limits(8, 512);
+        reader.feed(b"+OK\r\nline\r\n");
+        assert_eq!(reader.next_status(), Ok(Some(Status::Ok(String::new()))));
+        assert_eq!(reader.next_multiline(), Ok(None));
+        assert!(reader.buffered() > 0, "the body's first line is held");
+        reader.feed(b"0123456789\r\n");
+        let error = reader.next_multiline().unwrap_err();
+        assert_eq!(error, ProtoError::LineTooLong { limit: 8 });
+        reader.feed(b".\r\n+OK\r\n");
+        assert_eq!(reader.next_status(), Err(error.clone()));
+        assert_eq!(reader.next_multiline(), Err(error));
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
     fn fuzz_random_and_mutated_input_never_panics_and_ignores_cuts() {
-        let (transcript, script, _) = transcript();
-        let mut rng = XorShift::new(0x90B3_77C1);
-        for round in 0..20_000 {
-            let (input, script) = if round % 2 == 0 {
-                let input = rng.protocol_bytes(b"+-OKERok .\r\n", 120);
-                // Alternate status and body reads, as a client sending CAPA, UIDL … would.
-                let script: Vec<Expect> = (0..64)
-                    .map(|i| {
-                        if i % 2 == 0 {
-                            Expect::Status
-                        } else {
-                            Expect::Body
-                        }
-                    })
-                    .collect();
-                (input, script)
-            } else {
-                (mutate(&mut rng, &transcript), script.clone())
-            };
-            let small = || Reader::with_limits(128, 512);
-            let whole = run_with(small(), &script, &[&input]);
-            let cuts = rng.cuts(input.len(), 4);
-            let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &input[w[0]..w[1]]).collect();
-            assert_eq!(
-                run_with(small(), &script, &chunks),
-                whole,
-                "round {round}: {:?}",
-                String::from_utf8_lossy(&input)
-            );
-        }
+        let (transcript, transcript_script, _) = transcript();
+        // Random input: status and body reads alternate, as a client sending CAPA, UIDL … would.
+        let alternating: Vec<Expect> = (0..64)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Expect::Status
+                } else {
+                    Expect::Body
+                }
+            })
+            .collect();
+        fuzz_never_panics_and_ignores_cuts(
+            0x90B3_77C1,
+            b"+-OKERok .\r\n",
+            120,
+            &[transcript],
+            |input, chunks| {
+                let script = match input {
+                    FuzzInput::Random => &alternating,
+                    FuzzInput::Mutated => &transcript_script,
+                };
+                run_with(Reader::with_limits(128, 512), script, chunks)
+            },
+        );
     }
 }

@@ -63,6 +63,14 @@ impl Mechanism {
         }
     }
 
+    /// The mechanism to use among those a server offers (`offered` answers for a name):
+    /// XOAUTH2 first, as Exchange offers only it, then OAUTHBEARER.
+    pub fn preferred(offered: impl Fn(&str) -> bool) -> Option<Self> {
+        [Self::XOAuth2, Self::OAuthBearer]
+            .into_iter()
+            .find(|mech| offered(mech.name()))
+    }
+
     /// What the client sends after an error challenge, as one line (without CRLF).
     pub const fn error_challenge_answer(self) -> &'static str {
         match self {
@@ -158,6 +166,31 @@ pub fn decode_error_challenge(base64_payload: &str) -> Result<SaslErrorChallenge
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xoauth2_is_preferred_then_oauthbearer_whatever_the_order_offered() {
+        // The three ways the clients ask: IMAP `AUTH=` capabilities, POP3's CAPA SASL line,
+        // SMTP's EHLO AUTH keyword.
+        let imap = ["IMAP4rev1", "AUTH=OAUTHBEARER", "AUTH=XOAUTH2"];
+        let imap_offers =
+            |caps: &[&str], name: &str| caps.contains(&format!("AUTH={name}").as_str());
+        assert_eq!(
+            Mechanism::preferred(|name| imap_offers(&imap, name)),
+            Some(Mechanism::XOAuth2)
+        );
+        assert_eq!(
+            Mechanism::preferred(|name| imap_offers(&imap[..2], name)),
+            Some(Mechanism::OAuthBearer)
+        );
+        for words in [&["PLAIN", "LOGIN"][..], &[]] {
+            assert_eq!(Mechanism::preferred(|name| words.contains(&name)), None);
+        }
+        let pop3_or_smtp = ["PLAIN", "XOAUTH2"];
+        assert_eq!(
+            Mechanism::preferred(|name| pop3_or_smtp.contains(&name)),
+            Some(Mechanism::XOAuth2)
+        );
+    }
 
     fn decoded(b64: &str) -> Vec<u8> {
         STANDARD.decode(b64).unwrap()

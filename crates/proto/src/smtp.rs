@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::error::ProtoError;
-use crate::line::{LineBuffer, excerpt, lossy};
+use crate::line::{Framing, LineBuffer, excerpt, lossy};
 
 const PROTOCOL: &str = "SMTP";
 
@@ -84,13 +84,10 @@ fn is_enhanced_code(token: &str) -> bool {
 /// [`next`](Reader::next) until it returns `Ok(None)`.
 #[derive(Debug)]
 pub struct Reader {
-    buffer: LineBuffer,
+    /// The reply in progress is a multi-line one.
+    framing: Framing<Option<Reply>>,
     max_line: usize,
     max_lines: usize,
-    /// A multi-line reply still arriving.
-    pending: Option<Reply>,
-    /// The first error, returned again by every later call: the framing is lost.
-    failure: Option<ProtoError>,
 }
 
 impl Default for Reader {
@@ -108,28 +105,25 @@ impl Reader {
     /// `max_line` bounds each line without CRLF, `max_lines` the lines of one reply.
     pub fn with_limits(max_line: usize, max_lines: usize) -> Self {
         Self {
-            buffer: LineBuffer::default(),
+            framing: Framing::default(),
             max_line,
             max_lines,
-            pending: None,
-            failure: None,
         }
     }
 
     /// Appends bytes read from the server. After an error they are dropped unread.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.failure.is_none() {
-            self.buffer.feed(bytes);
-        }
+        self.framing.feed(bytes);
     }
 
     /// Bytes held: received and unread, plus the lines of a reply still arriving.
     pub fn buffered(&self) -> usize {
         let pending = self
-            .pending
+            .framing
+            .pending()
             .as_ref()
             .map_or(0, |r| r.lines.iter().map(String::len).sum());
-        self.buffer.len() + pending
+        self.framing.unread() + pending
     }
 
     /// The next complete reply, `Ok(None)` if more bytes are needed.
@@ -141,50 +135,46 @@ impl Reader {
         reason = "fallible, and None is not the end"
     )]
     pub fn next(&mut self) -> Result<Option<Reply>, ProtoError> {
-        if let Some(failure) = &self.failure {
-            return Err(failure.clone());
-        }
-        let result = self.advance();
-        if let Err(failure) = &result {
-            self.failure = Some(failure.clone());
-            self.pending = None;
-            self.buffer.clear();
-        }
-        result
+        let (max_line, max_lines) = (self.max_line, self.max_lines);
+        self.framing
+            .read(|buffer, pending| advance(buffer, pending, max_line, max_lines))
     }
+}
 
-    fn advance(&mut self) -> Result<Option<Reply>, ProtoError> {
-        let limit = self.max_line;
-        while let Some(line) = self
-            .buffer
-            .next_line(limit)
-            .map_err(|_| ProtoError::LineTooLong { limit })?
-        {
-            let (code, is_last, text) = parse_line(line)?;
-            let reply = self.pending.get_or_insert_with(|| Reply {
-                code,
-                lines: Vec::new(),
-            });
-            if reply.code != code {
-                return Err(malformed(format!(
-                    "a line with code {code} inside a {} reply: {}",
-                    reply.code,
-                    excerpt(line)
-                )));
-            }
-            if reply.lines.len() >= self.max_lines {
-                return Err(malformed(format!(
-                    "reply longer than the {}-line limit",
-                    self.max_lines
-                )));
-            }
-            reply.lines.push(lossy(text));
-            if is_last {
-                return Ok(self.pending.take());
-            }
+/// The next reply from `buffer`, going on with the multi-line one in `pending`.
+fn advance(
+    buffer: &mut LineBuffer,
+    pending: &mut Option<Reply>,
+    max_line: usize,
+    max_lines: usize,
+) -> Result<Option<Reply>, ProtoError> {
+    while let Some(line) = buffer
+        .next_line(max_line)
+        .map_err(|_| ProtoError::LineTooLong { limit: max_line })?
+    {
+        let (code, is_last, text) = parse_line(line)?;
+        let reply = pending.get_or_insert_with(|| Reply {
+            code,
+            lines: Vec::new(),
+        });
+        if reply.code != code {
+            return Err(malformed(format!(
+                "a line with code {code} inside a {} reply: {}",
+                reply.code,
+                excerpt(line)
+            )));
         }
-        Ok(None)
+        if reply.lines.len() >= max_lines {
+            return Err(malformed(format!(
+                "reply longer than the {max_lines}-line limit"
+            )));
+        }
+        reply.lines.push(lossy(text));
+        if is_last {
+            return Ok(pending.take());
+        }
     }
+    Ok(None)
 }
 
 /// `Reply-code [ SP textstring ]` or `Reply-code "-" [ textstring ]` (RFC 5321 §4.2):
@@ -308,7 +298,9 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{XorShift, assert_same_for_every_split, mutate};
+    use crate::test_support::{
+        XorShift, assert_same_for_every_split, fuzz_never_panics_and_ignores_cuts,
+    };
 
     type Outcome = (Vec<Reply>, Option<ProtoError>);
 
@@ -639,25 +631,27 @@ mod tests {
     }
 
     #[test]
+    fn the_error_is_sticky_and_drops_the_reply_so_far_and_later_bytes() {
+        let mut reader = Reader::with_limits(8, 16);
+        reader.feed(b"250-one\r\n");
+        assert_eq!(reader.next(), Ok(None));
+        assert!(reader.buffered() > 0, "the reply's first line is held");
+        reader.feed(b"250 0123456789\r\n");
+        let error = reader.next().unwrap_err();
+        assert_eq!(error, ProtoError::LineTooLong { limit: 8 });
+        reader.feed(b"250 ok\r\n");
+        assert_eq!(reader.next(), Err(error));
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
     fn fuzz_random_and_mutated_input_never_panics_and_ignores_cuts() {
-        let transcripts = [exchange_transcript(), POSTFIX_TRANSCRIPT.to_vec()];
-        let mut rng = XorShift::new(0x534D_5450);
-        for round in 0..20_000 {
-            let input = if round % 2 == 0 {
-                rng.protocol_bytes(b"0123456789- \r\n", 120)
-            } else {
-                mutate(&mut rng, &transcripts[round % transcripts.len()])
-            };
-            let small = || Reader::with_limits(512, 16);
-            let whole = run_with(small(), &[&input]);
-            let cuts = rng.cuts(input.len(), 4);
-            let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &input[w[0]..w[1]]).collect();
-            assert_eq!(
-                run_with(small(), &chunks),
-                whole,
-                "round {round}: {:?}",
-                String::from_utf8_lossy(&input)
-            );
-        }
+        fuzz_never_panics_and_ignores_cuts(
+            0x534D_5450,
+            b"0123456789- \r\n",
+            120,
+            &[exchange_transcript(), POSTFIX_TRANSCRIPT.to_vec()],
+            |_, chunks| run_with(Reader::with_limits(512, 16), chunks),
+        );
     }
 }

@@ -90,3 +90,43 @@ pub(crate) fn assert_same_for_every_split<T: PartialEq + Debug>(
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
     assert_eq!(run(&bytes), whole, "fed byte by byte");
 }
+
+/// What a fuzzing round feeds a reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FuzzInput {
+    /// Random bytes, mostly the protocol's structural ones.
+    Random,
+    /// A real transcript with a few bytes changed.
+    Mutated,
+}
+
+/// The codecs' fuzzer: 20,000 rounds, alternately random bytes (up to `max_len`, mostly from
+/// `alphabet`) and one of `transcripts` mutated. `run` reads the input fed in the given
+/// pieces and returns the outcome, which must not panic and must be the same whole and cut
+/// at random places.
+pub(crate) fn fuzz_never_panics_and_ignores_cuts<T: PartialEq + Debug>(
+    seed: u64,
+    alphabet: &[u8],
+    max_len: usize,
+    transcripts: &[Vec<u8>],
+    run: impl Fn(FuzzInput, &[&[u8]]) -> T,
+) {
+    let mut rng = XorShift::new(seed);
+    for round in 0..20_000 {
+        let (kind, input) = if round % 2 == 0 {
+            (FuzzInput::Random, rng.protocol_bytes(alphabet, max_len))
+        } else {
+            let transcript = &transcripts[round % transcripts.len()];
+            (FuzzInput::Mutated, mutate(&mut rng, transcript))
+        };
+        let whole = run(kind, &[&input]);
+        let cuts = rng.cuts(input.len(), 4);
+        let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &input[w[0]..w[1]]).collect();
+        assert_eq!(
+            run(kind, &chunks),
+            whole,
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&input)
+        );
+    }
+}

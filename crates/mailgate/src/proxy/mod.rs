@@ -24,11 +24,12 @@ mod smtp;
 
 use crate::Failure;
 use crate::config::Config;
+use mailgate_core::account::InboundProtocol;
 use mailgate_core::event::EventKind;
 use mailgate_core::{AccountState, Clock, MailAccount, SystemClock};
 use mailgate_grants::Engine;
 use mailgate_mail::TlsSettings;
-use mailgate_proto::proxy::ClientLines;
+use mailgate_proto::proxy::{ClientLines, DEFAULT_MAX_COMMAND_LINE, decode_sasl_plain};
 use mailgate_store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -186,14 +187,15 @@ impl Refusal {
 
 impl ProxyContext {
     /// Checks a login (mailbox address or account name, and the proxy password) and whether
-    /// the account can be used now. A refused login is recorded as an event.
+    /// the account can be used now, over `protocol`. A refused login is recorded as an event.
     pub(crate) async fn check_login(
         &self,
-        protocol: &str,
+        protocol: Protocol,
         peer: SocketAddr,
         login: &str,
         password: &str,
     ) -> Result<(MailAccount, LiveGuard<'_>), Refusal> {
+        let protocol_name = protocol.name();
         let throttled = self.failures.lock().is_ok_and(|f| {
             let now = Instant::now();
             f.blocked(&source_key(peer), now) || f.blocked(&login_key(login), now)
@@ -216,7 +218,7 @@ impl ProxyContext {
                 self.refused(
                     None,
                     &format!(
-                        "{protocol} proxy login as {:?} from {} refused: unknown login or wrong proxy password",
+                        "{protocol_name} proxy login as {:?} from {} refused: unknown login or wrong proxy password",
                         shorten(login),
                         peer.ip()
                     ),
@@ -248,7 +250,7 @@ impl ProxyContext {
             self.refused(
                 Some(&account),
                 &format!(
-                    "{protocol} proxy login from {} refused: the account is {} ({code})",
+                    "{protocol_name} proxy login from {} refused: the account is {} ({code})",
                     peer.ip(),
                     account.state
                 ),
@@ -262,7 +264,7 @@ impl ProxyContext {
             self.refused(
                 Some(&account),
                 &format!(
-                    "{protocol} proxy login from {} refused: the account already has {} proxy sessions (proxy_max_sessions_per_account)",
+                    "{protocol_name} proxy login from {} refused: the account already has {} proxy sessions (proxy_max_sessions_per_account)",
                     peer.ip(),
                     self.max_sessions_per_account
                 ),
@@ -272,18 +274,30 @@ impl ProxyContext {
                 code: "too_many_proxy_sessions".into(),
             });
         };
+        if let Some((lacks, code)) = protocol.lacks_server(&account) {
+            self.refused(
+                Some(&account),
+                &format!(
+                    "{protocol_name} proxy login from {} refused: {lacks}",
+                    peer.ip()
+                ),
+            )
+            .await;
+            return Err(Refusal::NeedsAdmin { code: code.into() });
+        }
         Ok((account, live))
     }
 
     /// Words an upstream failure for the client, re-reading the account: a refresh that the
     /// provider refused has moved it to `reauth_required` meanwhile.
-    pub(crate) async fn upstream_failed(
+    async fn upstream_failed(
         &self,
-        protocol: &str,
+        protocol: Protocol,
         peer: SocketAddr,
         account: &MailAccount,
         e: &mailgate_mail::MailError,
     ) -> Refusal {
+        let protocol = protocol.name();
         let code = e
             .oauth
             .map(|(code, _)| code.to_owned())
@@ -378,22 +392,29 @@ impl ProxyContext {
         }
     }
 
-    /// A login for an account that has no server of this proxy's protocol: recorded, and
-    /// refused with `code` (e.g. `no_imap_server`) for an administrator to act on.
-    pub(crate) async fn no_server(
+    /// A login over `protocol`: the proxy password checked, then the account's server
+    /// opened by `open`, which gives the authenticated stream and the reply that tells the
+    /// client so. A failure to open it is worded for the client.
+    pub(crate) async fn log_in(
         &self,
-        protocol: &str,
-        account: &MailAccount,
+        protocol: Protocol,
         peer: SocketAddr,
-        lacks: &str,
-        code: &str,
-    ) -> Refusal {
-        self.refused(
-            Some(account),
-            &format!("{protocol} proxy login from {} refused: {lacks}", peer.ip()),
-        )
-        .await;
-        Refusal::NeedsAdmin { code: code.into() }
+        login: &str,
+        password: &str,
+        open: impl AsyncFnOnce(&MailAccount) -> Result<(Upstream, String), mailgate_mail::MailError>,
+    ) -> Result<LoggedIn<'_>, Refusal> {
+        let (account, live) = self.check_login(protocol, peer, login, password).await?;
+        match open(&account).await {
+            Ok((upstream, reply)) => {
+                tracing::info!(account = %account.spec.name.as_str(), %peer, "{} proxy session relaying", protocol.name());
+                Ok(LoggedIn {
+                    live,
+                    upstream,
+                    reply,
+                })
+            }
+            Err(e) => Err(self.upstream_failed(protocol, peer, &account, &e).await),
+        }
     }
 
     async fn refused(&self, account: Option<&MailAccount>, message: &str) {
@@ -441,6 +462,28 @@ impl Protocol {
             Protocol::Imap => "proxy_imap_listen / MAILGATE_PROXY_IMAP_LISTEN",
             Protocol::Pop3 => "proxy_pop3_listen / MAILGATE_PROXY_POP3_LISTEN",
             Protocol::Smtp => "proxy_smtp_listen / MAILGATE_PROXY_SMTP_LISTEN",
+        }
+    }
+
+    /// Why `account` cannot be reached over this protocol, and the refusal's code for an
+    /// administrator to act on; `None` when it has a server of this kind.
+    fn lacks_server(self, account: &MailAccount) -> Option<(&'static str, &'static str)> {
+        let inbound = account
+            .spec
+            .inbound
+            .as_ref()
+            .map(|inbound| &inbound.protocol);
+        match self {
+            Protocol::Imap if inbound != Some(&InboundProtocol::Imap) => {
+                Some(("the account has no IMAP server", "no_imap_server"))
+            }
+            Protocol::Pop3 if inbound != Some(&InboundProtocol::Pop3) => {
+                Some(("the account's inbound server is not POP3", "no_pop3_server"))
+            }
+            Protocol::Smtp if account.spec.outbound.is_none() => {
+                Some(("the account has no SMTP server", "no_smtp_server"))
+            }
+            _ => None,
         }
     }
 
@@ -581,14 +624,9 @@ pub async fn run(
     loop {
         while sessions.try_join_next().is_some() {}
         let (mut stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: never spin.
-                    tracing::warn!(error = %e, "accepting a proxy connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            accepted = crate::serve::accept_or_pause(&listener, "a proxy connection") => match accepted {
+                Some(accepted) => accepted,
+                None => continue,
             },
             // A change is the stop signal (or the sender is gone): either way, stop.
             _ = stop.changed() => break,
@@ -686,14 +724,15 @@ where
 }
 
 /// Writes one line and CRLF.
-pub(crate) async fn send<S: AsyncWrite + Unpin>(client: &mut S, line: &str) -> std::io::Result<()> {
+/// A failure ends the session, so it comes as the session's error text.
+pub(crate) async fn send<S: AsyncWrite + Unpin>(client: &mut S, line: &str) -> Result<(), String> {
     // One write: a line and its CRLF in two small segments would wait for the client's
     // delayed ACK (Nagle), some 40 ms per reply.
     let mut bytes = Vec::with_capacity(line.len() + 2);
     bytes.extend_from_slice(line.as_bytes());
     bytes.extend_from_slice(b"\r\n");
-    client.write_all(&bytes).await?;
-    client.flush().await
+    client.write_all(&bytes).await.map_err(|e| e.to_string())?;
+    client.flush().await.map_err(|e| e.to_string())
 }
 
 /// The next client line before the login deadline; `Ok(None)` when the client closed.
@@ -722,19 +761,223 @@ pub(crate) async fn next_line<S: AsyncRead + Unpin>(
     }
 }
 
+/// The start every front end shares: its greeting, except right after STARTTLS (the client
+/// goes on without a second one), then the reader of the client's lines and the login
+/// deadline.
+pub(crate) async fn greet<S: AsyncWrite + Unpin>(
+    ctx: &ProxyContext,
+    client: &mut S,
+    phase: Phase,
+    greeting: &str,
+) -> Result<(ClientLines, Instant), String> {
+    if phase != Phase::AfterStartTls {
+        send(client, greeting).await?;
+    }
+    let lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
+    Ok((lines, Instant::now() + ctx.login_timeout))
+}
+
+/// The next command line before the login deadline; `Ok(None)` when the client closed. A
+/// read error or the deadline ends the session, told to the client first as `{last_words}
+/// {error}` (IMAP `* BYE`, POP3 `-ERR`, SMTP `421 4.7.0`).
+pub(crate) async fn next_command<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    lines: &mut ClientLines,
+    deadline: Instant,
+    last_words: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let line = next_line(client, lines, deadline).await;
+    if let Err(e) = &line {
+        let _ = send(client, &format!("{last_words} {e}")).await;
+    }
+    line
+}
+
+/// One response of a SASL exchange (RFC 4422 §3.1, §5).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SaslResponse {
+    Given(String),
+    /// The client answered `*`.
+    Cancelled,
+    /// The client closed the connection instead of answering.
+    Closed,
+}
+
+/// A SASL response: the initial response the command carried, else the client's next line
+/// after `challenge` (IMAP and POP3 `+ `, SMTP `334 `: RFC 3501 §6.2.2, RFC 5034 §4,
+/// RFC 4954 §4).
+pub(crate) async fn sasl_response<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    lines: &mut ClientLines,
+    deadline: Instant,
+    initial_response: Option<String>,
+    challenge: &str,
+) -> Result<SaslResponse, String> {
+    let response = match initial_response {
+        Some(response) => response,
+        None => {
+            send(client, challenge).await?;
+            match next_line(client, lines, deadline).await? {
+                Some(line) => String::from_utf8_lossy(&line).into_owned(),
+                None => return Ok(SaslResponse::Closed),
+            }
+        }
+    };
+    Ok(if response.trim() == "*" {
+        SaslResponse::Cancelled
+    } else {
+        SaslResponse::Given(response)
+    })
+}
+
+/// How a password login over SASL (PLAIN in every protocol, SMTP's LOGIN) ended; each
+/// protocol words the refusals its own way.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SaslLogin {
+    Credentials {
+        login: String,
+        password: String,
+    },
+    Cancelled,
+    /// Not base64 of what the mechanism sends.
+    Malformed,
+    Closed,
+}
+
+/// The replies a protocol gives a SASL login that brought no credentials.
+pub(crate) struct SaslRefusals<'w> {
+    pub(crate) cancelled: &'w str,
+    pub(crate) malformed: &'w str,
+}
+
+/// What a session does after a SASL login.
+pub(crate) enum SaslNext {
+    LogIn {
+        login: String,
+        password: String,
+    },
+    /// The refusal was answered: read the next command.
+    NextCommand,
+    /// The client closed the connection.
+    Closed,
+}
+
+/// Answers a SASL login that brought no credentials with the protocol's `refusals`.
+pub(crate) async fn answer_sasl<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    outcome: SaslLogin,
+    refusals: &SaslRefusals<'_>,
+) -> Result<SaslNext, String> {
+    let refusal = match outcome {
+        SaslLogin::Credentials { login, password } => {
+            return Ok(SaslNext::LogIn { login, password });
+        }
+        SaslLogin::Closed => return Ok(SaslNext::Closed),
+        SaslLogin::Cancelled => refusals.cancelled,
+        SaslLogin::Malformed => refusals.malformed,
+    };
+    send(client, refusal).await?;
+    Ok(SaslNext::NextCommand)
+}
+
+/// `AUTHENTICATE PLAIN` / `AUTH PLAIN` (RFC 4616), with or without an initial response.
+pub(crate) async fn sasl_plain<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    lines: &mut ClientLines,
+    deadline: Instant,
+    initial_response: Option<String>,
+    challenge: &str,
+) -> Result<SaslLogin, String> {
+    Ok(
+        match sasl_response(client, lines, deadline, initial_response, challenge).await? {
+            SaslResponse::Given(response) => match decode_sasl_plain(&response) {
+                Some((login, password)) => SaslLogin::Credentials { login, password },
+                None => SaslLogin::Malformed,
+            },
+            SaslResponse::Cancelled => SaslLogin::Cancelled,
+            SaslResponse::Closed => SaslLogin::Closed,
+        },
+    )
+}
+
+/// The account's server, authenticated with a token, as a byte stream for the relay.
+pub(crate) type Upstream = Box<dyn mailgate_mail::net::Io>;
+
+/// A good login: the account's server, and the reply that tells the client so.
+pub(crate) struct LoggedIn<'a> {
+    live: LiveGuard<'a>,
+    upstream: Upstream,
+    reply: String,
+}
+
+/// How each protocol begins its replies to a refused login.
+pub(crate) struct RefusalWords<'w> {
+    /// A login that will not succeed as it is (IMAP `NO [AUTHENTICATIONFAILED]`, POP3
+    /// `-ERR [AUTH]`, SMTP `535 5.7.8`).
+    pub(crate) refused: &'w str,
+    /// Passing trouble (`NO [UNAVAILABLE]`, `-ERR [SYS/TEMP]`, `454 4.7.0`).
+    pub(crate) temporary: &'w str,
+    /// Said before closing after too many failed logins; POP3 has no such line and just
+    /// closes.
+    pub(crate) too_many: Option<&'w str>,
+}
+
+/// Answers a login attempt. A good one is told so and relayed until the session ends:
+/// `Ok(true)`. A refused one gets its reply; after [`MAX_FAILED_LOGINS`] bad credentials on
+/// this connection the session ends (`Ok(true)`), else the client may try again
+/// (`Ok(false)`).
+pub(crate) async fn answer_login<'a, S>(
+    client: &mut S,
+    lines: &mut ClientLines,
+    attempt: impl Future<Output = Result<LoggedIn<'a>, Refusal>>,
+    words: &RefusalWords<'_>,
+    failures: &mut u32,
+) -> Result<bool, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // Boxed: the login (upstream connect, TLS, XOAUTH2) is large and short-lived, and inline
+    // it would size the whole session task, idle relay included.
+    let refusal = match Box::pin(attempt).await {
+        Ok(LoggedIn {
+            live,
+            upstream,
+            reply,
+        }) => {
+            send(client, &reply).await?;
+            return relay(client, lines, upstream, live).await.map(|()| true);
+        }
+        Err(refusal) => refusal,
+    };
+    send(client, &refusal.reply(words.refused, words.temporary)).await?;
+    if !matches!(refusal, Refusal::BadCredentials) {
+        return Ok(false);
+    }
+    *failures += 1;
+    if *failures < MAX_FAILED_LOGINS {
+        return Ok(false);
+    }
+    if let Some(last_words) = words.too_many {
+        let _ = send(client, last_words).await;
+    }
+    Ok(true)
+}
+
 /// Bytes both ways until either side closes. What the client pipelined after its login
 /// goes first.
 pub(crate) async fn relay<S>(
-    client: S,
-    mut lines: ClientLines,
-    mut upstream: Box<dyn mailgate_mail::net::Io>,
+    client: &mut S,
+    lines: &mut ClientLines,
+    mut upstream: Upstream,
     live: LiveGuard<'_>,
 ) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let pipelined = lines.take_rest();
-    drop(lines);
+    // Swapped for an empty reader (no allocation), so that the session gives the line
+    // buffer back for the life of the relay.
+    let pipelined =
+        std::mem::replace(lines, ClientLines::new(DEFAULT_MAX_COMMAND_LINE)).take_rest();
     if !pipelined.is_empty() {
         upstream
             .write_all(&pipelined)
@@ -831,7 +1074,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -855,6 +1098,85 @@ mod tests {
             !throttle.blocked("source 192.0.2.1", later),
             "a new window starts at zero"
         );
+    }
+
+    /// Runs `exchange` on the proxy's side of a connection whose client sent `client_sends`
+    /// and closed; its outcome and what the proxy wrote.
+    pub(crate) async fn with_client<T>(
+        client_sends: &str,
+        exchange: impl AsyncFnOnce(
+            &mut tokio::io::DuplexStream,
+            &mut ClientLines,
+            Instant,
+        ) -> Result<T, String>,
+    ) -> (T, String) {
+        let (mut proxy_side, mut client_side) = tokio::io::duplex(4096);
+        client_side
+            .write_all(client_sends.as_bytes())
+            .await
+            .unwrap();
+        client_side.shutdown().await.unwrap();
+        let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let outcome = exchange(&mut proxy_side, &mut lines, deadline)
+            .await
+            .unwrap();
+        drop(proxy_side);
+        let mut written = String::new();
+        client_side.read_to_string(&mut written).await.unwrap();
+        (outcome, written)
+    }
+
+    async fn plain_exchange(
+        initial_response: Option<&str>,
+        client_sends: &str,
+        challenge: &str,
+    ) -> (SaslLogin, String) {
+        let initial_response = initial_response.map(str::to_owned);
+        with_client(client_sends, async |client, lines, deadline| {
+            sasl_plain(client, lines, deadline, initial_response, challenge).await
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn sasl_plain_reads_the_initial_response_or_the_line_after_the_challenge() {
+        // base64 of "\0alice@example.test\0secret".
+        const PLAIN: &str = "AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=";
+        let alice = || SaslLogin::Credentials {
+            login: "alice@example.test".into(),
+            password: "secret".into(),
+        };
+        // IMAP and POP3 challenge with "+ ", SMTP with "334 ".
+        for challenge in ["+ ", "334 "] {
+            assert_eq!(
+                plain_exchange(Some(PLAIN), "", challenge).await,
+                (alice(), String::new()),
+                "an initial response needs no challenge"
+            );
+            assert_eq!(
+                plain_exchange(None, &format!("{PLAIN}\r\n"), challenge).await,
+                (alice(), format!("{challenge}\r\n"))
+            );
+            for (initial, sends) in [(None, "*\r\n"), (Some("*"), "")] {
+                assert_eq!(
+                    plain_exchange(initial, sends, challenge).await.0,
+                    SaslLogin::Cancelled,
+                    "{initial:?} {sends:?}"
+                );
+            }
+            for (initial, sends) in [(None, "bm90IHBsYWlu\r\n"), (Some("not base64!"), "")] {
+                assert_eq!(
+                    plain_exchange(initial, sends, challenge).await.0,
+                    SaslLogin::Malformed,
+                    "{initial:?} {sends:?}"
+                );
+            }
+            assert_eq!(
+                plain_exchange(None, "", challenge).await,
+                (SaslLogin::Closed, format!("{challenge}\r\n"))
+            );
+        }
     }
 
     #[test]

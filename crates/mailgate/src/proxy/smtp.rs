@@ -3,13 +3,12 @@
 //! takes over the conversation (MAIL FROM onwards) through the relay.
 
 use super::{
-    LiveGuard, MAX_FAILED_LOGINS, Phase, ProxyContext, Refusal, UPSTREAM_TIMEOUT, next_line, relay,
+    Phase, Protocol, ProxyContext, RefusalWords, SaslLogin, SaslNext, SaslRefusals, SaslResponse,
+    UPSTREAM_TIMEOUT, answer_login, answer_sasl, greet, next_command, sasl_plain, sasl_response,
     send,
 };
-use mailgate_proto::proxy::{
-    ClientLines, DEFAULT_MAX_COMMAND_LINE, SmtpCommand, decode_sasl_line, decode_sasl_plain,
-    parse_smtp_command,
-};
+use mailgate_mail::send::open_submission;
+use mailgate_proto::proxy::{ClientLines, SmtpCommand, decode_sasl_line, parse_smtp_command};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -18,21 +17,46 @@ use tokio::time::Instant;
 const USERNAME_PROMPT: &str = "334 VXNlcm5hbWU6";
 const PASSWORD_PROMPT: &str = "334 UGFzc3dvcmQ6";
 
-/// Reads a SASL continuation line; `Err` ends the session, `Ok(None)` means the client
-/// cancelled with `*` (RFC 4954 §4).
-async fn sasl_line<S: AsyncRead + Unpin>(
+/// `AUTH LOGIN` (draft-murchison-sasl-login): the user name (its initial response, or after
+/// the prompt), then the password after its prompt, each base64 on its own line.
+async fn sasl_login<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut S,
     lines: &mut ClientLines,
     deadline: Instant,
-) -> Result<Option<String>, String> {
-    match next_line(client, lines, deadline).await? {
-        Some(line) => {
-            let line = String::from_utf8_lossy(&line).into_owned();
-            Ok((line.trim() != "*").then_some(line))
-        }
-        None => Err("the client closed the connection".into()),
-    }
+    initial_response: Option<String>,
+) -> Result<SaslLogin, String> {
+    let user =
+        match sasl_response(client, lines, deadline, initial_response, USERNAME_PROMPT).await? {
+            SaslResponse::Given(user) => user,
+            SaslResponse::Cancelled => return Ok(SaslLogin::Cancelled),
+            SaslResponse::Closed => return Ok(SaslLogin::Closed),
+        };
+    Ok(
+        match sasl_response(client, lines, deadline, None, PASSWORD_PROMPT).await? {
+            SaslResponse::Given(password) => {
+                match decode_sasl_line(&user).zip(decode_sasl_line(&password)) {
+                    Some((login, password)) => SaslLogin::Credentials { login, password },
+                    None => SaslLogin::Malformed,
+                }
+            }
+            SaslResponse::Cancelled => SaslLogin::Cancelled,
+            SaslResponse::Closed => SaslLogin::Closed,
+        },
+    )
 }
+
+const LOGGED_IN: &str = "235 2.7.0 logged in through mailgate";
+/// RFC 4954 §6: 535 for credentials, 454 for passing trouble.
+const REFUSALS: RefusalWords<'static> = RefusalWords {
+    refused: "535 5.7.8",
+    temporary: "454 4.7.0",
+    too_many: Some("421 4.7.0 too many failed logins"),
+};
+/// AUTH PLAIN or LOGIN cancelled, or not base64 of what the mechanism sends.
+const SASL_REFUSALS: SaslRefusals<'static> = SaslRefusals {
+    cancelled: "501 5.0.0 authentication cancelled",
+    malformed: "501 5.5.2 the response is not valid base64",
+};
 
 /// Runs a session to its end; `Ok(Some(client))` after an accepted STARTTLS.
 pub(super) async fn session<S>(
@@ -44,31 +68,18 @@ pub(super) async fn session<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let io = |e: std::io::Error| e.to_string();
     // After STARTTLS the client starts over with EHLO, without a new greeting (RFC 3207).
-    if phase != Phase::AfterStartTls {
-        send(&mut client, "220 mailgate SMTP proxy ready")
-            .await
-            .map_err(io)?;
-    }
-    let mut lines = ClientLines::new(DEFAULT_MAX_COMMAND_LINE);
-    let deadline = Instant::now() + ctx.login_timeout;
+    let (mut lines, deadline) =
+        greet(ctx, &mut client, phase, "220 mailgate SMTP proxy ready").await?;
     let mut greeted = false;
     let mut failures = 0;
     loop {
-        let line = match next_line(&mut client, &mut lines, deadline).await {
-            Ok(Some(line)) => line,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                let _ = send(&mut client, &format!("421 4.7.0 {e}")).await;
-                return Err(e);
-            }
+        let Some(line) = next_command(&mut client, &mut lines, deadline, "421 4.7.0").await? else {
+            return Ok(None);
         };
         let (login, password) = match parse_smtp_command(&line) {
             SmtpCommand::Bad(reason) => {
-                send(&mut client, &format!("501 5.5.2 {reason}"))
-                    .await
-                    .map_err(io)?;
+                send(&mut client, &format!("501 5.5.2 {reason}")).await?;
                 continue;
             }
             SmtpCommand::Hello { extended, name } => {
@@ -83,21 +94,19 @@ where
                 } else {
                     format!("250 mailgate greets {name}")
                 };
-                send(&mut client, &hello).await.map_err(io)?;
+                send(&mut client, &hello).await?;
                 continue;
             }
             SmtpCommand::Noop | SmtpCommand::Rset => {
-                send(&mut client, "250 2.0.0 OK").await.map_err(io)?;
+                send(&mut client, "250 2.0.0 OK").await?;
                 continue;
             }
             SmtpCommand::Quit => {
-                send(&mut client, "221 2.0.0 bye").await.map_err(io)?;
+                send(&mut client, "221 2.0.0 bye").await?;
                 return Ok(None);
             }
             SmtpCommand::StartTls if phase == Phase::BeforeStartTls => {
-                send(&mut client, "220 2.0.0 ready to start TLS")
-                    .await
-                    .map_err(io)?;
+                send(&mut client, "220 2.0.0 ready to start TLS").await?;
                 // Bytes pipelined after STARTTLS came in plain text: dropped, never read as
                 // if they had come over TLS (CVE-2011-0411).
                 drop(lines);
@@ -108,8 +117,7 @@ where
                     &mut client,
                     "530 5.7.0 must issue a STARTTLS command first: logins need TLS on this listener",
                 )
-                .await
-                .map_err(io)?;
+                .await?;
                 continue;
             }
             SmtpCommand::StartTls => {
@@ -117,8 +125,7 @@ where
                     &mut client,
                     "502 5.5.1 STARTTLS is not offered on this listener",
                 )
-                .await
-                .map_err(io)?;
+                .await?;
                 continue;
             }
             SmtpCommand::Other(verb) => {
@@ -126,127 +133,102 @@ where
                     &mut client,
                     &format!("530 5.7.0 {verb} needs a login first (AUTH PLAIN or AUTH LOGIN)"),
                 )
-                .await
-                .map_err(io)?;
+                .await?;
                 continue;
             }
             SmtpCommand::Auth { .. } if !greeted => {
-                send(&mut client, "503 5.5.1 EHLO first")
-                    .await
-                    .map_err(io)?;
+                send(&mut client, "503 5.5.1 EHLO first").await?;
                 continue;
             }
             SmtpCommand::Auth {
                 mechanism,
                 initial_response,
             } => {
-                let decoded = match mechanism.as_str() {
+                let outcome = match mechanism.as_str() {
                     "PLAIN" => {
-                        let response = match initial_response {
-                            Some(r) => Some(r),
-                            None => {
-                                send(&mut client, "334 ").await.map_err(io)?;
-                                sasl_line(&mut client, &mut lines, deadline).await?
-                            }
-                        };
-                        response.map(|r| decode_sasl_plain(&r))
+                        sasl_plain(&mut client, &mut lines, deadline, initial_response, "334 ")
+                            .await?
                     }
                     "LOGIN" => {
-                        let user = match initial_response {
-                            Some(r) => Some(r),
-                            None => {
-                                send(&mut client, USERNAME_PROMPT).await.map_err(io)?;
-                                sasl_line(&mut client, &mut lines, deadline).await?
-                            }
-                        };
-                        match user {
-                            None => None,
-                            Some(user) => {
-                                send(&mut client, PASSWORD_PROMPT).await.map_err(io)?;
-                                sasl_line(&mut client, &mut lines, deadline)
-                                    .await?
-                                    .map(|pw| decode_sasl_line(&user).zip(decode_sasl_line(&pw)))
-                            }
-                        }
+                        sasl_login(&mut client, &mut lines, deadline, initial_response).await?
                     }
                     _ => {
                         send(
                             &mut client,
                             "504 5.5.4 only AUTH PLAIN and AUTH LOGIN are offered",
                         )
-                        .await
-                        .map_err(io)?;
+                        .await?;
                         continue;
                     }
                 };
-                match decoded {
-                    None => {
-                        send(&mut client, "501 5.0.0 authentication cancelled")
-                            .await
-                            .map_err(io)?;
-                        continue;
-                    }
-                    Some(None) => {
-                        send(&mut client, "501 5.5.2 the response is not valid base64")
-                            .await
-                            .map_err(io)?;
-                        continue;
-                    }
-                    Some(Some(pair)) => pair,
+                match answer_sasl(&mut client, outcome, &SASL_REFUSALS).await? {
+                    SaslNext::LogIn { login, password } => (login, password),
+                    SaslNext::NextCommand => continue,
+                    SaslNext::Closed => return Err("the client closed the connection".into()),
                 }
             }
         };
-        // Boxed: the login (upstream connect, TLS, XOAUTH2) is large and short-lived, and
-        // inline it would size the whole session task, idle relay included.
-        let refusal = match Box::pin(log_in(ctx, peer, &login, &password)).await {
-            Ok((live, upstream)) => {
-                send(&mut client, "235 2.7.0 logged in through mailgate")
-                    .await
-                    .map_err(io)?;
-                return relay(client, lines, upstream, live).await.map(|()| None);
-            }
-            Err(refusal) => refusal,
-        };
-        let text = refusal.reply("535 5.7.8", "454 4.7.0");
-        send(&mut client, &text).await.map_err(io)?;
-        if matches!(refusal, Refusal::BadCredentials) {
-            failures += 1;
-            if failures >= MAX_FAILED_LOGINS {
-                let _ = send(&mut client, "421 4.7.0 too many failed logins").await;
-                return Ok(None);
-            }
+        let attempt = ctx.log_in(Protocol::Smtp, peer, &login, &password, async |account| {
+            let upstream =
+                open_submission(&ctx.engine, &ctx.tls, account, UPSTREAM_TIMEOUT).await?;
+            Ok((upstream.into_stream()?, LOGGED_IN.to_owned()))
+        });
+        if answer_login(&mut client, &mut lines, attempt, &REFUSALS, &mut failures).await? {
+            return Ok(None);
         }
     }
 }
 
-/// A good login: the account's submission server opened and authenticated with a token.
-async fn log_in<'a>(
-    ctx: &'a ProxyContext,
-    peer: SocketAddr,
-    login: &str,
-    password: &str,
-) -> Result<(LiveGuard<'a>, Box<dyn mailgate_mail::net::Io>), Refusal> {
-    let (account, live) = ctx.check_login("SMTP", peer, login, password).await?;
-    if account.spec.outbound.is_none() {
-        return Err(ctx
-            .no_server(
-                "SMTP",
-                &account,
-                peer,
-                "the account has no SMTP server",
-                "no_smtp_server",
-            )
-            .await);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::tests::with_client;
+
+    async fn login_exchange(
+        initial_response: Option<&str>,
+        client_sends: &str,
+    ) -> (SaslLogin, String) {
+        let initial_response = initial_response.map(str::to_owned);
+        with_client(client_sends, async |client, lines, deadline| {
+            sasl_login(client, lines, deadline, initial_response).await
+        })
+        .await
     }
-    let opened =
-        mailgate_mail::send::open_submission(&ctx.engine, &ctx.tls, &account, UPSTREAM_TIMEOUT)
-            .await;
-    let stream = opened.and_then(|upstream| upstream.into_stream());
-    match stream {
-        Ok(stream) => {
-            tracing::info!(account = %account.spec.name.as_str(), %peer, "SMTP proxy session relaying");
-            Ok((live, stream))
-        }
-        Err(e) => Err(ctx.upstream_failed("SMTP", peer, &account, &e).await),
+
+    #[tokio::test]
+    async fn auth_login_asks_for_what_the_client_has_not_sent_yet() {
+        // base64 of "alice@example.test" and "secret".
+        const USER: &str = "YWxpY2VAZXhhbXBsZS50ZXN0";
+        const PASSWORD: &str = "c2VjcmV0";
+        let alice = || SaslLogin::Credentials {
+            login: "alice@example.test".into(),
+            password: "secret".into(),
+        };
+        let both_prompts = format!("{USERNAME_PROMPT}\r\n{PASSWORD_PROMPT}\r\n");
+        assert_eq!(
+            login_exchange(None, &format!("{USER}\r\n{PASSWORD}\r\n")).await,
+            (alice(), both_prompts.clone())
+        );
+        assert_eq!(
+            login_exchange(Some(USER), &format!("{PASSWORD}\r\n")).await,
+            (alice(), format!("{PASSWORD_PROMPT}\r\n")),
+            "the initial response is the user name"
+        );
+        assert_eq!(
+            login_exchange(None, &format!("{USER}\r\n*\r\n")).await,
+            (SaslLogin::Cancelled, both_prompts.clone())
+        );
+        assert_eq!(
+            login_exchange(None, "*\r\n").await,
+            (SaslLogin::Cancelled, format!("{USERNAME_PROMPT}\r\n"))
+        );
+        assert_eq!(
+            login_exchange(None, &format!("{USER}\r\n!!\r\n")).await,
+            (SaslLogin::Malformed, both_prompts.clone())
+        );
+        assert_eq!(
+            login_exchange(None, &format!("{USER}\r\n")).await,
+            (SaslLogin::Closed, both_prompts)
+        );
     }
 }

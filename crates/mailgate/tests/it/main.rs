@@ -27,6 +27,7 @@ mod outbox;
 mod outbox_hardening;
 mod outbox_sessions;
 mod proxy;
+mod proxy_fixture;
 mod proxy_starttls;
 mod refresh_outage;
 mod refused_token;

@@ -3,6 +3,7 @@
 
 use crate::fixtures::Fixture;
 use crate::mailtest::point_at_rig;
+use crate::proxy_fixture::{admin_dashboard, connect, imap_logged_in};
 use crate::support::{TestEnv, db_contains, folder_subjects, text};
 use mailgate_testkit::raw::{RawClient, imap_status_is};
 use mailgate_testkit::rig::MailRig;
@@ -211,7 +212,7 @@ fn imaplib(addr: &str, login: &str, password: &str, mech: &str, subject: &str) -
 }
 
 /// Runs a Python client script with `env`; it must succeed. Its stdout.
-fn python(script: &str, env: &[(&str, &str)]) -> String {
+pub(crate) fn python(script: &str, env: &[(&str, &str)]) -> String {
     let out = Command::new("python3")
         .args(["-c", script])
         .envs(env.iter().copied())
@@ -572,19 +573,7 @@ async fn poplib_reads_real_mail_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regenerating_the_proxy_password_ends_open_sessions() {
     let (f, _rig, addr, password) = proxied().await;
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut imap = RawClient::connect(host, port.parse().unwrap())
-        .await
-        .unwrap();
-    imap.read_line().await.unwrap();
-    let login = imap
-        .imap_command("a1", &format!("LOGIN {} \"{password}\"", f.mailbox))
-        .await
-        .unwrap();
-    assert!(
-        imap_status_is(login.last().unwrap(), "a1", "OK"),
-        "{login:?}"
-    );
+    let mut imap = imap_logged_in(&f, &addr, &password).await;
     let selected = imap.imap_command("a2", "SELECT INBOX").await.unwrap();
     assert!(
         imap_status_is(selected.last().unwrap(), "a2", "OK"),
@@ -646,19 +635,7 @@ async fn repeated_failed_logins_from_one_source_are_throttled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_drops_the_session_closes_the_client() {
     let (f, rig, addr, password) = proxied().await;
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut imap = RawClient::connect(host, port.parse().unwrap())
-        .await
-        .unwrap();
-    imap.read_line().await.unwrap();
-    let login = imap
-        .imap_command("a1", &format!("LOGIN {} \"{password}\"", f.mailbox))
-        .await
-        .unwrap();
-    assert!(
-        imap_status_is(login.last().unwrap(), "a1", "OK"),
-        "{login:?}"
-    );
+    let mut imap = imap_logged_in(&f, &addr, &password).await;
     imap.imap_command("a2", "SELECT INBOX").await.unwrap();
     // As Exchange does when the token inside the session expires.
     rig.kick(&f.mailbox).unwrap();
@@ -699,25 +676,13 @@ async fn listeners_speak_implicit_tls_with_the_configured_certificate() {
     let out = imaplib_with(&addr, &f.mailbox, &password, "LOGIN", "proxy-tls-1", &ca);
     assert!(out.contains("Hello over TLS."), "{out}");
     // The administrators' dashboard says which listeners are on, and where.
-    f.env.ok(
-        &["user", "add", "ada", "--role", "admin", "--password-stdin"],
-        Some("a long admin passphrase\n"),
-    );
-    let browser = crate::support::Browser {
-        http: &f.http,
-        base: &f.server.base,
-    };
-    let cookie = browser.sign_in("ada", "a long admin passphrase").await;
-    let (_, dashboard) = browser.get("/admin", &cookie).await;
+    let dashboard = admin_dashboard(&f).await;
     assert!(
         dashboard.contains(&format!("Legacy proxy: <code>IMAP on {addr} (TLS)</code>")),
         "{dashboard}"
     );
     // A plain-text client gets no greeting: the listener expects a TLS handshake.
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut plain = RawClient::connect(host, port.parse().unwrap())
-        .await
-        .unwrap();
+    let mut plain = connect(&addr).await;
     plain.send_line("a1 CAPABILITY").await.unwrap();
     // (rustls may answer with a TLS alert before closing: anything but IMAP.)
     if let Ok(line) = plain.read_line().await {
@@ -803,16 +768,7 @@ async fn silent_clients_are_closed_before_and_after_login() {
     );
 
     // Logged in, then quiet: closed after the idle timeout; talking keeps it open.
-    let mut imap = RawClient::connect(host, port).await.unwrap();
-    imap.read_line().await.unwrap();
-    let login = imap
-        .imap_command("a1", &format!("LOGIN {} \"{password}\"", f.mailbox))
-        .await
-        .unwrap();
-    assert!(
-        imap_status_is(login.last().unwrap(), "a1", "OK"),
-        "{login:?}"
-    );
+    let mut imap = imap_logged_in(&f, &addr, &password).await;
     let logged_in = Instant::now();
     for n in 0..3 {
         let tag = format!("n{n}");

@@ -4,8 +4,10 @@
 
 use crate::mailtest::point_at_rig;
 use crate::proxy::{
-    deliver, inbound_pop3_on_rig, new_proxy_password, proxied, proxied_with, rig_certificate,
+    deliver, inbound_pop3_on_rig, new_proxy_password, proxied, proxied_with, python,
+    rig_certificate,
 };
+use crate::proxy_fixture::{admin_dashboard, connect, imap_logged_in};
 use mailgate_testkit::raw::{RawClient, imap_status_is};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,20 +78,8 @@ async fn an_upstream_cut_in_the_middle_of_a_large_fetch_closes_the_client() {
         None,
     );
 
-    let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut imap = RawClient::connect(host, port.parse().unwrap())
-        .await
-        .unwrap();
+    let mut imap = imap_logged_in(&f, &addr, &password).await;
     imap.set_timeout(Duration::from_secs(20));
-    imap.read_line().await.unwrap();
-    let login = imap
-        .imap_command("a1", &format!("LOGIN {} \"{password}\"", f.mailbox))
-        .await
-        .unwrap();
-    assert!(
-        imap_status_is(login.last().unwrap(), "a1", "OK"),
-        "{login:?}"
-    );
     let select = imap.imap_command("a2", "SELECT INBOX").await.unwrap();
     assert!(
         imap_status_is(select.last().unwrap(), "a2", "OK"),
@@ -132,18 +122,7 @@ async fn an_upstream_cut_in_the_middle_of_a_large_fetch_closes_the_client() {
     );
     // The proxy runs on: a new session logs in through the real server.
     point_at_rig(&f, &rig);
-    let mut again = RawClient::connect(host, port.parse().unwrap())
-        .await
-        .unwrap();
-    again.read_line().await.unwrap();
-    let login = again
-        .imap_command("b1", &format!("LOGIN {} \"{password}\"", f.mailbox))
-        .await
-        .unwrap();
-    assert!(
-        imap_status_is(login.last().unwrap(), "b1", "OK"),
-        "{login:?}"
-    );
+    imap_logged_in(&f, &addr, &password).await;
 }
 
 /// The fixture's account on the rig with the IMAP proxy on a loopback port offering
@@ -252,21 +231,16 @@ async fn imap_starttls_is_offered_and_logins_wait_for_the_upgrade() {
 
     // Python's imaplib with starttls().
     let ca = rig.ca_cert().to_str().unwrap().to_owned();
-    let out = std::process::Command::new("python3")
-        .args(["-c", IMAPLIB_STARTTLS])
-        .env("TLS_CA", &ca)
-        .env("PROXY", &addr)
-        .env("LOGIN", &f.mailbox)
-        .env("PW", &password)
-        .env("SUBJECT", "proxy-starttls-1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let text = python(
+        IMAPLIB_STARTTLS,
+        &[
+            ("TLS_CA", &ca),
+            ("PROXY", &addr),
+            ("LOGIN", &f.mailbox),
+            ("PW", &password),
+            ("SUBJECT", "proxy-starttls-1"),
+        ],
     );
-    assert!(out.status.success(), "{text}");
     assert!(
         text.contains("LOGINDISABLED") && text.contains("STARTTLS OK"),
         "{text}"
@@ -301,16 +275,7 @@ async fn imap_starttls_is_offered_and_logins_wait_for_the_upgrade() {
     assert!(body.contains("Hello after STARTTLS."), "{body}");
 
     // The administrators' dashboard says how the listener speaks.
-    f.env.ok(
-        &["user", "add", "ada", "--role", "admin", "--password-stdin"],
-        Some("a long admin passphrase\n"),
-    );
-    let browser = crate::support::Browser {
-        http: &f.http,
-        base: &f.server.base,
-    };
-    let cookie = browser.sign_in("ada", "a long admin passphrase").await;
-    let (_, dashboard) = browser.get("/admin", &cookie).await;
+    let dashboard = admin_dashboard(&f).await;
     assert!(
         dashboard.contains(&format!("IMAP on {addr} (STARTTLS)")),
         "{dashboard}"
@@ -373,10 +338,7 @@ async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
 
     // SMTP before the upgrade: STARTTLS offered, no AUTH, AUTH refused; an AUTH pipelined
     // after STARTTLS in the same packet is dropped.
-    let (host, port) = smtp_addr.rsplit_once(':').unwrap();
-    let mut smtp = RawClient::connect(host, port.parse().unwrap())
-        .await
-        .unwrap();
+    let mut smtp = connect(&smtp_addr).await;
     assert_eq!(smtp.read_smtp_reply().await.unwrap().code, 220);
     let ehlo = smtp.smtp_command("EHLO client.test").await.unwrap();
     assert!(
@@ -406,10 +368,7 @@ async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
     );
 
     // POP3 before STLS: no USER/SASL in CAPA, USER refused.
-    let (host, port) = pop3_addr.rsplit_once(':').unwrap();
-    let mut pop3 = RawClient::connect(host, port.parse().unwrap())
-        .await
-        .unwrap();
+    let mut pop3 = connect(&pop3_addr).await;
     assert!(pop3.read_line().await.unwrap().starts_with("+OK"));
     pop3.send_line(&format!("USER {}", f.mailbox))
         .await
@@ -432,22 +391,17 @@ async fn smtp_and_pop3_starttls_are_offered_and_logins_wait_for_the_upgrade() {
     );
 
     // Python's smtplib and poplib with starttls() / stls().
-    let out = std::process::Command::new("python3")
-        .args(["-c", PY_STARTTLS])
-        .env("TLS_CA", rig.ca_cert())
-        .env("SMTP", &smtp_addr)
-        .env("POP3", &pop3_addr)
-        .env("LOGIN", &f.mailbox)
-        .env("PW", &password)
-        .env("SUBJECT", "proxy-starttls-sent")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let text = python(
+        PY_STARTTLS,
+        &[
+            ("TLS_CA", rig.ca_cert().to_str().unwrap()),
+            ("SMTP", &smtp_addr),
+            ("POP3", &pop3_addr),
+            ("LOGIN", &f.mailbox),
+            ("PW", &password),
+            ("SUBJECT", "proxy-starttls-sent"),
+        ],
     );
-    assert!(out.status.success(), "{text}");
     let line = |prefix: &str| {
         text.lines()
             .find(|l| l.starts_with(prefix))
