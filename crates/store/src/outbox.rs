@@ -326,14 +326,7 @@ impl Store {
         skip_accounts: &[i64],
     ) -> Result<Option<OutboxItem>> {
         let sql = claim_sql(account, skip_accounts);
-        let row = self
-            .write_returning(
-                sqlx::query(&sql)
-                    .bind(holder.to_owned())
-                    .bind(now.0 + lease_secs)
-                    .bind(now.0),
-            )
-            .await?;
+        let row = self.claim_row(&sql, holder, lease_secs, now).await?;
         row.as_ref().map(item).transpose()
     }
 
