@@ -468,6 +468,12 @@ fn parse_date(s: &str) -> Result<time::Date, String> {
 
 // ----- apps -------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/v1/apps",
+    summary = "List OAuth apps (secrets only as hints)",
+    security(("bearer" = ["accounts:read"])),
+    responses(
+        (status = 200, description = "OK", body = Vec<AppView>),
+    ))]
 pub async fn list_apps(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
@@ -482,6 +488,12 @@ pub async fn list_apps(
     Ok(Json(list).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/apps/{id}",
+    summary = "One OAuth app (secrets only as hints)",
+    security(("bearer" = ["accounts:read"])),
+    responses(
+        (status = 200, description = "OK", body = AppView),
+    ))]
 pub async fn get_app(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
@@ -492,6 +504,17 @@ pub async fn get_app(
     Ok(Json(app_json(&state, &app)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/apps",
+    summary = "Create an OAuth app (secrets write-only; unrestricted tokens only)",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = crate::openapi::by_hand::AppInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (Location: the app)", body = AppView),
+        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn create_app(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -523,6 +546,17 @@ pub async fn create_app(
     ))
 }
 
+#[utoipa::path(patch, path = "/api/v1/apps/{id}",
+    summary = "Change an OAuth app; fields not given keep their value",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = crate::openapi::by_hand::AppChanges, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = AppView),
+        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn update_app(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -571,6 +605,13 @@ pub async fn update_app(
     Ok(Json(app_json(&state, &app)).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/apps/{id}",
+    summary = "Remove an OAuth app no account uses",
+    security(("bearer" = ["accounts:write"])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 409, description = "Accounts still use the app", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn delete_app(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -600,6 +641,17 @@ async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, ApiEr
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/accounts",
+    summary = "Create a mail account (unrestricted tokens only)",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = crate::openapi::by_hand::AccountInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (Location: the account)", body = mailgate_usecase::AccountView),
+        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn create_account(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -631,6 +683,17 @@ pub async fn create_account(
     ))
 }
 
+#[utoipa::path(patch, path = "/api/v1/accounts/{id}",
+    summary = "Change a mail account; fields not given keep their value",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = crate::openapi::by_hand::AccountChanges, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = mailgate_usecase::AccountView),
+        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn update_account(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -670,6 +733,12 @@ pub async fn update_account(
     Ok(Json(account_view(&state, &account).await?).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/accounts/{id}",
+    summary = "Remove a mail account and its grant",
+    security(("bearer" = ["accounts:write"])),
+    responses(
+        (status = 204, description = "Removed"),
+    ))]
 pub async fn delete_account(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -686,6 +755,16 @@ pub async fn delete_account(
 
 /// Starts "Test configuration" in the background: 202 with the run and its `Location`, to be
 /// polled until `status` is no longer `running`.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/tests",
+    summary = "Start Test configuration in the background; poll the run at its Location",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = Option<crate::openapi::by_hand::TestRequest>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Started (Location: the run)", body = crate::openapi::by_hand::TestRun),
+        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn start_test(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -722,6 +801,13 @@ pub async fn start_test(
 }
 
 /// A run's steps so far and its status (`running`, `passed`, `failed`).
+#[utoipa::path(get, path = "/api/v1/tests/{run}",
+    summary = "A Test configuration run: the steps so far and its status",
+    security(("bearer" = ["accounts:read"])),
+    params(("run" = String, Path)),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::by_hand::TestRun),
+    ))]
 pub async fn test_status(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
