@@ -178,28 +178,10 @@ pub(crate) async fn create_subscription(
     state: &AppState,
     new: &NewWebhook,
 ) -> Result<(Webhook, Secret), mailgate_store::StoreError> {
-    let secret = new_signing_secret()?;
-    let hook = state
-        .store
-        .create_webhook(
-            new.account_id,
-            &new.url,
-            &new.events,
-            &new.description,
-            &secret,
-            state.clock.now(),
-        )
-        .await?;
+    let created =
+        mailgate_usecase::access::create_webhook(&state.store, new, state.clock.now()).await?;
     state.watchers.notify_one();
-    Ok((hook, secret))
-}
-
-/// A subscription's HMAC key: `whsec_` and 24 random bytes.
-fn new_signing_secret() -> Result<Secret, mailgate_core::random::RandomFailed> {
-    Ok(Secret::new(format!(
-        "whsec_{}",
-        mailgate_oauth::random::token(24)?
-    )))
+    Ok(created)
 }
 
 /// Replaces subscription `id`'s signing secret; the new one comes back for the one
@@ -208,12 +190,7 @@ pub(crate) async fn rotate_subscription_secret(
     state: &AppState,
     id: i64,
 ) -> Result<Secret, mailgate_store::StoreError> {
-    let secret = new_signing_secret()?;
-    state
-        .store
-        .rotate_webhook_secret(id, &secret, state.clock.now())
-        .await?;
-    Ok(secret)
+    mailgate_usecase::access::rotate_webhook_secret(&state.store, id, state.clock.now()).await
 }
 
 /// Saves a subscription's target, events, description and whether it is enabled, and
