@@ -431,21 +431,13 @@ pub async fn account_token(
     query: Result<axum::extract::Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require_account(AccountId(id))?;
-    let force = match query.map(|q| q.0.force_refresh) {
-        Ok(None) => false,
-        Ok(Some(v)) => match v.as_str() {
+    let force = match query_or_problem(query, "force_refresh")?.force_refresh {
+        None => false,
+        Some(v) => match v.as_str() {
             "true" | "1" => true,
             "false" | "0" => false,
             _ => return Err(invalid("force_refresh", "force_refresh is true or false")),
         },
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected force_refresh"),
-                None,
-            )));
-        }
     };
     let result = if force {
         state.engine.force_refresh(AccountId(id), None).await
@@ -785,7 +777,7 @@ pub async fn message_status(
 }
 
 /// A query string read into `T`, or a 400 problem naming the parameters it may have.
-fn query_or_problem<T>(
+pub(crate) fn query_or_problem<T>(
     query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
     expected: &str,
 ) -> Result<T, ApiError> {
@@ -797,6 +789,18 @@ fn query_or_problem<T>(
             format!("{e}; expected {expected}"),
             None,
         ))),
+    }
+}
+
+/// The `limit` query parameter of a list: 1 to `max`, 50 when not given.
+pub(crate) fn limit_param(value: Option<&str>, max: i64) -> Result<i64, ApiError> {
+    match value.map(str::parse::<i64>) {
+        None => Ok(50),
+        Some(Ok(n)) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(invalid(
+            "limit",
+            format!("limit must be a number from 1 to {max}"),
+        )),
     }
 }
 
@@ -860,7 +864,7 @@ pub async fn list_outbox(
     };
     let account = number("account_id", q.account_id.as_deref(), i64::MAX)?.map(AccountId);
     let before = number("before", q.before.as_deref(), i64::MAX)?;
-    let limit = number("limit", q.limit.as_deref(), 500)?.unwrap_or(50);
+    let limit = limit_param(q.limit.as_deref(), 500)?;
     let accounts: Vec<AccountId> = match account {
         Some(a) => {
             caller.require_account(a)?;
@@ -1316,11 +1320,7 @@ pub async fn list_events(
         Some(Ok(n)) if n > 0 => Some(AccountId(n)),
         Some(_) => return Err(invalid("account_id", "account_id must be an account's id")),
     };
-    let limit = match q.limit.as_deref().map(str::parse::<i64>) {
-        None => 50,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => return Err(invalid("limit", "limit must be a number from 1 to 1000")),
-    };
+    let limit = limit_param(q.limit.as_deref(), 1000)?;
     match account {
         Some(a) => caller.require_account(a)?,
         None if !caller.token.account_ids.is_empty() => {

@@ -510,10 +510,7 @@ pub async fn get_app(
     request_body(content = crate::openapi::by_hand::AppInput, content_type = "application/json"),
     responses(
         (status = 201, description = "Created (Location: the app)", body = AppView),
-        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        crate::openapi::refusals::RefusedChange,
     ))]
 pub async fn create_app(
     State(state): State<AppState>,
@@ -552,10 +549,7 @@ pub async fn create_app(
     request_body(content = crate::openapi::by_hand::AppChanges, content_type = "application/json"),
     responses(
         (status = 200, description = "Changed", body = AppView),
-        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        crate::openapi::refusals::RefusedChange,
     ))]
 pub async fn update_app(
     State(state): State<AppState>,
@@ -647,10 +641,7 @@ async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, ApiEr
     request_body(content = crate::openapi::by_hand::AccountInput, content_type = "application/json"),
     responses(
         (status = 201, description = "Created (Location: the account)", body = mailgate_usecase::AccountView),
-        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        crate::openapi::refusals::RefusedChange,
     ))]
 pub async fn create_account(
     State(state): State<AppState>,
@@ -689,10 +680,7 @@ pub async fn create_account(
     request_body(content = crate::openapi::by_hand::AccountChanges, content_type = "application/json"),
     responses(
         (status = 200, description = "Changed", body = mailgate_usecase::AccountView),
-        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "The name is taken", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        crate::openapi::refusals::RefusedChange,
     ))]
 pub async fn update_account(
     State(state): State<AppState>,
@@ -761,9 +749,7 @@ pub async fn delete_account(
     request_body(content = Option<crate::openapi::by_hand::TestRequest>, content_type = "application/json"),
     responses(
         (status = 202, description = "Started (Location: the run)", body = crate::openapi::by_hand::TestRun),
-        (status = 400, description = "The body is not JSON or not a JSON object", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid or unknown (see `field`); nothing was stored", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        crate::openapi::refusals::RefusedBody,
     ))]
 pub async fn start_test(
     State(state): State<AppState>,

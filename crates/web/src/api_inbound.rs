@@ -3,7 +3,9 @@
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::{ApiAuth, ApiCaller, invalid, parse_json, problem, scope};
+use crate::api::{
+    ApiAuth, ApiCaller, invalid, limit_param, parse_json, problem, query_or_problem, scope,
+};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -65,22 +67,9 @@ pub async fn list_messages(
     Path(id): Path<i64>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected limit=1..200 and before=<uid>"),
-                None,
-            )));
-        }
-    };
-    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
-        None => 50,
-        Some(Ok(n)) if (1..=200).contains(&n) => n,
-        Some(_) => return Err(invalid("limit", "limit must be a number from 1 to 200")),
-    };
+    let q = query_or_problem(query, "limit=1..200 and before=<uid>")?;
+    // At most 200: a whole page of envelopes is fetched from the mail server at once.
+    let limit = usize::try_from(limit_param(q.limit.as_deref(), 200)?).unwrap_or(50);
     let account = reading_account(&state, &caller, id).await?;
     match mailgate_mail::inbox::list(
         &state.engine,
@@ -128,17 +117,7 @@ pub async fn get_message(
     headers: axum::http::HeaderMap,
     query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected raw=true or raw=false"),
-                None,
-            )));
-        }
-    };
+    let q = query_or_problem(query, "raw=true or raw=false")?;
     let raw = match q.raw.as_deref() {
         None | Some("false") => headers
             .get(header::ACCEPT)
@@ -287,7 +266,7 @@ fn may_see(caller: &ApiCaller, hook: &Webhook) -> bool {
     request_body(content = NewWebhookBody, content_type = "application/json"),
     responses(
         (status = 201, description = "Created (Location: the subscription)", body = WebhookWithSecret),
-        (status = 422, description = "A field is invalid (see `field`)", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        crate::openapi::refusals::InvalidField,
     ))]
 pub async fn create_webhook(
     State(state): State<AppState>,
@@ -358,7 +337,7 @@ pub struct WebhookChanges {
     request_body(content = WebhookChanges, content_type = "application/json"),
     responses(
         (status = 200, description = "Changed", body = Webhook),
-        (status = 422, description = "A field is invalid (see `field`)", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+        crate::openapi::refusals::InvalidField,
     ))]
 pub async fn update_webhook(
     State(state): State<AppState>,
@@ -504,21 +483,8 @@ pub async fn deliveries(
     Path(id): Path<i64>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let limit = match query.map(|Query(q)| q.limit) {
-        Ok(None) => 50,
-        Ok(Some(l)) => match l.parse::<i64>() {
-            Ok(n) if (1..=500).contains(&n) => n,
-            _ => return Err(invalid("limit", "limit must be a number from 1 to 500")),
-        },
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected limit=1..500"),
-                None,
-            )));
-        }
-    };
+    let q = query_or_problem(query, "limit=1..500")?;
+    let limit = limit_param(q.limit.as_deref(), 500)?;
     visible_hook(&state, &caller, id).await?;
     match state.store.deliveries(id, limit).await {
         Ok(list) => {

@@ -170,6 +170,63 @@ pub async fn serve() -> axum::Json<Value> {
     axum::Json(document())
 }
 
+/// Problem answers several routes share, for `responses(...)` in `#[utoipa::path]`.
+pub mod refusals {
+    use std::collections::BTreeMap;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+
+    fn problem(description: &str) -> RefOr<Response> {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ProblemDocument")))
+                    .build(),
+            )
+            .build()
+            .into()
+    }
+
+    macro_rules! problem_set {
+        ($($(#[$m:meta])* $name:ident { $($status:literal => $description:literal),+ $(,)? })+) => {$(
+            $(#[$m])*
+            pub struct $name;
+            impl utoipa::IntoResponses for $name {
+                fn responses() -> BTreeMap<String, RefOr<Response>> {
+                    [$(($status, $description)),+]
+                        .into_iter()
+                        .map(|(status, description)| (status.to_owned(), problem(description)))
+                        .collect()
+                }
+            }
+        )+};
+    }
+
+    problem_set! {
+        /// A JSON body read field by field was refused; nothing was stored.
+        RefusedBody {
+            "400" => "The body is not JSON or not a JSON object",
+            "415" => "The body is not application/json",
+            "422" => "A field is invalid or unknown (see `field`); nothing was stored",
+        }
+        /// A field of the JSON body is invalid; nothing was stored.
+        InvalidField {
+            "422" => "A field is invalid (see `field`)",
+        }
+    }
+
+    /// [`RefusedBody`], or the name is taken.
+    pub struct RefusedChange;
+    impl utoipa::IntoResponses for RefusedChange {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            let mut refused = <RefusedBody as utoipa::IntoResponses>::responses();
+            refused.insert("409".to_owned(), problem("The name is taken"));
+            refused
+        }
+    }
+}
+
 /// Schemas of JSON that no Rust type describes field by field, as `ToSchema` types named
 /// after the component, so the handlers' attributes refer to them like to derived ones.
 pub mod by_hand {

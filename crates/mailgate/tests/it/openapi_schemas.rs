@@ -72,36 +72,8 @@ fn assert_same_fields(doc: &Value, schema: &Value, value: &Value, at: &str) {
 #[tokio::test]
 async fn openapi_app_and_account_schemas_have_the_fields_the_api_sends() {
     let f = Fixture::start().await;
-    // Every optional part filled, so that nested objects are in the answer: a secret with
-    // its expiry, an extra parameter, inbound and outbound servers, an alias.
-    f.env.add_microsoft_app("Fabrikam");
-    f.env.ok(
-        &[
-            "app",
-            "update",
-            "Fabrikam",
-            "--param",
-            "domain_hint=fabrikam.com",
-        ],
-        None,
-    );
-    f.env.ok(
-        &[
-            "account",
-            "add",
-            "--name",
-            "sales",
-            "--app",
-            "Fabrikam",
-            "--email",
-            "sales@example.test",
-            "--alias",
-            "vertrieb@example.test",
-            "--smtp-port",
-            "465",
-        ],
-        None,
-    );
+    // Every optional part filled, so that nested objects are in the answer.
+    crate::usecases::add_app_and_account_with_every_field(&f);
     let token = create_token(&f, "reader", &["accounts:read"], &[]);
     let doc = get_json(&f, None, "/api/v1/openapi.json").await;
     let schema_of = |path: &str| {
@@ -145,4 +117,68 @@ async fn openapi_app_and_account_schemas_have_the_fields_the_api_sends() {
     );
     let accounts = get_json(&f, Some(&token), "/api/v1/accounts").await;
     assert_same_fields(&doc, &schema_of("/api/v1/accounts"), &accounts, "accounts");
+}
+
+/// The query parameters the document lists are checked as it says: a `limit` out of its
+/// range is a 422 naming `limit` and the range, an unknown parameter a 400 that names the
+/// ones expected. Nothing is read from a mail server or the store before.
+#[tokio::test]
+async fn list_routes_refuse_a_bad_limit_or_query_naming_it() {
+    let f = Fixture::start().await;
+    let token = create_token(
+        &f,
+        "lists",
+        &[
+            "accounts:read",
+            "messages:send",
+            "messages:read",
+            "tokens:read",
+            "webhooks:write",
+        ],
+        &[],
+    );
+    let ask = |path: String| {
+        let req = f
+            .http
+            .get(format!("{}{path}", f.server.base))
+            .bearer_auth(&token);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            (status, body)
+        }
+    };
+    for (path, max) in [
+        ("/api/v1/accounts/1/messages", 200),
+        ("/api/v1/messages", 500),
+        ("/api/v1/events", 1000),
+        ("/api/v1/webhooks/1/deliveries", 500),
+    ] {
+        for bad in ["0".to_owned(), (max + 1).to_string(), "many".to_owned()] {
+            let (status, body) = ask(format!("{path}?limit={bad}")).await;
+            assert_eq!(status, 422, "{path}?limit={bad}: {body}");
+            assert_eq!(body["field"], "limit", "{path}?limit={bad}: {body}");
+            assert_eq!(
+                body["detail"],
+                format!("limit must be a number from 1 to {max}"),
+                "{path}?limit={bad}"
+            );
+        }
+        let (status, body) = ask(format!("{path}?limt=5")).await;
+        assert_eq!(status, 400, "{path}?limt=5: {body}");
+        assert_eq!(body["type"], "urn:mailgate:problem:invalid_query", "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("expected"),
+            "{path}: {body}"
+        );
+    }
+    for path in [
+        "/api/v1/accounts/1/token?force=true",
+        "/api/v1/accounts/1/messages/7?rawest=true",
+    ] {
+        let (status, body) = ask(path.to_owned()).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["type"], "urn:mailgate:problem:invalid_query", "{body}");
+    }
 }
