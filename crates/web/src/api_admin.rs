@@ -15,10 +15,12 @@
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::{ApiAuth, ApiCaller, account_view, invalid, problem, scope, store_problem};
+use crate::api::{
+    ApiAuth, ApiCaller, RequiredScope, account_view, invalid, problem, scope, store_problem,
+};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailgate_core::account::{InboundProtocol, OnReceived};
@@ -195,7 +197,71 @@ fn app_json(state: &AppState, app: &OAuthApp) -> AppView {
 
 /// A request's JSON object, read field by field into core types; the first field at fault
 /// becomes the answer.
-struct Body(Map<String, Value>);
+pub struct Body(Map<String, Value>);
+
+/// The fields a [`Body`] may hold, for [`AccountRequest`]; with `MAY_BE_EMPTY`, no body at
+/// all reads as `{}`.
+pub trait BodyFields {
+    const ALLOWED: &'static [&'static [&'static str]];
+    const MAY_BE_EMPTY: bool;
+}
+
+/// The body of `PATCH /api/v1/accounts/{id}`.
+pub struct AccountFields;
+impl BodyFields for AccountFields {
+    const ALLOWED: &'static [&'static [&'static str]] = &[ACCOUNT_FIELDS];
+    const MAY_BE_EMPTY: bool = false;
+}
+
+/// The body of `POST /api/v1/accounts/{id}/tests`, which may be left out.
+pub struct TestFields;
+impl BodyFields for TestFields {
+    const ALLOWED: &'static [&'static [&'static str]] = &[TEST_FIELDS];
+    const MAY_BE_EMPTY: bool = true;
+}
+
+/// A request about one account (`/api/v1/accounts/{id}/…`) with a JSON body of fields `F`:
+/// the token's scope `S` and its reach to the account are checked before the body is read,
+/// so a token limited to other accounts learns nothing from how its body would be refused.
+pub struct AccountRequest<S: RequiredScope, F> {
+    caller: ApiAuth<S>,
+    id: AccountId,
+    body: Body,
+    fields: std::marker::PhantomData<F>,
+}
+
+impl<S, F> FromRequest<AppState> for AccountRequest<S, F>
+where
+    S: RequiredScope + Send + Sync,
+    F: BodyFields + Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let caller = ApiAuth::<S>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(id) = Path::<i64>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        caller
+            .require_account(AccountId(id))
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = Body::read(&headers, &bytes, F::ALLOWED, F::MAY_BE_EMPTY)
+            .map_err(IntoResponse::into_response)?;
+        Ok(AccountRequest {
+            caller,
+            id: AccountId(id),
+            body,
+            fields: std::marker::PhantomData,
+        })
+    }
+}
 
 impl Body {
     /// 415 unless the body is `application/json` (or `application/*+json`), 400 unless it is
@@ -684,14 +750,15 @@ pub async fn create_account(
     ))]
 pub async fn update_account(
     State(state): State<AppState>,
-    caller: ApiAuth<scope::AccountsWrite>,
-    Path(id): Path<i64>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    request: AccountRequest<scope::AccountsWrite, AccountFields>,
 ) -> Answer {
-    caller.require_account(AccountId(id))?;
-    let b = Body::read(&headers, &bytes, &[ACCOUNT_FIELDS], false)?;
-    let current = state.store.account(AccountId(id)).await?;
+    let AccountRequest {
+        caller,
+        id,
+        body: b,
+        ..
+    } = request;
+    let current = state.store.account(id).await?;
     let changes = AccountChanges {
         name: b.parsed("name", Name::parse)?,
         email: b.parsed("email", EmailAddress::parse)?,
@@ -753,13 +820,9 @@ pub async fn delete_account(
     ))]
 pub async fn start_test(
     State(state): State<AppState>,
-    caller: ApiAuth<scope::AccountsWrite>,
-    Path(id): Path<i64>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    request: AccountRequest<scope::AccountsWrite, TestFields>,
 ) -> Answer {
-    caller.require_account(AccountId(id))?;
-    let b = Body::read(&headers, &bytes, &[TEST_FIELDS], true)?;
+    let AccountRequest { id, body: b, .. } = request;
     let mut opts = mailgate_mail::check::CheckOptions {
         to: b.parsed("to", EmailAddress::parse)?.map(|a| a.to_string()),
         ..Default::default()
@@ -771,7 +834,7 @@ pub async fn start_test(
     if let Some(secs) = b.number("find_within", 1..=600)? {
         opts.find_within = std::time::Duration::from_secs(secs);
     }
-    let account = state.store.account(AccountId(id)).await?;
+    let account = state.store.account(id).await?;
     let run = crate::test_runs::start(&state, account, opts)
         .await
         .map_err(crate::api::random_problem)?;
