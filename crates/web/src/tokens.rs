@@ -21,16 +21,17 @@ use mailgate_store::StoreError;
 use mailgate_usecase::access::{IssueTokenError, issue_api_token};
 
 /// The submitted form. Scopes (checkboxes) and accounts (a multi-select) repeat their key,
-/// which a struct cannot hold, hence the list of pairs.
-#[derive(Default)]
-struct Submitted {
+/// which a struct's fields cannot take, so it is read from the list of pairs.
+#[derive(Default, serde::Deserialize)]
+#[serde(from = "Vec<(String, String)>")]
+pub struct Submitted {
     name: String,
     scopes: Vec<String>,
     accounts: Vec<String>,
 }
 
-impl Submitted {
-    fn from_pairs(pairs: Vec<(String, String)>) -> Submitted {
+impl From<Vec<(String, String)>> for Submitted {
+    fn from(pairs: Vec<(String, String)>) -> Submitted {
         let mut s = Submitted::default();
         for (key, value) in pairs {
             match key.as_str() {
@@ -171,9 +172,8 @@ pub async fn list(
 
 pub async fn create(
     State(state): State<AppState>,
-    AdminForm(session, pairs): AdminForm<Vec<(String, String)>>,
+    AdminForm(session, sub): AdminForm<Submitted>,
 ) -> Result<Response, PageError> {
-    let sub = Submitted::from_pairs(pairs);
     let mut errs = Errors::default();
     let issued = issue_api_token(
         &state.store,
