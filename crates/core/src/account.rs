@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where a mail server listens and how the connection is secured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServerEndpoint {
     pub host: Host,
     pub port: Port,
@@ -254,7 +254,7 @@ impl AccountSpec {
 }
 
 /// The last thing that went wrong, with what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable remediation code, e.g. `secret_expired`.
     pub code: String,

@@ -26,6 +26,13 @@ macro_rules! keyword_enum {
             }
         }
 
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::Schema> {
+                $crate::openapi::serde_words($name::ALL)
+            }
+        }
+        impl ::utoipa::ToSchema for $name {}
+
         impl ::std::fmt::Display for $name {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
@@ -62,7 +69,7 @@ keyword_enum!(
 );
 
 /// The provider's endpoints. Presets fill them; each can be overridden.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoints {
     pub authorize: Option<HttpUrl>,
     pub token: HttpUrl,

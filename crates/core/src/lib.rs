@@ -17,6 +17,7 @@ pub mod input;
 pub mod invalid;
 pub mod log_limit;
 pub mod metrics;
+pub mod openapi;
 pub mod preset;
 pub mod random;
 pub mod secret;

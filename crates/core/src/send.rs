@@ -11,7 +11,7 @@ pub const MAX_ATTACHMENT_BYTES: usize = 10 * 1024 * 1024;
 
 /// The JSON body of a send. Unknown fields are refused, so a misspelt `htm` is an error
 /// rather than a message sent without its html.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     #[serde(default)]
@@ -29,7 +29,7 @@ pub struct SendRequest {
     pub attachments: Vec<AttachmentRequest>,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentRequest {
     pub filename: String,

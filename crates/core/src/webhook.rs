@@ -51,7 +51,7 @@ impl WebhookEvent {
 }
 
 /// A stored subscription. The signing secret is not here: it is shown once, at creation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: i64,
     /// `None`: every account.
@@ -60,6 +60,7 @@ pub struct Webhook {
     /// Serialized by the names subscribers give (`message.received`), not serde's
     /// snake_case default for keyword enums (`message_received`).
     #[serde(serialize_with = "event_names")]
+    #[schema(schema_with = crate::openapi::webhook_event_names)]
     pub events: Vec<WebhookEvent>,
     pub description: String,
     pub enabled: bool,

@@ -367,24 +367,23 @@ async fn api_token(store: &Store, cmd: cli::ApiTokenCommand) -> CmdResult {
             scopes,
             accounts,
         } => {
-            let new = mailgate_core::user::NewApiToken::parse(&name, &scopes, &accounts).map_err(
-                |errors| {
-                    Failure::BadInput(
-                        errors
-                            .iter()
-                            .map(|e| format!("--{}: {}", e.field, e.message))
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    )
-                },
-            )?;
-            let (token, created) = store
-                .issue_api_token(&new, SystemClock.now())
-                .await
-                .map_err(|e| match e {
-                    StoreError::NotFound { .. } => Failure::BadInput(format!("--account: {e}")),
-                    e => e.into(),
-                })?;
+            use mailgate_usecase::access::{IssueTokenError, issue_api_token};
+            let (token, created) =
+                issue_api_token(store, &name, &scopes, &accounts, SystemClock.now())
+                    .await
+                    .map_err(|e| match e {
+                        IssueTokenError::Invalid(errors) => Failure::BadInput(
+                            errors
+                                .iter()
+                                .map(|e| format!("--{}: {}", e.field, e.message))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ),
+                        IssueTokenError::Store(e @ StoreError::NotFound { .. }) => {
+                            Failure::BadInput(format!("--account: {e}"))
+                        }
+                        IssueTokenError::Store(e) => e.into(),
+                    })?;
             eprintln!(
                 "Created API token {:?} (id {}) with scopes {}. It is shown once; store it now:",
                 created.name,

@@ -16,7 +16,7 @@ use sqlx::any::AnyRow;
 /// How long a delivery keeps being retried after it was created (or redelivered).
 pub const RETRY_WINDOW_SECS: i64 = 24 * 3600;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Pending,
@@ -51,7 +51,7 @@ impl DeliveryStatus {
 }
 
 /// One delivery, as the log shows it (the payload only when claimed for sending).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// The row id, for `…/deliveries/{id}/redeliver`.
     pub id: i64,
@@ -73,7 +73,7 @@ pub struct Delivery {
 }
 
 /// One attempt in the delivery log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub at: Timestamp,
     pub status_code: Option<i64>,

@@ -6,11 +6,13 @@
 //! cannot be spelt or counted differently in two places.
 //!
 //! `changes` holds the changes to apps and accounts (create, update, remove): discovery,
-//! the rules of `core::input`, and the store, in that order, for every edge.
+//! the rules of `core::input`, and the store, in that order, for every edge. `access`
+//! issues API tokens and creates webhook subscriptions (check, mint, store, once).
 //!
 //! **Does not**: parse requests (that is `core::input` for the rules, the edges for their
 //! formats), render HTML, or print.
 
+pub mod access;
 pub mod changes;
 pub mod views;
 

@@ -7,6 +7,7 @@ use mailgate_core::{
     MailAccount, Name, OAuthApp, OAuthFlow, Secret, TenantId,
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Where the provider sends the browser back after a sign-in: the one redirect URI to
 /// register at the provider.
@@ -14,8 +15,10 @@ pub fn redirect_uri(public_url: &HttpUrl) -> String {
     public_url.join_path("/oauth/callback").to_string()
 }
 
-/// An OAuth app as `mailgate app show --json` and `GET /api/v1/apps/{id}` show it.
-#[derive(Debug, Clone, Serialize)]
+/// An OAuth app as `mailgate app show --json` and `GET /api/v1/apps/{id}` show it; its
+/// OpenAPI schema (`App`) is derived from this type.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = App)]
 pub struct AppView {
     pub id: AppId,
     pub name: Name,
@@ -34,6 +37,8 @@ pub struct AppView {
     pub redirect_uri: String,
     pub endpoints: Endpoints,
     pub scopes: Vec<String>,
+    /// Extra authorize parameters, e.g. `{"domain_hint": "contoso.com"}`.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub extra_params: serde_json::Map<String, serde_json::Value>,
     /// RFC 3339.
     pub created_at: String,
@@ -74,7 +79,8 @@ impl AppView {
 }
 
 /// A mail server as the account view shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Server)]
 pub struct ServerView {
     /// `imap` or `pop3` inbound, `smtp` outbound.
     pub protocol: String,
@@ -83,15 +89,16 @@ pub struct ServerView {
 }
 
 /// The app an account uses, by id and name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AppRef {
     pub id: AppId,
     pub name: String,
 }
 
 /// A mail account as `mailgate account show --json` and `GET /api/v1/accounts/{id}` show
-/// it. Accounts hold no secrets.
-#[derive(Debug, Clone, Serialize)]
+/// it; its OpenAPI schema (`Account`) is derived from this type. Accounts hold no secrets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Account)]
 pub struct AccountView {
     pub id: AccountId,
     pub name: Name,

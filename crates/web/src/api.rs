@@ -10,7 +10,22 @@ use axum::response::{IntoResponse, Response};
 use mailgate_core::AccountId;
 use mailgate_core::user::{ApiToken, TokenScope};
 use mailgate_usecase::AccountView;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+/// RFC 9457 problem details: the body of every refused API request.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProblemDocument {
+    /// `urn:mailgate:problem:<code>`, stable for programs to match.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    /// What happened and what to do, for a person.
+    pub detail: String,
+    /// The request field at fault, e.g. `attachments[2].content_base64`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 /// An RFC 9457 problem response. `code` becomes the stable `type` URN.
 pub fn problem(
@@ -19,19 +34,17 @@ pub fn problem(
     detail: impl Into<String>,
     field: Option<&str>,
 ) -> Response {
-    let mut body = json!({
-        "type": format!("urn:mailgate:problem:{code}"),
-        "title": status.canonical_reason().unwrap_or("error"),
-        "status": status.as_u16(),
-        "detail": detail.into(),
-    });
-    if let Some(f) = field {
-        body["field"] = f.into();
-    }
+    let body = ProblemDocument {
+        problem_type: format!("urn:mailgate:problem:{code}"),
+        title: status.canonical_reason().unwrap_or("error").to_owned(),
+        status: status.as_u16(),
+        detail: detail.into(),
+        field: field.map(str::to_owned),
+    };
     let mut resp = (
         status,
         [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
+        serde_json::to_string(&body).unwrap_or_default(),
     )
         .into_response();
     if status == StatusCode::UNAUTHORIZED
@@ -322,6 +335,10 @@ pub(crate) async fn account_view(
     Ok(AccountView::new(account, app.spec.name.as_str()))
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts",
+    summary = "List mail accounts the token may touch",
+    security(("bearer" = ["accounts:read"])),
+    responses((status = 200, description = "OK", body = Vec<AccountView>)))]
 pub async fn list_accounts(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
@@ -342,6 +359,9 @@ pub async fn list_accounts(
     Ok(Json(visible).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", summary = "One mail account",
+    security(("bearer" = ["accounts:read"])),
+    responses((status = 200, description = "OK", body = AccountView)))]
 pub async fn get_account(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
@@ -352,6 +372,10 @@ pub async fn get_account(
     Ok(Json(account_view(&state, &account).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/events",
+    summary = "Recent events of an account",
+    security(("bearer" = ["accounts:read"])),
+    responses((status = 200, description = "OK, newest first", body = Vec<mailgate_core::event::Event>)))]
 pub async fn account_events(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
@@ -374,9 +398,32 @@ pub struct TokenQuery {
     force_refresh: Option<String>,
 }
 
+/// The answer of `GET /api/v1/accounts/{id}/token`: a bearer credential, so it has no
+/// `Debug` and is never logged.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccessTokenAnswer {
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String)]
+    pub token_type: &'static str,
+    /// RFC 3339; absent when the provider did not say.
+    pub expires_at: Option<String>,
+    pub scopes: Vec<String>,
+}
+
 /// A fresh access token, refreshed single-flight if needed, for trusted callers.
 /// `?force_refresh=true`: a new one even if the stored token has not expired (a mail server
 /// refused it), at most once a minute per account (429 with `Retry-After` otherwise).
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/token",
+    summary = "A fresh access token (refreshed if needed)",
+    security(("bearer" = ["tokens:read"])),
+    params(("force_refresh" = Option<bool>, Query, description = "Refresh even though the stored token has not expired (a mail server refused it); at most once a minute per account")),
+    responses(
+        (status = 200, description = "OK (Cache-Control: no-store)", body = AccessTokenAnswer),
+        (status = 409, description = "The account cannot give out tokens (not authorized, or reauth_required)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "force_refresh was used for this account less than a minute ago (see Retry-After)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The provider failed transiently (the grant is kept)", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn account_token(
     State(state): State<AppState>,
     caller: ApiAuth<scope::TokensRead>,
@@ -384,21 +431,13 @@ pub async fn account_token(
     query: Result<axum::extract::Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require_account(AccountId(id))?;
-    let force = match query.map(|q| q.0.force_refresh) {
-        Ok(None) => false,
-        Ok(Some(v)) => match v.as_str() {
+    let force = match query_or_problem(query, "force_refresh")?.force_refresh {
+        None => false,
+        Some(v) => match v.as_str() {
             "true" | "1" => true,
             "false" | "0" => false,
             _ => return Err(invalid("force_refresh", "force_refresh is true or false")),
         },
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected force_refresh"),
-                None,
-            )));
-        }
     };
     let result = if force {
         state.engine.force_refresh(AccountId(id), None).await
@@ -407,12 +446,12 @@ pub async fn account_token(
     };
     match result {
         Ok(t) => {
-            let mut r = Json(json!({
-                "access_token": t.access_token.expose(),
-                "token_type": "Bearer",
-                "expires_at": t.expires_at.map(|e| e.rfc3339()),
-                "scopes": t.scopes.iter().collect::<Vec<_>>(),
-            }))
+            let mut r = Json(AccessTokenAnswer {
+                access_token: t.access_token.expose().to_owned(),
+                token_type: "Bearer",
+                expires_at: t.expires_at.map(|e| e.rfc3339()),
+                scopes: t.scopes.iter().map(str::to_owned).collect(),
+            })
             .into_response();
             // A bearer credential: never cached by anything in between.
             r.headers_mut().insert(
@@ -425,7 +464,25 @@ pub async fn account_token(
     }
 }
 
+/// The answer of `POST /api/v1/accounts/{id}/authorize`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AuthorizationStarted {
+    /// Where to send the person who signs in.
+    pub url: String,
+    /// RFC 3339: the sign-in must be finished by then.
+    pub expires_at: String,
+    /// The mailbox (or alias) the person must sign in as.
+    pub sign_in_as: String,
+}
+
 /// Starts a browser authorization; the caller sends a person to `url`.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/authorize",
+    summary = "Start a browser authorization; returns the sign-in URL",
+    security(("bearer" = ["accounts:write"])),
+    responses(
+        (status = 201, description = "Started", body = AuthorizationStarted),
+        (status = 409, description = "The account cannot be authorized now (see the problem's code)", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn start_authorization(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -433,10 +490,31 @@ pub async fn start_authorization(
 ) -> Result<Response, ApiError> {
     caller.require_account(AccountId(id))?;
     let initiator = format!("api-token:{}", caller.token.name);
-    match state.engine.start_authorization(AccountId(id), &initiator, &crate::redirect_uri(&state.public_url)).await {
-        Ok(s) => Ok((StatusCode::CREATED, Json(json!({ "url": s.url.as_str(), "expires_at": s.expires_at.rfc3339(), "sign_in_as": s.sign_in_as }))).into_response()),
+    match state
+        .engine
+        .start_authorization(
+            AccountId(id),
+            &initiator,
+            &crate::redirect_uri(&state.public_url),
+        )
+        .await
+    {
+        Ok(s) => Ok((
+            StatusCode::CREATED,
+            Json(AuthorizationStarted {
+                url: s.url.as_str().to_owned(),
+                expires_at: s.expires_at.rfc3339(),
+                sign_in_as: s.sign_in_as,
+            }),
+        )
+            .into_response()),
         Err(mailgate_grants::EngineError::Store(e)) => Err(e.into()),
-        Err(e) => Err(ApiError::from(problem(StatusCode::CONFLICT, e.code(), e.to_string(), None))),
+        Err(e) => Err(ApiError::from(problem(
+            StatusCode::CONFLICT,
+            e.code(),
+            e.to_string(),
+            None,
+        ))),
     }
 }
 
@@ -547,6 +625,29 @@ fn send_body_kind(headers: &axum::http::HeaderMap) -> Result<SendBody, ApiError>
 /// Queues a message in the durable outbox (202 with its id); the worker sends it. With an
 /// `Idempotency-Key`, the same key returns the first result and never sends twice. Every
 /// check runs before the outbox row is written: bad input writes nothing.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/messages",
+    summary = "Queue a message in the durable outbox",
+    security(("bearer" = ["messages:send"])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key with the same request (method, path, Content-Type, body) returns the first message; with a different request it is refused with 422")),
+    request_body(
+        description = "A message built by mailgate (From is the account's mailbox; at least one recipient and one of text and html; errors name the field, e.g. `attachments[2].content_base64`), or a ready RFC 5322 message whose envelope comes from To, Cc and Bcc (Bcc is removed)",
+        content(
+            (mailgate_core::send::SendRequest = "application/json"),
+            (String = "message/rfc822"),
+        )
+    ),
+    responses(
+        (status = 202, description = "Queued (Location: /api/v1/messages/{id})", body = mailgate_store::OutboxItem,
+            headers(("Location" = String, description = "The message: /api/v1/messages/{id}"))),
+        (status = 413, description = "The attachments or the whole request are too large", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Neither application/json nor message/rfc822", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (see `field`: too many recipients, a From that is not the account's, an Idempotency-Key reused with another request)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "The account's outbox quota is full (queued and sending bytes); retry after Retry-After", body = ProblemDocument, content_type = "application/problem+json",
+            headers(("Retry-After" = i64, description = "Seconds to wait before sending again"))),
+        (status = 503, description = "Not queued: the database cannot store it now; send again after Retry-After", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 507, description = "Not queued: the whole outbox quota or the server's disk is full; send again after Retry-After", body = ProblemDocument, content_type = "application/problem+json",
+            headers(("Retry-After" = i64, description = "Seconds to wait before sending again"))),
+    ))]
 pub async fn send_message(
     State(state): State<AppState>,
     caller: ApiAuth<scope::MessagesSend>,
@@ -658,10 +759,9 @@ pub async fn send_message(
     .await)
 }
 
-fn outbox_json(item: &mailgate_store::OutboxItem) -> Value {
-    serde_json::to_value(item).unwrap_or(Value::Null)
-}
-
+#[utoipa::path(get, path = "/api/v1/messages/{id}", summary = "Status of a queued message",
+    security(("bearer" = ["messages:send"])),
+    responses((status = 200, description = "OK", body = mailgate_store::OutboxItem)))]
 pub async fn message_status(
     State(state): State<AppState>,
     caller: ApiAuth<scope::OutboxRead>,
@@ -669,7 +769,7 @@ pub async fn message_status(
 ) -> Result<Response, ApiError> {
     match state.store.outbox_item(id).await {
         Ok(item) => match caller.require_account(item.account_id) {
-            Ok(()) => Ok(Json(outbox_json(&item)).into_response()),
+            Ok(()) => Ok(Json(item).into_response()),
             Err(r) => Err(r),
         },
         Err(e) => Err(e.into()),
@@ -677,7 +777,7 @@ pub async fn message_status(
 }
 
 /// A query string read into `T`, or a 400 problem naming the parameters it may have.
-fn query_or_problem<T>(
+pub(crate) fn query_or_problem<T>(
     query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
     expected: &str,
 ) -> Result<T, ApiError> {
@@ -692,6 +792,18 @@ fn query_or_problem<T>(
     }
 }
 
+/// The `limit` query parameter of a list: 1 to `max`, 50 when not given.
+pub(crate) fn limit_param(value: Option<&str>, max: i64) -> Result<i64, ApiError> {
+    match value.map(str::parse::<i64>) {
+        None => Ok(50),
+        Some(Ok(n)) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(invalid(
+            "limit",
+            format!("limit must be a number from 1 to {max}"),
+        )),
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
@@ -701,8 +813,29 @@ pub struct OutboxQuery {
     limit: Option<String>,
 }
 
+/// A page of the outbox, newest first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OutboxPage {
+    pub messages: Vec<mailgate_store::OutboxItem>,
+    /// Pass as `before=` for the next page; absent on the last.
+    pub next_before: Option<i64>,
+}
+
 /// `GET /api/v1/messages`: the outbox, newest first, of the accounts the token may touch;
 /// `?status=failed` finds what needs attention.
+#[utoipa::path(get, path = "/api/v1/messages",
+    summary = "The outbox, newest first (?status=failed, ?account_id=, ?before=, ?limit=); messages:read also works",
+    security(("bearer" = ["messages:send"])),
+    params(
+        ("status" = Option<mailgate_store::OutboxStatus>, Query),
+        ("account_id" = Option<i64>, Query),
+        ("before" = Option<i64>, Query, description = "Only messages with a smaller id (the previous page's next_before)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Default 50"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = OutboxPage),
+        (status = 422, description = "A query parameter is invalid (see `field`)", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn list_outbox(
     State(state): State<AppState>,
     caller: ApiAuth<scope::OutboxRead>,
@@ -731,7 +864,7 @@ pub async fn list_outbox(
     };
     let account = number("account_id", q.account_id.as_deref(), i64::MAX)?.map(AccountId);
     let before = number("before", q.before.as_deref(), i64::MAX)?;
-    let limit = number("limit", q.limit.as_deref(), 500)?.unwrap_or(50);
+    let limit = limit_param(q.limit.as_deref(), 500)?;
     let accounts: Vec<AccountId> = match account {
         Some(a) => {
             caller.require_account(a)?;
@@ -748,8 +881,11 @@ pub async fn list_outbox(
             let next = (items.len() as i64 == limit)
                 .then(|| items.last().map(|i| i.id))
                 .flatten();
-            let list: Vec<Value> = items.iter().map(outbox_json).collect();
-            Ok(Json(json!({ "messages": list, "next_before": next })).into_response())
+            Ok(Json(OutboxPage {
+                messages: items,
+                next_before: next,
+            })
+            .into_response())
         }
         Err(e) => Err(e.into()),
     }
@@ -757,6 +893,13 @@ pub async fn list_outbox(
 
 /// `POST /api/v1/messages/{id}/retry`: a failed message queued again (after its cause was
 /// fixed), attempts counted afresh. 409 for a message that is not failed.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/retry",
+    summary = "Queue a failed message again, attempts counted afresh (409 unless failed)",
+    security(("bearer" = ["messages:send"])),
+    responses(
+        (status = 202, description = "Queued again", body = mailgate_store::OutboxItem),
+        (status = 409, description = "The message is not failed (queued, sending or sent)", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn retry_message(
     State(state): State<AppState>,
     caller: ApiAuth<scope::MessagesSend>,
@@ -770,7 +913,7 @@ pub async fn retry_message(
     match state.store.retry_outbox(id, state.clock.now()).await {
         Ok(item) => {
             state.outbox.notify_one();
-            Ok((StatusCode::ACCEPTED, Json(outbox_json(&item))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(item)).into_response())
         }
         Err(mailgate_store::StoreError::InUse(msg)) => Err(ApiError::from(problem(
             StatusCode::CONFLICT,
@@ -1128,6 +1271,12 @@ fn not_queued(e: mailgate_store::StoreError) -> Response {
     resp
 }
 
+/// The answer of `GET /api/v1/events`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EventList {
+    pub events: Vec<mailgate_core::event::Event>,
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
@@ -1141,6 +1290,19 @@ pub struct EventsQuery {
 /// first, filtered by `actor` (exactly, or `cli` / `api-token` for every one of that kind),
 /// `since` (a date or RFC 3339 time), `account_id` and `limit`. A token limited to some
 /// accounts reads only their events, so it names one of them.
+#[utoipa::path(get, path = "/api/v1/events",
+    summary = "The event log with who made each change (actor, source), newest first; ?actor=, ?since=, ?account_id=, ?limit=",
+    security(("bearer" = ["accounts:read"])),
+    params(
+        ("actor" = Option<String>, Query, description = "A user name, api-token:NAME or cli:USER exactly, or cli / api-token for every actor of that kind"),
+        ("since" = Option<String>, Query, description = "YYYY-MM-DD (UTC) or an RFC 3339 time"),
+        ("account_id" = Option<i64>, Query, description = "Required for a token limited to some accounts"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 50"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = EventList),
+        (status = 422, description = "A query parameter is invalid (see `field`)", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn list_events(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
@@ -1158,11 +1320,7 @@ pub async fn list_events(
         Some(Ok(n)) if n > 0 => Some(AccountId(n)),
         Some(_) => return Err(invalid("account_id", "account_id must be an account's id")),
     };
-    let limit = match q.limit.as_deref().map(str::parse::<i64>) {
-        None => 50,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => return Err(invalid("limit", "limit must be a number from 1 to 1000")),
-    };
+    let limit = limit_param(q.limit.as_deref(), 1000)?;
     match account {
         Some(a) => caller.require_account(a)?,
         None if !caller.token.account_ids.is_empty() => {
@@ -1182,7 +1340,7 @@ pub async fn list_events(
         limit,
     };
     let events = state.store.audit_events(&filter).await?;
-    Ok(Json(json!({ "events": events })).into_response())
+    Ok(Json(EventList { events }).into_response())
 }
 
 #[cfg(test)]

@@ -15,10 +15,12 @@
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::{ApiAuth, ApiCaller, account_view, invalid, problem, scope, store_problem};
+use crate::api::{
+    ApiAuth, ApiCaller, RequiredScope, account_view, invalid, problem, scope, store_problem,
+};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mailgate_core::account::{InboundProtocol, OnReceived};
@@ -195,7 +197,71 @@ fn app_json(state: &AppState, app: &OAuthApp) -> AppView {
 
 /// A request's JSON object, read field by field into core types; the first field at fault
 /// becomes the answer.
-struct Body(Map<String, Value>);
+pub struct Body(Map<String, Value>);
+
+/// The fields a [`Body`] may hold, for [`AccountRequest`]; with `MAY_BE_EMPTY`, no body at
+/// all reads as `{}`.
+pub trait BodyFields {
+    const ALLOWED: &'static [&'static [&'static str]];
+    const MAY_BE_EMPTY: bool;
+}
+
+/// The body of `PATCH /api/v1/accounts/{id}`.
+pub struct AccountFields;
+impl BodyFields for AccountFields {
+    const ALLOWED: &'static [&'static [&'static str]] = &[ACCOUNT_FIELDS];
+    const MAY_BE_EMPTY: bool = false;
+}
+
+/// The body of `POST /api/v1/accounts/{id}/tests`, which may be left out.
+pub struct TestFields;
+impl BodyFields for TestFields {
+    const ALLOWED: &'static [&'static [&'static str]] = &[TEST_FIELDS];
+    const MAY_BE_EMPTY: bool = true;
+}
+
+/// A request about one account (`/api/v1/accounts/{id}/…`) with a JSON body of fields `F`:
+/// the token's scope `S` and its reach to the account are checked before the body is read,
+/// so a token limited to other accounts learns nothing from how its body would be refused.
+pub struct AccountRequest<S: RequiredScope, F> {
+    caller: ApiAuth<S>,
+    id: AccountId,
+    body: Body,
+    fields: std::marker::PhantomData<F>,
+}
+
+impl<S, F> FromRequest<AppState> for AccountRequest<S, F>
+where
+    S: RequiredScope + Send + Sync,
+    F: BodyFields + Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let caller = ApiAuth::<S>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(id) = Path::<i64>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        caller
+            .require_account(AccountId(id))
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = Body::read(&headers, &bytes, F::ALLOWED, F::MAY_BE_EMPTY)
+            .map_err(IntoResponse::into_response)?;
+        Ok(AccountRequest {
+            caller,
+            id: AccountId(id),
+            body,
+            fields: std::marker::PhantomData,
+        })
+    }
+}
 
 impl Body {
     /// 415 unless the body is `application/json` (or `application/*+json`), 400 unless it is
@@ -468,6 +534,12 @@ fn parse_date(s: &str) -> Result<time::Date, String> {
 
 // ----- apps -------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/v1/apps",
+    summary = "List OAuth apps (secrets only as hints)",
+    security(("bearer" = ["accounts:read"])),
+    responses(
+        (status = 200, description = "OK", body = Vec<AppView>),
+    ))]
 pub async fn list_apps(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
@@ -482,6 +554,12 @@ pub async fn list_apps(
     Ok(Json(list).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/apps/{id}",
+    summary = "One OAuth app (secrets only as hints)",
+    security(("bearer" = ["accounts:read"])),
+    responses(
+        (status = 200, description = "OK", body = AppView),
+    ))]
 pub async fn get_app(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,
@@ -492,6 +570,14 @@ pub async fn get_app(
     Ok(Json(app_json(&state, &app)).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/apps",
+    summary = "Create an OAuth app (secrets write-only; unrestricted tokens only)",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = crate::openapi::by_hand::AppInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (Location: the app)", body = AppView),
+        crate::openapi::refusals::RefusedChange,
+    ))]
 pub async fn create_app(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -523,6 +609,14 @@ pub async fn create_app(
     ))
 }
 
+#[utoipa::path(patch, path = "/api/v1/apps/{id}",
+    summary = "Change an OAuth app; fields not given keep their value",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = crate::openapi::by_hand::AppChanges, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = AppView),
+        crate::openapi::refusals::RefusedChange,
+    ))]
 pub async fn update_app(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -571,6 +665,13 @@ pub async fn update_app(
     Ok(Json(app_json(&state, &app)).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/apps/{id}",
+    summary = "Remove an OAuth app no account uses",
+    security(("bearer" = ["accounts:write"])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 409, description = "Accounts still use the app", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn delete_app(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -600,6 +701,14 @@ async fn app_field(state: &AppState, b: &Body) -> Result<Option<OAuthApp>, ApiEr
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/accounts",
+    summary = "Create a mail account (unrestricted tokens only)",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = crate::openapi::by_hand::AccountInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (Location: the account)", body = mailgate_usecase::AccountView),
+        crate::openapi::refusals::RefusedChange,
+    ))]
 pub async fn create_account(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -631,16 +740,25 @@ pub async fn create_account(
     ))
 }
 
+#[utoipa::path(patch, path = "/api/v1/accounts/{id}",
+    summary = "Change a mail account; fields not given keep their value",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = crate::openapi::by_hand::AccountChanges, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = mailgate_usecase::AccountView),
+        crate::openapi::refusals::RefusedChange,
+    ))]
 pub async fn update_account(
     State(state): State<AppState>,
-    caller: ApiAuth<scope::AccountsWrite>,
-    Path(id): Path<i64>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    request: AccountRequest<scope::AccountsWrite, AccountFields>,
 ) -> Answer {
-    caller.require_account(AccountId(id))?;
-    let b = Body::read(&headers, &bytes, &[ACCOUNT_FIELDS], false)?;
-    let current = state.store.account(AccountId(id)).await?;
+    let AccountRequest {
+        caller,
+        id,
+        body: b,
+        ..
+    } = request;
+    let current = state.store.account(id).await?;
     let changes = AccountChanges {
         name: b.parsed("name", Name::parse)?,
         email: b.parsed("email", EmailAddress::parse)?,
@@ -670,6 +788,12 @@ pub async fn update_account(
     Ok(Json(account_view(&state, &account).await?).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/accounts/{id}",
+    summary = "Remove a mail account and its grant",
+    security(("bearer" = ["accounts:write"])),
+    responses(
+        (status = 204, description = "Removed"),
+    ))]
 pub async fn delete_account(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsWrite>,
@@ -686,15 +810,19 @@ pub async fn delete_account(
 
 /// Starts "Test configuration" in the background: 202 with the run and its `Location`, to be
 /// polled until `status` is no longer `running`.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/tests",
+    summary = "Start Test configuration in the background; poll the run at its Location",
+    security(("bearer" = ["accounts:write"])),
+    request_body(content = Option<crate::openapi::by_hand::TestRequest>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Started (Location: the run)", body = crate::openapi::by_hand::TestRun),
+        crate::openapi::refusals::RefusedBody,
+    ))]
 pub async fn start_test(
     State(state): State<AppState>,
-    caller: ApiAuth<scope::AccountsWrite>,
-    Path(id): Path<i64>,
-    headers: HeaderMap,
-    bytes: Bytes,
+    request: AccountRequest<scope::AccountsWrite, TestFields>,
 ) -> Answer {
-    caller.require_account(AccountId(id))?;
-    let b = Body::read(&headers, &bytes, &[TEST_FIELDS], true)?;
+    let AccountRequest { id, body: b, .. } = request;
     let mut opts = mailgate_mail::check::CheckOptions {
         to: b.parsed("to", EmailAddress::parse)?.map(|a| a.to_string()),
         ..Default::default()
@@ -706,7 +834,7 @@ pub async fn start_test(
     if let Some(secs) = b.number("find_within", 1..=600)? {
         opts.find_within = std::time::Duration::from_secs(secs);
     }
-    let account = state.store.account(AccountId(id)).await?;
+    let account = state.store.account(id).await?;
     let run = crate::test_runs::start(&state, account, opts)
         .await
         .map_err(crate::api::random_problem)?;
@@ -722,6 +850,13 @@ pub async fn start_test(
 }
 
 /// A run's steps so far and its status (`running`, `passed`, `failed`).
+#[utoipa::path(get, path = "/api/v1/tests/{run}",
+    summary = "A Test configuration run: the steps so far and its status",
+    security(("bearer" = ["accounts:read"])),
+    params(("run" = String, Path)),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::by_hand::TestRun),
+    ))]
 pub async fn test_status(
     State(state): State<AppState>,
     caller: ApiAuth<scope::AccountsRead>,

@@ -3,7 +3,9 @@
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::api::{ApiAuth, ApiCaller, invalid, parse_json, problem, scope};
+use crate::api::{
+    ApiAuth, ApiCaller, invalid, limit_param, parse_json, problem, query_or_problem, scope,
+};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -48,28 +50,26 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/accounts/{id}/messages`: the newest messages of the inbox, newest first.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/messages",
+    summary = "The newest messages of the inbox (envelope, flags, size), newest first",
+    security(("bearer" = ["messages:read"])),
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "Default 50"),
+        ("before" = Option<String>, Query, description = "Only messages older than this uid (the previous page's next_before)"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::by_hand::MessageList),
+        (status = 502, description = "The mail server failed (the problem names the step and remediation)", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn list_messages(
     State(state): State<AppState>,
     caller: ApiAuth<scope::MessagesRead>,
     Path(id): Path<i64>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected limit=1..200 and before=<uid>"),
-                None,
-            )));
-        }
-    };
-    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
-        None => 50,
-        Some(Ok(n)) if (1..=200).contains(&n) => n,
-        Some(_) => return Err(invalid("limit", "limit must be a number from 1 to 200")),
-    };
+    let q = query_or_problem(query, "limit=1..200 and before=<uid>")?;
+    // At most 200: a whole page of envelopes is fetched from the mail server at once.
+    let limit = usize::try_from(limit_param(q.limit.as_deref(), 200)?).unwrap_or(50);
     let account = reading_account(&state, &caller, id).await?;
     match mailgate_mail::inbox::list(
         &state.engine,
@@ -99,6 +99,17 @@ pub struct FetchQuery {
 
 /// `GET /api/v1/accounts/{id}/messages/{uid}`: one message parsed, or raw
 /// (`?raw=true` or `Accept: message/rfc822`). Reading does not mark it seen.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/messages/{uid}",
+    summary = "One received message: headers, text, HTML, attachment metadata; raw with ?raw=true",
+    security(("bearer" = ["messages:read"])),
+    params(
+        ("uid" = String, Path, description = "IMAP UID or POP3 UIDL"),
+        ("raw" = Option<bool>, Query, description = "The message as message/rfc822 (also with Accept: message/rfc822)"),
+    ),
+    responses(
+        (status = 200, description = "OK", content((crate::openapi::by_hand::ReceivedMessage = "application/json"), (String = "message/rfc822"))),
+        (status = 502, description = "The mail server failed", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn get_message(
     State(state): State<AppState>,
     caller: ApiAuth<scope::MessagesRead>,
@@ -106,17 +117,7 @@ pub async fn get_message(
     headers: axum::http::HeaderMap,
     query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = match query {
-        Ok(q) => q,
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected raw=true or raw=false"),
-                None,
-            )));
-        }
-    };
+    let q = query_or_problem(query, "raw=true or raw=false")?;
     let raw = match q.raw.as_deref() {
         None | Some("false") => headers
             .get(header::ACCEPT)
@@ -156,28 +157,10 @@ pub(crate) async fn create_subscription(
     state: &AppState,
     new: &NewWebhook,
 ) -> Result<(Webhook, Secret), mailgate_store::StoreError> {
-    let secret = new_signing_secret()?;
-    let hook = state
-        .store
-        .create_webhook(
-            new.account_id,
-            &new.url,
-            &new.events,
-            &new.description,
-            &secret,
-            state.clock.now(),
-        )
-        .await?;
+    let created =
+        mailgate_usecase::access::create_webhook(&state.store, new, state.clock.now()).await?;
     state.watchers.notify_one();
-    Ok((hook, secret))
-}
-
-/// A subscription's HMAC key: `whsec_` and 24 random bytes.
-fn new_signing_secret() -> Result<Secret, mailgate_core::random::RandomFailed> {
-    Ok(Secret::new(format!(
-        "whsec_{}",
-        mailgate_oauth::random::token(24)?
-    )))
+    Ok(created)
 }
 
 /// Replaces subscription `id`'s signing secret; the new one comes back for the one
@@ -186,12 +169,7 @@ pub(crate) async fn rotate_subscription_secret(
     state: &AppState,
     id: i64,
 ) -> Result<Secret, mailgate_store::StoreError> {
-    let secret = new_signing_secret()?;
-    state
-        .store
-        .rotate_webhook_secret(id, &secret, state.clock.now())
-        .await?;
-    Ok(secret)
+    mailgate_usecase::access::rotate_webhook_secret(&state.store, id, state.clock.now()).await
 }
 
 /// Saves a subscription's target, events, description and whether it is enabled, and
@@ -228,14 +206,49 @@ fn subscription_problem(errors: &[WebhookFieldError]) -> ApiError {
 }
 
 /// The JSON body of `POST /api/v1/webhooks`, before [`NewWebhook::parse`].
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhookBody {
+    /// http(s); loopback and private addresses only when the operator allows them.
     url: String,
+    /// At least one of `message.received`, `message.sent`, `message.failed`,
+    /// `account.reauth_required`, `app.secret_expiring`.
     events: Vec<String>,
+    /// One account; omitted: every account (unrestricted tokens only).
     account_id: Option<i64>,
+    /// At most 500 characters.
     #[serde(default)]
     description: String,
+}
+
+/// A subscription with its signing secret: the answer to creating it or rotating the
+/// secret, the only answers that show the secret.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WebhookWithSecret {
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// The HMAC-SHA256 key for `X-Mailgate-Signature`.
+    pub secret: String,
+}
+
+/// The answer of `GET /api/v1/webhooks`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<Webhook>,
+}
+
+/// One delivery of the log with its attempts.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DeliveryWithAttempts {
+    #[serde(flatten)]
+    pub delivery: mailgate_store::Delivery,
+    pub attempt_log: Vec<mailgate_store::Attempt>,
+}
+
+/// The answer of `GET /api/v1/webhooks/{id}/deliveries`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DeliveryLog {
+    pub deliveries: Vec<DeliveryWithAttempts>,
 }
 
 fn may_see(caller: &ApiCaller, hook: &Webhook) -> bool {
@@ -246,11 +259,15 @@ fn may_see(caller: &ApiCaller, hook: &Webhook) -> bool {
     }
 }
 
-fn hook_json(h: &Webhook) -> Value {
-    serde_json::to_value(h).unwrap_or(Value::Null)
-}
-
 /// `POST /api/v1/webhooks`: 201 with the subscription and its signing secret, shown once.
+#[utoipa::path(post, path = "/api/v1/webhooks",
+    summary = "Subscribe a URL to events; the signing secret is in this answer only",
+    security(("bearer" = ["webhooks:write"])),
+    request_body(content = NewWebhookBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (Location: the subscription)", body = WebhookWithSecret),
+        crate::openapi::refusals::InvalidField,
+    ))]
 pub async fn create_webhook(
     State(state): State<AppState>,
     caller: ApiAuth<scope::WebhooksWrite>,
@@ -283,11 +300,14 @@ pub async fn create_webhook(
     }
     match create_subscription(&state, &new).await {
         Ok((hook, secret)) => {
-            let mut body = hook_json(&hook);
+            let id = hook.id;
             // The only time the secret leaves mailgate.
-            body["secret"] = Value::String(secret.expose().to_owned());
+            let body = WebhookWithSecret {
+                webhook: hook,
+                secret: secret.expose().to_owned(),
+            };
             let mut resp = (StatusCode::CREATED, Json(body)).into_response();
-            if let Ok(v) = format!("/api/v1/webhooks/{}", hook.id).parse() {
+            if let Ok(v) = format!("/api/v1/webhooks/{id}").parse() {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
             Ok(resp)
@@ -300,7 +320,7 @@ pub async fn create_webhook(
 }
 
 /// The JSON body of `PATCH /api/v1/webhooks/{id}`: what is given changes.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookChanges {
     url: Option<String>,
@@ -311,6 +331,14 @@ pub struct WebhookChanges {
 
 /// `PATCH /api/v1/webhooks/{id}`: change the target, events or description, or pause
 /// (`"enabled": false`) and resume a subscription. Checked by the same rules as creating.
+#[utoipa::path(patch, path = "/api/v1/webhooks/{id}",
+    summary = "Change a subscription's url, events or description, or pause it (enabled: false)",
+    security(("bearer" = ["webhooks:write"])),
+    request_body(content = WebhookChanges, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = Webhook),
+        crate::openapi::refusals::InvalidField,
+    ))]
 pub async fn update_webhook(
     State(state): State<AppState>,
     caller: ApiAuth<scope::WebhooksWrite>,
@@ -335,13 +363,19 @@ pub async fn update_webhook(
         Err(errors) => return Err(subscription_problem(&errors)),
     };
     match save_subscription(&state, id, &parsed, req.enabled.unwrap_or(hook.enabled)).await {
-        Ok(h) => Ok(Json(hook_json(&h)).into_response()),
+        Ok(h) => Ok(Json(h).into_response()),
         Err(e) => Err(e.into()),
     }
 }
 
 /// `POST /api/v1/webhooks/{id}/rotate-secret`: a new signing secret, in this answer only;
 /// the old one stops signing at once.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret",
+    summary = "A new signing secret, in this answer only",
+    security(("bearer" = ["webhooks:write"])),
+    responses(
+        (status = 200, description = "The subscription with its new secret", body = WebhookWithSecret),
+    ))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: ApiAuth<scope::WebhooksWrite>,
@@ -349,28 +383,31 @@ pub async fn rotate_secret(
 ) -> Result<Response, ApiError> {
     let hook = visible_hook(&state, &caller, id).await?;
     match rotate_subscription_secret(&state, id).await {
-        Ok(secret) => {
-            let mut body = hook_json(&hook);
-            body["secret"] = Value::String(secret.expose().to_owned());
-            Ok(Json(body).into_response())
-        }
+        Ok(secret) => Ok(Json(WebhookWithSecret {
+            webhook: hook,
+            secret: secret.expose().to_owned(),
+        })
+        .into_response()),
         Err(e) => Err(e.into()),
     }
 }
 
 /// `GET /api/v1/webhooks`: the subscriptions this token may see.
+#[utoipa::path(get, path = "/api/v1/webhooks",
+    summary = "Webhook subscriptions the token may see",
+    security(("bearer" = ["webhooks:write"])),
+    responses(
+        (status = 200, description = "OK", body = WebhookList),
+    ))]
 pub async fn list_webhooks(
     State(state): State<AppState>,
     caller: ApiAuth<scope::WebhooksWrite>,
 ) -> Result<Response, ApiError> {
     match state.store.webhooks().await {
         Ok(hooks) => {
-            let list: Vec<Value> = hooks
-                .iter()
-                .filter(|h| may_see(&caller, h))
-                .map(hook_json)
-                .collect();
-            Ok(Json(json!({ "webhooks": list })).into_response())
+            let webhooks: Vec<Webhook> =
+                hooks.into_iter().filter(|h| may_see(&caller, h)).collect();
+            Ok(Json(WebhookList { webhooks }).into_response())
         }
         Err(e) => Err(e.into()),
     }
@@ -389,15 +426,27 @@ async fn visible_hook(state: &AppState, caller: &ApiCaller, id: i64) -> Result<W
     Ok(hook)
 }
 
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}",
+    summary = "One webhook subscription",
+    security(("bearer" = ["webhooks:write"])),
+    responses(
+        (status = 200, description = "OK", body = Webhook),
+    ))]
 pub async fn get_webhook(
     State(state): State<AppState>,
     caller: ApiAuth<scope::WebhooksWrite>,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     let hook = visible_hook(&state, &caller, id).await?;
-    Ok(Json(hook_json(&hook)).into_response())
+    Ok(Json(hook).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}",
+    summary = "Remove a webhook subscription and its delivery log",
+    security(("bearer" = ["webhooks:write"])),
+    responses(
+        (status = 204, description = "Removed"),
+    ))]
 pub async fn delete_webhook(
     State(state): State<AppState>,
     caller: ApiAuth<scope::WebhooksWrite>,
@@ -421,39 +470,32 @@ pub struct LogQuery {
 
 /// `GET /api/v1/webhooks/{id}/deliveries`: the delivery log, newest first, each with its
 /// attempts and the receiver's status codes.
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries",
+    summary = "The delivery log: each delivery with every attempt's status code",
+    security(("bearer" = ["webhooks:write"])),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Default 50")),
+    responses(
+        (status = 200, description = "OK, newest first", body = DeliveryLog),
+    ))]
 pub async fn deliveries(
     State(state): State<AppState>,
     caller: ApiAuth<scope::WebhooksWrite>,
     Path(id): Path<i64>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let limit = match query.map(|Query(q)| q.limit) {
-        Ok(None) => 50,
-        Ok(Some(l)) => match l.parse::<i64>() {
-            Ok(n) if (1..=500).contains(&n) => n,
-            _ => return Err(invalid("limit", "limit must be a number from 1 to 500")),
-        },
-        Err(e) => {
-            return Err(ApiError::from(problem(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{e}; expected limit=1..500"),
-                None,
-            )));
-        }
-    };
+    let q = query_or_problem(query, "limit=1..500")?;
+    let limit = limit_param(q.limit.as_deref(), 500)?;
     visible_hook(&state, &caller, id).await?;
     match state.store.deliveries(id, limit).await {
         Ok(list) => {
-            let list: Vec<Value> = list
+            let deliveries = list
                 .into_iter()
-                .map(|(d, attempts)| {
-                    let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
-                    v["attempt_log"] = serde_json::to_value(&attempts).unwrap_or(Value::Null);
-                    v
+                .map(|(delivery, attempt_log)| DeliveryWithAttempts {
+                    delivery,
+                    attempt_log,
                 })
                 .collect();
-            Ok(Json(json!({ "deliveries": list })).into_response())
+            Ok(Json(DeliveryLog { deliveries }).into_response())
         }
         Err(e) => Err(e.into()),
     }
@@ -461,6 +503,13 @@ pub async fn deliveries(
 
 /// `POST /api/v1/webhooks/{id}/deliveries/{delivery}/redeliver`: the same delivery (same
 /// delivery id and body) again, with a fresh 24-hour retry window.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver",
+    summary = "Send a delivery again (same delivery id and body)",
+    security(("bearer" = ["webhooks:write"])),
+    responses(
+        (status = 202, description = "Queued again", body = mailgate_store::Delivery),
+        (status = 409, description = "The delivery is being sent right now", body = crate::api::ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub async fn redeliver(
     State(state): State<AppState>,
     caller: ApiAuth<scope::WebhooksWrite>,
@@ -482,11 +531,7 @@ pub async fn redeliver(
     match state.store.redeliver(delivery, state.clock.now()).await {
         Ok(d) => {
             state.deliveries.notify_one();
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(serde_json::to_value(&d).unwrap_or(Value::Null)),
-            )
-                .into_response())
+            Ok((StatusCode::ACCEPTED, Json(d)).into_response())
         }
         Err(mailgate_store::StoreError::InUse(msg)) => Err(ApiError::from(problem(
             StatusCode::CONFLICT,

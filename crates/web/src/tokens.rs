@@ -3,9 +3,8 @@
 //!
 //! A new token is shown once, in the page that answers the form: it is never put in a URL
 //! (no redirect after creating), never on a later page and never in a log, and the store
-//! keeps only its SHA-256. The form is parsed by `NewApiToken::parse` and
-//! `Store::issue_api_token`, the rules `mailgate api-token create` uses, so both say the
-//! same thing; errors come back beside their field with the values kept, and nothing is
+//! keeps only its SHA-256. The form goes through `mailgate_usecase::access::issue_api_token`,
+//! as `mailgate api-token create` does, so both say the same thing; errors come back beside their field with the values kept, and nothing is
 //! stored unless the whole form is valid.
 
 use crate::AppState;
@@ -17,20 +16,22 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use mailgate_core::MailAccount;
-use mailgate_core::user::{ApiToken, NewApiToken, TokenScope};
+use mailgate_core::user::{ApiToken, TokenScope};
 use mailgate_store::StoreError;
+use mailgate_usecase::access::{IssueTokenError, issue_api_token};
 
 /// The submitted form. Scopes (checkboxes) and accounts (a multi-select) repeat their key,
-/// which a struct cannot hold, hence the list of pairs.
-#[derive(Default)]
-struct Submitted {
+/// which a struct's fields cannot take, so it is read from the list of pairs.
+#[derive(Default, serde::Deserialize)]
+#[serde(from = "Vec<(String, String)>")]
+pub struct Submitted {
     name: String,
     scopes: Vec<String>,
     accounts: Vec<String>,
 }
 
-impl Submitted {
-    fn from_pairs(pairs: Vec<(String, String)>) -> Submitted {
+impl From<Vec<(String, String)>> for Submitted {
+    fn from(pairs: Vec<(String, String)>) -> Submitted {
         let mut s = Submitted::default();
         for (key, value) in pairs {
             match key.as_str() {
@@ -171,25 +172,34 @@ pub async fn list(
 
 pub async fn create(
     State(state): State<AppState>,
-    AdminForm(session, pairs): AdminForm<Vec<(String, String)>>,
+    AdminForm(session, sub): AdminForm<Submitted>,
 ) -> Result<Response, PageError> {
-    let sub = Submitted::from_pairs(pairs);
     let mut errs = Errors::default();
-    match NewApiToken::parse(&sub.name, &sub.scopes, &sub.accounts) {
-        Err(errors) => {
+    let issued = issue_api_token(
+        &state.store,
+        &sub.name,
+        &sub.scopes,
+        &sub.accounts,
+        state.clock.now(),
+    )
+    .await;
+    match issued {
+        Ok((token, created)) => {
+            tracing::info!(token = %created.name, id = created.id, user = %session.user.username, "API token created");
+            return Ok(shown_once(&state, &session, &created, token.expose()).await);
+        }
+        Err(IssueTokenError::Invalid(errors)) => {
             for e in errors {
                 errs.add(e.field, e.message);
             }
         }
-        Ok(new) => match state.store.issue_api_token(&new, state.clock.now()).await {
-            Ok((token, created)) => {
-                tracing::info!(token = %created.name, id = created.id, user = %session.user.username, "API token created");
-                return Ok(shown_once(&state, &session, &created, token.expose()).await);
-            }
-            Err(e @ StoreError::NotFound { .. }) => errs.add("account", e.to_string()),
-            Err(e @ StoreError::Duplicate { .. }) => errs.add("name", e.to_string()),
-            Err(e) => return Err(e.into()),
-        },
+        Err(IssueTokenError::Store(e @ StoreError::NotFound { .. })) => {
+            errs.add("account", e.to_string())
+        }
+        Err(IssueTokenError::Store(e @ StoreError::Duplicate { .. })) => {
+            errs.add("name", e.to_string())
+        }
+        Err(IssueTokenError::Store(e)) => return Err(e.into()),
     }
     tokens_page(&state, &session, &sub, &errs).await
 }

@@ -25,18 +25,19 @@ use std::collections::HashMap;
 /// How many deliveries the subscription page shows, newest first.
 const LOG_LIMIT: i64 = 50;
 
-/// The submitted form. Events (checkboxes) repeat their key, which a struct cannot hold,
-/// hence the list of pairs.
-#[derive(Default)]
-struct Submitted {
+/// The submitted form. Events (checkboxes) repeat their key, which a struct's fields cannot
+/// take, so it is read from the list of pairs.
+#[derive(Default, serde::Deserialize)]
+#[serde(from = "Vec<(String, String)>")]
+pub struct Submitted {
     url: String,
     events: Vec<String>,
     account_id: String,
     description: String,
 }
 
-impl Submitted {
-    fn from_pairs(pairs: Vec<(String, String)>) -> Submitted {
+impl From<Vec<(String, String)>> for Submitted {
+    fn from(pairs: Vec<(String, String)>) -> Submitted {
         let mut s = Submitted::default();
         for (key, value) in pairs {
             match key.as_str() {
@@ -202,9 +203,8 @@ pub async fn list(
 
 pub async fn create(
     State(state): State<AppState>,
-    AdminForm(session, pairs): AdminForm<Vec<(String, String)>>,
+    AdminForm(session, sub): AdminForm<Submitted>,
 ) -> Result<Response, PageError> {
-    let sub = Submitted::from_pairs(pairs);
     let mut errs = Errors::default();
     let account = match sub.account_id.trim() {
         "" => Some(None),

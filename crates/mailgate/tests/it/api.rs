@@ -5,7 +5,7 @@ use crate::fixtures::{Fixture, create_token};
 use crate::support::{db_contains, text};
 use reqwest::StatusCode;
 
-/// A route of `API_ROUTES` with every `{param}` filled in with 1.
+/// A route of the OpenAPI document with every `{param}` filled in with 1.
 fn route_url(base: &str, path: &str) -> String {
     let mut url = path.to_owned();
     for p in mailgate_web::openapi::path_params(path) {
@@ -247,7 +247,7 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let routes = mailgate_web::openapi::API_ROUTES;
+    let routes = mailgate_web::openapi::api_routes();
     let described: usize = doc["paths"]
         .as_object()
         .unwrap()
@@ -260,10 +260,14 @@ async fn the_openapi_document_validates_and_lists_every_route() {
         "the document describes exactly the listed routes"
     );
     let client = reqwest::Client::new();
-    for (method, path, scope, _) in routes {
+    for route in &routes {
+        let (method, path, scope) = (&route.method, &route.path, &route.scope);
+        let op = &doc["paths"][path][method];
+        assert_eq!(op["x-required-scope"], *scope, "{method} {path}");
         assert_eq!(
-            doc["paths"][path][method]["x-required-scope"], *scope,
-            "{method} {path}"
+            op["security"],
+            serde_json::json!([{ "bearer": [scope] }]),
+            "{method} {path}: the bearer scheme with its scope"
         );
         let url = route_url(&f.server.base, path);
         let status = client
@@ -294,17 +298,36 @@ async fn every_route_needs_its_own_scope() {
         "webhooks:write",
     ];
     let client = reqwest::Client::new();
-    for (i, (method, path, scope, _)) in mailgate_web::openapi::API_ROUTES.iter().enumerate() {
+    let documented = mailgate_web::openapi::api_routes();
+    let mut listed: Vec<(&str, &str)> = WITH_SCOPE.iter().map(|(m, p, _)| (*m, *p)).collect();
+    let mut routes: Vec<(&str, &str)> = documented
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    listed.sort();
+    routes.sort();
+    assert_eq!(
+        listed, routes,
+        "WITH_SCOPE lists every documented route once, with its status with the scope"
+    );
+    // In WITH_SCOPE's order: account 1 is deleted last.
+    for (i, (method, path, expected)) in WITH_SCOPE.iter().enumerate() {
+        let scope = &documented
+            .iter()
+            .find(|r| r.method == *method && r.path == *path)
+            .unwrap_or_else(|| panic!("{method} {path} is documented"))
+            .scope;
         // The outbox routes also accept messages:read for reading; leave it out of both.
         let others: Vec<&str> = ALL
             .iter()
             .copied()
             .filter(|s| {
-                s != scope && !(path.starts_with("/api/v1/messages") && *s == "messages:read")
+                *s != scope.as_str()
+                    && !(path.starts_with("/api/v1/messages") && *s == "messages:read")
             })
             .collect();
         let without = create_token(&f, &format!("without-{i}"), &others, &[]);
-        let with = create_token(&f, &format!("with-{i}"), &[scope], &[]);
+        let with = create_token(&f, &format!("with-{i}"), &[scope.as_str()], &[]);
         let url = route_url(&f.server.base, path);
         let body = serde_json::json!({"to": ["someone@example.test"], "subject": "s", "text": "t"});
         let req = |token: &str| {
@@ -328,25 +351,18 @@ async fn every_route_needs_its_own_scope() {
             before,
             "{method} {path} without {scope} changed the database"
         );
-        let expected = WITH_SCOPE
-            .iter()
-            .find(|(m, p, _)| m == method && p == path)
-            .map(|(_, _, status)| *status)
-            .unwrap_or_else(|| {
-                panic!("{method} {path}: add its status with the scope to WITH_SCOPE")
-            });
         let resp = req(&with).send().await.unwrap();
         assert_eq!(
             resp.status().as_u16(),
-            expected,
+            *expected,
             "{method} {path} with {scope}: {}",
             resp.text().await.unwrap_or_default()
         );
     }
 }
 
-/// What each route answers with its scope, in `API_ROUTES` order (which the test follows:
-/// account 1 is deleted last). Every id is 1: the fixture's app and (unauthorized) account
+/// What each route answers with its scope, in the order the test follows (account 1 is
+/// deleted last). Every id is 1: the fixture's app and (unauthorized) account
 /// exist, no webhook does, and the body is a send request, which other POST/PATCH routes
 /// refuse as invalid. A handler reached says so (not 401/403).
 const WITH_SCOPE: &[(&str, &str, u16)] = &[

@@ -22,6 +22,7 @@ mod key_file;
 mod mailtest;
 mod metrics;
 mod oauth;
+mod openapi_schemas;
 mod ops_docs;
 mod outbox;
 mod outbox_hardening;

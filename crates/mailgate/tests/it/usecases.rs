@@ -28,9 +28,8 @@ async fn api_get(f: &Fixture, token: &str, path: &str) -> Value {
     resp.json().await.unwrap()
 }
 
-#[tokio::test]
-async fn usecases_cli_json_and_api_show_the_same_app_and_account() {
-    let f = Fixture::start().await;
+/// The app `Fabrikam` and the account `sales`, with every optional field filled.
+pub(crate) fn add_app_and_account_with_every_field(f: &Fixture) {
     // An app with a secret, its expiry and an extra parameter, and an account with
     // non-default settings, so that every field of the views holds something.
     f.env.add_microsoft_app("Fabrikam");
@@ -65,6 +64,12 @@ async fn usecases_cli_json_and_api_show_the_same_app_and_account() {
         ],
         None,
     );
+}
+
+#[tokio::test]
+async fn usecases_cli_json_and_api_show_the_same_app_and_account() {
+    let f = Fixture::start().await;
+    add_app_and_account_with_every_field(&f);
     let token = create_token(&f, "reader", &["accounts:read"]);
 
     let cli_app = f.env.json(&["app", "show", "Fabrikam", "--json"]);
