@@ -9,30 +9,30 @@ use crate::oauth::PASSWORD;
 use mailgate_testkit::idp::UserSpec;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 impl World {
-    async fn goto(&self, path: &str) {
+    pub(crate) async fn goto(&self, path: &str) {
         self.browser
             .goto(&format!("{}{path}", self.server.base))
             .await
             .unwrap();
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.browser.find(css).await.unwrap().click().await.unwrap();
     }
 
-    async fn text_of(&self, css: &str) -> String {
+    pub(crate) async fn text_of(&self, css: &str) -> String {
         self.browser.find(css).await.unwrap().text().await.unwrap()
     }
 
-    async fn js(&self, script: &str) -> serde_json::Value {
+    pub(crate) async fn js(&self, script: &str) -> serde_json::Value {
         self.browser.execute(script, Vec::new()).await.unwrap()
     }
 
     /// The page's layout is no wider than the window: nothing scrolls sideways.
-    async fn assert_fits(&self, page: &str) {
+    pub(crate) async fn assert_fits(&self, page: &str) {
         let widths = self
             .js("return [document.documentElement.scrollWidth, window.innerWidth];")
             .await;
@@ -45,7 +45,7 @@ impl World {
 
     /// The frame every admin page has: a `<main>`, the stylesheet applied, the favicon, and
     /// the current page marked in the navigation.
-    async fn assert_frame(&self, current: &str) {
+    pub(crate) async fn assert_frame(&self, current: &str) {
         let facts = self
             .js(
                 "var cur = document.querySelector('nav a[aria-current=page]');
@@ -63,7 +63,7 @@ impl World {
 
     /// Whether the field `id`'s paragraph is shown (the app form hides what the provider
     /// does not use).
-    async fn shown(&self, id: &str) -> bool {
+    pub(crate) async fn shown(&self, id: &str) -> bool {
         self.js(&format!(
             "return getComputedStyle(document.getElementById('{id}').closest('p')).display != 'none';"
         ))
@@ -292,24 +292,35 @@ async fn the_app_form_follows_the_provider_and_catches_bad_secrets() {
     let text = w.browser.body_text().await.unwrap();
     for words in [
         "API permissions → Add a permission → Microsoft Graph → Delegated permissions",
-        "IMAP.AccessAsUser.All",
-        "offline_access",
+        "IMAP.AccessAsUser.All, POP.AccessAsUser.All, SMTP.Send, offline_access, openid, email",
         "Office 365 Exchange Online → Application permissions",
+        // The app-only hint names the Exchange service principal too.
+        "New-ServicePrincipal",
     ] {
         assert!(text.contains(words), "{words}: {text}");
     }
     kind.select_option("google").await.unwrap();
     assert!(!w.shown("tenant").await, "Google has no tenant");
     let text = w.browser.body_text().await.unwrap();
-    assert!(
-        text.contains("https://mail.google.com/") && text.contains("7 days"),
-        "{text}"
-    );
+    for words in [
+        "OAuth consent screen",
+        "https://mail.google.com/",
+        "Publishing status",
+        "Testing",
+        "7 days",
+    ] {
+        assert!(text.contains(words), "Google's steps: {words}: {text}");
+    }
     assert!(!text.contains("Microsoft Graph"));
     kind.select_option("generic").await.unwrap();
     w.js("document.querySelector('details').open = true").await;
     assert!(w.shown("issuer").await && w.shown("token_url").await);
     assert!(!w.shown("tenant").await);
+    let text = w.browser.body_text().await.unwrap();
+    assert!(
+        text.contains("issuer") && !text.contains("mail.google.com"),
+        "{text}"
+    );
     kind.select_option("microsoft").await.unwrap();
     assert!(!w.shown("issuer").await);
 

@@ -12,7 +12,7 @@ use mailgate_testkit::rig::{MailRig, RigOptions};
 use std::time::Duration;
 
 pub(crate) const ADMIN_PASSWORD: &str = "browser test admin passphrase";
-const CLIENT_SECRET: &str = "CANARY-browser-client-secret-9c1e";
+pub(crate) const CLIENT_SECRET: &str = "CANARY-browser-client-secret-9c1e";
 
 pub(crate) struct World {
     pub(crate) env: TestEnv,
