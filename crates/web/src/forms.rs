@@ -337,7 +337,9 @@ fn app_form(
                     "Microsoft app-only (client credentials)",
                 ),
             ],
-            "",
+            "Browser sign-in: someone signs in as each mailbox once. Device code: the same from \
+             a machine without a browser (mailgate authorize --device). App-only: no sign-in; \
+             the app reaches the mailboxes Exchange grants it (the permissions above).",
         ),
         advanced: vec![
             v.field(
@@ -773,7 +775,7 @@ async fn account_form(
                 "inbound",
                 "Protocol",
                 &[("imap", "IMAP"), ("pop3", "POP3"), ("none", "none")],
-                "",
+                "How mailgate reads the mailbox; none for an account that only sends.",
             ),
             v.field(
                 "inbound_host",
@@ -781,22 +783,52 @@ async fn account_form(
                 "text",
                 "Empty: the provider's preset.",
             ),
-            v.field("inbound_port", "Port", "number", ""),
-            v.select("inbound_tls", "TLS", &tls, ""),
+            v.field(
+                "inbound_port",
+                "Port",
+                "number",
+                "Empty: the usual one (IMAP 993 or 143, POP3 995 or 110, by TLS).",
+            ),
+            v.select(
+                "inbound_tls",
+                "TLS",
+                &tls,
+                "Implicit TLS on 993 and 995; STARTTLS on 143 and 110.",
+            ),
         ],
         outbound: vec![
             v.select(
                 "outbound",
                 "Protocol",
                 &[("smtp", "SMTP"), ("none", "none")],
-                "",
+                "How mailgate sends; none for an account that only reads.",
             ),
             v.field("smtp_host", "Host", "text", "Empty: the provider's preset."),
-            v.field("smtp_port", "Port", "number", ""),
-            v.select("smtp_tls", "TLS", &tls, ""),
+            v.field(
+                "smtp_port",
+                "Port",
+                "number",
+                "Empty: the usual one (587 with STARTTLS, 465 with implicit TLS).",
+            ),
+            v.select(
+                "smtp_tls",
+                "TLS",
+                &tls,
+                "STARTTLS on 587; implicit TLS on 465.",
+            ),
         ],
-        from_name: v.field("from_name", "From name", "text", ""),
-        reply_to: v.field("reply_to", "Reply-To", "email", ""),
+        from_name: v.field(
+            "from_name",
+            "From name",
+            "text",
+            "The name recipients see beside the address, e.g. Support Desk.",
+        ),
+        reply_to: v.field(
+            "reply_to",
+            "Reply-To",
+            "email",
+            "Where replies go, when not to the mailbox itself.",
+        ),
         signature: v.field(
             "signature",
             "Signature",

@@ -283,6 +283,32 @@ async fn every_page_has_its_title_secret_fields_are_not_remembered_and_404_is_st
     titles.dedup();
     assert_eq!(titles.len(), 14, "one title per page");
 
+    // The forms: help text under each visible field (below it, not beside it).
+    for path in [
+        "/admin/apps/new",
+        "/admin/accounts/new",
+        "/admin/accounts/1/edit",
+    ] {
+        w.goto(path).await;
+        let missing = w
+            .js(
+                "return Array.from(document.querySelectorAll('main p.field'))
+                 .filter(function (p) { return p.offsetParent !== null; })
+                 .map(function (p) {
+                     var control = p.querySelector('input:not([type=checkbox]), select, textarea');
+                     if (!control) return null;
+                     var help = p.querySelector('small.help');
+                     if (!help) return control.id + ': no help';
+                     return help.getBoundingClientRect().top
+                         >= control.getBoundingClientRect().bottom - 1
+                         ? null : control.id + ': help beside the field';
+                 })
+                 .filter(function (m) { return m; });",
+            )
+            .await;
+        assert_eq!(missing, serde_json::json!([]), "{path}");
+    }
+
     // The token shown once is not remembered either.
     w.goto("/admin/api-tokens").await;
     w.fill("#name", "ci").await;
