@@ -11,6 +11,12 @@ use std::time::Duration;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
+/// A loopback port nothing listens on: bound to learn a free one, then released.
+pub(crate) fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port().to_string()
+}
+
 impl World {
     pub(crate) async fn goto(&self, path: &str) {
         self.browser
@@ -25,6 +31,22 @@ impl World {
 
     pub(crate) async fn text_of(&self, css: &str) -> String {
         self.browser.find(css).await.unwrap().text().await.unwrap()
+    }
+
+    /// The attribute `name` of the first element matching `css` (which must have it).
+    pub(crate) async fn attr_of(&self, css: &str, name: &str) -> String {
+        let element = self.browser.find(css).await.unwrap();
+        element.attr(name).await.unwrap().unwrap()
+    }
+
+    /// Another user at the provider, who is not the account's mailbox.
+    pub(crate) async fn add_intruder(&self) -> String {
+        let intruder = format!("intruder-{}", self.mailbox);
+        self.idp
+            .add_user(UserSpec::new(&intruder, PASSWORD))
+            .await
+            .unwrap();
+        intruder
     }
 
     pub(crate) async fn js(&self, script: &str) -> serde_json::Value {
@@ -61,6 +83,23 @@ impl World {
         assert_eq!(facts[3], current, "the current page is marked");
     }
 
+    /// The first administrator, the app and the account `support` (not yet authorized),
+    /// all through the UI.
+    pub(crate) async fn first_account(&self) {
+        self.create_admin().await;
+        self.add_app().await;
+        self.add_account().await;
+    }
+
+    /// Authorize → sign in as the account's own mailbox → back on the account page, active.
+    pub(crate) async fn authorize_account(&self) {
+        self.sign_in_as(&self.mailbox).await;
+        self.browser
+            .wait_for_text("State: active", WAIT)
+            .await
+            .unwrap();
+    }
+
     /// Whether the field `id`'s paragraph is shown (the app form hides what the provider
     /// does not use).
     pub(crate) async fn shown(&self, id: &str) -> bool {
@@ -94,15 +133,7 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
     // The save confirms itself, and the app page shows what is in effect: the stored
     // sign-in host and the endpoints derived from it.
     assert!(w.text_of("#saved").await.contains("Saved"));
-    let authority = w
-        .browser
-        .find("#authority")
-        .await
-        .unwrap()
-        .attr("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let authority = w.attr_of("#authority", "value").await;
     assert_eq!(authority, w.idp.base_url().trim_end_matches('/'));
     let in_effect = w.text_of("#in-effect").await;
     assert!(
@@ -139,11 +170,7 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
     );
     w.assert_fits("account, authorize first").await;
 
-    w.sign_in_as(&w.mailbox).await;
-    w.browser
-        .wait_for_text("State: active", WAIT)
-        .await
-        .unwrap();
+    w.authorize_account().await;
     assert!(w.text_of("#done").await.contains("Authorized"));
     assert!(
         !w.browser.current_url().await.unwrap().contains("code="),
@@ -204,14 +231,8 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_outcome_pages_leave_no_dead_end() {
     let w = world("outcomes").await;
-    let intruder = format!("intruder-{}", w.mailbox);
-    w.idp
-        .add_user(UserSpec::new(&intruder, PASSWORD))
-        .await
-        .unwrap();
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
+    let intruder = w.add_intruder().await;
+    w.first_account().await;
 
     // Wrong user: the way on is on the page, and signing out goes to the app's own
     // sign-in host (here the emulator), not to the public Microsoft host.
@@ -222,25 +243,9 @@ async fn authorization_outcome_pages_leave_no_dead_end() {
         .unwrap();
     assert!(!w.browser.current_url().await.unwrap().contains("code="));
     assert!(w.browser.find("header nav").await.is_ok(), "navigation");
-    let back = w
-        .browser
-        .find("#back-to-account")
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let back = w.attr_of("#back-to-account", "href").await;
     assert!(back.ends_with("/admin/accounts/1"), "{back}");
-    let sign_out = w
-        .browser
-        .find("#sign-out-provider")
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let sign_out = w.attr_of("#sign-out-provider", "href").await;
     assert!(
         sign_out.starts_with(w.idp.base_url().trim_end_matches('/'))
             && sign_out.ends_with("/logout"),
@@ -379,9 +384,7 @@ async fn the_app_form_follows_the_provider_and_catches_bad_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn irreversible_actions_ask_first_and_an_account_is_removed_in_the_ui() {
     let w = world("remove").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
+    w.first_account().await;
     // Removing an app: the dialog asks; Cancel changes nothing.
     w.goto("/admin/apps").await;
     w.click("form[action$='/remove'] button").await;
@@ -431,14 +434,8 @@ async fn irreversible_actions_ask_first_and_an_account_is_removed_in_the_ui() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_test_is_shown_as_trouble_not_as_active() {
     let w = world("failed-test").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
-    w.sign_in_as(&w.mailbox).await;
-    w.browser
-        .wait_for_text("State: active", WAIT)
-        .await
-        .unwrap();
+    w.first_account().await;
+    w.authorize_account().await;
     // The test message's destination is a field of its own, checked like any address.
     w.fill("#to", "not an address").await;
     // Past the browser's own check of an email field, to reach mailgate's.
@@ -453,12 +450,7 @@ async fn a_failed_test_is_shown_as_trouble_not_as_active() {
     let badge = w.text_of("td .badge").await;
     assert_eq!(badge, "active");
     // The inbound server moves away: the test fails at the connection.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let closed = closed_port();
     w.env.ok(
         &[
             "account",
@@ -485,9 +477,7 @@ async fn a_failed_test_is_shown_as_trouble_not_as_active() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_scopes_the_webhook_form_and_dark_mode() {
     let w = world("words").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
+    w.first_account().await;
     // The account form's "On email received" is a choice.
     w.goto("/admin/accounts/1/edit").await;
     let tag = w

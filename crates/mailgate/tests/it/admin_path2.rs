@@ -8,10 +8,9 @@
 use crate::browser::{CLIENT_SECRET, World, world};
 use crate::fixtures::PASSWORD;
 use mailgate_testkit::browser::screenshot_dir;
-use mailgate_testkit::idp::UserSpec;
 use std::time::{Duration, Instant};
 
-use crate::admin_path::WAIT;
+use crate::admin_path::{WAIT, closed_port};
 
 impl World {
     /// An HTTP GET from the page itself (its cookies): status, content type and body.
@@ -51,6 +50,24 @@ impl World {
         (parts[0], parts[1], parts[2])
     }
 
+    /// Loads `path` again until the text of `css` contains `words` (bounded: 30 s), for what
+    /// a background job changes: the outbox's send, the inbound watcher's failure.
+    async fn reload_until(&self, path: &str, css: &str, words: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.goto(path).await;
+            let text = self.text_of(css).await;
+            if text.contains(words) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {css} never said {words:?}; it says {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// Waits for the outcome page of an authorization, and checks the way on from it: the
     /// navigation with the accounts marked, "Back to the account", "Try again", the problem
     /// code linked to its help entry, the code gone from the address, and no sideways scroll.
@@ -67,26 +84,12 @@ impl World {
             .unwrap();
         assert!(url.ends_with("/oauth/callback"), "{what}: {url}");
         self.assert_frame("Mail accounts").await;
-        let back = self
-            .browser
-            .find("#back-to-account")
-            .await
-            .unwrap()
-            .attr("href")
-            .await
-            .unwrap()
-            .unwrap();
+        let back = self.attr_of("#back-to-account", "href").await;
         assert!(back.ends_with("/admin/accounts/1"), "{what}: {back}");
         assert!(self.browser.find("#try-again").await.is_ok(), "{what}");
         let help = self
-            .browser
-            .find("#outcome ~ p a[href^='/admin/help#']")
-            .await
-            .unwrap()
-            .attr("href")
-            .await
-            .unwrap()
-            .unwrap();
+            .attr_of("#outcome ~ p a[href^='/admin/help#']", "href")
+            .await;
         assert!(help.len() > "/admin/help#".len(), "{what}: {help}");
         self.assert_fits(what).await;
     }
@@ -131,11 +134,7 @@ async fn a_provider_error_and_a_cancelled_consent_leave_a_way_on_at_390_px() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_google_app_shows_google_in_effect_and_signs_out_only_at_google() {
     let w = world("google-app").await;
-    let intruder = format!("intruder-{}", w.mailbox);
-    w.idp
-        .add_user(UserSpec::new(&intruder, PASSWORD))
-        .await
-        .unwrap();
+    let intruder = w.add_intruder().await;
     w.create_admin().await;
     w.goto("/admin/apps/new").await;
     w.browser
@@ -240,9 +239,7 @@ async fn revoking_a_token_and_removing_a_user_ask_first_and_each_save_confirms_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_has_its_title_secret_fields_are_not_remembered_and_404_is_styled() {
     let w = world("titles").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
+    w.first_account().await;
     // Secret-bearing inputs on a page: each tells the browser not to fill in or keep it.
     const SECRET_INPUTS: &str = "return Array.from(document.querySelectorAll(
         'input[type=password], input[name=client_secret], input[name*=password], #api-token'))
@@ -355,14 +352,8 @@ async fn every_page_has_its_title_secret_fields_are_not_remembered_and_404_is_st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_message_goes_to_the_mailbox_or_where_the_admin_says() {
     let w = world("test-destination").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
-    w.sign_in_as(&w.mailbox).await;
-    w.browser
-        .wait_for_text("State: active", WAIT)
-        .await
-        .unwrap();
+    w.first_account().await;
+    w.authorize_account().await;
     // By default, the mailbox itself.
     let to = w.browser.find("#to").await.unwrap();
     assert_eq!(
@@ -407,19 +398,13 @@ async fn the_test_message_goes_to_the_mailbox_or_where_the_admin_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_trouble_at_a_glance_in_colour() {
     let w = world("dashboard").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
+    w.first_account().await;
     // The state badges, each in its own colour: unauthorized, active, failing.
     w.goto("/admin/accounts").await;
     assert_eq!(w.text_of("td .badge").await, "unauthorized");
     let unauthorized = w.background_of("td .badge").await;
     w.goto("/admin/accounts/1").await;
-    w.sign_in_as(&w.mailbox).await;
-    w.browser
-        .wait_for_text("State: active", WAIT)
-        .await
-        .unwrap();
+    w.authorize_account().await;
     w.goto("/admin/accounts").await;
     assert_eq!(w.text_of("td .badge").await, "active");
     let active = w.background_of("td .badge").await;
@@ -431,59 +416,25 @@ async fn the_dashboard_shows_trouble_at_a_glance_in_colour() {
         .wait_for_text("All steps passed", Duration::from_secs(60))
         .await
         .unwrap();
-    let token = w
-        .env
-        .ok(
-            &[
-                "api-token",
-                "create",
-                "--name",
-                "sender",
-                "--scope",
-                "messages:send",
-            ],
-            None,
-        )
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::new();
-    let queued: serde_json::Value = http
+    w.goto("/admin/api-tokens").await;
+    w.fill("#name", "sender").await;
+    w.click("input[name=scope][value='messages:send']").await;
+    w.click("#create-token").await;
+    let token = w.attr_of("#api-token", "value").await;
+    let queued = reqwest::Client::new()
         .post(format!("{}/api/v1/accounts/1/messages", w.server.base))
         .bearer_auth(&token)
         .json(&serde_json::json!({"to": [w.mailbox], "subject": "dashboard", "text": "hello"}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    let id = queued["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v: serde_json::Value = http
-            .get(format!("{}/api/v1/messages/{id}", w.server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == "sent" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never sent: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_eq!(queued.status(), reqwest::StatusCode::ACCEPTED);
+    w.reload_until("/admin", "#chart-24h .legend", "1 sent")
+        .await;
 
     // Trouble: the inbound server moves away while mail is watched (an on-received action),
     // so the watcher fails (account.inbound_failed). The edit confirms itself.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let closed = closed_port();
     w.goto("/admin/accounts/1/edit").await;
     w.fill("#inbound_host", "127.0.0.1").await;
     w.fill("#inbound_port", &closed).await;
@@ -496,18 +447,8 @@ async fn the_dashboard_shows_trouble_at_a_glance_in_colour() {
         .unwrap();
     w.click("#save").await;
     assert!(w.text_of("#done").await.contains("Saved"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        w.goto("/admin/accounts").await;
-        if w.text_of("td .badge").await == "failing" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the inbound failure never showed in the list"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    w.reload_until("/admin/accounts", "td .badge", "failing")
+        .await;
     let problem = w.text_of(".recent-failure").await;
     assert!(problem.starts_with("inbound failed"), "{problem}");
     let failing = w.background_of("td .badge").await;
