@@ -116,7 +116,11 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
     let w = world("first-run-390").await;
     w.browser.set_window_size(390, 844).await.unwrap();
     assert_eq!(w.js("return window.innerWidth;").await, 390);
-    w.create_admin().await;
+    // The setup page, then the first administrator.
+    w.browser.goto(&w.server.setup_link()).await.unwrap();
+    assert!(w.browser.find("input[name=confirm]").await.is_ok());
+    w.assert_fits("setup").await;
+    w.create_admin_on_setup_page().await;
     w.assert_fits("dashboard").await;
     w.assert_frame("Dashboard").await;
     assert!(w.browser.title().await.unwrap().starts_with("Dashboard"));
@@ -226,6 +230,11 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
             .contains("No such page")
     );
     assert!(w.browser.find("main").await.is_ok());
+    // And the sign-in page, signed out.
+    w.browser.delete_all_cookies().await.unwrap();
+    w.goto("/login").await;
+    assert!(w.browser.find("input[name=password]").await.is_ok());
+    w.assert_fits("sign-in").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
