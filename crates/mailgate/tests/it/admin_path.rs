@@ -140,10 +140,17 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
     let authority = w.attr_of("#authority", "value").await;
     assert_eq!(authority, w.idp.base_url().trim_end_matches('/'));
     let in_effect = w.text_of("#in-effect").await;
-    assert!(
-        in_effect.contains(&format!("{authority}/")) && in_effect.contains("authorize"),
-        "{in_effect}"
-    );
+    let tenant = mailgate_testkit::idp::DEFAULT_TENANT_ID;
+    for words in [
+        format!("{authority}/{tenant}/oauth2/v2.0/authorize"),
+        format!("{authority}/{tenant}/oauth2/v2.0/token"),
+        format!("{authority}/{tenant}/discovery/v2.0/keys"),
+        "IMAP.AccessAsUser.All".to_owned(),
+        "offline_access".to_owned(),
+        "Sign out of Microsoft".to_owned(),
+    ] {
+        assert!(in_effect.contains(&words), "{words}: {in_effect}");
+    }
     assert!(
         w.browser
             .title()
