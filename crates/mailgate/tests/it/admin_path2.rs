@@ -1,5 +1,6 @@
 //! The first-time administrator's path (issue 17), the points `admin_path` leaves open:
-//! a provider's error and a cancelled consent at 390 px, a Google app's sign-out link,
+//! a provider's error and a cancelled consent at 390 px, a Google and a generic app's
+//! sign-out link (only at the provider the app uses),
 //! revoking a token and removing a user asking first, each page's own title, secret fields
 //! that browsers do not remember, the 404 and the favicon, the test message sent elsewhere,
 //! and the dashboard's cards, colours and chart after some activity (with the README's
@@ -511,4 +512,56 @@ async fn the_dashboard_shows_trouble_at_a_glance_in_colour() {
         .save_screenshot(&readme, "account-390")
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generic_app_offers_no_sign_out_link_of_another_provider() {
+    let w = world("generic-app").await;
+    let intruder = w.add_intruder().await;
+    w.create_admin().await;
+    w.goto("/admin/apps/new").await;
+    w.browser
+        .find("#kind")
+        .await
+        .unwrap()
+        .select_option("generic")
+        .await
+        .unwrap();
+    w.fill("#name", "Standard").await;
+    w.fill("#client_id", &w.client_id).await;
+    w.fill("#client_secret", CLIENT_SECRET).await;
+    w.js("document.querySelector('details').open = true").await;
+    w.fill("#issuer", w.idp.base_url().trim_end_matches('/'))
+        .await;
+    w.fill("#scopes", "openid email https://mail.google.com/")
+        .await;
+    w.click("#save").await;
+    assert!(w.text_of("#saved").await.starts_with("Saved"));
+    assert!(!w.text_of("#in-effect").await.contains("Sign out"));
+    w.add_account().await;
+    w.sign_in_as(&intruder).await;
+    w.browser
+        .wait_for_text("Signed in as the wrong user", WAIT)
+        .await
+        .unwrap();
+    // No standard sign-out address: the page says what to do, and links no provider.
+    assert!(
+        w.browser
+            .find_all("#sign-out-provider")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let text = w.browser.body_text().await.unwrap();
+    assert!(text.contains("Sign out of the provider"), "{text}");
+    let source = w.browser.page_source().await.unwrap();
+    for other in [
+        "Microsoft",
+        "Google",
+        "microsoftonline",
+        "accounts.google.com",
+    ] {
+        assert!(!source.contains(other), "{other} on a generic app's page");
+    }
+    assert!(w.browser.find("#try-again").await.is_ok());
 }
