@@ -1,10 +1,10 @@
 //! The first-time administrator's path (issue 17), the points `admin_path` leaves open:
-//! a provider's error and a cancelled consent at 390 px, a Google and a generic app's
-//! sign-out link (only at the provider the app uses),
-//! revoking a token and removing a user asking first, each page's own title, secret fields
-//! that browsers do not remember, the 404 and the favicon, the test message sent elsewhere,
-//! and the dashboard's cards, colours and chart after some activity (with the README's
-//! screenshots). docs/testing.md maps each point to its test.
+//! a provider's error and a cancelled consent at 390 px, the sign-out link of a Google and
+//! of a generic app (only at the provider the app uses), revoking a token and removing a
+//! user asking first, each page's own title, secret fields that browsers do not remember,
+//! the 404 and the favicon, the test message sent elsewhere, and the dashboard's cards,
+//! colours and chart after some activity (with the README's screenshots).
+//! docs/testing.md maps each point to its test.
 
 use crate::browser::{CLIENT_SECRET, World, world};
 use crate::fixtures::PASSWORD;
@@ -203,7 +203,8 @@ async fn revoking_a_token_and_removing_a_user_ask_first_and_each_save_confirms_i
     assert!(listed[0]["revoked_at"].is_null(), "{listed}");
     w.click("form[action$='/revoke'] button").await;
     w.browser.answer_dialog(true).await.unwrap();
-    w.browser.wait_for_text("revoked", WAIT).await.unwrap();
+    // The list again, the token marked revoked (waited for: the page is being replaced).
+    assert_eq!(w.text_of("tr .badge.bad").await, "revoked");
     let listed = w.env.json(&["api-token", "list", "--json"]);
     assert!(!listed[0]["revoked_at"].is_null(), "{listed}");
 
