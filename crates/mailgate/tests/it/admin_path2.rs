@@ -51,6 +51,24 @@ impl World {
         (parts[0], parts[1], parts[2])
     }
 
+    /// The app form for a provider `kind`, with the emulator's client and `advanced` fields
+    /// (css, value) filled in; saved, and the save confirmed.
+    async fn add_app_of_kind(&self, kind: &str, name: &str, advanced: &[(&str, &str)]) {
+        self.goto("/admin/apps/new").await;
+        let kinds = self.browser.find("#kind").await.unwrap();
+        kinds.select_option(kind).await.unwrap();
+        self.fill("#name", name).await;
+        self.fill("#client_id", &self.client_id).await;
+        self.fill("#client_secret", CLIENT_SECRET).await;
+        self.js("document.querySelector('details').open = true")
+            .await;
+        for (css, value) in advanced {
+            self.fill(css, value).await;
+        }
+        self.click("#save").await;
+        assert!(self.text_of("#saved").await.starts_with("Saved"), "{kind}");
+    }
+
     /// Loads `path` again until the text of `css` contains `words` (bounded: 30 s), for what
     /// a background job changes: the outbox's send, the inbound watcher's failure.
     async fn reload_until(&self, path: &str, css: &str, words: &str) {
@@ -137,21 +155,8 @@ async fn a_google_app_shows_google_in_effect_and_signs_out_only_at_google() {
     let w = world("google-app").await;
     let intruder = w.add_intruder().await;
     w.create_admin().await;
-    w.goto("/admin/apps/new").await;
-    w.browser
-        .find("#kind")
-        .await
-        .unwrap()
-        .select_option("google")
-        .await
-        .unwrap();
-    w.fill("#name", "Workspace").await;
-    w.fill("#client_id", &w.client_id).await;
-    w.fill("#client_secret", CLIENT_SECRET).await;
-    w.js("document.querySelector('details').open = true").await;
-    w.fill("#authority", w.idp.base_url()).await;
-    w.click("#save").await;
-    assert!(w.text_of("#saved").await.starts_with("Saved"));
+    w.add_app_of_kind("google", "Workspace", &[("#authority", w.idp.base_url())])
+        .await;
     // What is in effect: Google's endpoints at the configured sign-in host, Google's scope,
     // and Google's sign-out page there.
     let origin = w.idp.base_url().trim_end_matches('/').to_owned();
@@ -520,24 +525,14 @@ async fn a_generic_app_offers_no_sign_out_link_of_another_provider() {
     let w = world("generic-app").await;
     let intruder = w.add_intruder().await;
     w.create_admin().await;
-    w.goto("/admin/apps/new").await;
-    w.browser
-        .find("#kind")
-        .await
-        .unwrap()
-        .select_option("generic")
-        .await
-        .unwrap();
-    w.fill("#name", "Standard").await;
-    w.fill("#client_id", &w.client_id).await;
-    w.fill("#client_secret", CLIENT_SECRET).await;
-    w.js("document.querySelector('details').open = true").await;
-    w.fill("#issuer", w.idp.base_url().trim_end_matches('/'))
-        .await;
-    w.fill("#scopes", "openid email https://mail.google.com/")
-        .await;
-    w.click("#save").await;
-    assert!(w.text_of("#saved").await.starts_with("Saved"));
+    let issuer = w.idp.base_url().trim_end_matches('/');
+    let scopes = "openid email https://mail.google.com/";
+    w.add_app_of_kind(
+        "generic",
+        "Standard",
+        &[("#issuer", issuer), ("#scopes", scopes)],
+    )
+    .await;
     assert!(!w.text_of("#in-effect").await.contains("Sign out"));
     w.add_account().await;
     w.sign_in_as(&intruder).await;
