@@ -69,6 +69,15 @@ impl World {
         assert!(self.text_of("#saved").await.starts_with("Saved"), "{kind}");
     }
 
+    /// Authorize, sign in at the provider as `intruder`, and wait for the wrong-user page.
+    async fn sign_in_as_wrong_user(&self, intruder: &str) {
+        self.sign_in_as(intruder).await;
+        self.browser
+            .wait_for_text("Signed in as the wrong user", WAIT)
+            .await
+            .unwrap();
+    }
+
     /// Loads `path` again until the text of `css` contains `words` (bounded: 30 s), for what
     /// a background job changes: the outbox's send, the inbound watcher's failure.
     async fn reload_until(&self, path: &str, css: &str, words: &str) {
@@ -172,11 +181,7 @@ async fn a_google_app_shows_google_in_effect_and_signs_out_only_at_google() {
     }
 
     w.add_account().await;
-    w.sign_in_as(&intruder).await;
-    w.browser
-        .wait_for_text("Signed in as the wrong user", WAIT)
-        .await
-        .unwrap();
+    w.sign_in_as_wrong_user(&intruder).await;
     let link = w.browser.find("#sign-out-provider").await.unwrap();
     assert_eq!(
         link.attr("href").await.unwrap().unwrap(),
@@ -535,11 +540,7 @@ async fn a_generic_app_offers_no_sign_out_link_of_another_provider() {
     .await;
     assert!(!w.text_of("#in-effect").await.contains("Sign out"));
     w.add_account().await;
-    w.sign_in_as(&intruder).await;
-    w.browser
-        .wait_for_text("Signed in as the wrong user", WAIT)
-        .await
-        .unwrap();
+    w.sign_in_as_wrong_user(&intruder).await;
     // No standard sign-out address: the page says what to do, and links no provider.
     assert!(
         w.browser
