@@ -2,8 +2,9 @@
 //! a provider's error and a cancelled consent at 390 px, the sign-out link of a Google and
 //! of a generic app (only at the provider the app uses), revoking a token and removing a
 //! user asking first, each page's own title, secret fields that browsers do not remember,
-//! the 404 and the favicon, the test message sent elsewhere, and the dashboard's cards,
-//! colours and chart after some activity (with the README's screenshots).
+//! the 404 and the favicon, the test message sent elsewhere, the step list polling through
+//! failed fetches, and the dashboard's cards, colours and chart after some activity (with
+//! the README's screenshots).
 //! docs/testing.md maps each point to its test.
 
 use crate::browser::{CLIENT_SECRET, World, world};
@@ -561,4 +562,53 @@ async fn a_generic_app_offers_no_sign_out_link_of_another_provider() {
         assert!(!source.contains(other), "{other} on a generic app's page");
     }
     assert!(w.browser.find("#try-again").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_list_keeps_polling_through_failed_fetches() {
+    let w = world("poll-retry").await;
+    w.first_account().await;
+    w.authorize_account().await;
+    // An inbound server that accepts the connection and then says nothing: the run stays
+    // at its TLS step until the step's timeout (15 s), a window to break the page's polls.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    w.env.ok(
+        &[
+            "account",
+            "update",
+            "support",
+            "--inbound-host",
+            "127.0.0.1",
+            "--inbound-port",
+            &port,
+        ],
+        None,
+    );
+    w.goto("/admin/accounts/1").await;
+    w.click("#test-configuration").await;
+    assert!(
+        w.browser.find("#test-running").await.is_ok(),
+        "still running"
+    );
+    // The next three fetches fail as on a flaky network; later ones go through.
+    w.js("window.failFetches = 3; var realFetch = window.fetch;
+          window.fetch = function (url, options) {
+              if (window.failFetches-- > 0) return Promise.reject(new TypeError('offline'));
+              return realFetch(url, options);
+          };")
+        .await;
+    w.browser
+        .wait_for_text("The test failed.", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let after = w
+        .js("return [window.failFetches < 0, !!document.getElementById('poll-lost')];")
+        .await;
+    assert_eq!(
+        after,
+        serde_json::json!([true, false]),
+        "the failed fetches were tried again, and the list was not given up"
+    );
+    drop(silent);
 }
