@@ -59,6 +59,8 @@ pub(crate) struct Attention {
 
 /// An at-a-glance number of the dashboard.
 pub(crate) struct Card {
+    /// The element id (`card-…`), for links and tests.
+    pub id: &'static str,
     pub label: &'static str,
     pub value: usize,
     pub class: &'static str,
@@ -121,16 +123,17 @@ pub async fn dashboard(
             code: a.last_problem.as_ref().map(|p| p.code.clone()),
         });
     }
-    // Accounts whose latest "Test configuration" failed (events are newest first).
+    // Accounts whose last test failed or whose inbound watch is failing, as the accounts
+    // list shows them.
+    let failing = recent_failures(&state).await?;
     for a in &accounts {
-        let last_test = test_outcomes.iter().find(|e| e.account_id == Some(a.id));
-        if let Some(e) = last_test.filter(|e| e.kind == EventKind::TestFailed) {
+        if let Some(why) = failing.get(&a.id) {
             attention.push(Attention {
                 badge_class: "bad",
-                badge: "last test failed".into(),
+                badge: "failing".into(),
                 link: Some(format!("/admin/accounts/{}", a.id)),
                 subject: a.spec.name.to_string(),
-                detail: format!(": {}", e.message),
+                detail: why.words().to_owned(),
                 code: None,
             });
         }
@@ -173,36 +176,50 @@ pub async fn dashboard(
     };
     let cards = vec![
         Card {
+            id: "card-accounts-active",
             label: "accounts active",
-            value: count(&|a| a.state == AccountState::Active && a.last_problem.is_none()),
+            value: count(&|a| {
+                a.state == AccountState::Active
+                    && a.last_problem.is_none()
+                    && !failing.contains_key(&a.id)
+            }),
             class: "ok",
             href: "/admin/accounts",
         },
         Card {
+            id: "card-accounts-attention",
             label: "accounts needing attention",
-            value: count(&|a| a.state != AccountState::Active || a.last_problem.is_some()),
+            value: count(&|a| {
+                a.state != AccountState::Active
+                    || a.last_problem.is_some()
+                    || failing.contains_key(&a.id)
+            }),
             class: "bad",
             href: "/admin/accounts",
         },
         Card {
+            id: "card-secrets-expiring",
             label: "client secrets expiring",
             value: expiring,
             class: "warn",
             href: "/admin/apps",
         },
         Card {
+            id: "card-outbox-queued",
             label: "outbox queued",
             value: metric_of("outbox", "queued"),
             class: "",
             href: "/admin/events",
         },
         Card {
+            id: "card-outbox-failed",
             label: "outbox failed",
             value: metric_of("outbox", "failed"),
             class: "bad",
             href: "/admin/events",
         },
         Card {
+            id: "card-webhooks-failed",
             label: "webhook deliveries failed",
             value: metric_of("webhook_deliveries", "failed"),
             class: "bad",
@@ -325,6 +342,69 @@ struct AccountRow {
     recent_failure: Option<String>,
 }
 
+/// Why an account whose grant works is "failing".
+pub(crate) enum Failing {
+    /// The last stored test failed (the account page shows it as its last test).
+    LastTest(String),
+    /// The inbound watch's newest news is a failure.
+    Inbound(String),
+}
+
+impl Failing {
+    pub(crate) fn words(&self) -> &str {
+        match self {
+            Failing::LastTest(words) | Failing::Inbound(words) => words,
+        }
+    }
+}
+
+/// Per account, what makes it "failing" though its grant works: the last stored test
+/// failed (first), or the inbound watch's newest news is a failure. The accounts list, the
+/// account page and the dashboard all show it, so they agree.
+pub(crate) async fn recent_failures(
+    state: &AppState,
+) -> Result<std::collections::HashMap<mailgate_core::AccountId, Failing>, PageError> {
+    let mut failing: std::collections::HashMap<_, _> = inbound_failures(
+        &state
+            .store
+            .events_of_kinds(
+                &[EventKind::InboundWatching, EventKind::InboundFailed],
+                1000,
+            )
+            .await?,
+    )
+    .into_iter()
+    .map(|(id, words)| (id, Failing::Inbound(words)))
+    .collect();
+    for (id, t) in state.store.test_results().await? {
+        if !t.passed {
+            let code = t.code.as_deref().map(|c| format!(" [{c}]"));
+            failing.insert(
+                id,
+                Failing::LastTest(format!(
+                    "last test failed at \"{}\"{}",
+                    t.failed_step.as_deref().unwrap_or("?"),
+                    code.unwrap_or_default()
+                )),
+            );
+        }
+    }
+    Ok(failing)
+}
+
+/// An account's badge: its state, and "failing" rather than a green "active" when a
+/// problem is recorded or it is failing otherwise ([`recent_failures`]).
+pub(crate) fn account_badge(
+    account: &mailgate_core::MailAccount,
+    failing: Option<&Failing>,
+) -> (&'static str, String) {
+    let (class, words) = state_badge(account.state, account.last_problem.as_ref());
+    match failing {
+        Some(_) if class == "ok" => ("bad", "failing".into()),
+        _ => (class, words),
+    }
+}
+
 /// Per account, the newest inbound-watch failure that no later "watching" has cleared
 /// (events are newest first).
 fn inbound_failures(
@@ -363,42 +443,14 @@ pub async fn accounts(
 ) -> Result<Response, PageError> {
     let accounts = state.store.list_accounts().await?;
     let expiries = state.store.token_expiries().await?;
-    let inbound = inbound_failures(
-        &state
-            .store
-            .events_of_kinds(
-                &[EventKind::InboundWatching, EventKind::InboundFailed],
-                1000,
-            )
-            .await?,
-    );
-    let tests = state.store.test_results().await?;
+    let mut failing = recent_failures(&state).await?;
     let rows = accounts
         .into_iter()
         .map(|a| {
-            // The last test failed (as stored), or the inbound watch's newest news is a
-            // failure.
-            let recent_failure = tests
-                .get(&a.id)
-                .filter(|t| !t.passed)
-                .map(|t| {
-                    format!(
-                        "last test failed at \"{}\"{}",
-                        t.failed_step.as_deref().unwrap_or("?"),
-                        t.code
-                            .as_deref()
-                            .map(|c| format!(" [{c}]"))
-                            .unwrap_or_default()
-                    )
-                })
-                .or_else(|| inbound.get(&a.id).cloned());
-            let (mut badge_class, mut badge) = state_badge(a.state, a.last_problem.as_ref());
-            // A failed test or inbound watch is trouble too: not a green "active".
-            if recent_failure.is_some() && badge_class == "ok" {
-                (badge_class, badge) = ("bad", "failing".into());
-            }
+            let recent_failure = failing.remove(&a.id);
+            let (badge_class, badge) = account_badge(&a, recent_failure.as_ref());
             AccountRow {
-                recent_failure,
+                recent_failure: recent_failure.map(|f| f.words().to_owned()),
                 id: a.id.0,
                 name: a.spec.name.to_string(),
                 badge_class,

@@ -337,7 +337,9 @@ fn app_form(
                     "Microsoft app-only (client credentials)",
                 ),
             ],
-            "",
+            "Browser sign-in: someone signs in as each mailbox once. Device code: the same from \
+             a machine without a browser (mailgate authorize --device). App-only: no sign-in; \
+             the app reaches the mailboxes Exchange grants it (the permissions above).",
         ),
         advanced: vec![
             v.field(
@@ -483,20 +485,8 @@ pub async fn create_app(
             service_account_key: None,
             endpoints,
         };
-        match changes::create_app(&state.engine, new, state.clock.now()).await {
-            Ok(app) => {
-                return Ok(
-                    Redirect::to(&format!("/admin/apps/{}?done=saved", app.id)).into_response()
-                );
-            }
-            Err(e) => {
-                if let Some(p) =
-                    change_refused(&mut errs, e, "an app with this name already exists")
-                {
-                    return Err(p);
-                }
-            }
-        }
+        let saved = changes::create_app(&state.engine, new, state.clock.now()).await;
+        return app_saved_or_form(&state, &session, "/admin/apps/new", &f, errs, None, saved);
     }
     Ok(app_form(
         &state,
@@ -507,6 +497,28 @@ pub async fn create_app(
         None,
         false,
     ))
+}
+
+/// The end of a valid app form: the app's page, which confirms the save, or the form again
+/// with the use case's refusal beside its field.
+fn app_saved_or_form(
+    state: &AppState,
+    session: &Session,
+    action: &str,
+    f: &Fields,
+    mut errs: Errors,
+    editing: Option<&mailgate_core::OAuthApp>,
+    saved: Result<mailgate_core::OAuthApp, ChangeError>,
+) -> Result<Response, PageError> {
+    match saved {
+        Ok(app) => Ok(Redirect::to(&format!("/admin/apps/{}?done=saved", app.id)).into_response()),
+        Err(e) => {
+            if let Some(p) = change_refused(&mut errs, e, "an app with this name already exists") {
+                return Err(p);
+            }
+            Ok(app_form(state, session, action, f, &errs, editing, false))
+        }
+    }
 }
 
 fn app_fields(app: &mailgate_core::OAuthApp) -> Fields {
@@ -620,25 +632,16 @@ pub async fn update_app(
         endpoints,
         ..Default::default()
     };
+    let action = format!("/admin/apps/{id}");
     if errs.is_empty() {
-        match changes::update_app(&state.engine, current.clone(), changes, state.clock.now()).await
-        {
-            Ok(_) => {
-                return Ok(Redirect::to(&format!("/admin/apps/{id}?done=saved")).into_response());
-            }
-            Err(e) => {
-                if let Some(p) =
-                    change_refused(&mut errs, e, "an app with this name already exists")
-                {
-                    return Err(p);
-                }
-            }
-        }
+        let saved =
+            changes::update_app(&state.engine, current.clone(), changes, state.clock.now()).await;
+        return app_saved_or_form(&state, &session, &action, &f, errs, Some(&current), saved);
     }
     Ok(app_form(
         &state,
         &session,
-        &format!("/admin/apps/{id}"),
+        &action,
         &f,
         &errs,
         Some(&current),
@@ -772,7 +775,7 @@ async fn account_form(
                 "inbound",
                 "Protocol",
                 &[("imap", "IMAP"), ("pop3", "POP3"), ("none", "none")],
-                "",
+                "How mailgate reads the mailbox; none for an account that only sends.",
             ),
             v.field(
                 "inbound_host",
@@ -780,22 +783,52 @@ async fn account_form(
                 "text",
                 "Empty: the provider's preset.",
             ),
-            v.field("inbound_port", "Port", "number", ""),
-            v.select("inbound_tls", "TLS", &tls, ""),
+            v.field(
+                "inbound_port",
+                "Port",
+                "number",
+                "Empty: the usual one (IMAP 993 or 143, POP3 995 or 110, by TLS).",
+            ),
+            v.select(
+                "inbound_tls",
+                "TLS",
+                &tls,
+                "Implicit TLS on 993 and 995; STARTTLS on 143 and 110.",
+            ),
         ],
         outbound: vec![
             v.select(
                 "outbound",
                 "Protocol",
                 &[("smtp", "SMTP"), ("none", "none")],
-                "",
+                "How mailgate sends; none for an account that only reads.",
             ),
             v.field("smtp_host", "Host", "text", "Empty: the provider's preset."),
-            v.field("smtp_port", "Port", "number", ""),
-            v.select("smtp_tls", "TLS", &tls, ""),
+            v.field(
+                "smtp_port",
+                "Port",
+                "number",
+                "Empty: the usual one (587 with STARTTLS, 465 with implicit TLS).",
+            ),
+            v.select(
+                "smtp_tls",
+                "TLS",
+                &tls,
+                "STARTTLS on 587; implicit TLS on 465.",
+            ),
         ],
-        from_name: v.field("from_name", "From name", "text", ""),
-        reply_to: v.field("reply_to", "Reply-To", "email", ""),
+        from_name: v.field(
+            "from_name",
+            "From name",
+            "text",
+            "The name recipients see beside the address, e.g. Support Desk.",
+        ),
+        reply_to: v.field(
+            "reply_to",
+            "Reply-To",
+            "email",
+            "Where replies go, when not to the mailbox itself.",
+        ),
         signature: v.field(
             "signature",
             "Signature",
@@ -1114,6 +1147,8 @@ struct AccountPage {
     test_gone: bool,
     /// The account's last test, as stored (migration 0014).
     last_test: Option<mailgate_store::test_results::TestResult>,
+    /// The inbound watch's newest news, when it is a failure.
+    inbound_failure: Option<String>,
 }
 
 pub async fn account_page(
@@ -1141,7 +1176,8 @@ async fn account_page_with(
 ) -> Result<AccountPage, PageError> {
     let acc = state.store.account(AccountId(id)).await?;
     let s = &acc.spec;
-    let (badge_class, badge) = crate::html::state_badge(acc.state, acc.last_problem.as_ref());
+    let failing = crate::admin::recent_failures(state).await?.remove(&acc.id);
+    let (badge_class, badge) = crate::admin::account_badge(&acc, failing.as_ref());
     let last_test = state.store.test_results().await?.remove(&acc.id);
     Ok(AccountPage {
         frame: session.frame(Nav::Accounts),
@@ -1182,6 +1218,11 @@ async fn account_page_with(
         test: None,
         test_gone: false,
         last_test,
+        // A failed test is shown as the last test; an inbound failure needs its own line.
+        inbound_failure: match failing {
+            Some(crate::admin::Failing::Inbound(words)) => Some(words),
+            _ => None,
+        },
     })
 }
 

@@ -229,6 +229,14 @@ impl From<mailgate_grants::EngineError> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
+        self.render_in(Frame::public())
+    }
+}
+
+impl PageError {
+    /// The error page inside `frame`: a signed-in user's navigation where the handler knows
+    /// the session (the 404 under `/admin`), none otherwise.
+    pub fn render_in(self, frame: Frame) -> Response {
         let (status, title, heading, message, back): (StatusCode, &str, String, String, _) =
             match &self {
                 PageError::SignIn => return Redirect::to("/login").into_response(),
@@ -314,7 +322,7 @@ impl IntoResponse for PageError {
         render(
             status,
             &ErrorPage {
-                frame: Frame::public(),
+                frame,
                 title,
                 heading: &heading,
                 message: &message,
@@ -325,9 +333,25 @@ impl IntoResponse for PageError {
     }
 }
 
-/// The styled 404 of every unknown address under `/admin`.
-pub async fn admin_not_found() -> PageError {
-    PageError::NoSuchPage
+/// The styled 404 of every unknown address under `/admin`, with the navigation when
+/// someone is signed in, so that a mistyped address is not a dead end.
+pub async fn admin_not_found(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    mut parts: axum::http::request::Parts,
+) -> Response {
+    use axum::extract::OptionalFromRequestParts;
+    let session =
+        <crate::auth::Session as OptionalFromRequestParts<crate::AppState>>::from_request_parts(
+            &mut parts, &state,
+        )
+        .await
+        .ok()
+        .flatten();
+    let frame = match session {
+        Some(s) => s.frame(Nav::None),
+        None => Frame::public(),
+    };
+    PageError::NoSuchPage.render_in(frame)
 }
 
 /// The one stylesheet, the small script (copy buttons, confirmations, the live test steps)

@@ -76,6 +76,8 @@ pub struct AddForm {
 struct UsersPage<'a> {
     frame: Frame,
     title: &'static str,
+    /// What the page confirms it just did ("User added."), or empty.
+    notice: &'static str,
     csrf: &'a str,
     me: i64,
     users: Vec<User>,
@@ -98,6 +100,7 @@ async fn users_page(
     session: &Session,
     f: &AddForm,
     errs: &Errors,
+    notice: &'static str,
 ) -> Result<Response, PageError> {
     let users = state.store.list_users().await?;
     let role = if f.role.is_empty() {
@@ -110,6 +113,7 @@ async fn users_page(
         &UsersPage {
             frame: session.frame(Nav::Users),
             title: "Users",
+            notice,
             csrf: &session.csrf,
             me: session.user.id,
             users,
@@ -125,8 +129,22 @@ async fn users_page(
 pub async fn list(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
+    Query(q): Query<Done>,
 ) -> Result<Response, PageError> {
-    users_page(&state, &session, &AddForm::default(), &Errors::default()).await
+    // Only fixed sentences: nothing from the URL is echoed into the page.
+    let notice = match q.done.as_str() {
+        "added" => "User added: they can sign in now.",
+        "removed" => "User removed; their sessions have ended.",
+        _ => "",
+    };
+    users_page(
+        &state,
+        &session,
+        &AddForm::default(),
+        &Errors::default(),
+        notice,
+    )
+    .await
 }
 
 pub async fn create(
@@ -155,14 +173,14 @@ pub async fn create(
             {
                 Ok(created) => {
                     tracing::info!(user = %created.username, role = %created.role, by = %session.user.username, "user added");
-                    return Ok(Redirect::to("/admin/users").into_response());
+                    return Ok(Redirect::to("/admin/users?done=added").into_response());
                 }
                 Err(e @ StoreError::Duplicate { .. }) => errs.add("username", e.to_string()),
                 Err(e) => return Err(e.into()),
             }
         }
     }
-    users_page(&state, &session, &f, &errs).await
+    users_page(&state, &session, &f, &errs, "").await
 }
 
 #[derive(Deserialize, Default)]
@@ -320,7 +338,7 @@ pub async fn remove(
         {
             Ok(user) => {
                 tracing::info!(user = %user.username, by = %session.user.username, "user removed");
-                return Ok(Redirect::to("/admin/users").into_response());
+                return Ok(Redirect::to("/admin/users?done=removed").into_response());
             }
             Err(StoreError::NotFound { .. }) => return Err(PageError::NotFound("user")),
             Err(e @ StoreError::InUse(_)) => errs.add("remove", e.to_string()),

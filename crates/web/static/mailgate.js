@@ -30,18 +30,34 @@
     var message = event.target.getAttribute("data-confirm");
     if (message && !window.confirm(message)) event.preventDefault();
   });
-  // The test page: fetch the step list fragment until it says it is done.
-  function poll(box) {
+  // The test page: fetch the step list fragment until it says it is done. A fetch that
+  // fails (the server busy or restarting) is tried again a few times, more slowly, rather
+  // than leaving the list frozen at "Running…"; then the page says to reload.
+  var POLL_MS = 400, RETRY_MS = 1500, MAX_FAILURES = 20;
+  function poll(box, failures) {
     fetch(box.getAttribute("data-poll"), { credentials: "same-origin" })
-      .then(function (r) { return r.text(); })
+      .then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.text();
+      })
       .then(function (html) {
         box.innerHTML = html;
-        if (!box.querySelector("[data-done]")) setTimeout(function () { poll(box); }, 400);
+        if (!box.querySelector("[data-done]")) setTimeout(function () { poll(box, 0); }, POLL_MS);
+      }, function () {
+        if (failures < MAX_FAILURES) {
+          setTimeout(function () { poll(box, failures + 1); }, RETRY_MS);
+        } else {
+          var note = document.createElement("p");
+          note.className = "warn";
+          note.id = "poll-lost";
+          note.textContent = "The steps stopped updating: reload the page to see the result.";
+          box.appendChild(note);
+        }
       });
   }
   document.addEventListener("DOMContentLoaded", function () {
     var box = document.querySelector("[data-poll]");
-    if (box && !box.querySelector("[data-done]")) poll(box);
+    if (box && !box.querySelector("[data-done]")) poll(box, 0);
   });
 })();
 // The authorization callback: the code and state leave the address bar and the history.

@@ -9,30 +9,52 @@ use crate::oauth::PASSWORD;
 use mailgate_testkit::idp::UserSpec;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
+
+/// A loopback port nothing listens on: bound to learn a free one, then released.
+pub(crate) fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port().to_string()
+}
 
 impl World {
-    async fn goto(&self, path: &str) {
+    pub(crate) async fn goto(&self, path: &str) {
         self.browser
             .goto(&format!("{}{path}", self.server.base))
             .await
             .unwrap();
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.browser.find(css).await.unwrap().click().await.unwrap();
     }
 
-    async fn text_of(&self, css: &str) -> String {
+    pub(crate) async fn text_of(&self, css: &str) -> String {
         self.browser.find(css).await.unwrap().text().await.unwrap()
     }
 
-    async fn js(&self, script: &str) -> serde_json::Value {
+    /// The attribute `name` of the first element matching `css` (which must have it).
+    pub(crate) async fn attr_of(&self, css: &str, name: &str) -> String {
+        let element = self.browser.find(css).await.unwrap();
+        element.attr(name).await.unwrap().unwrap()
+    }
+
+    /// Another user at the provider, who is not the account's mailbox.
+    pub(crate) async fn add_intruder(&self) -> String {
+        let intruder = format!("intruder-{}", self.mailbox);
+        self.idp
+            .add_user(UserSpec::new(&intruder, PASSWORD))
+            .await
+            .unwrap();
+        intruder
+    }
+
+    pub(crate) async fn js(&self, script: &str) -> serde_json::Value {
         self.browser.execute(script, Vec::new()).await.unwrap()
     }
 
     /// The page's layout is no wider than the window: nothing scrolls sideways.
-    async fn assert_fits(&self, page: &str) {
+    pub(crate) async fn assert_fits(&self, page: &str) {
         let widths = self
             .js("return [document.documentElement.scrollWidth, window.innerWidth];")
             .await;
@@ -45,7 +67,7 @@ impl World {
 
     /// The frame every admin page has: a `<main>`, the stylesheet applied, the favicon, and
     /// the current page marked in the navigation.
-    async fn assert_frame(&self, current: &str) {
+    pub(crate) async fn assert_frame(&self, current: &str) {
         let facts = self
             .js(
                 "var cur = document.querySelector('nav a[aria-current=page]');
@@ -61,9 +83,26 @@ impl World {
         assert_eq!(facts[3], current, "the current page is marked");
     }
 
+    /// The first administrator, the app and the account `support` (not yet authorized),
+    /// all through the UI.
+    pub(crate) async fn first_account(&self) {
+        self.create_admin().await;
+        self.add_app().await;
+        self.add_account().await;
+    }
+
+    /// Authorize → sign in as the account's own mailbox → back on the account page, active.
+    pub(crate) async fn authorize_account(&self) {
+        self.sign_in_as(&self.mailbox).await;
+        self.browser
+            .wait_for_text("State: active", WAIT)
+            .await
+            .unwrap();
+    }
+
     /// Whether the field `id`'s paragraph is shown (the app form hides what the provider
     /// does not use).
-    async fn shown(&self, id: &str) -> bool {
+    pub(crate) async fn shown(&self, id: &str) -> bool {
         self.js(&format!(
             "return getComputedStyle(document.getElementById('{id}').closest('p')).display != 'none';"
         ))
@@ -77,7 +116,11 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
     let w = world("first-run-390").await;
     w.browser.set_window_size(390, 844).await.unwrap();
     assert_eq!(w.js("return window.innerWidth;").await, 390);
-    w.create_admin().await;
+    // The setup page, then the first administrator.
+    w.browser.goto(&w.server.setup_link()).await.unwrap();
+    assert!(w.browser.find("input[name=confirm]").await.is_ok());
+    w.assert_fits("setup").await;
+    w.create_admin_on_setup_page().await;
     w.assert_fits("dashboard").await;
     w.assert_frame("Dashboard").await;
     assert!(w.browser.title().await.unwrap().starts_with("Dashboard"));
@@ -94,21 +137,20 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
     // The save confirms itself, and the app page shows what is in effect: the stored
     // sign-in host and the endpoints derived from it.
     assert!(w.text_of("#saved").await.contains("Saved"));
-    let authority = w
-        .browser
-        .find("#authority")
-        .await
-        .unwrap()
-        .attr("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let authority = w.attr_of("#authority", "value").await;
     assert_eq!(authority, w.idp.base_url().trim_end_matches('/'));
     let in_effect = w.text_of("#in-effect").await;
-    assert!(
-        in_effect.contains(&format!("{authority}/")) && in_effect.contains("authorize"),
-        "{in_effect}"
-    );
+    let tenant = mailgate_testkit::idp::DEFAULT_TENANT_ID;
+    for words in [
+        format!("{authority}/{tenant}/oauth2/v2.0/authorize"),
+        format!("{authority}/{tenant}/oauth2/v2.0/token"),
+        format!("{authority}/{tenant}/discovery/v2.0/keys"),
+        "IMAP.AccessAsUser.All".to_owned(),
+        "offline_access".to_owned(),
+        "Sign out of Microsoft".to_owned(),
+    ] {
+        assert!(in_effect.contains(&words), "{words}: {in_effect}");
+    }
     assert!(
         w.browser
             .title()
@@ -125,19 +167,21 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
     assert!(w.text_of("#done").await.contains("Account created"));
     w.assert_fits("account").await;
     w.assert_frame("Mail accounts").await;
-    // A test before authorizing says so, rather than failing at a later step.
+    // A test before authorizing says so, rather than failing at a later step. The help
+    // under the field already says "Authorize first": wait for the answer's own alert, so
+    // that nothing below runs against the page being replaced.
     w.click("#test-configuration").await;
     w.browser
-        .wait_for_text("Authorize first", WAIT)
+        .wait_for_text("Authorize first: this account has no token yet", WAIT)
         .await
         .unwrap();
+    assert!(
+        w.text_of("#alert").await.starts_with("Authorize first"),
+        "the alert says it"
+    );
     w.assert_fits("account, authorize first").await;
 
-    w.sign_in_as(&w.mailbox).await;
-    w.browser
-        .wait_for_text("State: active", WAIT)
-        .await
-        .unwrap();
+    w.authorize_account().await;
     assert!(w.text_of("#done").await.contains("Authorized"));
     assert!(
         !w.browser.current_url().await.unwrap().contains("code="),
@@ -156,7 +200,11 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
     assert!(last.contains("passed") && last.contains("Z"), "{last}");
     w.goto("/admin").await;
     assert!(
-        w.browser.find("#next-steps").await.is_err(),
+        w.browser.find("#cards").await.is_ok(),
+        "the dashboard is shown"
+    );
+    assert!(
+        w.browser.find_all("#next-steps").await.unwrap().is_empty(),
         "the first run is done"
     );
 
@@ -189,19 +237,18 @@ async fn a_first_run_at_390_px_never_scrolls_sideways() {
             .contains("No such page")
     );
     assert!(w.browser.find("main").await.is_ok());
+    // And the sign-in page, signed out.
+    w.browser.delete_all_cookies().await.unwrap();
+    w.goto("/login").await;
+    assert!(w.browser.find("input[name=password]").await.is_ok());
+    w.assert_fits("sign-in").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_outcome_pages_leave_no_dead_end() {
     let w = world("outcomes").await;
-    let intruder = format!("intruder-{}", w.mailbox);
-    w.idp
-        .add_user(UserSpec::new(&intruder, PASSWORD))
-        .await
-        .unwrap();
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
+    let intruder = w.add_intruder().await;
+    w.first_account().await;
 
     // Wrong user: the way on is on the page, and signing out goes to the app's own
     // sign-in host (here the emulator), not to the public Microsoft host.
@@ -212,25 +259,9 @@ async fn authorization_outcome_pages_leave_no_dead_end() {
         .unwrap();
     assert!(!w.browser.current_url().await.unwrap().contains("code="));
     assert!(w.browser.find("header nav").await.is_ok(), "navigation");
-    let back = w
-        .browser
-        .find("#back-to-account")
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let back = w.attr_of("#back-to-account", "href").await;
     assert!(back.ends_with("/admin/accounts/1"), "{back}");
-    let sign_out = w
-        .browser
-        .find("#sign-out-provider")
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let sign_out = w.attr_of("#sign-out-provider", "href").await;
     assert!(
         sign_out.starts_with(w.idp.base_url().trim_end_matches('/'))
             && sign_out.ends_with("/logout"),
@@ -282,24 +313,35 @@ async fn the_app_form_follows_the_provider_and_catches_bad_secrets() {
     let text = w.browser.body_text().await.unwrap();
     for words in [
         "API permissions → Add a permission → Microsoft Graph → Delegated permissions",
-        "IMAP.AccessAsUser.All",
-        "offline_access",
+        "IMAP.AccessAsUser.All, POP.AccessAsUser.All, SMTP.Send, offline_access, openid, email",
         "Office 365 Exchange Online → Application permissions",
+        // The app-only hint names the Exchange service principal too.
+        "New-ServicePrincipal",
     ] {
         assert!(text.contains(words), "{words}: {text}");
     }
     kind.select_option("google").await.unwrap();
     assert!(!w.shown("tenant").await, "Google has no tenant");
     let text = w.browser.body_text().await.unwrap();
-    assert!(
-        text.contains("https://mail.google.com/") && text.contains("7 days"),
-        "{text}"
-    );
+    for words in [
+        "OAuth consent screen",
+        "https://mail.google.com/",
+        "Publishing status",
+        "Testing",
+        "7 days",
+    ] {
+        assert!(text.contains(words), "Google's steps: {words}: {text}");
+    }
     assert!(!text.contains("Microsoft Graph"));
     kind.select_option("generic").await.unwrap();
     w.js("document.querySelector('details').open = true").await;
     assert!(w.shown("issuer").await && w.shown("token_url").await);
     assert!(!w.shown("tenant").await);
+    let text = w.browser.body_text().await.unwrap();
+    assert!(
+        text.contains("issuer") && !text.contains("mail.google.com"),
+        "{text}"
+    );
     kind.select_option("microsoft").await.unwrap();
     assert!(!w.shown("issuer").await);
 
@@ -358,9 +400,7 @@ async fn the_app_form_follows_the_provider_and_catches_bad_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn irreversible_actions_ask_first_and_an_account_is_removed_in_the_ui() {
     let w = world("remove").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
+    w.first_account().await;
     // Removing an app: the dialog asks; Cancel changes nothing.
     w.goto("/admin/apps").await;
     w.click("form[action$='/remove'] button").await;
@@ -410,14 +450,8 @@ async fn irreversible_actions_ask_first_and_an_account_is_removed_in_the_ui() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_test_is_shown_as_trouble_not_as_active() {
     let w = world("failed-test").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
-    w.sign_in_as(&w.mailbox).await;
-    w.browser
-        .wait_for_text("State: active", WAIT)
-        .await
-        .unwrap();
+    w.first_account().await;
+    w.authorize_account().await;
     // The test message's destination is a field of its own, checked like any address.
     w.fill("#to", "not an address").await;
     // Past the browser's own check of an email field, to reach mailgate's.
@@ -432,12 +466,7 @@ async fn a_failed_test_is_shown_as_trouble_not_as_active() {
     let badge = w.text_of("td .badge").await;
     assert_eq!(badge, "active");
     // The inbound server moves away: the test fails at the connection.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let closed = closed_port();
     w.env.ok(
         &[
             "account",
@@ -464,9 +493,7 @@ async fn a_failed_test_is_shown_as_trouble_not_as_active() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_scopes_the_webhook_form_and_dark_mode() {
     let w = world("words").await;
-    w.create_admin().await;
-    w.add_app().await;
-    w.add_account().await;
+    w.first_account().await;
     // The account form's "On email received" is a choice.
     w.goto("/admin/accounts/1/edit").await;
     let tag = w

@@ -12,7 +12,7 @@ use mailgate_testkit::rig::{MailRig, RigOptions};
 use std::time::Duration;
 
 pub(crate) const ADMIN_PASSWORD: &str = "browser test admin passphrase";
-const CLIENT_SECRET: &str = "CANARY-browser-client-secret-9c1e";
+pub(crate) const CLIENT_SECRET: &str = "CANARY-browser-client-secret-9c1e";
 
 pub(crate) struct World {
     pub(crate) env: TestEnv,
@@ -98,6 +98,11 @@ impl World {
     pub(crate) async fn create_admin(&self) {
         let link = self.server.setup_link();
         self.browser.goto(&link).await.unwrap();
+        self.create_admin_on_setup_page().await;
+    }
+
+    /// On the setup page: the first administrator → dashboard.
+    pub(crate) async fn create_admin_on_setup_page(&self) {
         self.fill("input[name=username]", "admin").await;
         self.fill("input[name=password]", ADMIN_PASSWORD).await;
         self.fill("input[name=confirm]", ADMIN_PASSWORD).await;

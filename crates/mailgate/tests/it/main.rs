@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_path;
+mod admin_path2;
 mod api;
 mod api_crud;
 mod audit;

@@ -822,7 +822,7 @@ async fn fetch_message(f: &Fixture, rig: &MailRig, subject_token: &str) -> Strin
 
 /// The message files delivered to `address` in the rig (its Maildir), for mailboxes the
 /// test holds no token for.
-fn maildir_messages(rig: &MailRig, address: &str) -> Vec<String> {
+pub(crate) fn maildir_messages(rig: &MailRig, address: &str) -> Vec<String> {
     let (local, domain) = address.split_once('@').unwrap();
     let maildir = rig
         .dir()

@@ -142,7 +142,10 @@ async fn a_user_added_in_the_form_signs_in_with_their_role() {
             )
             .await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{name}");
-        assert_eq!(resp.headers().get("location").unwrap(), "/admin/users");
+        assert_eq!(
+            resp.headers().get("location").unwrap(),
+            "/admin/users?done=added"
+        );
     }
     let (_, html) = ui.get("/admin/users", &ui.admin).await;
     let olga = row(&html, "olga");
@@ -543,7 +546,10 @@ async fn removing_demoting_or_resetting_a_user_ends_their_sessions_at_once() {
         .submit(&format!("/admin/users/{olga_id}/remove"), &ui.admin, &[])
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(resp.headers().get("location").unwrap(), "/admin/users");
+    assert_eq!(
+        resp.headers().get("location").unwrap(),
+        "/admin/users?done=removed"
+    );
     assert!(!ui.signed_in(&olga).await, "the removed user is signed out");
     assert_eq!(
         ui.login("olga", NEW_PASSWORD).await.status(),
