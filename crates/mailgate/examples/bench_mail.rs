@@ -13,7 +13,8 @@
 //!
 //! With `-- --throughput` it measures only the outbox's throughput (issue 15): 500 messages
 //! to one account against one direct session, and 500 over 10 accounts with one session at
-//! a time against the parallel senders.
+//! a time against the parallel senders; then 200 over the same 10 accounts with their
+//! submission 20 ms of round trip away (a delaying relay, as a provider on the internet is).
 //!
 //! With `-- --watchers N` (issue 15's scale run) it watches N mailboxes over IMAP IDLE from
 //! one `serve`, on a rig configured for N sessions (`--max-imap-sessions`), and reports
