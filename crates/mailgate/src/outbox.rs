@@ -156,9 +156,15 @@ impl Worker {
 
     /// Sends `first` and then the account's next due messages over one SMTP session, until
     /// none is due (after [`SESSION_LINGER`]), [`SENDER_TURN`] messages are sent, the store
-    /// stops accepting writes, or `serve` stops. Each message is claimed on its own just
-    /// before it is sent, so the claim lease, heartbeat and retry rules are those of one
-    /// message.
+    /// stops accepting writes, or `serve` stops. Each message is claimed on its own, so the
+    /// claim lease, heartbeat and retry rules are those of one message.
+    ///
+    /// While a message is on the wire, the previous one's outcome is written and the next
+    /// one claimed: the database's round trips overlap the mail server's replies instead of
+    /// adding to them (they are most of a message's time on a near server). The outcome of a
+    /// message is written at the latest while the next one is sent, and at once when there
+    /// is no next one; while the store fails writes nothing more is sent until the pending
+    /// outcome is written.
     async fn sender(
         self: Arc<Self>,
         first: OutboxItem,
@@ -167,20 +173,126 @@ impl Worker {
     ) {
         let account_id = first.account_id.0;
         let mut session = None;
-        let mut next = Some(first);
+        let mut next = Some((first, tokio::time::Instant::now()));
+        let mut unrecorded: Option<Unrecorded> = None;
         let mut sent = 0;
-        while let Some(item) = next.take() {
-            session = self.deliver(item, session, &stop).await;
-            sent += 1;
-            if *stop.borrow() || sent >= SENDER_TURN {
+        while let Some((item, claimed_at)) = next.take() {
+            if *stop.borrow() {
+                // Claimed ahead but not begun: back to the queue, for whoever runs next.
+                self.release(&item).await;
                 break;
             }
-            next = self.claim_next_of(account_id, &mut queued).await;
+            if self.store.write_failure().is_some()
+                && let Some(pending) = unrecorded.take()
+            {
+                // Hold here until the earlier outcome is written: nothing more goes out
+                // while the store cannot record what went out.
+                self.write_outcome(pending, &stop).await;
+            }
+            if !self.still_ours(&item, claimed_at).await {
+                continue;
+            }
+            sent += 1;
+            let last = sent >= SENDER_TURN;
+            let paperwork = async {
+                if let Some(pending) = unrecorded.take() {
+                    self.write_outcome(pending, &stop).await;
+                }
+                if last || *stop.borrow() {
+                    None
+                } else {
+                    self.claim_due_of(account_id).await
+                }
+            };
+            let ((kept, outcome), claimed) = tokio::join!(self.transmit(item, session), paperwork);
+            session = kept;
+            match claimed {
+                Some(item) => {
+                    unrecorded = outcome;
+                    next = Some((item, tokio::time::Instant::now()));
+                }
+                None => {
+                    if let Some(pending) = outcome {
+                        self.write_outcome(pending, &stop).await;
+                    }
+                    if *stop.borrow() || last {
+                        break;
+                    }
+                    next = self
+                        .claim_next_of(account_id, &mut queued)
+                        .await
+                        .map(|item| (item, tokio::time::Instant::now()));
+                }
+            }
+        }
+        if let Some(pending) = unrecorded.take() {
+            self.write_outcome(pending, &stop).await;
         }
         if let Some(session) = session {
             tokio::time::timeout(SMTP_TIMEOUT, session.quit())
                 .await
                 .ok();
+        }
+    }
+
+    /// The account's oldest due message, if one is due now (no waiting); none while the
+    /// store fails writes.
+    async fn claim_due_of(&self, account_id: i64) -> Option<OutboxItem> {
+        if self.store.write_failure().is_some() {
+            return None;
+        }
+        self.store
+            .claim_outbox_for(
+                &self.holder,
+                LEASE_SECS,
+                SystemClock.now(),
+                Some(account_id),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| {
+                store_warn("claim", &e, "outbox: cannot claim work");
+                None
+            })
+    }
+
+    /// Whether a message claimed ahead is still this sender's: one that waited for a third
+    /// of the lease (a long message before it) has its claim renewed first, and is left
+    /// alone if another instance took it over meanwhile.
+    async fn still_ours(&self, item: &OutboxItem, claimed_at: tokio::time::Instant) -> bool {
+        if claimed_at.elapsed() < Duration::from_secs(LEASE_SECS as u64 / 3) {
+            return true;
+        }
+        let until = SystemClock.now().plus_secs(LEASE_SECS);
+        match self
+            .store
+            .renew_outbox_lease(item.id, &self.holder, until)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(
+                    message = item.id,
+                    "outbox: the claim was lost before sending; leaving the message to the new holder"
+                );
+                false
+            }
+            Err(e) => {
+                store_warn(
+                    "claim",
+                    &e,
+                    "outbox: cannot renew a claim; leaving the message to its lease",
+                );
+                false
+            }
+        }
+    }
+
+    /// Gives back the claim on a message not begun.
+    async fn release(&self, item: &OutboxItem) {
+        if let Err(e) = self.store.release_outbox_claim(item.id, &self.holder).await {
+            // The lease expires on its own, or the next start of this instance releases it.
+            tracing::warn!(message = item.id, error = %e, "outbox: cannot give back a claim");
         }
     }
 
@@ -230,23 +342,22 @@ impl Worker {
     }
 
     /// Sends one claimed message, over `session` when it may be reused (RSET first), else
-    /// over a new one; records the outcome. Returns the session for the next message when
-    /// this one was sent; after any error the session is dropped (closed), and the message
-    /// goes back to the retry rules as it would with a session of its own.
-    async fn deliver(
+    /// over a new one. Returns the session for the next message when this one was sent
+    /// (after any error the session is dropped, closed, and the message goes back to the
+    /// retry rules as it would with a session of its own), and the outcome to write; none
+    /// when the claim was lost to another holder.
+    async fn transmit(
         &self,
         item: OutboxItem,
         session: Option<mailgate_mail::send::Session>,
-        stop: &tokio::sync::watch::Receiver<bool>,
-    ) -> Option<mailgate_mail::send::Session> {
+    ) -> (Option<mailgate_mail::send::Session>, Option<Unrecorded>) {
         let now = SystemClock.now();
         let account = match self.store.account(item.account_id).await {
             Ok(a) => a,
             Err(e) => {
-                let error = e.to_string();
-                let outcome = Self::now_final(OutboxStatus::Failed, Some(&error), None, now);
-                self.record(&item, outcome, now, None, stop).await;
-                return None;
+                let outcome =
+                    Unrecorded::final_without_event(item, OutboxStatus::Failed, e.to_string(), now);
+                return (None, Some(outcome));
             }
         };
         let send = async {
@@ -289,49 +400,71 @@ impl Worker {
             r = send => r,
             lost = self.heartbeat(item.id) => {
                 tracing::warn!(message = item.id, "outbox: {lost}; leaving the message to the new holder");
-                return None;
+                return (None, None);
             }
         };
         let now = SystemClock.now();
         match result {
             Ok((reply, session)) => {
                 tracing::info!(message = item.id, account = %account.spec.name, "message sent");
-                let outcome = Self::now_final(OutboxStatus::Sent, None, Some(&reply), now);
                 let said = format!("message {} sent: {reply}", item.id);
-                let event = outcome_event(&item, EventKind::MessageSent, outcome, &said);
-                self.record(&item, outcome, now, Some(event), stop).await;
+                let outcome = Unrecorded {
+                    status: OutboxStatus::Sent,
+                    error: None,
+                    reply: Some(reply),
+                    next_attempt_at: now,
+                    now,
+                    event: Some((EventKind::MessageSent, said)),
+                    item,
+                };
                 // The session goes on (or QUITs when the sender ends): the server took the
                 // message at DATA's 250, and what happens to the session after changes nothing.
-                Some(session)
+                (Some(session), Some(outcome))
             }
             Err(e) if mailgate_mail::send::is_permanent(&e) || item.attempts >= MAX_ATTEMPTS => {
                 tracing::warn!(message = item.id, error = %e, "message failed for good");
-                let error = e.to_string();
-                let outcome = Self::now_final(
-                    OutboxStatus::Failed,
-                    Some(&error),
-                    e.server_says.as_deref(),
-                    now,
-                );
                 let said = format!("message {} failed: {e}", item.id);
-                let event = outcome_event(&item, EventKind::MessageFailed, outcome, &said);
-                self.record(&item, outcome, now, Some(event), stop).await;
-                None
+                let outcome = Unrecorded {
+                    status: OutboxStatus::Failed,
+                    error: Some(e.to_string()),
+                    reply: e.server_says.clone(),
+                    next_attempt_at: now,
+                    now,
+                    event: Some((EventKind::MessageFailed, said)),
+                    item,
+                };
+                (None, Some(outcome))
             }
             Err(e) => {
                 let delay = backoff(self.retry_base_secs, item.attempts, jitter_roll());
                 tracing::warn!(message = item.id, attempt = item.attempts, delay, error = %e, "sending failed; will retry");
-                let error = e.to_string();
-                let outcome = OutboxOutcome {
+                let outcome = Unrecorded {
                     status: OutboxStatus::Queued,
-                    error: Some(&error),
-                    reply: e.server_says.as_deref(),
+                    error: Some(e.to_string()),
+                    reply: e.server_says.clone(),
                     next_attempt_at: now.plus_secs(delay),
+                    now,
+                    event: None,
+                    item,
                 };
-                self.record(&item, outcome, now, None, stop).await;
-                None
+                (None, Some(outcome))
             }
         }
+    }
+
+    /// Writes a send's outcome (see [`Worker::record`]).
+    async fn write_outcome(&self, u: Unrecorded, stop: &tokio::sync::watch::Receiver<bool>) {
+        let outcome = OutboxOutcome {
+            status: u.status,
+            error: u.error.as_deref(),
+            reply: u.reply.as_deref(),
+            next_attempt_at: u.next_attempt_at,
+        };
+        let event = u
+            .event
+            .as_ref()
+            .map(|(kind, said)| outcome_event(&u.item, *kind, outcome, said));
+        self.record(&u.item, outcome, u.now, event, stop).await;
     }
 
     /// Renews the claim on `id` every third of the lease until it cannot; returns why.
@@ -347,21 +480,6 @@ impl Worker {
                 Ok(false) => return "the claim was lost".into(),
                 Err(e) => return format!("cannot renew the claim: {e}"),
             }
-        }
-    }
-
-    /// An outcome that is final (sent or failed): nothing is due after it.
-    fn now_final<'a>(
-        status: OutboxStatus,
-        error: Option<&'a str>,
-        reply: Option<&'a str>,
-        now: Timestamp,
-    ) -> OutboxOutcome<'a> {
-        OutboxOutcome {
-            status,
-            error,
-            reply,
-            next_attempt_at: now,
         }
     }
 
@@ -419,6 +537,39 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// A send's outcome not yet written: what [`Worker::record`] needs, owned, so that it can
+/// be written while the next message is sent.
+struct Unrecorded {
+    item: OutboxItem,
+    status: OutboxStatus,
+    error: Option<String>,
+    reply: Option<String>,
+    next_attempt_at: Timestamp,
+    now: Timestamp,
+    /// `message.sent` / `message.failed` and its sentence.
+    event: Option<(EventKind, String)>,
+}
+
+impl Unrecorded {
+    /// Failed before any of it was sent (the account is gone): no event, as before.
+    fn final_without_event(
+        item: OutboxItem,
+        status: OutboxStatus,
+        error: String,
+        now: Timestamp,
+    ) -> Unrecorded {
+        Unrecorded {
+            item,
+            status,
+            error: Some(error),
+            reply: None,
+            next_attempt_at: now,
+            now,
+            event: None,
         }
     }
 }

@@ -349,6 +349,20 @@ impl Store {
         .await
     }
 
+    /// Gives back `holder`'s claim on a message it claimed but did not start to send
+    /// (`serve` stopping): queued again at once, the claim's attempt not counted. False if
+    /// the claim was no longer theirs.
+    pub async fn release_outbox_claim(&self, id: i64, holder: &str) -> Result<bool> {
+        self.write_guarded(
+            sqlx::query(
+                "UPDATE outbox SET status = 'queued', lease_holder = NULL, lease_until = NULL, attempts = attempts - 1 WHERE id = $1 AND lease_holder = $2 AND status = 'sending'",
+            )
+            .bind(id)
+            .bind(holder.to_owned()),
+        )
+        .await
+    }
+
     /// Records the outcome of a send, only if `holder` still holds the lease.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_outbox(

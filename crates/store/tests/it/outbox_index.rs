@@ -59,3 +59,46 @@ async fn a_claim_reads_only_pending_messages() {
         }
     }
 }
+
+/// A message claimed ahead and not begun (a sender stopping) goes back to the queue at
+/// once, its attempt not counted; only its holder can give it back.
+async fn a_claim_not_begun_is_given_back_by_its_holder_only() {
+    use mailgate_store::{Enqueued, OutboxQuota, OutboxStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path()).await;
+    let app = store.create_app(&ms_app("Contoso"), NOW).await.unwrap();
+    let a = store
+        .create_account(&account("support", &app), NOW)
+        .await
+        .unwrap();
+    let quota = OutboxQuota {
+        per_account_bytes: 1_000,
+        total_bytes: 1_000,
+    };
+    let queued = match store
+        .enqueue(crate::new_message(a.id, None, "h", b"x"), quota, NOW)
+        .await
+        .unwrap()
+    {
+        Enqueued::Created(i) => i,
+        other => panic!("{other:?}"),
+    };
+    let claimed = store.claim_outbox("w/1", 120, NOW).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.attempts), (queued.id, 1));
+    assert!(
+        !store
+            .release_outbox_claim(claimed.id, "other/1")
+            .await
+            .unwrap()
+    );
+    assert!(store.claim_outbox("w/2", 120, NOW).await.unwrap().is_none());
+    assert!(store.release_outbox_claim(claimed.id, "w/1").await.unwrap());
+    let back = store.outbox_item(claimed.id).await.unwrap();
+    assert_eq!((back.status, back.attempts), (OutboxStatus::Queued, 0));
+    // Claimable again at once, by anyone; a second release by the old holder does nothing.
+    let again = store.claim_outbox("w/2", 120, NOW).await.unwrap().unwrap();
+    assert_eq!((again.id, again.attempts), (queued.id, 1));
+    assert!(!store.release_outbox_claim(claimed.id, "w/1").await.unwrap());
+}
+
+crate::on_both_databases!(a_claim_not_begun_is_given_back_by_its_holder_only);
