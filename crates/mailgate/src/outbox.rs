@@ -10,7 +10,8 @@
 //! `sent` was not written keeps its claim and is never sent again in a loop.
 //!
 //! Sessions: a sender per account keeps its authenticated SMTP session for the account's
-//! next due messages (RSET between them), each claimed just before it is sent. A new
+//! next due messages (RSET between them), each claimed while the one before it is sent
+//! (and that one's outcome written meanwhile), so database and mail server work overlap. A new
 //! session replaces it when its token nears expiry, after 100 messages, or when RSET finds
 //! it closed; any other error drops it and the message takes the retry rules as before.
 //! Senders of several accounts run at once: at most `outbox_concurrency` in all and
