@@ -3,6 +3,7 @@
 
 use crate::net::{self, MailError, TlsSettings};
 use crate::remedy::MailRemedy;
+pub use crate::smtp::AfterReset;
 use crate::smtp::SmtpClient;
 use mailgate_core::account::MailAccount;
 use mailgate_core::token_source::TokenSource;
@@ -163,24 +164,27 @@ impl Session {
         same_route && token_fresh && self.messages < SESSION_MAX_MESSAGES
     }
 
-    /// RSET before a message on a used session; an error means the session is gone
-    /// (nothing of the next message has been sent).
-    pub async fn reset(&mut self) -> Result<(), MailError> {
-        if self.messages == 0 {
-            return Ok(());
-        }
-        self.client.reset().await
-    }
-
     /// Sends `message` to `recipients`; returns DATA's 250 reply, the session still open.
+    /// Every message after the first starts with RSET (in the envelope's write where the
+    /// server pipelines): [`AfterReset::Reset`] when that failed, which means the session
+    /// is gone and nothing of this message was taken.
     pub async fn send(
         &mut self,
         recipients: &[String],
         message: &[u8],
-    ) -> Result<String, MailError> {
+    ) -> Result<String, AfterReset> {
         let rcpts: Vec<&str> = recipients.iter().map(String::as_str).collect();
         self.messages += 1;
-        self.client.send(&self.user, &rcpts, message).await
+        if self.messages == 1 {
+            self.client
+                .send(&self.user, &rcpts, message)
+                .await
+                .map_err(AfterReset::Message)
+        } else {
+            self.client
+                .reset_and_send(&self.user, &rcpts, message)
+                .await
+        }
     }
 
     /// Ends the session politely; its outcome changes nothing.

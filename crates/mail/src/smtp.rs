@@ -159,30 +159,104 @@ impl SmtpClient {
         to: &[&str],
         message: &[u8],
     ) -> Result<String, MailError> {
+        self.transaction(false, from, to, message)
+            .await
+            .map_err(AfterReset::into_error)
+    }
+
+    /// RSET, then the message: the next message on a session that carried one before
+    /// (RFC 5321 §4.1.1.5: whatever the previous transaction left is cleared). With
+    /// PIPELINING the RSET goes in the envelope's write, one round trip fewer. An RSET that
+    /// fails, typically because the server closed the session between messages, is
+    /// [`AfterReset::Reset`]: nothing of this message was taken, so another session may
+    /// send it at once.
+    pub async fn reset_and_send(
+        &mut self,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> Result<String, AfterReset> {
+        self.transaction(true, from, to, message).await
+    }
+
+    async fn transaction(
+        &mut self,
+        reset: bool,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> Result<String, AfterReset> {
         if self.has("PIPELINING") {
-            self.envelope_pipelined(from, to).await?;
+            self.envelope_pipelined(reset, from, to).await?;
         } else {
-            self.envelope_in_lock_step(from, to).await?;
+            if reset {
+                self.reset().await.map_err(AfterReset::Reset)?;
+            }
+            self.envelope_in_lock_step(from, to)
+                .await
+                .map_err(AfterReset::Message)?;
         }
-        self.conn.send_raw(&smtp::dot_stuff(message)).await?;
-        let reply = read_reply(&mut self.conn, &mut self.reader).await?;
+        self.conn
+            .send_raw(&smtp::dot_stuff(message))
+            .await
+            .map_err(AfterReset::Message)?;
+        let reply = read_reply(&mut self.conn, &mut self.reader)
+            .await
+            .map_err(AfterReset::Message)?;
         if reply.code != 250 {
-            return Err(send_refused("the message (after DATA)", &reply));
+            return Err(AfterReset::Message(send_refused(
+                "the message (after DATA)",
+                &reply,
+            )));
         }
         Ok(says(&reply))
     }
 
-    /// MAIL FROM, each RCPT TO and DATA in one write; then their replies, in order. Any
-    /// refusal fails the message as in lock step. If DATA was accepted although a step
-    /// before it was refused, the data is never sent and the connection is closed, which
-    /// abandons the transaction (RFC 2920 §3.1): no partial delivery.
-    async fn envelope_pipelined(&mut self, from: &str, to: &[&str]) -> Result<(), MailError> {
-        let mut batch = format!("MAIL FROM:<{from}>\r\n");
+    /// (RSET,) MAIL FROM, each RCPT TO and DATA in one write; then their replies, in order.
+    /// A failed RSET (no reply: the session is gone; or a refusal) ends it before anything
+    /// of the message counts. Any refusal after it fails the message as in lock step. If
+    /// DATA was accepted although a step before it was refused, the data is never sent and
+    /// the connection is closed, which abandons the transaction (RFC 2920 §3.1): no
+    /// partial delivery.
+    async fn envelope_pipelined(
+        &mut self,
+        reset: bool,
+        from: &str,
+        to: &[&str],
+    ) -> Result<(), AfterReset> {
+        let mut batch = String::new();
+        if reset {
+            batch.push_str("RSET\r\n");
+        }
+        batch.push_str(&format!("MAIL FROM:<{from}>\r\n"));
         for rcpt in to {
             batch.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
         }
         batch.push_str("DATA\r\n");
-        self.conn.send_raw(batch.as_bytes()).await?;
+        let written = self.conn.send_raw(batch.as_bytes()).await;
+        if reset {
+            // A closed session may still take the write (the kernel's buffer): its RSET
+            // reply is what tells.
+            let rset = match written {
+                Ok(()) => read_reply(&mut self.conn, &mut self.reader).await,
+                Err(e) => Err(e),
+            };
+            match rset {
+                Ok(reply) if reply.code == 250 => {}
+                Ok(reply) => {
+                    // Whatever the server makes of the rest, this session is done with.
+                    self.conn.close().await;
+                    return Err(AfterReset::Reset(reset_refused(&reply)));
+                }
+                Err(e) => return Err(AfterReset::Reset(e)),
+            }
+        } else {
+            written.map_err(AfterReset::Message)?;
+        }
+        self.envelope_replies(to).await.map_err(AfterReset::Message)
+    }
+
+    async fn envelope_replies(&mut self, to: &[&str]) -> Result<(), MailError> {
         let reply = read_reply(&mut self.conn, &mut self.reader).await?;
         let mut refused = (reply.code != 250).then(|| send_refused("MAIL FROM", &reply));
         for rcpt in to {
@@ -232,14 +306,34 @@ impl SmtpClient {
     pub async fn reset(&mut self) -> Result<(), MailError> {
         let reply = self.command("RSET").await?;
         if reply.code != 250 {
-            return Err(MailError::server(
-                busy_or(MailRemedy::ServerError, &reply),
-                "RSET was refused",
-                says(&reply),
-            ));
+            return Err(reset_refused(&reply));
         }
         Ok(())
     }
+}
+
+/// How [`SmtpClient::reset_and_send`] failed: at the RSET, before anything of the message
+/// counted, or with the message itself.
+#[derive(Debug)]
+pub enum AfterReset {
+    Reset(MailError),
+    Message(MailError),
+}
+
+impl AfterReset {
+    pub fn into_error(self) -> MailError {
+        match self {
+            AfterReset::Reset(e) | AfterReset::Message(e) => e,
+        }
+    }
+}
+
+fn reset_refused(reply: &Reply) -> MailError {
+    MailError::server(
+        busy_or(MailRemedy::ServerError, reply),
+        "RSET was refused",
+        says(reply),
+    )
 }
 
 /// A 4xx reply is the server saying "not now" (RFC 5321 §4.2.1): the same command may
@@ -514,6 +608,60 @@ mod tests {
             client.reset().await.unwrap_err().remedy,
             MailRemedy::ConnectionLost
         );
+    }
+
+    #[tokio::test]
+    async fn a_next_message_pipelines_its_rset_and_a_closed_session_fails_at_the_rset() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) =
+            scripted("250-test\r\n250 PIPELINING\r\n", |mut conn| async move {
+                let batch = lines_until(&mut conn, "DATA").await;
+                assert_eq!(
+                    batch,
+                    [
+                        "RSET\r\n",
+                        "MAIL FROM:<a@example.test>\r\n",
+                        "RCPT TO:<b@example.test>\r\n",
+                        "DATA\r\n"
+                    ]
+                );
+                conn.get_mut()
+                    .write_all(
+                        b"250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with .\r\n",
+                    )
+                    .await
+                    .unwrap();
+                lines_until(&mut conn, ".").await;
+                conn.get_mut()
+                    .write_all(b"250 2.0.0 Ok: queued as 8\r\n")
+                    .await
+                    .unwrap();
+                // Then the server ends the session, as an idle timeout would.
+            })
+            .await;
+        let reply = client
+            .reset_and_send(
+                "a@example.test",
+                &["b@example.test"],
+                b"Subject: one\r\n\r\nbody\r\n",
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply, "250 2.0.0 Ok: queued as 8");
+        server.await.unwrap();
+        match client
+            .reset_and_send(
+                "a@example.test",
+                &["b@example.test"],
+                b"Subject: two\r\n\r\nbody\r\n",
+            )
+            .await
+        {
+            Err(super::AfterReset::Reset(e)) => {
+                assert!(matches!(e.remedy, MailRemedy::ConnectionLost), "{e}")
+            }
+            other => panic!("expected the RSET to fail: {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use mailgate_core::event::EventKind;
 use mailgate_core::log_limit::LogLimit;
 use mailgate_core::{Clock, SystemClock, Timestamp};
 use mailgate_grants::Engine;
+use mailgate_mail::send::AfterReset;
 use mailgate_store::{OutboxEvent, OutboxItem, OutboxOutcome, OutboxStatus, Store};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -362,7 +363,7 @@ impl Worker {
             }
         };
         let send = async {
-            let mut session = match session {
+            let session = match session {
                 Some(s) if s.reusable_for(&account, now) => Some(s),
                 Some(old) => {
                     // Token near expiry, enough messages, or the account's server changed.
@@ -373,26 +374,22 @@ impl Worker {
                 }
                 None => None,
             };
-            if let Some(s) = session.as_mut()
-                && s.reset().await.is_err()
-            {
-                // The server closed the session between messages; nothing of this one
-                // was sent, so a new session sends it now.
-                session = None;
-            }
-            let mut session = match session {
-                Some(s) => s,
-                None => {
-                    mailgate_mail::send::Session::open(
-                        &self.engine,
-                        &self.tls,
-                        &account,
-                        SMTP_TIMEOUT,
-                    )
-                    .await?
+            if let Some(mut s) = session {
+                match s.send(&item.recipients, &item.message).await {
+                    Ok(reply) => return Ok((reply, s)),
+                    // The server closed the session between messages; nothing of this one
+                    // was taken, so a new session sends it now.
+                    Err(AfterReset::Reset(_)) => {}
+                    Err(AfterReset::Message(e)) => return Err(e),
                 }
-            };
-            let reply = session.send(&item.recipients, &item.message).await?;
+            }
+            let mut session =
+                mailgate_mail::send::Session::open(&self.engine, &self.tls, &account, SMTP_TIMEOUT)
+                    .await?;
+            let reply = session
+                .send(&item.recipients, &item.message)
+                .await
+                .map_err(AfterReset::into_error)?;
             Ok::<_, mailgate_mail::MailError>((reply, session))
         };
         // Heartbeat: a long conversation (a large message on a slow link) keeps its claim,
