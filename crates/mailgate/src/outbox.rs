@@ -203,7 +203,10 @@ impl Worker {
                 if last || *stop.borrow() {
                     None
                 } else {
-                    self.claim_due_of(account_id).await
+                    self.claim_due_of(account_id, SystemClock.now())
+                        .await
+                        .ok()
+                        .flatten()
                 }
             };
             let ((kept, outcome), claimed) = tokio::join!(self.transmit(item, session), paperwork);
@@ -237,25 +240,20 @@ impl Worker {
         }
     }
 
-    /// The account's oldest due message, if one is due now (no waiting); none while the
-    /// store fails writes.
-    async fn claim_due_of(&self, account_id: i64) -> Option<OutboxItem> {
+    /// The account's oldest message due at `now`, without waiting. `Err` while the store
+    /// fails writes or the claim failed (logged): the sender should stop claiming.
+    async fn claim_due_of(
+        &self,
+        account_id: i64,
+        now: Timestamp,
+    ) -> Result<Option<OutboxItem>, ()> {
         if self.store.write_failure().is_some() {
-            return None;
+            return Err(());
         }
         self.store
-            .claim_outbox_for(
-                &self.holder,
-                LEASE_SECS,
-                SystemClock.now(),
-                Some(account_id),
-                &[],
-            )
+            .claim_outbox_for(&self.holder, LEASE_SECS, now, Some(account_id), &[])
             .await
-            .unwrap_or_else(|e| {
-                store_warn("claim", &e, "outbox: cannot claim work");
-                None
-            })
+            .map_err(|e| store_warn("claim", &e, "outbox: cannot claim work"))
     }
 
     /// Whether a message claimed ahead is still this sender's: one that waited for a third
@@ -308,16 +306,9 @@ impl Worker {
         let linger_until = tokio::time::Instant::now() + SESSION_LINGER;
         // Bounded: each round either claims, or waits for a queued message or the end.
         loop {
-            if self.store.write_failure().is_some() {
-                return None;
-            }
             queued.borrow_and_update();
             let now = SystemClock.now();
-            match self
-                .store
-                .claim_outbox_for(&self.holder, LEASE_SECS, now, Some(account_id), &[])
-                .await
-            {
+            match self.claim_due_of(account_id, now).await {
                 Ok(Some(item)) => return Some(item),
                 Ok(None) => {
                     // Another account's message is due: give the slot back at once rather
@@ -331,10 +322,7 @@ impl Worker {
                         return None;
                     }
                 }
-                Err(e) => {
-                    store_warn("claim", &e, "outbox: cannot claim work");
-                    return None;
-                }
+                Err(()) => return None,
             }
             tokio::select! {
                 changed = queued.changed() => if changed.is_err() { return None },
