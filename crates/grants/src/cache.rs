@@ -25,7 +25,6 @@
 
 use crate::Engine;
 use crate::tokens::FreshToken;
-use mailgate_core::grant::refresh_margin_secs;
 use mailgate_core::{AccountId, Timestamp};
 use mailgate_store::CommitMarker;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +40,6 @@ pub(crate) struct CachedToken {
     /// The fill's number ([`FILLS_BEGUN`]).
     fill: u64,
     token: FreshToken,
-    /// The margin the token must keep (`Engine::min_validity` when it was read).
-    min_validity: i64,
 }
 
 /// The newest token a refresh leader of this process obtained for one account; `seq`
@@ -93,24 +90,16 @@ impl Engine {
         let fill_number = FILLS_BEGUN.fetch_add(1, Ordering::SeqCst) + 1;
         let seen = self.store.commit_marker().await;
         let token = self.access_token_uncached(id).await?;
-        // The margin depends on the token's lifetime, which needs the grant's issue time.
-        if let Ok(Some((_, issued))) = self.store.grant_version(id).await {
-            let lifetime = match (issued, token.expires_at) {
-                (Some(i), Some(e)) => i.secs_until(e),
-                _ => 3600,
-            };
-            let entry = CachedToken {
-                seen,
-                fill: fill_number,
-                token: FreshToken {
-                    refreshed: false,
-                    ..token.clone()
-                },
-                min_validity: refresh_margin_secs(lifetime),
-            };
-            if let Ok(mut cache) = self.cached.lock() {
-                cache.insert(id, entry);
-            }
+        let entry = CachedToken {
+            seen,
+            fill: fill_number,
+            token: FreshToken {
+                refreshed: false,
+                ..token.clone()
+            },
+        };
+        if let Ok(mut cache) = self.cached.lock() {
+            cache.insert(id, entry);
         }
         Ok(token)
     }
@@ -120,15 +109,25 @@ impl Engine {
     fn token_filled_since(&self, id: AccountId, asked: u64) -> Option<FreshToken> {
         let cache = self.cached.lock().ok()?;
         let entry = cache.get(&id).filter(|e| e.fill > asked)?;
-        still_fresh(&entry.token, self.clock.now(), entry.min_validity, None)
-            .then(|| entry.token.clone())
+        still_fresh(
+            &entry.token,
+            self.clock.now(),
+            entry.token.margin_secs,
+            None,
+        )
+        .then(|| entry.token.clone())
     }
 
     async fn cached_token(&self, id: AccountId) -> Option<FreshToken> {
         let (seen, token) = {
             let cache = self.cached.lock().ok()?;
             let entry = cache.get(&id)?;
-            if !still_fresh(&entry.token, self.clock.now(), entry.min_validity, None) {
+            if !still_fresh(
+                &entry.token,
+                self.clock.now(),
+                entry.token.margin_secs,
+                None,
+            ) {
                 return None;
             }
             (entry.seen, entry.token.clone())

@@ -19,6 +19,9 @@ pub struct FreshToken {
     pub scopes: Scopes,
     /// Whether this call refreshed it.
     pub refreshed: bool,
+    /// The validity it must keep to be handed out again: the refresh margin for its
+    /// lifetime (`refresh_margin_secs`).
+    pub margin_secs: i64,
 }
 
 /// How often a process waiting on another process's refresh looks again. A database has
@@ -49,6 +52,7 @@ fn fresh_unless(
             expires_at: exp,
             scopes: grant.scopes.clone(),
             refreshed: false,
+            margin_secs: min_validity,
         }),
     }
 }
@@ -56,7 +60,15 @@ fn fresh_unless(
 impl Engine {
     /// [`Engine::access_token`] without its in-memory cache (`cache.rs`).
     pub(crate) async fn access_token_uncached(&self, id: AccountId) -> Result<FreshToken> {
-        let (account, app) = self.usable_account(id).await?;
+        let account = self.store.account(id).await?;
+        self.access_token_of(account).await
+    }
+
+    /// [`Engine::access_token`] for an account the caller has just read (a command that
+    /// looked it up by name), without reading it again and without the in-memory cache: for
+    /// a process that asks once.
+    pub async fn access_token_of(&self, account: MailAccount) -> Result<FreshToken> {
+        let (account, app) = self.usable(account).await?;
         let mut attempt = 0;
         loop {
             match self.refresh_single_flight(&account, &app, None).await {
@@ -141,7 +153,10 @@ impl Engine {
 
     /// The account and its app, if the account may use its grant.
     async fn usable_account(&self, id: AccountId) -> Result<(MailAccount, OAuthApp)> {
-        let account = self.store.account(id).await?;
+        self.usable(self.store.account(id).await?).await
+    }
+
+    async fn usable(&self, account: MailAccount) -> Result<(MailAccount, OAuthApp)> {
         if !account.state.can_use_grant() {
             let hint = match &account.last_problem {
                 Some(p) => format!(" — {} [{}]", p.remediation, p.code),
@@ -182,9 +197,13 @@ impl Engine {
             state: "without a grant".into(),
             hint: " — authorize it first".into(),
         };
-        let grant = self.store.grant(id).await?.ok_or_else(not_usable)?;
-        let issued = self.store.grant_version(id).await?.and_then(|(_, i)| i);
-        let min_validity = Self::min_validity(&grant, issued);
+        let stored = self
+            .store
+            .versioned_grant(id)
+            .await?
+            .ok_or_else(not_usable)?;
+        let min_validity = Self::min_validity(&stored.grant, stored.issued_at);
+        let grant = stored.grant;
         if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
         }
@@ -245,17 +264,15 @@ impl Engine {
     ) -> Result<FreshToken> {
         let id = account.id;
         // Re-read under the lease: the previous holder may have just refreshed.
-        let Some((version, issued)) = self.store.grant_version(id).await? else {
+        let Some(stored) = self.store.versioned_grant(id).await? else {
             return Err(EngineError::NotUsable {
                 account: account.spec.name.to_string(),
                 state: "without a grant".into(),
                 hint: String::new(),
             });
         };
-        let grant = self.store.grant(id).await?.ok_or(EngineError::BadState(
-            "the grant disappeared during refresh",
-        ))?;
-        let min_validity = Self::min_validity(&grant, issued);
+        let (grant, version) = (stored.grant, stored.version);
+        let min_validity = Self::min_validity(&grant, stored.issued_at);
         if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
         }
@@ -278,6 +295,7 @@ impl Engine {
         match result {
             Ok(tokens) => {
                 let expires_at = tokens.expires_in.map(|s| now.plus_secs(s));
+                let margin_secs = refresh_margin_secs(tokens.expires_in.unwrap_or(3600));
                 // Persist access and rotated refresh token together before handing either out.
                 let unsaved = UnsavedRefresh {
                     version,
@@ -301,6 +319,7 @@ impl Engine {
                             expires_at,
                             scopes: tokens.scope.unwrap_or(grant.scopes),
                             refreshed: true,
+                            margin_secs,
                         });
                     }
                 };
@@ -330,6 +349,7 @@ impl Engine {
                     expires_at,
                     scopes: tokens.scope.unwrap_or(grant.scopes),
                     refreshed: true,
+                    margin_secs,
                 })
             }
             // Logged once, when the request timed out, not on every refusal that follows.
@@ -582,6 +602,7 @@ impl Engine {
                         expires_at: pending.expires_at,
                         scopes,
                         refreshed: false,
+                        margin_secs: min_validity,
                     }))
                 } else {
                     Err(e)

@@ -194,6 +194,11 @@ async fn main() {
         cli.print();
         api.print();
     }
+    // BENCH_KEEP_DATA=1 leaves the data directory (an authorized account whose token stays
+    // cached for an hour) for experiments with `mailgate token`.
+    if std::env::var_os("BENCH_KEEP_DATA").is_some() {
+        println!("data directory kept: {}", dir.keep().join("data").display());
+    }
 }
 
 struct CliFigures {

@@ -109,7 +109,7 @@ async fn wait_for_callback(
 
 pub async fn token(engine: &Engine, account: &str, json: bool) -> CmdResult {
     let acc = engine.store().find_account(account).await?;
-    let t = engine.access_token(acc.id).await?;
+    let t = engine.access_token_of(acc).await?;
     if json {
         return views::print_json(&serde_json::json!({
             "access_token": t.access_token.expose(),

@@ -88,6 +88,22 @@ impl From<mailgate_core::app::FieldError> for Failure {
 
 pub type CmdResult = Result<(), Failure>;
 
+/// Runs a command, and the database thread sqlx starts for its connection (threads inherit
+/// this), on the CPU it started on. Each statement is a hand-off between this thread and
+/// that one: on one CPU a context switch, across two a wake-up of the other CPU, which on
+/// an idle virtual machine costs more than the statement itself (issue 15: `mailgate token`
+/// against bare process start, docs/benchmarks.md). `serve` runs many jobs at once and
+/// keeps every CPU, as do `export` and `import`, whose two threads overlap their work on
+/// large data. Best effort: a failure leaves the command unpinned.
+fn keep_to_one_cpu() {
+    use rustix::thread::{CpuSet, sched_getcpu, sched_setaffinity};
+    let mut here = CpuSet::new();
+    here.set(sched_getcpu());
+    if let Err(e) = sched_setaffinity(None, &here) {
+        tracing::debug!(error = %e, "could not keep the command to one CPU");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Generated from the clap definition itself, so they cannot drift; no configuration,
@@ -102,6 +118,12 @@ fn main() -> ExitCode {
         _ => {}
     }
     init_logging(matches!(cli.command, Command::Serve));
+    if !matches!(
+        cli.command,
+        Command::Serve | Command::Export { .. } | Command::Import { .. }
+    ) {
+        keep_to_one_cpu();
+    }
     // `serve` runs many jobs at once. A command does one thing at a time, and starting a
     // multi-thread runtime's worker threads costs it more than its own work (issue 15:
     // `mailgate token` against bare process start).

@@ -148,22 +148,6 @@ impl Store {
         Ok(state)
     }
 
-    /// The grant's version and when its access token was issued; bumps on every refresh.
-    pub async fn grant_version(&self, id: AccountId) -> Result<Option<(i64, Option<Timestamp>)>> {
-        let row = sqlx::query("SELECT version, access_issued_at FROM grants WHERE account_id = $1")
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok((
-                r.try_get("version")?,
-                r.try_get::<Option<i64>, _>("access_issued_at")?
-                    .map(Timestamp),
-            ))
-        })
-        .transpose()
-    }
-
     /// Persists a refresh: the new access token and, if the provider rotated it, the new
     /// refresh token, in one statement, and only if nobody else refreshed since `version`
     /// was read. Returns false when the version moved (the caller re-reads).

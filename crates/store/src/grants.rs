@@ -62,7 +62,13 @@ impl Store {
     }
 
     pub async fn grant(&self, id: AccountId) -> Result<Option<Grant>> {
-        let Some(row) = sqlx::query("SELECT account_id, access_token, access_expires_at, refresh_token, scopes, identity, authorized_at, authorized_by FROM grants WHERE account_id = $1")
+        Ok(self.versioned_grant(id).await?.map(|v| v.grant))
+    }
+
+    /// The grant with its version and the access token's issue time, in one read (the
+    /// refresh path needs all three, and each statement is a round trip to the database).
+    pub async fn versioned_grant(&self, id: AccountId) -> Result<Option<VersionedGrant>> {
+        let Some(row) = sqlx::query("SELECT account_id, access_token, access_expires_at, refresh_token, scopes, identity, authorized_at, authorized_by, version, access_issued_at FROM grants WHERE account_id = $1")
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?
@@ -78,8 +84,25 @@ impl Store {
         grant.refresh_token = refresh
             .map(|s| self.open_sealed("grants", "refresh_token", id.0, &s))
             .transpose()?;
-        Ok(Some(grant))
+        Ok(Some(VersionedGrant {
+            grant,
+            version: row.try_get("version")?,
+            issued_at: row
+                .try_get::<Option<i64>, _>("access_issued_at")?
+                .map(Timestamp),
+        }))
     }
+}
+
+/// A grant as read with [`Store::versioned_grant`].
+#[derive(Debug, Clone)]
+pub struct VersionedGrant {
+    pub grant: Grant,
+    /// Bumped by every write of the tokens; a refresh stores its result only if it is
+    /// unchanged (`Store::store_refreshed`).
+    pub version: i64,
+    /// When the stored access token was issued (its lifetime decides the refresh margin).
+    pub issued_at: Option<Timestamp>,
 }
 
 /// Deletes the account's grant and pending authorizations because where its tokens would go

@@ -84,12 +84,20 @@ async fn apply(
     migrations: &[(i64, &'static str, &'static str)],
     ledger: &'static str,
 ) -> Result<Vec<(i64, &'static str)>> {
-    sqlx::raw_sql(ledger).execute(&mut *conn).await?;
     // One query for what is applied, not one per migration: every command opens the store,
-    // and each query is a round trip to the database thread.
-    let applied = sqlx::query("SELECT version FROM schema_migrations")
-        .fetch_all(&mut *conn)
-        .await?
+    // and each query is a round trip to the database thread. The ledger is created only
+    // when that query fails (a new database), not tried on every open.
+    let read = sqlx::query("SELECT version FROM schema_migrations");
+    let rows = match read.fetch_all(&mut *conn).await {
+        Ok(rows) => rows,
+        Err(_) => {
+            sqlx::raw_sql(ledger).execute(&mut *conn).await?;
+            sqlx::query("SELECT version FROM schema_migrations")
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    let applied = rows
         .iter()
         .map(|r| r.try_get::<i64, _>("version"))
         .collect::<std::result::Result<std::collections::HashSet<i64>, _>>()?;

@@ -427,8 +427,8 @@ async fn authorization_refresh_versions_and_leases() {
         .await
         .unwrap();
     assert_eq!(state, AccountState::Active);
-    let (v, issued) = store.grant_version(acc.id).await.unwrap().unwrap();
-    assert_eq!((v, issued), (1, Some(NOW)));
+    let stored = store.versioned_grant(acc.id).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.issued_at), (1, Some(NOW)));
 
     // A refresh that read version 1 wins once; a second writer with the same version loses.
     let rotated = Secret::new("CANARY-refresh-token-rotated");
