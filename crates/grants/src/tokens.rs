@@ -192,16 +192,11 @@ impl Engine {
         refused: Option<&str>,
     ) -> Result<FreshToken> {
         let id = account.id;
-        let not_usable = || EngineError::NotUsable {
-            account: account.spec.name.to_string(),
-            state: "without a grant".into(),
-            hint: " — authorize it first".into(),
-        };
         let stored = self
             .store
             .versioned_grant(id)
             .await?
-            .ok_or_else(not_usable)?;
+            .ok_or_else(|| without_grant(account))?;
         let min_validity = Self::min_validity(&stored.grant, stored.issued_at);
         let grant = stored.grant;
         if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
@@ -226,17 +221,29 @@ impl Engine {
         }
         let lease = format!("refresh:{id}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2 * LEASE_TTL_SECS as u64);
+        // The grant was read just before the mutex; whoever refreshed meanwhile in this
+        // process published its token (checked above), and one in another process is found
+        // by the read under the lease. So the first round takes the lease without reading.
+        let mut first = true;
         loop {
-            let grant = self.store.grant(id).await?.ok_or_else(not_usable)?;
-            if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
-                return Ok(t);
+            if !std::mem::take(&mut first) {
+                let grant = self
+                    .store
+                    .grant(id)
+                    .await?
+                    .ok_or_else(|| without_grant(account))?;
+                if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
+                    return Ok(t);
+                }
             }
             if self
                 .store
                 .try_lease(&lease, &self.holder, LEASE_TTL_SECS, self.clock.now())
                 .await?
             {
-                let result = self.refresh_holding_lease(account, app, refused).await;
+                // The tasks queued behind the mutex wait for this: ahead of their queue.
+                let result =
+                    ahead_of_the_queue(self.refresh_holding_lease(account, app, refused)).await;
                 if let Ok(t) = &result {
                     self.publish_leader_token(id, t);
                 }
@@ -609,6 +616,35 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+fn without_grant(account: &MailAccount) -> EngineError {
+    EngineError::NotUsable {
+        account: account.spec.name.to_string(),
+        state: "without a grant".into(),
+        hint: " — authorize it first".into(),
+    }
+}
+
+/// Runs `work` to its end on this thread, outside the scheduler's queue, where the runtime
+/// has other workers to take that queue over (`serve`); a command's one-thread runtime
+/// awaits it. For the refresh under the lease: after a commit, a burst of requests for the
+/// account queues behind it, and each of its steps (a database statement, the token
+/// request) would otherwise wait its turn behind those requests' tasks, every one of which
+/// is waiting for it (issue 15: the expired-token burst, docs/benchmarks.md). Once per
+/// refresh, so the thread hand-off `block_in_place` costs does not count.
+///
+/// The work is not cancelled when its caller stops waiting (a timeout, a client gone): a
+/// refresh is bounded by the token request's timeout, and one dropped after its request
+/// left would leave the refresh token in doubt for the backoff (`refresh_once`).
+async fn ahead_of_the_queue<F: std::future::Future>(work: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let handle = Handle::current();
+    if handle.runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| handle.block_on(work))
+    } else {
+        work.await
     }
 }
 

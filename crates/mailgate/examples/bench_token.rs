@@ -422,7 +422,10 @@ async fn api_figures(
         .env("MAILGATE_LISTEN", format!("127.0.0.1:{port}"))
         .arg("serve")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(match std::env::var_os("BENCH_SERVE_LOG") {
+            Some(f) => std::fs::File::create(f).unwrap().into(),
+            None => std::process::Stdio::null(),
+        })
         .spawn()
         .unwrap();
     {
