@@ -19,12 +19,13 @@
 //! in queue order).
 
 use crate::retry::{backoff, jitter_roll};
+use mailgate_core::account::MailAccount;
 use mailgate_core::event::EventKind;
 use mailgate_core::log_limit::LogLimit;
 use mailgate_core::{Clock, SystemClock, Timestamp};
 use mailgate_grants::Engine;
 use mailgate_mail::send::AfterReset;
-use mailgate_store::{OutboxEvent, OutboxItem, OutboxOutcome, OutboxStatus, Store};
+use mailgate_store::{OutboxEvent, OutboxItem, OutboxOutcome, OutboxStatus, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,10 +176,10 @@ impl Worker {
     ) {
         let account_id = first.account_id.0;
         let mut session = None;
-        let mut next = Some((first, tokio::time::Instant::now()));
+        let mut next = Some((first, tokio::time::Instant::now(), None));
         let mut unrecorded: Option<Unrecorded> = None;
         let mut sent = 0;
-        while let Some((item, claimed_at)) = next.take() {
+        while let Some((item, claimed_at, account)) = next.take() {
             if *stop.borrow() {
                 // Claimed ahead but not begun: back to the queue, for whoever runs next.
                 self.release(&item).await;
@@ -196,25 +197,35 @@ impl Worker {
             }
             sent += 1;
             let last = sent >= SENDER_TURN;
+            // Read when the message was claimed ahead, or now: the settings it is sent with.
+            let account = match account {
+                Some(account) => account,
+                None => self.store.account(item.account_id).await,
+            };
             let paperwork = async {
                 if let Some(pending) = unrecorded.take() {
                     self.write_outcome(pending, &stop).await;
                 }
                 if last || *stop.borrow() {
-                    None
-                } else {
-                    self.claim_due_of(account_id, SystemClock.now())
-                        .await
-                        .ok()
-                        .flatten()
+                    return None;
                 }
+                let item = self
+                    .claim_due_of(account_id, SystemClock.now())
+                    .await
+                    .ok()
+                    .flatten()?;
+                // Its account too, so that read is not between this message's reply and
+                // the next one's first command.
+                let account = self.store.account(item.account_id).await;
+                Some((item, account))
             };
-            let ((kept, outcome), claimed) = tokio::join!(self.transmit(item, session), paperwork);
+            let ((kept, outcome), claimed) =
+                tokio::join!(self.transmit(item, account, session), paperwork);
             session = kept;
             match claimed {
-                Some(item) => {
+                Some((item, account)) => {
                     unrecorded = outcome;
-                    next = Some((item, tokio::time::Instant::now()));
+                    next = Some((item, tokio::time::Instant::now(), Some(account)));
                 }
                 None => {
                     if let Some(pending) = outcome {
@@ -226,7 +237,7 @@ impl Worker {
                     next = self
                         .claim_next_of(account_id, &mut queued)
                         .await
-                        .map(|item| (item, tokio::time::Instant::now()));
+                        .map(|item| (item, tokio::time::Instant::now(), None));
                 }
             }
         }
@@ -331,7 +342,8 @@ impl Worker {
         }
     }
 
-    /// Sends one claimed message, over `session` when it may be reused (RSET first), else
+    /// Sends one claimed message with its account's settings as read when it was claimed
+    /// (a failed read fails it), over `session` when it may be reused (RSET first), else
     /// over a new one. Returns the session for the next message when this one was sent
     /// (after any error the session is dropped, closed, and the message goes back to the
     /// retry rules as it would with a session of its own), and the outcome to write; none
@@ -339,10 +351,11 @@ impl Worker {
     async fn transmit(
         &self,
         item: OutboxItem,
+        account: Result<MailAccount, StoreError>,
         session: Option<mailgate_mail::send::Session>,
     ) -> (Option<mailgate_mail::send::Session>, Option<Unrecorded>) {
         let now = SystemClock.now();
-        let account = match self.store.account(item.account_id).await {
+        let account = match account {
             Ok(a) => a,
             Err(e) => {
                 let outcome =

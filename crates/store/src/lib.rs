@@ -208,17 +208,44 @@ fn mtime(source: &KeySource) -> Option<SystemTime> {
     }
 }
 
+/// Who a store is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    /// `serve`: migrated, with a commit signal for its caches.
+    LongLived,
+    /// A short command: migrated, no commit signal.
+    Command,
+    /// `doctor`: the schema left as found.
+    Unmigrated,
+}
+
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the database and brings its schema up to date, for a
+    /// long-lived process (`serve`), with the commit signal its caches rely on.
+    ///
+    /// On SQLite that is one connection for every statement. SQLite runs one writer at a
+    /// time whatever the pool holds, and each sqlx connection has a thread of its own that
+    /// every statement is handed to: over eight connections, consecutive statements wake
+    /// eight threads in turn, each asleep since its last one, while one connection's
+    /// thread finds the next statement already queued. Sending through the API reached
+    /// 57–64 % of direct SMTP throughput with eight connections and 69–72 % with one (issue
+    /// 15, docs/benchmarks.md); a separate one-connection pool for writes alone did not
+    /// help (54–60 %), so it was the hand-offs, not lock waits. No store method needs a
+    /// second connection while it holds one (see [`Store::open_single_connection`]).
+    /// PostgreSQL, a server of its own, gets eight.
     pub async fn open(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 8, true).await
+        let connections = match DatabaseUrl::parse(url)?.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 8,
+        };
+        Self::open_with_connections(url, ring, source, connections, Opened::LongLived).await
     }
 
     /// One connection to an existing database, its schema left as it is: for `mailgate
     /// doctor`, which reports a schema behind (or ahead of) this binary instead of
     /// migrating it under a running `serve`.
     pub async fn open_unmigrated(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 1, false).await
+        Self::open_with_connections(url, ring, source, 1, Opened::Unmigrated).await
     }
 
     /// [`Store::open`] over one connection, for a short command (`token`, `events`, …):
@@ -235,7 +262,7 @@ impl Store {
         ring: Keyring,
         source: KeySource,
     ) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 1, true).await
+        Self::open_with_connections(url, ring, source, 1, Opened::Command).await
     }
 
     async fn open_with_connections(
@@ -243,7 +270,7 @@ impl Store {
         ring: Keyring,
         source: KeySource,
         connections: u32,
-        migrate: bool,
+        opened: Opened,
     ) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let url = DatabaseUrl::parse(url)?;
@@ -265,7 +292,7 @@ impl Store {
             .before_acquire(|conn, _meta| Box::pin(async move { Ok(fit_for_reuse(conn)) }))
             .connect(&url.url)
             .await?;
-        let migrated = if migrate {
+        let migrated = if opened != Opened::Unmigrated {
             migrate::run(&pool, backend).await?
         } else {
             Vec::new()
@@ -281,7 +308,7 @@ impl Store {
             // A short command keeps nothing in memory: no connection for the signal. On
             // PostgreSQL there is no signal yet, so its caches always read the database.
             changes: match url.sqlite_file() {
-                Some(_) if connections > 1 => changes::CommitSignal::sqlite(&url.url),
+                Some(_) if opened == Opened::LongLived => changes::CommitSignal::sqlite(&url.url),
                 _ => changes::CommitSignal::Off,
             },
             api_tokens: Mutex::new(std::collections::HashMap::new()),
