@@ -345,6 +345,41 @@ async fn transient_failures_keep_the_grant_and_permanent_ones_require_reauthoriz
     assert_eq!(b.refreshes().await, 3);
 }
 
+/// A refresh whose caller stops waiting (a timeout, a client gone) is seen through: its
+/// answer is stored, so the rotated refresh token is not lost and the grant is not left in
+/// doubt, and the next caller gets the new token without a request of its own. (Were the
+/// refresh dropped with its caller, its request would still have left: in doubt until the
+/// backoff, the next caller refused.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_is_seen_through_when_its_caller_stops_waiting() {
+    let b = Bench::authorized(None).await;
+    let issued = b.clock.now().0;
+    let first_refresh_token = b.stored_refresh_token().await;
+    b.until_expiry(issued, LIFETIME, 0);
+    let mut slow = FaultSpec::token(&b.client_id, Fault::Delay { seconds: 1.0 });
+    slow.grant_type = Some("refresh_token".into());
+    b.idp.inject_fault(slow).await.unwrap();
+
+    tokio::select! {
+        biased;
+        _ = b.engine.access_token(b.account) => {}
+        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+    }
+    // Whichever came first, the refresh was answered and stored.
+    let answered = async {
+        while b.refreshes().await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), answered)
+        .await
+        .expect("the refresh request reached the emulator");
+    assert_ne!(b.stored_refresh_token().await, first_refresh_token);
+    let t = b.engine.access_token(b.account).await.unwrap();
+    assert!(!t.refreshed, "the stored token was handed out");
+    assert_eq!(b.refreshes().await, 1);
+}
+
 /// The refresh lease of a process that died mid-refresh is honoured until it expires by the
 /// engine's clock (`LEASE_TTL_SECS`), then taken over: one refresh, by this engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
