@@ -9,6 +9,7 @@ use mailgate_core::metrics;
 use mailgate_core::{AccountEvent, AccountId, Grant, Scopes, Secret, Timestamp};
 use mailgate_oauth::client::TokenResponse;
 use mailgate_oauth::{Failure, Remediation};
+use mailgate_store::RefreshInDoubt;
 use std::time::Duration;
 
 /// A usable access token.
@@ -278,7 +279,7 @@ impl Engine {
                 hint: String::new(),
             });
         };
-        let (grant, version) = (stored.grant, stored.version);
+        let (grant, version, doubt) = (stored.grant, stored.version, stored.doubt);
         let min_validity = Self::min_validity(&grant, stored.issued_at);
         if let Some(t) = fresh_unless(&grant, self.clock.now(), min_validity, refused) {
             return Ok(t);
@@ -289,7 +290,10 @@ impl Engine {
                 self.app_only_token(account, app).await
             }
             OAuthFlow::AuthorizationCode | OAuthFlow::DeviceCode => match &grant.refresh_token {
-                Some(rt) => self.refresh_once(account, app, version, rt).await?,
+                Some(rt) => {
+                    self.refresh_once(account, app, (version, doubt), rt)
+                        .await?
+                }
                 None => Err(Failure::new("refresh", Remediation::NoRefreshToken)),
             },
         };
@@ -393,16 +397,17 @@ impl Engine {
     /// replay-detecting provider revoke the grant. So the request is recorded as in doubt
     /// in the grant row before it is sent, every process honours that until
     /// `refresh_not_before`, and only an answer clears it.
+    ///
+    /// `version` and `doubt` are the grant row's, as read under the lease.
     async fn refresh_once(
         &self,
         account: &MailAccount,
         app: &OAuthApp,
-        version: i64,
+        (version, doubt): (i64, RefreshInDoubt),
         refresh_token: &Secret,
     ) -> Result<std::result::Result<TokenResponse, Failure>> {
         let id = account.id;
         let now = self.clock.now();
-        let doubt = self.store.refresh_in_doubt(id).await?.unwrap_or_default();
         if let Some(not_before) = doubt.not_before.filter(|t| *t > now) {
             return Ok(Err(in_doubt_failure(doubt.last_sent_at, not_before)));
         }

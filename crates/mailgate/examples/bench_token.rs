@@ -358,7 +358,7 @@ struct ApiFigures {
 }
 
 const BURST: usize = 1000;
-const BURST_ROUNDS: usize = 5;
+const BURST_ROUNDS: usize = 9;
 
 impl ApiFigures {
     fn print(&self) {

@@ -53,7 +53,11 @@ impl std::fmt::Debug for ServiceAccountKey {
 }
 
 pub struct OAuthClient {
-    http: reqwest::Client,
+    /// Built at the first request: a command that finds a cached token never makes one,
+    /// and building it (TLS roots, connector) cost `mailgate token` about a tenth of its
+    /// time (issue 15).
+    http: std::sync::OnceLock<reqwest::Client>,
+    timeout: Duration,
     /// The operator's `MAILGATE_IDP_ALLOW_PRIVATE`: whether identity providers on loopback
     /// or private addresses may be reached (see [`crate::egress`]).
     allow_private: bool,
@@ -72,24 +76,34 @@ impl OAuthClient {
     /// reached (`MAILGATE_IDP_ALLOW_PRIVATE`); otherwise every name is resolved by
     /// [`egress::CheckingResolver`] and the connection pinned to the addresses it checked.
     pub fn new(timeout: Duration, allow_private: bool) -> Result<Self, Failure> {
+        Ok(OAuthClient {
+            http: std::sync::OnceLock::new(),
+            timeout,
+            allow_private,
+        })
+    }
+
+    /// The HTTP client, built on first use.
+    fn http(&self, step: &'static str) -> Result<&reqwest::Client, Failure> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
         let mut builder = reqwest::Client::builder();
-        if !allow_private {
+        if !self.allow_private {
             builder = builder.dns_resolver(std::sync::Arc::new(egress::CheckingResolver {
                 setting: egress::IDP_ALLOW_PRIVATE,
             }));
         }
         let http = builder
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout.min(Duration::from_secs(10)))
             // A token endpoint never redirects; following one could send the secret elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mailgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Failure::config("HTTP client", &e.to_string()))?;
-        Ok(OAuthClient {
-            http,
-            allow_private,
-        })
+            .map_err(|e| Failure::config(step, &format!("the HTTP client: {e}")))?;
+        // Two first requests at once may both build one; the first stored is kept.
+        Ok(self.http.get_or_init(|| http))
     }
 
     /// RFC 6749 §4.1.3 with the PKCE verifier.
@@ -242,7 +256,9 @@ impl OAuthClient {
 
     pub async fn fetch_jwks(&self, url: &HttpUrl) -> Result<jwt::Jwks, Failure> {
         let step = "signing keys";
-        let body = self.get_ok(step, self.http.get(url.as_str())).await?;
+        let body = self
+            .get_ok(step, self.http(step)?.get(url.as_str()))
+            .await?;
         serde_json::from_str(&body).map_err(|e| malformed(step, &json_shape(&e)))
     }
 
@@ -256,7 +272,7 @@ impl OAuthClient {
         let body = self
             .get_ok(
                 step,
-                self.http
+                self.http(step)?
                     .get(url.as_str())
                     .bearer_auth(access_token.expose()),
             )
@@ -275,7 +291,9 @@ impl OAuthClient {
         let step = crate::discovery::STEP;
         let url = crate::discovery::document_url(issuer)
             .map_err(|e| Failure::config(step, &e.to_string()))?;
-        let body = self.get_ok(step, self.http.get(url.as_str())).await?;
+        let body = self
+            .get_ok(step, self.http(step)?.get(url.as_str()))
+            .await?;
         crate::discovery::parse(issuer, &body)
     }
 
@@ -289,7 +307,7 @@ impl OAuthClient {
         let url = request.url().clone();
         self.refuse_private_literal(step, &url)?;
         let resp = self
-            .http
+            .http(step)?
             .execute(request)
             .await
             .map_err(|e| transport(step, &e))?;
@@ -325,7 +343,7 @@ impl OAuthClient {
     ) -> Result<(u16, String), Failure> {
         self.refuse_private_literal(step, url.url())?;
         let resp = self
-            .http
+            .http(step)?
             .post(url.as_str())
             .header("Accept", "application/json")
             .form(&form)

@@ -182,26 +182,10 @@ impl Store {
     }
 
     /// The refresh requests of this grant whose answers never arrived (a timeout, or a
-    /// process that died waiting). `None` without a grant.
+    /// process that died waiting). `None` without a grant. (The refresh path reads them
+    /// with the grant: [`Store::versioned_grant`].)
     pub async fn refresh_in_doubt(&self, id: AccountId) -> Result<Option<RefreshInDoubt>> {
-        let row = sqlx::query(
-            "SELECT refresh_sent_at, refresh_unanswered, refresh_not_before FROM grants WHERE account_id = $1",
-        )
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(RefreshInDoubt {
-                last_sent_at: r
-                    .try_get::<Option<i64>, _>("refresh_sent_at")?
-                    .map(Timestamp),
-                unanswered: r.try_get("refresh_unanswered")?,
-                not_before: r
-                    .try_get::<Option<i64>, _>("refresh_not_before")?
-                    .map(Timestamp),
-            })
-        })
-        .transpose()
+        Ok(self.versioned_grant(id).await?.map(|v| v.doubt))
     }
 
     /// Records, before a refresh request is sent, that it is in doubt until its answer is
@@ -437,4 +421,17 @@ fn token_times(r: &AnyRow) -> Result<(AccountId, Option<Timestamp>, Option<Times
         at("access_expires_at")?,
         at("access_issued_at")?,
     ))
+}
+
+/// The in-doubt columns of a `grants` row read with them.
+pub(crate) fn refresh_doubt(row: &sqlx::any::AnyRow) -> Result<RefreshInDoubt> {
+    Ok(RefreshInDoubt {
+        last_sent_at: row
+            .try_get::<Option<i64>, _>("refresh_sent_at")?
+            .map(Timestamp),
+        unanswered: row.try_get("refresh_unanswered")?,
+        not_before: row
+            .try_get::<Option<i64>, _>("refresh_not_before")?
+            .map(Timestamp),
+    })
 }

@@ -65,10 +65,11 @@ impl Store {
         Ok(self.versioned_grant(id).await?.map(|v| v.grant))
     }
 
-    /// The grant with its version and the access token's issue time, in one read (the
-    /// refresh path needs all three, and each statement is a round trip to the database).
+    /// The grant with its version, the access token's issue time and the refresh requests
+    /// in doubt, in one read (the refresh path needs them all, and each statement is a round
+    /// trip to the database).
     pub async fn versioned_grant(&self, id: AccountId) -> Result<Option<VersionedGrant>> {
-        let Some(row) = sqlx::query("SELECT account_id, access_token, access_expires_at, refresh_token, scopes, identity, authorized_at, authorized_by, version, access_issued_at FROM grants WHERE account_id = $1")
+        let Some(row) = sqlx::query("SELECT account_id, access_token, access_expires_at, refresh_token, scopes, identity, authorized_at, authorized_by, version, access_issued_at, refresh_sent_at, refresh_unanswered, refresh_not_before FROM grants WHERE account_id = $1")
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?
@@ -90,6 +91,7 @@ impl Store {
             issued_at: row
                 .try_get::<Option<i64>, _>("access_issued_at")?
                 .map(Timestamp),
+            doubt: crate::authz::refresh_doubt(&row)?,
         }))
     }
 }
@@ -103,6 +105,8 @@ pub struct VersionedGrant {
     pub version: i64,
     /// When the stored access token was issued (its lifetime decides the refresh margin).
     pub issued_at: Option<Timestamp>,
+    /// Refresh requests sent with the stored refresh token and not answered.
+    pub doubt: crate::RefreshInDoubt,
 }
 
 /// Deletes the account's grant and pending authorizations because where its tokens would go
