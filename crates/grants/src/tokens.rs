@@ -237,21 +237,26 @@ impl Engine {
                     return Ok(t);
                 }
             }
-            if self
-                .store
-                .try_lease(&lease, &self.holder, LEASE_TTL_SECS, self.clock.now())
-                .await?
-            {
-                // The tasks queued behind the mutex wait for this: ahead of their queue.
-                let result =
-                    ahead_of_the_queue(self.refresh_holding_lease(account, app, refused)).await;
+            // The tasks queued behind the mutex wait for this: ahead of their queue.
+            let attempt = async {
+                if !self
+                    .store
+                    .try_lease(&lease, &self.holder, LEASE_TTL_SECS, self.clock.now())
+                    .await?
+                {
+                    return Ok(None);
+                }
+                let result = self.refresh_holding_lease(account, app, refused).await;
                 if let Ok(t) = &result {
                     self.publish_leader_token(id, t);
                 }
                 if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
                     tracing::warn!(error = %e, "could not release the refresh lease; it expires by itself");
                 }
-                return result;
+                result.map(Some)
+            };
+            if let Some(token) = ahead_of_the_queue(attempt).await? {
+                return Ok(token);
             }
             // Another process is refreshing: wait for it to finish, then use its token.
             if tokio::time::Instant::now() > deadline {
@@ -634,7 +639,7 @@ fn without_grant(account: &MailAccount) -> EngineError {
 
 /// Runs `work` to its end on this thread, outside the scheduler's queue, where the runtime
 /// has other workers to take that queue over (`serve`); a command's one-thread runtime
-/// awaits it. For the refresh under the lease: after a commit, a burst of requests for the
+/// awaits it. For the refresh and its lease: after a commit, a burst of requests for the
 /// account queues behind it, and each of its steps (a database statement, the token
 /// request) would otherwise wait its turn behind those requests' tasks, every one of which
 /// is waiting for it (issue 15: the expired-token burst, docs/benchmarks.md). Once per

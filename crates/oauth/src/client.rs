@@ -304,19 +304,39 @@ impl OAuthClient {
         request: reqwest::RequestBuilder,
     ) -> Result<String, Failure> {
         let request = request.build().map_err(|e| transport(step, &e))?;
-        let url = request.url().clone();
-        self.refuse_private_literal(step, &url)?;
-        let resp = self
-            .http(step)?
-            .execute(request)
-            .await
-            .map_err(|e| transport(step, &e))?;
-        let status = resp.status().as_u16();
-        let body = read_capped(step, &url, resp).await?;
+        self.refuse_private_literal(step, request.url())?;
+        let (status, body) = self.exchange(step, request).await?;
         if status != 200 {
             return Err(failure::classify(step, status, &body));
         }
         Ok(body)
+    }
+
+    /// Sends `request` and reads its answer (status and body) on the provider lane
+    /// ([`provider_lane`]).
+    async fn exchange(
+        &self,
+        step: &'static str,
+        request: reqwest::Request,
+    ) -> Result<(u16, String), Failure> {
+        let http = self.http(step)?.clone();
+        let work = async move {
+            let url = request.url().clone();
+            let resp = http
+                .execute(request)
+                .await
+                .map_err(|e| transport(step, &e))?;
+            let status = resp.status().as_u16();
+            let body = read_capped(step, &url, resp).await?;
+            Ok((status, body))
+        };
+        match provider_lane() {
+            Some(lane) => lane.spawn(work).await.unwrap_or_else(|e| {
+                Err(Failure::new(step, Remediation::NetworkError)
+                    .with_detail(format!("the request to the provider ended early: {e}")))
+            }),
+            None => work.await,
+        }
     }
 
     /// Adds client authentication (secret in the body, as Microsoft and Google document)
@@ -342,17 +362,14 @@ impl OAuthClient {
         form: Vec<(&'static str, String)>,
     ) -> Result<(u16, String), Failure> {
         self.refuse_private_literal(step, url.url())?;
-        let resp = self
+        let request = self
             .http(step)?
             .post(url.as_str())
             .header("Accept", "application/json")
             .form(&form)
-            .send()
-            .await
+            .build()
             .map_err(|e| transport(step, &e))?;
-        let status = resp.status().as_u16();
-        let body = read_capped(step, url.url(), resp).await?;
-        Ok((status, body))
+        self.exchange(step, request).await
     }
 
     /// An IP-literal URL is connected to without a DNS lookup, so the resolver's check does
@@ -364,6 +381,47 @@ impl OAuthClient {
         egress::refuse_private_literal(url, egress::IDP_ALLOW_PRIVATE)
             .map_err(|refused| Failure::config(step, &refused.0))
     }
+}
+
+/// The thread every request to an identity provider runs on: a runtime of its own, where
+/// the request's connection (hyper runs each connection as a task) is not queued behind
+/// the callers' tasks. In `serve` a refresh is what a burst of token requests waits for
+/// after a commit, and on the shared runtime its connection task waited its turn behind
+/// those very requests: 4–31 ms for a request the emulator answers in about one
+/// (issue 15: the expired-token burst, docs/benchmarks.md). Started at the first request;
+/// `None` if the thread could not be started, and the request then runs where it is
+/// awaited.
+fn provider_lane() -> Option<&'static tokio::runtime::Handle> {
+    static LANE: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    LANE.get_or_init(|| {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("mailgate-idp-lane".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => {
+                        let _ = handle_tx.send(Some(runtime.handle().clone()));
+                        // Runs the requests spawned on it for the rest of the process.
+                        runtime.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start the identity-provider lane; requests run on the caller's runtime");
+                        let _ = handle_tx.send(None);
+                    }
+                }
+            });
+        match started {
+            Ok(_) => handle_rx.recv().ok().flatten(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the identity-provider lane; requests run on the caller's runtime");
+                None
+            }
+        }
+    })
+    .as_ref()
 }
 
 /// The response body, read chunk by chunk and abandoned at [`RESPONSE_LIMIT`], so a huge
