@@ -11,7 +11,7 @@
 //! - it stays valid for its refresh margin, by this engine's clock, exactly as the
 //!   uncached path would decide.
 //!
-//! Otherwise the uncached path runs (five reads, perhaps a refresh) and its answer is
+//! Otherwise the uncached path runs (three reads, perhaps a refresh) and its answer is
 //! kept with the marker read before it; one task per account at a time, so a burst of
 //! requests after a commit reads the database once, not once per request. Unrelated commits (events, leases, the outbox)
 //! cost one uncached answer each.
