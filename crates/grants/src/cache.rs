@@ -89,13 +89,7 @@ impl Engine {
         }
         let fill_number = FILLS_BEGUN.fetch_add(1, Ordering::SeqCst) + 1;
         let seen = self.store.commit_marker().await;
-        let t0 = std::time::Instant::now();
         let token = self.access_token_uncached(id).await?;
-        eprintln!(
-            "PROBE fill {:?} refreshed={}",
-            t0.elapsed(),
-            token.refreshed
-        );
         let entry = CachedToken {
             seen,
             fill: fill_number,
