@@ -173,8 +173,7 @@ impl Default for EngineOptions {
 
 impl Engine {
     pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, options: EngineOptions) -> Result<Engine> {
-        let client = OAuthClient::new(options.timeout, options.allow_private_idp)
-            .map_err(EngineError::OAuth)?;
+        let client = OAuthClient::new(options.timeout, options.allow_private_idp);
         let holder = format!(
             "{}-{}",
             std::process::id(),

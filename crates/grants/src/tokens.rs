@@ -295,10 +295,7 @@ impl Engine {
                 self.app_only_token(account, app).await
             }
             OAuthFlow::AuthorizationCode | OAuthFlow::DeviceCode => match &grant.refresh_token {
-                Some(rt) => {
-                    self.refresh_once(account, app, (version, doubt), rt)
-                        .await?
-                }
+                Some(rt) => self.refresh_once(account, app, version, doubt, rt).await?,
                 None => Err(Failure::new("refresh", Remediation::NoRefreshToken)),
             },
         };
@@ -408,7 +405,8 @@ impl Engine {
         &self,
         account: &MailAccount,
         app: &OAuthApp,
-        (version, doubt): (i64, RefreshInDoubt),
+        version: i64,
+        doubt: RefreshInDoubt,
         refresh_token: &Secret,
     ) -> Result<std::result::Result<TokenResponse, Failure>> {
         let id = account.id;
@@ -643,7 +641,8 @@ fn without_grant(account: &MailAccount) -> EngineError {
 /// account queues behind it, and each of its steps (a database statement, the token
 /// request) would otherwise wait its turn behind those requests' tasks, every one of which
 /// is waiting for it (issue 15: the expired-token burst, docs/benchmarks.md). Once per
-/// refresh, so the thread hand-off `block_in_place` costs does not count.
+/// attempt at the lease (one per refresh unless another process holds it), so the thread
+/// hand-off `block_in_place` costs does not count.
 ///
 /// The work is not cancelled when its caller stops waiting (a timeout, a client gone): a
 /// refresh is bounded by the token request's timeout, and one dropped after its request

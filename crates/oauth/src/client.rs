@@ -75,12 +75,12 @@ impl OAuthClient {
     /// `allow_private`: whether identity providers on loopback or private addresses may be
     /// reached (`MAILGATE_IDP_ALLOW_PRIVATE`); otherwise every name is resolved by
     /// [`egress::CheckingResolver`] and the connection pinned to the addresses it checked.
-    pub fn new(timeout: Duration, allow_private: bool) -> Result<Self, Failure> {
-        Ok(OAuthClient {
+    pub fn new(timeout: Duration, allow_private: bool) -> Self {
+        OAuthClient {
             http: std::sync::OnceLock::new(),
             timeout,
             allow_private,
-        })
+        }
     }
 
     /// The HTTP client, built on first use.
@@ -621,7 +621,7 @@ mod tests {
     #[tokio::test]
     async fn jwks_and_userinfo_replies_are_capped_while_streaming() {
         let (url, _) = endless_endpoint(512 << 20).await;
-        let client = OAuthClient::new(Duration::from_secs(20), true).unwrap();
+        let client = OAuthClient::new(Duration::from_secs(20), true);
         let started = std::time::Instant::now();
         let err = client.fetch_jwks(&url).await.unwrap_err().to_string();
         assert!(
@@ -656,7 +656,7 @@ mod tests {
     #[tokio::test]
     async fn private_identity_providers_are_refused_before_connecting() {
         let (url, connections) = endless_endpoint(0).await;
-        let client = OAuthClient::new(Duration::from_secs(5), false).unwrap();
+        let client = OAuthClient::new(Duration::from_secs(5), false);
         let err = client.fetch_jwks(&url).await.unwrap_err();
         assert_eq!(err.remediation, Remediation::Misconfigured);
         assert!(

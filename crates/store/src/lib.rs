@@ -234,18 +234,14 @@ impl Store {
     /// second connection while it holds one (see [`Store::open_single_connection`]).
     /// PostgreSQL, a server of its own, gets eight.
     pub async fn open(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
-        let connections = match DatabaseUrl::parse(url)?.backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 8,
-        };
-        Self::open_with_connections(url, ring, source, connections, Opened::LongLived).await
+        Self::open_as(url, ring, source, Opened::LongLived).await
     }
 
     /// One connection to an existing database, its schema left as it is: for `mailgate
     /// doctor`, which reports a schema behind (or ahead of) this binary instead of
     /// migrating it under a running `serve`.
     pub async fn open_unmigrated(url: &str, ring: Keyring, source: KeySource) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 1, Opened::Unmigrated).await
+        Self::open_as(url, ring, source, Opened::Unmigrated).await
     }
 
     /// [`Store::open`] over one connection, for a short command (`token`, `events`, …):
@@ -262,18 +258,17 @@ impl Store {
         ring: Keyring,
         source: KeySource,
     ) -> Result<Store> {
-        Self::open_with_connections(url, ring, source, 1, Opened::Command).await
+        Self::open_as(url, ring, source, Opened::Command).await
     }
 
-    async fn open_with_connections(
-        url: &str,
-        ring: Keyring,
-        source: KeySource,
-        connections: u32,
-        opened: Opened,
-    ) -> Result<Store> {
+    async fn open_as(url: &str, ring: Keyring, source: KeySource, opened: Opened) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let url = DatabaseUrl::parse(url)?;
+        // Only a long-lived process on PostgreSQL runs statements side by side ([`Store::open`]).
+        let connections = match (opened, url.backend) {
+            (Opened::LongLived, Backend::Postgres) => 8,
+            _ => 1,
+        };
         if let Some(file) = url.sqlite_file() {
             make_database_files_private(file)?;
         }

@@ -87,14 +87,12 @@ async fn apply(
     // One query for what is applied, not one per migration: every command opens the store,
     // and each query is a round trip to the database thread. The ledger is created only
     // when that query fails (a new database), not tried on every open.
-    let read = sqlx::query("SELECT version FROM schema_migrations");
-    let rows = match read.fetch_all(&mut *conn).await {
+    const APPLIED: &str = "SELECT version FROM schema_migrations";
+    let rows = match sqlx::query(APPLIED).fetch_all(&mut *conn).await {
         Ok(rows) => rows,
         Err(_) => {
             sqlx::raw_sql(ledger).execute(&mut *conn).await?;
-            sqlx::query("SELECT version FROM schema_migrations")
-                .fetch_all(&mut *conn)
-                .await?
+            sqlx::query(APPLIED).fetch_all(&mut *conn).await?
         }
     };
     let applied = rows
